@@ -1,0 +1,140 @@
+//! runbook-journals: the durable, append-only record of every run.
+//!
+//! The [`Journal`] trait is what the engine relies on:
+//!
+//! - **Write-ahead.** [`Journal::append`] returns only once its events are durable — written and
+//!   `fdatasync`ed, so they survive a power loss, not only a killed process. The engine appends
+//!   `StepStarted` before a step's effect begins and `StepSucceeded` before the next step starts.
+//! - **Group commit.** Appends from concurrent runs in one process share one sync.
+//! - **Locks.** [`Journal::create`] takes the run's lock key atomically with its first events and
+//!   refuses if another unfinished run holds it; a terminal `StateChanged` releases it.
+//! - **Integrity.** Every record carries a checksum and a contiguous sequence number; reading a
+//!   run whose tail is torn or corrupt is an error that names the run and the record, never a
+//!   silently shortened history.
+//!
+//! The journal never sees secrets in clear: the runner redacts every event before appending.
+
+mod event;
+mod memory;
+mod sled_journal;
+
+use std::path::PathBuf;
+
+pub use event::{
+    Drift, Event, OperatorAction, Record, RunId, RunStarted, RunState, RunSummary, SkipReason,
+    SourceFile,
+};
+pub use memory::MemoryJournal;
+pub use sled_journal::{SledJournal, SledOptions};
+
+/// What can go wrong with a journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process holds the journal directory.
+    #[error("journal {dir} is in use by another runbook process{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Busy {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What the holder wrote about itself (pid and command), if readable.
+        holder: Option<String>,
+    },
+    /// The lock key is held by an unfinished run.
+    #[error("lock `{key}` is held by run {holder}")]
+    LockHeld {
+        /// The lock key.
+        key: String,
+        /// The run holding it.
+        holder: RunId,
+    },
+    /// No run has this id (or id prefix).
+    #[error("no run matches `{0}`")]
+    NoSuchRun(String),
+    /// An id prefix matches more than one run.
+    #[error("run id prefix `{prefix}` is ambiguous: it matches {}", candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// The runs it matches.
+        candidates: Vec<RunId>,
+    },
+    /// A run with this id exists already.
+    #[error("run {0} exists already")]
+    RunExists(RunId),
+    /// A stored record failed its checksum, did not decode, or broke the sequence.
+    #[error("journal of run {run} is corrupt at record {seq}: {detail}")]
+    Corrupt {
+        /// The run.
+        run: RunId,
+        /// The first bad record's sequence number.
+        seq: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The storage engine failed.
+    #[error("failed to access the journal storage")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A file operation failed (sync, holder file, directory).
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What we tried.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters that tests and benchmarks read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Calls to `create` or `append` that wrote something.
+    pub commits: u64,
+    /// `fdatasync` calls issued on the journal's files (group commit makes this ≤ `commits`).
+    pub syncs: u64,
+}
+
+/// A durable, append-only event log per run.
+pub trait Journal: Send + Sync {
+    /// Creates run `id` with its first events (the first must be `RunStarted`) and, if `lock` is
+    /// given, takes that lock key. Atomic and durable on return. Fails with
+    /// [`JournalError::LockHeld`] naming the holder if an unfinished run holds the key.
+    fn create(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError>;
+
+    /// Appends events to run `id`, atomically and durably; returns them as stored. A
+    /// `StateChanged` to a terminal state releases the run's lock in the same write.
+    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError>;
+
+    /// Every record of run `id`, in order, verified.
+    fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError>;
+
+    /// Records of run `id` with `seq > after`, verified (for following a run).
+    fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError>;
+
+    /// Summaries of all runs, oldest first.
+    fn runs(&self) -> Result<Vec<RunSummary>, JournalError>;
+
+    /// The summary of run `id`.
+    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError>;
+
+    /// Finds the run whose id starts with `prefix` (case-insensitive).
+    fn resolve(&self, prefix: &str) -> Result<RunId, JournalError>;
+
+    /// The run holding lock `key`, if any.
+    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError>;
+
+    /// Reads a small value from the journal's key-value area (schedules and the like).
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError>;
+
+    /// Writes a small value to the key-value area, durably.
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError>;
+
+    /// Counters since the journal was opened.
+    fn stats(&self) -> JournalStats;
+}

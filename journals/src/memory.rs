@@ -1,0 +1,183 @@
+//! A journal in memory: for dry runs (`plan`) and tests. Same semantics as the sled journal
+//! (locks, contiguous records, summaries), no durability.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::Utc;
+
+use crate::{Event, Journal, JournalError, JournalStats, Record, RunId, RunState, RunSummary};
+
+/// A journal that forgets everything when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: BTreeMap<RunId, Vec<Record>>,
+    summaries: BTreeMap<RunId, RunSummary>,
+    locks: HashMap<String, RunId>,
+    meta: HashMap<String, Vec<u8>>,
+    stats: JournalStats,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn write(inner: &mut Inner, id: RunId, events: &[Event]) -> Vec<Record> {
+    let now = Utc::now();
+    let summary = inner.summaries.get_mut(&id).expect("run exists");
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let record = Record {
+            seq: summary.last_seq + 1,
+            at: now,
+            event: event.clone(),
+        };
+        summary.apply(&record);
+        out.push(record);
+    }
+    if summary.state.is_terminal()
+        && let Some(lock) = &summary.lock
+        && inner.locks.get(lock) == Some(&id)
+    {
+        inner.locks.remove(lock);
+    }
+    inner
+        .records
+        .entry(id)
+        .or_default()
+        .extend(out.iter().cloned());
+    inner.stats.commits += 1;
+    out
+}
+
+impl Journal for MemoryJournal {
+    fn create(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        let mut inner = self.inner.lock().expect("journal mutex poisoned");
+        if inner.summaries.contains_key(&id) {
+            return Err(JournalError::RunExists(id));
+        }
+        if let Some(key) = lock
+            && let Some(holder) = inner.locks.get(key)
+        {
+            return Err(JournalError::LockHeld {
+                key: key.to_owned(),
+                holder: *holder,
+            });
+        }
+        let now = Utc::now();
+        inner.summaries.insert(
+            id,
+            RunSummary {
+                id,
+                runbook: String::new(),
+                state: RunState::Running,
+                reason: None,
+                lock: lock.map(str::to_owned),
+                started_by: String::new(),
+                created_at: now,
+                updated_at: now,
+                last_seq: 0,
+            },
+        );
+        if let Some(key) = lock {
+            inner.locks.insert(key.to_owned(), id);
+        }
+        let records = write(&mut inner, id, events);
+        if let Some(s) = inner.summaries.get_mut(&id) {
+            s.lock = lock.map(str::to_owned);
+        }
+        Ok(records)
+    }
+
+    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        let mut inner = self.inner.lock().expect("journal mutex poisoned");
+        if !inner.summaries.contains_key(&id) {
+            return Err(JournalError::NoSuchRun(id.to_string()));
+        }
+        Ok(write(&mut inner, id, events))
+    }
+
+    fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        inner
+            .records
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| JournalError::NoSuchRun(id.to_string()))
+    }
+
+    fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        Ok(self
+            .read(id)?
+            .into_iter()
+            .filter(|r| r.seq > after)
+            .collect())
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        Ok(inner.summaries.values().cloned().collect())
+    }
+
+    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        inner
+            .summaries
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| JournalError::NoSuchRun(id.to_string()))
+    }
+
+    fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        let p = prefix.to_ascii_uppercase();
+        let found: Vec<RunId> = inner
+            .summaries
+            .keys()
+            .filter(|id| id.to_string().starts_with(&p))
+            .copied()
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
+            _ => Err(JournalError::Ambiguous {
+                prefix: prefix.to_owned(),
+                candidates: found,
+            }),
+        }
+    }
+
+    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        Ok(inner.locks.get(key).copied())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let inner = self.inner.lock().expect("journal mutex poisoned");
+        Ok(inner.meta.get(key).cloned())
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
+        let mut inner = self.inner.lock().expect("journal mutex poisoned");
+        inner.meta.insert(key.to_owned(), value.to_vec());
+        inner.stats.commits += 1;
+        Ok(())
+    }
+
+    fn stats(&self) -> JournalStats {
+        self.inner.lock().expect("journal mutex poisoned").stats
+    }
+}

@@ -1,0 +1,1353 @@
+//! The sled-backed [`Journal`].
+//!
+//! Layout: one sled tree, keys prefixed by kind so that one `apply_batch` can write a run's
+//! events, its summary and its lock atomically:
+//!
+//! - `e` + run id (16 bytes) + seq (u64 big-endian) → CRC32 (4 bytes LE) + JSON [`Record`]
+//! - `s` + run id → CRC32 + JSON [`RunSummary`]
+//! - `l` + lock key → run id (16 bytes)
+//! - `m` + meta key → raw bytes
+//!
+//! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which does not reach the disk's
+//! cache, and its own fsync runs on a 500 ms timer. So every commit also `fdatasync`s sled's log
+//! file (and any new blob files) itself, and concurrent commits share that sync (group commit).
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use chrono::Utc;
+
+use crate::{Event, Journal, JournalError, JournalStats, Record, RunId, RunState, RunSummary};
+
+const EVENT: u8 = b'e';
+const SUMMARY: u8 = b's';
+const LOCK: u8 = b'l';
+const META: u8 = b'm';
+
+/// Length of an event key: prefix, run id, seq.
+const EVENT_KEY_LEN: usize = 1 + 16 + 8;
+
+/// The file, inside the journal directory, in which the opening process describes itself.
+const HOLDER_FILE: &str = "holder";
+
+/// The substring sled 0.34 puts in the error it returns when another handle holds the db lock.
+const SLED_LOCK_ERROR: &str = "could not acquire lock";
+
+const POISONED: &str = "journal mutex poisoned";
+
+/// Tuning for [`SledJournal::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// Size of sled's page cache. sled's own default (1 GiB) bloats memory, so it is always set.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A summary as loaded: a summary that fails its checksum stays listed so that the run can still
+/// be named, and every access to it reports the corruption.
+type CachedSummary = Result<RunSummary, String>;
+
+/// The group-commit state, guarded by [`SledJournal::sync_state`].
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The highest ticket handed out; a ticket is issued once its batch is applied.
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A leader is flushing and syncing right now.
+    syncing: bool,
+    /// Set once a sync failed: after that we cannot know what reached the disk (a failed fsync
+    /// may drop the dirty pages), so the journal refuses further writes.
+    failed: Option<String>,
+}
+
+/// What only the sync leader touches.
+#[derive(Debug)]
+struct Syncer {
+    /// sled's log file, opened read-only: `fdatasync` works on any descriptor of the file.
+    db_file: File,
+    /// Blob files already known to be durable.
+    known_blobs: HashSet<OsString>,
+}
+
+/// A [`Journal`] stored in a sled database, one process at a time.
+pub struct SledJournal {
+    dir: PathBuf,
+    db: sled::Db,
+    /// Serializes writers so that seq assignment and lock checks are race-free. Never held while
+    /// waiting for durability, so that concurrent runs share syncs.
+    writer: Mutex<()>,
+    /// Every run's summary, loaded at open and kept current by writers (under `writer`, after
+    /// their batch is applied). Ordered by id, which is creation order.
+    summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
+    sync_state: Mutex<SyncState>,
+    synced: Condvar,
+    syncer: Mutex<Syncer>,
+    commits: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl std::fmt::Debug for SledJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledJournal")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledJournal {
+    /// Opens (creating if needed) the journal in `dir`; fails with [`JournalError::Busy`] if
+    /// another handle holds it.
+    pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, JournalError> {
+        let created = !dir.exists();
+        fs::create_dir_all(dir)
+            .map_err(|source| io_error("create journal directory", dir, source))?;
+
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_capacity_bytes)
+            // We flush and sync on every commit ourselves; sled's timer would only add syncs.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains(SLED_LOCK_ERROR) => {
+                    JournalError::Busy {
+                        dir: dir.to_path_buf(),
+                        holder: read_holder(dir),
+                    }
+                }
+                other => storage(other),
+            })?;
+
+        let db_path = dir.join("db");
+        let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
+
+        // sled creates its files and directories without syncing the directory entries; a
+        // journal whose `db` entry is lost in a power cut would come back empty.
+        sync_path(dir, "sync directory")?;
+        let blobs = dir.join("blobs");
+        if blobs.is_dir() {
+            sync_path(&blobs, "sync directory")?;
+        }
+        let conf = dir.join("conf");
+        if conf.is_file() {
+            sync_path(&conf, "sync")?;
+        }
+        if created {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_path(parent, "sync directory")?;
+            }
+        }
+
+        let summaries = load_summaries(&db)?;
+
+        let holder_path = dir.join(HOLDER_FILE);
+        fs::write(&holder_path, holder_description())
+            .map_err(|source| io_error("write holder file", &holder_path, source))?;
+
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            writer: Mutex::new(()),
+            summaries: Mutex::new(summaries),
+            sync_state: Mutex::new(SyncState::default()),
+            synced: Condvar::new(),
+            syncer: Mutex::new(Syncer {
+                db_file,
+                // Empty, so that the first commit also syncs blobs a previous process left
+                // unsynced.
+                known_blobs: HashSet::new(),
+            }),
+            commits: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory the journal lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, CachedSummary>> {
+        self.summaries.lock().expect(POISONED)
+    }
+
+    fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        match self.summaries().get(&id) {
+            None => Err(JournalError::NoSuchRun(id.to_string())),
+            Some(Ok(summary)) => Ok(summary.clone()),
+            Some(Err(detail)) => Err(corrupt_summary(id, detail)),
+        }
+    }
+
+    /// Refuses to write once a sync has failed (see [`SyncState::failed`]).
+    fn check_writable(&self) -> Result<(), JournalError> {
+        match &self.sync_state.lock().expect(POISONED).failed {
+            None => Ok(()),
+            Some(msg) => Err(self.failed_error(msg)),
+        }
+    }
+
+    fn failed_error(&self, msg: &str) -> JournalError {
+        io_error(
+            "sync",
+            &self.dir.join("db"),
+            io::Error::other(format!(
+                "an earlier sync failed ({msg}); the journal must be reopened"
+            )),
+        )
+    }
+
+    /// Applies `batch` and issues its commit ticket. Call with the writer mutex held, so that
+    /// tickets follow the order in which batches were applied.
+    fn apply(&self, batch: sled::Batch) -> Result<u64, JournalError> {
+        self.db.apply_batch(batch).map_err(storage)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.sync_state.lock().expect(POISONED);
+        state.issued += 1;
+        Ok(state.issued)
+    }
+
+    /// Returns once the batch with `ticket` is durable, leading a sync if nobody else is.
+    fn wait_durable(&self, ticket: u64) -> Result<(), JournalError> {
+        let mut state = self.sync_state.lock().expect(POISONED);
+        loop {
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if let Some(msg) = &state.failed {
+                return Err(self.failed_error(msg));
+            }
+            if state.syncing {
+                state = self.synced.wait(state).expect(POISONED);
+                continue;
+            }
+            // Lead: everything issued so far was applied before its ticket was, so one flush
+            // and sync covers it all, including the batches of whoever waits behind us.
+            state.syncing = true;
+            let target = state.issued;
+            drop(state);
+            let result = self.sync_now();
+            state = self.sync_state.lock().expect(POISONED);
+            state.syncing = false;
+            match &result {
+                Ok(()) => state.durable = state.durable.max(target),
+                Err(e) => state.failed = Some(error_chain(e)),
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+
+    /// Flushes sled's buffers and makes them durable.
+    fn sync_now(&self) -> Result<(), JournalError> {
+        let mut syncer = self.syncer.lock().expect(POISONED);
+        // Values above sled's blob threshold were written to their own files while the batch
+        // was applied; sync them before the log that points at them.
+        self.sync_new_blobs(&mut syncer)?;
+        self.db.flush().map_err(storage)?;
+        // Flushing may rewrite large pages as blobs too.
+        self.sync_new_blobs(&mut syncer)?;
+        syncer
+            .db_file
+            .sync_data()
+            .map_err(|source| io_error("sync", &self.dir.join("db"), source))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn sync_new_blobs(&self, syncer: &mut Syncer) -> Result<(), JournalError> {
+        let blobs = self.dir.join("blobs");
+        let entries = match fs::read_dir(&blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(io_error("list", &blobs, source)),
+        };
+        let mut present = HashSet::new();
+        let mut appeared = false;
+        for entry in entries {
+            let entry = entry.map_err(|source| io_error("list", &blobs, source))?;
+            let name = entry.file_name();
+            if !syncer.known_blobs.contains(&name) {
+                let path = entry.path();
+                match File::open(&path).and_then(|f| f.sync_data()) {
+                    Ok(()) => appeared = true,
+                    // sled removes blobs it no longer needs, possibly right after we listed it.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(io_error("sync", &path, source)),
+                }
+            }
+            present.insert(name);
+        }
+        if appeared {
+            sync_path(&blobs, "sync directory")?;
+        }
+        // Forget blobs sled has removed, so the set does not grow forever.
+        syncer.known_blobs = present;
+        Ok(())
+    }
+
+    /// Reads and verifies the records of `id` with `seq > after`, up to `last_seq`.
+    fn verified_records(
+        &self,
+        id: RunId,
+        after: u64,
+        last_seq: u64,
+    ) -> Result<Vec<Record>, JournalError> {
+        let corrupt = |seq: u64, detail: String| JournalError::Corrupt {
+            run: id,
+            seq,
+            detail,
+        };
+        let start = event_key(id, after.saturating_add(1));
+        let end = event_key(id, u64::MAX);
+        let mut records = Vec::new();
+        let mut expected = after.saturating_add(1);
+        for entry in self.db.range(start..=end) {
+            let (key, value) = entry.map_err(storage)?;
+            let key_seq = event_key_seq(&key).ok_or_else(|| {
+                corrupt(
+                    expected,
+                    format!(
+                        "malformed key of {} bytes after record {}",
+                        key.len(),
+                        expected - 1
+                    ),
+                )
+            })?;
+            if key_seq > last_seq {
+                // Part of a batch still being applied: not yet in the summary we read, and
+                // readers are not isolated from a batch in progress.
+                break;
+            }
+            if key_seq != expected {
+                let detail = if records.is_empty() {
+                    format!("record {expected} missing: the next record found is {key_seq}")
+                } else {
+                    format!(
+                        "record {expected} missing: log jumps from {} to {key_seq}",
+                        expected - 1
+                    )
+                };
+                return Err(corrupt(expected, detail));
+            }
+            let record = decode_record(&value).map_err(|detail| corrupt(key_seq, detail))?;
+            if record.seq != key_seq {
+                return Err(corrupt(
+                    key_seq,
+                    format!("key says {key_seq} but record says {}", record.seq),
+                ));
+            }
+            records.push(record);
+            expected = key_seq + 1;
+        }
+        let last_found = expected - 1;
+        if last_found < last_seq {
+            let log_end = if records.is_empty() {
+                // Nothing after `after`: report where the log really ends.
+                self.db
+                    .range(event_key(id, 0)..=event_key(id, after))
+                    .next_back()
+                    .transpose()
+                    .map_err(storage)?
+                    .and_then(|(key, _)| event_key_seq(&key))
+                    .unwrap_or(0)
+            } else {
+                last_found
+            };
+            return Err(corrupt(
+                last_found + 1,
+                format!(
+                    "the log ends at record {log_end} but the run's summary says {last_seq} \
+                     (torn tail)"
+                ),
+            ));
+        }
+        Ok(records)
+    }
+
+    fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        let Some(value) = self.db.get(lock_key(key)).map_err(storage)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 16] = value.as_ref().try_into().map_err(|_| {
+            storage(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "lock `{key}` holds {} bytes, not a 16-byte run id",
+                    value.len()
+                ),
+            ))
+        })?;
+        Ok(Some(RunId::from_bytes(bytes)))
+    }
+}
+
+impl Drop for SledJournal {
+    fn drop(&mut self) {
+        // Only informational; a stale file is overwritten by the next open.
+        let _ = fs::remove_file(self.dir.join(HOLDER_FILE));
+    }
+}
+
+impl Journal for SledJournal {
+    fn create(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        match events.first() {
+            Some(Event::RunStarted(_)) => {}
+            first => {
+                return Err(storage(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the first event of run {id} must be run_started, not {}",
+                        first.map_or("nothing", Event::name)
+                    ),
+                )));
+            }
+        }
+
+        let guard = self.writer.lock().expect(POISONED);
+        self.check_writable()?;
+        if self.summaries().contains_key(&id) {
+            return Err(JournalError::RunExists(id));
+        }
+        if let Some(key) = lock {
+            if let Some(holder) = self.lock_value(key)? {
+                return Err(JournalError::LockHeld {
+                    key: key.to_owned(),
+                    holder,
+                });
+            }
+        }
+
+        let now = Utc::now();
+        let mut summary = RunSummary {
+            id,
+            runbook: String::new(),
+            state: RunState::Running,
+            reason: None,
+            lock: None,
+            started_by: String::new(),
+            created_at: now,
+            updated_at: now,
+            last_seq: 0,
+        };
+        let records = make_records(events, 1, now);
+        let mut batch = sled::Batch::default();
+        for record in &records {
+            summary.apply(record);
+            batch.insert(&event_key(id, record.seq)[..], encode(record)?);
+        }
+        // The summary names the lock the run actually holds, whatever `RunStarted` says.
+        summary.lock = lock.map(str::to_owned);
+        // A run that ends in its first write (a refused precheck) never holds its lock.
+        if let Some(key) = lock.filter(|_| !ends_run(events)) {
+            batch.insert(lock_key(key), &id.to_bytes()[..]);
+        }
+        batch.insert(&summary_key(id)[..], encode(&summary)?);
+        let ticket = self.apply(batch)?;
+        self.summaries().insert(id, Ok(summary));
+        drop(guard);
+
+        self.wait_durable(ticket)?;
+        Ok(records)
+    }
+
+    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        if events.is_empty() {
+            self.cached_summary(id)?;
+            return Ok(Vec::new());
+        }
+
+        let guard = self.writer.lock().expect(POISONED);
+        self.check_writable()?;
+        let mut summary = self.cached_summary(id)?;
+        let records = make_records(events, summary.last_seq + 1, Utc::now());
+        let mut batch = sled::Batch::default();
+        for record in &records {
+            summary.apply(record);
+            batch.insert(&event_key(id, record.seq)[..], encode(record)?);
+        }
+        if ends_run(events) {
+            if let Some(key) = &summary.lock {
+                if self.lock_value(key)? == Some(id) {
+                    batch.remove(lock_key(key));
+                }
+            }
+        }
+        batch.insert(&summary_key(id)[..], encode(&summary)?);
+        let ticket = self.apply(batch)?;
+        self.summaries().insert(id, Ok(summary));
+        drop(guard);
+
+        self.wait_durable(ticket)?;
+        Ok(records)
+    }
+
+    fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        self.read_after(id, 0)
+    }
+
+    fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        // The cached summary is updated only after its batch is fully applied, so every record
+        // it counts is in the tree by now.
+        let summary = self.cached_summary(id)?;
+        if after >= summary.last_seq {
+            return Ok(Vec::new());
+        }
+        self.verified_records(id, after, summary.last_seq)
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
+        self.summaries()
+            .iter()
+            .map(|(id, cached)| {
+                cached
+                    .clone()
+                    .map_err(|detail| corrupt_summary(*id, &detail))
+            })
+            .collect()
+    }
+
+    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        self.cached_summary(id)
+    }
+
+    fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
+        let wanted = prefix.trim().to_ascii_uppercase();
+        if wanted.is_empty() {
+            return Err(JournalError::NoSuchRun(prefix.to_owned()));
+        }
+        let candidates: Vec<RunId> = self
+            .summaries()
+            .keys()
+            .copied()
+            .filter(|id| id.to_string().starts_with(&wanted))
+            .collect();
+        match candidates.as_slice() {
+            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
+            [id] => Ok(*id),
+            _ => Err(JournalError::Ambiguous {
+                prefix: prefix.to_owned(),
+                candidates,
+            }),
+        }
+    }
+
+    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        self.lock_value(key)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(self
+            .db
+            .get(meta_key(key))
+            .map_err(storage)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
+        let guard = self.writer.lock().expect(POISONED);
+        self.check_writable()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(meta_key(key), value);
+        let ticket = self.apply(batch)?;
+        drop(guard);
+        self.wait_durable(ticket)
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn event_key(id: RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
+    let mut key = [0; EVENT_KEY_LEN];
+    key[0] = EVENT;
+    key[1..17].copy_from_slice(&id.to_bytes());
+    key[17..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn event_key_seq(key: &[u8]) -> Option<u64> {
+    let seq: [u8; 8] = key.get(17..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(seq))
+}
+
+fn summary_key(id: RunId) -> [u8; 17] {
+    let mut key = [0; 17];
+    key[0] = SUMMARY;
+    key[1..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+fn lock_key(key: &str) -> Vec<u8> {
+    prefixed(LOCK, key)
+}
+
+fn meta_key(key: &str) -> Vec<u8> {
+    prefixed(META, key)
+}
+
+fn prefixed(prefix: u8, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(prefix);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Whether `events` move the run to a terminal state.
+fn ends_run(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::StateChanged { state, .. } if state.is_terminal()))
+}
+
+fn make_records(events: &[Event], first_seq: u64, at: chrono::DateTime<Utc>) -> Vec<Record> {
+    (first_seq..)
+        .zip(events)
+        .map(|(seq, event)| Record {
+            seq,
+            at,
+            event: event.clone(),
+        })
+        .collect()
+}
+
+/// CRC32 (little-endian) of the JSON, then the JSON.
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
+    let json = serde_json::to_vec(value).map_err(storage)?;
+    let mut out = Vec::with_capacity(4 + json.len());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The inverse of [`encode`]; the error describes what is wrong, for a `Corrupt` detail.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let Some((crc, json)) = bytes.split_first_chunk::<4>() else {
+        return Err(format!("truncated value of {} bytes", bytes.len()));
+    };
+    if u32::from_le_bytes(*crc) != crc32fast::hash(json) {
+        return Err("checksum mismatch".to_owned());
+    }
+    serde_json::from_slice(json).map_err(|e| format!("undecodable record: {e}"))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Record, String> {
+    decode(bytes)
+}
+
+fn load_summaries(db: &sled::Db) -> Result<BTreeMap<RunId, CachedSummary>, JournalError> {
+    let mut summaries = BTreeMap::new();
+    for entry in db.scan_prefix([SUMMARY]) {
+        let (key, value) = entry.map_err(storage)?;
+        let Ok(id_bytes) = <[u8; 16]>::try_from(&key[1..]) else {
+            tracing::warn!(key = ?key, "ignoring a malformed summary key in the journal");
+            continue;
+        };
+        let id = RunId::from_bytes(id_bytes);
+        let summary = decode::<RunSummary>(&value).and_then(|s| {
+            if s.id == id {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "summary is stored under {id} but names run {}",
+                    s.id
+                ))
+            }
+        });
+        summaries.insert(id, summary);
+    }
+    Ok(summaries)
+}
+
+fn corrupt_summary(run: RunId, detail: &str) -> JournalError {
+    JournalError::Corrupt {
+        run,
+        seq: 0,
+        detail: format!("the run's summary is unreadable: {detail}"),
+    }
+}
+
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
+    JournalError::Storage(Box::new(e))
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> JournalError {
+    JournalError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `fsync`s a file or directory by path.
+fn sync_path(path: &Path, action: &'static str) -> Result<(), JournalError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| io_error(action, path, source))
+}
+
+/// "pid 1234: runbook run hello", for whoever finds the journal busy.
+fn holder_description() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    format!("pid {}: {}", std::process::id(), args.join(" "))
+        .chars()
+        .take(200)
+        .collect()
+}
+
+fn read_holder(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(HOLDER_FILE)).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// An error and its causes on one line, to remember a failed sync by.
+fn error_chain(e: &JournalError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RunStarted;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn open(dir: &Path) -> SledJournal {
+        SledJournal::open(dir, SledOptions::default()).expect("open journal")
+    }
+
+    fn started(runbook: &str, lock: Option<&str>) -> Event {
+        Event::RunStarted(RunStarted {
+            runbook: runbook.to_owned(),
+            params: serde_json::Map::new(),
+            sources: Vec::new(),
+            links: std::collections::BTreeMap::new(),
+            lock: lock.map(str::to_owned),
+            started_by: "tester".to_owned(),
+            engine_version: "0.1.0".to_owned(),
+        })
+    }
+
+    fn step(path: &str) -> Event {
+        Event::StepStarted {
+            path: path.to_owned(),
+            kind: "shell".to_owned(),
+            attempt: 1,
+            idempotent: true,
+            intent: json!({"run": format!("echo {path}")}),
+        }
+    }
+
+    fn state(state: RunState) -> Event {
+        Event::StateChanged {
+            state,
+            reason: None,
+        }
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn round_trip_create_append_read_and_summary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        let created = journal
+            .create(id, None, &[started("hello", None), step("a")])
+            .unwrap();
+        assert_eq!(seqs(&created), [1, 2]);
+        let appended = journal
+            .append(
+                id,
+                &[
+                    Event::StepSucceeded {
+                        path: "a".into(),
+                        attempt: 1,
+                        output: json!({"stdout": "hi"}),
+                        duration_ms: 5,
+                    },
+                    state(RunState::Succeeded),
+                ],
+            )
+            .unwrap();
+        assert_eq!(seqs(&appended), [3, 4]);
+
+        let all = journal.read(id).unwrap();
+        assert_eq!(all, [created.clone(), appended.clone()].concat());
+        assert_eq!(journal.read_after(id, 2).unwrap(), appended);
+        assert!(journal.read_after(id, 4).unwrap().is_empty());
+
+        let summary = journal.summary(id).unwrap();
+        assert_eq!(summary.id, id);
+        assert_eq!(summary.runbook, "hello");
+        assert_eq!(summary.started_by, "tester");
+        assert_eq!(summary.state, RunState::Succeeded);
+        assert_eq!(summary.last_seq, 4);
+        assert_eq!(summary.created_at, created[0].at);
+        assert_eq!(summary.updated_at, appended[1].at);
+        assert_eq!(journal.runs().unwrap(), [summary]);
+        assert_eq!(journal.stats().commits, 2);
+    }
+
+    #[test]
+    fn seqs_stay_contiguous_across_appends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        journal.create(id, None, &[started("seq", None)]).unwrap();
+        for i in 0..5 {
+            let n = i + 1;
+            let events: Vec<Event> = (0..n).map(|j| step(&format!("s{i}.{j}"))).collect();
+            journal.append(id, &events).unwrap();
+        }
+        assert!(journal.append(id, &[]).unwrap().is_empty());
+        let records = journal.read(id).unwrap();
+        assert_eq!(seqs(&records), (1..=16).collect::<Vec<_>>());
+        assert_eq!(journal.summary(id).unwrap().last_seq, 16);
+    }
+
+    #[test]
+    fn create_validates_its_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        let err = journal.create(id, None, &[step("a")]).unwrap_err();
+        assert!(matches!(err, JournalError::Storage(_)), "{err:?}");
+        assert!(journal.create(id, None, &[]).is_err());
+        assert!(matches!(
+            journal.summary(id),
+            Err(JournalError::NoSuchRun(_))
+        ));
+
+        journal.create(id, None, &[started("x", None)]).unwrap();
+        let err = journal.create(id, None, &[started("x", None)]).unwrap_err();
+        assert!(
+            matches!(err, JournalError::RunExists(r) if r == id),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_runs_are_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        for err in [
+            journal.append(id, &[step("a")]).unwrap_err(),
+            journal.append(id, &[]).unwrap_err(),
+            journal.read(id).unwrap_err(),
+            journal.read_after(id, 3).unwrap_err(),
+            journal.summary(id).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, JournalError::NoSuchRun(s) if *s == id.to_string()),
+                "{err:?}"
+            );
+        }
+        assert_eq!(journal.stats().commits, 0);
+    }
+
+    #[test]
+    fn lock_is_refused_naming_its_holder_and_released_by_a_terminal_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let first = RunId::new();
+        journal
+            .create(
+                first,
+                Some("db-prod"),
+                &[started("deploy", Some("db-prod"))],
+            )
+            .unwrap();
+        assert_eq!(journal.lock_holder("db-prod").unwrap(), Some(first));
+        assert_eq!(
+            journal.summary(first).unwrap().lock.as_deref(),
+            Some("db-prod")
+        );
+
+        let second = RunId::new();
+        let err = journal
+            .create(
+                second,
+                Some("db-prod"),
+                &[started("deploy", Some("db-prod"))],
+            )
+            .unwrap_err();
+        match &err {
+            JournalError::LockHeld { key, holder } => {
+                assert_eq!(key, "db-prod");
+                assert_eq!(*holder, first);
+            }
+            other => panic!("expected LockHeld, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&first.to_string()));
+        // The refused run left nothing behind.
+        assert!(matches!(
+            journal.summary(second),
+            Err(JournalError::NoSuchRun(_))
+        ));
+
+        // Other keys are independent.
+        journal
+            .create(RunId::new(), Some("db-staging"), &[started("deploy", None)])
+            .unwrap();
+
+        journal.append(first, &[state(RunState::Failed)]).unwrap();
+        assert_eq!(journal.lock_holder("db-prod").unwrap(), None);
+        journal
+            .create(
+                second,
+                Some("db-prod"),
+                &[started("deploy", Some("db-prod"))],
+            )
+            .unwrap();
+        assert_eq!(journal.lock_holder("db-prod").unwrap(), Some(second));
+    }
+
+    #[test]
+    fn non_terminal_states_keep_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        journal
+            .create(id, Some("k"), &[started("r", Some("k"))])
+            .unwrap();
+        for s in [
+            RunState::Waiting,
+            RunState::Sleeping,
+            RunState::Interrupted,
+            RunState::NeedsAttention,
+            RunState::Running,
+        ] {
+            journal.append(id, &[state(s)]).unwrap();
+            assert_eq!(journal.lock_holder("k").unwrap(), Some(id), "after {s}");
+        }
+        let err = journal
+            .create(RunId::new(), Some("k"), &[started("r", Some("k"))])
+            .unwrap_err();
+        assert!(matches!(err, JournalError::LockHeld { holder, .. } if holder == id));
+
+        journal.append(id, &[state(RunState::Aborted)]).unwrap();
+        assert_eq!(journal.lock_holder("k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_run_that_ends_in_its_first_write_takes_no_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        journal
+            .create(
+                id,
+                Some("k"),
+                &[started("r", Some("k")), state(RunState::Failed)],
+            )
+            .unwrap();
+        assert_eq!(journal.lock_holder("k").unwrap(), None);
+        assert_eq!(journal.summary(id).unwrap().state, RunState::Failed);
+    }
+
+    #[test]
+    fn reopen_after_drop_sees_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = RunId::new();
+        let b = RunId::new();
+        let (records_a, records_b) = {
+            let journal = open(tmp.path());
+            journal
+                .create(a, Some("k"), &[started("one", Some("k"))])
+                .unwrap();
+            journal.append(a, &[step("x"), step("y")]).unwrap();
+            journal.create(b, None, &[started("two", None)]).unwrap();
+            journal.append(b, &[state(RunState::Succeeded)]).unwrap();
+            journal.put_meta("schedule", b"every 5m").unwrap();
+            (journal.read(a).unwrap(), journal.read(b).unwrap())
+        };
+        let journal = open(tmp.path());
+        assert_eq!(journal.read(a).unwrap(), records_a);
+        assert_eq!(journal.read(b).unwrap(), records_b);
+        let runs = journal.runs().unwrap();
+        // Ids made in the same millisecond order by their random part, so sort to compare.
+        let mut expected = [a, b];
+        expected.sort();
+        assert_eq!(runs.iter().map(|s| s.id).collect::<Vec<_>>(), expected);
+        let run_b = runs.iter().find(|s| s.id == b).unwrap();
+        assert_eq!(run_b.state, RunState::Succeeded);
+        assert_eq!(journal.lock_holder("k").unwrap(), Some(a));
+        assert_eq!(
+            journal.get_meta("schedule").unwrap().as_deref(),
+            Some(&b"every 5m"[..])
+        );
+        assert_eq!(journal.get_meta("nothing").unwrap(), None);
+        // Appends continue the sequence after a reopen.
+        assert_eq!(seqs(&journal.append(a, &[step("z")]).unwrap()), [4]);
+        assert_eq!(
+            journal.stats(),
+            JournalStats {
+                commits: 1,
+                syncs: 1
+            }
+        );
+    }
+
+    #[test]
+    fn large_values_survive_a_reopen() {
+        // Above sled's blob threshold, so the value lands in `blobs/` (the path we sync by hand).
+        let tmp = tempfile::tempdir().unwrap();
+        let id = RunId::new();
+        let big = "x".repeat(300 * 1024);
+        {
+            let journal = open(tmp.path());
+            journal.create(id, None, &[started("big", None)]).unwrap();
+            journal
+                .append(
+                    id,
+                    &[Event::StepSucceeded {
+                        path: "dump".into(),
+                        attempt: 1,
+                        output: json!({ "stdout": &big }),
+                        duration_ms: 1,
+                    }],
+                )
+                .unwrap();
+            let blobs = fs::read_dir(tmp.path().join("blobs")).unwrap().count();
+            assert!(blobs > 0, "the big value should be a blob file");
+        }
+        let journal = open(tmp.path());
+        let records = journal.read(id).unwrap();
+        match &records[1].event {
+            Event::StepSucceeded { output, .. } => assert_eq!(output["stdout"], json!(big)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_is_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        journal.put_meta("a", b"1").unwrap();
+        journal.put_meta("a", b"2").unwrap();
+        assert_eq!(journal.get_meta("a").unwrap(), Some(b"2".to_vec()));
+        let stats = journal.stats();
+        assert_eq!(stats.commits, 2);
+        assert!(stats.syncs >= 2, "{stats:?}");
+    }
+
+    #[test]
+    fn group_commit_shares_syncs() {
+        const THREADS: usize = 8;
+        const APPENDS: usize = 50;
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Arc::new(open(tmp.path()));
+        let ids: Vec<RunId> = (0..THREADS).map(|_| RunId::new()).collect();
+        for id in &ids {
+            journal.create(*id, None, &[started("par", None)]).unwrap();
+        }
+        let before = journal.stats();
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let journal = Arc::clone(&journal);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..APPENDS {
+                        journal.append(id, &[step(&format!("s{i}"))]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        for id in &ids {
+            let records = journal.read(*id).unwrap();
+            assert_eq!(seqs(&records), (1..=1 + APPENDS as u64).collect::<Vec<_>>());
+        }
+        let after = journal.stats();
+        let commits = after.commits - before.commits;
+        let syncs = after.syncs - before.syncs;
+        assert_eq!(commits, (THREADS * APPENDS) as u64);
+        assert!(syncs >= 1);
+        assert!(syncs < commits, "{syncs} syncs for {commits} commits");
+        eprintln!("group commit: {syncs} syncs for {commits} commits");
+    }
+
+    #[test]
+    fn a_lone_append_is_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let id = RunId::new();
+        journal.create(id, None, &[started("lone", None)]).unwrap();
+        let before = journal.stats();
+        journal.append(id, &[step("a")]).unwrap();
+        let after = journal.stats();
+        assert_eq!(after.commits, before.commits + 1);
+        assert!(after.syncs > before.syncs, "{before:?} -> {after:?}");
+    }
+
+    /// Creates a run with five records in a fresh journal at `dir`, then closes it.
+    fn five_records(dir: &Path) -> RunId {
+        let id = RunId::new();
+        let journal = open(dir);
+        journal.create(id, None, &[started("c", None)]).unwrap();
+        journal
+            .append(id, &[step("a"), step("b"), step("c"), step("d")])
+            .unwrap();
+        id
+    }
+
+    /// Edits the raw sled tree while no journal holds it.
+    fn tamper(dir: &Path, edit: impl FnOnce(&sled::Db)) {
+        let db = sled::open(dir).unwrap();
+        edit(&db);
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_checksum_mismatch_names_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        tamper(tmp.path(), |db| {
+            let key = event_key(id, 3);
+            let mut value = db.get(key).unwrap().unwrap().to_vec();
+            let pos = 4 + value[4..].iter().position(|&b| b == b'b').unwrap();
+            value[pos] = b'q'; // still valid JSON, so only the checksum can catch it
+            db.insert(key, value).unwrap();
+        });
+        let journal = open(tmp.path());
+        let err = journal.read(id).unwrap_err();
+        match &err {
+            JournalError::Corrupt { run, seq, detail } => {
+                assert_eq!(*run, id);
+                assert_eq!(*seq, 3);
+                assert_eq!(detail, "checksum mismatch");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(journal.read_after(id, 2).is_err());
+        // Records after the damage are still reachable for following.
+        assert_eq!(seqs(&journal.read_after(id, 3).unwrap()), [4, 5]);
+    }
+
+    #[test]
+    fn undecodable_missing_and_misplaced_records_are_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+
+        let garbage = b"{not json".to_vec();
+        let mut undecodable = crc32fast::hash(&garbage).to_le_bytes().to_vec();
+        undecodable.extend_from_slice(&garbage);
+        tamper(tmp.path(), |db| {
+            db.insert(event_key(id, 2), undecodable).unwrap();
+        });
+        let err = open(tmp.path()).read(id).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { seq: 2, detail, .. } if detail.starts_with("undecodable record: ")),
+            "{err:?}"
+        );
+
+        tamper(tmp.path(), |db| {
+            db.remove(event_key(id, 2)).unwrap();
+        });
+        let err = open(tmp.path()).read(id).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { seq: 2, detail, .. } if detail == "record 2 missing: log jumps from 1 to 3"),
+            "{err:?}"
+        );
+
+        tamper(tmp.path(), |db| {
+            let four = db.get(event_key(id, 4)).unwrap().unwrap();
+            db.insert(event_key(id, 2), four).unwrap();
+        });
+        let err = open(tmp.path()).read(id).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { seq: 2, detail, .. } if detail == "key says 2 but record says 4"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        tamper(tmp.path(), |db| {
+            db.remove(event_key(id, 5)).unwrap();
+        });
+        let journal = open(tmp.path());
+        let err = journal.read(id).unwrap_err();
+        match &err {
+            JournalError::Corrupt { run, seq, detail } => {
+                assert_eq!(*run, id);
+                assert_eq!(*seq, 5);
+                assert_eq!(
+                    detail,
+                    "the log ends at record 4 but the run's summary says 5 (torn tail)"
+                );
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let err = journal.read_after(id, 4).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { seq: 5, detail, .. } if detail.contains("ends at record 4")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_summary_is_reported_not_hidden() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        tamper(tmp.path(), |db| {
+            let mut value = db.get(summary_key(id)).unwrap().unwrap().to_vec();
+            value[0] ^= 0xff;
+            db.insert(summary_key(id), value).unwrap();
+        });
+        let journal = open(tmp.path());
+        assert_eq!(journal.resolve(&id.to_string()).unwrap(), id);
+        for err in [
+            journal.summary(id).unwrap_err(),
+            journal.read(id).unwrap_err(),
+            journal.runs().unwrap_err(),
+            journal.append(id, &[step("e")]).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, JournalError::Corrupt { run, detail, .. } if *run == id && detail.contains("checksum mismatch")),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_by_prefix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        // Fixed ids: two share the prefix "01ARZ3NDEK", one differs early.
+        let a: RunId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        let b: RunId = "01ARZ3NDEKZZZZZZZZZZZZZZZZ".parse().unwrap();
+        let c: RunId = "01BX5ZZKBKACTAV9WEVGEMMVRZ".parse().unwrap();
+        for id in [a, b, c] {
+            journal.create(id, None, &[started("r", None)]).unwrap();
+        }
+        assert_eq!(journal.resolve(&a.to_string()).unwrap(), a);
+        assert_eq!(journal.resolve("01arz3ndekt").unwrap(), a);
+        assert_eq!(journal.resolve("01BX").unwrap(), c);
+        match journal.resolve("01arz3ndek").unwrap_err() {
+            JournalError::Ambiguous { prefix, candidates } => {
+                assert_eq!(prefix, "01arz3ndek");
+                assert_eq!(candidates, [a, b]);
+            }
+            other => panic!("expected Ambiguous, got {other:?}"),
+        }
+        assert!(
+            matches!(journal.resolve("01"), Err(JournalError::Ambiguous { candidates, .. }) if candidates.len() == 3)
+        );
+        assert!(matches!(journal.resolve("7ZZZ"), Err(JournalError::NoSuchRun(p)) if p == "7ZZZ"));
+        assert!(matches!(
+            journal.resolve(""),
+            Err(JournalError::NoSuchRun(_))
+        ));
+        assert!(matches!(
+            journal.resolve("not-an-id"),
+            Err(JournalError::NoSuchRun(_))
+        ));
+        assert_eq!(
+            journal
+                .runs()
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>(),
+            [a, b, c]
+        );
+    }
+
+    #[test]
+    fn a_second_open_is_busy_and_names_the_holder() {
+        // sled's lock is an flock on `db`, which is per open file description: it conflicts
+        // between two handles in one process too.
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = open(tmp.path());
+        let err = SledJournal::open(tmp.path(), SledOptions::default()).unwrap_err();
+        match &err {
+            JournalError::Busy { dir, holder } => {
+                assert_eq!(dir, tmp.path());
+                let holder = holder.as_deref().expect("holder read from the holder file");
+                assert!(
+                    holder.starts_with(&format!("pid {}: ", std::process::id())),
+                    "{holder}"
+                );
+                assert!(holder.chars().count() <= 200);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("in use by another runbook process (pid ")
+        );
+        // The failed open did not disturb the holder.
+        assert!(tmp.path().join(HOLDER_FILE).exists());
+        drop(journal);
+        assert!(!tmp.path().join(HOLDER_FILE).exists());
+        let _again = open(tmp.path());
+    }
+
+    #[test]
+    fn open_creates_missing_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nested").join("journal");
+        let journal = open(&dir);
+        assert_eq!(journal.dir(), dir);
+        assert!(dir.join("db").is_file());
+        assert!(journal.runs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn encoding_is_crc_then_json() {
+        let summary_json = br#"{"a":1}"#;
+        let encoded = encode(&json!({"a": 1})).unwrap();
+        assert_eq!(&encoded[..4], &crc32fast::hash(summary_json).to_le_bytes());
+        assert_eq!(&encoded[4..], summary_json);
+        assert_eq!(
+            decode::<serde_json::Value>(&encoded).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            decode::<serde_json::Value>(&encoded[..2]).unwrap_err(),
+            "truncated value of 2 bytes"
+        );
+    }
+}

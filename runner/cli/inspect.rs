@@ -1,0 +1,194 @@
+//! `status`, `log`, `history`.
+
+use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
+
+use runbook_journals::{JournalError, Record, RunId, RunState};
+use serde_json::json;
+
+use crate::cli::{CliError, Env};
+use crate::engine::view::RunView;
+use crate::ui::{OutputMode, report};
+
+/// `runbook status [RUN]`.
+pub fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
+    let journal = env.open_journal()?;
+    match run {
+        None => {
+            let runs: Vec<_> = journal
+                .runs()?
+                .into_iter()
+                .filter(|r| !r.state.is_terminal())
+                .collect();
+            if env.cli.output == OutputMode::Json {
+                for r in &runs {
+                    println!("{}", serde_json::to_string(r).expect("summaries serialize"));
+                }
+            } else if runs.is_empty() {
+                println!("no unfinished runs");
+            } else {
+                print!("{}", report::table(&runs));
+            }
+        }
+        Some(run) => {
+            let id = journal.resolve(run)?;
+            let records = journal.read(id)?;
+            let view =
+                RunView::from_records(id, &records).map_err(crate::engine::EngineError::from)?;
+            if env.cli.output == OutputMode::Json {
+                let mut steps: Vec<_> = view.steps.iter().collect();
+                steps.sort_by_key(|(_, s)| s.first_seq);
+                let steps: Vec<_> = steps
+                    .into_iter()
+                    .map(|(p, s)| json!({ "path": p, "status": s.status.word(), "attempts": s.attempts, "duration_ms": s.duration_ms }))
+                    .collect();
+                let gate = view
+                    .open_gate()
+                    .map(|(p, g)| json!({ "path": p, "prompt": g.prompt }));
+                println!(
+                    "{}",
+                    json!({
+                        "run": id.to_string(),
+                        "runbook": view.started.runbook,
+                        "state": view.state,
+                        "reason": view.reason,
+                        "started_by": view.started.started_by,
+                        "steps": steps,
+                        "open_gate": gate,
+                        "attention": view.attention.as_ref().map(|(p, d)| json!({ "path": p, "detail": d })),
+                    })
+                );
+            } else {
+                print!("{}", report::detail(&view));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `runbook history`.
+pub fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
+    let journal = env.open_journal()?;
+    let mut runs = journal.runs()?;
+    runs.reverse();
+    runs.truncate(limit);
+    if env.cli.output == OutputMode::Json {
+        for r in &runs {
+            println!("{}", serde_json::to_string(r).expect("summaries serialize"));
+        }
+    } else {
+        print!("{}", report::table(&runs));
+    }
+    Ok(0)
+}
+
+fn print_record(env: &Env, id: RunId, r: &Record) {
+    let mut out = std::io::stdout().lock();
+    if env.cli.output == OutputMode::Json {
+        let _ = writeln!(out, "{}", crate::ui::json::record_json(id, r));
+    } else if let Some(line) = report::log_line(id, r) {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
+/// `runbook log RUN [--follow]`. While another process holds the journal (it is running the
+/// run), the run's follow file is read instead, and `--follow` keeps reading it.
+pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
+    match env.open_journal() {
+        Ok(journal) => {
+            let id = journal.resolve(run)?;
+            for r in journal.read(id)? {
+                print_record(env, id, &r);
+            }
+            Ok(0)
+        }
+        Err(CliError::Journal(JournalError::Busy { .. })) => follow_file(env, run, follow).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a record ends what a follower should wait for.
+fn settles(r: &Record) -> bool {
+    matches!(
+        &r.event,
+        runbook_journals::Event::StateChanged { state, .. }
+            if state.is_terminal()
+                || matches!(state, RunState::Waiting | RunState::NeedsAttention | RunState::Interrupted)
+    )
+}
+
+async fn follow_file(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
+    let dir = env.journal_dir().join("follow");
+    let prefix = run.to_ascii_uppercase();
+    let mut matches: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter_map(|n| n.strip_suffix(".jsonl").map(str::to_owned))
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    matches.sort();
+    let name = match matches.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(CliError::Journal(JournalError::NoSuchRun(run.to_owned()))),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "run id prefix `{run}` is ambiguous: it matches {}",
+                matches.join(", ")
+            )));
+        }
+    };
+    let id: RunId = name
+        .parse()
+        .map_err(|_| CliError::Usage(format!("`{name}` is not a run id")))?;
+    let path = crate::ui::follow_path(&env.journal_dir(), id);
+    let file = std::fs::File::open(&path).map_err(|e| CliError::Other(e.into()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| CliError::Other(e.into()))?;
+        if n == 0 || !line.ends_with('\n') {
+            if !follow {
+                return Ok(0);
+            }
+            // The writer appends whole lines; wait for the rest of a partial one.
+            if n > 0 {
+                let pos = reader.stream_position_back(n);
+                reader = pos;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("run");
+        }
+        let Ok(record) = serde_json::from_value::<Record>(value) else {
+            continue;
+        };
+        print_record(env, id, &record);
+        if follow && settles(&record) {
+            return Ok(0);
+        }
+    }
+}
+
+/// Rewinding a reader by the bytes of a partial line.
+trait Rewind {
+    fn stream_position_back(self, n: usize) -> Self;
+}
+
+impl Rewind for std::io::BufReader<std::fs::File> {
+    fn stream_position_back(mut self, n: usize) -> Self {
+        let _ = self.seek_relative(-(i64::try_from(n).unwrap_or(0)));
+        self
+    }
+}

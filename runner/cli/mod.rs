@@ -1,0 +1,395 @@
+//! The command line: arguments, the subcommands, and the one place errors become exit codes.
+
+mod inspect;
+mod library;
+mod runs;
+
+use std::ffi::OsString;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use runbook_journals::{Journal, JournalError, SledJournal, SledOptions};
+
+use crate::engine::EngineError;
+use crate::ui::OutputMode;
+
+/// Exit codes, decided here once.
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: i32 = 0;
+    /// A step failed, or the operation failed.
+    pub const FAILED: i32 = 1;
+    /// Bad input: a broken runbook, a wrong parameter, a command that does not fit.
+    pub const BAD_INPUT: i32 = 2;
+    /// The run is parked at a gate.
+    pub const PARKED: i32 = 3;
+    /// The run needs an operator's decision.
+    pub const ATTENTION: i32 = 4;
+}
+
+/// Runbooks as code, with a durable journal.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The journal directory.
+    #[arg(long, global = true, env = "RUNBOOK_JOURNAL", value_name = "DIR")]
+    pub journal: Option<PathBuf>,
+
+    /// Output for people, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub output: OutputMode,
+
+    /// Who is acting (recorded as starter, approver, resumer); defaults to $USER.
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    pub who: Option<String>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the runbooks found by name.
+    List,
+    /// Describe a runbook: parameters and steps.
+    Show {
+        /// A runbook name or file.
+        name: String,
+    },
+    /// Check runbooks for problems without running them (all found by name if none given).
+    Check {
+        /// Runbook names or files.
+        files: Vec<String>,
+    },
+    /// Show what a run would do: parameters, prechecks' results, steps.
+    Plan {
+        /// A runbook name or file.
+        name: String,
+        /// A parameter value.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Do not run the prechecks.
+        #[arg(long)]
+        no_prechecks: bool,
+    },
+    /// Start a run.
+    Run {
+        /// A runbook name or file.
+        name: String,
+        /// A parameter value.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Approve every gate.
+        #[arg(long, conflicts_with = "detach")]
+        yes: bool,
+        /// Park at gates instead of asking (exit code 3).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show runs that are not finished, or one run in detail.
+    Status {
+        /// A run id (or a unique prefix).
+        run: Option<String>,
+    },
+    /// Show a run's journal.
+    Log {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// Keep printing as the run goes on.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List all runs, newest first.
+    History {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Continue a run that stopped.
+    Resume {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// Run the step that was in flight again.
+        #[arg(long, value_name = "PATH", conflicts_with = "skip_step")]
+        retry_step: Option<String>,
+        /// Treat the step that was in flight as done.
+        #[arg(long, value_name = "PATH")]
+        skip_step: Option<String>,
+        /// Use the runbook files as they are now instead of the copies pinned by the run.
+        #[arg(long)]
+        reload: bool,
+        /// A parameter value (secret parameters must be given again).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Approve every gate.
+        #[arg(long, conflicts_with = "detach")]
+        yes: bool,
+        /// Park at gates instead of asking.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Approve a run's open gate and continue the run.
+    Approve {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// The gate's path, if the run has several open.
+        #[arg(long, value_name = "PATH")]
+        step: Option<String>,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Park at later gates instead of asking.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Reject a run's open gate; the run fails (and its `on_failure` steps run).
+    Reject {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// The gate's path, if the run has several open.
+        #[arg(long, value_name = "PATH")]
+        step: Option<String>,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Abort a run that is not finished and release its lock.
+    Abort {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    crate::params::parse_assignment(s)
+}
+
+/// What a command failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the engine.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// From the journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Bad input not caught elsewhere.
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Engine(
+                EngineError::NotFound(_)
+                | EngineError::Invalid { .. }
+                | EngineError::Params(_)
+                | EngineError::Refused(_),
+            )
+            | Self::Usage(_)
+            | Self::Journal(JournalError::NoSuchRun(_) | JournalError::Ambiguous { .. }) => {
+                exit::BAD_INPUT
+            }
+            Self::Engine(EngineError::NeedsDecision(_)) => exit::ATTENTION,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+/// Everything a command needs.
+pub struct Env {
+    /// Parsed arguments.
+    pub cli: Cli,
+    /// The identity acting.
+    pub who: String,
+}
+
+impl Env {
+    /// The journal directory in use.
+    pub fn journal_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cli.journal {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("runbook").join("journal")
+    }
+
+    /// Opens the journal.
+    pub fn open_journal(&self) -> Result<Arc<dyn Journal>, CliError> {
+        let dir = self.journal_dir();
+        let journal = SledJournal::open(&dir, SledOptions::default())?;
+        Ok(Arc::new(journal))
+    }
+}
+
+/// Parses arguments, runs the command, prints any error, and returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::BAD_INPUT
+            } else {
+                exit::OK
+            };
+        }
+    };
+    init_tracing();
+    let who = cli
+        .who
+        .clone()
+        .or_else(|| std::env::var("RUNBOOK_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let env = Env { cli, who };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let result = runtime.block_on(dispatch(&env));
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            report_error(&env, &e);
+            code
+        }
+    };
+    // Blocking reads of a terminal prompt may still be pending; do not wait for them.
+    runtime.shutdown_background();
+    code
+}
+
+fn report_error(env: &Env, e: &CliError) {
+    if env.cli.output == OutputMode::Json {
+        let line = serde_json::json!({ "event": "error", "message": e.to_string(), "code": e.exit_code() });
+        println!("{line}");
+    }
+    match e {
+        CliError::Engine(EngineError::Invalid { rendered, .. }) => eprintln!("{rendered}"),
+        other => {
+            let text = other.to_string();
+            eprintln!("error: {text}");
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let st = s.to_string();
+                if !text.contains(&st) {
+                    eprintln!("  caused by: {st}");
+                }
+                source = s.source();
+            }
+        }
+    }
+}
+
+async fn dispatch(env: &Env) -> Result<i32, CliError> {
+    match &env.cli.command {
+        Command::List => Ok(library::list(env)),
+        Command::Show { name } => library::show(env, name),
+        Command::Check { files } => Ok(library::check(env, files)),
+        Command::Plan {
+            name,
+            params,
+            no_prechecks,
+        } => library::plan(env, name, params, *no_prechecks).await,
+        Command::Run {
+            name,
+            params,
+            yes,
+            detach,
+        } => runs::run(env, name, params, gate_mode(*yes, *detach)).await,
+        Command::Resume {
+            run,
+            retry_step,
+            skip_step,
+            reload,
+            params,
+            yes,
+            detach,
+        } => {
+            let req = crate::engine::Resume {
+                retry_step: retry_step.clone(),
+                skip_step: skip_step.clone(),
+                reload: *reload,
+                params: params.clone(),
+            };
+            runs::resume(env, run, req, gate_mode(*yes, *detach)).await
+        }
+        Command::Approve {
+            run,
+            step,
+            comment,
+            detach,
+        } => {
+            runs::decide(
+                env,
+                run,
+                true,
+                step.as_deref(),
+                comment.clone(),
+                gate_mode(false, *detach),
+            )
+            .await
+        }
+        Command::Reject { run, step, comment } => {
+            runs::decide(
+                env,
+                run,
+                false,
+                step.as_deref(),
+                comment.clone(),
+                gate_mode(false, true),
+            )
+            .await
+        }
+        Command::Abort { run, reason } => runs::abort(env, run, reason.clone()),
+        Command::Status { run } => inspect::status(env, run.as_deref()),
+        Command::Log { run, follow } => inspect::log(env, run, *follow).await,
+        Command::History { limit } => inspect::history(env, *limit),
+    }
+}
+
+fn gate_mode(yes: bool, detach: bool) -> crate::engine::GateMode {
+    use crate::engine::GateMode;
+    if yes {
+        GateMode::Yes
+    } else if detach || !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        GateMode::Detach
+    } else {
+        GateMode::Prompt
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUNBOOK_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,171 @@
+//! `run`, `resume`, `approve`, `reject`, `abort`.
+
+use std::sync::Arc;
+
+use runbook_journals::RunId;
+use runbook_steps::{CancelReason, CancelSource, Registry};
+use serde_json::json;
+
+use crate::cli::{CliError, Env};
+use crate::engine::log::Observer;
+use crate::engine::{Engine, GateMode, Outcome, Resume, Start};
+use crate::library::Library;
+use crate::ui::{self, OutputMode};
+
+/// Builds an engine for this process, with Ctrl-C / SIGTERM wired to its interrupt.
+fn engine(env: &Env, gates: GateMode) -> Result<Engine, CliError> {
+    let journal = env.open_journal()?;
+    let observers: Vec<Arc<dyn Observer>> = vec![
+        ui::observer(env.cli.output),
+        Arc::new(ui::FollowFile::new(&env.journal_dir())),
+    ];
+    Ok(Engine {
+        journal,
+        registry: Arc::new(Registry::builtin()),
+        observers,
+        interrupt: signals(),
+        who: env.who.clone(),
+        gates,
+        library: Library::from_env(),
+    })
+}
+
+/// The first SIGINT or SIGTERM asks the run to stop at a safe point (the step in flight is
+/// stopped and journaled as interrupted); a second one ends the process at once.
+fn signals() -> runbook_steps::Cancel {
+    use tokio::signal::unix::{SignalKind, signal};
+    let source = CancelSource::new();
+    let token = source.token();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let mut first = true;
+        loop {
+            let (name, code) = tokio::select! {
+                _ = int.recv() => ("SIGINT", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+            };
+            if first {
+                eprintln!("\n{name}: stopping at a safe point (again to quit at once)");
+                source.cancel(CancelReason::Interrupted(name.into()));
+                first = false;
+            } else {
+                std::process::exit(code);
+            }
+        }
+    });
+    token
+}
+
+fn resolve(env: &Env, engine: &Engine, run: &str) -> Result<RunId, CliError> {
+    let _ = env;
+    Ok(engine.journal.resolve(run)?)
+}
+
+/// `runbook run`.
+pub async fn run(
+    env: &Env,
+    name: &str,
+    params: &[(String, String)],
+    gates: GateMode,
+) -> Result<i32, CliError> {
+    let engine = engine(env, gates)?;
+    let (id, outcome) = engine
+        .start(Start {
+            target: name,
+            params,
+        })
+        .await?;
+    Ok(finish(env, id, &outcome))
+}
+
+/// `runbook resume`.
+pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Result<i32, CliError> {
+    let engine = engine(env, gates)?;
+    let id = resolve(env, &engine, run)?;
+    let outcome = engine.resume(id, req).await?;
+    Ok(finish(env, id, &outcome))
+}
+
+/// `runbook approve` / `runbook reject`.
+pub async fn decide(
+    env: &Env,
+    run: &str,
+    approved: bool,
+    step: Option<&str>,
+    comment: Option<String>,
+    gates: GateMode,
+) -> Result<i32, CliError> {
+    let engine = engine(env, gates)?;
+    let id = resolve(env, &engine, run)?;
+    let outcome = engine.decide(id, approved, step, comment).await?;
+    Ok(finish(env, id, &outcome))
+}
+
+/// `runbook abort`.
+pub fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, CliError> {
+    let journal = env.open_journal()?;
+    let engine = Engine {
+        journal,
+        registry: Arc::new(Registry::builtin()),
+        observers: vec![
+            ui::observer(env.cli.output),
+            Arc::new(ui::FollowFile::new(&env.journal_dir())),
+        ],
+        interrupt: CancelSource::new().token(),
+        who: env.who.clone(),
+        gates: GateMode::Detach,
+        library: Library::from_env(),
+    };
+    let id = resolve(env, &engine, run)?;
+    let outcome = engine.abort(id, reason)?;
+    Ok(finish(env, id, &outcome))
+}
+
+/// Prints how the run ended and returns its exit code.
+fn finish(env: &Env, id: RunId, outcome: &Outcome) -> i32 {
+    let code = outcome.exit_code();
+    if env.cli.output == OutputMode::Json {
+        let (state, detail) = match outcome {
+            Outcome::Succeeded => ("succeeded", json!(null)),
+            Outcome::Failed { path, error } => ("failed", json!({ "step": path, "error": error })),
+            Outcome::Parked { path, prompt } => {
+                ("waiting", json!({ "step": path, "prompt": prompt }))
+            }
+            Outcome::NeedsAttention { path, detail } => {
+                ("needs-attention", json!({ "step": path, "detail": detail }))
+            }
+            Outcome::Interrupted { signal } => ("interrupted", json!({ "signal": signal })),
+            Outcome::Aborted => ("aborted", json!(null)),
+        };
+        println!(
+            "{}",
+            json!({ "event": "exit", "run": id.to_string(), "state": state, "code": code, "detail": detail })
+        );
+        return code;
+    }
+    match outcome {
+        Outcome::Succeeded => println!("run {id} succeeded"),
+        Outcome::Failed { error, path } => match path {
+            Some(p) => println!("run {id} failed: step `{p}` failed: {error}"),
+            None => println!("run {id} failed: {error}"),
+        },
+        Outcome::Parked { path, prompt } => {
+            println!("run {id} is waiting at gate `{path}`: {prompt}");
+            println!("  approve: runbook approve {id} --comment \"…\"");
+            println!("  reject:  runbook reject {id} --comment \"…\"");
+        }
+        Outcome::NeedsAttention { path, detail } => {
+            println!("{}", crate::engine::attention_message(id, path, detail));
+        }
+        Outcome::Interrupted { signal } => {
+            println!("run {id} was interrupted by {signal}; continue with: runbook resume {id}");
+        }
+        Outcome::Aborted => println!("run {id} aborted"),
+    }
+    code
+}

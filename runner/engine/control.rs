@@ -1,0 +1,797 @@
+//! The engine's own step kinds (gate, sleep, foreach, call, wait) and running effect kinds with
+//! the engine-owned timeout and interruption.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use runbook_journals::{Event, RunState};
+use runbook_steps::{CancelReason, CancelSource, StepContext, StepError, StepKind};
+use serde_json::{Value, json};
+use tracing::Instrument as _;
+
+use crate::engine::GateMode;
+use crate::engine::ctx::{Ctx, short};
+use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop, signal_name};
+use crate::model::{Action, Check, Expr, Step, Template, Wait};
+
+/// How long a probe may take when it sets no `timeout` of its own.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a step may take to wind down after it was told to stop.
+const WIND_DOWN: Duration = Duration::from_secs(30);
+
+/// The outcome of one probe.
+pub(crate) enum Probe {
+    /// It produced an output (possibly while failing: a 503 is still an answer).
+    Output(Value, Option<String>),
+    /// It failed without an output.
+    Failed(String),
+    /// We were asked to stop.
+    Interrupted(String),
+}
+
+impl Exec<'_> {
+    /// One attempt of an effect kind: render, journal the intent, run.
+    pub(crate) async fn effect_attempt(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &Ctx,
+        kind_name: &str,
+        spec: &Value,
+        attempt: u32,
+    ) -> Result<Attempt, ExecError> {
+        let kind = self
+            .registry
+            .get(kind_name)
+            .expect("kinds are checked at load");
+        let rendered = match ctx.render_value(spec) {
+            Ok(v) => coerce(kind, v),
+            Err(e) => {
+                self.emit(&[Event::StepStarted {
+                    path: path.to_owned(),
+                    kind: kind_name.to_owned(),
+                    attempt,
+                    idempotent: true,
+                    intent: json!({ "describe": format!("{kind_name} (spec not rendered)") }),
+                }])?;
+                return Ok(Attempt::Failed {
+                    error: format!("failed to render the {kind_name} spec: {e}"),
+                    output: None,
+                    retryable: false,
+                });
+            }
+        };
+        let idempotent = step
+            .idempotent
+            .unwrap_or_else(|| kind.idempotent(&rendered));
+        let describe = format!("{kind_name}: {}", kind.describe(&rendered));
+        self.emit(&[Event::StepStarted {
+            path: path.to_owned(),
+            kind: kind_name.to_owned(),
+            attempt,
+            idempotent,
+            intent: json!({ "describe": describe, "spec": rendered }),
+        }])?;
+        Ok(
+            match self
+                .run_kind(kind, rendered, path, attempt, step.timeout)
+                .await
+            {
+                Ok(output) => Attempt::Ok(output),
+                Err(StepError::Cancelled {
+                    reason: CancelReason::Interrupted(signal),
+                    message,
+                    ..
+                }) => Attempt::Interrupted {
+                    reason: message,
+                    signal,
+                },
+                Err(e @ StepError::Spec { .. }) => Attempt::Failed {
+                    error: e.to_string(),
+                    output: None,
+                    retryable: false,
+                },
+                Err(e) => Attempt::Failed {
+                    error: e.to_string(),
+                    output: e.output().cloned(),
+                    retryable: true,
+                },
+            },
+        )
+    }
+
+    /// Runs a kind with the engine's timeout and interruption.
+    pub(crate) async fn run_kind(
+        &self,
+        kind: &dyn StepKind,
+        spec: Value,
+        path: &str,
+        attempt: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Value, StepError> {
+        let source = CancelSource::new();
+        let ctx = StepContext {
+            run_id: self.id.to_string(),
+            path: path.to_owned(),
+            attempt,
+            cancel: source.token(),
+        };
+        let span = tracing::info_span!("step", run = %self.id, path, attempt, kind = kind.name());
+        let fut = kind.run(spec, &ctx).instrument(span);
+        tokio::pin!(fut);
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            let timer = async {
+                match (stopping, deadline) {
+                    (Some(hard), _) => tokio::time::sleep_until(hard).await,
+                    (None, Some(d)) => tokio::time::sleep_until(d).await,
+                    (None, None) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = &mut fut => return result,
+                reason = self.interrupt.cancelled(), if stopping.is_none() => {
+                    source.cancel(reason);
+                    stopping = Some(tokio::time::Instant::now() + WIND_DOWN);
+                }
+                () = timer => {
+                    if stopping.is_some() {
+                        let reason = source.reason().unwrap_or(CancelReason::Interrupted("SIGKILL".into()));
+                        return Err(StepError::Cancelled {
+                            message: format!("{reason}; the step did not wind down within {} and was abandoned", humantime::format_duration(WIND_DOWN)),
+                            reason,
+                            output: None,
+                        });
+                    }
+                    source.cancel(CancelReason::Timeout(timeout.unwrap_or_default()));
+                    stopping = Some(tokio::time::Instant::now() + WIND_DOWN);
+                }
+            }
+        }
+    }
+
+    /// Runs a probe (an effect or a script) once, not journaled.
+    pub(crate) async fn probe(&self, probe: &Step, path: &str, ctx: &Ctx) -> Probe {
+        match &probe.action {
+            Action::Script(expr) => match ctx.eval(expr, None, &self.book.sources) {
+                Ok(v) => Probe::Output(v, None),
+                Err(e) => Probe::Failed(e),
+            },
+            Action::Effect { kind, spec } => {
+                let kind = self.registry.get(kind).expect("kinds are checked at load");
+                let rendered = match ctx.render_value(spec) {
+                    Ok(v) => coerce(kind, v),
+                    Err(e) => return Probe::Failed(format!("failed to render the probe: {e}")),
+                };
+                let timeout = probe.timeout.unwrap_or(PROBE_TIMEOUT);
+                match self
+                    .run_kind(kind, rendered, &format!("{path}.probe"), 1, Some(timeout))
+                    .await
+                {
+                    Ok(v) => Probe::Output(v, None),
+                    Err(StepError::Cancelled {
+                        reason: CancelReason::Interrupted(signal),
+                        ..
+                    }) => Probe::Interrupted(signal),
+                    Err(e) => match e.output() {
+                        Some(o) => Probe::Output(o.clone(), Some(e.to_string())),
+                        None => Probe::Failed(e.to_string()),
+                    },
+                }
+            }
+            _ => Probe::Failed("a probe must be an effect or a script".into()),
+        }
+    }
+
+    /// Polls a wait's probe until its condition holds or its timeout passes.
+    pub(crate) async fn poll(&self, path: &str, ctx: &Ctx, wait: &Wait) -> Attempt {
+        let deadline = Instant::now() + wait.timeout;
+        let mut polls = 0u32;
+        let mut last_output = None;
+        loop {
+            polls += 1;
+            let last = match self.probe(&wait.probe, path, ctx).await {
+                Probe::Output(output, error) => {
+                    match ctx.eval_bool(&wait.until, Some(&output), &self.book.sources) {
+                        Ok(true) => return Attempt::Ok(output),
+                        Ok(false) => {
+                            let note = error.unwrap_or_else(|| short(&output));
+                            last_output = Some(output);
+                            format!("not yet: {note}")
+                        }
+                        Err(e) => {
+                            last_output = Some(output);
+                            format!("condition could not be evaluated: {e}")
+                        }
+                    }
+                }
+                Probe::Failed(e) => e,
+                Probe::Interrupted(signal) => {
+                    return Attempt::Interrupted {
+                        reason: format!("interrupted by {signal} while waiting"),
+                        signal,
+                    };
+                }
+            };
+            self.log
+                .progress(self.id, path, &format!("poll {polls}: {last}"));
+            if Instant::now() + wait.every >= deadline {
+                return Attempt::Failed {
+                    error: format!(
+                        "`{}` did not hold within {} ({polls} polls); last: {last}",
+                        wait.until.src.trim(),
+                        humantime::format_duration(wait.timeout)
+                    ),
+                    output: last_output,
+                    retryable: true,
+                };
+            }
+            if let Err(signal) = self.pause(wait.every).await {
+                return Attempt::Interrupted {
+                    reason: format!("interrupted by {signal} while waiting"),
+                    signal,
+                };
+            }
+        }
+    }
+
+    /// Asks a step's `check` whether its effect is in place already.
+    pub(crate) async fn check(
+        &self,
+        step: &Step,
+        path: &str,
+        ctx: &Ctx,
+    ) -> Result<bool, CheckError> {
+        match step.check.as_ref().expect("caller checked") {
+            Check::Expr(expr) => ctx
+                .eval_bool(expr, None, &self.book.sources)
+                .map_err(CheckError::Failed),
+            Check::Probe { probe, until } => {
+                match self.probe(probe, &format!("{path}.check"), ctx).await {
+                    Probe::Output(output, _) => ctx
+                        .eval_bool(until, Some(&output), &self.book.sources)
+                        .map_err(CheckError::Failed),
+                    Probe::Failed(e) => Err(CheckError::Failed(e)),
+                    Probe::Interrupted(s) => Err(CheckError::Interrupted(s)),
+                }
+            }
+        }
+    }
+
+    /// A gate: open it (journaled), then wait for a verdict by `--yes`, the terminal, or
+    /// `approve`/`reject` later (parking the run).
+    pub(crate) async fn gate(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        prompt: &Template,
+        timeout: Option<Duration>,
+        four_eyes: bool,
+    ) -> Result<Flow, ExecError> {
+        if !self.view.gates.contains_key(path) {
+            let text = match ctx.render(&prompt.text, None) {
+                Ok(t) => t,
+                Err(e) => {
+                    return self
+                        .fail_unstarted(
+                            step,
+                            path,
+                            ctx,
+                            format!("failed to render the prompt: {e}"),
+                        )
+                        .await;
+                }
+            };
+            let expires_at = timeout.map(|t| {
+                Utc::now() + chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)
+            });
+            self.emit(&[
+                Event::StepStarted {
+                    path: path.to_owned(),
+                    kind: "gate".into(),
+                    attempt: 1,
+                    idempotent: true,
+                    intent: json!({ "describe": format!("gate: {text}") }),
+                },
+                Event::GateOpened {
+                    path: path.to_owned(),
+                    prompt: text,
+                    expires_at,
+                    four_eyes,
+                },
+            ])?;
+        }
+        loop {
+            let gate = self.view.gates[path].clone();
+            if let Some((approved, by, comment)) = gate.decision {
+                if approved {
+                    let output = json!({ "approved": true, "by": by, "comment": comment });
+                    self.emit(&[Event::StepSucceeded {
+                        path: path.to_owned(),
+                        attempt: 1,
+                        output: output.clone(),
+                        duration_ms: duration_since(gate.opened_at),
+                    }])?;
+                    ctx.set(step, output, "succeeded");
+                    return Ok(Flow::Next);
+                }
+                let error = match comment {
+                    Some(c) => format!("rejected by {by}: {c}"),
+                    None => format!("rejected by {by}"),
+                };
+                return self
+                    .gate_failed(step, path, ctx, error, gate.opened_at)
+                    .await;
+            }
+            if let Some(expires_at) = gate.expires_at
+                && Utc::now() >= expires_at
+            {
+                let error = format!(
+                    "nobody decided before the gate expired at {}",
+                    expires_at.to_rfc3339()
+                );
+                return self
+                    .gate_failed(step, path, ctx, error, gate.opened_at)
+                    .await;
+            }
+            let self_approval = four_eyes && self.who == self.view.started.started_by;
+            match self.gates {
+                GateMode::Yes if !self_approval => {
+                    self.emit(&[Event::GateDecided {
+                        path: path.to_owned(),
+                        approved: true,
+                        by: format!("{} (--yes)", self.who),
+                        comment: None,
+                    }])?;
+                }
+                GateMode::Prompt if !self_approval => {
+                    self.set_state(
+                        RunState::Waiting,
+                        Some(format!("waiting for approval at `{path}`")),
+                    )?;
+                    match crate::engine::prompt::ask(&gate.prompt, gate.expires_at, &self.interrupt)
+                        .await
+                    {
+                        crate::engine::prompt::Answer::Yes(comment) => {
+                            self.emit(&[
+                                Event::GateDecided {
+                                    path: path.to_owned(),
+                                    approved: true,
+                                    by: self.who.clone(),
+                                    comment,
+                                },
+                                Event::StateChanged {
+                                    state: RunState::Running,
+                                    reason: None,
+                                },
+                            ])?;
+                        }
+                        crate::engine::prompt::Answer::No(comment) => {
+                            self.emit(&[
+                                Event::GateDecided {
+                                    path: path.to_owned(),
+                                    approved: false,
+                                    by: self.who.clone(),
+                                    comment,
+                                },
+                                Event::StateChanged {
+                                    state: RunState::Running,
+                                    reason: None,
+                                },
+                            ])?;
+                        }
+                        crate::engine::prompt::Answer::Expired => {}
+                        crate::engine::prompt::Answer::Closed => {
+                            return Ok(Flow::Stop(Stop::Parked {
+                                path: path.to_owned(),
+                            }));
+                        }
+                        crate::engine::prompt::Answer::Interrupted(signal) => {
+                            return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                        }
+                    }
+                }
+                _ => {
+                    self.set_state(
+                        RunState::Waiting,
+                        Some(format!("waiting for approval at `{path}`")),
+                    )?;
+                    return Ok(Flow::Stop(Stop::Parked {
+                        path: path.to_owned(),
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn gate_failed(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        error: String,
+        opened_at: chrono::DateTime<Utc>,
+    ) -> Result<Flow, ExecError> {
+        if self.view.state == RunState::Waiting {
+            self.set_state(RunState::Running, None)?;
+        }
+        self.emit(&[Event::StepFailed {
+            path: path.to_owned(),
+            attempt: 1,
+            error: error.clone(),
+            output: None,
+            retry_at: None,
+            duration_ms: duration_since(opened_at),
+            tolerated: step.continue_on_error,
+        }])?;
+        self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
+            .await
+    }
+
+    /// A durable timer: the wake time is journaled when the sleep starts, so a resumed run wakes
+    /// at the original time.
+    pub(crate) async fn sleep(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        duration: &Template,
+    ) -> Result<Flow, ExecError> {
+        if !self.view.timers.contains_key(path) {
+            let text = match ctx.render(&duration.text, None) {
+                Ok(t) => t,
+                Err(e) => {
+                    return self
+                        .fail_unstarted(
+                            step,
+                            path,
+                            ctx,
+                            format!("failed to render the duration: {e}"),
+                        )
+                        .await;
+                }
+            };
+            let d = match crate::load::parse_duration(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    return self
+                        .fail_unstarted(step, path, ctx, format!("`{text}` is not a duration: {e}"))
+                        .await;
+                }
+            };
+            let wake_at =
+                Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+            self.emit(&[
+                Event::StepStarted {
+                    path: path.to_owned(),
+                    kind: "sleep".into(),
+                    attempt: 1,
+                    idempotent: true,
+                    intent: json!({ "describe": format!("sleep {text}") }),
+                },
+                Event::TimerSet {
+                    path: path.to_owned(),
+                    wake_at,
+                },
+            ])?;
+        }
+        let wake_at = self.view.timers[path];
+        if Utc::now() < wake_at {
+            self.set_state(
+                RunState::Sleeping,
+                Some(format!("`{path}` sleeps until {}", wake_at.to_rfc3339())),
+            )?;
+            if let Err(signal) = self.pause_until(wake_at).await {
+                return Ok(Flow::Stop(Stop::Interrupted { signal }));
+            }
+        }
+        if self.view.state != RunState::Running {
+            self.set_state(RunState::Running, None)?;
+        }
+        let output = json!({ "wake_at": wake_at.to_rfc3339(), "woke_at": Utc::now().to_rfc3339() });
+        let started = self
+            .view
+            .step(path)
+            .and_then(|s| s.started_at)
+            .unwrap_or_else(Utc::now);
+        self.emit(&[Event::StepSucceeded {
+            path: path.to_owned(),
+            attempt: 1,
+            output: output.clone(),
+            duration_ms: duration_since(started),
+        }])?;
+        ctx.set(step, output, "succeeded");
+        Ok(Flow::Next)
+    }
+
+    /// A loop: the items are journaled when it starts, so a resume iterates the same items.
+    pub(crate) async fn foreach(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        items: &Expr,
+        var: &str,
+        children: &[Step],
+    ) -> Result<Flow, ExecError> {
+        let list = if let Some(list) = self.view.items.get(path) {
+            list.clone()
+        } else {
+            let list = match ctx.eval(items, None, &self.book.sources) {
+                Ok(Value::Array(list)) => list,
+                Ok(other) => {
+                    let error = format!(
+                        "`foreach` must give a list, but `{}` gave {}",
+                        items.src.trim(),
+                        short(&other)
+                    );
+                    return self.fail_unstarted(step, path, ctx, error).await;
+                }
+                Err(e) => {
+                    return self
+                        .fail_unstarted(step, path, ctx, format!("`foreach` failed: {e}"))
+                        .await;
+                }
+            };
+            self.emit(&[
+                Event::StepStarted {
+                    path: path.to_owned(),
+                    kind: "foreach".into(),
+                    attempt: 1,
+                    idempotent: true,
+                    intent: json!({ "describe": format!("foreach {var} in {} ({} items)", items.src.trim(), list.len()) }),
+                },
+                Event::ItemsDecided {
+                    path: path.to_owned(),
+                    items: list.clone(),
+                },
+            ])?;
+            list
+        };
+        let started = self
+            .view
+            .step(path)
+            .and_then(|s| s.started_at)
+            .unwrap_or_else(Utc::now);
+        let mut outputs = Vec::with_capacity(list.len());
+        for (i, item) in list.into_iter().enumerate() {
+            let mut inner = ctx.clone();
+            inner.vars.insert(var.to_owned(), item);
+            inner.prefix = format!("{path}[{i}].");
+            match self.steps(children, &mut inner).await? {
+                Flow::Next => {
+                    let mut own = serde_json::Map::new();
+                    for id in children.iter().filter_map(|c| c.id.as_ref()) {
+                        if let Some(v) = inner.steps.get(id) {
+                            own.insert(id.clone(), v.get("output").cloned().unwrap_or(Value::Null));
+                        }
+                    }
+                    outputs.push(Value::Object(own));
+                }
+                Flow::Stop(Stop::Failed {
+                    path: failed,
+                    error,
+                }) => {
+                    let error = format!("iteration {i} failed at `{failed}`: {error}");
+                    self.emit(&[Event::StepFailed {
+                        path: path.to_owned(),
+                        attempt: 1,
+                        error: error.clone(),
+                        output: None,
+                        retry_at: None,
+                        duration_ms: duration_since(started),
+                        tolerated: step.continue_on_error,
+                    }])?;
+                    return self
+                        .failure_tail(step, path, ctx, error, None, step.continue_on_error)
+                        .await;
+                }
+                stop @ Flow::Stop(_) => return Ok(stop),
+            }
+        }
+        let output = Value::Array(outputs);
+        self.emit(&[Event::StepSucceeded {
+            path: path.to_owned(),
+            attempt: 1,
+            output: output.clone(),
+            duration_ms: duration_since(started),
+        }])?;
+        ctx.set(step, output, "succeeded");
+        Ok(Flow::Next)
+    }
+
+    /// A call: another runbook's steps, journaled under this step's path.
+    pub(crate) async fn call(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        runbook: &Template,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<Flow, ExecError> {
+        let target = match ctx.render(&runbook.text, None) {
+            Ok(t) => t,
+            Err(e) => {
+                return self
+                    .fail_unstarted(
+                        step,
+                        path,
+                        ctx,
+                        format!("failed to render the call target: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let Some((origin, sub)) = self
+            .book
+            .called(&ctx.origin, &target)
+            .map(|(o, b)| (o.to_owned(), b.clone()))
+        else {
+            let error = format!("the call target `{target}` was not resolved when the run started");
+            return self.fail_unstarted(step, path, ctx, error).await;
+        };
+        let rendered = match ctx.render_value(&Value::Object(params.clone())) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => serde_json::Map::new(),
+            Err(e) => {
+                return self
+                    .fail_unstarted(
+                        step,
+                        path,
+                        ctx,
+                        format!("failed to render the call's params: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let values = match crate::params::resolve_json(&sub, &rendered) {
+            Ok(v) => v,
+            Err(errors) => {
+                return self
+                    .fail_unstarted(step, path, ctx, errors.join("; "))
+                    .await;
+            }
+        };
+        for s in &values.secrets {
+            self.log.redactor().add_value(s);
+        }
+        if self.view.step(path).is_none() {
+            self.emit(&[Event::StepStarted {
+                path: path.to_owned(),
+                kind: "call".into(),
+                attempt: 1,
+                idempotent: true,
+                intent: json!({ "describe": format!("call {target}"), "params": Value::Object(rendered) }),
+            }])?;
+        }
+        let started = self
+            .view
+            .step(path)
+            .and_then(|s| s.started_at)
+            .unwrap_or_else(Utc::now);
+        let mut inner = Ctx {
+            book: sub.clone(),
+            origin,
+            params: Arc::new(Value::Object(values.clear)),
+            steps: serde_json::Map::new(),
+            vars: serde_json::Map::new(),
+            run: ctx.run.clone(),
+            prefix: format!("{path}.prechecks."),
+        };
+        let mut flow = self.steps(&sub.prechecks, &mut inner).await?;
+        if matches!(flow, Flow::Next) {
+            inner.prefix = format!("{path}.");
+            flow = self.steps(&sub.steps, &mut inner).await?;
+        }
+        match flow {
+            Flow::Next => {
+                let output = match &sub.output {
+                    Some(expr) => match inner.eval(expr, None, &self.book.sources) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let error = format!("the called runbook's `output` failed: {e}");
+                            return self.fail_call(step, path, ctx, error, started).await;
+                        }
+                    },
+                    None => Value::Object(
+                        inner
+                            .steps
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.clone(), v.get("output").cloned().unwrap_or(Value::Null))
+                            })
+                            .collect(),
+                    ),
+                };
+                self.emit(&[Event::StepSucceeded {
+                    path: path.to_owned(),
+                    attempt: 1,
+                    output: output.clone(),
+                    duration_ms: duration_since(started),
+                }])?;
+                ctx.set(step, output, "succeeded");
+                Ok(Flow::Next)
+            }
+            Flow::Stop(Stop::Failed {
+                path: failed,
+                error,
+            }) => {
+                let mut error = format!("`{target}` failed at `{failed}`: {error}");
+                if !sub.on_failure.is_empty() {
+                    inner.prefix = format!("{path}.on_failure.");
+                    match self.steps(&sub.on_failure, &mut inner).await? {
+                        Flow::Next => {}
+                        Flow::Stop(Stop::Failed { path: p, error: e }) => {
+                            use std::fmt::Write as _;
+                            let _ = write!(error, "; its on_failure step `{p}` failed too: {e}");
+                        }
+                        stop @ Flow::Stop(_) => return Ok(stop),
+                    }
+                }
+                self.fail_call(step, path, ctx, error, started).await
+            }
+            stop @ Flow::Stop(_) => Ok(stop),
+        }
+    }
+
+    async fn fail_call(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        error: String,
+        started: chrono::DateTime<Utc>,
+    ) -> Result<Flow, ExecError> {
+        self.emit(&[Event::StepFailed {
+            path: path.to_owned(),
+            attempt: 1,
+            error: error.clone(),
+            output: None,
+            retry_at: None,
+            duration_ms: duration_since(started),
+            tolerated: step.continue_on_error,
+        }])?;
+        self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
+            .await
+    }
+}
+
+/// Milliseconds since `t`.
+fn duration_since(t: chrono::DateTime<Utc>) -> u64 {
+    u64::try_from((Utc::now() - t).num_milliseconds().max(0)).unwrap_or(0)
+}
+
+/// Turns rendered strings into the integers and booleans a kind's fields declare, so a
+/// template such as `"{{params.port}}0"` still gives a number where one is expected.
+pub(crate) fn coerce(kind: &dyn StepKind, spec: Value) -> Value {
+    let Value::Object(mut map) = spec else {
+        return spec;
+    };
+    for field in kind.fields() {
+        let Some(Value::String(s)) = map.get(field.name) else {
+            continue;
+        };
+        let typed = match field.ty {
+            runbook_steps::FieldType::Int => s.trim().parse::<i64>().ok().map(Value::from),
+            runbook_steps::FieldType::Bool => match s.trim() {
+                "true" => Some(Value::Bool(true)),
+                "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(v) = typed {
+            map.insert(field.name.to_owned(), v);
+        }
+    }
+    Value::Object(map)
+}
+
+/// The signal name for an interruption reason (re-exported for the prompt module).
+pub(crate) fn interrupted_by(reason: &CancelReason) -> String {
+    signal_name(reason)
+}

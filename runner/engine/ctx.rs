@@ -1,0 +1,128 @@
+//! What expressions and templates see at a point of a run: `params`, `steps.<id>.output`, the
+//! loop variable and `run`. Siblings inside a loop iteration shadow outer steps of the same id.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::model::{Expr, Runbook, Step};
+use crate::source::Sources;
+
+/// The data context at a point of a run.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The runbook being executed (the main one, or a called one).
+    pub book: Arc<Runbook>,
+    /// Its origin, for resolving its calls.
+    pub origin: String,
+    /// Its parameter values, secrets in clear.
+    pub params: Arc<Value>,
+    /// Outputs of steps that ran before: `id → { output, status }`.
+    pub steps: Map<String, Value>,
+    /// Loop variables.
+    pub vars: Map<String, Value>,
+    /// `run.id`, `run.started_at`, `run.runbook`.
+    pub run: Arc<Value>,
+    /// Path prefix of this context's steps (`""`, `roll[2].`).
+    pub prefix: String,
+}
+
+impl Ctx {
+    /// The path of a step in this context.
+    pub fn path(&self, segment: &str) -> String {
+        format!("{}{segment}", self.prefix)
+    }
+
+    /// Records a step's outcome so later steps can refer to it.
+    pub fn set(&mut self, step: &Step, output: Value, status: &str) {
+        if let Some(id) = &step.id {
+            let mut entry = Map::new();
+            entry.insert("output".into(), output);
+            entry.insert("status".into(), Value::String(status.to_owned()));
+            self.steps.insert(id.clone(), Value::Object(entry));
+        }
+    }
+
+    /// The context as one JSON value, for templates; `output` added when given.
+    pub fn value(&self, output: Option<&Value>) -> Value {
+        let mut root = Map::new();
+        root.insert("params".into(), (*self.params).clone());
+        root.insert("steps".into(), Value::Object(self.steps.clone()));
+        root.insert("run".into(), (*self.run).clone());
+        for (k, v) in &self.vars {
+            root.insert(k.clone(), v.clone());
+        }
+        if let Some(o) = output {
+            root.insert("output".into(), o.clone());
+        }
+        Value::Object(root)
+    }
+
+    /// Evaluates an expression in this context.
+    pub fn eval(
+        &self,
+        expr: &Expr,
+        output: Option<&Value>,
+        sources: &Sources,
+    ) -> Result<Value, String> {
+        let steps = Value::Object(self.steps.clone());
+        let mut vars: Vec<(&str, &Value)> = vec![
+            ("params", &self.params),
+            ("steps", &steps),
+            ("run", &self.run),
+        ];
+        for (k, v) in &self.vars {
+            vars.push((k.as_str(), v));
+        }
+        if let Some(o) = output {
+            vars.push(("output", o));
+        }
+        crate::script::eval(&expr.ast, &vars).map_err(|e| locate(expr, &e, sources))
+    }
+
+    /// Evaluates a condition in this context.
+    pub fn eval_bool(
+        &self,
+        expr: &Expr,
+        output: Option<&Value>,
+        sources: &Sources,
+    ) -> Result<bool, String> {
+        match self.eval(expr, output, sources)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!(
+                "`{}` gave {} where true or false was expected (at {})",
+                expr.src.trim(),
+                short(&other),
+                sources.display(expr.scalar.content)
+            )),
+        }
+    }
+
+    /// Renders a template string.
+    pub fn render(&self, text: &str, output: Option<&Value>) -> Result<String, String> {
+        crate::template::render_str(text, &self.value(output)).map_err(|e| e.message)
+    }
+
+    /// Renders every template inside a value.
+    pub fn render_value(&self, value: &Value) -> Result<Value, String> {
+        crate::template::render_value(value, &self.value(None)).map_err(|e| e.message)
+    }
+}
+
+/// A script error with the place in the runbook it comes from.
+fn locate(expr: &Expr, e: &crate::script::ScriptError, sources: &Sources) -> String {
+    let pos = expr
+        .scalar
+        .pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
+    format!("{} (at {})", e.message, sources.display(pos))
+}
+
+/// A value shortened for messages.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 120 {
+        format!("{}…", s.chars().take(120).collect::<String>())
+    } else {
+        s
+    }
+}

@@ -1,0 +1,657 @@
+//! Executing a run's steps over its journal.
+//!
+//! The executor walks the runbook in order. At every step it first asks the journal: a step
+//! with a recorded outcome is not run again (its output is replayed), a step in flight is
+//! decided by the in-flight policy, and only a step the journal has never seen runs fresh. Each
+//! step it reaches is compared with the journal's record at the same replay position; a
+//! difference is an error naming the position, the expected and the recorded step.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use runbook_journals::{Event, JournalError, OperatorAction, RunId, RunState, SkipReason};
+use runbook_steps::{BoxFuture, Cancel, Registry};
+use serde_json::{Value, json};
+
+use crate::engine::GateMode;
+use crate::engine::ctx::Ctx;
+use crate::engine::log::RunLog;
+use crate::engine::view::{RunView, StepStatus, TransitionError};
+use crate::link::Book;
+use crate::model::{Action, Step};
+use crate::secrets::MASK;
+
+/// What a list of steps (or one step) leaves the run with.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next step.
+    Next,
+    /// Stop walking: the run fails, parks, needs an operator or was interrupted.
+    Stop(Stop),
+}
+
+/// Why the walk stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A step failed for good.
+    Failed {
+        /// The failed step.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// A gate waits for a verdict.
+    Parked {
+        /// The gate.
+        path: String,
+    },
+    /// A step in flight when the process died is not safe to run again.
+    Attention {
+        /// The step.
+        path: String,
+        /// What it was doing.
+        detail: String,
+    },
+    /// We were asked to stop.
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
+}
+
+/// Errors that stop the executor itself (not a step).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A record did not fit the run's state.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The runbook and the journal disagree about what happened.
+    #[error(
+        "the journal does not match the runbook at replay position {index}: the runbook asks for {expected}, the journal recorded {recorded}"
+    )]
+    Mismatch {
+        /// 1-based position in the replay order.
+        index: usize,
+        /// What the runbook asks for here.
+        expected: String,
+        /// What the journal holds here.
+        recorded: String,
+    },
+}
+
+/// The result of one attempt of a retryable step (effect, wait, script).
+pub(crate) enum Attempt {
+    /// It produced an output.
+    Ok(Value),
+    /// It failed; `retryable` is false for failures that cannot change (a bad template).
+    Failed {
+        error: String,
+        output: Option<Value>,
+        retryable: bool,
+    },
+    /// We stopped it.
+    Interrupted { reason: String, signal: String },
+}
+
+/// One execution of a run by this process.
+pub struct Exec<'a> {
+    /// The run.
+    pub id: RunId,
+    /// Where events go.
+    pub log: &'a RunLog,
+    /// The run as journaled so far (kept current with every append).
+    pub view: RunView,
+    /// The runbook and everything it calls.
+    pub book: &'a Book,
+    /// Step kinds.
+    pub registry: &'a Registry,
+    /// How many paths the journal held when this execution began (the replay part).
+    pub replay_len: usize,
+    /// The next replay position to compare.
+    pub cursor: usize,
+    /// Fires on Ctrl-C / SIGTERM.
+    pub interrupt: Cancel,
+    /// How gates are answered.
+    pub gates: GateMode,
+    /// Who is executing (for `--yes` approvals).
+    pub who: String,
+}
+
+impl Exec<'_> {
+    /// Appends events and folds them into the view.
+    pub fn emit(&mut self, events: &[Event]) -> Result<(), ExecError> {
+        let records = self.log.append(self.id, events)?;
+        for r in &records {
+            self.view.apply(r)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the run to `state` unless it is there already.
+    pub fn set_state(&mut self, state: RunState, reason: Option<String>) -> Result<(), ExecError> {
+        if self.view.state == state && self.view.reason == reason {
+            return Ok(());
+        }
+        self.emit(&[Event::StateChanged { state, reason }])
+    }
+
+    /// Runs a list of steps in order.
+    pub fn steps<'s>(
+        &'s mut self,
+        steps: &'s [Step],
+        ctx: &'s mut Ctx,
+    ) -> BoxFuture<'s, Result<Flow, ExecError>> {
+        Box::pin(async move {
+            for (i, s) in steps.iter().enumerate() {
+                match self.step(s, i, ctx).await? {
+                    Flow::Next => {}
+                    stop @ Flow::Stop(_) => return Ok(stop),
+                }
+            }
+            Ok(Flow::Next)
+        })
+    }
+
+    /// Compares the step reached now with the journal's record at the same replay position.
+    fn replay_check(&mut self, path: &str, step: &Step) -> Result<(), ExecError> {
+        if self.cursor >= self.replay_len {
+            return Ok(());
+        }
+        let (recorded_path, recorded_kind) = self.view.order[self.cursor].clone();
+        let kind = step.action.kind();
+        let same_kind = recorded_kind.as_deref().is_none_or(|k| k == kind);
+        if recorded_path != path || !same_kind {
+            return Err(ExecError::Mismatch {
+                index: self.cursor + 1,
+                expected: format!("`{path}` ({kind})"),
+                recorded: format!(
+                    "`{recorded_path}` ({})",
+                    recorded_kind.as_deref().unwrap_or("skipped")
+                ),
+            });
+        }
+        self.cursor += 1;
+        Ok(())
+    }
+
+    /// Runs (or replays) one step.
+    fn step<'s>(
+        &'s mut self,
+        step: &'s Step,
+        index: usize,
+        ctx: &'s mut Ctx,
+    ) -> BoxFuture<'s, Result<Flow, ExecError>> {
+        Box::pin(async move {
+            let path = ctx.path(&step.segment(index));
+            self.replay_check(&path, step)?;
+            let recorded = self
+                .view
+                .step(&path)
+                .map(|s| (s.status.clone(), s.attempts));
+            match recorded {
+                Some((StepStatus::Succeeded { output }, attempts)) => {
+                    if step.secret && output == Value::String(MASK.into()) {
+                        return self.recover_secret(step, &path, ctx, attempts).await;
+                    }
+                    ctx.set(step, output, "succeeded");
+                    Ok(Flow::Next)
+                }
+                Some((StepStatus::Skipped { .. }, _)) => {
+                    ctx.set(step, Value::Null, "skipped");
+                    Ok(Flow::Next)
+                }
+                Some((
+                    StepStatus::Failed {
+                        error,
+                        output,
+                        tolerated,
+                    },
+                    _,
+                )) => {
+                    self.failure_tail(step, &path, ctx, error, output, tolerated)
+                        .await
+                }
+                Some((
+                    StepStatus::RetryPending {
+                        attempt, retry_at, ..
+                    },
+                    _,
+                )) => {
+                    if let Err(signal) = self.pause_until(retry_at).await {
+                        return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                    }
+                    self.begin(step, &path, ctx, attempt + 1).await
+                }
+                Some((
+                    StepStatus::Started { attempt } | StepStatus::Interrupted { attempt, .. },
+                    _,
+                )) => self.in_flight(step, &path, ctx, attempt).await,
+                None => self.fresh(step, &path, ctx).await,
+            }
+        })
+    }
+
+    /// A step the journal has never seen: decide `when`, ask `check`, then run it.
+    async fn fresh(&mut self, step: &Step, path: &str, ctx: &mut Ctx) -> Result<Flow, ExecError> {
+        if let Some(when) = &step.when {
+            match ctx.eval_bool(when, None, &self.book.sources) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.emit(&[Event::StepSkipped {
+                        path: path.to_owned(),
+                        reason: SkipReason::When,
+                    }])?;
+                    ctx.set(step, Value::Null, "skipped");
+                    return Ok(Flow::Next);
+                }
+                Err(e) => {
+                    return self
+                        .fail_unstarted(step, path, ctx, format!("`when` failed: {e}"))
+                        .await;
+                }
+            }
+        }
+        if step.check.is_some() {
+            match self.check(step, path, ctx).await {
+                Ok(true) => {
+                    self.emit(&[Event::StepSkipped {
+                        path: path.to_owned(),
+                        reason: SkipReason::Check,
+                    }])?;
+                    ctx.set(step, Value::Null, "skipped");
+                    return Ok(Flow::Next);
+                }
+                Ok(false) => {}
+                Err(CheckError::Interrupted(signal)) => {
+                    return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                }
+                Err(CheckError::Failed(e)) => {
+                    return self
+                        .fail_unstarted(step, path, ctx, format!("`check` failed: {e}"))
+                        .await;
+                }
+            }
+        }
+        self.begin(step, path, ctx, 1).await
+    }
+
+    /// Starts (or continues) a step's action.
+    async fn begin(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        attempt: u32,
+    ) -> Result<Flow, ExecError> {
+        match &step.action {
+            Action::Effect { .. } | Action::Wait(_) | Action::Script(_) => {
+                self.attempts(step, path, ctx, attempt).await
+            }
+            Action::Gate {
+                prompt,
+                timeout,
+                four_eyes,
+            } => {
+                self.gate(step, path, ctx, prompt, *timeout, *four_eyes)
+                    .await
+            }
+            Action::Sleep(duration) => self.sleep(step, path, ctx, duration).await,
+            Action::Foreach { items, var, steps } => {
+                self.foreach(step, path, ctx, items, var, steps).await
+            }
+            Action::Call { runbook, params } => self.call(step, path, ctx, runbook, params).await,
+        }
+    }
+
+    /// A step that started and never finished: the in-flight policy.
+    async fn in_flight(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        attempt: u32,
+    ) -> Result<Flow, ExecError> {
+        if !matches!(step.action, Action::Effect { .. }) {
+            // Control steps resume where they stand; waits and scripts only read.
+            let next = if matches!(step.action, Action::Wait(_) | Action::Script(_)) {
+                attempt + 1
+            } else {
+                attempt
+            };
+            return self.begin(step, path, ctx, next).await;
+        }
+        if self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
+            return self.begin(step, path, ctx, attempt + 1).await;
+        }
+        let view = self.view.step(path).expect("in flight").clone();
+        if view.idempotent {
+            return self.begin(step, path, ctx, attempt + 1).await;
+        }
+        if step.check.is_some() {
+            return match self.check(step, path, ctx).await {
+                Ok(true) => {
+                    self.emit(&[Event::StepSkipped {
+                        path: path.to_owned(),
+                        reason: SkipReason::Check,
+                    }])?;
+                    ctx.set(step, Value::Null, "skipped");
+                    Ok(Flow::Next)
+                }
+                Ok(false) => self.begin(step, path, ctx, attempt + 1).await,
+                Err(CheckError::Interrupted(signal)) => {
+                    Ok(Flow::Stop(Stop::Interrupted { signal }))
+                }
+                Err(CheckError::Failed(e)) => Ok(Flow::Stop(Stop::Attention {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "{}; its `check` could not tell whether the effect is in place: {e}",
+                        describe_intent(&view.intent)
+                    ),
+                })),
+            };
+        }
+        Ok(Flow::Stop(Stop::Attention {
+            path: path.to_owned(),
+            detail: describe_intent(&view.intent),
+        }))
+    }
+
+    /// A succeeded step whose output was secret and so not journaled: get it again.
+    async fn recover_secret(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        attempts: u32,
+    ) -> Result<Flow, ExecError> {
+        let idempotent = self.view.step(path).is_some_and(|s| s.idempotent);
+        if idempotent || self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
+            return self.begin(step, path, ctx, attempts + 1).await;
+        }
+        Ok(Flow::Stop(Stop::Attention {
+            path: path.to_owned(),
+            detail: "its output is secret and was not journaled, and running it again is not known to be safe"
+                .into(),
+        }))
+    }
+
+    /// Runs attempts of an effect, wait or script until one succeeds or retries run out.
+    async fn attempts(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        mut attempt: u32,
+    ) -> Result<Flow, ExecError> {
+        loop {
+            let started = Instant::now();
+            let result = match &step.action {
+                Action::Effect { kind, spec } => {
+                    self.effect_attempt(step, path, ctx, kind, spec, attempt)
+                        .await?
+                }
+                Action::Wait(wait) => {
+                    self.emit(&[Event::StepStarted {
+                        path: path.to_owned(),
+                        kind: "wait".into(),
+                        attempt,
+                        idempotent: true,
+                        intent: json!({
+                            "describe": format!("wait until {} (every {}, up to {})",
+                                wait.until.src.trim(),
+                                humantime::format_duration(wait.every),
+                                humantime::format_duration(wait.timeout)),
+                        }),
+                    }])?;
+                    self.poll(path, ctx, wait).await
+                }
+                Action::Script(expr) => {
+                    self.emit(&[Event::StepStarted {
+                        path: path.to_owned(),
+                        kind: "script".into(),
+                        attempt,
+                        idempotent: true,
+                        intent: json!({ "describe": format!("script {}", first_line(&expr.src)) }),
+                    }])?;
+                    match ctx.eval(expr, None, &self.book.sources) {
+                        Ok(v) => Attempt::Ok(v),
+                        Err(error) => Attempt::Failed {
+                            error,
+                            output: None,
+                            retryable: true,
+                        },
+                    }
+                }
+                _ => unreachable!("attempts() is for effects, waits and scripts"),
+            };
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let (error, output, retryable) = match result {
+                Attempt::Ok(output) => match self.assert(step, ctx, &output) {
+                    Ok(()) => {
+                        return self.succeed(step, path, ctx, output, attempt, duration_ms);
+                    }
+                    Err(e) => (e, Some(output), true),
+                },
+                Attempt::Failed {
+                    error,
+                    output,
+                    retryable,
+                } => (error, output, retryable),
+                Attempt::Interrupted { reason, signal } => {
+                    self.emit(&[Event::StepInterrupted {
+                        path: path.to_owned(),
+                        attempt,
+                        reason,
+                    }])?;
+                    return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                }
+            };
+            if retryable
+                && let Some(retry) = &step.retry
+                && attempt < retry.attempts
+            {
+                let delay = retry.delay_after(attempt);
+                let retry_at = Utc::now()
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+                self.emit(&[Event::StepFailed {
+                    path: path.to_owned(),
+                    attempt,
+                    error,
+                    output,
+                    retry_at: Some(retry_at),
+                    duration_ms,
+                    tolerated: false,
+                }])?;
+                if let Err(signal) = self.pause_until(retry_at).await {
+                    return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                }
+                attempt += 1;
+                continue;
+            }
+            self.emit(&[Event::StepFailed {
+                path: path.to_owned(),
+                attempt,
+                error: error.clone(),
+                output: output.clone(),
+                retry_at: None,
+                duration_ms,
+                tolerated: step.continue_on_error,
+            }])?;
+            return self
+                .failure_tail(step, path, ctx, error, output, step.continue_on_error)
+                .await;
+        }
+    }
+
+    /// Checks `assert` over a step's output.
+    fn assert(&self, step: &Step, ctx: &Ctx, output: &Value) -> Result<(), String> {
+        let Some(assert) = &step.assert else {
+            return Ok(());
+        };
+        match ctx.eval_bool(assert, Some(output), &self.book.sources) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let message = step.message.as_ref().map(|m| {
+                    ctx.render(&m.text, Some(output))
+                        .unwrap_or_else(|_| m.text.clone())
+                });
+                Err(match message {
+                    Some(m) => format!("assertion failed: {m}"),
+                    None => format!("assertion failed: {}", assert.src.trim()),
+                })
+            }
+            Err(e) => Err(format!("`assert` failed: {e}")),
+        }
+    }
+
+    /// Journals a success and makes the output visible to later steps.
+    fn succeed(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        output: Value,
+        attempt: u32,
+        duration_ms: u64,
+    ) -> Result<Flow, ExecError> {
+        let journaled = if step.secret {
+            self.log.redactor().add_value(&output);
+            Value::String(MASK.into())
+        } else {
+            output.clone()
+        };
+        self.emit(&[Event::StepSucceeded {
+            path: path.to_owned(),
+            attempt,
+            output: journaled,
+            duration_ms,
+        }])?;
+        ctx.set(step, output, "succeeded");
+        Ok(Flow::Next)
+    }
+
+    /// Records a failure that happened before the step's effect could start (a `when` that
+    /// does not evaluate, a template that does not render).
+    pub(crate) async fn fail_unstarted(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        error: String,
+    ) -> Result<Flow, ExecError> {
+        let attempt = self.view.step(path).map_or(1, |s| s.attempts.max(1));
+        if !matches!(
+            self.view.step(path).map(|s| &s.status),
+            Some(StepStatus::Started { .. })
+        ) {
+            self.emit(&[Event::StepStarted {
+                path: path.to_owned(),
+                kind: step.action.kind().to_owned(),
+                attempt,
+                idempotent: true,
+                intent: json!({ "describe": format!("{} (not started)", step.action.kind()) }),
+            }])?;
+        }
+        self.emit(&[Event::StepFailed {
+            path: path.to_owned(),
+            attempt,
+            error: error.clone(),
+            output: None,
+            retry_at: None,
+            duration_ms: 0,
+            tolerated: step.continue_on_error,
+        }])?;
+        self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
+            .await
+    }
+
+    /// After a step failed for good: its `on_failure` steps, then go on (tolerated) or stop.
+    pub(crate) async fn failure_tail(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        error: String,
+        output: Option<Value>,
+        tolerated: bool,
+    ) -> Result<Flow, ExecError> {
+        let mut error = error;
+        if !step.on_failure.is_empty() {
+            let mut handler = ctx.clone();
+            handler.prefix = format!("{path}.on_failure.");
+            handler.set(step, output.clone().unwrap_or(Value::Null), "failed");
+            match self.steps(&step.on_failure, &mut handler).await? {
+                Flow::Next => {}
+                Flow::Stop(Stop::Failed { path: p, error: e }) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(error, "; its on_failure step `{p}` failed too: {e}");
+                }
+                stop @ Flow::Stop(_) => return Ok(stop),
+            }
+        }
+        if tolerated {
+            ctx.set(step, output.unwrap_or(Value::Null), "failed");
+            return Ok(Flow::Next);
+        }
+        Ok(Flow::Stop(Stop::Failed {
+            path: path.to_owned(),
+            error,
+        }))
+    }
+
+    /// Sleeps until `when`, or returns the signal's name if interrupted first.
+    pub(crate) async fn pause_until(&self, when: chrono::DateTime<Utc>) -> Result<(), String> {
+        let wait = (when - Utc::now()).to_std().unwrap_or_default();
+        self.pause(wait).await
+    }
+
+    /// Sleeps `wait`, or returns the signal's name if interrupted first.
+    pub(crate) async fn pause(&self, wait: std::time::Duration) -> Result<(), String> {
+        if wait.is_zero() {
+            return match self.interrupt.reason() {
+                Some(r) => Err(signal_name(&r)),
+                None => Ok(()),
+            };
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            reason = self.interrupt.cancelled() => Err(signal_name(&reason)),
+        }
+    }
+}
+
+/// Why a `check` gave no answer.
+pub(crate) enum CheckError {
+    /// It failed to run or evaluate.
+    Failed(String),
+    /// We were asked to stop.
+    Interrupted(String),
+}
+
+/// The signal name of an interruption.
+pub(crate) fn signal_name(reason: &runbook_steps::CancelReason) -> String {
+    match reason {
+        runbook_steps::CancelReason::Interrupted(s) => s.clone(),
+        runbook_steps::CancelReason::Timeout(_) => "timeout".into(),
+    }
+}
+
+/// What a journaled intent says the step was doing.
+pub fn describe_intent(intent: &Value) -> String {
+    intent
+        .get("describe")
+        .and_then(Value::as_str)
+        .map_or_else(|| crate::engine::ctx::short(intent), str::to_owned)
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.trim().lines().next().unwrap_or_default();
+    if line.chars().count() > 80 {
+        format!("{}…", line.chars().take(80).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}

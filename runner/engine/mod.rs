@@ -1,0 +1,740 @@
+//! The engine: starting, resuming, deciding and aborting runs over the journal.
+//!
+//! A run is an explicit state machine over its journal (see [`view`]): every operation here
+//! reads the run's records, checks the operation is allowed in the run's state, appends what
+//! it decides, and lets the executor ([`exec`]) walk the steps, replaying what the journal
+//! knows and running only what it does not.
+
+pub mod control;
+pub mod ctx;
+pub mod exec;
+pub mod log;
+pub mod plan;
+pub mod prompt;
+pub mod view;
+
+use std::sync::Arc;
+
+use runbook_journals::{
+    Event, Journal, JournalError, OperatorAction, RunId, RunStarted, RunState, SkipReason,
+};
+use runbook_steps::{Cancel, Registry};
+use serde_json::{Map, Value, json};
+
+use crate::diag::Diagnostics;
+use crate::library::{Files, Library, LiveFiles, PinnedFiles};
+use crate::link::{self, Assume, Book, Resolver};
+use crate::model::{Action, Runbook};
+use crate::secrets::Redactor;
+use crate::source::Sources;
+use ctx::Ctx;
+use exec::{Exec, ExecError, Flow, Stop};
+use log::{Observer, RunLog};
+use view::{RunView, TransitionError};
+
+/// How gates are answered when a run reaches one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateMode {
+    /// Approve every gate (`--yes`), except four-eyes gates for the run's starter.
+    Yes,
+    /// Ask on the terminal.
+    Prompt,
+    /// Park the run at the gate and exit (`--detach`, or no terminal).
+    Detach,
+}
+
+/// How an execution of a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed (or a precheck refused the run).
+    Failed {
+        /// The failed step, if a step failed.
+        path: Option<String>,
+        /// Why.
+        error: String,
+    },
+    /// Parked at a gate.
+    Parked {
+        /// The gate.
+        path: String,
+        /// Its prompt.
+        prompt: String,
+    },
+    /// A step in flight when a process died needs an operator's decision.
+    NeedsAttention {
+        /// The step.
+        path: String,
+        /// What it was doing.
+        detail: String,
+    },
+    /// Stopped by a signal.
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
+    /// Aborted by an operator.
+    Aborted,
+}
+
+impl Outcome {
+    /// The process exit code: 0 succeeded, 1 failed, 3 parked, 4 needs attention, 128+N for a
+    /// signal.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Succeeded => 0,
+            Self::Failed { .. } | Self::Aborted => 1,
+            Self::Parked { .. } => 3,
+            Self::NeedsAttention { .. } => 4,
+            Self::Interrupted { signal } => match signal.as_str() {
+                "SIGTERM" => 128 + 15,
+                "SIGHUP" => 128 + 1,
+                _ => 128 + 2,
+            },
+        }
+    }
+}
+
+/// What can stop an engine operation before or outside the steps.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No runbook by that name or path.
+    #[error("no runbook `{0}` in ./runbooks, $RUNBOOK_PATH or the bundled library")]
+    NotFound(String),
+    /// The runbook has problems (rendered with positions).
+    #[error("{rendered}")]
+    Invalid {
+        /// The problems, rendered.
+        rendered: String,
+        /// How many.
+        count: usize,
+    },
+    /// Parameter values are missing or wrong.
+    #[error("{}", .0.join("\n"))]
+    Params(Vec<String>),
+    /// The operation does not fit the run's state.
+    #[error("{0}")]
+    Refused(String),
+    /// A resume found a step that needs a decision.
+    #[error("{0}")]
+    NeedsDecision(String),
+    /// A precheck failed on resume; nothing else changed.
+    #[error("precheck `{id}` failed, so the run was not resumed: {error}")]
+    Precheck {
+        /// The precheck.
+        id: String,
+        /// Why.
+        error: String,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The journal does not fit the runbook or itself.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+impl From<TransitionError> for EngineError {
+    fn from(e: TransitionError) -> Self {
+        Self::Exec(ExecError::Transition(e))
+    }
+}
+
+/// Starting a run.
+pub struct Start<'a> {
+    /// A runbook name or file path.
+    pub target: &'a str,
+    /// `-p name=value` pairs.
+    pub params: &'a [(String, String)],
+}
+
+/// Resuming a run.
+#[derive(Default)]
+pub struct Resume {
+    /// Run the in-flight step at this path again.
+    pub retry_step: Option<String>,
+    /// Treat the in-flight step at this path as done.
+    pub skip_step: Option<String>,
+    /// Adopt the runbook files as they are now instead of the pinned ones.
+    pub reload: bool,
+    /// `-p name=value` pairs (secret parameters that must be given again).
+    pub params: Vec<(String, String)>,
+}
+
+/// Runs runbooks against a journal.
+pub struct Engine {
+    /// The journal.
+    pub journal: Arc<dyn Journal>,
+    /// Step kinds.
+    pub registry: Arc<Registry>,
+    /// Who sees committed records.
+    pub observers: Vec<Arc<dyn Observer>>,
+    /// Fires on Ctrl-C / SIGTERM.
+    pub interrupt: Cancel,
+    /// Who is acting.
+    pub who: String,
+    /// How gates are answered.
+    pub gates: GateMode,
+    /// Where runbooks are found.
+    pub library: Library,
+}
+
+/// Renders diagnostics into an [`EngineError::Invalid`].
+pub fn invalid(diags: &Diagnostics, sources: &Sources) -> EngineError {
+    EngineError::Invalid {
+        rendered: diags.render(sources, false),
+        count: diags.len(),
+    }
+}
+
+/// Loads and links a runbook as it is on disk now, for the given parameter values (`None`:
+/// for checking, trying defaults and enum values).
+pub fn load_live(
+    target: &str,
+    library: &Library,
+    registry: &Registry,
+    params: Option<&Map<String, Value>>,
+) -> Result<Book, EngineError> {
+    let origin = library
+        .find(target)
+        .ok_or_else(|| EngineError::NotFound(target.to_owned()))?;
+    let assume = match params {
+        Some(p) => Assume::Values(p),
+        None => Assume::Everything,
+    };
+    link::link(
+        &origin,
+        &LiveFiles,
+        &Resolver::Library(library),
+        &assume,
+        registry,
+    )
+    .map_err(|e| invalid(&e.diags, &e.sources))
+}
+
+impl Engine {
+    fn log(&self, redactor: Redactor) -> RunLog {
+        RunLog::new(self.journal.clone(), redactor, self.observers.clone())
+    }
+
+    /// Starts a run.
+    pub async fn start(&self, req: Start<'_>) -> Result<(RunId, Outcome), EngineError> {
+        let origin = self
+            .library
+            .find(req.target)
+            .ok_or_else(|| EngineError::NotFound(req.target.to_owned()))?;
+        let mut sources = Sources::new();
+        let main = crate::load::load(&origin, &LiveFiles, &mut sources, &self.registry)
+            .map_err(|d| invalid(&d, &sources))?;
+        let values =
+            crate::params::resolve(&main, req.params, None).map_err(EngineError::Params)?;
+        let book = load_live(
+            req.target,
+            &self.library,
+            &self.registry,
+            Some(&values.clear),
+        )?;
+        let redactor = Redactor::new();
+        for s in &values.secrets {
+            redactor.add_value(s);
+        }
+        let lock = match &main.lock {
+            Some(t) => Some(
+                crate::template::render_str(&t.text, &json!({ "params": values.clear })).map_err(
+                    |e| {
+                        EngineError::Params(vec![format!(
+                            "the lock key does not render: {}",
+                            e.message
+                        )])
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let id = RunId::new();
+        let started = RunStarted {
+            runbook: main.name.clone(),
+            params: values.journaled.clone(),
+            sources: book.files.clone(),
+            links: book.links.clone(),
+            lock: lock.clone(),
+            started_by: self.who.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let log = self.log(redactor);
+        let records = log.create(
+            id,
+            lock.as_deref(),
+            &[
+                Event::RunStarted(started),
+                Event::StateChanged {
+                    state: RunState::Running,
+                    reason: None,
+                },
+            ],
+        )?;
+        let view = RunView::from_records(id, &records)?;
+        let outcome = self
+            .execute(view, &book, values.clear, &log, Vec::new())
+            .await?;
+        Ok((id, outcome))
+    }
+
+    /// Resumes a run that is not finished.
+    pub async fn resume(&self, id: RunId, req: Resume) -> Result<Outcome, EngineError> {
+        let records = self.journal.read(id)?;
+        let view = RunView::from_records(id, &records)?;
+        if view.state.is_terminal() {
+            return Err(EngineError::Refused(format!(
+                "run {id} has ended ({}); start a new run instead",
+                view.state
+            )));
+        }
+        let mut events = Vec::new();
+        let decision = match (&req.retry_step, &req.skip_step) {
+            (Some(_), Some(_)) => {
+                return Err(EngineError::Refused(
+                    "give either --retry-step or --skip-step, not both".into(),
+                ));
+            }
+            (Some(p), None) => Some((p.clone(), OperatorAction::Retry)),
+            (None, Some(p)) => Some((p.clone(), OperatorAction::Skip)),
+            (None, None) => None,
+        };
+        if let Some((path, action)) = &decision {
+            let in_flight = view.in_flight();
+            let attention = view.attention.as_ref().map(|(p, _)| p.as_str());
+            let recover = view.step(path).is_some_and(|s| {
+                matches!(s.status, view::StepStatus::Succeeded { .. })
+                    && attention == Some(path.as_str())
+            });
+            if !in_flight.contains(&path.as_str()) && !recover {
+                let listed = if in_flight.is_empty() {
+                    "no step is in flight".to_owned()
+                } else {
+                    format!("in flight: {}", in_flight.join(", "))
+                };
+                return Err(EngineError::Refused(format!(
+                    "step `{path}` of run {id} is not in flight ({listed})"
+                )));
+            }
+            events.push(Event::OperatorDecided {
+                path: path.clone(),
+                action: *action,
+                by: self.who.clone(),
+            });
+            if *action == OperatorAction::Skip {
+                events.push(Event::StepSkipped {
+                    path: path.clone(),
+                    reason: SkipReason::Operator,
+                });
+            }
+        } else if view.state == RunState::NeedsAttention
+            && let Some((path, detail)) = &view.attention
+        {
+            return Err(EngineError::NeedsDecision(attention_message(
+                id, path, detail,
+            )));
+        }
+        let pinned = PinnedFiles::new(
+            view.sources
+                .iter()
+                .map(|f| (f.origin.clone(), f.content.clone())),
+        );
+        let drift = drift(&view);
+        let main_origin = view
+            .sources
+            .first()
+            .map(|f| f.origin.clone())
+            .ok_or_else(|| EngineError::Refused(format!("run {id} has no pinned source")))?;
+        let mut sources = Sources::new();
+        let files: &dyn Files = if req.reload { &LiveFiles } else { &pinned };
+        let main = crate::load::load(&main_origin, files, &mut sources, &self.registry)
+            .map_err(|d| invalid(&d, &sources))?;
+        let values = crate::params::resolve(&main, &req.params, Some(&view.started.params))
+            .map_err(EngineError::Params)?;
+        let book = if req.reload {
+            let book = link::link(
+                &main_origin,
+                &LiveFiles,
+                &Resolver::Library(&self.library),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| invalid(&e.diags, &e.sources))?;
+            events.insert(
+                0,
+                Event::SourceReloaded {
+                    sources: book.files.clone(),
+                    links: book.links.clone(),
+                },
+            );
+            book
+        } else {
+            link::link(
+                &main_origin,
+                &pinned,
+                &Resolver::Pinned(&view.links),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| invalid(&e.diags, &e.sources))?
+        };
+        let redactor = Redactor::new();
+        for s in &values.secrets {
+            redactor.add_value(s);
+        }
+        let mut resume_events = vec![Event::Resumed {
+            by: self.who.clone(),
+            drift: if req.reload { Vec::new() } else { drift },
+        }];
+        resume_events.extend(events);
+        resume_events.push(Event::StateChanged {
+            state: RunState::Running,
+            reason: None,
+        });
+        let log = self.log(redactor);
+        self.execute(view, &book, values.clear, &log, resume_events)
+            .await
+    }
+
+    /// Approves or rejects the open gate of a run, then continues it.
+    pub async fn decide(
+        &self,
+        id: RunId,
+        approved: bool,
+        step: Option<&str>,
+        comment: Option<String>,
+    ) -> Result<Outcome, EngineError> {
+        let records = self.journal.read(id)?;
+        let view = RunView::from_records(id, &records)?;
+        if view.state.is_terminal() {
+            return Err(EngineError::Refused(format!(
+                "run {id} has ended ({}); there is nothing to approve",
+                view.state
+            )));
+        }
+        let open: Vec<(&String, &view::GateView)> = view
+            .gates
+            .iter()
+            .filter(|(_, g)| g.decision.is_none())
+            .collect();
+        let (path, gate) = match step {
+            Some(p) => open
+                .iter()
+                .find(|(gp, _)| gp.as_str() == p)
+                .copied()
+                .ok_or_else(|| EngineError::Refused(format!("run {id} has no open gate `{p}`")))?,
+            None => match open.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(EngineError::Refused(format!(
+                        "run {id} is not waiting at a gate (it is {})",
+                        view.state
+                    )));
+                }
+                many => {
+                    let names: Vec<&str> = many.iter().map(|(p, _)| p.as_str()).collect();
+                    return Err(EngineError::Refused(format!(
+                        "run {id} has several open gates ({}); name one with --step",
+                        names.join(", ")
+                    )));
+                }
+            },
+        };
+        if approved && gate.four_eyes && self.who == view.started.started_by {
+            return Err(EngineError::Refused(format!(
+                "gate `{path}` needs a second person: {} started run {id} and cannot approve it",
+                self.who
+            )));
+        }
+        let log = self.log(Redactor::new());
+        log.append(
+            id,
+            &[Event::GateDecided {
+                path: path.clone(),
+                approved,
+                by: self.who.clone(),
+                comment,
+            }],
+        )?;
+        self.resume(id, Resume::default()).await
+    }
+
+    /// Aborts a run that is not finished, releasing its lock.
+    pub fn abort(&self, id: RunId, reason: Option<String>) -> Result<Outcome, EngineError> {
+        let records = self.journal.read(id)?;
+        let view = RunView::from_records(id, &records)?;
+        if view.state.is_terminal() {
+            return Err(EngineError::Refused(format!(
+                "run {id} has ended ({}) already",
+                view.state
+            )));
+        }
+        let why = match reason {
+            Some(r) => format!("aborted by {}: {r}", self.who),
+            None => format!("aborted by {}", self.who),
+        };
+        self.log(Redactor::new()).append(
+            id,
+            &[Event::StateChanged {
+                state: RunState::Aborted,
+                reason: Some(why),
+            }],
+        )?;
+        Ok(Outcome::Aborted)
+    }
+
+    /// Runs prechecks, then the steps, then decides how the run ends.
+    async fn execute(
+        &self,
+        view: RunView,
+        book: &Book,
+        params: Map<String, Value>,
+        log: &RunLog,
+        resume_events: Vec<Event>,
+    ) -> Result<Outcome, EngineError> {
+        let main = book.main().clone();
+        let run = json!({
+            "id": view.id.to_string(),
+            "runbook": view.started.runbook,
+            "started_at": view.created_at.to_rfc3339(),
+            "started_by": view.started.started_by,
+        });
+        let mut ctx = Ctx {
+            book: main.clone(),
+            origin: book.origin.clone(),
+            params: Arc::new(Value::Object(params)),
+            steps: Map::new(),
+            vars: Map::new(),
+            run: Arc::new(run),
+            prefix: String::new(),
+        };
+        let replay_len = view.order.len();
+        let resuming = !resume_events.is_empty();
+        let mut exec = Exec {
+            id: view.id,
+            log,
+            view,
+            book,
+            registry: &self.registry,
+            replay_len,
+            cursor: 0,
+            interrupt: self.interrupt.clone(),
+            gates: self.gates,
+            who: self.who.clone(),
+        };
+        if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
+            if resuming {
+                return Err(EngineError::Precheck { id: pid, error });
+            }
+            exec.set_state(
+                RunState::Failed,
+                Some(format!("precheck `{pid}` refused the run: {error}")),
+            )?;
+            return Ok(Outcome::Failed {
+                path: None,
+                error: format!("precheck `{pid}` refused the run: {error}"),
+            });
+        }
+        if resuming {
+            exec.emit(&resume_events)?;
+        }
+        let flow = exec.steps(&main.steps, &mut ctx).await?;
+        self.finish(&mut exec, &main, &mut ctx, flow).await
+    }
+
+    async fn finish(
+        &self,
+        exec: &mut Exec<'_>,
+        main: &Runbook,
+        ctx: &mut Ctx,
+        flow: Flow,
+    ) -> Result<Outcome, EngineError> {
+        let stop = match flow {
+            Flow::Next => {
+                exec.set_state(RunState::Succeeded, None)?;
+                return Ok(Outcome::Succeeded);
+            }
+            Flow::Stop(stop) => stop,
+        };
+        match stop {
+            Stop::Failed { path, error } => {
+                let mut reason = format!("step `{path}` failed: {error}");
+                if !main.on_failure.is_empty() {
+                    let mut handler = ctx.clone();
+                    handler.prefix = "on_failure.".into();
+                    match exec.steps(&main.on_failure, &mut handler).await? {
+                        Flow::Next => {}
+                        Flow::Stop(Stop::Failed { path: p, error: e }) => {
+                            use std::fmt::Write as _;
+                            let _ = write!(reason, "; on_failure step `{p}` failed too: {e}");
+                        }
+                        Flow::Stop(other) => return Self::stopped(exec, other),
+                    }
+                }
+                exec.set_state(RunState::Failed, Some(reason))?;
+                Ok(Outcome::Failed {
+                    path: Some(path),
+                    error,
+                })
+            }
+            other => Self::stopped(exec, other),
+        }
+    }
+
+    fn stopped(exec: &mut Exec<'_>, stop: Stop) -> Result<Outcome, EngineError> {
+        match stop {
+            Stop::Parked { path } => {
+                let prompt = exec
+                    .view
+                    .gates
+                    .get(&path)
+                    .map(|g| g.prompt.clone())
+                    .unwrap_or_default();
+                Ok(Outcome::Parked { path, prompt })
+            }
+            Stop::Attention { path, detail } => {
+                exec.emit(&[
+                    Event::AttentionNeeded {
+                        path: path.clone(),
+                        detail: detail.clone(),
+                    },
+                    Event::StateChanged {
+                        state: RunState::NeedsAttention,
+                        reason: Some(format!(
+                            "step `{path}` was in flight and is not safe to run again"
+                        )),
+                    },
+                ])?;
+                Ok(Outcome::NeedsAttention { path, detail })
+            }
+            Stop::Interrupted { signal } => {
+                exec.set_state(
+                    RunState::Interrupted,
+                    Some(format!("interrupted by {signal}")),
+                )?;
+                Ok(Outcome::Interrupted { signal })
+            }
+            Stop::Failed { path, error } => Ok(Outcome::Failed {
+                path: Some(path),
+                error,
+            }),
+        }
+    }
+
+    /// Runs every precheck (never memoized: they run again on every resume) and journals the
+    /// results. Returns the first failure.
+    async fn prechecks(
+        &self,
+        exec: &mut Exec<'_>,
+        main: &Runbook,
+        ctx: &mut Ctx,
+    ) -> Result<Result<(), (String, String)>, EngineError> {
+        let mut events = Vec::new();
+        let mut failure = None;
+        for (i, check) in main.prechecks.iter().enumerate() {
+            let id = check.segment(i);
+            if let Some(when) = &check.when {
+                match ctx.eval_bool(when, None, &exec.book.sources) {
+                    Ok(false) => {
+                        ctx.set(check, Value::Null, "skipped");
+                        continue;
+                    }
+                    Ok(true) => {}
+                    Err(e) => {
+                        failure = Some((id, format!("`when` failed: {e}")));
+                        break;
+                    }
+                }
+            }
+            let result = match &check.action {
+                Action::Wait(wait) => {
+                    match exec.poll(&format!("prechecks.{id}"), ctx, wait).await {
+                        exec::Attempt::Ok(v) => Ok(v),
+                        exec::Attempt::Failed { error, .. } => Err(error),
+                        exec::Attempt::Interrupted { signal, .. } => {
+                            Err(format!("interrupted by {signal}"))
+                        }
+                    }
+                }
+                _ => match exec.probe(check, &format!("prechecks.{id}"), ctx).await {
+                    control::Probe::Output(v, None) => Ok(v),
+                    control::Probe::Output(_, Some(e)) | control::Probe::Failed(e) => Err(e),
+                    control::Probe::Interrupted(s) => Err(format!("interrupted by {s}")),
+                },
+            };
+            let result = result.and_then(|output| {
+                if let Some(assert) = &check.assert {
+                    match ctx.eval_bool(assert, Some(&output), &exec.book.sources) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let message = check.message.as_ref().map_or_else(
+                                || format!("assertion failed: {}", assert.src.trim()),
+                                |m| {
+                                    ctx.render(&m.text, Some(&output))
+                                        .unwrap_or_else(|_| m.text.clone())
+                                },
+                            );
+                            return Err(message);
+                        }
+                        Err(e) => return Err(format!("`assert` failed: {e}")),
+                    }
+                }
+                Ok(output)
+            });
+            match result {
+                Ok(output) => {
+                    if check.secret {
+                        exec.log.redactor().add_value(&output);
+                    }
+                    ctx.set(check, output, "succeeded");
+                    events.push(Event::Precheck {
+                        id,
+                        ok: true,
+                        error: None,
+                    });
+                }
+                Err(error) => {
+                    events.push(Event::Precheck {
+                        id: id.clone(),
+                        ok: false,
+                        error: Some(error.clone()),
+                    });
+                    failure = Some((id, error));
+                    break;
+                }
+            }
+        }
+        if !events.is_empty() {
+            exec.emit(&events)?;
+        }
+        Ok(failure.map_or(Ok(()), Err))
+    }
+}
+
+/// Files that changed on disk since the run pinned them.
+pub fn drift(view: &RunView) -> Vec<runbook_journals::Drift> {
+    view.sources
+        .iter()
+        .filter_map(|f| match LiveFiles.read(&f.origin) {
+            Ok(text) if link::sha256(&text) == f.sha256 => None,
+            Ok(_) => Some(runbook_journals::Drift {
+                origin: f.origin.clone(),
+                change: "modified".into(),
+            }),
+            Err(_) => Some(runbook_journals::Drift {
+                origin: f.origin.clone(),
+                change: "missing".into(),
+            }),
+        })
+        .collect()
+}
+
+/// The message for a run stopped on a step that needs a decision.
+pub fn attention_message(id: RunId, path: &str, detail: &str) -> String {
+    format!(
+        "step `{path}` of run {id} was in flight when the run stopped, and it is not safe to run again\n  it was doing: {detail}\n  decide, then run one of:\n    runbook resume {id} --retry-step {path}   # run it again\n    runbook resume {id} --skip-step {path}    # treat it as done",
+    )
+}

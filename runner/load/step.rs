@@ -1,0 +1,730 @@
+//! Reading steps: the common fields, exactly one action, and the action's own fields.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use runbook_steps::FieldType;
+use serde_json::Value;
+
+use crate::diag::Diagnostic;
+use crate::load::Loader;
+use crate::load::fields::parse_duration;
+use crate::load::refs::Scope;
+use crate::model::{Action, Check, Expr, Retry, Step, Template, Wait};
+use crate::yaml::{Map, Node, Scalar};
+
+/// Fields every step may have.
+const COMMON: &[&str] = &[
+    "id",
+    "name",
+    "when",
+    "timeout",
+    "retry",
+    "assert",
+    "message",
+    "idempotent",
+    "check",
+    "on_failure",
+    "continue_on_error",
+    "secret",
+];
+
+/// Actions the engine implements itself.
+const CONTROL: &[&str] = &["script", "wait", "gate", "sleep", "foreach", "call"];
+
+/// Ids that would clash with the segments the engine adds to paths.
+const RESERVED_IDS: &[&str] = &["on_failure", "prechecks", "probe", "check"];
+
+/// Where a step appears, which limits what it may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A step of `steps`, `on_failure` or a loop.
+    Step,
+    /// A precheck: read-only, no gates, sleeps, loops or calls.
+    Precheck,
+    /// The probe of a `wait` or `check`: an effect or a script only.
+    Probe,
+}
+
+impl Loader<'_> {
+    /// Reads a list of steps that run in order. Ids must be unique among siblings.
+    pub fn steps(&mut self, node: &Node, what: &str, role: Role, scope: &Scope) -> Vec<Step> {
+        let Some(items) = self.f.list(node, what) else {
+            return Vec::new();
+        };
+        let ids: Vec<Option<(String, Scalar)>> = items
+            .iter()
+            .map(|item| {
+                item.as_map()
+                    .and_then(|m| m.get("id"))
+                    .and_then(Node::as_scalar)
+                    .map(|s| (s.text.clone(), s.clone()))
+            })
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        for (id, scalar) in ids.iter().flatten() {
+            if !seen.insert(id.clone()) {
+                self.f.error_at(
+                    scalar,
+                    format!("duplicate step id `{id}`: ids must be unique among sibling steps"),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        let mut scope = scope.clone();
+        for (i, item) in items.iter().enumerate() {
+            scope.later = ids[i + 1..]
+                .iter()
+                .flatten()
+                .map(|(id, _)| id.clone())
+                .chain(scope.later.iter().cloned())
+                .collect();
+            if let Some(step) = self.step(item, role, &scope) {
+                if let Some(id) = &step.id {
+                    scope.ids.push(id.clone());
+                }
+                out.push(step);
+            }
+        }
+        out
+    }
+
+    /// Reads one step.
+    pub fn step(&mut self, node: &Node, role: Role, scope: &Scope) -> Option<Step> {
+        let map = self.f.map(node, "a step")?;
+        let actions: Vec<&Scalar> = map
+            .entries
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| CONTROL.contains(&k.text.as_str()) || self.registry.get(&k.text).is_some())
+            .collect();
+        let kinds: Vec<&str> = self
+            .registry
+            .names()
+            .chain(CONTROL.iter().copied())
+            .collect();
+        let action_key = match actions.as_slice() {
+            [one] => Some((*one).clone()),
+            [] => {
+                self.f.push(
+                    Diagnostic::new(map.pos, 1, "step has no action")
+                        .help(format!("give one of: {}", kinds.join(", "))),
+                );
+                None
+            }
+            [first, second, ..] => {
+                self.f.error_at(
+                    second,
+                    format!(
+                        "step has more than one action: `{}` and `{}`",
+                        first.text, second.text
+                    ),
+                );
+                None
+            }
+        };
+        let mut allowed: Vec<&str> = COMMON.to_vec();
+        allowed.extend(kinds.iter().copied());
+        if action_key.as_ref().is_some_and(|k| k.text == "foreach") {
+            allowed.extend(["as", "steps"]);
+        }
+        self.f.known_keys(map, &allowed, "a step");
+
+        let id = map.get("id").and_then(|n| self.id(n));
+        let name = map
+            .get("name")
+            .and_then(|n| self.f.string(n, "`name`"))
+            .map(|s| s.text.clone());
+        let when = map.get("when").and_then(|n| self.expr(n, "`when`", scope));
+        let timeout = map
+            .get("timeout")
+            .and_then(|n| self.f.duration(n, "`timeout`"));
+        let retry = map.get("retry").and_then(|n| self.retry(n));
+        let assert = map
+            .get("assert")
+            .and_then(|n| self.expr(n, "`assert`", &scope.with_output()));
+        let message = map
+            .get("message")
+            .and_then(|n| self.template(n, "`message`", &scope.with_output()));
+        let idempotent = map
+            .get("idempotent")
+            .and_then(|n| self.f.bool(n, "`idempotent`"));
+        let continue_on_error = map
+            .get("continue_on_error")
+            .and_then(|n| self.f.bool(n, "`continue_on_error`"))
+            .unwrap_or(false);
+        let secret = map
+            .get("secret")
+            .and_then(|n| self.f.bool(n, "`secret`"))
+            .unwrap_or(false);
+        let check = map.get("check").and_then(|n| self.check(n, scope));
+        let mut own = scope.clone();
+        if let Some(id) = &id {
+            own.ids.push(id.clone());
+        }
+        let on_failure = map
+            .get("on_failure")
+            .map(|n| self.steps(n, "`on_failure`", Role::Step, &own))
+            .unwrap_or_default();
+
+        if message.is_some() && assert.is_none() {
+            self.f.error_at(
+                map.key("message").expect("present"),
+                "`message` goes with `assert`",
+            );
+        }
+        let action_key = action_key?;
+        let action = self.action(map, &action_key, role, scope)?;
+        if retry.is_some()
+            && !matches!(
+                action,
+                Action::Effect { .. } | Action::Wait(_) | Action::Script(_)
+            )
+        {
+            self.f.error_at(
+                map.key("retry").expect("present"),
+                format!(
+                    "`retry` applies to effects and waits, not to `{}`",
+                    action.kind()
+                ),
+            );
+        }
+        if matches!(action, Action::Call { .. }) && !on_failure.is_empty() {
+            self.f.error_at(
+                map.key("on_failure").expect("present"),
+                "a `call` step cannot have `on_failure`; give the called runbook one",
+            );
+        }
+        let step = Step {
+            id,
+            name,
+            when,
+            timeout,
+            retry,
+            assert,
+            message,
+            idempotent,
+            check,
+            on_failure,
+            continue_on_error,
+            secret,
+            action,
+            pos: map.pos,
+        };
+        Some(step)
+    }
+
+    fn id(&mut self, node: &Node) -> Option<String> {
+        let s = self.f.string(node, "`id`")?;
+        let valid = s
+            .text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && s.text
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !valid {
+            self.f.error_at(
+                s,
+                format!(
+                    "invalid step id `{}`: use letters, digits, `_` and `-`, starting with a letter",
+                    s.text
+                ),
+            );
+            return None;
+        }
+        if RESERVED_IDS.contains(&s.text.as_str()) {
+            self.f.error_at(
+                s,
+                format!("`{}` is reserved and cannot be a step id", s.text),
+            );
+            return None;
+        }
+        Some(s.text.clone())
+    }
+
+    fn retry(&mut self, node: &Node) -> Option<Retry> {
+        let map = self.f.map(node, "`retry`")?;
+        self.f.known_keys(
+            map,
+            &["attempts", "backoff", "factor", "max_backoff"],
+            "`retry`",
+        );
+        let attempts = match map.get("attempts") {
+            Some(n) => match self.f.uint(n, "`attempts`")? {
+                0 => {
+                    self.f
+                        .error(n, "`attempts` counts the first try too; it must be ≥ 1");
+                    return None;
+                }
+                a => u32::try_from(a).unwrap_or(u32::MAX),
+            },
+            None => {
+                self.f
+                    .push(Diagnostic::new(map.pos, 1, "`retry` needs `attempts`"));
+                return None;
+            }
+        };
+        let backoff = match map.get("backoff") {
+            Some(n) => self.f.duration(n, "`backoff`")?,
+            None => Duration::from_secs(1),
+        };
+        let factor = match map.get("factor") {
+            Some(n) => self.f.float(n, "`factor`")?,
+            None => 2.0,
+        };
+        let max_backoff = match map.get("max_backoff") {
+            Some(n) => self.f.duration(n, "`max_backoff`")?,
+            None => Duration::from_secs(300),
+        };
+        Some(Retry {
+            attempts,
+            backoff,
+            factor,
+            max_backoff,
+        })
+    }
+
+    fn check(&mut self, node: &Node, scope: &Scope) -> Option<Check> {
+        if node.as_scalar().is_some() {
+            return self.expr(node, "`check`", scope).map(Check::Expr);
+        }
+        let map = self.f.map(node, "`check`")?;
+        self.f.known_keys(map, &["probe", "until"], "`check`");
+        let probe = self.probe(map, "`check`", scope);
+        let until = match map.get("until") {
+            Some(n) => self.expr(n, "`until`", &scope.with_output()),
+            None => {
+                self.f.push(Diagnostic::new(
+                    map.pos,
+                    1,
+                    "`check` with a probe needs `until`",
+                ));
+                None
+            }
+        };
+        Some(Check::Probe {
+            probe: Box::new(probe?),
+            until: until?,
+        })
+    }
+
+    fn probe(&mut self, map: &Map, what: &str, scope: &Scope) -> Option<Step> {
+        match map.get("probe") {
+            Some(n) => self.step(n, Role::Probe, scope),
+            None => {
+                self.f.push(Diagnostic::new(
+                    map.pos,
+                    1,
+                    format!("{what} needs a `probe` step"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn action(&mut self, map: &Map, key: &Scalar, role: Role, scope: &Scope) -> Option<Action> {
+        let node = map.get(&key.text).expect("key present");
+        let kind = key.text.as_str();
+        let allowed_here = match role {
+            Role::Step => true,
+            Role::Precheck => !matches!(kind, "gate" | "sleep" | "foreach" | "call"),
+            Role::Probe => !CONTROL.contains(&kind) || kind == "script",
+        };
+        if !allowed_here {
+            let what = if role == Role::Precheck {
+                "a precheck"
+            } else {
+                "a probe"
+            };
+            self.f
+                .error_at(key, format!("`{kind}` cannot be used in {what}"));
+            return None;
+        }
+        match kind {
+            "script" => self.script(node, scope).map(Action::Script),
+            "wait" => self.wait(node, scope).map(Action::Wait),
+            "gate" => self.gate(node, scope),
+            "sleep" => {
+                let s = self.f.string(node, "`sleep`")?;
+                if !s.text.contains("{{")
+                    && let Err(e) = parse_duration(&s.text)
+                {
+                    self.f
+                        .error(node, format!("`sleep` is not a duration: {e}"));
+                    return None;
+                }
+                self.template(node, "`sleep`", scope).map(Action::Sleep)
+            }
+            "foreach" => self.foreach(map, node, scope),
+            "call" => self.call(node, scope),
+            _ => self.effect(kind, node, scope),
+        }
+    }
+
+    fn script(&mut self, node: &Node, scope: &Scope) -> Option<Expr> {
+        if node.as_scalar().is_some() {
+            return self.expr(node, "`script`", scope);
+        }
+        let map = self.f.map(node, "`script`")?;
+        self.f.known_keys(map, &["file"], "`script`");
+        let Some(file_node) = map.get("file") else {
+            self.f.push(Diagnostic::new(
+                map.pos,
+                1,
+                "`script` is an expression, or `{ file: NAME.rhai }`",
+            ));
+            return None;
+        };
+        let file = self.f.string(file_node, "`file`")?;
+        self.rhai_file(file, scope)
+    }
+
+    fn wait(&mut self, node: &Node, scope: &Scope) -> Option<Wait> {
+        let map = self.f.map(node, "`wait`")?;
+        self.f
+            .known_keys(map, &["probe", "until", "every", "timeout"], "`wait`");
+        let probe = self.probe(map, "`wait`", scope);
+        let until = match map.get("until") {
+            Some(n) => self.expr(n, "`until`", &scope.with_output()),
+            None => {
+                self.f.push(Diagnostic::new(
+                    map.pos,
+                    1,
+                    "`wait` needs an `until` condition",
+                ));
+                None
+            }
+        };
+        let every = match map.get("every") {
+            Some(n) => self.f.duration(n, "`every`")?,
+            None => Duration::from_secs(5),
+        };
+        let timeout = match map.get("timeout") {
+            Some(n) => self.f.duration(n, "`timeout`")?,
+            None => Duration::from_secs(300),
+        };
+        Some(Wait {
+            probe: Box::new(probe?),
+            until: until?,
+            every,
+            timeout,
+        })
+    }
+
+    fn gate(&mut self, node: &Node, scope: &Scope) -> Option<Action> {
+        if node.as_scalar().is_some() {
+            let prompt = self.template(node, "`gate`", scope)?;
+            return Some(Action::Gate {
+                prompt,
+                timeout: None,
+                four_eyes: false,
+            });
+        }
+        let map = self.f.map(node, "`gate`")?;
+        self.f
+            .known_keys(map, &["prompt", "timeout", "four_eyes"], "`gate`");
+        let prompt = match map.get("prompt") {
+            Some(n) => self.template(n, "`prompt`", scope),
+            None => {
+                self.f
+                    .push(Diagnostic::new(map.pos, 1, "`gate` needs a `prompt`"));
+                None
+            }
+        };
+        let timeout = map
+            .get("timeout")
+            .and_then(|n| self.f.duration(n, "`timeout`"));
+        let four_eyes = map
+            .get("four_eyes")
+            .and_then(|n| self.f.bool(n, "`four_eyes`"))
+            .unwrap_or(false);
+        Some(Action::Gate {
+            prompt: prompt?,
+            timeout,
+            four_eyes,
+        })
+    }
+
+    fn foreach(&mut self, map: &Map, node: &Node, scope: &Scope) -> Option<Action> {
+        let items = self.expr(node, "`foreach`", scope);
+        let var = match map.get("as") {
+            Some(n) => {
+                let s = self.f.string(n, "`as`")?;
+                let ok = s
+                    .text
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && s.text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    self.f.error_at(
+                        s,
+                        format!(
+                            "`as` must be a plain identifier such as `item`, not `{}`",
+                            s.text
+                        ),
+                    );
+                    return None;
+                }
+                if ["params", "steps", "run", "output"].contains(&s.text.as_str()) {
+                    self.f
+                        .error_at(s, format!("`{}` is a built-in name; pick another", s.text));
+                    return None;
+                }
+                s.text.clone()
+            }
+            None => "item".to_owned(),
+        };
+        let Some(steps_node) = map.get("steps") else {
+            self.f.push(Diagnostic::new(
+                map.pos,
+                1,
+                "`foreach` needs nested `steps`",
+            ));
+            return None;
+        };
+        let mut inner = scope.clone();
+        inner.vars.push(var.clone());
+        let steps = self.steps(steps_node, "`steps`", Role::Step, &inner);
+        Some(Action::Foreach {
+            items: items?,
+            var,
+            steps,
+        })
+    }
+
+    fn call(&mut self, node: &Node, scope: &Scope) -> Option<Action> {
+        if node.as_scalar().is_some() {
+            let runbook = self.template(node, "`call`", scope)?;
+            return Some(Action::Call {
+                runbook,
+                params: serde_json::Map::new(),
+            });
+        }
+        let map = self.f.map(node, "`call`")?;
+        self.f.known_keys(map, &["runbook", "params"], "`call`");
+        let runbook = match map.get("runbook") {
+            Some(n) => self.template(n, "`runbook`", scope),
+            None => {
+                self.f.push(Diagnostic::new(
+                    map.pos,
+                    1,
+                    "`call` needs the `runbook` to call",
+                ));
+                None
+            }
+        };
+        let params = match map.get("params") {
+            Some(n) => {
+                let m = self.f.map(n, "`params`")?;
+                self.templates_in(n, scope);
+                m.entries
+                    .iter()
+                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .collect()
+            }
+            None => serde_json::Map::new(),
+        };
+        Some(Action::Call {
+            runbook: runbook?,
+            params,
+        })
+    }
+
+    fn effect(&mut self, kind: &str, node: &Node, scope: &Scope) -> Option<Action> {
+        let step_kind = self.registry.get(kind).expect("checked by caller");
+        // Shorthands: `shell: "cmd"` runs through sh -c, `shell: [argv…]` runs argv.
+        let spec_node;
+        let node = match (kind, node) {
+            ("shell", Node::Scalar(s)) if !s.is_null() => {
+                self.templates_in(node, scope);
+                return Some(Action::Effect {
+                    kind: kind.to_owned(),
+                    spec: serde_json::json!({ "run": s.text }),
+                });
+            }
+            ("shell", Node::Seq(_)) => {
+                self.templates_in(node, scope);
+                spec_node = node.to_json();
+                return Some(Action::Effect {
+                    kind: kind.to_owned(),
+                    spec: serde_json::json!({ "args": spec_node }),
+                });
+            }
+            _ => node,
+        };
+        let map = self.f.map(node, &format!("`{kind}`"))?;
+        let fields = step_kind.fields();
+        let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+        self.f.known_keys(map, &names, &format!("`{kind}`"));
+        for field in fields {
+            match map.get(field.name) {
+                None if field.required => self.f.push(Diagnostic::new(
+                    map.pos,
+                    1,
+                    format!("`{kind}` needs `{}`", field.name),
+                )),
+                None => {}
+                Some(value) => self.field_type(field.name, field.ty, value),
+            }
+        }
+        self.templates_in(node, scope);
+        let spec = node.to_json();
+        for (field, message) in step_kind.validate(&spec) {
+            let at = map.key(&field).map_or(map.pos, |k| k.pos);
+            let len = map.key(&field).map_or(1, |k| k.text.chars().count());
+            self.f.push(Diagnostic::new(at, len, message));
+        }
+        Some(Action::Effect {
+            kind: kind.to_owned(),
+            spec,
+        })
+    }
+
+    fn field_type(&mut self, name: &str, ty: FieldType, value: &Node) {
+        let templated = value.as_scalar().is_some_and(|s| s.text.contains("{{"));
+        if templated {
+            return;
+        }
+        let json = value.to_json();
+        let ok = match ty {
+            FieldType::String => {
+                matches!(json, Value::String(_) | Value::Number(_) | Value::Bool(_))
+            }
+            FieldType::Int => json.is_i64() || json.is_u64(),
+            FieldType::Bool => json.is_boolean(),
+            FieldType::Duration => {
+                if let Some(s) = value.as_scalar() {
+                    if let Err(e) = parse_duration(&s.text) {
+                        self.f
+                            .error(value, format!("`{name}` is not a duration: {e}"));
+                    }
+                    return;
+                }
+                false
+            }
+            FieldType::List => json.is_array(),
+            FieldType::Map => json.is_object(),
+            FieldType::Any => true,
+        };
+        if !ok {
+            let want = match ty {
+                FieldType::String => "a string",
+                FieldType::Int => "an integer",
+                FieldType::Bool => "true or false",
+                FieldType::Duration => "a duration",
+                FieldType::List => "a list",
+                FieldType::Map => "a mapping",
+                FieldType::Any => "a value",
+            };
+            self.f.error(
+                value,
+                format!("`{name}` must be {want}, not {}", value.describe()),
+            );
+        }
+    }
+
+    /// Checks the syntax and references of every template inside a node (keys and values).
+    pub fn templates_in(&mut self, node: &Node, scope: &Scope) {
+        match node {
+            Node::Scalar(s) => self.template_scalar(s, scope),
+            Node::Map(m) => {
+                for (k, v) in &m.entries {
+                    self.template_scalar(k, scope);
+                    self.templates_in(v, scope);
+                }
+            }
+            Node::Seq(s) => {
+                for item in &s.items {
+                    self.templates_in(item, scope);
+                }
+            }
+        }
+    }
+
+    fn template_scalar(&mut self, s: &Scalar, scope: &Scope) {
+        if !s.text.contains("{{") {
+            return;
+        }
+        if let Err(e) = crate::template::check(&s.text) {
+            let pos = s.pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
+            self.f.push(Diagnostic::new(
+                pos,
+                2,
+                format!("invalid template: {}", e.message),
+            ));
+            return;
+        }
+        let params = self.param_names.clone();
+        self.f
+            .check_template_refs(s, &crate::load::refs::Names { params: &params }, scope);
+    }
+
+    /// A template string field.
+    pub fn template(&mut self, node: &Node, what: &str, scope: &Scope) -> Option<Template> {
+        let s = self.f.string(node, what)?;
+        let before = self.f.diags.len();
+        self.template_scalar(s, scope);
+        (self.f.diags.len() == before).then(|| Template {
+            text: s.text.clone(),
+            pos: s.content,
+        })
+    }
+
+    /// A Rhai expression field, compiled now; errors point into the YAML.
+    pub fn expr(&mut self, node: &Node, what: &str, scope: &Scope) -> Option<Expr> {
+        let s = match node {
+            Node::Scalar(s) if !s.is_null() => s,
+            _ => {
+                self.f.error(
+                    node,
+                    format!("{what} must be a Rhai expression, not {}", node.describe()),
+                );
+                return None;
+            }
+        };
+        self.compile(s, scope)
+    }
+
+    fn compile(&mut self, s: &Scalar, scope: &Scope) -> Option<Expr> {
+        match crate::script::compile_with_lib(&s.text, self.functions.as_deref()) {
+            Ok(ast) => {
+                self.f.check_expr_refs(s, &s.text, scope);
+                Some(Expr {
+                    src: s.text.clone(),
+                    scalar: s.clone(),
+                    ast,
+                })
+            }
+            Err(e) => {
+                let pos = s.pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
+                self.f.push(Diagnostic::new(
+                    pos,
+                    1,
+                    format!("invalid Rhai: {}", e.message),
+                ));
+                None
+            }
+        }
+    }
+
+    fn rhai_file(&mut self, file: &Scalar, scope: &Scope) -> Option<Expr> {
+        let (text, id) = self.read_relative(file)?;
+        let pos = crate::source::Pos {
+            file: id,
+            line: 1,
+            column: 1,
+        };
+        let scalar = Scalar {
+            text,
+            pos,
+            plain: false,
+            content: pos,
+        };
+        self.compile(&scalar, scope)
+    }
+}

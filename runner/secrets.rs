@@ -1,0 +1,125 @@
+//! Keeping secrets out of everything written or printed.
+//!
+//! Redaction is by value: the values of secret parameters and the strings inside secret step
+//! outputs are remembered, and every event is scrubbed of them before it reaches the journal,
+//! the terminal or `--output json`. Scrubbing by value catches a secret wherever it ends up — in
+//! a rendered command line, an HTTP header, an error message or a child's stderr.
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+/// What a redacted secret is replaced with.
+pub const MASK: &str = "***";
+
+/// The set of secret values known to a run. Cheap to clone; clones share the set.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    secrets: Arc<RwLock<Vec<String>>>,
+}
+
+impl Redactor {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remembers a secret value. Empty strings are ignored (they would match everywhere).
+    pub fn add(&self, secret: &str) {
+        if secret.is_empty() || secret == MASK {
+            return;
+        }
+        let mut secrets = self.secrets.write().expect("redactor poisoned");
+        if !secrets.iter().any(|s| s == secret) {
+            secrets.push(secret.to_owned());
+            // Longest first, so a secret that contains another is masked whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Remembers every string (and stringified scalar) inside a value.
+    pub fn add_value(&self, value: &Value) {
+        match value {
+            Value::String(s) => self.add(s),
+            Value::Number(n) => self.add(&n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| self.add_value(v)),
+            Value::Object(map) => map.values().for_each(|v| self.add_value(v)),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    /// Whether any secret is known.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.read().expect("redactor poisoned").is_empty()
+    }
+
+    /// The text with every known secret masked.
+    pub fn text(&self, text: &str) -> String {
+        let secrets = self.secrets.read().expect("redactor poisoned");
+        let mut out = text.to_owned();
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// The value with every known secret masked in every string (keys included).
+    pub fn value(&self, value: &Value) -> Value {
+        if self.is_empty() {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (self.text(k), self.value(v)))
+                    .collect(),
+            ),
+            Value::Number(n) => {
+                let s = n.to_string();
+                if self.text(&s) == s {
+                    value.clone()
+                } else {
+                    Value::String(MASK.to_owned())
+                }
+            }
+            Value::Null | Value::Bool(_) => value.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masks_secrets_anywhere_in_a_value() {
+        let r = Redactor::new();
+        r.add("s3cr3t");
+        let v = json!({"cmd": "login --token s3cr3t", "s3cr3t": 1, "list": ["a", "xs3cr3tx"]});
+        assert_eq!(
+            r.value(&v),
+            json!({"cmd": "login --token ***", "***": 1, "list": ["a", "x***x"]})
+        );
+    }
+
+    #[test]
+    fn longer_secrets_are_masked_whole() {
+        let r = Redactor::new();
+        r.add("abc");
+        r.add("abcdef");
+        assert_eq!(r.text("x abcdef y abc"), "x *** y ***");
+    }
+
+    #[test]
+    fn values_of_secret_outputs_are_learned() {
+        let r = Redactor::new();
+        r.add_value(&json!({"root_token": "hvs.123", "keys": ["k1k1k1"], "n": 424_242}));
+        assert_eq!(r.text("hvs.123 k1k1k1 424242"), "*** *** ***");
+        assert_eq!(r.value(&json!(424_242)), json!("***"));
+    }
+}

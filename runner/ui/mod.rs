@@ -1,0 +1,61 @@
+//! What people and machines see: a live step tree on a terminal, plain lines otherwise, one
+//! JSON object per line with `--output json`, and reports (`status`, `log`, `history`).
+//!
+//! Every observer sees only committed, redacted records.
+
+mod follow;
+pub mod json;
+pub mod plain;
+pub mod report;
+mod tree;
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+pub use follow::{FollowFile, follow_path};
+pub use json::JsonLines;
+pub use plain::PlainLines;
+pub use tree::TreeView;
+
+use crate::engine::log::Observer;
+
+/// How output is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputMode {
+    /// For people: a live tree on a terminal, plain lines otherwise.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The observer for the chosen output mode.
+pub fn observer(mode: OutputMode) -> Arc<dyn Observer> {
+    match mode {
+        OutputMode::Json => Arc::new(JsonLines),
+        OutputMode::Human if std::io::stdout().is_terminal() => Arc::new(TreeView::new()),
+        OutputMode::Human => Arc::new(PlainLines::new()),
+    }
+}
+
+/// How deep a step path is nested (`a` 0, `a[1].b` 1, `a[1].b.on_failure.c` 2).
+pub fn depth(path: &str) -> usize {
+    path.split('.')
+        .filter(|s| *s != "on_failure" && *s != "prechecks")
+        .count()
+        .saturating_sub(1)
+}
+
+/// The last segment of a path, for labels.
+pub fn leaf(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Formats milliseconds as `0.12s`, `12.3s`, `2m03s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        let s = ms / 1000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}

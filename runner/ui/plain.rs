@@ -1,0 +1,170 @@
+//! Plain lines for logs and pipes: one line per thing that happened, nothing redrawn.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use runbook_journals::{Event, Record, RunId, SkipReason};
+
+use crate::engine::exec::describe_intent;
+use crate::engine::log::Observer;
+use crate::ui::{depth, duration};
+
+/// Prints records as plain lines on stdout.
+pub struct PlainLines;
+
+impl PlainLines {
+    /// A new printer.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Default for PlainLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The plain line for a record, if it deserves one.
+pub fn line(run: RunId, record: &Record) -> Option<String> {
+    let pad = |path: &str| "  ".repeat(depth(path) + 1);
+    Some(match &record.event {
+        Event::RunStarted(s) => {
+            let params: Vec<String> = s
+                .params
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            let mut line = format!("run {run}: {} started by {}", s.runbook, s.started_by);
+            if !params.is_empty() {
+                let _ = write!(line, " ({})", params.join(", "));
+            }
+            line
+        }
+        Event::SourceReloaded { .. } => {
+            "  the run now follows the runbook files as they are on disk".into()
+        }
+        Event::Resumed { by, drift } => {
+            let mut line = format!("run {run}: resumed by {by}");
+            for d in drift {
+                let _ = write!(
+                    line,
+                    "\n  warning: {} was {} since the run started; the run continues with its pinned copy (resume --reload to adopt the change)",
+                    crate::library::display_origin(&d.origin),
+                    d.change
+                );
+            }
+            line
+        }
+        Event::Precheck { id, ok: true, .. } => format!("  check  {id}"),
+        Event::Precheck {
+            id,
+            ok: false,
+            error,
+        } => {
+            format!("  FAILED precheck {id}: {}", error.as_deref().unwrap_or(""))
+        }
+        Event::StepStarted {
+            path,
+            intent,
+            attempt,
+            ..
+        } => {
+            let again = if *attempt > 1 {
+                format!(" (attempt {attempt})")
+            } else {
+                String::new()
+            };
+            format!(
+                "{}start  {path}{again}: {}",
+                pad(path),
+                describe_intent(intent)
+            )
+        }
+        Event::StepSucceeded {
+            path, duration_ms, ..
+        } => {
+            format!("{}ok     {path} ({})", pad(path), duration(*duration_ms))
+        }
+        Event::StepFailed {
+            path,
+            attempt,
+            error,
+            retry_at: Some(at),
+            ..
+        } => format!(
+            "{}fail   {path}, attempt {attempt}: {error}; retrying at {}",
+            pad(path),
+            at.format("%H:%M:%S")
+        ),
+        Event::StepFailed {
+            path,
+            error,
+            tolerated: true,
+            ..
+        } => {
+            format!("{}fail   {path} (tolerated): {error}", pad(path))
+        }
+        Event::StepFailed { path, error, .. } => format!("{}FAILED {path}: {error}", pad(path)),
+        Event::StepInterrupted { path, reason, .. } => {
+            format!("{}stop   {path}: {reason}", pad(path))
+        }
+        Event::StepSkipped { path, reason } => {
+            let why = match reason {
+                SkipReason::When => "its `when` is false",
+                SkipReason::Check => "its `check` says the effect is in place",
+                SkipReason::Operator => "an operator skipped it",
+            };
+            format!("{}skip   {path} ({why})", pad(path))
+        }
+        Event::ItemsDecided { path, items } => {
+            format!("{}items  {path}: {} items", pad(path), items.len())
+        }
+        Event::GateOpened { path, prompt, .. } => format!("{}gate   {path}: {prompt}", pad(path)),
+        Event::GateDecided {
+            path,
+            approved,
+            by,
+            comment,
+        } => {
+            let verdict = if *approved { "approved" } else { "rejected" };
+            let comment = comment
+                .as_ref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            format!("{}{verdict} {path} by {by}{comment}", pad(path))
+        }
+        Event::TimerSet { path, wake_at } => {
+            format!("{}sleep  {path} until {}", pad(path), wake_at.to_rfc3339())
+        }
+        Event::AttentionNeeded { path, detail } => {
+            format!("  ATTENTION {path}: was in flight ({detail})")
+        }
+        Event::OperatorDecided { path, action, by } => {
+            format!("  decided {path}: {action:?} by {by}").to_lowercase()
+        }
+        Event::StateChanged { state, reason } => match reason {
+            Some(r) => format!("run {run}: {state}: {r}"),
+            None => format!("run {run}: {state}"),
+        },
+    })
+}
+
+impl Observer for PlainLines {
+    fn record(&self, run: RunId, record: &Record) {
+        if let Some(line) = line(run, record) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    fn progress(&self, _run: RunId, path: &str, note: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}wait   {path}: {note}", "  ".repeat(depth(path) + 1));
+        let _ = out.flush();
+    }
+}

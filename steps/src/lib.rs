@@ -1,0 +1,199 @@
+//! runbook-steps: the effectful step kinds.
+//!
+//! A step kind turns a *rendered* spec (a JSON value in which every template has been filled in)
+//! into an output (another JSON value). That is all it does: retries, timeouts, `when`,
+//! `assert`, `check`, journaling and resuming live in the engine, once, for every kind.
+//!
+//! # Why a step may run more than once
+//!
+//! The engine journals `StepStarted` before calling [`StepKind::run`] and `StepSucceeded` after
+//! it returns. A step can therefore run again for the same path when
+//!
+//! - an attempt failed and the step has `retry`;
+//! - the process died while the step was in flight and the run was resumed: the engine re-runs
+//!   the step only if it is *idempotent* (running it twice has the same effect as once) or its
+//!   `check` says the effect is absent, and otherwise stops the run for an operator to decide.
+//!
+//! [`StepKind::idempotent`] gives the default for a spec (a GET is idempotent, a POST is not; a
+//! shell command is not, because nothing is known about it); a runbook may override it with the
+//! step's `idempotent` field.
+
+mod cancel;
+mod shell;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+pub use cancel::{Cancel, CancelReason, CancelSource};
+pub use shell::Shell;
+
+/// A boxed future, as the object-safe [`StepKind::run`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a step kind knows about the attempt it runs.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    /// The run's id.
+    pub run_id: String,
+    /// The step's path in the run, e.g. `roll[2].leader`.
+    pub path: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Fires when the engine wants the step stopped (its timeout passed, or Ctrl-C).
+    pub cancel: Cancel,
+}
+
+/// Why a step attempt did not produce an output.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The rendered spec does not fit the kind (a missing field, a wrong type).
+    #[error("invalid {kind} spec: {message}")]
+    Spec {
+        /// The step kind.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The step ran and failed; `output` holds what it produced (exit code, stderr, status).
+    #[error("{message}")]
+    Failed {
+        /// What went wrong, in a sentence.
+        message: String,
+        /// What the step produced before it failed.
+        output: Option<Value>,
+    },
+    /// The engine stopped the step ([`StepContext::cancel`] fired) and the step wound down.
+    #[error("{message}")]
+    Cancelled {
+        /// Why it was stopped.
+        reason: CancelReason,
+        /// How the step ended, in a sentence (e.g. "killed with SIGTERM after 5s timeout").
+        message: String,
+        /// What the step produced before it was stopped.
+        output: Option<Value>,
+    },
+}
+
+impl StepError {
+    /// The partial output carried by a failure, if any.
+    pub fn output(&self) -> Option<&Value> {
+        match self {
+            Self::Spec { .. } => None,
+            Self::Failed { output, .. } | Self::Cancelled { output, .. } => output.as_ref(),
+        }
+    }
+}
+
+/// The shape of one field of a kind's spec, checked when a runbook is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    /// A string (may be a template).
+    String,
+    /// An integer (or a template rendering to one).
+    Int,
+    /// A boolean (or a template).
+    Bool,
+    /// A duration such as `30s` or `5m`.
+    Duration,
+    /// A list.
+    List,
+    /// A mapping.
+    Map,
+    /// Anything.
+    Any,
+}
+
+/// One field of a kind's spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    /// The field's name in YAML.
+    pub name: &'static str,
+    /// Its shape.
+    pub ty: FieldType,
+    /// Whether it must be given.
+    pub required: bool,
+}
+
+impl Field {
+    /// An optional field.
+    pub const fn optional(name: &'static str, ty: FieldType) -> Self {
+        Self {
+            name,
+            ty,
+            required: false,
+        }
+    }
+
+    /// A required field.
+    pub const fn required(name: &'static str, ty: FieldType) -> Self {
+        Self {
+            name,
+            ty,
+            required: true,
+        }
+    }
+}
+
+/// An effectful step kind. One module per kind, one line in [`Registry::builtin`].
+pub trait StepKind: Send + Sync {
+    /// The key that selects this kind in a runbook (`shell:`).
+    fn name(&self) -> &'static str;
+
+    /// The spec's fields, for load-time checks and "did you mean" suggestions.
+    fn fields(&self) -> &'static [Field];
+
+    /// Checks a spec's shape beyond field names and types; returns problems as
+    /// `(field, message)`. Templates are not rendered yet, so string values may be templates.
+    fn validate(&self, spec: &Value) -> Vec<(String, String)> {
+        let _ = spec;
+        Vec::new()
+    }
+
+    /// Whether running this spec twice has the same effect as running it once.
+    fn idempotent(&self, spec: &Value) -> bool;
+
+    /// A one-line summary of what the rendered spec does, for logs and attention messages.
+    fn describe(&self, spec: &Value) -> String;
+
+    /// Runs one attempt. Must return promptly with [`StepError::Cancelled`] once
+    /// `ctx.cancel` fires, after stopping whatever it started.
+    fn run<'a>(
+        &'a self,
+        spec: Value,
+        ctx: &'a StepContext,
+    ) -> BoxFuture<'a, Result<Value, StepError>>;
+}
+
+/// The step kinds a runner knows, by name.
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Box<dyn StepKind>>,
+}
+
+impl Registry {
+    /// Every built-in kind.
+    pub fn builtin() -> Self {
+        let mut registry = Self {
+            kinds: BTreeMap::new(),
+        };
+        registry.register(Box::new(Shell));
+        registry
+    }
+
+    /// Adds a kind (replacing one of the same name).
+    pub fn register(&mut self, kind: Box<dyn StepKind>) {
+        self.kinds.insert(kind.name(), kind);
+    }
+
+    /// The kind called `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn StepKind> {
+        self.kinds.get(name).map(AsRef::as_ref)
+    }
+
+    /// The names of all kinds, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}
