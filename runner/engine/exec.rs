@@ -177,6 +177,23 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Moves the replay cursor past the recorded descendants of a step whose outcome is
+    /// replayed without running it (a finished loop or call is not walked again). Descendants
+    /// under `PATH.on_failure.` stay when `keep_handlers`: a replayed failure runs its handlers.
+    fn skip_descendants(&mut self, path: &str, keep_handlers: bool) {
+        let nested = format!("{path}[");
+        let child = format!("{path}.");
+        let handlers = format!("{path}.on_failure.");
+        while self.cursor < self.replay_len {
+            let recorded = &self.view.order[self.cursor].0;
+            let below = recorded.starts_with(&nested) || recorded.starts_with(&child);
+            if !below || (keep_handlers && recorded.starts_with(&handlers)) {
+                break;
+            }
+            self.cursor += 1;
+        }
+    }
+
     /// Runs (or replays) one step.
     fn step<'s>(
         &'s mut self,
@@ -193,6 +210,7 @@ impl Exec<'_> {
                 .map(|s| (s.status.clone(), s.attempts));
             match recorded {
                 Some((StepStatus::Succeeded { output }, attempts)) => {
+                    self.skip_descendants(&path, false);
                     if step.secret && output == Value::String(MASK.into()) {
                         return self.recover_secret(step, &path, ctx, attempts).await;
                     }
@@ -200,6 +218,7 @@ impl Exec<'_> {
                     Ok(Flow::Next)
                 }
                 Some((StepStatus::Skipped { .. }, _)) => {
+                    self.skip_descendants(&path, false);
                     ctx.set(step, Value::Null, "skipped");
                     Ok(Flow::Next)
                 }
@@ -211,6 +230,7 @@ impl Exec<'_> {
                     },
                     _,
                 )) => {
+                    self.skip_descendants(&path, !step.on_failure.is_empty());
                     self.failure_tail(step, &path, ctx, error, output, tolerated)
                         .await
                 }

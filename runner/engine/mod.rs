@@ -429,6 +429,15 @@ impl Engine {
             None => match open.as_slice() {
                 [one] => *one,
                 [] => {
+                    // A verdict journaled by a process that died before acting on it: the
+                    // same verdict again just continues the run.
+                    let pending = view.gates.iter().find(|(p, g)| {
+                        g.decision.as_ref().is_some_and(|d| d.0 == approved)
+                            && view.step(p).is_some_and(|s| !s.status.is_final())
+                    });
+                    if pending.is_some() {
+                        return self.resume(id, Resume::default()).await;
+                    }
                     return Err(EngineError::Refused(format!(
                         "run {id} is not waiting at a gate (it is {})",
                         view.state

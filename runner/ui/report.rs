@@ -132,7 +132,8 @@ pub fn detail(view: &RunView) -> String {
     } else if matches!(
         view.state,
         RunState::Running | RunState::Interrupted | RunState::Sleeping
-    ) {
+    ) || (view.state == RunState::Waiting && view.open_gate().is_none())
+    {
         let _ = writeln!(out, "  continue with: runbook resume {id}");
     }
     out
