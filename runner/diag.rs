@@ -66,9 +66,7 @@ impl Diagnostic {
             Renderer::plain()
         };
         let title = Level::ERROR.primary_title(self.message.as_str());
-        if let Some(pos) = self.pos
-            && let Some(line) = sources.line(pos)
-        {
+        if let Some((pos, line)) = self.pos.and_then(|p| locate(sources, p)) {
             let start = byte_offset(line, pos.column);
             let end = byte_offset(line, pos.column + self.len)
                 .max(start + 1)
@@ -101,6 +99,25 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// The position and its line. A position past the last line (a parser reporting the end of
+/// the file after its final newline) is moved to the end of the last line, to show it.
+fn locate(sources: &Sources, pos: Pos) -> Option<(Pos, &str)> {
+    if let Some(line) = sources.line(pos) {
+        return Some((pos, line));
+    }
+    let text = &sources.files().get(pos.file)?.text;
+    let count = text.lines().count();
+    let last = text.lines().last()?;
+    (pos.line > count).then(|| {
+        let end = Pos {
+            line: count,
+            column: last.chars().count() + 1,
+            ..pos
+        };
+        (end, last)
+    })
 }
 
 /// Byte offset of a 1-based character column in `line` (past the end when the column is).

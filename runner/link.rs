@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::library::{self, Files, Library};
-use crate::model::{Action, Runbook, Step};
+use crate::model::{Action, Runbook, Step, Template};
 use crate::source::Sources;
 
 /// A runbook with everything it calls, ready to run.
@@ -123,9 +123,13 @@ pub fn link(
     let mut diags = Diagnostics::new();
     let mut books: HashMap<String, Arc<Runbook>> = HashMap::new();
     let mut links = BTreeMap::new();
-    let main = match crate::load::load(origin, &recording, &mut sources, registry) {
-        Ok(r) => Arc::new(r),
-        Err(diags) => return Err(LinkError { diags, sources }),
+    // Problems of the main runbook do not stop the checking of what it calls.
+    let main = match crate::load::load_partial(origin, &recording, &mut sources, registry) {
+        (Some(r), d) => {
+            diags.extend(d);
+            Arc::new(r)
+        }
+        (None, diags) => return Err(LinkError { diags, sources }),
     };
     books.insert(origin.to_owned(), main.clone());
     let mut queue: Vec<Pending> = Vec::new();
@@ -177,11 +181,22 @@ pub fn link(
                     }
                 };
                 let Some(called_origin) = called_origin else {
-                    diags.push(Diagnostic::new(
+                    let mut d = Diagnostic::new(
                         runbook.pos,
                         runbook.text.chars().count(),
                         format!("no runbook `{target}` to call"),
-                    ));
+                    );
+                    if let Resolver::Library(lib) = resolver {
+                        let names: Vec<String> = lib.list().into_iter().map(|e| e.name).collect();
+                        d = match crate::load::suggest(&target, names.iter().map(String::as_str)) {
+                            Some(name) => d.label(format!("did you mean `{name}`?")),
+                            None => d.help(
+                                "runbooks are found by name in ./runbooks, $RUNBOOK_PATH and \
+                                 the bundled library, or by a path starting with `./`",
+                            ),
+                        };
+                    }
+                    diags.push(d);
                     continue;
                 };
                 links.insert(key, called_origin.clone());
@@ -196,15 +211,26 @@ pub fn link(
                     ));
                     continue;
                 }
-                match crate::load::load(&called_origin, &recording, &mut sources, registry) {
-                    Ok(r) => {
-                        let r = Arc::new(r);
-                        check_call_params(step, params, &r, &mut diags);
-                        books.insert(called_origin.clone(), r.clone());
-                        let sub_params = sub_params(&r, params, known);
-                        queue.push((called_origin, r, vec![sub_params], depth + 1));
+                let (called, problems) =
+                    crate::load::load_partial(&called_origin, &recording, &mut sources, registry);
+                if called.is_none() && problems.items().iter().all(|d| d.pos.is_none()) {
+                    // The file could not be read: say so where it is called.
+                    for d in problems.items() {
+                        diags.push(Diagnostic::new(
+                            runbook.pos,
+                            runbook.text.chars().count(),
+                            format!("cannot read the runbook `{target}` to call: {}", d.message),
+                        ));
                     }
-                    Err(d) => diags.extend(d),
+                    continue;
+                }
+                diags.extend(problems);
+                if let Some(r) = called {
+                    let r = Arc::new(r);
+                    check_call_params(runbook, params, &r, &mut diags);
+                    books.insert(called_origin.clone(), r.clone());
+                    let sub_params = sub_params(&r, params, known);
+                    queue.push((called_origin, r, vec![sub_params], depth + 1));
                 }
             }
         }
@@ -271,31 +297,35 @@ fn sub_params(
     known
 }
 
+/// Checks the parameters a call passes against those the called runbook declares. The
+/// problems point at the call's target (the model keeps no position for each value).
 fn check_call_params(
-    step: &Step,
+    target: &Template,
     given: &Map<String, Value>,
     called: &Runbook,
     diags: &mut Diagnostics,
 ) {
+    let at = |message: String| Diagnostic::new(target.pos, target.text.chars().count(), message);
+    let names: Vec<&str> = called.params.iter().map(|p| p.name.as_str()).collect();
     for name in given.keys() {
         if called.param(name).is_none() {
-            diags.push(Diagnostic::new(
-                step.pos,
-                1,
-                format!("runbook `{}` has no parameter `{name}`", called.name),
+            let d = at(format!(
+                "runbook `{}` has no parameter `{name}`",
+                called.name
             ));
+            diags.push(match crate::load::suggest(name, names.iter().copied()) {
+                Some(s) => d.label(format!("did you mean `{s}`?")),
+                None if names.is_empty() => d.help("it declares no `params`"),
+                None => d.help(format!("its parameters are: {}", names.join(", "))),
+            });
         }
     }
     for p in &called.params {
         if p.required && !given.contains_key(&p.name) && p.env.is_none() && p.file.is_none() {
-            diags.push(Diagnostic::new(
-                step.pos,
-                1,
-                format!(
-                    "the call to `{}` does not pass its required parameter `{}`",
-                    called.name, p.name
-                ),
-            ));
+            diags.push(at(format!(
+                "the call to `{}` does not pass its required parameter `{}`",
+                called.name, p.name
+            )));
         }
     }
 }

@@ -617,10 +617,21 @@ fn range_to_json(from: INT, to: INT, value: &Dynamic) -> Result<Value, ScriptErr
 /// `steps["ID"]`, skipping string literals, comments, longer identifiers (`mysteps.x`) and
 /// properties (`a.steps.x`). Code inside `${…}` of back-tick strings is scanned too.
 pub fn step_refs(src: &str) -> Vec<StepRef> {
+    refs(src, b"steps")
+}
+
+/// Finds the references to parameters in an expression (`params.NAME`, `params["NAME"]`), as
+/// [`step_refs`] finds those to steps. A misspelt name would otherwise read as `()`.
+pub fn param_refs(src: &str) -> Vec<StepRef> {
+    refs(src, b"params")
+}
+
+fn refs(src: &str, root: &[u8]) -> Vec<StepRef> {
     let mut out = Vec::new();
     let mut scanner = Scanner {
         src: src.as_bytes(),
         text: src,
+        root,
         out: &mut out,
     };
     scanner.code(0, false);
@@ -630,6 +641,8 @@ pub fn step_refs(src: &str) -> Vec<StepRef> {
 struct Scanner<'a> {
     src: &'a [u8],
     text: &'a str,
+    /// The name whose properties are collected (`steps`, `params`).
+    root: &'a [u8],
     out: &'a mut Vec<StepRef>,
 }
 
@@ -708,7 +721,7 @@ impl Scanner<'_> {
                     while i < self.src.len() && is_ident_char(self.src[i]) {
                         i += 1;
                     }
-                    if &self.src[start..i] == b"steps" && prev != b'.' {
+                    if &self.src[start..i] == self.root && prev != b'.' {
                         self.step_ref(i);
                     }
                     prev = b'a';

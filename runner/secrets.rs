@@ -24,8 +24,11 @@ impl Redactor {
         Self::default()
     }
 
-    /// Remembers a secret value. Empty strings are ignored (they would match everywhere).
+    /// Remembers a secret value without its surrounding whitespace: a command's output ends
+    /// in a newline that templates and scripts usually trim away, and whitespace is no secret.
+    /// Blank strings are ignored (they would match everywhere).
     pub fn add(&self, secret: &str) {
+        let secret = secret.trim();
         if secret.is_empty() || secret == MASK {
             return;
         }
@@ -37,14 +40,22 @@ impl Redactor {
         }
     }
 
-    /// Remembers every string (and stringified scalar) inside a value.
+    /// Remembers every string inside a value, and the value itself if it is a bare number (a
+    /// secret PIN). Numbers inside a structure are not learned: they are an output's exit code,
+    /// duration or status, and masking `0` everywhere would garble every later record.
     pub fn add_value(&self, value: &Value) {
         match value {
-            Value::String(s) => self.add(s),
             Value::Number(n) => self.add(&n.to_string()),
-            Value::Array(items) => items.iter().for_each(|v| self.add_value(v)),
-            Value::Object(map) => map.values().for_each(|v| self.add_value(v)),
-            Value::Null | Value::Bool(_) => {}
+            other => self.add_strings(other),
+        }
+    }
+
+    fn add_strings(&self, value: &Value) {
+        match value {
+            Value::String(s) => self.add(s),
+            Value::Array(items) => items.iter().for_each(|v| self.add_strings(v)),
+            Value::Object(map) => map.values().for_each(|v| self.add_strings(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
 
@@ -118,8 +129,20 @@ mod tests {
     #[test]
     fn values_of_secret_outputs_are_learned() {
         let r = Redactor::new();
-        r.add_value(&json!({"root_token": "hvs.123", "keys": ["k1k1k1"], "n": 424_242}));
+        r.add_value(&json!({"root_token": "hvs.123", "keys": ["k1k1k1"], "exit_code": 0}));
+        r.add_value(&json!(424_242));
         assert_eq!(r.text("hvs.123 k1k1k1 424242"), "*** *** ***");
         assert_eq!(r.value(&json!(424_242)), json!("***"));
+        // An exit code inside a secret output is not a secret.
+        assert_eq!(r.text("exit 0 after 10s"), "exit 0 after 10s");
+    }
+
+    #[test]
+    fn a_secret_is_masked_with_or_without_its_trailing_newline() {
+        let r = Redactor::new();
+        r.add_value(&json!({"stdout": "pw-123\n", "stderr": "\n"}));
+        assert_eq!(r.text("use pw-123 now"), "use *** now");
+        assert_eq!(r.text("pw-123\n"), "***\n");
+        assert_eq!(r.text("a\nb"), "a\nb", "blank strings are not secrets");
     }
 }

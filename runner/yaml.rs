@@ -4,6 +4,8 @@
 //! can be swapped. Scalars keep whether they were plain (unquoted): only plain scalars are typed
 //! as numbers, booleans or null, as in YAML 1.2's core schema; `"3"` stays a string.
 
+use std::sync::Arc;
+
 use marked_yaml::{LoadError, LoaderOptions};
 use serde_json::Value;
 
@@ -32,6 +34,10 @@ pub struct Scalar {
     pub plain: bool,
     /// Where the text itself starts (after an opening quote).
     pub content: Pos,
+    /// Where each character of `text` was written in the file. Escapes (`\"`, `''`), folded
+    /// line breaks and block indentation make this differ from `content` plus an offset.
+    /// `None` when unknown (a scalar not read from YAML); positions are then computed.
+    pub chars: Option<Arc<[Pos]>>,
 }
 
 /// A mapping with its position.
@@ -163,11 +169,23 @@ impl Scalar {
 
     /// The position in the file of a 1-based `line`/`column` inside the scalar's text.
     ///
-    /// Exact for single-line and block scalars; for folded plain scalars spanning lines it is
-    /// the best guess (their line breaks were folded away).
+    /// Exact whatever the scalar's style: quotes, escapes, folding and block indentation are
+    /// accounted for. A position just past the end of the text points just past its last
+    /// character.
     pub fn pos_at(&self, line: usize, column: usize) -> Pos {
         let line = line.max(1);
         let column = column.max(1);
+        if let Some(chars) = &self.chars {
+            let mut index = 0;
+            for (i, l) in self.text.split('\n').enumerate() {
+                if i + 1 == line {
+                    index += (column - 1).min(l.chars().count());
+                    break;
+                }
+                index += l.chars().count() + 1;
+            }
+            return char_pos(chars, index, self.content);
+        }
         Pos {
             file: self.content.file,
             line: self.content.line + line - 1,
@@ -185,10 +203,93 @@ impl Scalar {
     /// The position of a byte `offset` into the scalar's text.
     pub fn pos_at_offset(&self, offset: usize) -> Pos {
         let before = &self.text[..offset.min(self.text.len())];
+        if let Some(chars) = &self.chars {
+            return char_pos(chars, before.chars().count(), self.content);
+        }
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         self.pos_at(line, column)
     }
+}
+
+/// The position of character `index` of a scalar, or just past its last character.
+fn char_pos(chars: &[Pos], index: usize, content: Pos) -> Pos {
+    match chars.get(index) {
+        Some(p) => *p,
+        None => chars.last().map_or(content, |p| p.shifted(1)),
+    }
+}
+
+/// Where each character of a scalar's `text` is in `src`, the file from the scalar's start
+/// (its opening `quote`, if it has one) on. The text is matched against the source: escapes in
+/// double quotes, `''` in single quotes, and line breaks folded into spaces or stripped of
+/// their indentation are stepped over. `None` if the text cannot be matched.
+fn char_positions(src: &str, start: Pos, quote: Option<char>, text: &str) -> Option<Arc<[Pos]>> {
+    let double = quote == Some('"');
+    let single = quote == Some('\'');
+    let mut source = src.chars().peekable();
+    let (mut line, mut column) = (start.line, start.column);
+    let mut advance = |source: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        match source.next() {
+            Some('\n') => {
+                line += 1;
+                column = 1;
+            }
+            Some(_) => column += 1,
+            None => {}
+        }
+        Pos {
+            file: start.file,
+            line,
+            column,
+        }
+    };
+    let mut here = start;
+    if double || single {
+        here = advance(&mut source);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        loop {
+            let s = *source.peek()?;
+            if double && s == '\\' {
+                let at = here;
+                here = advance(&mut source);
+                let escaped = *source.peek()?;
+                if escaped == '\n' || escaped == '\r' {
+                    // An escaped line break: it and the next line's indentation give no text.
+                    while source.peek().is_some_and(|c| c.is_whitespace()) {
+                        here = advance(&mut source);
+                    }
+                    continue;
+                }
+                let digits = match escaped {
+                    'x' => 2,
+                    'u' => 4,
+                    'U' => 8,
+                    _ => 0,
+                };
+                for _ in 0..=digits {
+                    here = advance(&mut source);
+                }
+                out.push(at);
+                break;
+            }
+            if single && s == '\'' && c == '\'' {
+                out.push(here);
+                advance(&mut source);
+                here = advance(&mut source);
+                break;
+            }
+            if s == c || (c.is_whitespace() && s.is_whitespace()) {
+                out.push(here);
+                here = advance(&mut source);
+                break;
+            }
+            here = advance(&mut source);
+        }
+    }
+    Some(out.into())
 }
 
 fn parse_int(t: &str) -> Option<i64> {
@@ -228,8 +329,13 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Diagnostic> {
         .prevent_coercion(true)
         .toplevel_mapping();
     match marked_yaml::parse_yaml_with_options(file, text, options) {
-        Ok(node) => Ok(convert(file, text, &node)),
-        Err(err) => Err(load_error(file, &err)),
+        Ok(node) => {
+            let lines: Vec<usize> = std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
+            Ok(convert(file, text, &lines, &node))
+        }
+        Err(err) => Err(load_error(file, text, &err)),
     }
 }
 
@@ -248,7 +354,7 @@ fn pos_of(file: FileId, marker: Option<&marked_yaml::Marker>) -> Pos {
     )
 }
 
-fn load_error(file: FileId, err: &LoadError) -> Diagnostic {
+fn load_error(file: FileId, text: &str, err: &LoadError) -> Diagnostic {
     match err {
         LoadError::TopLevelMustBeMapping(m) => Diagnostic::new(
             pos_of(file, Some(m)),
@@ -259,7 +365,7 @@ fn load_error(file: FileId, err: &LoadError) -> Diagnostic {
             Diagnostic::new(pos_of(file, Some(m)), 1, "expected a YAML list here")
         }
         LoadError::UnexpectedAnchor(m) => Diagnostic::new(
-            pos_of(file, Some(m)),
+            indicator_before(text, pos_of(file, Some(m)), '&'),
             1,
             "YAML anchors and aliases are not supported in runbooks",
         )
@@ -270,7 +376,7 @@ fn load_error(file: FileId, err: &LoadError) -> Diagnostic {
             "mapping keys must be plain strings",
         ),
         LoadError::UnexpectedTag(m) => Diagnostic::new(
-            pos_of(file, Some(m)),
+            indicator_before(text, pos_of(file, Some(m)), '!'),
             1,
             "YAML tags (`!tag`) are not supported in runbooks",
         ),
@@ -287,7 +393,20 @@ fn load_error(file: FileId, err: &LoadError) -> Diagnostic {
             } else {
                 pos
             };
-            Diagnostic::new(pos, 1, format!("invalid YAML: {}", e.info()))
+            if e.info().contains("tab")
+                && let Some(tab) = first_tab(file, text, pos.line)
+            {
+                return Diagnostic::new(tab, 1, "invalid YAML: a tab where only spaces may be")
+                    .help("indent with spaces: YAML does not allow tabs for indentation");
+            }
+            let d = Diagnostic::new(pos, 1, format!("invalid YAML: {}", e.info()));
+            match unclosed_bracket(text, pos) {
+                Some((open, at)) if at.line < pos.line => d.help(format!(
+                    "the `{open}` on line {}, column {} is never closed",
+                    at.line, at.column
+                )),
+                _ => d,
+            }
         }
         LoadError::DuplicateKey(inner) => {
             let first = pos_of(file, inner.prev_key.span().start());
@@ -301,36 +420,170 @@ fn load_error(file: FileId, err: &LoadError) -> Diagnostic {
     }
 }
 
-fn convert(file: FileId, text: &str, node: &marked_yaml::Node) -> Node {
+/// Where the `indicator` (`&` of an anchor, `!` of a tag) before `pos` on its line is: the
+/// parser marks the node that follows it.
+fn indicator_before(text: &str, pos: Pos, indicator: char) -> Pos {
+    let Some(line) = text.lines().nth(pos.line.saturating_sub(1)) else {
+        return pos;
+    };
+    let before: Vec<char> = line.chars().take(pos.column.saturating_sub(1)).collect();
+    match before.iter().rposition(|&c| c == indicator) {
+        // Step back over `!!` of a secondary tag.
+        Some(mut i) => {
+            while i > 0 && before[i - 1] == indicator {
+                i -= 1;
+            }
+            Pos {
+                column: i + 1,
+                ..pos
+            }
+        }
+        None => pos,
+    }
+}
+
+/// The first tab in `text` on line `from` or later that is indentation or separation.
+fn first_tab(file: FileId, text: &str, from: usize) -> Option<Pos> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let column = line.chars().position(|c| c == '\t')?;
+            Some(Pos {
+                file,
+                line: i + 1,
+                column: column + 1,
+            })
+        })
+}
+
+/// The innermost flow bracket (`[` or `{`) still open at `pos`, and where it was opened, by
+/// a rough scan that knows quotes and comments. Only for a hint in a syntax error.
+fn unclosed_bracket(text: &str, pos: Pos) -> Option<(char, Pos)> {
+    let mut stack: Vec<(char, Pos)> = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    for (i, line) in text.lines().enumerate().take(pos.line) {
+        let mut chars = line.chars().enumerate().peekable();
+        if quote.is_none() {
+            prev = '\n';
+        }
+        while let Some((j, c)) = chars.next() {
+            if i + 1 == pos.line && j + 1 >= pos.column {
+                break;
+            }
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => {
+                    if q == '\'' && chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let starts_node =
+                        matches!(prev, '\n' | ' ' | '[' | '{' | ',' | ':' | '-' | '?');
+                    match c {
+                        '#' if prev == '\n' || prev == ' ' => break,
+                        '"' | '\'' if starts_node => quote = Some(c),
+                        '[' | '{' if starts_node || !stack.is_empty() => stack.push((
+                            c,
+                            Pos {
+                                line: i + 1,
+                                column: j + 1,
+                                ..pos
+                            },
+                        )),
+                        ']' | '}' if !stack.is_empty() => {
+                            stack.pop();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            prev = c;
+        }
+    }
+    stack.pop()
+}
+
+fn convert(file: FileId, text: &str, lines: &[usize], node: &marked_yaml::Node) -> Node {
     match node {
-        marked_yaml::Node::Scalar(s) => Node::Scalar(scalar(file, text, s)),
+        marked_yaml::Node::Scalar(s) => Node::Scalar(scalar(file, text, lines, s)),
         marked_yaml::Node::Mapping(m) => Node::Map(Map {
-            pos: pos_of(file, m.span().start()),
+            // The parser marks a block mapping after its first key; point at that key.
+            pos: match (pos_of(file, m.span().start()), m.iter().next()) {
+                (pos, Some((k, _))) if !text[byte_at(text, lines, pos)..].starts_with('{') => {
+                    pos_of(file, k.span().start())
+                }
+                (pos, _) => pos,
+            },
             entries: m
                 .iter()
-                .map(|(k, v)| (scalar(file, text, k), convert(file, text, v)))
+                .map(|(k, v)| (scalar(file, text, lines, k), convert(file, text, lines, v)))
                 .collect(),
         }),
         marked_yaml::Node::Sequence(s) => Node::Seq(Seq {
             pos: pos_of(file, s.span().start()),
-            items: s.iter().map(|n| convert(file, text, n)).collect(),
+            items: s.iter().map(|n| convert(file, text, lines, n)).collect(),
         }),
     }
 }
 
-fn scalar(file: FileId, text: &str, s: &marked_yaml::types::MarkedScalarNode) -> Scalar {
+/// `lines` holds the byte offset at which each line of `text` starts.
+fn scalar(
+    file: FileId,
+    text: &str,
+    lines: &[usize],
+    s: &marked_yaml::types::MarkedScalarNode,
+) -> Scalar {
     let pos = pos_of(file, s.span().start());
-    let quoted = s
-        .span()
-        .start()
-        .and_then(|m| text.chars().nth(m.character()))
-        .is_some_and(|c| c == '"' || c == '\'');
+    let (before, src) = text.split_at(byte_at(text, lines, pos));
+    // A block scalar's text may start with a quote too; its header is on an earlier line.
+    let quote = src
+        .chars()
+        .next()
+        .filter(|&c| !s.may_coerce() && (c == '"' || c == '\'') && !after_block_header(before));
     Scalar {
         text: s.as_str().to_owned(),
         pos,
         plain: s.may_coerce(),
-        content: if quoted { pos.shifted(1) } else { pos },
+        content: if quote.is_some() { pos.shifted(1) } else { pos },
+        chars: char_positions(src, pos, quote, s.as_str()),
     }
+}
+
+/// The byte offset of `pos` in `text`, whose lines start at the offsets `lines`.
+fn byte_at(text: &str, lines: &[usize], pos: Pos) -> usize {
+    lines
+        .get(pos.line.saturating_sub(1))
+        .map_or(text.len(), |&start| {
+            text[start..]
+                .char_indices()
+                .nth(pos.column.saturating_sub(1))
+                .map_or(text.len(), |(i, _)| start + i)
+        })
+}
+
+/// Whether a scalar starting after `before` is the content of a block scalar: only
+/// indentation precedes it on its line, and the last line with text ends in a `|` or `>`
+/// header (with any chomping and indentation indicators, and comment).
+fn after_block_header(before: &str) -> bool {
+    let mut lines = before.rsplit('\n');
+    if !lines.next().unwrap_or_default().trim().is_empty() {
+        return false;
+    }
+    lines
+        .map(|l| l.split(" #").next().unwrap_or(l).trim_end())
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| {
+            l.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '+')
+                .ends_with(['|', '>'])
+        })
 }
 
 #[cfg(test)]
@@ -381,6 +634,52 @@ mod tests {
                 column: 3
             }
         );
+    }
+
+    /// `(line, column)` of character `index` of the scalar under `key`.
+    fn at(m: &Map, key: &str, index: usize) -> (usize, usize) {
+        let s = m.get(key).unwrap().as_scalar().unwrap();
+        let offset = s
+            .text
+            .char_indices()
+            .nth(index)
+            .map_or(s.text.len(), |(i, _)| i);
+        let p = s.pos_at_offset(offset);
+        (p.line, p.column)
+    }
+
+    #[test]
+    fn positions_step_over_escapes_folding_and_indentation() {
+        let m = map(concat!(
+            "a: \"\\\"é\\\" x\"\n", // a: "\"é\" x"
+            "b: 'it''s x'\n",       // b: 'it''s x'
+            "c: >\n  \"q\"\n  x\n", // folded, starting with a quote
+            "d: \"one\n  x\"\n",    // a quoted scalar over two lines
+            "e: one\n  x\n",        // a plain scalar over two lines
+        ));
+        let s = |k: &str| m.get(k).unwrap().as_scalar().unwrap().text.clone();
+        assert_eq!(s("a"), "\"é\" x");
+        assert_eq!(at(&m, "a", 4), (1, 11));
+        assert_eq!(s("b"), "it's x");
+        assert_eq!(at(&m, "b", 5), (2, 11));
+        assert_eq!(s("c"), "\"q\" x\n");
+        assert_eq!(at(&m, "c", 0), (4, 3));
+        assert_eq!(at(&m, "c", 4), (5, 3));
+        assert_eq!(at(&m, "d", 4), (7, 3));
+        assert_eq!(at(&m, "e", 4), (9, 3));
+        // Just past the end.
+        assert_eq!(at(&m, "e", 5), (9, 4));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_bracket_left_open() {
+        let d = parse(0, "a: [1, 2\nb: 3\n").unwrap_err();
+        assert_eq!(
+            d.help.as_deref(),
+            Some("the `[` on line 1, column 4 is never closed")
+        );
+        let d = parse(0, "a: \"[\"\nb: c: d\n").unwrap_err();
+        assert_eq!(d.help, None, "{d:?}");
     }
 
     #[test]

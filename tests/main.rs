@@ -3,4 +3,14 @@
 
 mod support;
 
+mod check;
+mod corrupt;
+mod drift;
+mod durability;
+mod gates;
+mod interrupt;
 mod kill_matrix;
+mod locks;
+mod secrets;
+mod semantics;
+mod sleep;

@@ -91,12 +91,51 @@ impl RunLog {
     }
 
     /// The event with every known secret masked.
+    ///
+    /// Field by field, so that masking can never break the event's shape: masking the whole
+    /// event as JSON turns numbers into `"***"` and then no longer decodes — and an event that
+    /// does not decode must not fall back to its clear form. Only fields that carry data from
+    /// the runbook, its parameters or its steps are masked; paths, kinds, counters and states
+    /// come from the engine.
     pub fn redact(&self, event: &Event) -> Event {
         if self.redactor.is_empty() {
             return event.clone();
         }
-        let value = serde_json::to_value(event).expect("events serialize");
-        serde_json::from_value(self.redactor.value(&value)).unwrap_or_else(|_| event.clone())
+        let r = &self.redactor;
+        let text = |s: &mut String| *s = r.text(s);
+        let mut event = event.clone();
+        match &mut event {
+            Event::RunStarted(started) => {
+                for v in started.params.values_mut() {
+                    *v = r.value(v);
+                }
+            }
+            Event::StepStarted { intent, .. } => *intent = r.value(intent),
+            Event::StepSucceeded { output, .. } => *output = r.value(output),
+            Event::StepFailed { error, output, .. } => {
+                text(error);
+                if let Some(o) = output {
+                    *o = r.value(o);
+                }
+            }
+            Event::StepInterrupted { reason, .. } => text(reason),
+            Event::ItemsDecided { items, .. } => {
+                for v in items {
+                    *v = r.value(v);
+                }
+            }
+            Event::GateOpened { prompt, .. } => text(prompt),
+            Event::GateDecided { comment, .. } => comment.iter_mut().for_each(text),
+            Event::AttentionNeeded { detail, .. } => text(detail),
+            Event::StateChanged { reason, .. } => reason.iter_mut().for_each(text),
+            Event::Precheck { error, .. } => error.iter_mut().for_each(text),
+            Event::SourceReloaded { .. }
+            | Event::Resumed { .. }
+            | Event::StepSkipped { .. }
+            | Event::TimerSet { .. }
+            | Event::OperatorDecided { .. } => {}
+        }
+        event
     }
 }
 
@@ -131,5 +170,43 @@ pub mod failpoint {
     /// Commits made by this process so far.
     pub fn commits() -> u64 {
         COMMITS.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbook_journals::MemoryJournal;
+    use serde_json::json;
+
+    #[test]
+    fn masking_keeps_the_event_whole_and_never_falls_back_to_clear() {
+        let redactor = Redactor::new();
+        // A secret that is also a digit of the event's own counters.
+        redactor.add("1");
+        redactor.add("s3cr3t");
+        let log = RunLog::new(Arc::new(MemoryJournal::new()), redactor, Vec::new());
+        let event = Event::StepFailed {
+            path: "a".into(),
+            attempt: 1,
+            error: "login failed for s3cr3t".into(),
+            output: Some(json!({ "stderr": "s3cr3t\n", "code": 11 })),
+            retry_at: None,
+            duration_ms: 1,
+            tolerated: false,
+        };
+        let Event::StepFailed {
+            attempt,
+            error,
+            output,
+            duration_ms,
+            ..
+        } = log.redact(&event)
+        else {
+            panic!("the event changed its kind");
+        };
+        assert_eq!((attempt, duration_ms), (1, 1));
+        assert_eq!(error, "login failed for ***");
+        assert_eq!(output, Some(json!({ "stderr": "***\n", "code": "***" })));
     }
 }

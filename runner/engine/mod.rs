@@ -80,11 +80,11 @@ pub enum Outcome {
 
 impl Outcome {
     /// The process exit code: 0 succeeded, 1 failed, 3 parked, 4 needs attention, 128+N for a
-    /// signal.
+    /// signal. Only `abort` ends a run aborted, and it did what it was asked: 0.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Succeeded => 0,
-            Self::Failed { .. } | Self::Aborted => 1,
+            Self::Succeeded | Self::Aborted => 0,
+            Self::Failed { .. } => 1,
             Self::Parked { .. } => 3,
             Self::NeedsAttention { .. } => 4,
             Self::Interrupted { signal } => match signal.as_str() {
@@ -415,15 +415,11 @@ impl Engine {
                 view.state
             )));
         }
-        let open: Vec<(&String, &view::GateView)> = view
-            .gates
-            .iter()
-            .filter(|(_, g)| g.decision.is_none())
-            .collect();
+        let open = view.open_gates();
         let (path, gate) = match step {
             Some(p) => open
                 .iter()
-                .find(|(gp, _)| gp.as_str() == p)
+                .find(|(gp, _)| *gp == p)
                 .copied()
                 .ok_or_else(|| EngineError::Refused(format!("run {id} has no open gate `{p}`")))?,
             None => match open.as_slice() {
@@ -444,7 +440,7 @@ impl Engine {
                     )));
                 }
                 many => {
-                    let names: Vec<&str> = many.iter().map(|(p, _)| p.as_str()).collect();
+                    let names: Vec<&str> = many.iter().map(|(p, _)| *p).collect();
                     return Err(EngineError::Refused(format!(
                         "run {id} has several open gates ({}); name one with --step",
                         names.join(", ")
@@ -452,6 +448,10 @@ impl Engine {
                 }
             },
         };
+        if gate.expires_at.is_some_and(|t| chrono::Utc::now() >= t) {
+            // Too late: the gate has failed by itself, and continuing the run records that.
+            return self.resume(id, Resume::default()).await;
+        }
         if approved && gate.four_eyes && self.who == view.started.started_by {
             return Err(EngineError::Refused(format!(
                 "gate `{path}` needs a second person: {} started run {id} and cannot approve it",
@@ -462,7 +462,7 @@ impl Engine {
         log.append(
             id,
             &[Event::GateDecided {
-                path: path.clone(),
+                path: path.to_owned(),
                 approved,
                 by: self.who.clone(),
                 comment,
@@ -535,6 +535,8 @@ impl Engine {
             who: self.who.clone(),
         };
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
+            // Errors go to the terminal as they are, not through the journal: mask them here.
+            let error = log.redactor().text(&error);
             if resuming {
                 return Err(EngineError::Precheck { id: pid, error });
             }
@@ -586,7 +588,7 @@ impl Engine {
                 exec.set_state(RunState::Failed, Some(reason))?;
                 Ok(Outcome::Failed {
                     path: Some(path),
-                    error,
+                    error: exec.log.redactor().text(&error),
                 })
             }
             other => Self::stopped(exec, other),
@@ -628,7 +630,7 @@ impl Engine {
             }
             Stop::Failed { path, error } => Ok(Outcome::Failed {
                 path: Some(path),
-                error,
+                error: exec.log.redactor().text(&error),
             }),
         }
     }

@@ -125,7 +125,7 @@ impl Engine {
             for (i, check) in main.prechecks.iter().enumerate() {
                 let id = check.segment(i);
                 let result = match &failed {
-                    Err((fid, e)) if *fid == id => Some(Err(e.clone())),
+                    Err((fid, e)) if *fid == id => Some(Err(redactor.text(e))),
                     _ if ctx.steps.contains_key(&id) || check.id.is_none() => Some(Ok(())),
                     _ => None,
                 };

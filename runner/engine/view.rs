@@ -483,10 +483,18 @@ impl RunView {
 
     /// The open gate a run waits at, if any.
     pub fn open_gate(&self) -> Option<(&str, &GateView)> {
+        self.open_gates().into_iter().next()
+    }
+
+    /// Gates that wait for a verdict: undecided, and not failed by themselves (expired).
+    pub fn open_gates(&self) -> Vec<(&str, &GateView)> {
         self.gates
             .iter()
-            .find(|(_, g)| g.decision.is_none())
+            .filter(|(p, g)| {
+                g.decision.is_none() && !self.step(p).is_some_and(|s| s.status.is_final())
+            })
             .map(|(p, g)| (p.as_str(), g))
+            .collect()
     }
 }
 

@@ -13,12 +13,26 @@ pub struct Fields {
     pub diags: Diagnostics,
 }
 
+/// Where a problem with a scalar is shown: its text inside any quotes, or the quotes when the
+/// text is empty.
+fn span(scalar: &Scalar) -> (crate::source::Pos, usize) {
+    if scalar.text.is_empty() && scalar.content != scalar.pos {
+        (scalar.pos, 2)
+    } else {
+        (scalar.content, scalar.text.chars().count())
+    }
+}
+
 /// The closest of `candidates` to `word`, if close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // Jaro-Winkler misses swapped letters in short words (`sbu` for `sub`); one edit, a swap
+    // included, is a typo too.
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
+        .filter(|(score, c)| {
+            *score > 0.8 || (word.chars().count() > 2 && strsim::osa_distance(word, c) <= 1)
+        })
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
 }
@@ -26,20 +40,17 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 impl Fields {
     /// Records a problem at a node.
     pub fn error(&mut self, node: &Node, message: impl Into<String>) {
-        let len = node
-            .as_scalar()
-            .map_or(1, |s| s.text.chars().count().max(1));
-        let pos = node.as_scalar().map_or(node.pos(), |s| s.pos);
-        self.diags.push(Diagnostic::new(pos, len, message));
+        match node.as_scalar() {
+            Some(s) => self.error_at(s, message),
+            None => self.diags.push(Diagnostic::new(node.pos(), 1, message)),
+        }
     }
 
-    /// Records a problem at a scalar (e.g. a key).
+    /// Records a problem at a scalar (e.g. a key), underlining its text (inside any quotes;
+    /// the quotes themselves when the text is empty).
     pub fn error_at(&mut self, scalar: &Scalar, message: impl Into<String>) {
-        self.diags.push(Diagnostic::new(
-            scalar.pos,
-            scalar.text.chars().count().max(1),
-            message,
-        ));
+        let (pos, len) = span(scalar);
+        self.diags.push(Diagnostic::new(pos, len, message));
     }
 
     /// Records a fully built diagnostic.
@@ -54,7 +65,7 @@ impl Fields {
                 continue;
             }
             let mut d = Diagnostic::new(
-                key.pos,
+                key.content,
                 key.text.chars().count(),
                 format!("unknown field `{}` in {what}", key.text),
             );
@@ -146,11 +157,35 @@ impl Fields {
         let s = self.string(node, what)?;
         match parse_duration(&s.text) {
             Ok(d) => Some(d),
-            Err(e) => {
-                self.error(node, format!("{what} is not a duration: {e}"));
+            Err(_) => {
+                let (pos, len) = span(s);
+                self.push(
+                    Diagnostic::new(
+                        pos,
+                        len,
+                        format!("{what} is not a duration: {}", duration_problem(&s.text)),
+                    )
+                    .help("write a number and a unit, e.g. 250ms, 30s, 5m, 1h30m"),
+                );
                 None
             }
         }
+    }
+}
+
+/// Why `text` is not a duration, in an author's words rather than the parser's.
+fn duration_problem(text: &str) -> String {
+    let t = text.trim();
+    if t.starts_with('-') {
+        return "it must not be negative".into();
+    }
+    match humantime::parse_duration(t) {
+        Err(humantime::DurationError::Empty) => "it is empty".into(),
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
+            format!("unknown unit `{unit}`")
+        }
+        Err(humantime::DurationError::NumberOverflow) => "it is too large or too precise".into(),
+        _ => format!("`{t}` is not a number followed by a unit"),
     }
 }
 
@@ -176,6 +211,8 @@ mod tests {
         assert_eq!(suggest("whne", fields), Some("when"));
         assert_eq!(suggest("timout", fields), Some("timeout"));
         assert_eq!(suggest("zzz", fields), None);
+        assert_eq!(suggest("sbu", ["sub", "other"]), Some("sub"));
+        assert_eq!(suggest("b", ["a"]), None);
     }
 
     #[test]

@@ -68,12 +68,27 @@ pub fn load(
     sources: &mut Sources,
     registry: &Registry,
 ) -> Result<Runbook, Diagnostics> {
+    match load_partial(origin, files, sources, registry) {
+        (Some(r), diags) if diags.is_empty() => Ok(r),
+        (_, diags) => Err(diags),
+    }
+}
+
+/// Loads the runbook at `origin` as far as it can be read, with every problem found. The
+/// runbook is there, less the parts with problems, unless the file could not be read or
+/// parsed at all, so that what it calls can be checked in the same pass.
+pub fn load_partial(
+    origin: &str,
+    files: &dyn Files,
+    sources: &mut Sources,
+    registry: &Registry,
+) -> (Option<Runbook>, Diagnostics) {
     let text = match files.read(origin) {
         Ok(t) => t,
         Err(e) => {
             let mut d = Diagnostics::new();
             d.push(Diagnostic::general(e));
-            return Err(d);
+            return (None, d);
         }
     };
     let file = sources.add(File {
@@ -86,7 +101,7 @@ pub fn load(
         Err(d) => {
             let mut ds = Diagnostics::new();
             ds.push(d);
-            return Err(ds);
+            return (None, ds);
         }
     };
     let mut loader = Loader {
@@ -101,15 +116,19 @@ pub fn load(
     let runbook = loader.runbook(&node, file);
     let mut diags = loader.f.diags;
     diags.sort();
-    match runbook {
-        Some(r) if diags.is_empty() => Ok(r),
-        _ => Err(diags),
-    }
+    (runbook, diags)
 }
 
 impl Loader<'_> {
     fn runbook(&mut self, node: &Node, file: FileId) -> Option<Runbook> {
         let map = self.f.map(node, "a runbook")?;
+        if map.entries.is_empty() {
+            self.f.push(
+                Diagnostic::new(map.pos, 1, "the runbook is empty")
+                    .help("a runbook needs at least `runbook: NAME` and `steps:`"),
+            );
+            return None;
+        }
         self.f.known_keys(map, TOP, "a runbook");
         let name = match map.get("runbook") {
             Some(n) => self.f.string(n, "`runbook`").map(|s| s.text.clone()),
@@ -395,7 +414,7 @@ impl Loader<'_> {
     fn bad_type(&mut self, node: &Node, s: &Scalar) {
         let types = ["string", "int", "bool", "list", "map"];
         let mut d = Diagnostic::new(
-            s.pos,
+            s.content,
             s.text.chars().count(),
             format!("unknown parameter type `{}`", s.text),
         );

@@ -36,12 +36,18 @@ pub struct Names<'a> {
 }
 
 impl Fields {
-    /// Checks the `steps.X` references of a Rhai expression.
-    pub fn check_expr_refs(&mut self, scalar: &Scalar, src: &str, scope: &Scope) {
-        for r in crate::script::step_refs(src) {
+    /// Checks the `steps.X` and `params.X` references of a Rhai expression.
+    pub fn check_expr_refs(&mut self, scalar: &Scalar, names: &Names<'_>, scope: &Scope) {
+        for r in crate::script::step_refs(&scalar.text) {
             if !scope.ids.contains(&r.id) {
                 let pos = scalar.pos_at_offset(r.offset);
                 self.push(unknown_step(pos, &r.id, scope));
+            }
+        }
+        for r in crate::script::param_refs(&scalar.text) {
+            if !names.params.contains(&r.id) {
+                let pos = scalar.pos_at_offset(r.offset);
+                self.push(unknown_param(pos, &r.id, names));
             }
         }
     }
@@ -58,9 +64,17 @@ impl Fields {
                 continue;
             };
             let second = second.trim_start_matches('[').trim_end_matches(']');
+            // The first place the reference is written whole (`params.nam`, not the start of
+            // `params.name`).
+            let written = format!("{root}.{second}");
             let offset = scalar
                 .text
-                .find(&format!("{root}.{second}"))
+                .match_indices(&written)
+                .map(|(o, _)| o)
+                .find(|&o| {
+                    !scalar.text[o + written.len()..]
+                        .starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-')
+                })
                 .map_or(0, |o| o + root.len() + 1);
             let pos = scalar.pos_at_offset(offset);
             match root {
@@ -68,19 +82,24 @@ impl Fields {
                     self.push(unknown_step(pos, second, scope));
                 }
                 "params" if !names.params.iter().any(|p| p == second) => {
-                    let mut d = Diagnostic::new(
-                        pos,
-                        second.chars().count(),
-                        format!("unknown parameter `{second}`"),
-                    );
-                    if let Some(s) = suggest(second, names.params.iter().map(String::as_str)) {
-                        d = d.label(format!("did you mean `{s}`?"));
-                    }
-                    self.push(d);
+                    self.push(unknown_param(pos, second, names));
                 }
                 _ => {}
             }
         }
+    }
+}
+
+fn unknown_param(pos: crate::source::Pos, name: &str, names: &Names<'_>) -> Diagnostic {
+    let d = Diagnostic::new(
+        pos,
+        name.chars().count(),
+        format!("unknown parameter `{name}`"),
+    );
+    match suggest(name, names.params.iter().map(String::as_str)) {
+        Some(s) => d.label(format!("did you mean `{s}`?")),
+        None if names.params.is_empty() => d.help("the runbook declares no `params`"),
+        None => d.help(format!("parameters are: {}", names.params.join(", "))),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reading steps: the common fields, exactly one action, and the action's own fields.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use runbook_steps::FieldType;
@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::diag::Diagnostic;
 use crate::load::Loader;
-use crate::load::fields::parse_duration;
 use crate::load::refs::Scope;
 use crate::model::{Action, Check, Expr, Retry, Step, Template, Wait};
 use crate::yaml::{Map, Node, Scalar};
@@ -61,29 +60,41 @@ impl Loader<'_> {
                     .map(|s| (s.text.clone(), s.clone()))
             })
             .collect();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashMap<&str, &Scalar> = HashMap::new();
         for (id, scalar) in ids.iter().flatten() {
-            if !seen.insert(id.clone()) {
-                self.f.error_at(
-                    scalar,
-                    format!("duplicate step id `{id}`: ids must be unique among sibling steps"),
+            if let Some(first) = seen.get(id.as_str()) {
+                self.f.push(
+                    Diagnostic::new(
+                        scalar.content,
+                        id.chars().count(),
+                        format!("duplicate step id `{id}`: ids must be unique among sibling steps"),
+                    )
+                    .label(format!(
+                        "`{id}` is already the id of the step on line {}",
+                        first.pos.line
+                    )),
                 );
+            } else {
+                seen.insert(id, scalar);
             }
         }
         let mut out = Vec::new();
         let mut scope = scope.clone();
+        let outer_later = scope.later.clone();
         for (i, item) in items.iter().enumerate() {
             scope.later = ids[i + 1..]
                 .iter()
                 .flatten()
                 .map(|(id, _)| id.clone())
-                .chain(scope.later.iter().cloned())
+                .chain(outer_later.iter().cloned())
                 .collect();
             if let Some(step) = self.step(item, role, &scope) {
-                if let Some(id) = &step.id {
-                    scope.ids.push(id.clone());
-                }
                 out.push(step);
+            }
+            // A step with problems still runs before the next ones: references to it are
+            // fine, and only its own problems are reported.
+            if let Some((id, _)) = &ids[i] {
+                scope.ids.push(id.clone());
             }
         }
         out
@@ -106,19 +117,27 @@ impl Loader<'_> {
         let action_key = match actions.as_slice() {
             [one] => Some((*one).clone()),
             [] => {
+                let which = map
+                    .get("id")
+                    .and_then(Node::as_scalar)
+                    .map_or_else(|| "step".to_owned(), |s| format!("step `{}`", s.text));
                 self.f.push(
-                    Diagnostic::new(map.pos, 1, "step has no action")
-                        .help(format!("give one of: {}", kinds.join(", "))),
+                    Diagnostic::new(map.pos, 1, format!("{which} has no action"))
+                        .help(format!("give it one of: {}", kinds.join(", "))),
                 );
                 None
             }
             [first, second, ..] => {
-                self.f.error_at(
-                    second,
-                    format!(
-                        "step has more than one action: `{}` and `{}`",
-                        first.text, second.text
-                    ),
+                self.f.push(
+                    Diagnostic::new(
+                        second.content,
+                        second.text.chars().count(),
+                        format!(
+                            "step has more than one action: `{}` and `{}`",
+                            first.text, second.text
+                        ),
+                    )
+                    .help("a step does one thing: split it into two steps"),
                 );
                 None
             }
@@ -184,7 +203,7 @@ impl Loader<'_> {
             self.f.error_at(
                 map.key("retry").expect("present"),
                 format!(
-                    "`retry` applies to effects and waits, not to `{}`",
+                    "`retry` applies to effects, scripts and waits, not to `{}`",
                     action.kind()
                 ),
             );
@@ -348,18 +367,14 @@ impl Loader<'_> {
             "gate" => self.gate(node, scope),
             "sleep" => {
                 let s = self.f.string(node, "`sleep`")?;
-                if !s.text.contains("{{")
-                    && let Err(e) = parse_duration(&s.text)
-                {
-                    self.f
-                        .error(node, format!("`sleep` is not a duration: {e}"));
-                    return None;
+                if !s.text.contains("{{") {
+                    self.f.duration(node, "`sleep`")?;
                 }
                 self.template(node, "`sleep`", scope).map(Action::Sleep)
             }
             "foreach" => self.foreach(map, node, scope),
             "call" => self.call(node, scope),
-            _ => self.effect(kind, node, scope),
+            _ => self.effect(key, node, scope),
         }
     }
 
@@ -535,7 +550,8 @@ impl Loader<'_> {
         })
     }
 
-    fn effect(&mut self, kind: &str, node: &Node, scope: &Scope) -> Option<Action> {
+    fn effect(&mut self, key: &Scalar, node: &Node, scope: &Scope) -> Option<Action> {
+        let kind = key.text.as_str();
         let step_kind = self.registry.get(kind).expect("checked by caller");
         // Shorthands: `shell: "cmd"` runs through sh -c, `shell: [argv…]` runs argv.
         let spec_node;
@@ -561,23 +577,30 @@ impl Loader<'_> {
         let fields = step_kind.fields();
         let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
         self.f.known_keys(map, &names, &format!("`{kind}`"));
+        let mut reported: Vec<&str> = Vec::new();
         for field in fields {
             match map.get(field.name) {
-                None if field.required => self.f.push(Diagnostic::new(
-                    map.pos,
-                    1,
-                    format!("`{kind}` needs `{}`", field.name),
-                )),
-                None => {}
-                Some(value) => self.field_type(field.name, field.ty, value),
+                None if field.required => self
+                    .f
+                    .error_at(key, format!("`{kind}` needs `{}`", field.name)),
+                Some(value) if !self.field_type(field.name, field.ty, value) => {
+                    reported.push(field.name);
+                }
+                None | Some(_) => {}
             }
         }
         self.templates_in(node, scope);
         let spec = node.to_json();
         for (field, message) in step_kind.validate(&spec) {
-            let at = map.key(&field).map_or(map.pos, |k| k.pos);
-            let len = map.key(&field).map_or(1, |k| k.text.chars().count());
-            self.f.push(Diagnostic::new(at, len, message));
+            if reported.contains(&field.as_str()) {
+                continue;
+            }
+            match map.key(&field) {
+                Some(k) => self.f.error_at(k, message),
+                // A problem of the spec as a whole: point at the action's key.
+                None if message.contains(&format!("`{kind}`")) => self.f.error_at(key, message),
+                None => self.f.error_at(key, format!("`{kind}` {message}")),
+            }
         }
         Some(Action::Effect {
             kind: kind.to_owned(),
@@ -585,10 +608,11 @@ impl Loader<'_> {
         })
     }
 
-    fn field_type(&mut self, name: &str, ty: FieldType, value: &Node) {
+    /// Checks a field's value against its type; false if a problem was recorded.
+    fn field_type(&mut self, name: &str, ty: FieldType, value: &Node) -> bool {
         let templated = value.as_scalar().is_some_and(|s| s.text.contains("{{"));
         if templated {
-            return;
+            return true;
         }
         let json = value.to_json();
         let ok = match ty {
@@ -598,12 +622,8 @@ impl Loader<'_> {
             FieldType::Int => json.is_i64() || json.is_u64(),
             FieldType::Bool => json.is_boolean(),
             FieldType::Duration => {
-                if let Some(s) = value.as_scalar() {
-                    if let Err(e) = parse_duration(&s.text) {
-                        self.f
-                            .error(value, format!("`{name}` is not a duration: {e}"));
-                    }
-                    return;
+                if value.as_scalar().is_some() {
+                    return self.f.duration(value, &format!("`{name}`")).is_some();
                 }
                 false
             }
@@ -626,6 +646,7 @@ impl Loader<'_> {
                 format!("`{name}` must be {want}, not {}", value.describe()),
             );
         }
+        ok
     }
 
     /// Checks the syntax and references of every template inside a node (keys and values).
@@ -652,11 +673,12 @@ impl Loader<'_> {
         }
         if let Err(e) = crate::template::check(&s.text) {
             let pos = s.pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
-            self.f.push(Diagnostic::new(
-                pos,
-                2,
-                format!("invalid template: {}", e.message),
-            ));
+            let message = if e.message.starts_with("invalid template") {
+                e.message
+            } else {
+                format!("invalid template: {}", e.message)
+            };
+            self.f.push(Diagnostic::new(pos, 2, message));
             return;
         }
         let params = self.param_names.clone();
@@ -693,7 +715,9 @@ impl Loader<'_> {
     fn compile(&mut self, s: &Scalar, scope: &Scope) -> Option<Expr> {
         match crate::script::compile_with_lib(&s.text, self.functions.as_deref()) {
             Ok(ast) => {
-                self.f.check_expr_refs(s, &s.text, scope);
+                let params = self.param_names.clone();
+                self.f
+                    .check_expr_refs(s, &crate::load::refs::Names { params: &params }, scope);
                 Some(Expr {
                     src: s.text.clone(),
                     scalar: s.clone(),
@@ -724,6 +748,7 @@ impl Loader<'_> {
             pos,
             plain: false,
             content: pos,
+            chars: None,
         };
         self.compile(&scalar, scope)
     }

@@ -19,6 +19,8 @@
 //! step's `idempotent` field.
 
 mod cancel;
+mod http;
+mod nats;
 mod shell;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ use std::pin::Pin;
 use serde_json::Value;
 
 pub use cancel::{Cancel, CancelReason, CancelSource};
+pub use http::Http;
+pub use nats::Nats;
 pub use shell::Shell;
 
 /// A boxed future, as the object-safe [`StepKind::run`] returns.
@@ -179,6 +183,8 @@ impl Registry {
             kinds: BTreeMap::new(),
         };
         registry.register(Box::new(Shell));
+        registry.register(Box::new(Http));
+        registry.register(Box::new(Nats));
         registry
     }
 
