@@ -247,6 +247,14 @@ fn build_engine() -> Engine {
         base64::engine::general_purpose::STANDARD.encode(s)
     });
     engine.register_fn("b64_decode", b64_decode);
+    // Rhai's `trim()` changes a string in place and returns `()`, which cannot be used on the
+    // constants expressions see (`output.stdout.trim()` fails). These return a new string.
+    engine.register_fn("trimmed", |s: &str| s.trim().to_owned());
+    engine.register_fn("lines", |s: &str| -> rhai::Array {
+        s.lines()
+            .map(|l| rhai::Dynamic::from(l.to_owned()))
+            .collect()
+    });
 
     engine
 }
@@ -890,6 +898,19 @@ mod tests {
 
     fn ev(src: &str) -> Value {
         run(src, &[]).unwrap()
+    }
+
+    #[test]
+    fn trimmed_and_lines_work_on_the_constants_expressions_see() {
+        let out = json!({"stdout": "  2.7.2\nsecond\n"});
+        assert_eq!(
+            run("output.stdout.trimmed()", &[("output", &out)]).unwrap(),
+            json!("2.7.2\nsecond")
+        );
+        assert_eq!(
+            run("output.stdout.lines()[1]", &[("output", &out)]).unwrap(),
+            json!("second")
+        );
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+/// The shortest string inside a secret step's output that is treated as a secret.
+pub const MIN_OUTPUT_SECRET: usize = 4;
+
 /// What a redacted secret is replaced with.
 pub const MASK: &str = "***";
 
@@ -47,6 +50,18 @@ impl Redactor {
         match value {
             Value::Number(n) => self.add(&n.to_string()),
             other => self.add_strings(other),
+        }
+    }
+
+    /// Remembers the strings inside a secret step's output. Strings shorter than
+    /// [`MIN_OUTPUT_SECRET`] characters (`ok`, `200`, `true`) are structure, not secrets, and
+    /// masking them everywhere would make every log unreadable.
+    pub fn add_output(&self, value: &Value) {
+        match value {
+            Value::String(s) if s.trim().chars().count() >= MIN_OUTPUT_SECRET => self.add(s),
+            Value::Array(items) => items.iter().for_each(|v| self.add_output(v)),
+            Value::Object(map) => map.values().for_each(|v| self.add_output(v)),
+            _ => {}
         }
     }
 
@@ -144,5 +159,12 @@ mod tests {
         assert_eq!(r.text("use pw-123 now"), "use *** now");
         assert_eq!(r.text("pw-123\n"), "***\n");
         assert_eq!(r.text("a\nb"), "a\nb", "blank strings are not secrets");
+    }
+
+    #[test]
+    fn short_strings_of_a_secret_output_are_structure_not_secrets() {
+        let r = Redactor::new();
+        r.add_output(&json!({"status": "ok", "token": "s.abcdef", "keys": ["k1k1k1"]}));
+        assert_eq!(r.text("ok s.abcdef k1k1k1"), "ok *** ***");
     }
 }

@@ -45,12 +45,18 @@ const POISONED: &str = "journal mutex poisoned";
 pub struct SledOptions {
     /// Size of sled's page cache. sled's own default (1 GiB) bloats memory, so it is always set.
     pub cache_capacity_bytes: u64,
+    /// How long to keep trying when the journal is held by someone else. A process killed
+    /// while it was starting a child can leave its lock with that child for the moment
+    /// between fork and exec (the child's copy of the descriptor closes only at exec), so
+    /// the next command may briefly find the journal busy.
+    pub busy_wait: std::time::Duration,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 16 * 1024 * 1024,
+            busy_wait: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -115,21 +121,28 @@ impl SledJournal {
         fs::create_dir_all(dir)
             .map_err(|source| io_error("create journal directory", dir, source))?;
 
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_capacity_bytes)
-            // We flush and sync on every commit ourselves; sled's timer would only add syncs.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains(SLED_LOCK_ERROR) => {
-                    JournalError::Busy {
-                        dir: dir.to_path_buf(),
-                        holder: read_holder(dir),
+        let deadline = std::time::Instant::now() + opts.busy_wait;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(opts.cache_capacity_bytes)
+                // We flush and sync on every commit ourselves; sled's timer would only add syncs.
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io)) if io.to_string().contains(SLED_LOCK_ERROR) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(JournalError::Busy {
+                            dir: dir.to_path_buf(),
+                            holder: read_holder(dir),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => storage(other),
-            })?;
+                Err(other) => return Err(storage(other)),
+            }
+        };
 
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
@@ -1301,7 +1314,11 @@ mod tests {
         // between two handles in one process too.
         let tmp = tempfile::tempdir().unwrap();
         let journal = open(tmp.path());
-        let err = SledJournal::open(tmp.path(), SledOptions::default()).unwrap_err();
+        let opts = SledOptions {
+            busy_wait: std::time::Duration::from_millis(100),
+            ..SledOptions::default()
+        };
+        let err = SledJournal::open(tmp.path(), opts).unwrap_err();
         match &err {
             JournalError::Busy { dir, holder } => {
                 assert_eq!(dir, tmp.path());

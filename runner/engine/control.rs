@@ -396,10 +396,15 @@ impl Exec<'_> {
                     }
                 }
                 _ => {
-                    self.set_state(
-                        RunState::Waiting,
-                        Some(format!("waiting for approval at `{path}`")),
-                    )?;
+                    let reason = if self_approval && self.gates != GateMode::Detach {
+                        format!(
+                            "waiting for approval at `{path}` by someone other than {}, who started the run (four-eyes gate)",
+                            self.who
+                        )
+                    } else {
+                        format!("waiting for approval at `{path}`")
+                    };
+                    self.set_state(RunState::Waiting, Some(reason))?;
                     return Ok(Flow::Stop(Stop::Parked {
                         path: path.to_owned(),
                     }));

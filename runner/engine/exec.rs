@@ -538,7 +538,7 @@ impl Exec<'_> {
         duration_ms: u64,
     ) -> Result<Flow, ExecError> {
         let journaled = if step.secret {
-            self.log.redactor().add_value(&output);
+            self.log.redactor().add_output(&output);
             Value::String(MASK.into())
         } else {
             output.clone()

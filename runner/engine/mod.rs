@@ -100,7 +100,7 @@ impl Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// No runbook by that name or path.
-    #[error("no runbook `{0}` in ./runbooks, $RUNBOOK_PATH or the bundled library")]
+    #[error("{}", not_found(.0))]
     NotFound(String),
     /// The runbook has problems (rendered with positions).
     #[error("{rendered}")]
@@ -180,6 +180,18 @@ pub struct Engine {
     pub library: Library,
 }
 
+/// The message for a runbook that cannot be found by name or path.
+fn not_found(target: &str) -> String {
+    let p = std::path::Path::new(target);
+    let is_path = p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        || target.contains('/') && (target.starts_with('.') || p.is_absolute());
+    if is_path {
+        format!("no runbook file `{target}`")
+    } else {
+        format!("no runbook `{target}` in ./runbooks, $RUNBOOK_PATH or the bundled library")
+    }
+}
+
 /// Renders diagnostics into an [`EngineError::Invalid`].
 pub fn invalid(diags: &Diagnostics, sources: &Sources) -> EngineError {
     EngineError::Invalid {
@@ -252,6 +264,13 @@ impl Engine {
             ),
             None => None,
         };
+        if let Some(l) = &lock
+            && redactor.text(l) != *l
+        {
+            return Err(EngineError::Params(vec![
+                "the lock key contains a secret parameter; lock keys are stored in clear, so build them from non-secret parameters".into(),
+            ]));
+        }
         let id = RunId::new();
         let started = RunStarted {
             runbook: main.name.clone(),
@@ -698,7 +717,7 @@ impl Engine {
             match result {
                 Ok(output) => {
                     if check.secret {
-                        exec.log.redactor().add_value(&output);
+                        exec.log.redactor().add_output(&output);
                     }
                     ctx.set(check, output, "succeeded");
                     events.push(Event::Precheck {

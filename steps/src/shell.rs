@@ -168,10 +168,31 @@ const BOTH: &str = "give either `args` or `run`, not both";
 const NEITHER: &str = "needs `args` or `run`";
 const EMPTY_ARGS: &str = "`args` must not be empty";
 
+/// Reads `args`, turning numbers and booleans into words: `args: [sleep, 30]` means what it
+/// says. Anything else (a list, a map, null) is refused.
+fn words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let raw: Option<Vec<Value>> = Option::deserialize(d)?;
+    raw.map(|items| {
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                other => Err(serde::de::Error::custom(format!(
+                    "`args` items must be strings, numbers or booleans, not {other}"
+                ))),
+            })
+            .collect()
+    })
+    .transpose()
+}
+
 /// The spec as written, before checks that serde cannot express.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
+    #[serde(default, deserialize_with = "words")]
     args: Option<Vec<String>>,
     run: Option<String>,
     #[serde(default)]
@@ -783,6 +804,19 @@ mod tests {
                 "process group {pgid} still has live members ({other:?})"
             ),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn numbers_and_booleans_in_args_are_words() {
+        let out = run(json!({"args": ["echo", 42, true, 1.5]})).await.unwrap();
+        assert_eq!(out["stdout"], "42 true 1.5\n");
+        let err = run(json!({"args": ["echo", ["nested"]]}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`args` items must be strings"),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
