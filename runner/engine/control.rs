@@ -112,12 +112,8 @@ impl Exec<'_> {
         timeout: Option<Duration>,
     ) -> Result<Value, StepError> {
         let source = CancelSource::new();
-        let ctx = StepContext {
-            run_id: self.id.to_string(),
-            path: path.to_owned(),
-            attempt,
-            cancel: source.token(),
-        };
+        let mut ctx = StepContext::new(self.id.to_string(), path, attempt, source.token());
+        ctx.conditions = Some(Arc::new(RhaiConditions));
         let span = tracing::info_span!("step", run = %self.id, path, attempt, kind = kind.name());
         let fut = kind.run(spec, &ctx).instrument(span);
         tokio::pin!(fut);
@@ -762,6 +758,18 @@ impl Exec<'_> {
         }])?;
         self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
             .await
+    }
+}
+
+/// Lets step kinds evaluate runbook conditions (Rhai) over an object they watch.
+#[derive(Debug)]
+pub(crate) struct RhaiConditions;
+
+impl runbook_steps::Conditions for RhaiConditions {
+    fn holds(&self, expr: &str, value: &Value) -> Result<bool, String> {
+        let ast = crate::script::compile(expr).map_err(|e| e.message)?;
+        crate::script::eval_bool(&ast, &[("object", value), ("output", value)])
+            .map_err(|e| e.message)
     }
 }
 

@@ -630,6 +630,25 @@ impl Loader<'_> {
             FieldType::List => json.is_array(),
             FieldType::Map => json.is_object(),
             FieldType::Any => true,
+            FieldType::Expr => {
+                let Some(s) = value.as_scalar().filter(|s| !s.is_null()) else {
+                    self.f
+                        .error(value, format!("`{name}` must be a Rhai condition"));
+                    return false;
+                };
+                return match crate::script::compile(&s.text) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        let pos = s.pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
+                        self.f.push(crate::diag::Diagnostic::new(
+                            pos,
+                            1,
+                            format!("invalid Rhai in `{name}`: {}", e.message),
+                        ));
+                        false
+                    }
+                };
+            }
         };
         if !ok {
             let want = match ty {
@@ -639,7 +658,7 @@ impl Loader<'_> {
                 FieldType::Duration => "a duration",
                 FieldType::List => "a list",
                 FieldType::Map => "a mapping",
-                FieldType::Any => "a value",
+                FieldType::Any | FieldType::Expr => "a value",
             };
             self.f.error(
                 value,

@@ -721,6 +721,7 @@ mod tests {
             path: "step".into(),
             attempt: 1,
             cancel,
+            conditions: None,
         }
     }
 

@@ -26,6 +26,7 @@ mod shell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -48,6 +49,34 @@ pub struct StepContext {
     pub attempt: u32,
     /// Fires when the engine wants the step stopped (its timeout passed, or Ctrl-C).
     pub cancel: Cancel,
+    /// Evaluates runbook conditions (Rhai) for kinds that wait on one, e.g. a Kubernetes
+    /// object condition; provided by the runner.
+    pub conditions: Option<Arc<dyn Conditions>>,
+}
+
+impl StepContext {
+    /// A context with no condition evaluator.
+    pub fn new(
+        run_id: impl Into<String>,
+        path: impl Into<String>,
+        attempt: u32,
+        cancel: Cancel,
+    ) -> Self {
+        Self {
+            run_id: run_id.into(),
+            path: path.into(),
+            attempt,
+            cancel,
+            conditions: None,
+        }
+    }
+}
+
+/// Evaluates runbook conditions (Rhai expressions) over a value, so that step kinds can wait
+/// for a condition without knowing the expression language. The runner implements it.
+pub trait Conditions: Send + Sync + std::fmt::Debug {
+    /// Whether `expr` holds with the value bound as `object` (and `output`).
+    fn holds(&self, expr: &str, value: &Value) -> Result<bool, String>;
 }
 
 /// Why a step attempt did not produce an output.
@@ -108,6 +137,8 @@ pub enum FieldType {
     Map,
     /// Anything.
     Any,
+    /// A runbook condition (Rhai) over `object`, compiled when the runbook is loaded.
+    Expr,
 }
 
 /// One field of a kind's spec.

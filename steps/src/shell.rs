@@ -758,6 +758,7 @@ mod tests {
             path: "step".into(),
             attempt: 1,
             cancel,
+            conditions: None,
         }
     }
 
