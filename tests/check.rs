@@ -260,7 +260,7 @@ error: unknown field `owner` in a runbook
 3 | owner: me
   | ^^^^^
   |
-help: a runbook fields are: runbook, description, params, lock, prechecks, steps, on_failure, output, functions
+help: the fields of a runbook are: runbook, description, params, lock, prechecks, steps, on_failure, output, functions
 
 error: 2 problems found
 ",

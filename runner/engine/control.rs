@@ -194,7 +194,7 @@ impl Exec<'_> {
                     match ctx.eval_bool(&wait.until, Some(&output), &self.book.sources) {
                         Ok(true) => return Attempt::Ok(output),
                         Ok(false) => {
-                            let note = error.unwrap_or_else(|| short(&output));
+                            let note = error.unwrap_or_else(|| summary(&output));
                             last_output = Some(output);
                             format!("not yet: {note}")
                         }
@@ -771,6 +771,29 @@ impl runbook_steps::Conditions for RhaiConditions {
         crate::script::eval_bool(&ast, &[("object", value), ("output", value)])
             .map_err(|e| e.message)
     }
+}
+
+/// A probe's output in a few words for progress notes: an HTTP status and JSON body, an exit
+/// code and the last line of output, or the value itself.
+fn summary(output: &Value) -> String {
+    if let Some(status) = output.get("status").and_then(Value::as_u64) {
+        return match output.get("json") {
+            Some(json) => format!("status {status}, {}", short(json)),
+            None => format!("status {status}"),
+        };
+    }
+    if let Some(code) = output.get("exit_code") {
+        let last = ["stdout", "stderr"]
+            .iter()
+            .filter_map(|k| output.get(*k).and_then(Value::as_str))
+            .filter_map(|s| s.lines().rev().find(|l| !l.trim().is_empty()))
+            .next()
+            .unwrap_or_default();
+        return format!("exit code {code} {}", last.trim())
+            .trim_end()
+            .to_owned();
+    }
+    short(output)
 }
 
 /// Milliseconds since `t`.

@@ -659,12 +659,21 @@ pub(crate) fn signal_name(reason: &runbook_steps::CancelReason) -> String {
     }
 }
 
-/// What a journaled intent says the step was doing.
+/// What a journaled intent says the step was doing, on one line (a multi-line script shows its
+/// first line).
 pub fn describe_intent(intent: &Value) -> String {
-    intent
+    let text = intent
         .get("describe")
         .and_then(Value::as_str)
-        .map_or_else(|| crate::engine::ctx::short(intent), str::to_owned)
+        .map_or_else(|| crate::engine::ctx::short(intent), str::to_owned);
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    let more = lines.next().is_some();
+    let mut out: String = first.chars().take(160).collect();
+    if more || first.chars().count() > 160 {
+        out.push_str(" …");
+    }
+    out
 }
 
 fn first_line(s: &str) -> String {

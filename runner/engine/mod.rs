@@ -11,6 +11,7 @@ pub mod exec;
 pub mod log;
 pub mod plan;
 pub mod prompt;
+pub mod readonly;
 pub mod view;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use serde_json::{Map, Value, json};
 use crate::diag::Diagnostics;
 use crate::library::{Files, Library, LiveFiles, PinnedFiles};
 use crate::link::{self, Assume, Book, Resolver};
-use crate::model::{Action, Runbook};
+use crate::model::Runbook;
 use crate::secrets::Redactor;
 use crate::source::Sources;
 use ctx::Ctx;
@@ -666,54 +667,14 @@ impl Engine {
         let mut failure = None;
         for (i, check) in main.prechecks.iter().enumerate() {
             let id = check.segment(i);
-            if let Some(when) = &check.when {
-                match ctx.eval_bool(when, None, &exec.book.sources) {
-                    Ok(false) => {
-                        ctx.set(check, Value::Null, "skipped");
-                        continue;
-                    }
-                    Ok(true) => {}
-                    Err(e) => {
-                        failure = Some((id, format!("`when` failed: {e}")));
-                        break;
-                    }
+            let result = match exec.read_only(check, &format!("prechecks.{id}"), ctx).await {
+                Ok(None) => {
+                    ctx.set(check, Value::Null, "skipped");
+                    continue;
                 }
-            }
-            let result = match &check.action {
-                Action::Wait(wait) => {
-                    match exec.poll(&format!("prechecks.{id}"), ctx, wait).await {
-                        exec::Attempt::Ok(v) => Ok(v),
-                        exec::Attempt::Failed { error, .. } => Err(error),
-                        exec::Attempt::Interrupted { signal, .. } => {
-                            Err(format!("interrupted by {signal}"))
-                        }
-                    }
-                }
-                _ => match exec.probe(check, &format!("prechecks.{id}"), ctx).await {
-                    control::Probe::Output(v, None) => Ok(v),
-                    control::Probe::Output(_, Some(e)) | control::Probe::Failed(e) => Err(e),
-                    control::Probe::Interrupted(s) => Err(format!("interrupted by {s}")),
-                },
+                Ok(Some(output)) => Ok(output),
+                Err(e) => Err(e),
             };
-            let result = result.and_then(|output| {
-                if let Some(assert) = &check.assert {
-                    match ctx.eval_bool(assert, Some(&output), &exec.book.sources) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let message = check.message.as_ref().map_or_else(
-                                || format!("assertion failed: {}", assert.src.trim()),
-                                |m| {
-                                    ctx.render(&m.text, Some(&output))
-                                        .unwrap_or_else(|_| m.text.clone())
-                                },
-                            );
-                            return Err(message);
-                        }
-                        Err(e) => return Err(format!("`assert` failed: {e}")),
-                    }
-                }
-                Ok(output)
-            });
             match result {
                 Ok(output) => {
                     if check.secret {

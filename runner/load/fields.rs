@@ -72,7 +72,7 @@ impl Fields {
             if let Some(s) = suggest(&key.text, allowed.iter().copied()) {
                 d = d.label(format!("did you mean `{s}`?"));
             } else {
-                d = d.help(format!("{what} fields are: {}", allowed.join(", ")));
+                d = d.help(format!("the fields of {what} are: {}", allowed.join(", ")));
             }
             self.diags.push(d);
         }

@@ -39,7 +39,7 @@ const RESERVED_IDS: &[&str] = &["on_failure", "prechecks", "probe", "check"];
 pub enum Role {
     /// A step of `steps`, `on_failure` or a loop.
     Step,
-    /// A precheck: read-only, no gates, sleeps, loops or calls.
+    /// A precheck: read-only, no gates, sleeps or calls.
     Precheck,
     /// The probe of a `wait` or `check`: an effect or a script only.
     Probe,
@@ -348,7 +348,7 @@ impl Loader<'_> {
         let kind = key.text.as_str();
         let allowed_here = match role {
             Role::Step => true,
-            Role::Precheck => !matches!(kind, "gate" | "sleep" | "foreach" | "call"),
+            Role::Precheck => !matches!(kind, "gate" | "sleep" | "call"),
             Role::Probe => !CONTROL.contains(&kind) || kind == "script",
         };
         if !allowed_here {
@@ -372,7 +372,7 @@ impl Loader<'_> {
                 }
                 self.template(node, "`sleep`", scope).map(Action::Sleep)
             }
-            "foreach" => self.foreach(map, node, scope),
+            "foreach" => self.foreach(map, node, role, scope),
             "call" => self.call(node, scope),
             _ => self.effect(key, node, scope),
         }
@@ -462,7 +462,7 @@ impl Loader<'_> {
         })
     }
 
-    fn foreach(&mut self, map: &Map, node: &Node, scope: &Scope) -> Option<Action> {
+    fn foreach(&mut self, map: &Map, node: &Node, role: Role, scope: &Scope) -> Option<Action> {
         let items = self.expr(node, "`foreach`", scope);
         let var = match map.get("as") {
             Some(n) => {
@@ -504,7 +504,7 @@ impl Loader<'_> {
         };
         let mut inner = scope.clone();
         inner.vars.push(var.clone());
-        let steps = self.steps(steps_node, "`steps`", Role::Step, &inner);
+        let steps = self.steps(steps_node, "`steps`", role, &inner);
         Some(Action::Foreach {
             items: items?,
             var,

@@ -78,6 +78,7 @@ static FIELDS: &[Field] = &[
     Field::optional("ca_file", FieldType::String),
     Field::optional("insecure", FieldType::Bool),
     Field::optional("follow_redirects", FieldType::Bool),
+    Field::optional("save_to", FieldType::String),
 ];
 
 const BOTH: &str = "give either `json` or `body`, not both";
@@ -182,6 +183,7 @@ struct RawSpec {
     #[serde(default)]
     insecure: bool,
     follow_redirects: Option<bool>,
+    save_to: Option<String>,
 }
 
 /// What the request carries.
@@ -217,6 +219,8 @@ struct Spec {
     ca_file: Option<String>,
     insecure: bool,
     follow_redirects: bool,
+    /// Write the whole body to this file instead of returning it (snapshots, backups).
+    save_to: Option<String>,
 }
 
 fn spec_error(message: impl Into<String>) -> StepError {
@@ -373,6 +377,7 @@ impl Spec {
             ca_file: raw.ca_file,
             insecure: raw.insecure,
             follow_redirects: raw.follow_redirects.unwrap_or(true),
+            save_to: raw.save_to,
         })
     }
 
@@ -551,6 +556,45 @@ fn headers_json(headers: &HeaderMap) -> Value {
     Value::Object(out)
 }
 
+/// Streams the whole body into `path`: written to a temporary file beside it, synced, then
+/// renamed into place, so the file is either absent or complete. Returns `{path, bytes, sha256}`.
+async fn save(mut response: Response, path: &str) -> Result<Value, String> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+    let target = std::path::Path::new(path);
+    let partial = target.with_extension(format!(
+        "{}partial",
+        target
+            .extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
+    ));
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(|e| cause(&e))? {
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    drop(file);
+    tokio::fs::rename(&partial, target)
+        .await
+        .map_err(|e| format!("cannot move the download into place: {e}"))?;
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+    Ok(json!({ "path": path, "bytes": bytes, "sha256": sha256 }))
+}
+
 /// Reads the body, keeping the first [`BODY_LIMIT`] bytes; true if there was more.
 async fn read_capped(mut response: Response) -> reqwest::Result<(Vec<u8>, bool)> {
     let mut body = Vec::new();
@@ -658,6 +702,29 @@ async fn exchange(client: &Client, spec: &Spec) -> Result<Value, StepError> {
     };
     let status = response.status();
     let headers = headers_json(response.headers());
+    if let Some(path) = &spec.save_to
+        && spec.accepts(status)
+    {
+        let saved = match tokio::time::timeout_at(deadline, save(response, path)).await {
+            Err(_) => Err(format!("did not send the whole body within {within}")),
+            Ok(result) => result,
+        }
+        .map_err(|e| {
+            failed(format!(
+                "{} answered {status} but saving the body to {path} failed: {e}",
+                spec.what()
+            ))
+        })?;
+        let mut out = Map::new();
+        out.insert("status".into(), json!(status.as_u16()));
+        out.insert("headers".into(), headers);
+        out.insert("saved".into(), saved);
+        out.insert(
+            "duration_ms".into(),
+            json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        );
+        return Ok(Value::Object(out));
+    }
     let (body, truncated) = match tokio::time::timeout_at(deadline, read_capped(response)).await {
         Err(_) => {
             return Err(failed(format!(
@@ -925,6 +992,33 @@ mod tests {
         assert_eq!(out["json"]["method"], "PUT");
         assert_eq!(out["json"]["body"], "plain text");
         assert_eq!(out["json"]["headers"]["content-type"], "text/plain");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn save_to_writes_the_whole_body_to_a_file() {
+        let server = TestServer::start(None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap.bin");
+        let out = run(json!({"url": server.url("/big"), "save_to": path.to_str().unwrap()}))
+            .await
+            .unwrap();
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(
+            written.len(),
+            BODY_LIMIT + 10,
+            "the whole body, not the capped one"
+        );
+        assert_eq!(out["saved"]["bytes"], BODY_LIMIT + 10);
+        assert_eq!(out["saved"]["sha256"].as_str().unwrap().len(), 64);
+        assert!(out.get("body").is_none());
+        // A refused status saves nothing.
+        let missing = dir.path().join("none.bin");
+        let err =
+            run(json!({"url": server.url("/status/503"), "save_to": missing.to_str().unwrap()}))
+                .await
+                .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        assert!(!missing.exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

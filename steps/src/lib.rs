@@ -20,6 +20,7 @@
 
 mod cancel;
 mod http;
+mod kube;
 mod nats;
 mod shell;
 
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
 pub use http::Http;
 pub use nats::Nats;
@@ -215,6 +217,7 @@ impl Registry {
         };
         registry.register(Box::new(Shell));
         registry.register(Box::new(Http));
+        registry.register(Box::new(Kube));
         registry.register(Box::new(Nats));
         registry
     }
