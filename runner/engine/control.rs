@@ -786,8 +786,7 @@ fn summary(output: &Value) -> String {
         let last = ["stdout", "stderr"]
             .iter()
             .filter_map(|k| output.get(*k).and_then(Value::as_str))
-            .filter_map(|s| s.lines().rev().find(|l| !l.trim().is_empty()))
-            .next()
+            .find_map(|s| s.lines().rev().find(|l| !l.trim().is_empty()))
             .unwrap_or_default();
         return format!("exit code {code} {}", last.trim())
             .trim_end()

@@ -22,6 +22,8 @@
 //! `on_pod_stopped`, `readiness`), so a runbook's Kubernetes driver can roll real servers.
 
 #![allow(dead_code)]
+// Kubernetes kinds (StatefulSet, DaemonSet) are prose in these docs, not code.
+#![allow(clippy::doc_markdown)]
 
 mod controller;
 mod exec;
@@ -37,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use store::Res;
 use store::State;
 
 /// What a hook knows about a pod.

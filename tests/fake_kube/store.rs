@@ -54,6 +54,7 @@ impl Res {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one row of the table below
 const fn res(
     group: &'static str,
     version: &'static str,
@@ -79,10 +80,46 @@ const fn res(
 
 pub static RESOURCES: &[Res] = &[
     res("", "v1", "Pod", "pods", "pod", true, (true, false), &["po"]),
-    res("", "v1", "ConfigMap", "configmaps", "configmap", true, (false, false), &["cm"]),
-    res("", "v1", "Secret", "secrets", "secret", true, (false, false), &[]),
-    res("", "v1", "Service", "services", "service", true, (true, false), &["svc"]),
-    res("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, (false, false), &["sa"]),
+    res(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        (false, false),
+        &["cm"],
+    ),
+    res(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        true,
+        (false, false),
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        true,
+        (true, false),
+        &["svc"],
+    ),
+    res(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        (false, false),
+        &["sa"],
+    ),
     res(
         "",
         "v1",
@@ -93,12 +130,66 @@ pub static RESOURCES: &[Res] = &[
         (true, false),
         &["pvc"],
     ),
-    res("", "v1", "Namespace", "namespaces", "namespace", false, (true, false), &["ns"]),
-    res("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, (true, true), &["sts"]),
-    res("apps", "v1", "Deployment", "deployments", "deployment", true, (true, true), &["deploy"]),
-    res("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, (true, false), &["ds"]),
-    res("batch", "v1", "Job", "jobs", "job", true, (true, false), &[]),
-    res("runbook.test", "v1", "Widget", "widgets", "widget", true, (true, false), &["wg"]),
+    res(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        (true, false),
+        &["ns"],
+    ),
+    res(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        (true, true),
+        &["sts"],
+    ),
+    res(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        (true, true),
+        &["deploy"],
+    ),
+    res(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        (true, false),
+        &["ds"],
+    ),
+    res(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        (true, false),
+        &[],
+    ),
+    res(
+        "runbook.test",
+        "v1",
+        "Widget",
+        "widgets",
+        "widget",
+        true,
+        (true, false),
+        &["wg"],
+    ),
 ];
 
 /// The resource for a kind, plural or short name (any case).
@@ -138,7 +229,10 @@ pub struct PodLife {
     pub probe_in_flight: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub last_probe: Option<Instant>,
     pub terminating_at: Option<Instant>,
-    pub stopped_hook_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `on_pod_stopped` was started; true once it returned.
+    pub stopped_hook: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// `on_pod_started` was started.
+    pub started_hook_begun: bool,
 }
 
 #[derive(Default)]
@@ -189,7 +283,11 @@ impl ApiError {
     pub fn not_found(res: &Res, name: &str) -> Self {
         Self {
             details: Some(json!({"name": name, "group": res.group, "kind": res.plural})),
-            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified()))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", res.qualified()),
+            )
         }
     }
 
@@ -226,7 +324,10 @@ impl ApiError {
             ..Self::new(
                 422,
                 "Invalid",
-                format!("{} \"{name}\" is invalid: {field}: {detail}", res.qualified_kind()),
+                format!(
+                    "{} \"{name}\" is invalid: {field}: {detail}",
+                    res.qualified_kind()
+                ),
             )
         }
     }
@@ -327,7 +428,10 @@ fn defaults(res: &Res, object: &mut Value) {
 /// that rendered a string where an integer belongs.
 fn validate(res: &Res, name: &str, object: &Value) -> Result<(), ApiError> {
     let ints: &[&str] = match res.kind {
-        "StatefulSet" => &["spec.replicas", "spec.updateStrategy.rollingUpdate.partition"],
+        "StatefulSet" => &[
+            "spec.replicas",
+            "spec.updateStrategy.rollingUpdate.partition",
+        ],
         "Deployment" => &["spec.replicas"],
         _ => &[],
     };
@@ -374,6 +478,15 @@ fn validate(res: &Res, name: &str, object: &Value) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A managedFields entry a write records.
+pub struct Managed<'a> {
+    pub manager: &'a str,
+    /// `Apply` or `Update`.
+    pub operation: &'a str,
+    /// The `fieldsV1` set.
+    pub fields: Value,
 }
 
 /// How a write reaches the store.
@@ -515,7 +628,8 @@ impl Inner {
                 probe_in_flight: std::sync::Arc::default(),
                 last_probe: None,
                 terminating_at: None,
-                stopped_hook_done: std::sync::Arc::default(),
+                stopped_hook: None,
+                started_hook_begun: false,
             },
         );
     }
@@ -530,7 +644,7 @@ impl Inner {
         name: &str,
         mut object: Value,
         via: Via,
-        manager: Option<(&str, &str)>,
+        manager: Option<Managed<'_>>,
     ) -> Result<Value, ApiError> {
         let k = key(res, ns, name);
         let old = self.objects.get(&k).cloned();
@@ -622,11 +736,14 @@ impl Inner {
         }
         meta.insert("resourceVersion".into(), json!(rv));
         meta.insert("generation".into(), json!(generation));
-        if let Some((manager, operation)) = manager {
+        if let Some(Managed {
+            manager,
+            operation,
+            fields,
+        }) = manager
+        {
             let api_version = res.api_version();
-            let entries = meta
-                .entry("managedFields")
-                .or_insert_with(|| json!([]));
+            let entries = meta.entry("managedFields").or_insert_with(|| json!([]));
             if let Some(list) = entries.as_array_mut() {
                 list.retain(|e| {
                     !(e.get("manager").and_then(Value::as_str) == Some(manager)
@@ -638,7 +755,7 @@ impl Inner {
                     "apiVersion": api_version,
                     "time": now_rfc3339(),
                     "fieldsType": "FieldsV1",
-                    "fieldsV1": {},
+                    "fieldsV1": fields,
                 }));
             }
         } else if via != Via::Seed {
@@ -696,6 +813,15 @@ impl Inner {
                     image: i,
                 });
             }
+        }
+    }
+
+    /// Changes a stored object in place (as a controller does), bumping its resourceVersion.
+    pub fn edit(&mut self, res: &Res, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+        let rv = self.next_rv();
+        if let Some(object) = self.objects.get_mut(&key(res, ns, name)) {
+            f(object);
+            obj_at(object, "metadata").insert("resourceVersion".into(), json!(rv));
         }
     }
 
@@ -759,7 +885,8 @@ impl Inner {
                 probe_in_flight: std::sync::Arc::default(),
                 last_probe: None,
                 terminating_at: None,
-                stopped_hook_done: std::sync::Arc::default(),
+                stopped_hook: None,
+                started_hook_begun: false,
             });
         life.terminating_at = Some(Instant::now());
         self.event(FakeEvent::PodTerminating {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod clusters;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

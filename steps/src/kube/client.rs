@@ -377,9 +377,11 @@ mod tests {
             "clients are cached per (kubeconfig, context)"
         );
 
-        let missing = match connect(Some("/no/such/kubeconfig"), None).await {
-            Err(StepError::Failed { message, .. }) => message,
-            _ => panic!("expected a failure"),
+        let Err(StepError::Failed {
+            message: missing, ..
+        }) = connect(Some("/no/such/kubeconfig"), None).await
+        else {
+            panic!("expected a failure")
         };
         assert!(
             missing.starts_with("cannot read kubeconfig /no/such/kubeconfig: "),

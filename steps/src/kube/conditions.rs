@@ -120,10 +120,11 @@ fn observed(object: &Value) -> Result<(), Verdict> {
     Ok(())
 }
 
-/// Ready: a Pod's `Ready` condition is `True`; Deployments, StatefulSets and ReplicaSets have
-/// `readyReplicas == spec.replicas`; a DaemonSet has every scheduled pod ready; a Job counts
-/// when it completed; a PersistentVolumeClaim when Bound; a Namespace when Active; any other
-/// object when it has a `Ready` condition that is `True`, or exists if it has none.
+/// Ready: a `Pod`'s `Ready` condition is `True`; a `Deployment`, `StatefulSet` or `ReplicaSet`
+/// has `readyReplicas == spec.replicas`; a `DaemonSet` has every scheduled pod ready; a `Job`
+/// counts when it completed; a `PersistentVolumeClaim` when `Bound`; a `Namespace` when
+/// `Active`; any other object when it has a `Ready` condition that is `True`, or exists if it
+/// has none.
 pub(crate) fn ready(kind: &str, object: Option<&Value>) -> Verdict {
     let Some(object) = object else {
         return pending("it does not exist");
@@ -194,7 +195,7 @@ pub(crate) fn ready(kind: &str, object: Option<&Value>) -> Verdict {
 
 /// Rollout complete, as `kubectl rollout status` decides it: the controller observed the
 /// latest generation and every replica runs the current template and is available.
-/// StatefulSets: all replicas ready and `currentRevision == updateRevision`, or with a
+/// A `StatefulSet`: all replicas ready and `currentRevision == updateRevision`, or with a
 /// `partition`, `updatedReplicas >= replicas - partition` (a partitioned rollout is complete
 /// when the pods at or above the partition are updated).
 pub(crate) fn rollout_complete(kind: &str, object: Option<&Value>) -> Verdict {

@@ -1,5 +1,5 @@
 //! API errors as operators read them: the object, what was being done, the HTTP status and
-//! the server's reason, e.g. "StatefulSet vault-system/openbao not found (404)". A failure
+//! the server's reason, e.g. `StatefulSet vault-system/openbao not found (404)`. A failure
 //! carries `{status, reason, message}` as its output, so a `wait` or `check` probe can still
 //! look at a 404.
 
@@ -10,7 +10,7 @@ use super::client::Conn;
 use crate::StepError;
 use crate::http::cause;
 
-/// What an operation was acting on, for messages: "StatefulSet vault-system/openbao".
+/// What an operation was acting on, for messages: `StatefulSet vault-system/openbao`.
 pub(crate) fn what(kind: &str, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
@@ -101,6 +101,10 @@ fn response_message(conn: &Conn, verb: &str, object: &str, r: &ErrorResponse) ->
         (403, _) => format!("forbidden {verb} {object}: {} (403)", r.message),
         (404, _) if verb == "listing" => {
             format!("failed {verb} {object}: {} (404 NotFound)", r.message)
+        }
+        // Creating in a namespace that does not exist: the namespace is what is missing.
+        (404, _) if r.message.starts_with("namespaces \"") && !object.starts_with("Namespace ") => {
+            format!("failed {verb} {object}: {} (404)", r.message)
         }
         (404, _) => format!("{object} not found (404)"),
         (409, "AlreadyExists") => format!("{object} already exists (409)"),

@@ -31,7 +31,7 @@
 //!
 //! - Success: the object (or the documented shape) as JSON.
 //! - The server refused: [`StepError::Failed`] naming the object, the operation, the HTTP
-//!   status and the reason ("StatefulSet vault-system/openbao not found (404)"), with
+//!   status and the reason (`StatefulSet vault-system/openbao not found (404)`), with
 //!   `{status, reason, message}` as output so a probe can still look at a 404.
 //! - A `wait` that runs out of time: a failure naming the condition and why it did not hold
 //!   yet, with the last observed object as output. A Job that failed ends a `job-complete`
@@ -141,7 +141,7 @@ impl StepKind for Kube {
         };
         match op_key(map) {
             Ok("get" | "list" | "apply" | "scale" | "wait" | "logs" | "delete") => true,
-            Ok("patch") => !map.get("json").is_some_and(|v| !v.is_null()),
+            Ok("patch") => map.get("json").is_none_or(Value::is_null),
             _ => false,
         }
     }
@@ -197,7 +197,7 @@ fn field(spec: &Value, key: &str) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-/// "StatefulSet vault-system/openbao", "StatefulSet openbao" without a namespace.
+/// `StatefulSet vault-system/openbao`, or `StatefulSet openbao` without a namespace.
 fn object(spec: &Value, kind: &str, name: Option<String>) -> String {
     let kind = resources::canonical_kind(kind);
     match (field(spec, "namespace"), name) {

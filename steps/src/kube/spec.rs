@@ -494,18 +494,16 @@ pub(crate) fn check(spec: &Value, rendered: bool) -> Vec<(String, String)> {
             }
         }
         "scale" => match judge("replicas") {
-            Some(v) => {
-                if int(v).is_none_or(|n| n < 0) {
-                    push(
-                        "replicas",
-                        "`replicas` must be a whole number, 0 or more".into(),
-                    );
-                }
+            Some(v) if int(v).is_none_or(|n| n < 0) => {
+                push(
+                    "replicas",
+                    "`replicas` must be a whole number, 0 or more".into(),
+                );
             }
             None if given(map, "replicas").is_none() => {
-                push("scale", "`scale` needs `replicas`".into())
+                push("scale", "`scale` needs `replicas`".into());
             }
-            None => {}
+            Some(_) | None => {}
         },
         "wait" => {
             match (given(map, "for"), given(map, "condition")) {

