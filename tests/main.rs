@@ -13,6 +13,7 @@ mod gates;
 mod interrupt;
 mod kill_matrix;
 mod kube;
+mod kube_openbao;
 mod locks;
 mod nats;
 mod openbao;
