@@ -171,6 +171,18 @@ pub struct RunStarted {
     pub started_by: String,
     /// The version of runbook that started the run.
     pub engine_version: String,
+    /// What started the run, when not a person: a schedule and the fire time it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+}
+
+/// A schedule's fire that started a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The time the schedule was due (not when the run actually started).
+    pub fire_time: DateTime<Utc>,
 }
 
 /// Something the engine did or decided, in the order it happened.

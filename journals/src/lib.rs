@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use event::{
     Drift, Event, OperatorAction, Record, RunId, RunStarted, RunState, RunSummary, SkipReason,
-    SourceFile,
+    SourceFile, Trigger,
 };
 pub use memory::MemoryJournal;
 pub use sled_journal::{SledJournal, SledOptions};

@@ -768,6 +768,7 @@ mod tests {
             lock: lock.map(str::to_owned),
             started_by: "tester".to_owned(),
             engine_version: "0.1.0".to_owned(),
+            trigger: None,
         })
     }
 

@@ -3,16 +3,98 @@
 use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
-use runbook_journals::{JournalError, Record, RunId, RunState};
-use serde_json::json;
+use runbook_journals::{JournalError, Record, RunId, RunState, RunSummary};
+
+use crate::cli::remote::Remote;
 
 use crate::cli::{CliError, Env};
 use crate::engine::view::RunView;
 use crate::ui::{OutputMode, report};
 
+/// The runs and records of a `serve` holding the journal, as the local journal would give them.
+struct Served {
+    remote: Remote,
+}
+
+impl Served {
+    fn find(env: &Env, err: CliError) -> Result<Self, CliError> {
+        match err {
+            CliError::Journal(JournalError::Busy { .. }) => {
+                Remote::find(env).map(|remote| Self { remote }).ok_or(err)
+            }
+            other => Err(other),
+        }
+    }
+
+    async fn runs(&self) -> Result<Vec<RunSummary>, CliError> {
+        let list = self.remote.get("/runs?limit=100000").await?;
+        let mut runs: Vec<RunSummary> = serde_json::from_value(list)
+            .map_err(|e| CliError::Other(anyhow::anyhow!("serve sent runs I cannot read: {e}")))?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    async fn records(&self, run: &str) -> Result<(RunId, Vec<Record>), CliError> {
+        let list = self.remote.get(&format!("/runs/{run}/records")).await?;
+        let mut id = None;
+        let mut records = Vec::new();
+        for mut v in list.as_array().cloned().unwrap_or_default() {
+            id = id.or_else(|| v["run"].as_str().and_then(|s| s.parse().ok()));
+            if let Some(obj) = v.as_object_mut() {
+                obj.remove("run");
+            }
+            records.push(serde_json::from_value(v).map_err(|e| {
+                CliError::Other(anyhow::anyhow!("serve sent a record I cannot read: {e}"))
+            })?);
+        }
+        let id = id.ok_or_else(|| CliError::Journal(JournalError::NoSuchRun(run.to_owned())))?;
+        Ok((id, records))
+    }
+}
+
+fn print_runs(env: &Env, runs: &[RunSummary], unfinished_only: bool) {
+    let runs: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| !unfinished_only || !r.state.is_terminal())
+        .collect();
+    if env.cli.output == OutputMode::Json {
+        for r in &runs {
+            println!("{}", serde_json::to_string(r).expect("summaries serialize"));
+        }
+    } else if runs.is_empty() && unfinished_only {
+        println!("no unfinished runs");
+    } else {
+        let owned: Vec<RunSummary> = runs.into_iter().cloned().collect();
+        print!("{}", report::table(&owned));
+    }
+}
+
+fn print_detail(env: &Env, id: RunId, records: &[Record]) -> Result<(), CliError> {
+    let view = RunView::from_records(id, records).map_err(crate::engine::EngineError::from)?;
+    if env.cli.output == OutputMode::Json {
+        println!("{}", report::run_json(&view));
+    } else {
+        print!("{}", report::detail(&view));
+    }
+    Ok(())
+}
+
 /// `runbook status [RUN]`.
-pub fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
-    let journal = env.open_journal()?;
+pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
+    let journal = match env.open_journal() {
+        Ok(j) => j,
+        Err(e) => {
+            let served = Served::find(env, e)?;
+            match run {
+                None => print_runs(env, &served.runs().await?, true),
+                Some(run) => {
+                    let (id, records) = served.records(run).await?;
+                    print_detail(env, id, &records)?;
+                }
+            }
+            return Ok(0);
+        }
+    };
     match run {
         None => {
             let runs: Vec<_> = journal
@@ -36,28 +118,7 @@ pub fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
             let view =
                 RunView::from_records(id, &records).map_err(crate::engine::EngineError::from)?;
             if env.cli.output == OutputMode::Json {
-                let mut steps: Vec<_> = view.steps.iter().collect();
-                steps.sort_by_key(|(_, s)| s.first_seq);
-                let steps: Vec<_> = steps
-                    .into_iter()
-                    .map(|(p, s)| json!({ "path": p, "status": s.status.word(), "attempts": s.attempts, "duration_ms": s.duration_ms }))
-                    .collect();
-                let gate = view
-                    .open_gate()
-                    .map(|(p, g)| json!({ "path": p, "prompt": g.prompt }));
-                println!(
-                    "{}",
-                    json!({
-                        "run": id.to_string(),
-                        "runbook": view.started.runbook,
-                        "state": view.state,
-                        "reason": view.reason,
-                        "started_by": view.started.started_by,
-                        "steps": steps,
-                        "open_gate": gate,
-                        "attention": view.attention.as_ref().map(|(p, d)| json!({ "path": p, "detail": d })),
-                    })
-                );
+                println!("{}", report::run_json(&view));
             } else {
                 print!("{}", report::detail(&view));
             }
@@ -67,8 +128,18 @@ pub fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
 }
 
 /// `runbook history`.
-pub fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
-    let journal = env.open_journal()?;
+pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
+    let journal = match env.open_journal() {
+        Ok(j) => j,
+        Err(e) => {
+            let served = Served::find(env, e)?;
+            let mut runs = served.runs().await?;
+            runs.reverse();
+            runs.truncate(limit);
+            print_runs(env, &runs, false);
+            return Ok(0);
+        }
+    };
     let mut runs = journal.runs()?;
     runs.reverse();
     runs.truncate(limit);
@@ -103,7 +174,24 @@ pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Err(CliError::Journal(JournalError::Busy { .. })) => follow_file(env, run, follow).await,
+        Err(e @ CliError::Journal(JournalError::Busy { .. })) => match Served::find(env, e) {
+            Ok(served) => {
+                if follow {
+                    served
+                        .remote
+                        .follow(run, true, |id, r| print_record(env, id, r))
+                        .await?;
+                } else {
+                    let (id, records) = served.records(run).await?;
+                    for r in &records {
+                        print_record(env, id, r);
+                    }
+                }
+                Ok(0)
+            }
+            // A plain `runbook run` holds the journal: read its follow file.
+            Err(_) => follow_file(env, run, follow).await,
+        },
         Err(e) => Err(e),
     }
 }

@@ -2,7 +2,9 @@
 
 mod inspect;
 mod library;
+pub mod remote;
 mod runs;
+mod schedule;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -165,6 +167,79 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Hold the journal: fire schedules, execute runs, serve the HTTP API and the web page.
+    Serve {
+        /// Where to listen (loopback unless API tokens are configured).
+        #[arg(long, default_value = "127.0.0.1:8427", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// A schedules file (default: ./schedules.yaml if it exists).
+        #[arg(long = "schedules", value_name = "FILE")]
+        schedules: Vec<PathBuf>,
+        /// API tokens, one `name: token` per line; the name is the caller's identity.
+        #[arg(long, env = "RUNBOOK_TOKENS", value_name = "FILE")]
+        tokens: Option<PathBuf>,
+        /// A webhook (Slack-compatible) told when a gate opens and a run fails or succeeds.
+        #[arg(long = "webhook", value_name = "URL")]
+        webhooks: Vec<String>,
+        /// Only these events go to the webhooks.
+        #[arg(long = "webhook-event", value_name = "EVENT", value_parser = parse_notify_event)]
+        webhook_events: Vec<crate::serve::notify::NotifyEvent>,
+        /// The URL people reach this serve at, for links in notifications.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// How often schedules are checked.
+        #[arg(long, default_value = "250ms", hide = true)]
+        tick: humantime::Duration,
+    },
+    /// Schedules: list them with their next fire times, pause, resume, or fire one now.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        command: ScheduleCommand,
+        /// A schedules file (default: ./schedules.yaml if it exists).
+        #[arg(long = "schedules", value_name = "FILE", global = true)]
+        schedules: Vec<PathBuf>,
+    },
+}
+
+/// `runbook schedule …`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Every schedule with its state, last fires and next fire times.
+    List,
+    /// Stop a schedule from firing.
+    Pause {
+        /// The schedule.
+        name: String,
+    },
+    /// Let a paused schedule fire again (from now on; what fell due meanwhile is not caught up).
+    Resume {
+        /// The schedule.
+        name: String,
+    },
+    /// Fire a schedule now (its overlap policy applies).
+    Trigger {
+        /// The schedule.
+        name: String,
+    },
+}
+
+fn parse_notify_event(s: &str) -> Result<crate::serve::notify::NotifyEvent, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("`{s}` is not one of gate-opened, run-failed, run-succeeded"))
+}
+
+/// The schedules files to use: those given, or ./schedules.yaml if it exists.
+pub fn schedule_files(given: &[PathBuf]) -> Vec<PathBuf> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let default = PathBuf::from("schedules.yaml");
+    if default.is_file() {
+        vec![default]
+    } else {
+        Vec::new()
+    }
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -366,10 +441,36 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             )
             .await
         }
-        Command::Abort { run, reason } => runs::abort(env, run, reason.clone()),
-        Command::Status { run } => inspect::status(env, run.as_deref()),
+        Command::Abort { run, reason } => runs::abort(env, run, reason.clone()).await,
+        Command::Serve {
+            listen,
+            schedules,
+            tokens,
+            webhooks,
+            webhook_events,
+            base_url,
+            tick,
+        } => {
+            crate::serve::serve(
+                env,
+                crate::serve::Options {
+                    listen: *listen,
+                    schedules: schedule_files(schedules),
+                    tokens: tokens.clone(),
+                    webhooks: webhooks.clone(),
+                    webhook_events: webhook_events.clone(),
+                    base_url: base_url.clone(),
+                    tick: (*tick).into(),
+                },
+            )
+            .await
+        }
+        Command::Schedule { command, schedules } => {
+            schedule::run(env, command, &schedule_files(schedules)).await
+        }
+        Command::Status { run } => inspect::status(env, run.as_deref()).await,
         Command::Log { run, follow } => inspect::log(env, run, *follow).await,
-        Command::History { limit } => inspect::history(env, *limit),
+        Command::History { limit } => inspect::history(env, *limit).await,
     }
 }
 

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use runbook_journals::RunId;
+use runbook_journals::{JournalError, RunId, RunState};
 use runbook_steps::{CancelReason, CancelSource, Registry};
 use serde_json::json;
 
+use crate::cli::remote::{Remote, params_json};
 use crate::cli::{CliError, Env};
 use crate::engine::log::Observer;
 use crate::engine::{Engine, GateMode, Outcome, Resume, Start};
@@ -66,6 +67,63 @@ fn resolve(env: &Env, engine: &Engine, run: &str) -> Result<RunId, CliError> {
     Ok(engine.journal.resolve(run)?)
 }
 
+/// The journal is held by a `serve` on this machine: the command goes to it.
+fn remote(env: &Env, err: CliError) -> Result<Remote, CliError> {
+    match err {
+        CliError::Journal(JournalError::Busy { .. }) => Remote::find(env).ok_or(err),
+        other => Err(other),
+    }
+}
+
+/// Follows a run executing in `serve` until it ends or parks, printing its records as a local
+/// run would, then how it settled; returns the exit code.
+async fn follow_remote(env: &Env, remote: &Remote, id: &str) -> Result<i32, CliError> {
+    let observer = ui::observer(env.cli.output);
+    let state = remote
+        .follow(id, false, |run, record| observer.record(run, record))
+        .await?;
+    let detail = remote.get(&format!("/runs/{id}")).await?;
+    let run: RunId = detail["run"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CliError::Other(anyhow::anyhow!("serve sent no run id")))?;
+    let outcome = match state {
+        Some(RunState::Succeeded) => Outcome::Succeeded,
+        Some(RunState::Waiting) => Outcome::Parked {
+            path: detail["open_gate"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            prompt: detail["open_gate"]["prompt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        Some(RunState::NeedsAttention) => Outcome::NeedsAttention {
+            path: detail["attention"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            detail: detail["attention"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        Some(RunState::Interrupted) => Outcome::Interrupted {
+            signal: detail["reason"].as_str().unwrap_or("a signal").to_owned(),
+        },
+        Some(RunState::Aborted) => Outcome::Aborted,
+        _ => Outcome::Failed {
+            path: None,
+            error: detail["reason"]
+                .as_str()
+                .unwrap_or("the run failed")
+                .to_owned(),
+        },
+    };
+    Ok(finish(env, run, &outcome))
+}
+
 /// `runbook run`.
 pub async fn run(
     env: &Env,
@@ -73,19 +131,51 @@ pub async fn run(
     params: &[(String, String)],
     gates: GateMode,
 ) -> Result<i32, CliError> {
-    let engine = engine(env, gates)?;
-    let (id, outcome) = engine
-        .start(Start {
-            target: name,
-            params,
-        })
-        .await?;
+    let engine = match engine(env, gates) {
+        Ok(e) => e,
+        Err(e) => {
+            let remote = remote(env, e)?;
+            // A file is found by the serve, whose working directory may differ.
+            let target = if std::path::Path::new(name).exists() {
+                std::path::absolute(name)
+                    .map_or_else(|_| name.to_owned(), |p| p.display().to_string())
+            } else {
+                name.to_owned()
+            };
+            let started = remote
+                .post(
+                    "/runs",
+                    json!({ "runbook": target, "params": params_json(params), "yes": gates == GateMode::Yes }),
+                )
+                .await?;
+            let id = started["run"].as_str().unwrap_or_default().to_owned();
+            return follow_remote(env, &remote, &id).await;
+        }
+    };
+    let (id, outcome) = engine.start(Start::new(name, params)).await?;
     Ok(finish(env, id, &outcome))
 }
 
 /// `runbook resume`.
 pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Result<i32, CliError> {
-    let engine = engine(env, gates)?;
+    let engine = match engine(env, gates) {
+        Ok(e) => e,
+        Err(e) => {
+            let remote = remote(env, e)?;
+            remote
+                .post(
+                    &format!("/runs/{run}/resume"),
+                    json!({
+                        "retry_step": req.retry_step,
+                        "skip_step": req.skip_step,
+                        "reload": req.reload,
+                        "params": params_json(&req.params),
+                    }),
+                )
+                .await?;
+            return follow_remote(env, &remote, run).await;
+        }
+    };
     let id = resolve(env, &engine, run)?;
     let outcome = engine.resume(id, req).await?;
     Ok(finish(env, id, &outcome))
@@ -100,15 +190,41 @@ pub async fn decide(
     comment: Option<String>,
     gates: GateMode,
 ) -> Result<i32, CliError> {
-    let engine = engine(env, gates)?;
+    let engine = match engine(env, gates) {
+        Ok(e) => e,
+        Err(e) => {
+            let remote = remote(env, e)?;
+            let verb = if approved { "approve" } else { "reject" };
+            remote
+                .post(
+                    &format!("/runs/{run}/{verb}"),
+                    json!({ "step": step, "comment": comment }),
+                )
+                .await?;
+            return follow_remote(env, &remote, run).await;
+        }
+    };
     let id = resolve(env, &engine, run)?;
     let outcome = engine.decide(id, approved, step, comment).await?;
     Ok(finish(env, id, &outcome))
 }
 
 /// `runbook abort`.
-pub fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, CliError> {
-    let journal = env.open_journal()?;
+pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, CliError> {
+    let journal = match env.open_journal() {
+        Ok(j) => j,
+        Err(e) => {
+            let remote = remote(env, e)?;
+            let out = remote
+                .post(&format!("/runs/{run}/abort"), json!({ "reason": reason }))
+                .await?;
+            let id: RunId = out["run"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| CliError::Other(anyhow::anyhow!("serve sent no run id")))?;
+            return Ok(finish(env, id, &Outcome::Aborted));
+        }
+    };
     let engine = Engine {
         journal,
         registry: Arc::new(Registry::builtin()),

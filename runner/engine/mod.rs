@@ -148,6 +148,34 @@ pub struct Start<'a> {
     pub target: &'a str,
     /// `-p name=value` pairs.
     pub params: &'a [(String, String)],
+    /// The run's id, when the caller chose it beforehand (a schedule journals it first).
+    pub id: Option<RunId>,
+    /// What started the run, if not a person.
+    pub trigger: Option<runbook_journals::Trigger>,
+}
+
+impl<'a> Start<'a> {
+    /// A run of `target` with `params`, started by a person.
+    pub fn new(target: &'a str, params: &'a [(String, String)]) -> Self {
+        Self {
+            target,
+            params,
+            id: None,
+            trigger: None,
+        }
+    }
+}
+
+/// A run ready to execute: created (its lock taken), or checked and loaded for a resume.
+pub struct Created {
+    /// The run's id.
+    pub id: RunId,
+    view: RunView,
+    book: Book,
+    params: Map<String, Value>,
+    log: RunLog,
+    /// The events a resume appends once the prechecks passed.
+    resume_events: Vec<Event>,
 }
 
 /// Resuming a run.
@@ -233,6 +261,27 @@ impl Engine {
 
     /// Starts a run.
     pub async fn start(&self, req: Start<'_>) -> Result<(RunId, Outcome), EngineError> {
+        let created = self.create(req)?;
+        let id = created.id;
+        Ok((id, self.run_created(created).await?))
+    }
+
+    /// Executes a created run.
+    pub async fn run_created(&self, created: Created) -> Result<Outcome, EngineError> {
+        let Created {
+            view,
+            book,
+            params,
+            log,
+            resume_events,
+            ..
+        } = created;
+        self.execute(view, &book, params, &log, resume_events).await
+    }
+
+    /// Creates a run: loads and links the runbook, resolves its parameters, and journals its
+    /// first events, taking its lock. Nothing runs yet.
+    pub fn create(&self, req: Start<'_>) -> Result<Created, EngineError> {
         let origin = self
             .library
             .find(req.target)
@@ -272,7 +321,7 @@ impl Engine {
                 "the lock key contains a secret parameter; lock keys are stored in clear, so build them from non-secret parameters".into(),
             ]));
         }
-        let id = RunId::new();
+        let id = req.id.unwrap_or_default();
         let started = RunStarted {
             runbook: main.name.clone(),
             params: values.journaled.clone(),
@@ -281,6 +330,7 @@ impl Engine {
             lock: lock.clone(),
             started_by: self.who.clone(),
             engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+            trigger: req.trigger,
         };
         let log = self.log(redactor);
         let records = log.create(
@@ -295,14 +345,25 @@ impl Engine {
             ],
         )?;
         let view = RunView::from_records(id, &records)?;
-        let outcome = self
-            .execute(view, &book, values.clear, &log, Vec::new())
-            .await?;
-        Ok((id, outcome))
+        Ok(Created {
+            id,
+            view,
+            book,
+            params: values.clear,
+            log,
+            resume_events: Vec::new(),
+        })
     }
 
     /// Resumes a run that is not finished.
     pub async fn resume(&self, id: RunId, req: Resume) -> Result<Outcome, EngineError> {
+        let prepared = self.prepare_resume(id, &req)?;
+        self.run_created(prepared).await
+    }
+
+    /// Checks that a run can be resumed and loads it (pinned files, parameters, operator
+    /// decisions); nothing is appended until it executes.
+    pub fn prepare_resume(&self, id: RunId, req: &Resume) -> Result<Created, EngineError> {
         let records = self.journal.read(id)?;
         let view = RunView::from_records(id, &records)?;
         if view.state.is_terminal() {
@@ -415,8 +476,14 @@ impl Engine {
             reason: None,
         });
         let log = self.log(redactor);
-        self.execute(view, &book, values.clear, &log, resume_events)
-            .await
+        Ok(Created {
+            id,
+            view,
+            book,
+            params: values.clear,
+            log,
+            resume_events,
+        })
     }
 
     /// Approves or rejects the open gate of a run, then continues it.
@@ -427,6 +494,18 @@ impl Engine {
         step: Option<&str>,
         comment: Option<String>,
     ) -> Result<Outcome, EngineError> {
+        let prepared = self.prepare_decide(id, approved, step, comment)?;
+        self.run_created(prepared).await
+    }
+
+    /// Journals a verdict on a run's open gate and prepares the run to continue.
+    pub fn prepare_decide(
+        &self,
+        id: RunId,
+        approved: bool,
+        step: Option<&str>,
+        comment: Option<String>,
+    ) -> Result<Created, EngineError> {
         let records = self.journal.read(id)?;
         let view = RunView::from_records(id, &records)?;
         if view.state.is_terminal() {
@@ -452,7 +531,7 @@ impl Engine {
                             && view.step(p).is_some_and(|s| !s.status.is_final())
                     });
                     if pending.is_some() {
-                        return self.resume(id, Resume::default()).await;
+                        return self.prepare_resume(id, &Resume::default());
                     }
                     return Err(EngineError::Refused(format!(
                         "run {id} is not waiting at a gate (it is {})",
@@ -470,7 +549,7 @@ impl Engine {
         };
         if gate.expires_at.is_some_and(|t| chrono::Utc::now() >= t) {
             // Too late: the gate has failed by itself, and continuing the run records that.
-            return self.resume(id, Resume::default()).await;
+            return self.prepare_resume(id, &Resume::default());
         }
         if approved && gate.four_eyes && self.who == view.started.started_by {
             return Err(EngineError::Refused(format!(
@@ -488,7 +567,7 @@ impl Engine {
                 comment,
             }],
         )?;
-        self.resume(id, Resume::default()).await
+        self.prepare_resume(id, &Resume::default())
     }
 
     /// Aborts a run that is not finished, releasing its lock.
@@ -530,6 +609,10 @@ impl Engine {
             "runbook": view.started.runbook,
             "started_at": view.created_at.to_rfc3339(),
             "started_by": view.started.started_by,
+            "trigger": view.started.trigger.as_ref().map(|t| json!({
+                "schedule": t.schedule,
+                "fire_time": t.fire_time.to_rfc3339(),
+            })),
         });
         let mut ctx = Ctx {
             book: main.clone(),

@@ -88,6 +88,7 @@ impl Engine {
                     lock: None,
                     started_by: self.who.clone(),
                     engine_version: env!("CARGO_PKG_VERSION").into(),
+                    trigger: None,
                 }),
                 Event::StateChanged {
                     state: RunState::Running,

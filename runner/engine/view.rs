@@ -535,6 +535,7 @@ mod tests {
             lock: None,
             started_by: "me".into(),
             engine_version: "0".into(),
+            trigger: None,
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod fields;
 mod refs;
+pub mod schedule;
 mod step;
 
 use std::sync::Arc;
@@ -19,8 +20,7 @@ use crate::script::LibScript;
 use crate::source::{File, FileId, Pos, Sources};
 use crate::yaml::{self, Map, Node, Scalar};
 
-use fields::Fields;
-pub use fields::{parse_duration, suggest};
+pub use fields::{Fields, parse_duration, suggest};
 use refs::Scope;
 use step::Role;
 
@@ -35,6 +35,7 @@ const TOP: &[&str] = &[
     "on_failure",
     "output",
     "functions",
+    "schedule",
 ];
 
 /// Fields of a parameter declaration.
@@ -190,6 +191,10 @@ impl Loader<'_> {
         let output = map
             .get("output")
             .and_then(|n| self.expr(n, "`output`", &all));
+        let schedules = map
+            .get("schedule")
+            .map(|n| schedule::runbook_schedules(&mut self.f, n, &self.param_names))
+            .unwrap_or_default();
         let pos = map.key("runbook").map_or(map.pos, |k| k.pos);
         Some(Runbook {
             name: name?,
@@ -200,6 +205,7 @@ impl Loader<'_> {
             steps,
             on_failure,
             output,
+            schedules,
             functions: self.functions.clone(),
             file,
             pos,

@@ -31,6 +31,8 @@ pub struct Runbook {
     pub on_failure: Vec<Step>,
     /// A Rhai expression over `steps` whose value is the runbook's output (what a `call` gets).
     pub output: Option<Expr>,
+    /// When `serve` runs it by itself.
+    pub schedules: Vec<crate::schedule::ScheduleSpec>,
     /// Rhai functions available to every expression of this runbook.
     pub functions: Option<Arc<LibScript>>,
     /// The runbook's file.

@@ -139,6 +139,62 @@ pub fn detail(view: &RunView) -> String {
     out
 }
 
+/// A run as JSON, for `status RUN --output json` and the HTTP API: its state, its steps in
+/// order (status, attempts, duration, what a step in flight was doing), its gates, and the
+/// decision it waits for, if any.
+pub fn run_json(view: &RunView) -> serde_json::Value {
+    use serde_json::json;
+    let mut steps: Vec<_> = view.steps.iter().collect();
+    steps.sort_by_key(|(_, s)| s.first_seq);
+    let steps: Vec<_> = steps
+        .into_iter()
+        .map(|(p, s)| {
+            json!({
+                "path": p,
+                "kind": s.kind,
+                "status": s.status.word(),
+                "attempts": s.attempts,
+                "duration_ms": s.duration_ms,
+                "describe": describe_intent(&s.intent),
+                "error": match &s.status {
+                    StepStatus::Failed { error, .. } | StepStatus::RetryPending { error, .. } => Some(error.clone()),
+                    _ => None,
+                },
+            })
+        })
+        .collect();
+    let gates: Vec<_> = view
+        .gates
+        .iter()
+        .map(|(p, g)| {
+            json!({
+                "path": p,
+                "prompt": g.prompt,
+                "expires_at": g.expires_at,
+                "four_eyes": g.four_eyes,
+                "decision": g.decision.as_ref().map(|(approved, by, comment)| json!({
+                    "approved": approved, "by": by, "comment": comment,
+                })),
+            })
+        })
+        .collect();
+    json!({
+        "run": view.id.to_string(),
+        "runbook": view.started.runbook,
+        "state": view.state,
+        "reason": view.reason,
+        "started_by": view.started.started_by,
+        "created_at": view.created_at,
+        "updated_at": view.updated_at,
+        "trigger": view.started.trigger,
+        "lock": view.started.lock,
+        "steps": steps,
+        "gates": gates,
+        "open_gate": view.open_gate().map(|(p, g)| json!({ "path": p, "prompt": g.prompt, "four_eyes": g.four_eyes })),
+        "attention": view.attention.as_ref().map(|(p, d)| json!({ "path": p, "detail": d })),
+    })
+}
+
 /// Every record of a run, one line each.
 pub fn log(run: RunId, records: &[Record]) -> String {
     let mut out = String::new();

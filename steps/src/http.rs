@@ -424,8 +424,9 @@ impl Spec {
 
 /// Makes ring the process's rustls provider unless one is installed already. reqwest is built
 /// without a provider of its own (its default, aws-lc-rs, is a long C build); async-nats uses
-/// ring too.
-fn install_crypto_provider() {
+/// ring too. Public so that other reqwest clients in the process (the server's webhook
+/// notifier) work before any http step ran.
+pub fn install_crypto_provider() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         if rustls::crypto::CryptoProvider::get_default().is_none() {

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
-pub use http::Http;
+pub use http::{Http, install_crypto_provider};
 pub use nats::Nats;
 pub use shell::Shell;
 

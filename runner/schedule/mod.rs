@@ -1,0 +1,255 @@
+//! Schedules: when a runbook runs by itself. A schedule is declared in a runbook
+//! (`schedule:`) or in a schedules file, and fired by `runbook serve`; its fire times are
+//! journaled so that a restart neither fires twice nor silently misses.
+
+pub mod file;
+pub mod scheduler;
+pub mod state;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::source::Pos;
+
+/// What happens when a fire comes while a run of the same schedule is unfinished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// The fire is skipped (and recorded as skipped).
+    Skip,
+    /// The fire waits until the unfinished run ends.
+    Queue,
+    /// The run starts anyway (its `lock` may still refuse it).
+    Allow,
+}
+
+/// What happens to fires missed while nothing was serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatchUp {
+    /// Missed fires are recorded as missed and not run.
+    None,
+    /// The latest missed fire runs once; earlier ones are recorded as missed.
+    Last,
+    /// Every missed fire within the window runs, oldest first.
+    All,
+}
+
+/// A schedule as declared (in a runbook or a schedules file), validated.
+#[derive(Clone, Debug)]
+pub struct ScheduleSpec {
+    /// Its name, if given (a runbook's single schedule is named after the runbook).
+    pub name: Option<String>,
+    /// The parsed cron expression.
+    pub cron: cron::Schedule,
+    /// The cron expression as written.
+    pub cron_text: String,
+    /// The time zone the expression is read in.
+    pub timezone: chrono_tz::Tz,
+    /// Parameter values for the runs.
+    pub params: Map<String, Value>,
+    /// The overlap policy.
+    pub overlap: Overlap,
+    /// The catch-up policy.
+    pub catch_up: CatchUp,
+    /// How far back `catch_up: all` reaches.
+    pub window: Duration,
+    /// Where it is declared.
+    pub pos: Pos,
+}
+
+/// A schedule that `serve` fires: a name, the runbook to run, and its spec.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// Unique among the schedules served.
+    pub name: String,
+    /// The runbook's name or origin.
+    pub runbook: String,
+    /// When and how.
+    pub spec: ScheduleSpec,
+}
+
+impl Schedule {
+    /// The first fire strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.spec
+            .cron
+            .after(&t.with_timezone(&self.spec.timezone))
+            .next()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    /// Every fire in `(from, to]`, at most `limit` of them (the latest ones).
+    pub fn fires_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(next) = self.next_after(t) {
+            if next > to {
+                break;
+            }
+            out.push(next);
+            if out.len() > limit {
+                out.remove(0);
+            }
+            t = next;
+        }
+        out
+    }
+
+    /// The next `n` fire times after `t`.
+    pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(n);
+        let mut t = t;
+        while out.len() < n {
+            let Some(next) = self.next_after(t) else {
+                break;
+            };
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    /// The parameters as `name=value` pairs, the way `-p` gives them.
+    pub fn param_pairs(&self) -> Vec<(String, String)> {
+        self.spec
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// A schedule with its journaled state and next fire times, for `schedule list` and the API.
+pub fn status_json(s: &Schedule, st: &state::ScheduleState) -> Value {
+    let history: Vec<_> = st.history.iter().rev().take(20).collect();
+    serde_json::json!({
+        "name": s.name,
+        "runbook": crate::library::display_origin(&s.runbook),
+        "cron": s.spec.cron_text,
+        "timezone": s.spec.timezone.name(),
+        "overlap": s.spec.overlap,
+        "catch_up": s.spec.catch_up,
+        "paused": st.paused,
+        "last_fire": st.last_fire,
+        "last_run": st.last_run,
+        "queued": st.queued,
+        "next": if st.paused { Vec::new() } else { s.upcoming(Utc::now(), 3) },
+        "history": history,
+    })
+}
+
+/// Parses a cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6–7
+/// with seconds first (and a year last), or a macro such as `@hourly`.
+pub fn parse_cron(text: &str) -> Result<cron::Schedule, String> {
+    let trimmed = text.trim();
+    let fields = trimmed.split_whitespace().count();
+    let full = if trimmed.starts_with('@') {
+        trimmed.to_owned()
+    } else {
+        match fields {
+            5 => format!("0 {trimmed}"),
+            6 | 7 => trimmed.to_owned(),
+            n => {
+                return Err(format!(
+                    "a cron expression has 5 fields (minute hour day-of-month month day-of-week), or 6 or 7 with seconds first; this one has {n}"
+                ));
+            }
+        }
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron expression: {e}"))
+}
+
+/// Parses a time zone name such as `UTC` or `Europe/Berlin`.
+pub fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("unknown time zone `{text}` (use an IANA name such as UTC or Europe/Berlin)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn schedule(cron: &str, tz: &str) -> Schedule {
+        Schedule {
+            name: "s".into(),
+            runbook: "r".into(),
+            spec: ScheduleSpec {
+                name: None,
+                cron: parse_cron(cron).unwrap(),
+                cron_text: cron.into(),
+                timezone: parse_timezone(tz).unwrap(),
+                params: Map::new(),
+                overlap: Overlap::Skip,
+                catch_up: CatchUp::None,
+                window: Duration::from_secs(86400),
+                pos: Pos::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn five_fields_mean_minutes_and_six_mean_seconds() {
+        let s = schedule("*/15 * * * *", "UTC");
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 10, 7, 30).unwrap();
+        assert_eq!(
+            s.next_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 11, 21, 10, 15, 0).unwrap())
+        );
+        let s = schedule("*/2 * * * * *", "UTC");
+        assert_eq!(s.next_after(t), Some(t + chrono::Duration::seconds(2)));
+    }
+
+    #[test]
+    fn time_zones_shift_the_fire_times() {
+        let s = schedule("0 3 * * *", "Europe/Berlin");
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
+        // 03:00 in Berlin in winter is 02:00 UTC.
+        assert_eq!(
+            s.next_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn fires_between_keeps_the_latest() {
+        let s = schedule("*/2 * * * * *", "UTC");
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
+        let fires = s.fires_between(t, t + chrono::Duration::seconds(10), 3);
+        assert_eq!(
+            fires,
+            [6, 8, 10]
+                .map(|s| t + chrono::Duration::seconds(s))
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_say_why() {
+        assert!(parse_cron("* * *").unwrap_err().contains("has 3"));
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(
+            parse_timezone("Mars/Olympus")
+                .unwrap_err()
+                .contains("unknown time zone")
+        );
+        assert!(parse_cron("@hourly").is_ok());
+    }
+}

@@ -1,0 +1,402 @@
+//! Firing schedules. On every tick each schedule's fires due since its last handled fire are
+//! decided — started, skipped, queued, or missed — by the overlap and catch-up policies, and
+//! every decision is journaled before the run it starts is created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use runbook_journals::{Journal, JournalError, RunId};
+use runbook_steps::Cancel;
+
+use crate::schedule::state::{FireOutcome, Pending, ScheduleState};
+use crate::schedule::{CatchUp, Overlap, Schedule};
+
+/// Starts the run of a fire; implemented by `serve`.
+pub trait Launcher: Send + Sync {
+    /// Creates run `id` of `schedule` for `fire` (taking its lock) and sets it going. Errors are
+    /// the reason the run could not start.
+    fn launch(&self, schedule: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String>;
+
+    /// Whether run `id` is unfinished (running, parked, sleeping, …).
+    fn unfinished(&self, id: RunId) -> bool;
+
+    /// Tells metrics what a fire led to, and how late a started run was.
+    fn fired(&self, schedule: &str, outcome: &FireOutcome, lag: Duration) {
+        let _ = (schedule, outcome, lag);
+    }
+}
+
+/// Fires schedules.
+pub struct Scheduler {
+    schedules: Vec<Schedule>,
+    journal: Arc<dyn Journal>,
+    launcher: Arc<dyn Launcher>,
+    tick: Duration,
+    /// Serializes every read-modify-write of a schedule's state (ticks, pause, trigger).
+    lock: std::sync::Mutex<()>,
+}
+
+impl Scheduler {
+    /// A scheduler for `schedules`, checking every `tick`.
+    pub fn new(
+        schedules: Vec<Schedule>,
+        journal: Arc<dyn Journal>,
+        launcher: Arc<dyn Launcher>,
+        tick: Duration,
+    ) -> Self {
+        Self {
+            schedules,
+            journal,
+            launcher,
+            tick,
+            lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The schedule called `name`.
+    pub fn get(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// Pauses or resumes a schedule. A resumed schedule fires from now on: what fell due while
+    /// it was paused is not caught up.
+    pub fn set_paused(&self, name: &str, paused: bool) -> Result<ScheduleState, JournalError> {
+        let _guard = self.lock.lock().expect("scheduler");
+        let mut st = ScheduleState::load(self.journal.as_ref(), name)?;
+        if st.paused && !paused {
+            st.last_fire = Some(Utc::now());
+        }
+        st.paused = paused;
+        st.save(self.journal.as_ref(), name)?;
+        Ok(st)
+    }
+
+    /// Fires a schedule now, by hand; the overlap policy applies. Returns what the fire led to.
+    pub fn trigger(&self, s: &Schedule) -> Result<crate::schedule::state::Fired, JournalError> {
+        let _guard = self.lock.lock().expect("scheduler");
+        let mut st = ScheduleState::load(self.journal.as_ref(), &s.name)?;
+        let now = Utc::now();
+        self.fire(s, &mut st, now, now)?;
+        Ok(st.history.last().cloned().expect("the fire was recorded"))
+    }
+
+    /// The schedules fired.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
+    }
+
+    /// A fire later than this after its time was missed rather than just due.
+    fn grace(&self) -> chrono::Duration {
+        chrono::Duration::from_std((self.tick * 4).max(Duration::from_secs(1)))
+            .unwrap_or(chrono::Duration::seconds(1))
+    }
+
+    /// Fires schedules until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, shutdown: Cancel) {
+        loop {
+            let now = Utc::now();
+            for s in &self.schedules {
+                if let Err(e) = self.tick_one(s, now) {
+                    tracing::warn!(schedule = %s.name, error = %e, "schedule tick failed");
+                }
+            }
+            let next = self
+                .schedules
+                .iter()
+                .filter_map(|s| s.next_after(Utc::now()))
+                .min();
+            let wait = next
+                .and_then(|n| (n - Utc::now()).to_std().ok())
+                .unwrap_or(self.tick)
+                .min(self.tick);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Decides every fire of `s` due by `now`.
+    pub fn tick_one(&self, s: &Schedule, now: DateTime<Utc>) -> Result<(), JournalError> {
+        let _guard = self.lock.lock().expect("scheduler");
+        let journal = self.journal.as_ref();
+        let mut st = ScheduleState::load(journal, &s.name)?;
+        if let Some(pending) = st.pending {
+            self.finish_pending(s, &mut st, pending)?;
+        }
+        let Some(last) = st.last_fire else {
+            // First sight of this schedule: it fires from now on, with nothing to catch up.
+            st.last_fire = Some(now);
+            return st.save(journal, &s.name);
+        };
+        if st.paused {
+            return Ok(());
+        }
+        let due = s.fires_between(last, now, 100_000);
+        let grace = self.grace();
+        let (fresh, stale): (Vec<_>, Vec<_>) = due.iter().partition(|f| now - **f <= grace);
+        let window = chrono::Duration::from_std(s.spec.window).unwrap_or(chrono::Duration::MAX);
+        let (run, missed): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) = match s.spec.catch_up {
+            CatchUp::None => (fresh, stale),
+            CatchUp::Last => {
+                if fresh.is_empty() {
+                    let mut stale = stale;
+                    let last = stale.pop();
+                    (last.into_iter().collect(), stale)
+                } else {
+                    (fresh, stale)
+                }
+            }
+            CatchUp::All => {
+                let (keep, drop): (Vec<_>, Vec<_>) =
+                    stale.into_iter().partition(|f| now - *f <= window);
+                (keep.into_iter().chain(fresh).collect(), drop)
+            }
+        };
+        if let Some(latest) = due.last() {
+            st.last_fire = Some(*latest);
+        }
+        for fire in missed {
+            st.record(fire, FireOutcome::Missed, None);
+            self.launcher
+                .fired(&s.name, &FireOutcome::Missed, Duration::ZERO);
+        }
+        if !due.is_empty() {
+            st.save(journal, &s.name)?;
+        }
+        for fire in run {
+            self.fire(s, &mut st, fire, now)?;
+        }
+        // A queued fire starts once the run before it has ended.
+        if !st.queued.is_empty() && !self.busy(&st) {
+            let fire = st.queued.remove(0);
+            self.start(s, &mut st, fire)?;
+        }
+        Ok(())
+    }
+
+    fn busy(&self, st: &ScheduleState) -> bool {
+        st.last_run.is_some_and(|r| self.launcher.unfinished(r))
+    }
+
+    /// Applies the overlap policy to one fire.
+    fn fire(
+        &self,
+        s: &Schedule,
+        st: &mut ScheduleState,
+        fire: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let busy = self.busy(st);
+        match s.spec.overlap {
+            Overlap::Skip if busy => {
+                st.record(fire, FireOutcome::Skipped, None);
+                self.launcher
+                    .fired(&s.name, &FireOutcome::Skipped, Duration::ZERO);
+                st.save(self.journal.as_ref(), &s.name)
+            }
+            Overlap::Queue if busy || !st.queued.is_empty() => {
+                st.queued.push(fire);
+                st.record(fire, FireOutcome::Queued, None);
+                self.launcher
+                    .fired(&s.name, &FireOutcome::Queued, Duration::ZERO);
+                st.save(self.journal.as_ref(), &s.name)
+            }
+            _ => {
+                let _ = now;
+                self.start(s, st, fire)
+            }
+        }
+    }
+
+    /// Journals the fire as pending, creates its run, then records that it started.
+    fn start(
+        &self,
+        s: &Schedule,
+        st: &mut ScheduleState,
+        fire: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let id = RunId::new();
+        st.pending = Some(Pending { fire, run: id });
+        st.save(self.journal.as_ref(), &s.name)?;
+        self.finish_pending(s, st, Pending { fire, run: id })
+    }
+
+    /// Creates the pending fire's run unless it exists already (a crash after creating it),
+    /// then records the outcome.
+    fn finish_pending(
+        &self,
+        s: &Schedule,
+        st: &mut ScheduleState,
+        pending: Pending,
+    ) -> Result<(), JournalError> {
+        let outcome = match self.journal.summary(pending.run) {
+            Ok(_) => FireOutcome::Started,
+            Err(JournalError::NoSuchRun(_)) => {
+                match self.launcher.launch(s, pending.fire, pending.run) {
+                    Ok(()) => FireOutcome::Started,
+                    Err(e) => FireOutcome::Refused(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let lag = (Utc::now() - pending.fire).to_std().unwrap_or_default();
+        self.launcher.fired(&s.name, &outcome, lag);
+        let run = matches!(outcome, FireOutcome::Started).then_some(pending.run);
+        if run.is_some() {
+            st.last_run = run;
+        }
+        st.record(pending.fire, outcome, run);
+        st.pending = None;
+        st.save(self.journal.as_ref(), &s.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+    use runbook_journals::MemoryJournal;
+    use std::sync::Mutex;
+
+    use crate::schedule::{ScheduleSpec, parse_cron};
+
+    #[derive(Default)]
+    struct Fake {
+        launched: Mutex<Vec<(DateTime<Utc>, RunId)>>,
+        busy: Mutex<bool>,
+    }
+
+    impl Launcher for Fake {
+        fn launch(&self, _: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String> {
+            self.launched.lock().unwrap().push((fire, id));
+            Ok(())
+        }
+        fn unfinished(&self, _: RunId) -> bool {
+            *self.busy.lock().unwrap()
+        }
+    }
+
+    fn every_2s(overlap: Overlap, catch_up: CatchUp) -> Schedule {
+        Schedule {
+            name: "s".into(),
+            runbook: "r".into(),
+            spec: ScheduleSpec {
+                name: None,
+                cron: parse_cron("*/2 * * * * *").unwrap(),
+                cron_text: "*/2 * * * * *".into(),
+                timezone: chrono_tz::UTC,
+                params: serde_json::Map::new(),
+                overlap,
+                catch_up,
+                window: Duration::from_secs(3600),
+                pos: crate::source::Pos::default(),
+            },
+        }
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn setup(s: &Schedule) -> (Scheduler, Arc<Fake>, Arc<MemoryJournal>) {
+        let journal = Arc::new(MemoryJournal::new());
+        let fake = Arc::new(Fake::default());
+        let sched = Scheduler::new(
+            vec![s.clone()],
+            journal.clone(),
+            fake.clone(),
+            Duration::from_millis(250),
+        );
+        (sched, fake, journal)
+    }
+
+    #[test]
+    fn each_fire_starts_once_and_the_first_tick_only_takes_note() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let (sched, fake, _) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        assert!(fake.launched.lock().unwrap().is_empty());
+        sched.tick_one(&s, at(2)).unwrap();
+        sched.tick_one(&s, at(2)).unwrap();
+        sched.tick_one(&s, at(3)).unwrap();
+        sched.tick_one(&s, at(4)).unwrap();
+        let fires: Vec<_> = fake.launched.lock().unwrap().iter().map(|f| f.0).collect();
+        assert_eq!(fires, [at(2), at(4)]);
+    }
+
+    #[test]
+    fn skip_records_fires_while_a_run_is_unfinished() {
+        let s = every_2s(Overlap::Skip, CatchUp::None);
+        let (sched, fake, journal) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        sched.tick_one(&s, at(2)).unwrap();
+        *fake.busy.lock().unwrap() = true;
+        sched.tick_one(&s, at(4)).unwrap();
+        *fake.busy.lock().unwrap() = false;
+        sched.tick_one(&s, at(6)).unwrap();
+        assert_eq!(fake.launched.lock().unwrap().len(), 2);
+        let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+        let outcomes: Vec<&str> = st.history.iter().map(|f| f.outcome.word()).collect();
+        assert_eq!(outcomes, ["started", "skipped", "started"]);
+    }
+
+    #[test]
+    fn queue_starts_the_waiting_fire_after_the_run_ends() {
+        let s = every_2s(Overlap::Queue, CatchUp::None);
+        let (sched, fake, _) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        sched.tick_one(&s, at(2)).unwrap();
+        *fake.busy.lock().unwrap() = true;
+        sched.tick_one(&s, at(4)).unwrap();
+        assert_eq!(fake.launched.lock().unwrap().len(), 1);
+        *fake.busy.lock().unwrap() = false;
+        sched.tick_one(&s, at(5)).unwrap();
+        let fires: Vec<_> = fake.launched.lock().unwrap().iter().map(|f| f.0).collect();
+        assert_eq!(fires, [at(2), at(4)]);
+    }
+
+    #[test]
+    fn catch_up_after_downtime() {
+        for (policy, expected) in [
+            (CatchUp::None, vec![]),
+            (CatchUp::Last, vec![at(20)]),
+            (CatchUp::All, vec![at(12), at(14), at(16), at(18), at(20)]),
+        ] {
+            let s = every_2s(Overlap::Allow, policy);
+            let (sched, fake, journal) = setup(&s);
+            sched.tick_one(&s, at(10)).unwrap();
+            // Down from 10 s to 21.5 s: the fires at 12 … 20 s were missed.
+            sched
+                .tick_one(&s, at(21) + chrono::Duration::milliseconds(500))
+                .unwrap();
+            let fires: Vec<_> = fake.launched.lock().unwrap().iter().map(|f| f.0).collect();
+            assert_eq!(fires, expected, "{policy:?}");
+            let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+            assert_eq!(st.last_fire, Some(at(20)));
+            assert_eq!(st.history.len(), 5, "every missed fire is accounted for");
+        }
+    }
+
+    #[test]
+    fn a_pending_fire_is_finished_not_fired_again() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let (sched, fake, journal) = setup(&s);
+        // A crash after the fire was journaled as pending, before its run was created.
+        let id = RunId::new();
+        let st = ScheduleState {
+            last_fire: Some(at(2)),
+            pending: Some(Pending {
+                fire: at(2),
+                run: id,
+            }),
+            ..ScheduleState::default()
+        };
+        st.save(journal.as_ref(), "s").unwrap();
+        sched.tick_one(&s, at(3)).unwrap();
+        assert_eq!(*fake.launched.lock().unwrap(), [(at(2), id)]);
+        sched.tick_one(&s, at(3)).unwrap();
+        assert_eq!(fake.launched.lock().unwrap().len(), 1, "no second fire");
+    }
+}

@@ -1,0 +1,566 @@
+//! The HTTP API of `runbook serve`: runbooks, runs (start, inspect, follow, approve, reject,
+//! resume, abort), schedules, and Prometheus metrics. Every `/api` route needs a bearer token;
+//! a missing or wrong one gets 401 and changes nothing. Actions are recorded under the token's
+//! name.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures_util::Stream;
+use runbook_journals::{Event, Journal, JournalError, Record, RunId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::engine::log::Observer;
+use crate::engine::view::RunView;
+use crate::engine::{EngineError, Resume};
+use crate::schedule::scheduler::Scheduler;
+use crate::schedule::state::ScheduleState;
+use crate::serve::auth::{ACT_AS, Identity, Tokens};
+use crate::serve::metrics::Metrics;
+use crate::serve::runs::{Runs, StartRequest};
+use crate::ui::json::record_json;
+use crate::ui::report::run_json;
+
+/// Committed records, broadcast to live followers (the event streams).
+pub struct Bus {
+    tx: broadcast::Sender<(RunId, Record)>,
+}
+
+impl Bus {
+    /// A bus keeping up to `capacity` records for slow followers.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(capacity);
+        Arc::new(Self { tx })
+    }
+}
+
+impl Observer for Bus {
+    fn record(&self, run: RunId, record: &Record) {
+        let _ = self.tx.send((run, record.clone()));
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    /// The runs.
+    pub runs: Arc<Runs>,
+    /// The tokens.
+    pub tokens: Tokens,
+    /// Live records.
+    pub bus: Arc<Bus>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The schedules.
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl App {
+    fn journal(&self) -> &Arc<dyn Journal> {
+        self.runs.journal()
+    }
+}
+
+/// An API error: a status and a message, sent as `{"error": …}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Invalid { .. } | EngineError::Params(_) => StatusCode::BAD_REQUEST,
+            EngineError::Refused(_) | EngineError::NeedsDecision(_) => StatusCode::CONFLICT,
+            EngineError::Journal(j) => return Self::from_journal(j),
+            EngineError::Precheck { .. } | EngineError::Exec(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        Self::from_journal(&e)
+    }
+}
+
+impl ApiError {
+    fn from_journal(e: &JournalError) -> Self {
+        let status = match e {
+            JournalError::NoSuchRun(_) => StatusCode::NOT_FOUND,
+            JournalError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
+            JournalError::LockHeld { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/runbooks", get(runbooks))
+        .route("/runs", get(list_runs).post(start_run))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/records", get(get_records))
+        .route("/runs/{id}/events", get(events))
+        .route("/runs/{id}/approve", post(approve))
+        .route("/runs/{id}/reject", post(reject))
+        .route("/runs/{id}/resume", post(resume))
+        .route("/runs/{id}/abort", post(abort))
+        .route("/schedules", get(schedules))
+        .route("/schedules/{name}/pause", post(pause))
+        .route("/schedules/{name}/resume", post(unpause))
+        .route("/schedules/{name}/trigger", post(trigger));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .route("/", get(page))
+        .route("/runs/{id}", get(page))
+        .with_state(app)
+}
+
+/// Rejects requests without a known bearer token (401, nothing changes) and records who
+/// called.
+async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let act_as = headers.get(ACT_AS).and_then(|v| v.to_str().ok());
+    match token.and_then(|t| app.tokens.identify(t, act_as)) {
+        Some(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        None => {
+            let mut response = ApiError(
+                StatusCode::UNAUTHORIZED,
+                if token.is_some() {
+                    "the bearer token is not known".into()
+                } else {
+                    "a bearer token is required (Authorization: Bearer …)".into()
+                },
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("valid header"),
+            );
+            response
+        }
+    }
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Html(crate::serve::web::PAGE),
+    )
+}
+
+async fn whoami(Extension(who): Extension<Identity>) -> Json<Value> {
+    Json(json!({ "name": who.name }))
+}
+
+async fn runbooks(State(app): State<Arc<App>>) -> Json<Value> {
+    let registry = runbook_steps::Registry::builtin();
+    let list: Vec<Value> = app
+        .runs
+        .library()
+        .list()
+        .into_iter()
+        .map(|e| {
+            let book =
+                crate::engine::load_live(&e.origin, app.runs.library(), &registry, None).ok();
+            json!({
+                "name": e.name,
+                "origin": crate::library::display_origin(&e.origin),
+                "description": book.as_ref().and_then(|b| b.main().description.clone()),
+                "params": book.as_ref().map(|b| b.main().params.iter().map(|p| json!({
+                    "name": p.name, "type": p.ty.as_str(), "required": p.required,
+                    "default": p.default, "secret": p.secret, "description": p.description,
+                })).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list_runs(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let mut runs = app.journal().runs()?;
+    runs.reverse();
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| q.state.as_deref().is_none_or(|s| r.state.as_str() == s))
+        .take(q.limit.unwrap_or(200))
+        .map(|r| {
+            let mut v = serde_json::to_value(&r).expect("summaries serialize");
+            v["active"] = json!(app.runs.is_active(r.id));
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(runs)))
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    runbook: String,
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+    #[serde(default)]
+    yes: bool,
+}
+
+async fn start_run(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<StartBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let params = body
+        .params
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect();
+    let runs = app.runs.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        runs.start(&StartRequest {
+            target: body.runbook,
+            params,
+            who: who.name,
+            yes: body.yes,
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((StatusCode::CREATED, Json(json!({ "run": id.to_string() }))))
+}
+
+fn view(app: &App, id: &str) -> ApiResult<RunView> {
+    let id = app.journal().resolve(id)?;
+    let records = app.journal().read(id)?;
+    RunView::from_records(id, &records).map_err(|e| ApiError::from(EngineError::from(e)))
+}
+
+async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let view = view(&app, &id)?;
+    let mut v = run_json(&view);
+    v["active"] = json!(app.runs.is_active(view.id));
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn get_records(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<AfterQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = app.journal().resolve(&id)?;
+    let records = app.journal().read_after(id, q.after)?;
+    Ok(Json(Value::Array(
+        records.iter().map(|r| record_json(id, r)).collect(),
+    )))
+}
+
+/// Whether a record ends what a follower waits for: the run ended or stopped for a person.
+fn settles(record: &Record) -> bool {
+    use runbook_journals::RunState;
+    matches!(
+        &record.event,
+        Event::StateChanged { state, .. }
+            if state.is_terminal()
+                || matches!(state, RunState::Waiting | RunState::NeedsAttention | RunState::Interrupted)
+    )
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Keep following past a park (waiting, needs-attention, interrupted) until the run ends.
+    #[serde(default)]
+    until_end: bool,
+}
+
+/// A live stream of a run's records (server-sent events): every record so far, then each new
+/// one as it commits, until the run ends (or parks, unless `until_end`).
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let id = app.journal().resolve(&id)?;
+    // Subscribe before reading, so nothing committed in between is missed.
+    let rx = app.bus.tx.subscribe();
+    let records = app.journal().read(id)?;
+    let last = records.last().map_or(0, |r| r.seq);
+    let done_already = records
+        .iter()
+        .any(|r| matches!(&r.event, Event::StateChanged { state, .. } if state.is_terminal()));
+    let until_end = q.until_end;
+    let initial: Vec<SseEvent> = records.iter().map(|r| sse(id, r)).collect();
+    let live = futures_util::stream::unfold(
+        Follow {
+            rx,
+            last,
+            done: done_already,
+        },
+        move |mut f| async move {
+            loop {
+                if f.done {
+                    return None;
+                }
+                match f.rx.recv().await {
+                    Ok((run, record)) if run == id && record.seq > f.last => {
+                        f.last = record.seq;
+                        let ends = matches!(&record.event, Event::StateChanged { state, .. } if state.is_terminal())
+                            || (!until_end && settles(&record));
+                        f.done = ends;
+                        return Some((sse(id, &record), f));
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow: tell the follower to reload rather than silently skip.
+                        f.done = true;
+                        return Some((SseEvent::default().event("lagged").data("{}"), f));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let stream = futures_util::StreamExt::map(
+        futures_util::StreamExt::chain(futures_util::stream::iter(initial), live),
+        Ok,
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Where a live event stream stands.
+struct Follow {
+    rx: broadcast::Receiver<(RunId, Record)>,
+    last: u64,
+    done: bool,
+}
+
+fn sse(run: RunId, record: &Record) -> SseEvent {
+    SseEvent::default()
+        .event("record")
+        .id(record.seq.to_string())
+        .data(record_json(run, record).to_string())
+}
+
+#[derive(Deserialize, Default)]
+struct DecideBody {
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    step: Option<String>,
+}
+
+async fn decide(
+    app: Arc<App>,
+    who: Identity,
+    id: String,
+    body: DecideBody,
+    approved: bool,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = app.journal().resolve(&id)?;
+    let runs = app.runs.clone();
+    tokio::task::spawn_blocking(move || {
+        runs.decide(id, approved, body.step.as_deref(), body.comment, &who.name)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": id.to_string(), "approved": approved })),
+    ))
+}
+
+async fn approve(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<DecideBody>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    decide(app, who, id, body.map(|b| b.0).unwrap_or_default(), true).await
+}
+
+async fn reject(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<DecideBody>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    decide(app, who, id, body.map(|b| b.0).unwrap_or_default(), false).await
+}
+
+#[derive(Deserialize, Default)]
+struct ResumeBody {
+    #[serde(default)]
+    retry_step: Option<String>,
+    #[serde(default)]
+    skip_step: Option<String>,
+    #[serde(default)]
+    reload: bool,
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+}
+
+async fn resume(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<ResumeBody>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = app.journal().resolve(&id)?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let req = Resume {
+        retry_step: body.retry_step,
+        skip_step: body.skip_step,
+        reload: body.reload,
+        params: body
+            .params
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect(),
+    };
+    let runs = app.runs.clone();
+    tokio::task::spawn_blocking(move || runs.resume(id, &req, &who.name))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id.to_string() }))))
+}
+
+#[derive(Deserialize, Default)]
+struct AbortBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn abort(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<AbortBody>>,
+) -> ApiResult<Json<Value>> {
+    let id = app.journal().resolve(&id)?;
+    let reason = body.and_then(|b| b.0.reason);
+    app.runs.abort(id, reason, &who.name).await?;
+    Ok(Json(json!({ "run": id.to_string(), "state": "aborted" })))
+}
+
+/// A schedule with its state and next fire times.
+pub fn schedule_json(scheduler: &Scheduler, journal: &dyn Journal, name: &str) -> ApiResult<Value> {
+    let s = scheduler
+        .get(name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`")))?;
+    let st = ScheduleState::load(journal, name)?;
+    Ok(crate::schedule::status_json(s, &st))
+}
+
+async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    let list: ApiResult<Vec<Value>> = app
+        .scheduler
+        .schedules()
+        .iter()
+        .map(|s| schedule_json(&app.scheduler, app.journal().as_ref(), &s.name))
+        .collect();
+    Ok(Json(Value::Array(list?)))
+}
+
+fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<Value>> {
+    if app.scheduler.get(name).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no schedule `{name}`"),
+        ));
+    }
+    app.scheduler.set_paused(name, paused)?;
+    Ok(Json(schedule_json(
+        &app.scheduler,
+        app.journal().as_ref(),
+        name,
+    )?))
+}
+
+async fn pause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    set_paused(&app, &name, true)
+}
+
+async fn unpause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    set_paused(&app, &name, false)
+}
+
+async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let scheduler = app.scheduler.clone();
+    let fired = tokio::task::spawn_blocking(move || {
+        let s = scheduler
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`")))?;
+        scheduler.trigger(&s).map_err(ApiError::from)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(serde_json::to_value(fired).expect("fires serialize")))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            .parse()
+            .expect("valid header"),
+    );
+    (headers, app.metrics.render(app.journal().as_ref()))
+}
