@@ -260,7 +260,7 @@ error: unknown field `owner` in a runbook
 3 | owner: me
   | ^^^^^
   |
-help: the fields of a runbook are: runbook, description, params, lock, prechecks, steps, on_failure, output, functions
+help: the fields of a runbook are: runbook, description, params, lock, prechecks, steps, on_failure, output, functions, schedule
 
 error: 2 problems found
 ",
