@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need on a fresh machine (Debian packages,
-# project-local Python virtualenvs with the real servers), then runs every test.
+# project-local Python virtualenvs with the real servers, Debian chromium and playwright-core for the
+# browser tests), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 testbeds/install.sh
+tests/browser/install.sh
 cargo test --workspace "$@"

@@ -20,3 +20,4 @@ mod openbao;
 mod secrets;
 mod semantics;
 mod sleep;
+mod web;

@@ -1,0 +1,381 @@
+//! The web page of `runbook serve`, driven in headless Chromium (Debian's `chromium`, through
+//! playwright-core: tests/browser). An operator enters their token, finds the run in the list,
+//! reads the gate, comments, approves, and watches the run finish live on the page; the person who
+//! started a run and approves its four-eyes gate sees the API's refusal on the page.
+//!
+//! These tests need what tests/browser/install.sh installs (Debian chromium, and playwright-core
+//! in `tests/browser/node_modules`); without it they fail and say to run it. They never skip.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, wait_for};
+
+const ALICE: &str = "a11ce0000000000000000000000a11ce";
+const BOB: &str = "b0b00000000000000000000000000b0b";
+
+const APPROVE_BOOK: &str = r#"
+runbook: web-approve
+description: Two steps, a gate, and a step after the gate, for the browser test
+steps:
+  - id: prepare
+    shell: { run: "echo prepared > before.txt" }
+  - id: roll
+    foreach: "[1, 2]"
+    as: member
+    steps:
+      - id: ping
+        shell: { args: [echo, "member {{member}} is up"] }
+  - id: confirm
+    gate: { prompt: "Both members are up. Check the dashboards, then approve." }
+  - id: after
+    # Long enough that the page can only learn the end from the live event stream.
+    shell: { run: "sleep 1 && echo approved > after.txt" }
+"#;
+
+const FOUR_EYES_BOOK: &str = r#"
+runbook: web-four-eyes
+steps:
+  - id: prepare
+    shell: { run: "echo prepared > before.txt" }
+  - id: confirm
+    gate: { prompt: "Rotate the root key now?", four_eyes: true }
+  - id: after
+    shell: { run: "echo approved > after.txt" }
+"#;
+
+/// Everything a child process printed, collected by threads that keep its pipes drained.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    /// Copies the child's stdout and stderr into this buffer; the threads end when the pipes close.
+    fn drain(&self, child: &mut Child) -> Vec<std::thread::JoinHandle<()>> {
+        let mut readers = Vec::new();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = self.0.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .expect("output")
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }));
+        }
+        readers
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().expect("output").clone()
+    }
+}
+
+/// A `runbook serve` in a sandbox, with tokens for alice and bob; stopped (SIGTERM) on drop.
+struct Serve {
+    child: Child,
+    url: String,
+    output: Captured,
+    http: ureq::Agent,
+}
+
+impl Serve {
+    fn start(sb: &Sandbox) -> Self {
+        let tokens = sb.write("tokens", &format!("alice: {ALICE}\nbob: {BOB}\n"));
+        let mut child = sb
+            .cmd(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tokens",
+                tokens.to_str().expect("utf-8 path"),
+            ])
+            .env_remove("RUNBOOK_API_TOKEN")
+            .spawn();
+        let output = Captured::default();
+        let _readers = output.drain(&mut child);
+        let info = sb.journal().join("serve.json");
+        let mut url = String::new();
+        wait_for("serve to write serve.json", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("serve exited with {status}:\n{}", output.text());
+            }
+            let Ok(text) = std::fs::read_to_string(&info) else {
+                return false;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                return false;
+            };
+            v["url"].as_str().unwrap_or_default().clone_into(&mut url);
+            !url.is_empty()
+        });
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        Self {
+            child,
+            url,
+            output,
+            http,
+        }
+    }
+
+    fn get(&self, token: &str, path: &str) -> Value {
+        let url = format!("{}{path}", self.url);
+        match self
+            .http
+            .get(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(r) => r.into_json().expect("JSON body"),
+            Err(e) => panic!("GET {url}: {e}\n--- serve ---\n{}", self.output.text()),
+        }
+    }
+
+    fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let response = match self
+            .http
+            .post(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_json(body.clone())
+        {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("POST {url}: {e}\n--- serve ---\n{}", self.output.text()),
+        };
+        let status = response.status();
+        (status, response.into_json().unwrap_or(Value::Null))
+    }
+
+    /// Starts `runbook` as the holder of `token` and waits until it is parked at its gate (and no
+    /// longer executing, so a decision is taken at once).
+    fn start_parked(&self, token: &str, runbook: &str) -> String {
+        let (status, body) = self.post(token, "/api/v1/runs", &json!({ "runbook": runbook }));
+        assert_eq!(
+            status,
+            201,
+            "starting {runbook}: {body}\n{}",
+            self.output.text()
+        );
+        let run = body["run"].as_str().expect("a run id").to_owned();
+        let mut last = Value::Null;
+        let parked = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < parked {
+            last = self.get(token, &format!("/api/v1/runs/{run}"));
+            if last["state"] == "waiting" && last["active"] == false {
+                return run;
+            }
+            assert!(
+                last["state"] == "running",
+                "run {run} should park at its gate: {last:#}\n{}",
+                self.output.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("run {run} did not park at its gate: {last:#}");
+    }
+
+    fn records(&self, token: &str, run: &str) -> Vec<Value> {
+        match self.get(token, &format!("/api/v1/runs/{run}/records")) {
+            Value::Array(records) => records,
+            other => panic!("records are an array: {other}"),
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        assert!(
+            std::thread::panicking(),
+            "serve did not stop within 30 s of SIGTERM:\n{}",
+            self.output.text()
+        );
+    }
+}
+
+/// tests/browser, once its prerequisites are checked: Debian chromium, node, and playwright-core
+/// installed there. Fails (never skips) with the command that installs them.
+fn browser_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut missing = Vec::new();
+    if !Path::new(&chromium).is_file() {
+        missing.push(format!("the browser {chromium} (Debian package chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        missing.push("node (Node.js 20 or later)".into());
+    }
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        missing.push(format!("playwright-core in {}/node_modules", dir.display()));
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}: run tests/browser/install.sh",
+        missing.join(", ")
+    );
+    dir
+}
+
+/// Where a screenshot goes: kept in the target directory after the test, for people to look at.
+fn screenshot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// Runs `node tests/browser/approve.mjs ARGS…`, at most 90 s (the script bounds itself to 60 s).
+fn page_script(args: &[&str]) -> (Option<ExitStatus>, String) {
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .arg(dir.join("approve.mjs"))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let output = Captured::default();
+    let readers = output.drain(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The last bytes: the readers end when node's pipes close (bounded, in case a browser
+    // process it left behind still holds them).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !readers.iter().all(std::thread::JoinHandle::is_finished) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (status, output.text())
+}
+
+#[test]
+fn an_operator_approves_a_gate_in_the_browser_and_watches_the_run_finish_live() {
+    browser_dir();
+    let sb = Sandbox::new();
+    sb.write("runbooks/web-approve.yaml", APPROVE_BOOK);
+    let serve = Serve::start(&sb);
+    let run = serve.start_parked(BOB, "web-approve");
+    assert_eq!(sb.read("before.txt"), "prepared\n");
+    assert_eq!(sb.read("after.txt"), "", "nothing past the gate ran");
+
+    let shot = screenshot("web-approve.png");
+    let comment = "LGTM from the browser";
+    let (status, out) = page_script(&[
+        &serve.url,
+        ALICE,
+        &run,
+        comment,
+        shot.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "approve.mjs should approve the gate and see the run succeed; it ended {status:?}:\n{out}\n--- serve ---\n{}",
+        serve.output.text()
+    );
+    assert!(shot.is_file(), "approve.mjs took no screenshot:\n{out}");
+    eprintln!("screenshot of the page: {}", shot.display());
+
+    let detail = serve.get(BOB, &format!("/api/v1/runs/{run}"));
+    assert_eq!(detail["state"], "succeeded", "{detail:#}");
+    let records = serve.records(BOB, &run);
+    let decided: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "gate_decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "one decision: {records:#?}");
+    assert_eq!(decided[0]["path"], "confirm");
+    assert_eq!(decided[0]["approved"], true);
+    assert_eq!(decided[0]["by"], "alice", "recorded under the token's name");
+    assert_eq!(decided[0]["comment"], comment);
+    assert_eq!(
+        sb.read("after.txt"),
+        "approved\n",
+        "the step after the gate ran"
+    );
+}
+
+#[test]
+fn the_page_shows_the_refusal_when_the_starter_approves_a_four_eyes_gate() {
+    browser_dir();
+    let sb = Sandbox::new();
+    sb.write("runbooks/web-four-eyes.yaml", FOUR_EYES_BOOK);
+    let serve = Serve::start(&sb);
+    let run = serve.start_parked(BOB, "web-four-eyes");
+
+    let shot = screenshot("web-four-eyes-refused.png");
+    let (status, out) = page_script(&[
+        "--expect-refusal",
+        "needs a second person",
+        &serve.url,
+        BOB,
+        &run,
+        "approving my own run",
+        shot.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the page should show the four-eyes refusal; approve.mjs ended {status:?}:\n{out}\n--- serve ---\n{}",
+        serve.output.text()
+    );
+    eprintln!("screenshot of the page: {}", shot.display());
+
+    let detail = serve.get(BOB, &format!("/api/v1/runs/{run}"));
+    assert_eq!(detail["state"], "waiting", "still at the gate: {detail:#}");
+    assert_eq!(detail["open_gate"]["path"], "confirm");
+    let records = serve.records(BOB, &run);
+    assert!(
+        !records.iter().any(|r| r["event"] == "gate_decided"),
+        "a refused approval records no decision: {records:#?}"
+    );
+    assert_eq!(sb.read("after.txt"), "", "nothing past the gate ran");
+}
