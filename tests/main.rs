@@ -19,5 +19,6 @@ mod nats;
 mod openbao;
 mod secrets;
 mod semantics;
+mod serve;
 mod sleep;
 mod web;

@@ -31,6 +31,9 @@ use crate::serve::metrics::Metrics;
 use crate::serve::notify::{Notifier, NotifyEvent, Webhook};
 use crate::serve::runs::{Runs, ScheduleLauncher};
 
+/// How long a stopping `serve` waits for webhook notifications still being delivered.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
+
 /// How `serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -229,6 +232,14 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
     shutdown.cancel(CancelReason::Interrupted(signal.clone()));
     let _ = scheduler_task.await;
     runs.shutdown(&signal).await;
+    // The runs' last news (a failure at shutdown, the interrupted runs' gates) is delivered
+    // before the process goes, within a bound: a dead webhook must not hold up the exit.
+    if !notifier.flush(NOTIFY_FLUSH).await {
+        eprintln!(
+            "some webhook notifications were not delivered within {}",
+            humantime::format_duration(NOTIFY_FLUSH)
+        );
+    }
     metrics.set_notifications(notifier.delivered(), notifier.failed());
     let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
     ServeInfo::remove(&dir);

@@ -1,0 +1,1385 @@
+//! `runbook serve`: schedules that fire once per fire time across restarts (with `overlap` and
+//! `catch_up` honoured), runs a killed `serve` was executing resumed by the next one, the HTTP
+//! API with bearer tokens and four-eyes approvals, the command line talking to a `serve` that
+//! holds the journal, Prometheus metrics, and webhook notifications.
+//!
+//! Every test drives the built binary: `serve` runs as a child process in a sandbox (its
+//! working directory, so `runbooks/*.yaml` there are found by name and their `schedule:` fire),
+//! is reached through the URL and local token it writes to `<journal>/serve.json`, and is
+//! stopped by pid. Waits poll a condition; where a test must let time pass (a pause, a
+//! downtime) the condition is the wall clock against journaled fire times.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, wait_for};
+
+/// How long a `serve` may take to come up or go down, and a run to settle, on a loaded machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// The harness: a `serve` child process, and HTTP calls to it.
+
+/// A running `runbook serve` in a sandbox.
+struct Serve {
+    child: Option<Child>,
+    /// Its base URL, from `serve.json`.
+    url: String,
+    /// The local command line's token, from `serve.json`.
+    token: String,
+    /// Its stdout and stderr so far (drained by threads, so the pipes never fill).
+    output: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    /// Starts `runbook serve --listen 127.0.0.1:0 --tick 100ms ARGS…` in `sb` and waits until
+    /// it has written `serve.json` (with its own pid: a killed predecessor's file is ignored).
+    fn start(sb: &Sandbox, args: &[&str]) -> Self {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--tick", "100ms"];
+        all.extend_from_slice(args);
+        let mut child = sb.cmd(&all).spawn();
+        let output = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut out = output.lock().expect("output");
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let pid = child.id();
+        let info_path = sb.journal().join("serve.json");
+        let mut serve = Self {
+            child: Some(child),
+            url: String::new(),
+            token: String::new(),
+            output,
+        };
+        let mut info = Value::Null;
+        wait_for("serve to write serve.json", SETTLE, || {
+            if let Some(status) = serve
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "serve exited with {status} before it was up\n--- output ---\n{}",
+                    serve.output()
+                );
+            }
+            info = std::fs::read_to_string(&info_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            info["pid"].as_u64() == Some(u64::from(pid))
+        });
+        info["url"]
+            .as_str()
+            .expect("serve.json has a url")
+            .clone_into(&mut serve.url);
+        info["token"]
+            .as_str()
+            .expect("serve.json has a token")
+            .clone_into(&mut serve.token);
+        serve
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().expect("running").id()).expect("pid"))
+    }
+
+    /// What the process printed so far.
+    fn output(&self) -> String {
+        self.output.lock().expect("output").clone()
+    }
+
+    /// Sends `signal` and waits until the process has exited; returns its output.
+    fn end(&mut self, signal: Signal) -> String {
+        kill(self.pid(), signal).expect("signal serve");
+        let mut child = self.child.take().expect("running");
+        let mut status = None;
+        wait_for(&format!("serve to exit after {signal}"), SETTLE, || {
+            status = child.try_wait().expect("wait for serve");
+            status.is_some()
+        });
+        let output = self.output();
+        if signal == Signal::SIGTERM {
+            assert!(
+                status.expect("exited").success(),
+                "serve must exit 0 on SIGTERM, got {status:?}\n--- output ---\n{output}"
+            );
+        }
+        output
+    }
+
+    /// SIGTERM: runs stop at a safe point; waits for the exit (code 0).
+    fn stop(mut self) -> String {
+        self.end(Signal::SIGTERM)
+    }
+
+    /// SIGKILL: the process dies wherever it is.
+    fn kill(mut self) {
+        self.end(Signal::SIGKILL);
+    }
+
+    /// GET with the local token.
+    fn get(&self, path: &str) -> Value {
+        let (status, body) = call("GET", &self.api(path), Some(&self.token), None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// POST with the local token.
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        call("POST", &self.api(path), Some(&self.token), Some(body))
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    /// Starts a run of `runbook` through the API; returns its id.
+    fn start_run(&self, runbook: &str) -> String {
+        let (status, body) = self.post("/runs", &json!({ "runbook": runbook }));
+        assert_eq!(status, 201, "POST /runs {runbook}: {body}");
+        body["run"].as_str().expect("a run id").to_owned()
+    }
+
+    /// The run as the API shows it.
+    fn run(&self, id: &str) -> Value {
+        self.get(&format!("/runs/{id}"))
+    }
+
+    /// Waits until the run is in `state`.
+    fn wait_state(&self, id: &str, state: &str) -> Value {
+        let mut run = Value::Null;
+        wait_for(&format!("run {id} to be {state}"), SETTLE, || {
+            run = self.run(id);
+            run["state"] == state
+        });
+        run
+    }
+
+    /// The run's records, through the API.
+    fn records(&self, id: &str) -> Vec<Value> {
+        array(&self.get(&format!("/runs/{id}/records")))
+    }
+
+    /// Every run, through the API (newest first).
+    fn runs(&self) -> Vec<Value> {
+        array(&self.get("/runs"))
+    }
+
+    /// The schedule called `name`, through the API.
+    fn schedule(&self, name: &str) -> Value {
+        array(&self.get("/schedules"))
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no schedule `{name}` in the API"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("--- serve output ---\n{}", self.output());
+            }
+        }
+    }
+}
+
+/// An HTTP call; the status and the body (JSON, or the text as a JSON string).
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let mut request = ureq::request(method, url).timeout(Duration::from_secs(60));
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    let result = match body {
+        Some(body) => request.send_json(body.clone()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().expect("a response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+fn array(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("not an RFC 3339 time: {v}: {e}"))
+}
+
+fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["event"] == name).collect()
+}
+
+/// Waits until the wall clock has passed `t`.
+fn wait_until(what: &str, t: DateTime<Utc>) {
+    let limit = (t - Utc::now()).to_std().unwrap_or_default() + SETTLE;
+    wait_for(what, limit, || Utc::now() >= t);
+}
+
+/// Every run in the journal, newest first (the journal must be free: no `serve` running).
+fn history(sb: &Sandbox) -> Vec<Value> {
+    sb.cmd(&["history", "--limit", "100000", "--output", "json"])
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("history lines are JSON"))
+        .collect()
+}
+
+/// `runbook schedule list --output json`, the schedule called `name`.
+fn schedule_listed(sb: &Sandbox, name: &str) -> Value {
+    let out = sb.cmd(&["schedule", "list", "--output", "json"]).ok();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("schedule lines are JSON"))
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{}", out.explain(&format!("no schedule `{name}` listed"))))
+}
+
+/// A schedule's history as (fire time, outcome, run), oldest first.
+fn fires(schedule: &Value) -> Vec<(DateTime<Utc>, String, Option<String>)> {
+    let mut out: Vec<_> = array(&schedule["history"])
+        .iter()
+        .map(|f| {
+            (
+                time(&f["fire"]),
+                f["outcome"].as_str().expect("an outcome").to_owned(),
+                f["run"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    out.sort_by_key(|f| f.0);
+    out
+}
+
+/// The fire times a step appended to `file`, in order.
+fn fire_lines(sb: &Sandbox, file: &str) -> Vec<DateTime<Utc>> {
+    sb.read(file)
+        .lines()
+        .map(|l| {
+            DateTime::parse_from_rfc3339(l.trim())
+                .unwrap_or_else(|e| panic!("`{l}` is not a fire time: {e}"))
+                .with_timezone(&Utc)
+        })
+        .collect()
+}
+
+/// A step that appends the run's fire time to `file` once: idempotent (a run stopped in this
+/// step by a SIGTERM is retried by the next `serve`), so one run writes one line — and two runs
+/// for one fire time would still show as more runs than lines.
+fn note_fire(file: &str) -> String {
+    format!(
+        r#"  - id: note
+    idempotent: true
+    shell: {{ run: "grep -qx '{{{{run.trigger.fire_time}}}}' {file} 2>/dev/null || echo '{{{{run.trigger.fire_time}}}}' >> {file}" }}
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules.
+
+#[test]
+fn a_schedule_fires_once_per_fire_time_across_a_restart_and_records_what_it_missed() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/ticker.yaml",
+        &format!(
+            "runbook: ticker\nschedule: {{ cron: \"*/2 * * * * *\", catch_up: none }}\nsteps:\n{}",
+            note_fire("fires.txt")
+        ),
+    );
+
+    let first = Serve::start(&sb, &[]);
+    wait_for("three fires of the first serve", SETTLE, || {
+        fire_lines(&sb, "fires.txt").len() >= 3
+    });
+    let stopped_at = Utc::now();
+    first.stop();
+    // The journal says which fire the first serve handled last.
+    let last_handled = time(&schedule_listed(&sb, "ticker")["last_fire"]);
+    // Down long enough that at least two fire times pass beyond the grace a late fire gets.
+    wait_until(
+        "two fire times to pass while no serve runs",
+        last_handled + TimeDelta::milliseconds(5_200),
+    );
+
+    let restarted_at = Utc::now();
+    let second = Serve::start(&sb, &[]);
+    wait_for("three fires of the second serve", SETTLE, || {
+        fire_lines(&sb, "fires.txt")
+            .iter()
+            .filter(|f| **f > restarted_at)
+            .count()
+            >= 3
+    });
+    let served = second.schedule("ticker");
+    let missed_in_api: Vec<DateTime<Utc>> = fires(&served)
+        .into_iter()
+        .filter(|f| f.1 == "missed")
+        .map(|f| f.0)
+        .collect();
+    assert!(
+        missed_in_api.len() >= 2
+            && missed_in_api
+                .iter()
+                .all(|f| *f > last_handled && *f < restarted_at),
+        "the fires due while no serve ran are journaled as missed: {served:#}"
+    );
+    second.stop();
+
+    // Every fire time is unique and on an even second.
+    let lines = fire_lines(&sb, "fires.txt");
+    let unique: BTreeSet<_> = lines.iter().collect();
+    assert_eq!(
+        unique.len(),
+        lines.len(),
+        "a fire time ran twice: {lines:?}"
+    );
+    for f in &lines {
+        assert_eq!(
+            (f.timestamp() % 2, f.timestamp_subsec_nanos()),
+            (0, 0),
+            "fire {f} is not on an even second"
+        );
+    }
+    // One run per line, each for its own fire time.
+    let runs = history(&sb);
+    assert_eq!(runs.len(), lines.len(), "runs {runs:?}\nfires {lines:?}");
+    let mut run_fires = BTreeSet::new();
+    for r in &runs {
+        let id = r["id"].as_str().expect("id");
+        let status = sb.status(id);
+        assert_eq!(status["state"], "succeeded", "{status:#}");
+        assert_eq!(status["trigger"]["schedule"], "ticker");
+        assert!(
+            run_fires.insert(time(&status["trigger"]["fire_time"])),
+            "two runs for one fire time: {status:#}"
+        );
+    }
+    assert_eq!(run_fires, unique.into_iter().copied().collect());
+
+    // While a serve ran, fires came every 2 s; the gap between the serves is exactly the fires
+    // journaled as missed.
+    let (before, after): (Vec<&DateTime<Utc>>, Vec<&DateTime<Utc>>) =
+        lines.iter().partition(|f| **f <= stopped_at);
+    for session in [&before, &after] {
+        for pair in session.windows(2) {
+            assert_eq!(
+                *pair[1] - *pair[0],
+                TimeDelta::seconds(2),
+                "consecutive fires of one serve: {lines:?}"
+            );
+        }
+    }
+    let history = fires(&schedule_listed(&sb, "ticker"));
+    let missed: Vec<DateTime<Utc>> = history
+        .iter()
+        .filter(|f| f.1 == "missed")
+        .map(|f| f.0)
+        .collect();
+    let gap: Vec<DateTime<Utc>> = std::iter::successors(
+        Some(**before.last().expect("fires") + TimeDelta::seconds(2)),
+        |t| Some(*t + TimeDelta::seconds(2)),
+    )
+    .take_while(|t| t < after.first().expect("fires"))
+    .collect();
+    assert_eq!(missed, gap, "journaled history: {history:?}");
+    assert!(
+        history.iter().all(|f| f.1 == "missed" || f.1 == "started"),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn overlap_skip_never_runs_two_at_once_and_records_the_skipped_fires() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/slow-tick.yaml",
+        r#"
+runbook: slow-tick
+schedule: { cron: "* * * * * *", overlap: skip, catch_up: none }
+steps:
+  - id: nap
+    sleep: 2500ms
+"#,
+    );
+    let serve = Serve::start(&sb, &[]);
+    wait_for(
+        "two runs to succeed and a fire to be skipped",
+        SETTLE,
+        || {
+            let done = serve
+                .runs()
+                .iter()
+                .filter(|r| r["state"] == "succeeded")
+                .count();
+            done >= 2
+                && fires(&serve.schedule("slow-tick"))
+                    .iter()
+                    .any(|f| f.1 == "skipped")
+        },
+    );
+    let schedule = serve.schedule("slow-tick");
+    serve.stop();
+
+    // Each run starts only after the one before it has ended.
+    let mut spans: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String)> = history(&sb)
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().expect("id").to_owned();
+            let records = sb.records(&id);
+            let start = time(&records[0]["at"]);
+            let end = records
+                .iter()
+                .find(|r| {
+                    r["event"] == "state_changed"
+                        && ["succeeded", "failed", "aborted"]
+                            .contains(&r["state"].as_str().unwrap_or(""))
+                })
+                .map(|r| time(&r["at"]));
+            (start, end, id)
+        })
+        .collect();
+    spans.sort_by_key(|s| s.0);
+    assert!(spans.len() >= 2, "{spans:?}");
+    for pair in spans.windows(2) {
+        let end = pair[0]
+            .1
+            .unwrap_or_else(|| panic!("run {} never ended, yet {} started", pair[0].2, pair[1].2));
+        assert!(
+            pair[1].0 > end,
+            "run {} started at {} before run {} ended at {end}",
+            pair[1].2,
+            pair[1].0,
+            pair[0].2
+        );
+    }
+    // The fires in between were skipped, each recorded; every second is accounted for.
+    let history = fires(&schedule);
+    assert!(history.iter().any(|f| f.1 == "skipped"), "{history:?}");
+    for pair in history.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, TimeDelta::seconds(1), "{history:?}");
+    }
+    for f in &history {
+        assert_eq!(f.2.is_some(), f.1 == "started", "{f:?}");
+    }
+}
+
+#[test]
+fn catch_up_last_runs_once_for_the_latest_fire_missed_while_down() {
+    let sb = Sandbox::new();
+    // Every 3 s: a fire more than 1 s late is missed rather than due, so a serve started just
+    // over 1 s after a fire time has a window of almost 2 s in which it sees only missed fires.
+    sb.write(
+        "runbooks/catch-up.yaml",
+        &format!(
+            "runbook: catch-up\nschedule: {{ cron: \"*/3 * * * * *\", catch_up: last }}\nsteps:\n{}",
+            note_fire("fires.txt")
+        ),
+    );
+    let first = Serve::start(&sb, &[]);
+    wait_for("a fire of the first serve", SETTLE, || {
+        !fire_lines(&sb, "fires.txt").is_empty()
+    });
+    first.stop();
+    let last_handled = time(&schedule_listed(&sb, "catch-up")["last_fire"]);
+    let runs_before = history(&sb).len();
+
+    // Three fire times pass while no serve runs.
+    wait_until(
+        "three fire times to pass while no serve runs",
+        last_handled + TimeDelta::milliseconds(9_000 + 1_050),
+    );
+    let restarted_at = Utc::now();
+    let second = Serve::start(&sb, &[]);
+    wait_for("the catch-up run", SETTLE, || {
+        fires(&second.schedule("catch-up"))
+            .iter()
+            .any(|f| f.0 > last_handled && f.1 == "started")
+    });
+    let schedule = second.schedule("catch-up");
+    second.stop();
+
+    let down: Vec<_> = fires(&schedule)
+        .into_iter()
+        .filter(|f| f.0 > last_handled && f.0 < restarted_at)
+        .collect();
+    let started: Vec<_> = down.iter().filter(|f| f.1 == "started").collect();
+    assert_eq!(started.len(), 1, "one run for the missed period: {down:?}");
+    assert_eq!(
+        started[0].0,
+        down.last().expect("fires").0,
+        "the run is for the latest missed fire: {down:?}"
+    );
+    assert!(down.len() >= 3, "{down:?}");
+    assert!(
+        down[..down.len() - 1].iter().all(|f| f.1 == "missed"),
+        "the earlier fires are recorded missed: {down:?}"
+    );
+    for pair in down.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, TimeDelta::seconds(3), "{down:?}");
+    }
+
+    // In the journal: exactly one run for the downtime, for that fire time.
+    let caught: Vec<DateTime<Utc>> = history(&sb)
+        .iter()
+        .map(|r| sb.status(r["id"].as_str().expect("id")))
+        .map(|s| time(&s["trigger"]["fire_time"]))
+        .filter(|f| *f > last_handled && *f < restarted_at)
+        .collect();
+    assert_eq!(caught, [started[0].0], "runs before: {runs_before}");
+    assert!(fire_lines(&sb, "fires.txt").contains(&started[0].0));
+}
+
+#[test]
+fn schedule_list_pause_resume_and_trigger_through_serve_and_from_the_journal() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/pulse.yaml",
+        r#"
+runbook: pulse
+schedule: { cron: "* * * * * *", catch_up: none }
+steps:
+  - id: beat
+    shell: { run: "true" }
+"#,
+    );
+    let serve = Serve::start(&sb, &[]);
+
+    // Through the API: the next fire times, a second apart, in the future.
+    let listed_at = Utc::now();
+    let listed = schedule_listed(&sb, "pulse");
+    assert_eq!(listed["paused"], false);
+    assert_eq!(listed["cron"], "* * * * * *");
+    let next: Vec<DateTime<Utc>> = array(&listed["next"]).iter().map(time).collect();
+    assert_eq!(next.len(), 3, "{listed:#}");
+    assert!(next[0] > listed_at - TimeDelta::seconds(1), "{listed:#}");
+    assert!(
+        next.windows(2)
+            .all(|p| p[1] - p[0] == TimeDelta::seconds(1))
+    );
+    let human = sb.cmd(&["schedule", "list"]).ok();
+    assert!(
+        human.stdout.contains("pulse") && human.stdout.contains("next: "),
+        "{}",
+        human.explain("the list shows each schedule with its next fire times")
+    );
+
+    wait_for("two scheduled runs", SETTLE, || serve.runs().len() >= 2);
+    let out = sb.cmd(&["schedule", "pause", "pulse"]).ok();
+    assert!(
+        out.stdout.contains("schedule `pulse` paused"),
+        "{}",
+        out.explain("paused")
+    );
+    let paused_at = Utc::now();
+    let count = serve.runs().len();
+    assert_eq!(serve.schedule("pulse")["paused"], true);
+    assert_eq!(serve.schedule("pulse")["next"], json!([]));
+    // Three fire times (and the grace of a late fire) pass: none fires.
+    wait_until(
+        "three fire times to pass while paused",
+        paused_at + TimeDelta::milliseconds(3_500),
+    );
+    assert_eq!(serve.runs().len(), count, "a paused schedule fired");
+
+    // A trigger fires one run now, paused or not.
+    let out = sb.cmd(&["schedule", "trigger", "pulse"]).ok();
+    let triggered = serve
+        .runs()
+        .into_iter()
+        .find(|r| out.stdout.contains(r["id"].as_str().expect("id")))
+        .unwrap_or_else(|| panic!("{}", out.explain("trigger names the run it started")));
+    assert!(
+        out.stdout.contains("(started)"),
+        "{}",
+        out.explain("started")
+    );
+    assert_eq!(serve.runs().len(), count + 1);
+    let id = triggered["id"].as_str().expect("id");
+    let run = serve.wait_state(id, "succeeded");
+    assert_eq!(run["trigger"]["schedule"], "pulse");
+    assert!(time(&run["trigger"]["fire_time"]) > paused_at);
+
+    let out = sb.cmd(&["schedule", "resume", "pulse"]).ok();
+    assert!(
+        out.stdout.contains("schedule `pulse` resumed"),
+        "{}",
+        out.explain("resumed")
+    );
+    let resumed_at = Utc::now();
+    wait_for("a fire after the resume", SETTLE, || {
+        serve.runs().len() > count + 1
+    });
+    // Nothing that fell due while paused was caught up.
+    let schedule = serve.schedule("pulse");
+    serve.stop();
+    for f in fires(&schedule) {
+        assert!(
+            f.0 <= paused_at
+                || f.0 >= resumed_at - TimeDelta::seconds(1)
+                || f.2.as_deref() == Some(id),
+            "fire {f:?} fell due while paused: {schedule:#}"
+        );
+    }
+
+    // From the journal, with no serve running.
+    let listed_at = Utc::now();
+    let listed = schedule_listed(&sb, "pulse");
+    assert_eq!(listed["paused"], false);
+    let next: Vec<DateTime<Utc>> = array(&listed["next"]).iter().map(time).collect();
+    assert_eq!(next.len(), 3, "{listed:#}");
+    assert!(next[0] > listed_at - TimeDelta::seconds(1), "{listed:#}");
+    assert!(time(&listed["last_fire"]) > resumed_at - TimeDelta::seconds(1));
+    assert!(history(&sb).len() > count + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs a killed serve was executing.
+
+#[test]
+fn a_run_of_a_killed_serve_is_resumed_by_the_next_and_a_ctrl_c_run_is_left_alone() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/napper.yaml",
+        r#"
+runbook: napper
+steps:
+  - id: prepare
+    idempotent: true
+    shell: { run: "echo prepared >> prepared.txt" }
+  - id: nap
+    sleep: 4s
+  - id: after
+    shell: { run: "echo done > after.txt" }
+"#,
+    );
+    sb.write(
+        "runbooks/hold.yaml",
+        r#"
+runbook: hold
+steps:
+  - id: work
+    shell: { run: "exec sleep 30" }
+"#,
+    );
+
+    // A person's run, interrupted with Ctrl-C: not serve's to resume.
+    let child = sb.cmd(&["run", "hold"]).spawn();
+    let mut held = String::new();
+    wait_for("the CLI run to start `work`", SETTLE, || {
+        let Some(entry) = std::fs::read_dir(sb.journal().join("follow"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        else {
+            return false;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        held = entry
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".jsonl")
+            .to_owned();
+        text.contains("\"step_started\"")
+    });
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+
+    let first = Serve::start(&sb, &[]);
+    let run = first.start_run("napper");
+    let mut wake_at = None;
+    wait_for("the sleep's timer_set", SETTLE, || {
+        wake_at = events(&first.records(&run), "timer_set")
+            .first()
+            .map(|t| time(&t["wake_at"]));
+        wake_at.is_some()
+    });
+    let wake_at = wake_at.expect("timer_set");
+    let held_state = first.run(&held);
+    assert_eq!(
+        (&held_state["state"], &held_state["active"]),
+        (&json!("interrupted"), &json!(false)),
+        "{held_state:#}"
+    );
+    first.kill();
+
+    let second = Serve::start(&sb, &[]);
+    let done = second.wait_state(&run, "succeeded");
+    assert_eq!(sb.read("after.txt"), "done\n");
+    assert_eq!(sb.read("prepared.txt"), "prepared\n", "{done:#}");
+    let records = second.records(&run);
+    let timers = events(&records, "timer_set");
+    assert_eq!(
+        timers.len(),
+        1,
+        "the wake time is decided once: {records:#?}"
+    );
+    assert_eq!(time(&timers[0]["wake_at"]), wake_at);
+    let resumed = events(&records, "resumed");
+    assert_eq!(resumed.len(), 1, "{records:#?}");
+    let resumed_at = time(&resumed[0]["at"]);
+    let woke = records
+        .iter()
+        .find(|r| r["event"] == "step_succeeded" && r["path"] == "nap")
+        .expect("the sleep ended");
+    let woke_at = time(&woke["output"]["woke_at"]);
+    assert!(woke_at >= wake_at, "woke at {woke_at}, before {wake_at}");
+    assert!(
+        woke_at < resumed_at.max(wake_at) + TimeDelta::milliseconds(1_500),
+        "woke at {woke_at}: resumed at {resumed_at}, the journaled wake time was {wake_at}"
+    );
+    assert!(
+        second.output().contains(&format!("resuming run {run}")),
+        "{}",
+        second.output()
+    );
+
+    // The Ctrl-C run is still interrupted, untouched.
+    let held_state = second.run(&held);
+    assert_eq!(
+        (&held_state["state"], &held_state["active"]),
+        (&json!("interrupted"), &json!(false)),
+        "{held_state:#}"
+    );
+    assert!(!second.output().contains(&format!("resuming run {held}")));
+    second.stop();
+    assert!(events(&sb.records(&held), "resumed").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API and approvals.
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789abc";
+
+const GATED: &str = r#"
+runbook: gated
+steps:
+  - id: before
+    shell: { run: "echo before >> out-{{run.id}}.txt" }
+  - id: confirm
+    gate: "Check the dashboards, then approve."
+  - id: after
+    shell: { run: "echo after >> out-{{run.id}}.txt" }
+on_failure:
+  - id: cleanup
+    shell: { run: "echo cleanup >> out-{{run.id}}.txt" }
+"#;
+
+const FOUR_EYES: &str = r#"
+runbook: four
+steps:
+  - id: confirm
+    gate: { prompt: "Rotate the root key?", four_eyes: true }
+  - id: after
+    shell: { run: "echo after >> out-{{run.id}}.txt" }
+"#;
+
+const FAILING: &str = r#"
+runbook: failing
+steps:
+  - id: boom
+    shell: { run: "exit 3" }
+"#;
+
+const OK: &str = r#"
+runbook: ok
+steps:
+  - id: fine
+    shell: { run: "true" }
+"#;
+
+/// A sandbox with the gated, four-eyes, failing and ok runbooks, and a tokens file.
+fn api_sandbox() -> (Sandbox, PathBuf) {
+    let sb = Sandbox::new();
+    sb.write("runbooks/gated.yaml", GATED);
+    sb.write("runbooks/four.yaml", FOUR_EYES);
+    sb.write("runbooks/failing.yaml", FAILING);
+    sb.write("runbooks/ok.yaml", OK);
+    let tokens = sb.write(
+        "tokens",
+        &format!("# who may call\nalice: {ALICE}\nbob: {BOB}\n"),
+    );
+    (sb, tokens)
+}
+
+/// Calls the API as the holder of `token`.
+fn call_as(
+    serve: &Serve,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    call(method, &serve.api(path), token, body)
+}
+
+#[test]
+fn api_approvals_need_a_known_token_and_record_who_decided() {
+    let (sb, tokens) = api_sandbox();
+    let serve = Serve::start(&sb, &["--tokens", tokens.to_str().expect("utf-8")]);
+
+    let (status, who) = call_as(&serve, Some(BOB), "GET", "/whoami", None);
+    assert_eq!((status, &who["name"]), (200, &json!("bob")));
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        "/runs",
+        Some(&json!({ "runbook": "gated" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("run").to_owned();
+    let parked = serve.wait_state(&run, "waiting");
+    assert_eq!(parked["started_by"], "bob");
+    assert_eq!(parked["open_gate"]["path"], "confirm");
+    let before = serve.records(&run);
+
+    // No token, or a wrong one: 401, and nothing changes.
+    for token in [None, Some("not-a-token-at-all-0123")] {
+        let (status, body) = call_as(
+            &serve,
+            token,
+            "POST",
+            &format!("/runs/{run}/approve"),
+            Some(&json!({ "comment": "sneaky" })),
+        );
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("token")),
+            "{body}"
+        );
+        assert_eq!(serve.run(&run)["state"], "waiting");
+        let after = serve.records(&run);
+        assert_eq!(after, before, "a refused approval writes nothing");
+        assert!(events(&after, "gate_decided").is_empty());
+    }
+    let (status, _) = call_as(&serve, None, "GET", &format!("/runs/{run}"), None);
+    assert_eq!(status, 401, "reading needs a token too");
+
+    // Alice approves, with a comment.
+    let (status, body) = call_as(
+        &serve,
+        Some(ALICE),
+        "POST",
+        &format!("/runs/{run}/approve"),
+        Some(&json!({ "comment": "dashboards green" })),
+    );
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&run, "succeeded");
+    let records = serve.records(&run);
+    let decided = events(&records, "gate_decided");
+    assert_eq!(decided.len(), 1, "{records:#?}");
+    assert_eq!(decided[0]["by"], "alice");
+    assert_eq!(decided[0]["approved"], true);
+    assert_eq!(decided[0]["comment"], "dashboards green");
+    assert_eq!(sb.read(&format!("out-{run}.txt")), "before\nafter\n");
+
+    // A four-eyes gate refuses the person who started the run.
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        "/runs",
+        Some(&json!({ "runbook": "four" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let four = body["run"].as_str().expect("run").to_owned();
+    serve.wait_state(&four, "waiting");
+    let before = serve.records(&four);
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        &format!("/runs/{four}/approve"),
+        Some(&json!({})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs a second person") && e.contains("bob")),
+        "{body}"
+    );
+    assert_eq!(serve.run(&four)["state"], "waiting");
+    assert_eq!(
+        serve.records(&four),
+        before,
+        "a refused approval writes nothing"
+    );
+    let (status, body) = call_as(
+        &serve,
+        Some(ALICE),
+        "POST",
+        &format!("/runs/{four}/approve"),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&four, "succeeded");
+    assert_eq!(
+        events(&serve.records(&four), "gate_decided")[0]["by"],
+        "alice"
+    );
+    assert_eq!(sb.read(&format!("out-{four}.txt")), "after\n");
+
+    // A rejection fails the run, and its on_failure runs.
+    let (_, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        "/runs",
+        Some(&json!({ "runbook": "gated" })),
+    );
+    let rejected = body["run"].as_str().expect("run").to_owned();
+    serve.wait_state(&rejected, "waiting");
+    let (status, body) = call_as(
+        &serve,
+        Some(ALICE),
+        "POST",
+        &format!("/runs/{rejected}/reject"),
+        Some(&json!({ "comment": "error rate too high" })),
+    );
+    assert_eq!(status, 202, "{body}");
+    let failed = serve.wait_state(&rejected, "failed");
+    assert!(failed["open_gate"].is_null(), "{failed:#}");
+    assert_eq!(sb.read(&format!("out-{rejected}.txt")), "before\ncleanup\n");
+    let decided = events(&serve.records(&rejected), "gate_decided")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(
+        (&decided[0]["approved"], &decided[0]["by"]),
+        (&json!(false), &json!("alice"))
+    );
+    serve.stop();
+}
+
+#[test]
+fn the_command_line_talks_to_the_serve_that_holds_the_journal() {
+    let (sb, _) = api_sandbox();
+    let serve = Serve::start(&sb, &[]);
+
+    // `run` parks at a gate: exit 3, as for a local run.
+    let out = sb.cmd(&["run", "gated"]).code(3);
+    let run = serve
+        .runs()
+        .first()
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .expect("a run");
+    assert!(
+        out.stdout
+            .contains(&format!("run {run} is waiting at gate `confirm`")),
+        "{}",
+        out.explain("the run says where it waits")
+    );
+    assert_eq!(serve.run(&run)["started_by"], "tester");
+
+    let status = sb.cmd(&["status"]).ok();
+    assert!(
+        status.stdout.contains(&run) && status.stdout.contains("waiting"),
+        "{}",
+        status.explain("status lists the parked run")
+    );
+    assert_eq!(sb.status(&run)["state"], "waiting");
+    let log = sb.cmd(&["log", &run]).ok();
+    assert!(
+        log.stdout.contains("confirm"),
+        "{}",
+        log.explain("the log shows the gate")
+    );
+    assert!(sb.records(&run).iter().any(|r| r["event"] == "gate_opened"));
+
+    let out = sb
+        .cmd(&["approve", &run, "--as", "carol", "--comment", "looks good"])
+        .ok();
+    assert!(
+        out.stdout.contains(&format!("run {run} succeeded")),
+        "{}",
+        out.explain("approve follows the run to its end")
+    );
+    let decided = events(&sb.records(&run), "gate_decided")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0]["by"], "carol");
+    assert_eq!(decided[0]["comment"], "looks good");
+    assert_eq!(sb.read(&format!("out-{run}.txt")), "before\nafter\n");
+
+    // Exit codes as for a local run.
+    let out = sb.cmd(&["run", "gated", "--yes"]).ok();
+    assert!(
+        out.stdout.contains("succeeded"),
+        "{}",
+        out.explain("--yes runs through")
+    );
+    sb.cmd(&["run", "ok"]).ok();
+    let out = sb.cmd(&["run", "failing"]).code(1);
+    assert!(
+        out.stdout.contains("failed"),
+        "{}",
+        out.explain("the failure is shown")
+    );
+    sb.cmd(&["run", "no-such-runbook"]).code(2);
+
+    // A four-eyes gate refuses its starter from the command line too (exit 2).
+    sb.cmd(&["run", "four"]).code(3);
+    let four = serve.runs()[0]["id"].as_str().expect("id").to_owned();
+    let refused = sb.cmd(&["approve", &four]).code(2);
+    assert!(
+        refused.stderr.contains("needs a second person"),
+        "{}",
+        refused.explain("the refusal says why")
+    );
+    sb.cmd(&["approve", &four, "--as", "dave"]).ok();
+
+    let history = sb.cmd(&["history", "--output", "json"]).ok();
+    assert_eq!(history.stdout.lines().count(), 5, "{}", history.stdout);
+    serve.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics.
+
+#[test]
+fn metrics_parse_as_prometheus_text_with_runs_steps_and_schedule_lag() {
+    let (sb, tokens) = api_sandbox();
+    sb.write(
+        "runbooks/tick.yaml",
+        r#"
+runbook: tick
+schedule: { cron: "* * * * * *", catch_up: none }
+steps:
+  - id: beat
+    shell: { run: "true" }
+"#,
+    );
+    let serve = Serve::start(&sb, &["--tokens", tokens.to_str().expect("utf-8")]);
+    let ok = serve.start_run("ok");
+    let ok2 = serve.start_run("ok");
+    let failing = serve.start_run("failing");
+    let gated = serve.start_run("gated");
+    wait_for("the schedule to fire", SETTLE, || {
+        fires(&serve.schedule("tick"))
+            .iter()
+            .any(|f| f.1 == "started")
+    });
+    let (status, _) = serve.post("/schedules/tick/pause", &json!({}));
+    assert_eq!(status, 200);
+    for run in [&ok, &ok2] {
+        serve.wait_state(run, "succeeded");
+    }
+    serve.wait_state(&failing, "failed");
+    serve.wait_state(&gated, "waiting");
+    wait_for("every run to settle", SETTLE, || {
+        serve.runs().iter().all(|r| r["active"] == false)
+    });
+    let runs = serve.runs();
+
+    let (status, _) = call("GET", &format!("{}/metrics", serve.url), None, None);
+    assert_eq!(status, 401, "metrics need a token");
+    let (status, text) = call("GET", &format!("{}/metrics", serve.url), Some(ALICE), None);
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("metrics are text").to_owned();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("metrics parse as Prometheus text");
+    let sample = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {metric}{labels:?} in\n{text}"))
+    };
+    let number = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("not a number: {other:?}"),
+    };
+
+    for state in [
+        "running",
+        "waiting",
+        "sleeping",
+        "interrupted",
+        "needs-attention",
+        "succeeded",
+        "failed",
+        "aborted",
+    ] {
+        let expected = runs.iter().filter(|r| r["state"] == state).count();
+        // A gauge of a count: an exact small integer, so compare it as one.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let gauge = number(sample("runbook_runs", &[("state", state)])) as usize;
+        assert_eq!(
+            gauge, expected,
+            "runbook_runs{{state=\"{state}\"}} in\n{text}"
+        );
+    }
+    assert!(runs.iter().filter(|r| r["state"] == "succeeded").count() >= 3);
+
+    // Step durations: a histogram per kind and outcome.
+    let succeeded = sample(
+        "runbook_step_duration_seconds",
+        &[("kind", "shell"), ("outcome", "succeeded")],
+    );
+    let prometheus_parse::Value::Histogram(buckets) = &succeeded.value else {
+        panic!("not a histogram: {succeeded:?}");
+    };
+    let total = buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("a +Inf bucket")
+        .count;
+    // ok ×2, gated's `before`, and at least one scheduled beat.
+    assert!(total >= 4.0, "{buckets:?}");
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "{buckets:?}"
+    );
+    let failed = sample(
+        "runbook_step_duration_seconds",
+        &[("kind", "shell"), ("outcome", "failed")],
+    );
+    assert!(matches!(
+        failed.value,
+        prometheus_parse::Value::Histogram(_)
+    ));
+
+    // The schedule's lag: how late its last fire started, a fraction of a second here.
+    let lag = number(sample(
+        "runbook_schedule_lag_seconds",
+        &[("schedule", "tick")],
+    ));
+    assert!((0.0..2.0).contains(&lag), "lag {lag}");
+    let fired = number(sample(
+        "runbook_schedule_fires_total",
+        &[("schedule", "tick"), ("outcome", "started")],
+    ));
+    assert!(fired >= 1.0, "{text}");
+    serve.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks.
+
+/// A webhook receiver: one thread answering each POST with 200 — or 500 while `failing` — and
+/// keeping the bodies it accepted.
+struct Receiver {
+    url: String,
+    accepted: Arc<Mutex<Vec<Value>>>,
+    attempts: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn start(failing: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(failing));
+        let (acc, att, fail) = (accepted.clone(), attempts.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(body) = read_request(&mut stream) else {
+                    continue;
+                };
+                att.fetch_add(1, Ordering::SeqCst);
+                let status = if fail.load(Ordering::SeqCst) {
+                    "500 Internal Server Error"
+                } else {
+                    acc.lock()
+                        .expect("bodies")
+                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    "200 OK"
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Self {
+            url,
+            accepted,
+            attempts,
+            failing,
+        }
+    }
+
+    fn accepted(&self) -> Vec<Value> {
+        self.accepted.lock().expect("bodies").clone()
+    }
+}
+
+/// Reads one HTTP request; its body.
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn webhooks_hear_of_a_gate_a_success_and_a_failure() {
+    let (sb, _) = api_sandbox();
+    let receiver = Receiver::start(false);
+    let serve = Serve::start(&sb, &["--webhook", &receiver.url]);
+
+    let gated = serve.start_run("gated");
+    serve.wait_state(&gated, "waiting");
+    wait_for("the gate-opened message", SETTLE, || {
+        !receiver.accepted().is_empty()
+    });
+    let (status, body) = serve.post(&format!("/runs/{gated}/approve"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&gated, "succeeded");
+    let failing = serve.start_run("failing");
+    serve.wait_state(&failing, "failed");
+    wait_for("three messages", SETTLE, || receiver.accepted().len() >= 3);
+    serve.stop();
+
+    let messages = receiver.accepted();
+    let got: HashSet<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            let text = m["text"].as_str().expect("Slack's `text`");
+            let run = m["run"].as_str().expect("the run id");
+            assert!(text.contains(run), "the text names the run: {m}");
+            (
+                m["event"].as_str().expect("event").to_owned(),
+                run.to_owned(),
+            )
+        })
+        .collect();
+    let expected: HashSet<(String, String)> = [
+        ("gate-opened", &gated),
+        ("run-succeeded", &gated),
+        ("run-failed", &failing),
+    ]
+    .into_iter()
+    .map(|(e, r)| (e.to_owned(), r.clone()))
+    .collect();
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    assert_eq!(got, expected, "{messages:#?}");
+    let gate = messages
+        .iter()
+        .find(|m| m["event"] == "gate-opened")
+        .expect("gate");
+    assert_eq!(gate["step"], "confirm");
+    assert!(
+        gate["text"].as_str().expect("text").contains("confirm"),
+        "{gate}"
+    );
+}
+
+#[test]
+fn a_failing_webhook_is_retried_and_never_holds_up_the_run() {
+    let (sb, _) = api_sandbox();
+    let receiver = Receiver::start(true);
+    let serve = Serve::start(&sb, &["--webhook", &receiver.url]);
+
+    let run = serve.start_run("gated");
+    serve.wait_state(&run, "waiting");
+    wait_for("a first, failed delivery", SETTLE, || {
+        receiver.attempts.load(Ordering::SeqCst) >= 1
+    });
+    let (status, body) = serve.post(&format!("/runs/{run}/approve"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&run, "succeeded");
+    // The run is over while the receiver has not accepted a single message.
+    assert!(receiver.accepted().is_empty());
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    wait_for("both messages, retried", SETTLE, || {
+        receiver.accepted().len() >= 2
+    });
+    serve.stop();
+    let messages = receiver.accepted();
+    let order: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["event"].as_str().unwrap_or("?"),
+                m["run"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("gate-opened", run.as_str()),
+            ("run-succeeded", run.as_str())
+        ],
+        "in order, each once"
+    );
+    assert!(receiver.attempts.load(Ordering::SeqCst) > messages.len());
+}
