@@ -17,6 +17,7 @@ mod kube_openbao;
 mod locks;
 mod nats;
 mod openbao;
+mod rotation;
 mod secrets;
 mod semantics;
 mod serve;
