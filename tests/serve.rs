@@ -1383,3 +1383,118 @@ fn a_failing_webhook_is_retried_and_never_holds_up_the_run() {
     );
     assert!(receiver.attempts.load(Ordering::SeqCst) > messages.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stopping: SIGTERM, and where serve refuses to listen.
+
+#[test]
+fn sigterm_stops_runs_at_a_safe_point_and_the_next_serve_takes_them_up() {
+    let sb = Sandbox::new();
+    // `work` can run twice harmlessly; `once` cannot (the default for a shell step).
+    for (name, idempotent) in [("redo", true), ("once", false)] {
+        sb.write(
+            &format!("runbooks/{name}.yaml"),
+            &format!(
+                r#"
+runbook: {name}
+steps:
+  - id: work
+    idempotent: {idempotent}
+    shell: {{ run: "echo started >> {name}-work.txt; if [ -f quick ]; then exit 0; fi; echo $$ > {name}.pid; exec sleep 60" }}
+  - id: after
+    shell: {{ run: "echo after > {name}-after.txt" }}
+"#
+            ),
+        );
+    }
+    sb.write("runbooks/gated.yaml", GATED);
+
+    let mut first = Serve::start(&sb, &[]);
+    let redo = first.start_run("redo");
+    let once = first.start_run("once");
+    let gated = first.start_run("gated");
+    first.wait_state(&gated, "waiting");
+    let mut pids = Vec::new();
+    wait_for("both `work` steps to be under way", SETTLE, || {
+        pids = ["redo.pid", "once.pid"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(sb.path().join(f)).ok())
+            .filter_map(|t| t.trim().parse::<i32>().ok())
+            .collect();
+        pids.len() == 2
+    });
+    sb.write("quick", "");
+
+    // SIGTERM: serve stops the commands (it does not wait out their 60 s) and exits 0.
+    first.end(Signal::SIGTERM);
+    for pid in &pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "the command of a step cut short is stopped: {stat}"
+        );
+    }
+    for run in [&redo, &once] {
+        let status = sb.status(run);
+        assert_eq!(status["state"], "interrupted", "{status:#}");
+        let records = sb.records(run);
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "step_interrupted" && r["path"] == "work"),
+            "the step cut short is journaled as interrupted: {records:#?}"
+        );
+        assert!(
+            !records
+                .iter()
+                .any(|r| r["event"] == "step_failed" && r["path"] == "work"),
+            "an interrupted step is not failed: {records:#?}"
+        );
+    }
+    assert!(!sb.path().join("redo-after.txt").exists());
+    // A run parked at a gate stays parked: nothing of it was cut short.
+    assert_eq!(sb.status(&gated)["state"], "waiting");
+
+    // The next serve takes them up under the in-flight rules: the idempotent step runs again,
+    // the other stops for a person and names the commands that decide.
+    let second = Serve::start(&sb, &[]);
+    second.wait_state(&redo, "succeeded");
+    assert_eq!(sb.read("redo-work.txt"), "started\nstarted\n");
+    assert_eq!(sb.read("redo-after.txt"), "after\n");
+    let attention = second.wait_state(&once, "needs-attention");
+    let text = attention.to_string();
+    assert!(
+        text.contains("--retry-step work") && text.contains("--skip-step work"),
+        "needs-attention names the step and the two commands: {attention:#}"
+    );
+    assert_eq!(
+        sb.read("once-work.txt"),
+        "started\n",
+        "`once` did not run twice"
+    );
+    assert!(!sb.path().join("once-after.txt").exists());
+    let (status, body) = second.post(&format!("/runs/{gated}/approve"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    second.wait_state(&gated, "succeeded");
+    second.stop();
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_tokens() {
+    let sb = Sandbox::new();
+    let out = sb
+        .cmd(&["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("RUNBOOK_API_TOKEN")
+        .run();
+    assert_eq!(out.code(), Some(2), "{}", out.explain("serve must refuse"));
+    assert!(
+        out.stderr
+            .contains("refusing to listen on 0.0.0.0:0 without API tokens"),
+        "{}",
+        out.explain("the refusal says why")
+    );
+    assert!(
+        !sb.journal().join("serve.json").exists(),
+        "a refused serve never announces itself"
+    );
+}

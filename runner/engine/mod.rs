@@ -806,9 +806,20 @@ pub fn drift(view: &RunView) -> Vec<runbook_journals::Drift> {
         .collect()
 }
 
+/// The two commands that decide about a step that needs attention: run it again, or treat it
+/// as done. The path is shell-quoted (`roll[2].restart` is a glob to some shells).
+pub fn attention_commands(id: RunId, path: &str) -> [String; 2] {
+    let quoted = shell_words::quote(path);
+    [
+        format!("runbook resume {id} --retry-step {quoted}"),
+        format!("runbook resume {id} --skip-step {quoted}"),
+    ]
+}
+
 /// The message for a run stopped on a step that needs a decision.
 pub fn attention_message(id: RunId, path: &str, detail: &str) -> String {
+    let [retry, skip] = attention_commands(id, path);
     format!(
-        "step `{path}` of run {id} was in flight when the run stopped, and it is not safe to run again\n  it was doing: {detail}\n  decide, then run one of:\n    runbook resume {id} --retry-step {path}   # run it again\n    runbook resume {id} --skip-step {path}    # treat it as done",
+        "step `{path}` of run {id} was in flight when the run stopped, and it is not safe to run again\n  it was doing: {detail}\n  decide, then run one of:\n    {retry}   # run it again\n    {skip}    # treat it as done",
     )
 }

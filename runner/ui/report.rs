@@ -191,7 +191,11 @@ pub fn run_json(view: &RunView) -> serde_json::Value {
         "steps": steps,
         "gates": gates,
         "open_gate": view.open_gate().map(|(p, g)| json!({ "path": p, "prompt": g.prompt, "four_eyes": g.four_eyes })),
-        "attention": view.attention.as_ref().map(|(p, d)| json!({ "path": p, "detail": d })),
+        "attention": view.attention.as_ref().map(|(p, d)| json!({
+            "path": p,
+            "detail": d,
+            "commands": crate::engine::attention_commands(view.id, p),
+        })),
     })
 }
 
