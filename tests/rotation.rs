@@ -5,14 +5,12 @@
 //! the runbook's own verification: the key term advanced by exactly one per rotation the
 //! journal says succeeded, and every member serves it.
 
-use std::io::Read;
 use std::process::{Child, ExitStatus};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::captured::Captured;
 use crate::support::clusters::{Cluster, http};
 use crate::support::{Sandbox, wait_for};
 
@@ -84,8 +82,7 @@ impl Bao {
 /// which is killed if a test fails before stopping it.
 struct Serve {
     child: Child,
-    output: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
+    output: Captured,
 }
 
 impl Serve {
@@ -104,35 +101,12 @@ impl Serve {
                 ],
             )
             .spawn();
-        let output = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let pipes: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
-        for mut pipe in pipes {
-            let out = output.clone();
-            readers.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock()
-                        .expect("output")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }));
-        }
-        Self {
-            child,
-            output,
-            readers,
-        }
+        let output = Captured::of(&mut child);
+        Self { child, output }
     }
 
     fn output(&self) -> String {
-        self.output.lock().expect("output").clone()
+        self.output.text()
     }
 
     /// SIGTERM, then the exit status (within a minute) and everything serve printed.
@@ -151,10 +125,10 @@ impl Serve {
                 status.is_some()
             },
         );
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        (status.expect("exited"), self.output())
+        (
+            status.expect("exited"),
+            self.output.settle(Duration::from_secs(10)),
+        )
     }
 }
 

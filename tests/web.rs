@@ -6,14 +6,13 @@
 //! These tests need what tests/browser/install.sh installs (Debian chromium, and playwright-core
 //! in `tests/browser/node_modules`); without it they fail and say to run it. They never skip.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::captured::Captured;
 use crate::support::{Sandbox, wait_for};
 
 const ALICE: &str = "a11ce0000000000000000000000a11ce";
@@ -49,49 +48,6 @@ steps:
     shell: { run: "echo approved > after.txt" }
 "#;
 
-/// Everything a child process printed, collected by threads that keep its pipes drained.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
-
-impl Captured {
-    /// Copies the child's stdout and stderr into this buffer; the threads end when the pipes close.
-    fn drain(&self, child: &mut Child) -> Vec<std::thread::JoinHandle<()>> {
-        let mut readers = Vec::new();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = self.0.clone();
-            readers.push(std::thread::spawn(move || {
-                let mut pipe = pipe;
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .expect("output")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }));
-        }
-        readers
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().expect("output").clone()
-    }
-}
-
 /// A `runbook serve` in a sandbox, with tokens for alice and bob; stopped (SIGTERM) on drop.
 struct Serve {
     child: Child,
@@ -113,8 +69,7 @@ impl Serve {
             ])
             .env_remove("RUNBOOK_API_TOKEN")
             .spawn();
-        let output = Captured::default();
-        let _readers = output.drain(&mut child);
+        let output = Captured::of(&mut child);
         let info = sb.journal().join("serve.json");
         let mut url = String::new();
         wait_for("serve to write serve.json", Duration::from_secs(30), || {
@@ -275,8 +230,7 @@ fn page_script(args: &[&str]) -> (Option<ExitStatus>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node");
-    let output = Captured::default();
-    let readers = output.drain(&mut child);
+    let output = Captured::of(&mut child);
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -289,13 +243,7 @@ fn page_script(args: &[&str]) -> (Option<ExitStatus>, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // The last bytes: the readers end when node's pipes close (bounded, in case a browser
-    // process it left behind still holds them).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !readers.iter().all(std::thread::JoinHandle::is_finished) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (status, output.text())
+    (status, output.settle(Duration::from_secs(5)))
 }
 
 #[test]

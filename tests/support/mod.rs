@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod captured;
 pub mod clusters;
 
 use std::ffi::OsString;
