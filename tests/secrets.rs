@@ -209,3 +209,53 @@ steps:
     }
     assert_clean("the journal directory", &sb.journal_bytes(), &[TOKEN]);
 }
+
+#[test]
+fn approving_a_run_that_needs_its_secret_again_takes_it_with_p_and_refuses_without() {
+    let sb = Sandbox::new();
+    sb.write(
+        "gated.yaml",
+        r#"
+runbook: gated
+params:
+  token: { type: string, secret: true, required: true }
+steps:
+  - id: confirm
+    gate: "Use the token?"
+  - id: use
+    shell: { run: "echo {{params.token}} > seen.txt" }
+"#,
+    );
+    sb.cmd(&[
+        "run",
+        "gated.yaml",
+        "--detach",
+        "-p",
+        &format!("token={TOKEN}"),
+    ])
+    .code(3);
+    let run = sb.only_run();
+    let count = sb.records(&run).len();
+
+    // Without the secret the approval is refused before anything is journaled: the gate stays
+    // open rather than decided with a run that cannot go on.
+    let out = sb.cmd(&["approve", &run]).code(2);
+    assert!(
+        out.stderr
+            .contains("the run needs secret parameter `token` again: pass -p token=…"),
+        "{}",
+        out.explain("approve must say which secret it needs")
+    );
+    assert_eq!(
+        sb.records(&run).len(),
+        count,
+        "a refused approve writes nothing"
+    );
+    assert_eq!(sb.status(&run)["state"], "waiting");
+
+    sb.cmd(&["approve", &run, "-p", &format!("token={TOKEN}")])
+        .ok();
+    assert_eq!(sb.read("seen.txt").trim(), TOKEN);
+    assert_eq!(sb.status(&run)["state"], "succeeded");
+    assert_clean("the journal directory", &sb.journal_bytes(), &[TOKEN]);
+}

@@ -1503,3 +1503,120 @@ fn serve_refuses_a_non_loopback_address_without_tokens() {
         "a refused serve never announces itself"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets.
+
+#[test]
+fn a_secret_param_given_through_the_api_never_leaves_serve_in_clear() {
+    const SECRET: &str = "hunter2-Xq9vR7pLm4";
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/secretive.yaml",
+        r#"
+runbook: secretive
+params:
+  password: { type: string, secret: true, required: true }
+steps:
+  - id: use
+    shell: { run: "echo using {{sh params.password}}" }
+  - id: confirm
+    gate: "Rotate to {{params.password}}?"
+  - id: fail
+    shell: { run: "echo bad password {{sh params.password}} >&2; exit 1" }
+"#,
+    );
+    let receiver = Receiver::start(false);
+    let serve = Serve::start(&sb, &["--webhook", &receiver.url]);
+    let (status, body) = serve.post(
+        "/runs",
+        &json!({ "runbook": "secretive", "params": { "password": SECRET } }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("run id").to_owned();
+    let waiting = serve.wait_state(&run, "waiting");
+    assert!(
+        waiting["open_gate"]["prompt"]
+            .as_str()
+            .is_some_and(|p| p.contains("***")),
+        "the gate prompt shows the secret masked: {waiting:#}"
+    );
+    let (status, body) = serve.post(&format!("/runs/{run}/approve"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&run, "failed");
+    wait_for("the gate and failure messages", SETTLE, || {
+        receiver.accepted().len() >= 2
+    });
+
+    // Everything serve hands out about the run: the API's views, the event stream (it ends with
+    // the run), the webhook messages, what serve printed, and the journal's bytes.
+    let mut seen = vec![
+        serve.run(&run).to_string(),
+        serve.get(&format!("/runs/{run}/records")).to_string(),
+        serve.get("/runs").to_string(),
+        Value::Array(receiver.accepted()).to_string(),
+    ];
+    let response = ureq::get(&serve.api(&format!("/runs/{run}/events")))
+        .set("Authorization", &format!("Bearer {}", serve.token))
+        .call()
+        .expect("GET events");
+    let stream = response.into_string().expect("the event stream");
+    assert!(
+        stream.contains("step_failed"),
+        "the stream carried the run: {stream}"
+    );
+    seen.push(stream);
+    let records = serve.records(&run);
+    assert!(
+        records.iter().any(|r| r.to_string().contains("using ***")),
+        "the step's output is there, masked: {records:#?}"
+    );
+
+    // A run parked at its gate when serve restarts: the new serve was never given the secret,
+    // so an approval without it is refused and journals nothing; with it, the run goes on.
+    let (status, body) = serve.post(
+        "/runs",
+        &json!({ "runbook": "secretive", "params": { "password": SECRET } }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let parked = body["run"].as_str().expect("run id").to_owned();
+    serve.wait_state(&parked, "waiting");
+    seen.push(serve.stop());
+    let serve = Serve::start(&sb, &[]);
+    let before = serve.records(&parked).len();
+    let (status, body) = serve.post(&format!("/runs/{parked}/approve"), &json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("needs secret parameter `password` again"),
+        "{body}"
+    );
+    assert_eq!(serve.run(&parked)["state"], "waiting");
+    assert_eq!(
+        serve.records(&parked).len(),
+        before,
+        "a refused approval journals nothing"
+    );
+    let (status, body) = serve.post(
+        &format!("/runs/{parked}/approve"),
+        &json!({ "comment": "with the password", "params": { "password": SECRET } }),
+    );
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&parked, "failed");
+    let records = serve.records(&parked);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.to_string().contains("bad password ***")),
+        "the step after the gate ran with the secret, masked in its output: {records:#?}"
+    );
+    seen.push(serve.get(&format!("/runs/{parked}/records")).to_string());
+    seen.push(serve.stop());
+    seen.push(String::from_utf8_lossy(&sb.journal_bytes()).into_owned());
+    for (i, text) in seen.iter().enumerate() {
+        assert!(
+            !text.contains(SECRET),
+            "the secret is in clear in view {i}: {text}"
+        );
+    }
+}

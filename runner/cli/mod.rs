@@ -144,6 +144,9 @@ pub enum Command {
         /// Why.
         #[arg(long)]
         comment: Option<String>,
+        /// A parameter value (secret parameters must be given again).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
         /// Park at later gates instead of asking.
         #[arg(long)]
         detach: bool,
@@ -158,6 +161,9 @@ pub enum Command {
         /// Why.
         #[arg(long)]
         comment: Option<String>,
+        /// A parameter value (secret parameters must be given again).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Abort a run that is not finished and release its lock.
     Abort {
@@ -418,25 +424,37 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             run,
             step,
             comment,
+            params,
             detach,
         } => {
             runs::decide(
                 env,
                 run,
-                true,
-                step.as_deref(),
-                comment.clone(),
+                runs::Decision {
+                    approved: true,
+                    step: step.as_deref(),
+                    comment: comment.clone(),
+                    params,
+                },
                 gate_mode(false, *detach),
             )
             .await
         }
-        Command::Reject { run, step, comment } => {
+        Command::Reject {
+            run,
+            step,
+            comment,
+            params,
+        } => {
             runs::decide(
                 env,
                 run,
-                false,
-                step.as_deref(),
-                comment.clone(),
+                runs::Decision {
+                    approved: false,
+                    step: step.as_deref(),
+                    comment: comment.clone(),
+                    params,
+                },
                 gate_mode(false, true),
             )
             .await

@@ -181,15 +181,31 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
     Ok(finish(env, id, &outcome))
 }
 
+/// A verdict on a gate, as the command line gives it.
+pub struct Decision<'a> {
+    /// Approve (or reject).
+    pub approved: bool,
+    /// The gate's path, if the run has several open.
+    pub step: Option<&'a str>,
+    /// Why.
+    pub comment: Option<String>,
+    /// `-p name=value` pairs (secret parameters the run needs again).
+    pub params: &'a [(String, String)],
+}
+
 /// `runbook approve` / `runbook reject`.
 pub async fn decide(
     env: &Env,
     run: &str,
-    approved: bool,
-    step: Option<&str>,
-    comment: Option<String>,
+    decision: Decision<'_>,
     gates: GateMode,
 ) -> Result<i32, CliError> {
+    let Decision {
+        approved,
+        step,
+        comment,
+        params,
+    } = decision;
     let engine = match engine(env, gates) {
         Ok(e) => e,
         Err(e) => {
@@ -198,14 +214,14 @@ pub async fn decide(
             remote
                 .post(
                     &format!("/runs/{run}/{verb}"),
-                    json!({ "step": step, "comment": comment }),
+                    json!({ "step": step, "comment": comment, "params": params_json(params) }),
                 )
                 .await?;
             return follow_remote(env, &remote, run).await;
         }
     };
     let id = resolve(env, &engine, run)?;
-    let outcome = engine.decide(id, approved, step, comment).await?;
+    let outcome = engine.decide(id, approved, step, comment, params).await?;
     Ok(finish(env, id, &outcome))
 }
 

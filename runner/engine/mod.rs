@@ -179,7 +179,7 @@ pub struct Created {
 }
 
 /// Resuming a run.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Resume {
     /// Run the in-flight step at this path again.
     pub retry_step: Option<String>,
@@ -493,8 +493,9 @@ impl Engine {
         approved: bool,
         step: Option<&str>,
         comment: Option<String>,
+        params: &[(String, String)],
     ) -> Result<Outcome, EngineError> {
-        let prepared = self.prepare_decide(id, approved, step, comment)?;
+        let prepared = self.prepare_decide(id, approved, step, comment, params)?;
         self.run_created(prepared).await
     }
 
@@ -505,7 +506,12 @@ impl Engine {
         approved: bool,
         step: Option<&str>,
         comment: Option<String>,
+        params: &[(String, String)],
     ) -> Result<Created, EngineError> {
+        let resume = Resume {
+            params: params.to_vec(),
+            ..Resume::default()
+        };
         let records = self.journal.read(id)?;
         let view = RunView::from_records(id, &records)?;
         if view.state.is_terminal() {
@@ -531,7 +537,7 @@ impl Engine {
                             && view.step(p).is_some_and(|s| !s.status.is_final())
                     });
                     if pending.is_some() {
-                        return self.prepare_resume(id, &Resume::default());
+                        return self.prepare_resume(id, &resume);
                     }
                     return Err(EngineError::Refused(format!(
                         "run {id} is not waiting at a gate (it is {})",
@@ -549,7 +555,7 @@ impl Engine {
         };
         if gate.expires_at.is_some_and(|t| chrono::Utc::now() >= t) {
             // Too late: the gate has failed by itself, and continuing the run records that.
-            return self.prepare_resume(id, &Resume::default());
+            return self.prepare_resume(id, &resume);
         }
         if approved && gate.four_eyes && self.who == view.started.started_by {
             return Err(EngineError::Refused(format!(
@@ -557,6 +563,10 @@ impl Engine {
                 self.who
             )));
         }
+        // The run must be able to go on (its secret parameters given again, its runbook still
+        // loading) before the verdict is journaled: a verdict that cannot be acted on would
+        // leave the gate decided and the run stuck.
+        self.prepare_resume(id, &resume)?;
         let log = self.log(Redactor::new());
         log.append(
             id,
@@ -567,7 +577,7 @@ impl Engine {
                 comment,
             }],
         )?;
-        self.prepare_resume(id, &Resume::default())
+        self.prepare_resume(id, &resume)
     }
 
     /// Aborts a run that is not finished, releasing its lock.

@@ -249,17 +249,7 @@ async fn start_run(
     Extension(who): Extension<Identity>,
     Json(body): Json<StartBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let params = body
-        .params
-        .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, text)
-        })
-        .collect();
+    let params = param_pairs(body.params);
     let runs = app.runs.clone();
     let id = tokio::task::spawn_blocking(move || {
         runs.start(&StartRequest {
@@ -397,6 +387,23 @@ struct DecideBody {
     comment: Option<String>,
     #[serde(default)]
     step: Option<String>,
+    /// Parameters given again (secret ones that this `serve` was not given).
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+}
+
+/// API parameters (`{"name": value}`) as `name=value` text pairs, as the command line gives them.
+fn param_pairs(params: serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
 }
 
 async fn decide(
@@ -409,7 +416,15 @@ async fn decide(
     let id = app.journal().resolve(&id)?;
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || {
-        runs.decide(id, approved, body.step.as_deref(), body.comment, &who.name)
+        let params = param_pairs(body.params);
+        runs.decide(
+            id,
+            approved,
+            body.step.as_deref(),
+            body.comment,
+            &params,
+            &who.name,
+        )
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
@@ -461,17 +476,7 @@ async fn resume(
         retry_step: body.retry_step,
         skip_step: body.skip_step,
         reload: body.reload,
-        params: body
-            .params
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, text)
-            })
-            .collect(),
+        params: param_pairs(body.params),
     };
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || runs.resume(id, &req, &who.name))

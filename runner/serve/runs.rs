@@ -43,6 +43,11 @@ pub struct Runs {
     metrics: Option<Arc<Metrics>>,
     active: Mutex<HashMap<RunId, Active>>,
     owned: Mutex<BTreeSet<RunId>>,
+    /// The parameters given for each run this process started or continued, kept in memory
+    /// only (never journaled: secret values among them) until the run ends, so that
+    /// approving, resuming or waking a run needs no secret given again while this `serve`
+    /// lives. After a restart they come from `env:` or must be given with the decision.
+    given: Mutex<HashMap<RunId, Vec<(String, String)>>>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -79,6 +84,7 @@ impl Runs {
             metrics,
             active: Mutex::new(HashMap::new()),
             owned: Mutex::new(owned),
+            given: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -157,6 +163,12 @@ impl Runs {
     /// longer owned; one stopped by our shutdown stays owned so the next `serve` resumes it.
     fn finished(&self, id: RunId, outcome: &Result<Outcome, EngineError>) {
         self.active.lock().expect("runs").remove(&id);
+        if matches!(
+            outcome,
+            Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted)
+        ) {
+            self.given.lock().expect("runs").remove(&id);
+        }
         let keep = match outcome {
             Ok(Outcome::Interrupted { .. }) => {
                 self.stopping.load(std::sync::atomic::Ordering::SeqCst)
@@ -203,8 +215,34 @@ impl Runs {
             trigger,
         })?;
         let id = created.id;
+        self.remember(id, &req.params);
         self.spawn(engine, stop, created);
         Ok(id)
+    }
+
+    /// Keeps `params` as given for run `id` (later values win over earlier ones).
+    fn remember(&self, id: RunId, params: &[(String, String)]) {
+        if !params.is_empty() {
+            self.given
+                .lock()
+                .expect("runs")
+                .entry(id)
+                .or_default()
+                .extend_from_slice(params);
+        }
+    }
+
+    /// The parameters given for run `id` so far, followed by `now` (which win).
+    fn with_given(&self, id: RunId, now: &[(String, String)]) -> Vec<(String, String)> {
+        let mut all = self
+            .given
+            .lock()
+            .expect("runs")
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        all.extend_from_slice(now);
+        all
     }
 
     /// Resumes a run.
@@ -212,7 +250,12 @@ impl Runs {
         self.not_active(id)?;
         let stop = Arc::new(CancelSource::new());
         let engine = self.engine(who, GateMode::Detach, &stop);
-        let prepared = engine.prepare_resume(id, req)?;
+        let req = Resume {
+            params: self.with_given(id, &req.params),
+            ..req.clone()
+        };
+        let prepared = engine.prepare_resume(id, &req)?;
+        self.remember(id, &req.params);
         self.spawn(engine, stop, prepared);
         Ok(())
     }
@@ -224,12 +267,15 @@ impl Runs {
         approved: bool,
         step: Option<&str>,
         comment: Option<String>,
+        params: &[(String, String)],
         who: &str,
     ) -> Result<(), EngineError> {
         self.not_active(id)?;
         let stop = Arc::new(CancelSource::new());
         let engine = self.engine(who, GateMode::Detach, &stop);
-        let prepared = engine.prepare_decide(id, approved, step, comment)?;
+        let prepared =
+            engine.prepare_decide(id, approved, step, comment, &self.with_given(id, params))?;
+        self.remember(id, params);
         self.spawn(engine, stop, prepared);
         Ok(())
     }
