@@ -127,7 +127,16 @@ impl Serve {
     /// Starts `runbook` as the holder of `token` and waits until it is parked at its gate (and no
     /// longer executing, so a decision is taken at once).
     fn start_parked(&self, token: &str, runbook: &str) -> String {
-        let (status, body) = self.post(token, "/api/v1/runs", &json!({ "runbook": runbook }));
+        self.start_parked_with(token, runbook, &json!({}))
+    }
+
+    /// [`Serve::start_parked`] with parameters.
+    fn start_parked_with(&self, token: &str, runbook: &str, params: &Value) -> String {
+        let (status, body) = self.post(
+            token,
+            "/api/v1/runs",
+            &json!({ "runbook": runbook, "params": params }),
+        );
         assert_eq!(
             status,
             201,
@@ -142,8 +151,9 @@ impl Serve {
             if last["state"] == "waiting" && last["active"] == false {
                 return run;
             }
+            // Running, or waiting while its execution is still winding down.
             assert!(
-                last["state"] == "running",
+                last["state"] == "running" || last["state"] == "waiting",
                 "run {run} should park at its gate: {last:#}\n{}",
                 self.output.text()
             );
@@ -326,4 +336,74 @@ fn the_page_shows_the_refusal_when_the_starter_approves_a_four_eyes_gate() {
         "a refused approval records no decision: {records:#?}"
     );
     assert_eq!(sb.read("after.txt"), "", "nothing past the gate ran");
+}
+
+const SECRET_BOOK: &str = r#"
+runbook: web-secret
+params:
+  password: { type: string, secret: true, required: true }
+steps:
+  - id: confirm
+    gate: "Change the password?"
+  - id: after
+    shell: { run: "echo {{sh params.password}} > after.txt" }
+"#;
+
+#[test]
+fn after_a_serve_restart_the_page_asks_for_the_secret_the_approval_needs() {
+    const SECRET: &str = "pa55-Wd-7Kq2xZ";
+    browser_dir();
+    let sb = Sandbox::new();
+    sb.write("runbooks/web-secret.yaml", SECRET_BOOK);
+    let run = {
+        let first = Serve::start(&sb);
+        first.start_parked_with(BOB, "web-secret", &json!({ "password": SECRET }))
+    };
+    // The first serve is gone (stopped on drop) and with it the secret it was given.
+    let serve = Serve::start(&sb);
+
+    let shot = screenshot("web-secret.png");
+    let (status, out) = page_script(&[
+        "--secret",
+        &format!("password={SECRET}"),
+        &serve.url,
+        ALICE,
+        &run,
+        "password change window",
+        shot.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the page should ask for the secret and approve with it; approve.mjs ended {status:?}:\n{out}\n--- serve ---\n{}",
+        serve.output.text()
+    );
+    assert!(
+        !out.contains(SECRET),
+        "the script printed the secret:\n{out}"
+    );
+    assert_eq!(
+        sb.read("after.txt"),
+        format!("{SECRET}\n"),
+        "the step after the gate had it"
+    );
+    let records = serve.records(ALICE, &run);
+    let decided: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "gate_decided")
+        .collect();
+    assert_eq!(
+        decided.len(),
+        1,
+        "only the approval with the secret is journaled: {records:#?}"
+    );
+    assert_eq!(decided[0]["by"], "alice");
+    let journal = String::from_utf8_lossy(&sb.journal_bytes()).into_owned();
+    assert!(
+        !journal.contains(SECRET),
+        "the secret is in the journal in clear"
+    );
+    assert!(
+        !serve.output.text().contains(SECRET),
+        "serve printed the secret"
+    );
 }

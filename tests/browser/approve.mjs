@@ -1,7 +1,7 @@
 // Drives the web page of `runbook serve` in headless Chromium (Debian's, through playwright-core)
 // the way an operator would: enter the token, open the run, read the gate, comment, approve.
 //
-//   node approve.mjs [--expect-refusal TEXT] URL TOKEN RUN_ID COMMENT SCREENSHOT_PATH
+//   node approve.mjs [--expect-refusal TEXT | --secret NAME=VALUE] URL TOKEN RUN_ID COMMENT SCREENSHOT_PATH
 //
 // Default: enters a wrong token first (the page must say the token is not known), then TOKEN;
 // opens the run by clicking it in the runs list; waits for the gate prompt; types COMMENT; clicks
@@ -10,6 +10,10 @@
 // --expect-refusal TEXT: opens the run by its address (/runs/RUN_ID) instead, clicks Approve and
 // waits until the page shows the API's refusal containing TEXT, with the run still `waiting` and
 // the buttons usable again; takes a screenshot.
+//
+// --secret NAME=VALUE: the first Approve must be refused because serve does not hold the secret
+// parameter NAME; the page must then ask for it in a password field, which is filled with VALUE
+// before Approve is clicked again; then as by default.
 //
 // Exits 0 when all of it happened; otherwise prints what the page showed and exits 1. The browser
 // is $CHROMIUM or /usr/bin/chromium; everything is bounded (60 s in all).
@@ -24,15 +28,21 @@ const STEP_MS = 20_000;
 
 function usage(message) {
   console.error(`approve.mjs: ${message}`);
-  console.error('usage: node approve.mjs [--expect-refusal TEXT] URL TOKEN RUN_ID COMMENT SCREENSHOT_PATH');
+  console.error('usage: node approve.mjs [--expect-refusal TEXT | --secret NAME=VALUE] URL TOKEN RUN_ID COMMENT SCREENSHOT_PATH');
   process.exit(2);
 }
 
 const argv = process.argv.slice(2);
 let expectRefusal = null;
+let secret = null;
 if (argv[0] === '--expect-refusal') {
   if (argv.length < 2) usage('--expect-refusal needs a text');
   expectRefusal = argv[1];
+  argv.splice(0, 2);
+} else if (argv[0] === '--secret') {
+  const eq = argv.length < 2 ? -1 : argv[1].indexOf('=');
+  if (eq < 1) usage('--secret needs NAME=VALUE');
+  secret = { name: argv[1].slice(0, eq), value: argv[1].slice(eq + 1) };
   argv.splice(0, 2);
 }
 if (argv.length !== 5) usage(`expected 5 arguments, got ${argv.length}`);
@@ -136,6 +146,21 @@ try {
 
   say('clicking Approve');
   await page.click('#approve');
+
+  if (secret) {
+    say(`waiting for the page to ask for the secret parameter ${secret.name}`);
+    await page.locator('#error').filter({ hasText: `secret parameter \`${secret.name}\` again` }).waitFor({ state: 'visible' });
+    const field = page.locator(`[data-testid="secret-${secret.name}"]`);
+    await field.waitFor({ state: 'visible' });
+    if ((await field.getAttribute('type')) !== 'password') throw new Error('the secret field must be a password field');
+    const state = (await page.locator('#run-state').innerText()).trim();
+    if (state !== 'waiting') throw new Error(`after the refusal the run should still be waiting, the page says ${state}`);
+    await page.waitForFunction(() => !document.getElementById('approve').disabled);
+    say('entering the secret and clicking Approve again');
+    await field.fill(secret.value);
+    if (!(await page.locator('#comment').inputValue())) await page.fill('#comment', comment);
+    await page.click('#approve');
+  }
 
   if (expectRefusal) {
     say(`waiting for the refusal (${expectRefusal})`);
