@@ -1144,9 +1144,24 @@ mod tests {
         id
     }
 
-    /// Edits the raw sled tree while no journal holds it.
+    /// Edits the raw sled tree while no journal holds it. Opened as the journal opens it, without
+    /// sled's background flusher (which would hold the directory's lock for a moment after this
+    /// handle is dropped); the lock of a journal dropped just before can still be on its way
+    /// out, so the open waits for it, within the bound a journal open uses.
     fn tamper(dir: &Path, edit: impl FnOnce(&sled::Db)) {
-        let db = sled::open(dir).unwrap();
+        let deadline = std::time::Instant::now() + SledOptions::default().busy_wait;
+        let db = loop {
+            match sled::Config::new().path(dir).flush_every_ms(None).open() {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains(SLED_LOCK_ERROR)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            }
+        };
         edit(&db);
         db.flush().unwrap();
     }
