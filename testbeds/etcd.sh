@@ -22,15 +22,8 @@ source "$HERE/lib.sh"
 
 usage() { sed -n '2,15p' "$0" >&2; exit 2; }
 
-load_cluster() {
-  C="$(tb_abs "$1")"
-  tb_require_cluster "$C" etcd
-  # shellcheck disable=SC1091
-  source "$C/cluster.env"
-}
-check_node() {
-  [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || tb_die "member must be 1..$NODES, got '$1'"
-}
+load_cluster() { tb_load_cluster "$1" etcd; }
+check_node() { tb_check_node "$1" member; }
 
 ep() { local v="ETCD_ENDPOINT_$1"; echo "${!v}"; }
 # Matches "bash CLUSTER/mN.cmd" (before its exec) and "etcd ... --data-dir CLUSTER/mN.etcd".
@@ -49,16 +42,8 @@ fail_member() {
 }
 
 cmd_create() {
-  local dir="" nodes=3
-  while (( $# )); do
-    case "$1" in
-      --nodes) nodes="${2:?--nodes needs a value}"; shift 2 ;;
-      -*) tb_die "unknown option $1" ;;
-      *) [[ -z "$dir" ]] || tb_die "unexpected argument $1"; dir="$1"; shift ;;
-    esac
-  done
-  [[ -n "$dir" ]] || usage
-  [[ "$nodes" =~ ^[1-9]$ ]] || tb_die "--nodes must be 1..9"
+  tb_create_args 0 "$@"
+  local dir="$CREATE_DIR" nodes="$CREATE_NODES"
   TB_NEED="ETCD ETCDCTL" source "$HERE/paths.sh" || exit 1
   local t0; t0=$(tb_now)
   C="$(tb_abs "$dir")"

@@ -187,6 +187,39 @@ tb_require_cluster() {
   [[ "$k" == "$2" ]] || tb_die "$1 is a '$k' testbed, not '$2'"
 }
 
+# tb_load_cluster DIR KIND: sets C to DIR (absolute), checks its marker, loads its cluster.env.
+tb_load_cluster() {
+  C="$(tb_abs "$1")"
+  tb_require_cluster "$C" "$2"
+  # shellcheck disable=SC1091
+  source "$C/cluster.env"
+}
+
+# tb_check_node N WORD: N must name one of the cluster's $NODES members (WORD: member, node).
+tb_check_node() {
+  [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || tb_die "$2 must be 1..$NODES, got '$1'"
+}
+
+# tb_create_args WITH_VERSION ARGS...: parses `create CLUSTER [--nodes N] [--version V]`
+# (--version only when WITH_VERSION is 1) into CREATE_DIR, CREATE_NODES (default 3) and
+# CREATE_VERSION; calls the script's usage without a CLUSTER.
+tb_create_args() {
+  local with_version="$1"; shift
+  CREATE_DIR="" CREATE_VERSION="" CREATE_NODES=3
+  while (( $# )); do
+    case "$1" in
+      --version)
+        [[ $with_version == 1 ]] || tb_die "unknown option $1"
+        CREATE_VERSION="${2:?--version needs a value}"; shift 2 ;;
+      --nodes) CREATE_NODES="${2:?--nodes needs a value}"; shift 2 ;;
+      -*) tb_die "unknown option $1" ;;
+      *) [[ -z "$CREATE_DIR" ]] || tb_die "unexpected argument $1"; CREATE_DIR="$1"; shift ;;
+    esac
+  done
+  [[ -n "$CREATE_DIR" ]] || usage
+  [[ "$CREATE_NODES" =~ ^[1-9]$ ]] || tb_die "--nodes must be 1..9"
+}
+
 # tb_new_cluster_dir DIR KIND: creates DIR (must be absent or empty) and marks it.
 tb_new_cluster_dir() {
   if [[ -e "$1" ]]; then

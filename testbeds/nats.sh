@@ -34,15 +34,8 @@ nats_version_norm() {
   esac
 }
 
-load_cluster() {
-  C="$(tb_abs "$1")"
-  tb_require_cluster "$C" nats
-  # shellcheck disable=SC1091
-  source "$C/cluster.env"
-}
-check_node() {
-  [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || tb_die "node must be 1..$NODES, got '$1'"
-}
+load_cluster() { tb_load_cluster "$1" nats; }
+check_node() { tb_check_node "$1" node; }
 
 mon() { local v="MONITOR_URL_$1"; echo "${!v}"; }
 url() { local v="NATS_URL_$1"; echo "${!v}"; }
@@ -68,18 +61,9 @@ start_node() { # n version
 }
 
 cmd_create() {
-  local dir="" version="" nodes=3
-  while (( $# )); do
-    case "$1" in
-      --version) version="${2:?--version needs a value}"; shift 2 ;;
-      --nodes) nodes="${2:?--nodes needs a value}"; shift 2 ;;
-      -*) tb_die "unknown option $1" ;;
-      *) [[ -z "$dir" ]] || tb_die "unexpected argument $1"; dir="$1"; shift ;;
-    esac
-  done
-  [[ -n "$dir" ]] || usage
+  tb_create_args 1 "$@"
+  local dir="$CREATE_DIR" version="$CREATE_VERSION" nodes="$CREATE_NODES"
   [[ -n "$version" ]] || tb_die "create needs --version (2.9 or 2.15)"
-  [[ "$nodes" =~ ^[1-9]$ ]] || tb_die "--nodes must be 1..9"
   version="$(nats_version_norm "$version")"
   TB_NEED="NATS_29 NATS_215" source "$HERE/paths.sh" || exit 1
   local t0; t0=$(tb_now)

@@ -40,16 +40,9 @@ bao_bin() {
   esac
 }
 
-load_cluster() {
-  C="$(tb_abs "$1")"
-  tb_require_cluster "$C" openbao
-  # shellcheck disable=SC1091
-  source "$C/cluster.env"
-}
+load_cluster() { tb_load_cluster "$1" openbao; }
 
-check_node() {
-  [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || tb_die "node must be 1..$NODES, got '$1'"
-}
+check_node() { tb_check_node "$1" node; }
 
 addr() { local v="BAO_ADDR_$1"; echo "${!v}"; }
 # Matches both "bash CLUSTER/node-N.cmd" (before its exec) and "bao server -config=CLUSTER/node-N.hcl".
@@ -124,18 +117,9 @@ wait_healthy() { # timeout
 }
 
 cmd_create() {
-  local dir="" version="" nodes=3
-  while (( $# )); do
-    case "$1" in
-      --version) version="${2:?--version needs a value}"; shift 2 ;;
-      --nodes) nodes="${2:?--nodes needs a value}"; shift 2 ;;
-      -*) tb_die "unknown option $1" ;;
-      *) [[ -z "$dir" ]] || tb_die "unexpected argument $1"; dir="$1"; shift ;;
-    esac
-  done
-  [[ -n "$dir" ]] || usage
+  tb_create_args 1 "$@"
+  local dir="$CREATE_DIR" version="$CREATE_VERSION" nodes="$CREATE_NODES"
   [[ -n "$version" ]] || tb_die "create needs --version (2.6.2 or 2.7.2)"
-  [[ "$nodes" =~ ^[1-9]$ ]] || tb_die "--nodes must be 1..9"
   version="$(bao_version_norm "$version")"
   TB_NEED="BAO_262 BAO_272" source "$HERE/paths.sh" || exit 1
   local t0; t0=$(tb_now)

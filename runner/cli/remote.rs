@@ -49,17 +49,19 @@ impl Remote {
             .header(ACT_AS, &self.who)
     }
 
+    fn unreachable(&self, e: &reqwest::Error) -> CliError {
+        CliError::Other(anyhow::anyhow!(
+            "failed to reach serve at {}: {e}",
+            self.url
+        ))
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
         let response = request
             .timeout(Duration::from_secs(60))
             .send()
             .await
-            .map_err(|e| {
-                CliError::Other(anyhow::anyhow!(
-                    "failed to reach serve at {}: {e}",
-                    self.url
-                ))
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -98,12 +100,7 @@ impl Remote {
             .request(reqwest::Method::GET, &path)
             .send()
             .await
-            .map_err(|e| {
-                CliError::Other(anyhow::anyhow!(
-                    "failed to reach serve at {}: {e}",
-                    self.url
-                ))
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         if !response.status().is_success() {
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);

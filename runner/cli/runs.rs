@@ -87,27 +87,16 @@ async fn follow_remote(env: &Env, remote: &Remote, id: &str) -> Result<i32, CliE
         .as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| CliError::Other(anyhow::anyhow!("serve sent no run id")))?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     let outcome = match state {
         Some(RunState::Succeeded) => Outcome::Succeeded,
         Some(RunState::Waiting) => Outcome::Parked {
-            path: detail["open_gate"]["path"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            prompt: detail["open_gate"]["prompt"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            path: text(&detail["open_gate"]["path"]),
+            prompt: text(&detail["open_gate"]["prompt"]),
         },
         Some(RunState::NeedsAttention) => Outcome::NeedsAttention {
-            path: detail["attention"]["path"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            detail: detail["attention"]["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            path: text(&detail["attention"]["path"]),
+            detail: text(&detail["attention"]["detail"]),
         },
         Some(RunState::Interrupted) => Outcome::Interrupted {
             signal: detail["reason"].as_str().unwrap_or("a signal").to_owned(),

@@ -75,6 +75,21 @@ pub fn load(
     }
 }
 
+/// Reads the YAML file at `origin` into `sources` and parses it, keeping every node's position.
+pub fn read_yaml(
+    origin: &str,
+    files: &dyn Files,
+    sources: &mut Sources,
+) -> Result<(FileId, Node), Diagnostic> {
+    let text = files.read(origin).map_err(Diagnostic::general)?;
+    let file = sources.add(File {
+        origin: library::display_origin(origin),
+        path: Some(origin.into()),
+        text: text.clone(),
+    });
+    Ok((file, yaml::parse(file, &text)?))
+}
+
 /// Loads the runbook at `origin` as far as it can be read, with every problem found. The
 /// runbook is there, less the parts with problems, unless the file could not be read or
 /// parsed at all, so that what it calls can be checked in the same pass.
@@ -84,21 +99,8 @@ pub fn load_partial(
     sources: &mut Sources,
     registry: &Registry,
 ) -> (Option<Runbook>, Diagnostics) {
-    let text = match files.read(origin) {
-        Ok(t) => t,
-        Err(e) => {
-            let mut d = Diagnostics::new();
-            d.push(Diagnostic::general(e));
-            return (None, d);
-        }
-    };
-    let file = sources.add(File {
-        origin: library::display_origin(origin),
-        path: Some(origin.into()),
-        text: text.clone(),
-    });
-    let node = match yaml::parse(file, &text) {
-        Ok(n) => n,
+    let (file, node) = match read_yaml(origin, files, sources) {
+        Ok(read) => read,
         Err(d) => {
             let mut ds = Diagnostics::new();
             ds.push(d);

@@ -3,31 +3,18 @@
 //! runbook on several schedules).
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::library::{self, Files};
-use crate::load::Fields;
+use crate::library::Files;
 use crate::load::schedule::schedule_spec;
+use crate::load::{Fields, read_yaml};
 use crate::schedule::Schedule;
-use crate::source::{File, Sources};
-use crate::yaml;
+use crate::source::Sources;
 
 /// Reads a schedules file. On failure, every problem found, with the sources to render them.
 pub fn load(origin: &str, files: &dyn Files) -> Result<Vec<Schedule>, (Diagnostics, Sources)> {
     let mut sources = Sources::new();
     let mut f = Fields::default();
-    let text = match files.read(origin) {
-        Ok(t) => t,
-        Err(e) => {
-            f.push(Diagnostic::general(e));
-            return Err((f.diags, sources));
-        }
-    };
-    let file = sources.add(File {
-        origin: library::display_origin(origin),
-        path: Some(origin.into()),
-        text: text.clone(),
-    });
-    let node = match yaml::parse(file, &text) {
-        Ok(n) => n,
+    let node = match read_yaml(origin, files, &mut sources) {
+        Ok((_, node)) => node,
         Err(d) => {
             f.push(d);
             return Err((f.diags, sources));
