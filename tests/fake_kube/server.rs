@@ -439,6 +439,15 @@ fn namespace_must_exist(inner: &super::store::Inner, res: &Res, ns: &str) -> Res
     Ok(())
 }
 
+/// The managedFields entry of a client's write (create, replace, patch) that sent `body`.
+fn updated_by<'a>(manager: &'a str, body: &Value) -> Option<Managed<'a>> {
+    Some(Managed {
+        manager,
+        operation: "Update",
+        fields: patch::fields_v1(body),
+    })
+}
+
 fn create(state: &State, res: &'static Res, ns: &str, call: &Call<'_>) -> Result<Reply, ApiError> {
     let body = call.json_body()?;
     check_identity(res, ns, None, &body)?;
@@ -461,19 +470,8 @@ fn create(state: &State, res: &'static Res, ns: &str, call: &Call<'_>) -> Result
         return Err(ApiError::already_exists(res, &name));
     }
     let manager = call.manager();
-    let fields = patch::fields_v1(&body);
-    let stored = inner.write(
-        res,
-        ns,
-        &name,
-        body,
-        Via::Main,
-        Some(Managed {
-            manager: &manager,
-            operation: "Update",
-            fields,
-        }),
-    )?;
+    let managed = updated_by(&manager, &body);
+    let stored = inner.write(res, ns, &name, body, Via::Main, managed)?;
     Ok(Reply::Json(201, stored))
 }
 
@@ -497,18 +495,14 @@ fn replace(
         return Err(ApiError::conflict(res, name));
     }
     let manager = call.manager();
-    let fields = patch::fields_v1(&body);
+    let managed = updated_by(&manager, &body);
     let stored = inner.write(
         res,
         ns,
         name,
         body,
         if status { Via::Status } else { Via::Main },
-        Some(Managed {
-            manager: &manager,
-            operation: "Update",
-            fields,
-        }),
+        managed,
     )?;
     Ok(Reply::Json(200, stored))
 }
@@ -672,18 +666,14 @@ fn patch_object(
         ));
     }
     let manager = call.manager();
-    let fields = patch::fields_v1(&body);
+    let managed = updated_by(&manager, &body);
     let stored = inner.write(
         res,
         ns,
         name,
         doc,
         if status { Via::Status } else { Via::Main },
-        Some(Managed {
-            manager: &manager,
-            operation: "Update",
-            fields,
-        }),
+        managed,
     )?;
     Ok(Reply::Json(200, stored))
 }
