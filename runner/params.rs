@@ -25,6 +25,21 @@ pub fn parse_assignment(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not of the form name=value"))
 }
 
+/// JSON parameters (`{"name": value}`, from the API or a schedule) as `name=value` text pairs,
+/// the way `-p` gives them: strings as they are, anything else as its JSON text.
+pub fn pairs_from_json(params: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
 /// Resolves the values of a run from command-line strings.
 ///
 /// `journaled` holds values pinned by an earlier start of the same run (on resume): non-secret

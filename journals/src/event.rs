@@ -90,6 +90,15 @@ impl RunState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
     }
 
+    /// Whether the run ended or stopped for a person (or a signal): what a follower waits for.
+    pub fn is_settled(self) -> bool {
+        self.is_terminal()
+            || matches!(
+                self,
+                Self::Waiting | Self::NeedsAttention | Self::Interrupted
+            )
+    }
+
     /// The kebab-case name used in output and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,7 +3,7 @@
 use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
-use runbook_journals::{JournalError, Record, RunId, RunState, RunSummary};
+use runbook_journals::{JournalError, Record, RunId, RunSummary};
 
 use crate::cli::remote::Remote;
 
@@ -198,12 +198,7 @@ pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
 
 /// Whether a record ends what a follower should wait for.
 fn settles(r: &Record) -> bool {
-    matches!(
-        &r.event,
-        runbook_journals::Event::StateChanged { state, .. }
-            if state.is_terminal()
-                || matches!(state, RunState::Waiting | RunState::NeedsAttention | RunState::Interrupted)
-    )
+    matches!(&r.event, runbook_journals::Event::StateChanged { state, .. } if state.is_settled())
 }
 
 async fn follow_file(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {

@@ -37,11 +37,6 @@ impl Remote {
         })
     }
 
-    /// The base URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}/api/v1{path}", self.url))
@@ -143,17 +138,6 @@ impl Remote {
             }
         }
         Ok(last_state)
-    }
-}
-
-/// The exit code for the state a followed run settled in.
-pub fn exit_code_for(state: Option<RunState>) -> i32 {
-    match state {
-        Some(RunState::Succeeded | RunState::Aborted) => 0,
-        Some(RunState::Waiting) => 3,
-        Some(RunState::NeedsAttention) => 4,
-        Some(RunState::Interrupted) => 130,
-        _ => 1,
     }
 }
 

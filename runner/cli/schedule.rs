@@ -53,10 +53,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
             find(name)?;
             let paused = matches!(command, ScheduleCommand::Pause { .. });
             let mut st = ScheduleState::load(journal.as_ref(), name)?;
-            if st.paused && !paused {
-                st.last_fire = Some(Utc::now());
-            }
-            st.paused = paused;
+            st.set_paused(paused);
             st.save(journal.as_ref(), name)?;
             println!(
                 "schedule `{name}` {}",

@@ -90,48 +90,30 @@ impl Schedule {
         to: DateTime<Utc>,
         limit: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::new();
-        let mut t = from;
-        while let Some(next) = self.next_after(t) {
-            if next > to {
-                break;
-            }
-            out.push(next);
+        let mut out = std::collections::VecDeque::new();
+        for fire in self.successive(from).take_while(|f| *f <= to) {
+            out.push_back(fire);
             if out.len() > limit {
-                out.remove(0);
+                out.pop_front();
             }
-            t = next;
         }
-        out
+        out.into()
     }
 
     /// The next `n` fire times after `t`.
     pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::with_capacity(n);
-        let mut t = t;
-        while out.len() < n {
-            let Some(next) = self.next_after(t) else {
-                break;
-            };
-            out.push(next);
-            t = next;
-        }
-        out
+        self.successive(t).take(n).collect()
+    }
+
+    /// The fire times after `t`, one after another (each the next after the one before, so a
+    /// time zone's repeated hour gives one fire).
+    fn successive(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        std::iter::successors(self.next_after(t), |f| self.next_after(*f))
     }
 
     /// The parameters as `name=value` pairs, the way `-p` gives them.
     pub fn param_pairs(&self) -> Vec<(String, String)> {
-        self.spec
-            .params
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect()
+        crate::params::pairs_from_json(&self.spec.params)
     }
 }
 

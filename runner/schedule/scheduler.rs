@@ -64,10 +64,7 @@ impl Scheduler {
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<ScheduleState, JournalError> {
         let _guard = self.lock.lock().expect("scheduler");
         let mut st = ScheduleState::load(self.journal.as_ref(), name)?;
-        if st.paused && !paused {
-            st.last_fire = Some(Utc::now());
-        }
-        st.paused = paused;
+        st.set_paused(paused);
         st.save(self.journal.as_ref(), name)?;
         Ok(st)
     }
@@ -77,7 +74,7 @@ impl Scheduler {
         let _guard = self.lock.lock().expect("scheduler");
         let mut st = ScheduleState::load(self.journal.as_ref(), &s.name)?;
         let now = Utc::now();
-        self.fire(s, &mut st, now, now)?;
+        self.fire(s, &mut st, now)?;
         Ok(st.history.last().cloned().expect("the fire was recorded"))
     }
 
@@ -166,7 +163,7 @@ impl Scheduler {
             st.save(journal, &s.name)?;
         }
         for fire in run {
-            self.fire(s, &mut st, fire, now)?;
+            self.fire(s, &mut st, fire)?;
         }
         // A queued fire starts once the run before it has ended.
         if !st.queued.is_empty() && !self.busy(&st) {
@@ -186,7 +183,6 @@ impl Scheduler {
         s: &Schedule,
         st: &mut ScheduleState,
         fire: DateTime<Utc>,
-        now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
         let busy = self.busy(st);
         match s.spec.overlap {
@@ -203,10 +199,7 @@ impl Scheduler {
                     .fired(&s.name, &FireOutcome::Queued, Duration::ZERO);
                 st.save(self.journal.as_ref(), &s.name)
             }
-            _ => {
-                let _ = now;
-                self.start(s, st, fire)
-            }
+            _ => self.start(s, st, fire),
         }
     }
 

@@ -89,6 +89,15 @@ fn key(name: &str) -> String {
 }
 
 impl ScheduleState {
+    /// Pauses or resumes. A resumed schedule fires from now on: what fell due while it was
+    /// paused is not caught up.
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            self.last_fire = Some(Utc::now());
+        }
+        self.paused = paused;
+    }
+
     /// The state of schedule `name` (default when never fired).
     pub fn load(journal: &dyn Journal, name: &str) -> Result<Self, JournalError> {
         match journal.get_meta(&key(name))? {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -249,7 +249,7 @@ async fn start_run(
     Extension(who): Extension<Identity>,
     Json(body): Json<StartBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let params = param_pairs(body.params);
+    let params = crate::params::pairs_from_json(&body.params);
     let runs = app.runs.clone();
     let id = tokio::task::spawn_blocking(move || {
         runs.start(&StartRequest {
@@ -297,13 +297,7 @@ async fn get_records(
 
 /// Whether a record ends what a follower waits for: the run ended or stopped for a person.
 fn settles(record: &Record) -> bool {
-    use runbook_journals::RunState;
-    matches!(
-        &record.event,
-        Event::StateChanged { state, .. }
-            if state.is_terminal()
-                || matches!(state, RunState::Waiting | RunState::NeedsAttention | RunState::Interrupted)
-    )
+    matches!(&record.event, Event::StateChanged { state, .. } if state.is_settled())
 }
 
 #[derive(Deserialize)]
@@ -392,20 +386,6 @@ struct DecideBody {
     params: serde_json::Map<String, Value>,
 }
 
-/// API parameters (`{"name": value}`) as `name=value` text pairs, as the command line gives them.
-fn param_pairs(params: serde_json::Map<String, Value>) -> Vec<(String, String)> {
-    params
-        .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, text)
-        })
-        .collect()
-}
-
 async fn decide(
     app: Arc<App>,
     who: Identity,
@@ -416,7 +396,7 @@ async fn decide(
     let id = app.journal().resolve(&id)?;
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || {
-        let params = param_pairs(body.params);
+        let params = crate::params::pairs_from_json(&body.params);
         runs.decide(
             id,
             approved,
@@ -476,7 +456,7 @@ async fn resume(
         retry_step: body.retry_step,
         skip_step: body.skip_step,
         reload: body.reload,
-        params: param_pairs(body.params),
+        params: crate::params::pairs_from_json(&body.params),
     };
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || runs.resume(id, &req, &who.name))
@@ -503,38 +483,28 @@ async fn abort(
     Ok(Json(json!({ "run": id.to_string(), "state": "aborted" })))
 }
 
-/// A schedule with its state and next fire times.
-pub fn schedule_json(scheduler: &Scheduler, journal: &dyn Journal, name: &str) -> ApiResult<Value> {
-    let s = scheduler
-        .get(name)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`")))?;
-    let st = ScheduleState::load(journal, name)?;
-    Ok(crate::schedule::status_json(s, &st))
+fn no_schedule(name: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`"))
 }
 
 async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    let journal = app.journal();
     let list: ApiResult<Vec<Value>> = app
         .scheduler
         .schedules()
         .iter()
-        .map(|s| schedule_json(&app.scheduler, app.journal().as_ref(), &s.name))
+        .map(|s| {
+            let st = ScheduleState::load(journal.as_ref(), &s.name)?;
+            Ok(crate::schedule::status_json(s, &st))
+        })
         .collect();
     Ok(Json(Value::Array(list?)))
 }
 
 fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<Value>> {
-    if app.scheduler.get(name).is_none() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no schedule `{name}`"),
-        ));
-    }
-    app.scheduler.set_paused(name, paused)?;
-    Ok(Json(schedule_json(
-        &app.scheduler,
-        app.journal().as_ref(),
-        name,
-    )?))
+    let s = app.scheduler.get(name).ok_or_else(|| no_schedule(name))?;
+    let st = app.scheduler.set_paused(name, paused)?;
+    Ok(Json(crate::schedule::status_json(s, &st)))
 }
 
 async fn pause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
@@ -548,11 +518,8 @@ async fn unpause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
 async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let scheduler = app.scheduler.clone();
     let fired = tokio::task::spawn_blocking(move || {
-        let s = scheduler
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`")))?;
-        scheduler.trigger(&s).map_err(ApiError::from)
+        let s = scheduler.get(&name).ok_or_else(|| no_schedule(&name))?;
+        scheduler.trigger(s).map_err(ApiError::from)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
@@ -560,12 +527,8 @@ async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-            .parse()
-            .expect("valid header"),
-    );
-    (headers, app.metrics.render(app.journal().as_ref()))
+    (
+        [(header::CONTENT_TYPE, crate::serve::metrics::CONTENT_TYPE)],
+        app.metrics.render(app.journal().as_ref()),
+    )
 }

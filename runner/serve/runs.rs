@@ -118,6 +118,14 @@ impl Runs {
         }
     }
 
+    /// Forgets run `id` as one this `serve` (or the next) is to execute.
+    fn disown(&self, id: RunId) {
+        let mut owned = self.owned.lock().expect("runs");
+        if owned.remove(&id) {
+            self.save_owned(&owned);
+        }
+    }
+
     /// Whether run `id` is executing in this `serve`.
     pub fn is_active(&self, id: RunId) -> bool {
         self.active.lock().expect("runs").contains_key(&id)
@@ -180,10 +188,7 @@ impl Runs {
             }
         };
         if !keep {
-            let mut owned = self.owned.lock().expect("runs");
-            if owned.remove(&id) {
-                self.save_owned(&owned);
-            }
+            self.disown(id);
         }
     }
 
@@ -247,17 +252,15 @@ impl Runs {
 
     /// Resumes a run.
     pub fn resume(self: &Arc<Self>, id: RunId, req: &Resume, who: &str) -> Result<(), EngineError> {
-        self.not_active(id)?;
-        let stop = Arc::new(CancelSource::new());
-        let engine = self.engine(who, GateMode::Detach, &stop);
-        let req = Resume {
-            params: self.with_given(id, &req.params),
-            ..req.clone()
-        };
-        let prepared = engine.prepare_resume(id, &req)?;
-        self.remember(id, &req.params);
-        self.spawn(engine, stop, prepared);
-        Ok(())
+        self.continue_run(id, who, &req.params, |engine, params| {
+            engine.prepare_resume(
+                id,
+                &Resume {
+                    params,
+                    ..req.clone()
+                },
+            )
+        })
     }
 
     /// Approves or rejects a run's open gate and continues the run.
@@ -270,12 +273,25 @@ impl Runs {
         params: &[(String, String)],
         who: &str,
     ) -> Result<(), EngineError> {
+        self.continue_run(id, who, params, |engine, params| {
+            engine.prepare_decide(id, approved, step, comment, &params)
+        })
+    }
+
+    /// Continues run `id` as `who` once `prepare` has made it ready, with the parameters given
+    /// for it so far and `now` (which are remembered too).
+    fn continue_run(
+        self: &Arc<Self>,
+        id: RunId,
+        who: &str,
+        now: &[(String, String)],
+        prepare: impl FnOnce(&Engine, Vec<(String, String)>) -> Result<Created, EngineError>,
+    ) -> Result<(), EngineError> {
         self.not_active(id)?;
         let stop = Arc::new(CancelSource::new());
         let engine = self.engine(who, GateMode::Detach, &stop);
-        let prepared =
-            engine.prepare_decide(id, approved, step, comment, &self.with_given(id, params))?;
-        self.remember(id, params);
+        let prepared = prepare(&engine, self.with_given(id, now))?;
+        self.remember(id, now);
         self.spawn(engine, stop, prepared);
         Ok(())
     }
@@ -315,18 +331,14 @@ impl Runs {
                     self.resume(id, &Resume::default(), "serve")
                 }
                 Ok(_) | Err(JournalError::NoSuchRun(_)) => {
-                    let mut owned = self.owned.lock().expect("runs");
-                    owned.remove(&id);
-                    self.save_owned(&owned);
+                    self.disown(id);
                     continue;
                 }
                 Err(e) => Err(EngineError::Journal(e)),
             };
             if let Err(e) = &result {
                 tracing::warn!(run = %id, error = %e, "could not resume a run");
-                let mut owned = self.owned.lock().expect("runs");
-                owned.remove(&id);
-                self.save_owned(&owned);
+                self.disown(id);
             }
             out.push((id, result));
         }
