@@ -440,12 +440,12 @@ fn namespace_must_exist(inner: &super::store::Inner, res: &Res, ns: &str) -> Res
 }
 
 /// The managedFields entry of a client's write (create, replace, patch) that sent `body`.
-fn updated_by<'a>(manager: &'a str, body: &Value) -> Option<Managed<'a>> {
-    Some(Managed {
+fn updated_by<'a>(manager: &'a str, body: &Value) -> Managed<'a> {
+    Managed {
         manager,
         operation: "Update",
         fields: patch::fields_v1(body),
-    })
+    }
 }
 
 fn create(state: &State, res: &'static Res, ns: &str, call: &Call<'_>) -> Result<Reply, ApiError> {
@@ -470,7 +470,7 @@ fn create(state: &State, res: &'static Res, ns: &str, call: &Call<'_>) -> Result
         return Err(ApiError::already_exists(res, &name));
     }
     let manager = call.manager();
-    let managed = updated_by(&manager, &body);
+    let managed = Some(updated_by(&manager, &body));
     let stored = inner.write(res, ns, &name, body, Via::Main, managed)?;
     Ok(Reply::Json(201, stored))
 }
@@ -495,7 +495,7 @@ fn replace(
         return Err(ApiError::conflict(res, name));
     }
     let manager = call.manager();
-    let managed = updated_by(&manager, &body);
+    let managed = Some(updated_by(&manager, &body));
     let stored = inner.write(
         res,
         ns,
@@ -666,7 +666,7 @@ fn patch_object(
         ));
     }
     let manager = call.manager();
-    let managed = updated_by(&manager, &body);
+    let managed = Some(updated_by(&manager, &body));
     let stored = inner.write(
         res,
         ns,
