@@ -566,9 +566,8 @@ impl Engine {
         // The run must be able to go on (its secret parameters given again, its runbook still
         // loading) before the verdict is journaled: a verdict that cannot be acted on would
         // leave the gate decided and the run stuck.
-        self.prepare_resume(id, &resume)?;
-        let log = self.log(Redactor::new());
-        log.append(
+        let mut prepared = self.prepare_resume(id, &resume)?;
+        let records = self.log(Redactor::new()).append(
             id,
             &[Event::GateDecided {
                 path: path.to_owned(),
@@ -577,7 +576,10 @@ impl Engine {
                 comment,
             }],
         )?;
-        self.prepare_resume(id, &resume)
+        for record in &records {
+            prepared.view.apply(record)?;
+        }
+        Ok(prepared)
     }
 
     /// Aborts a run that is not finished, releasing its lock.
