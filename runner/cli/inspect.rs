@@ -64,8 +64,7 @@ fn print_runs(env: &Env, runs: &[RunSummary], unfinished_only: bool) {
     } else if runs.is_empty() && unfinished_only {
         println!("no unfinished runs");
     } else {
-        let owned: Vec<RunSummary> = runs.into_iter().cloned().collect();
-        print!("{}", report::table(&owned));
+        print!("{}", report::table(runs));
     }
 }
 
@@ -81,47 +80,16 @@ fn print_detail(env: &Env, id: RunId, records: &[Record]) -> Result<(), CliError
 
 /// `runbook status [RUN]`.
 pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
-    let journal = match env.open_journal() {
-        Ok(j) => j,
-        Err(e) => {
-            let served = Served::find(env, e)?;
-            match run {
-                None => print_runs(env, &served.runs().await?, true),
-                Some(run) => {
-                    let (id, records) = served.records(run).await?;
-                    print_detail(env, id, &records)?;
-                }
-            }
-            return Ok(0);
-        }
-    };
-    match run {
-        None => {
-            let runs: Vec<_> = journal
-                .runs()?
-                .into_iter()
-                .filter(|r| !r.state.is_terminal())
-                .collect();
-            if env.cli.output == OutputMode::Json {
-                for r in &runs {
-                    println!("{}", serde_json::to_string(r).expect("summaries serialize"));
-                }
-            } else if runs.is_empty() {
-                println!("no unfinished runs");
-            } else {
-                print!("{}", report::table(&runs));
-            }
-        }
-        Some(run) => {
+    match (env.open_journal(), run) {
+        (Ok(journal), None) => print_runs(env, &journal.runs()?, true),
+        (Ok(journal), Some(run)) => {
             let id = journal.resolve(run)?;
-            let records = journal.read(id)?;
-            let view =
-                RunView::from_records(id, &records).map_err(crate::engine::EngineError::from)?;
-            if env.cli.output == OutputMode::Json {
-                println!("{}", report::run_json(&view));
-            } else {
-                print!("{}", report::detail(&view));
-            }
+            print_detail(env, id, &journal.read(id)?)?;
+        }
+        (Err(e), None) => print_runs(env, &Served::find(env, e)?.runs().await?, true),
+        (Err(e), Some(run)) => {
+            let (id, records) = Served::find(env, e)?.records(run).await?;
+            print_detail(env, id, &records)?;
         }
     }
     Ok(0)
@@ -129,27 +97,13 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
 
 /// `runbook history`.
 pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
-    let journal = match env.open_journal() {
-        Ok(j) => j,
-        Err(e) => {
-            let served = Served::find(env, e)?;
-            let mut runs = served.runs().await?;
-            runs.reverse();
-            runs.truncate(limit);
-            print_runs(env, &runs, false);
-            return Ok(0);
-        }
+    let mut runs = match env.open_journal() {
+        Ok(journal) => journal.runs()?,
+        Err(e) => Served::find(env, e)?.runs().await?,
     };
-    let mut runs = journal.runs()?;
     runs.reverse();
     runs.truncate(limit);
-    if env.cli.output == OutputMode::Json {
-        for r in &runs {
-            println!("{}", serde_json::to_string(r).expect("summaries serialize"));
-        }
-    } else {
-        print!("{}", report::table(&runs));
-    }
+    print_runs(env, &runs, false);
     Ok(0)
 }
 

@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 
 use crate::engine::GateMode;
 use crate::engine::ctx::{Ctx, short};
-use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop, signal_name};
+use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop};
 use crate::model::{Action, Check, Expr, Step, Template, Wait};
 
 /// How long a probe may take when it sets no `timeout` of its own.
@@ -826,7 +826,3 @@ pub(crate) fn coerce(kind: &dyn StepKind, spec: Value) -> Value {
     Value::Object(map)
 }
 
-/// The signal name for an interruption reason (re-exported for the prompt module).
-pub(crate) fn interrupted_by(reason: &CancelReason) -> String {
-    signal_name(reason)
-}

@@ -47,11 +47,6 @@ impl RunLog {
         &self.redactor
     }
 
-    /// The journal.
-    pub fn journal(&self) -> &Arc<dyn Journal> {
-        &self.journal
-    }
-
     /// Creates a run (taking its lock) with its first events.
     pub fn create(
         &self,
@@ -167,10 +162,6 @@ pub mod failpoint {
         }
     }
 
-    /// Commits made by this process so far.
-    pub fn commits() -> u64 {
-        COMMITS.load(Ordering::SeqCst)
-    }
 }
 
 #[cfg(test)]

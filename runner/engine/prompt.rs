@@ -58,7 +58,7 @@ pub async fn ask(prompt: &str, expires_at: Option<DateTime<Utc>>, interrupt: &Ca
             },
             () = expiry => return Answer::Expired,
             reason = interrupt.cancelled() => {
-                return Answer::Interrupted(crate::engine::control::interrupted_by(&reason));
+                return Answer::Interrupted(crate::engine::exec::signal_name(&reason));
             }
         }
     }

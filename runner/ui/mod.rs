@@ -45,11 +45,6 @@ pub fn depth(path: &str) -> usize {
         .saturating_sub(1)
 }
 
-/// The last segment of a path, for labels.
-pub fn leaf(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
-}
-
 /// Formats milliseconds as `0.12s`, `12.3s`, `2m03s`.
 pub fn duration(ms: u64) -> String {
     if ms < 60_000 {

@@ -19,7 +19,7 @@ pub fn effective_state(state: RunState) -> String {
 }
 
 /// One line per run: id, runbook, state, started, by, reason.
-pub fn table(runs: &[RunSummary]) -> String {
+pub fn table<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -197,17 +197,6 @@ pub fn run_json(view: &RunView) -> serde_json::Value {
             "commands": crate::engine::attention_commands(view.id, p),
         })),
     })
-}
-
-/// Every record of a run, one line each.
-pub fn log(run: RunId, records: &[Record]) -> String {
-    let mut out = String::new();
-    for r in records {
-        if let Some(line) = log_line(run, r) {
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    out
 }
 
 /// One record as a log line: seq, time, what happened.
