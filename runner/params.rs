@@ -18,6 +18,17 @@ pub struct Values {
     pub secrets: Vec<Value>,
 }
 
+impl Values {
+    /// A redactor that masks every secret value.
+    pub fn redactor(&self) -> crate::secrets::Redactor {
+        let redactor = crate::secrets::Redactor::new();
+        for s in &self.secrets {
+            redactor.add_value(s);
+        }
+        redactor
+    }
+}
+
 /// Parses `name=value`.
 pub fn parse_assignment(s: &str) -> Result<(String, String), String> {
     s.split_once('=')

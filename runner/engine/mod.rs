@@ -297,10 +297,7 @@ impl Engine {
             &self.registry,
             Some(&values.clear),
         )?;
-        let redactor = Redactor::new();
-        for s in &values.secrets {
-            redactor.add_value(s);
-        }
+        let redactor = values.redactor();
         let lock = match &main.lock {
             Some(t) => Some(
                 crate::template::render_str(&t.text, &json!({ "params": values.clear })).map_err(
@@ -423,7 +420,7 @@ impl Engine {
                 .iter()
                 .map(|f| (f.origin.clone(), f.content.clone())),
         );
-        let drift = drift(&view);
+        let drift = if req.reload { Vec::new() } else { drift(&view) };
         let main_origin = view
             .sources
             .first()
@@ -462,13 +459,10 @@ impl Engine {
             )
             .map_err(|e| invalid(&e.diags, &e.sources))?
         };
-        let redactor = Redactor::new();
-        for s in &values.secrets {
-            redactor.add_value(s);
-        }
+        let redactor = values.redactor();
         let mut resume_events = vec![Event::Resumed {
             by: self.who.clone(),
-            drift: if req.reload { Vec::new() } else { drift },
+            drift,
         }];
         resume_events.extend(events);
         resume_events.push(Event::StateChanged {

@@ -69,10 +69,7 @@ impl Engine {
             Some(l) => self.journal.lock_holder(l)?.map(|r| r.to_string()),
             None => None,
         };
-        let redactor = Redactor::new();
-        for s in &values.secrets {
-            redactor.add_value(s);
-        }
+        let redactor = values.redactor();
         let memory: Arc<dyn runbook_journals::Journal> = Arc::new(MemoryJournal::new());
         let log = RunLog::new(memory, redactor.clone(), Vec::new());
         let id = RunId::new();
