@@ -509,6 +509,19 @@ impl Exec<'_> {
         Ok(Flow::Next)
     }
 
+    /// The items of a `foreach`, evaluated now; the error says what went wrong.
+    pub(crate) fn foreach_items(&self, items: &Expr, ctx: &Ctx) -> Result<Vec<Value>, String> {
+        match ctx.eval(items, None, &self.book.sources) {
+            Ok(Value::Array(list)) => Ok(list),
+            Ok(other) => Err(format!(
+                "`foreach` must give a list, but `{}` gave {}",
+                items.src.trim(),
+                short(&other)
+            )),
+            Err(e) => Err(format!("`foreach` failed: {e}")),
+        }
+    }
+
     /// A loop: the items are journaled when it starts, so a resume iterates the same items.
     pub(crate) async fn foreach(
         &mut self,
@@ -522,21 +535,9 @@ impl Exec<'_> {
         let list = if let Some(list) = self.view.items.get(path) {
             list.clone()
         } else {
-            let list = match ctx.eval(items, None, &self.book.sources) {
-                Ok(Value::Array(list)) => list,
-                Ok(other) => {
-                    let error = format!(
-                        "`foreach` must give a list, but `{}` gave {}",
-                        items.src.trim(),
-                        short(&other)
-                    );
-                    return self.fail_unstarted(step, path, ctx, error).await;
-                }
-                Err(e) => {
-                    return self
-                        .fail_unstarted(step, path, ctx, format!("`foreach` failed: {e}"))
-                        .await;
-                }
+            let list = match self.foreach_items(items, ctx) {
+                Ok(list) => list,
+                Err(error) => return self.fail_unstarted(step, path, ctx, error).await,
             };
             self.emit(&[
                 Event::StepStarted {
@@ -825,4 +826,3 @@ pub(crate) fn coerce(kind: &dyn StepKind, spec: Value) -> Value {
     }
     Value::Object(map)
 }
-

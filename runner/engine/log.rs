@@ -161,7 +161,6 @@ pub mod failpoint {
             std::process::abort();
         }
     }
-
 }
 
 #[cfg(test)]

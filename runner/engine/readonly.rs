@@ -36,17 +36,7 @@ impl Exec<'_> {
                     }
                 },
                 Action::Foreach { items, var, steps } => {
-                    let list = match ctx.eval(items, None, &self.book.sources) {
-                        Ok(Value::Array(list)) => list,
-                        Ok(other) => {
-                            return Err(format!(
-                                "`foreach` must give a list, but `{}` gave {}",
-                                items.src.trim(),
-                                crate::engine::ctx::short(&other)
-                            ));
-                        }
-                        Err(e) => return Err(format!("`foreach` failed: {e}")),
-                    };
+                    let list = self.foreach_items(items, ctx)?;
                     let mut outputs = Vec::with_capacity(list.len());
                     for (i, item) in list.into_iter().enumerate() {
                         let mut inner = ctx.clone();
