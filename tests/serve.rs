@@ -1310,6 +1310,22 @@ fn webhooks_hear_of_a_gate_a_success_and_a_failure() {
     let failing = serve.start_run("failing");
     serve.wait_state(&failing, "failed");
     wait_for("three messages", SETTLE, || receiver.accepted().len() >= 3);
+    // The deliveries are counted in /metrics while serve runs.
+    let delivered = || {
+        let (status, text) = call(
+            "GET",
+            &format!("{}/metrics", serve.url),
+            Some(&serve.token),
+            None,
+        );
+        assert_eq!(status, 200, "{text}");
+        let text = text.as_str().expect("metrics are text").to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("runbook_notifications_total{outcome=\"delivered\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("the deliveries in /metrics", SETTLE, || delivered() >= 3.0);
     serve.stop();
 
     let messages = receiver.accepted();

@@ -61,6 +61,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The schedules.
     pub scheduler: Arc<Scheduler>,
+    /// Webhook notifications (their counters are metrics).
+    pub notifier: Arc<crate::serve::notify::Notifier>,
 }
 
 impl App {
@@ -527,6 +529,8 @@ async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    app.metrics
+        .set_notifications(app.notifier.delivered(), app.notifier.failed());
     (
         [(header::CONTENT_TYPE, crate::serve::metrics::CONTENT_TYPE)],
         app.metrics.render(app.journal().as_ref()),

@@ -220,6 +220,7 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         bus,
         metrics: metrics.clone(),
         scheduler,
+        notifier: notifier.clone(),
     });
     let stop = shutdown.token();
     let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
