@@ -92,12 +92,18 @@ impl Scheduler {
     /// Fires schedules until `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: Cancel) {
         loop {
-            let now = Utc::now();
-            for s in &self.schedules {
-                if let Err(e) = self.tick_one(s, now) {
-                    tracing::warn!(schedule = %s.name, error = %e, "schedule tick failed");
+            // Deciding fires writes to the journal (durably) and may create runs: blocking
+            // work, kept off the threads that serve the API.
+            let me = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || {
+                let now = Utc::now();
+                for s in &me.schedules {
+                    if let Err(e) = me.tick_one(s, now) {
+                        tracing::warn!(schedule = %s.name, error = %e, "schedule tick failed");
+                    }
                 }
-            }
+            })
+            .await;
             let next = self
                 .schedules
                 .iter()
