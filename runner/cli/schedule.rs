@@ -28,7 +28,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
         Err(e) => return Err(e),
     };
     let library = Library::from_env();
-    let schedules = crate::serve::load_schedules(&library, files).map_err(|e| {
+    let schedules = crate::schedule::load::load_all(&library, files).map_err(|e| {
         eprintln!("{e}");
         CliError::Usage("the schedules have problems".into())
     })?;

@@ -3,6 +3,7 @@
 //! journaled so that a restart neither fires twice nor silently misses.
 
 pub mod file;
+pub mod load;
 pub mod scheduler;
 pub mod state;
 
