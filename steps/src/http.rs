@@ -30,8 +30,7 @@
 //! the system roots; `insecure: true` turns verification off and is never a default.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
-use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -41,6 +40,10 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::util::{
+    cause, duration_ms, duration_problem, excerpt, install_crypto_provider, json_type,
+    parse_duration, parse_json,
+};
 use crate::{BoxFuture, Field, FieldType, StepContext, StepError, StepKind};
 
 const KIND: &str = "http";
@@ -50,9 +53,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of the body kept in the output; the rest is not read.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-
-/// Longest excerpt of the body quoted in a failure message, and longest `describe` line.
-const EXCERPT_CHARS: usize = 200;
 
 /// Redirects followed before giving up, when `follow_redirects` is on.
 const MAX_REDIRECTS: usize = 10;
@@ -121,13 +121,7 @@ impl StepKind for Http {
                 }
             }
         }
-        if let Some(text) = spec.get("timeout").and_then(Value::as_str) {
-            if !text.contains("{{") {
-                if let Err(e) = humantime::parse_duration(text) {
-                    problems.push(("timeout".into(), format!("invalid duration `{text}`: {e}")));
-                }
-            }
-        }
+        problems.extend(duration_problem(spec, "timeout"));
         problems
     }
 
@@ -290,17 +284,6 @@ fn scalar(field: &str, name: &str, value: &Value) -> Result<String, StepError> {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
 impl Spec {
     fn parse(value: Value) -> Result<Self, StepError> {
         let raw: RawSpec = serde_json::from_value(value).map_err(|e| spec_error(e.to_string()))?;
@@ -345,11 +328,9 @@ impl Spec {
             (None, Some(text)) => Body::Text(text),
             (None, None) => Body::None,
         };
-        let timeout = match &raw.timeout {
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| spec_error(format!("`timeout`: invalid duration `{text}`: {e}")))?,
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout = parse_duration("timeout", raw.timeout.as_deref())
+            .map_err(spec_error)?
+            .unwrap_or(DEFAULT_TIMEOUT);
         let expect = match raw.expect {
             None => None,
             Some(codes) if codes.is_empty() => return Err(spec_error(EMPTY_EXPECT)),
@@ -422,20 +403,6 @@ impl Spec {
     }
 }
 
-/// Makes ring the process's rustls provider unless one is installed already. reqwest is built
-/// without a provider of its own (its default, aws-lc-rs, is a long C build); async-nats uses
-/// ring too. Public so that other reqwest clients in the process (the server's webhook
-/// notifier) work before any http step ran.
-pub fn install_crypto_provider() {
-    static INSTALLED: Once = Once::new();
-    INSTALLED.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Losing a race to another installer is fine: a provider is installed either way.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
-}
-
 type Clients = Mutex<HashMap<ClientKey, Client>>;
 
 fn clients() -> MutexGuard<'static, HashMap<ClientKey, Client>> {
@@ -502,41 +469,6 @@ fn builder(key: &ClientKey, ca_file: Option<&str>) -> Result<ClientBuilder, Step
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
     Ok(builder)
-}
-
-/// The most telling message in an error's chain: the innermost I/O or TLS error, with an OS
-/// error's code left out ("connection refused", not "Connection refused (os error 111)").
-pub(crate) fn cause(error: &(dyn StdError + 'static)) -> String {
-    let mut current = error;
-    loop {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error().is_some() {
-                let text = io.to_string();
-                let text = text.split(" (os error").next().unwrap_or(&text);
-                let mut chars = text.chars();
-                return match chars.next() {
-                    Some(first) => first.to_lowercase().chain(chars).collect(),
-                    None => io.kind().to_string(),
-                };
-            }
-            if let Some(inner) = io.get_ref() {
-                return cause(inner);
-            }
-            return io.to_string();
-        }
-        match current.source() {
-            Some(next) => current = next,
-            None => return current.to_string(),
-        }
-    }
-}
-
-/// `text` cut to [`EXCERPT_CHARS`] characters.
-pub(crate) fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 /// Response headers as JSON: lowercased names, repeated values joined with `", "`.
@@ -626,16 +558,10 @@ fn output(
     if truncated {
         out.insert("body_truncated".into(), json!(true));
     }
-    let trimmed = text.trim();
-    if !truncated && !trimmed.is_empty() {
-        if let Ok(parsed) = serde_json::from_str::<Value>(trimmed) {
-            out.insert("json".into(), parsed);
-        }
+    if !truncated && let Some(parsed) = parse_json(&text) {
+        out.insert("json".into(), parsed);
     }
-    out.insert(
-        "duration_ms".into(),
-        json!(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
-    );
+    out.insert("duration_ms".into(), duration_ms(took));
     Value::Object(out)
 }
 
@@ -720,10 +646,7 @@ async fn exchange(client: &Client, spec: &Spec) -> Result<Value, StepError> {
         out.insert("status".into(), json!(status.as_u16()));
         out.insert("headers".into(), headers);
         out.insert("saved".into(), saved);
-        out.insert(
-            "duration_ms".into(),
-            json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
-        );
+        out.insert("duration_ms".into(), duration_ms(started.elapsed()));
         return Ok(Value::Object(out));
     }
     let (body, truncated) = match tokio::time::timeout_at(deadline, read_capped(response)).await {
@@ -771,37 +694,19 @@ async fn exchange(client: &Client, spec: &Spec) -> Result<Value, StepError> {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::net::SocketAddr;
     use std::sync::Arc;
-    use std::task::Poll;
 
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
 
     use super::*;
+    use crate::test_support::{ctx, failed, first_poll, spec_message};
     use crate::{Cancel, CancelReason, CancelSource};
-
-    fn ctx(cancel: Cancel) -> StepContext {
-        StepContext {
-            run_id: "01TEST".into(),
-            path: "step".into(),
-            attempt: 1,
-            cancel,
-            conditions: None,
-        }
-    }
 
     async fn run(spec: Value) -> Result<Value, StepError> {
         Http.run(spec, &ctx(Cancel::never())).await
-    }
-
-    fn failed(result: Result<Value, StepError>) -> (String, Option<Value>) {
-        match result {
-            Err(StepError::Failed { message, output }) => (message, output),
-            other => panic!("expected Failed, got {other:?}"),
-        }
     }
 
     /// A minimal HTTP/1.1 server, one request per connection, on 127.0.0.1. Paths:
@@ -1114,7 +1019,7 @@ mod tests {
         let context = ctx(source.token());
         let fut = Http.run(json!({"url": url}), &context);
         tokio::pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let first = first_poll(fut.as_mut()).await;
         assert!(first.is_pending());
         let started = std::time::Instant::now();
         source.cancel(CancelReason::Interrupted("SIGINT".into()));
@@ -1324,15 +1229,7 @@ mod tests {
 
     #[tokio::test]
     async fn spec_mistakes_are_spec_errors() {
-        let message = |spec: Value| async move {
-            match run(spec).await {
-                Err(StepError::Spec { kind, message }) => {
-                    assert_eq!(kind, "http");
-                    message
-                }
-                other => panic!("expected a spec error, got {other:?}"),
-            }
-        };
+        let message = |spec: Value| async move { spec_message(run(spec).await, "http") };
         assert!(
             message(json!({"url": "http://x", "heders": {}}))
                 .await

@@ -23,6 +23,9 @@ mod http;
 mod kube;
 mod nats;
 mod shell;
+#[cfg(test)]
+mod test_support;
+mod util;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,9 +36,10 @@ use serde_json::Value;
 
 pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
-pub use http::{Http, install_crypto_provider};
+pub use http::Http;
 pub use nats::Nats;
 pub use shell::Shell;
+pub use util::install_crypto_provider;
 
 /// A boxed future, as the object-safe [`StepKind::run`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

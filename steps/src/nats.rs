@@ -46,7 +46,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::http::{cause, excerpt};
+use crate::util::{cause, duration_ms, duration_problem, excerpt, parse_duration, parse_json};
 use crate::{BoxFuture, Field, FieldType, StepContext, StepError, StepKind};
 
 const KIND: &str = "nats";
@@ -118,13 +118,7 @@ impl StepKind for Nats {
         if let Err(e) = check_credentials(given) {
             problems.push(("user".into(), e.into()));
         }
-        if let Some(text) = spec.get("timeout").and_then(Value::as_str) {
-            if !text.contains("{{") {
-                if let Err(e) = humantime::parse_duration(text) {
-                    problems.push(("timeout".into(), format!("invalid duration `{text}`: {e}")));
-                }
-            }
-        }
+        problems.extend(duration_problem(spec, "timeout"));
         problems
     }
 
@@ -369,11 +363,9 @@ impl Spec {
             }
             headers.append(name.as_str(), value);
         }
-        let timeout = match &raw.timeout {
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| spec_error(format!("`timeout`: invalid duration `{text}`: {e}")))?,
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout = parse_duration("timeout", raw.timeout.as_deref())
+            .map_err(spec_error)?
+            .unwrap_or(DEFAULT_TIMEOUT);
         Ok(Self {
             url,
             servers,
@@ -511,10 +503,6 @@ fn headers_json(headers: Option<&HeaderMap>) -> Value {
     Value::Object(sorted.into_iter().collect())
 }
 
-fn duration_ms(took: Duration) -> Value {
-    json!(u64::try_from(took.as_millis()).unwrap_or(u64::MAX))
-}
-
 async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError> {
     let spec = Spec::parse(spec)?;
     if let Some(reason) = ctx.cancel.reason() {
@@ -604,11 +592,8 @@ async fn exchange(spec: &Spec) -> Result<Value, StepError> {
             let text = String::from_utf8_lossy(&reply.payload);
             let mut out = Map::new();
             out.insert("data".into(), json!(text));
-            let trimmed = text.trim();
-            if !trimmed.is_empty() {
-                if let Ok(parsed) = serde_json::from_str::<Value>(trimmed) {
-                    out.insert("json".into(), parsed);
-                }
+            if let Some(parsed) = parse_json(&text) {
+                out.insert("json".into(), parsed);
             }
             out.insert("headers".into(), headers_json(reply.headers.as_ref()));
             Ok(json!({
@@ -622,16 +607,15 @@ async fn exchange(spec: &Spec) -> Result<Value, StepError> {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
-    use std::task::Poll;
 
     use futures_util::StreamExt;
 
     use super::*;
+    use crate::test_support::{ctx, failed, first_poll, spec_message};
     use crate::{Cancel, CancelReason, CancelSource};
 
     /// A `nats-server` binary: `$NATS_SERVER`, `nats-server` on the PATH, Debian's
@@ -717,25 +701,8 @@ mod tests {
         }
     }
 
-    fn ctx(cancel: Cancel) -> StepContext {
-        StepContext {
-            run_id: "01TEST".into(),
-            path: "step".into(),
-            attempt: 1,
-            cancel,
-            conditions: None,
-        }
-    }
-
     async fn run(spec: Value) -> Result<Value, StepError> {
         Nats.run(spec, &ctx(Cancel::never())).await
-    }
-
-    fn failed(result: Result<Value, StepError>) -> (String, Option<Value>) {
-        match result {
-            Err(StepError::Failed { message, output }) => (message, output),
-            other => panic!("expected Failed, got {other:?}"),
-        }
     }
 
     /// Answers every request on `subject` with `{"got": <payload>, "trace": <Trace header>}`
@@ -898,7 +865,7 @@ mod tests {
             json!({"url": server.url(), "subject": "svc.slow", "request": "hi", "timeout": "1m"});
         let fut = Nats.run(spec.clone(), &context);
         tokio::pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let first = first_poll(fut.as_mut()).await;
         assert!(first.is_pending());
         // Let the request go out before cancelling.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1146,15 +1113,7 @@ mod tests {
 
     #[tokio::test]
     async fn spec_mistakes_are_spec_errors() {
-        let message = |spec: Value| async move {
-            match run(spec).await {
-                Err(StepError::Spec { kind, message }) => {
-                    assert_eq!(kind, "nats");
-                    message
-                }
-                other => panic!("expected a spec error, got {other:?}"),
-            }
-        };
+        let message = |spec: Value| async move { spec_message(run(spec).await, "nats") };
         assert!(
             message(json!({"subject": "a", "publish": "", "pubish": 1}))
                 .await

@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::util::{duration_ms, duration_problem, excerpt, json_type, parse_duration, parse_json};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 
 const KIND: &str = "shell";
@@ -72,9 +73,6 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// How often to look whether a signalled process group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(25);
-
-/// Longest excerpt of stderr quoted in a failure message, and longest `describe` line.
-const EXCERPT_CHARS: usize = 200;
 
 /// The `shell` step kind.
 pub struct Shell;
@@ -118,13 +116,7 @@ impl StepKind for Shell {
         }
         // Durations can be checked now unless they are templates, filled in at run time.
         for field in ["timeout", "grace"] {
-            if let Some(text) = spec.get(field).and_then(Value::as_str) {
-                if !text.contains("{{") {
-                    if let Err(e) = humantime::parse_duration(text) {
-                        problems.push((field.into(), format!("invalid duration `{text}`: {e}")));
-                    }
-                }
-            }
+            problems.extend(duration_problem(spec, field));
         }
         problems
     }
@@ -237,14 +229,6 @@ fn spec_error(message: impl Into<String>) -> StepError {
     }
 }
 
-fn parse_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, StepError> {
-    text.map(|text| {
-        humantime::parse_duration(text)
-            .map_err(|e| spec_error(format!("`{field}`: invalid duration `{text}`: {e}")))
-    })
-    .transpose()
-}
-
 impl Spec {
     fn parse(value: Value) -> Result<Self, StepError> {
         let raw: RawSpec = serde_json::from_value(value).map_err(|e| spec_error(e.to_string()))?;
@@ -279,9 +263,11 @@ impl Spec {
             clear_env: raw.clear_env,
             cwd: raw.cwd,
             stdin: raw.stdin,
-            timeout: parse_duration("timeout", raw.timeout.as_deref())?,
+            timeout: parse_duration("timeout", raw.timeout.as_deref()).map_err(spec_error)?,
             ok_codes: raw.ok_codes.unwrap_or_else(|| vec![0]),
-            grace: parse_duration("grace", raw.grace.as_deref())?.unwrap_or(DEFAULT_GRACE),
+            grace: parse_duration("grace", raw.grace.as_deref())
+                .map_err(spec_error)?
+                .unwrap_or(DEFAULT_GRACE),
             capture_limit: raw.capture_limit.unwrap_or(DEFAULT_CAPTURE_LIMIT),
         })
     }
@@ -330,17 +316,6 @@ impl Spec {
         .process_group(0)
         .kill_on_drop(true);
         cmd
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 
@@ -441,16 +416,12 @@ fn output(
     }
     out.insert("stdout".into(), json!(stdout_text));
     out.insert("stderr".into(), json!(stderr_text));
-    let trimmed = stdout_text.trim();
-    if !stdout.truncated && !trimmed.is_empty() {
-        if let Ok(parsed) = serde_json::from_str::<Value>(trimmed) {
-            out.insert("json".into(), parsed);
-        }
+    if !stdout.truncated
+        && let Some(parsed) = parse_json(&stdout_text)
+    {
+        out.insert("json".into(), parsed);
     }
-    out.insert(
-        "duration_ms".into(),
-        json!(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
-    );
+    out.insert("duration_ms".into(), duration_ms(duration));
     if stdout.truncated {
         out.insert("stdout_truncated".into(), json!(true));
     }
@@ -458,14 +429,6 @@ fn output(
         out.insert("stderr_truncated".into(), json!(true));
     }
     Value::Object(out)
-}
-
-/// `text` cut to [`EXCERPT_CHARS`] characters.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 /// The last non-blank line of stderr, for failure messages.
@@ -746,31 +709,13 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::task::Poll;
-
     use super::*;
+    use crate::test_support::{ctx, failed, first_poll, spec_message};
+    use crate::util::EXCERPT_CHARS;
     use crate::{Cancel, CancelSource};
-
-    fn ctx(cancel: Cancel) -> StepContext {
-        StepContext {
-            run_id: "01TEST".into(),
-            path: "step".into(),
-            attempt: 1,
-            cancel,
-            conditions: None,
-        }
-    }
 
     async fn run(spec: Value) -> Result<Value, StepError> {
         Shell.run(spec, &ctx(Cancel::never())).await
-    }
-
-    fn failed(result: Result<Value, StepError>) -> (String, Option<Value>) {
-        match result {
-            Err(StepError::Failed { message, output }) => (message, output),
-            other => panic!("expected Failed, got {other:?}"),
-        }
     }
 
     fn cancelled(result: Result<Value, StepError>) -> (CancelReason, String, Value) {
@@ -996,7 +941,7 @@ mod tests {
         let fut = Shell.run(json!({"args": ["sleep", "30"], "grace": "3s"}), &ctx);
         tokio::pin!(fut);
         // The first poll spawns the command and waits for it: no sleep needed to know it runs.
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let first = first_poll(fut.as_mut()).await;
         assert!(first.is_pending());
         source.cancel(CancelReason::Interrupted("SIGINT".into()));
         let (reason, message, output) = cancelled(fut.await);
@@ -1060,15 +1005,7 @@ mod tests {
 
     #[tokio::test]
     async fn spec_mistakes_are_spec_errors() {
-        let message = |spec: Value| async move {
-            match run(spec).await {
-                Err(StepError::Spec { kind, message }) => {
-                    assert_eq!(kind, "shell");
-                    message
-                }
-                other => panic!("expected a spec error, got {other:?}"),
-            }
-        };
+        let message = |spec: Value| async move { spec_message(run(spec).await, "shell") };
         assert!(
             message(json!({"args": ["true"], "argz": 1}))
                 .await

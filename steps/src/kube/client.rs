@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::core::{ApiResource, GroupVersionKind};
@@ -17,7 +17,7 @@ use ::kube::{Client, Config};
 
 use super::resources::{builtin, builtin_exact, canonical_kind, split_api_version};
 use crate::StepError;
-use crate::http::cause;
+use crate::util::{cause, install_crypto_provider};
 
 /// Where a connection's configuration comes from; equal keys share a client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -59,16 +59,6 @@ fn failed(message: impl Into<String>) -> StepError {
         message: message.into(),
         output: None,
     }
-}
-
-/// rustls needs a process-wide provider; ring, as for the http and nats kinds.
-fn install_crypto_provider() {
-    static INSTALLED: Once = Once::new();
-    INSTALLED.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
 }
 
 type Conns = Mutex<HashMap<Key, Arc<Conn>>>;
@@ -146,6 +136,7 @@ fn shown(paths: &[PathBuf]) -> String {
 }
 
 async fn build(key: &Key) -> Result<Conn, StepError> {
+    // rustls needs a process-wide provider; ring, as for the http and nats kinds.
     install_crypto_provider();
     let (config, origin) = match &key.source {
         Source::Files(paths) => {

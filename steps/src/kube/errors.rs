@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::client::Conn;
 use crate::StepError;
-use crate::http::cause;
+use crate::util::cause;
 
 /// What an operation was acting on, for messages: `StatefulSet vault-system/openbao`.
 pub(crate) fn what(kind: &str, namespace: Option<&str>, name: &str) -> String {

@@ -57,7 +57,7 @@ mod spec;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::http::excerpt;
+use crate::util::excerpt;
 use crate::{BoxFuture, Field, FieldType, StepContext, StepError, StepKind};
 
 use self::spec::{Spec, check, op_key, text};
@@ -290,6 +290,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::test_support::spec_message;
 
     fn problems(spec: &Value) -> Vec<(String, String)> {
         Kube.validate(spec)
@@ -561,13 +562,7 @@ mod tests {
 
     #[test]
     fn parse_errors_are_spec_errors() {
-        let message = |spec: Value| match Spec::parse(&spec) {
-            Err(StepError::Spec { kind, message }) => {
-                assert_eq!(kind, "kube");
-                message
-            }
-            other => panic!("expected a spec error, got {other:?}"),
-        };
+        let message = |spec: Value| spec_message(Spec::parse(&spec), "kube");
         assert!(
             message(json!({"get": "Pod", "name": "x", "nmae": "y"}))
                 .starts_with("unknown field `nmae`, expected one of `get`, `list`"),

@@ -17,7 +17,7 @@ use super::conditions::{Verdict, Want};
 use super::errors::{api_error, transient, what};
 use super::spec::{KindRef, Op, PatchBody, Spec, Until};
 use super::spec_error;
-use crate::http::excerpt;
+use crate::util::excerpt;
 use crate::{StepContext, StepError};
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
