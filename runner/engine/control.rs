@@ -679,7 +679,7 @@ impl Exec<'_> {
             book: sub.clone(),
             origin,
             params: Arc::new(Value::Object(values.clear)),
-            steps: serde_json::Map::new(),
+            steps: Value::Object(serde_json::Map::new()),
             vars: serde_json::Map::new(),
             run: ctx.run.clone(),
             prefix: format!("{path}.prechecks."),
@@ -702,7 +702,9 @@ impl Exec<'_> {
                     None => Value::Object(
                         inner
                             .steps
-                            .iter()
+                            .as_object()
+                            .into_iter()
+                            .flatten()
                             .map(|(k, v)| {
                                 (k.clone(), v.get("output").cloned().unwrap_or(Value::Null))
                             })

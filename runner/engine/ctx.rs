@@ -17,8 +17,9 @@ pub struct Ctx {
     pub origin: String,
     /// Its parameter values, secrets in clear.
     pub params: Arc<Value>,
-    /// Outputs of steps that ran before: `id → { output, status }`.
-    pub steps: Map<String, Value>,
+    /// Outputs of steps that ran before: an object `id → { output, status }` (kept as the value
+    /// expressions see, so an evaluation does not copy it).
+    pub steps: Value,
     /// Loop variables.
     pub vars: Map<String, Value>,
     /// `run.id`, `run.started_at`, `run.runbook`.
@@ -35,11 +36,11 @@ impl Ctx {
 
     /// Records a step's outcome so later steps can refer to it.
     pub fn set(&mut self, step: &Step, output: Value, status: &str) {
-        if let Some(id) = &step.id {
+        if let (Some(id), Value::Object(steps)) = (&step.id, &mut self.steps) {
             let mut entry = Map::new();
             entry.insert("output".into(), output);
             entry.insert("status".into(), Value::String(status.to_owned()));
-            self.steps.insert(id.clone(), Value::Object(entry));
+            steps.insert(id.clone(), Value::Object(entry));
         }
     }
 
@@ -47,7 +48,7 @@ impl Ctx {
     pub fn value(&self, output: Option<&Value>) -> Value {
         let mut root = Map::new();
         root.insert("params".into(), (*self.params).clone());
-        root.insert("steps".into(), Value::Object(self.steps.clone()));
+        root.insert("steps".into(), self.steps.clone());
         root.insert("run".into(), (*self.run).clone());
         for (k, v) in &self.vars {
             root.insert(k.clone(), v.clone());
@@ -65,10 +66,9 @@ impl Ctx {
         output: Option<&Value>,
         sources: &Sources,
     ) -> Result<Value, String> {
-        let steps = Value::Object(self.steps.clone());
         let mut vars: Vec<(&str, &Value)> = vec![
             ("params", &self.params),
-            ("steps", &steps),
+            ("steps", &self.steps),
             ("run", &self.run),
         ];
         for (k, v) in &self.vars {

@@ -624,7 +624,7 @@ impl Engine {
             book: main.clone(),
             origin: book.origin.clone(),
             params: Arc::new(Value::Object(params)),
-            steps: Map::new(),
+            steps: Value::Object(Map::new()),
             vars: Map::new(),
             run: Arc::new(run),
             prefix: String::new(),

@@ -98,7 +98,7 @@ impl Engine {
             book: book.main().clone(),
             origin: book.origin.clone(),
             params: Arc::new(Value::Object(values.clear.clone())),
-            steps: Map::new(),
+            steps: Value::Object(Map::new()),
             vars: Map::new(),
             run: Arc::new(
                 json!({ "id": id.to_string(), "runbook": main.name, "started_at": view.created_at.to_rfc3339(), "started_by": self.who }),
@@ -124,7 +124,7 @@ impl Engine {
                 let id = check.segment(i);
                 let result = match &failed {
                     Err((fid, e)) if *fid == id => Some(Err(redactor.text(e))),
-                    _ if ctx.steps.contains_key(&id) || check.id.is_none() => Some(Ok(())),
+                    _ if ctx.steps.get(&id).is_some() || check.id.is_none() => Some(Ok(())),
                     _ => None,
                 };
                 prechecks.push((id, result));
