@@ -18,12 +18,7 @@ struct Served {
 
 impl Served {
     fn find(env: &Env, err: CliError) -> Result<Self, CliError> {
-        match err {
-            CliError::Journal(JournalError::Busy { .. }) => {
-                Remote::find(env).map(|remote| Self { remote }).ok_or(err)
-            }
-            other => Err(other),
-        }
+        Remote::instead_of(env, err).map(|remote| Self { remote })
     }
 
     async fn runs(&self) -> Result<Vec<RunSummary>, CliError> {

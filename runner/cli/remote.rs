@@ -21,6 +21,17 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// Where a command goes when opening the journal failed with `err`: to the `serve` that
+    /// holds it when the journal is busy and a `serve` runs; otherwise `err` stands.
+    pub fn instead_of(env: &Env, err: CliError) -> Result<Self, CliError> {
+        match err {
+            CliError::Journal(runbook_journals::JournalError::Busy { .. }) => {
+                Self::find(env).ok_or(err)
+            }
+            other => Err(other),
+        }
+    }
+
     /// The `serve` holding this command line's journal, if one runs.
     pub fn find(env: &Env) -> Option<Self> {
         let info = ServeInfo::read_live(&env.journal_dir())?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use runbook_journals::{JournalError, RunId, RunState};
+use runbook_journals::{RunId, RunState};
 use runbook_steps::{CancelReason, CancelSource, Registry};
 use serde_json::json;
 
@@ -62,17 +62,8 @@ fn signals() -> runbook_steps::Cancel {
     token
 }
 
-fn resolve(env: &Env, engine: &Engine, run: &str) -> Result<RunId, CliError> {
-    let _ = env;
+fn resolve(engine: &Engine, run: &str) -> Result<RunId, CliError> {
     Ok(engine.journal.resolve(run)?)
-}
-
-/// The journal is held by a `serve` on this machine: the command goes to it.
-fn remote(env: &Env, err: CliError) -> Result<Remote, CliError> {
-    match err {
-        CliError::Journal(JournalError::Busy { .. }) => Remote::find(env).ok_or(err),
-        other => Err(other),
-    }
 }
 
 /// Follows a run executing in `serve` until it ends or parks, printing its records as a local
@@ -123,7 +114,7 @@ pub async fn run(
     let engine = match engine(env, gates) {
         Ok(e) => e,
         Err(e) => {
-            let remote = remote(env, e)?;
+            let remote = Remote::instead_of(env, e)?;
             // A file is found by the serve, whose working directory may differ.
             let target = if std::path::Path::new(name).exists() {
                 std::path::absolute(name)
@@ -150,7 +141,7 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
     let engine = match engine(env, gates) {
         Ok(e) => e,
         Err(e) => {
-            let remote = remote(env, e)?;
+            let remote = Remote::instead_of(env, e)?;
             remote
                 .post(
                     &format!("/runs/{run}/resume"),
@@ -165,7 +156,7 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
             return follow_remote(env, &remote, run).await;
         }
     };
-    let id = resolve(env, &engine, run)?;
+    let id = resolve(&engine, run)?;
     let outcome = engine.resume(id, req).await?;
     Ok(finish(env, id, &outcome))
 }
@@ -198,7 +189,7 @@ pub async fn decide(
     let engine = match engine(env, gates) {
         Ok(e) => e,
         Err(e) => {
-            let remote = remote(env, e)?;
+            let remote = Remote::instead_of(env, e)?;
             let verb = if approved { "approve" } else { "reject" };
             remote
                 .post(
@@ -209,7 +200,7 @@ pub async fn decide(
             return follow_remote(env, &remote, run).await;
         }
     };
-    let id = resolve(env, &engine, run)?;
+    let id = resolve(&engine, run)?;
     let outcome = engine.decide(id, approved, step, comment, params).await?;
     Ok(finish(env, id, &outcome))
 }
@@ -219,7 +210,7 @@ pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, 
     let journal = match env.open_journal() {
         Ok(j) => j,
         Err(e) => {
-            let remote = remote(env, e)?;
+            let remote = Remote::instead_of(env, e)?;
             let out = remote
                 .post(&format!("/runs/{run}/abort"), json!({ "reason": reason }))
                 .await?;
@@ -242,7 +233,7 @@ pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, 
         gates: GateMode::Detach,
         library: Library::from_env(),
     };
-    let id = resolve(env, &engine, run)?;
+    let id = resolve(&engine, run)?;
     let outcome = engine.abort(id, reason)?;
     Ok(finish(env, id, &outcome))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use runbook_journals::{JournalError, Trigger};
+use runbook_journals::Trigger;
 use runbook_steps::{CancelSource, Registry};
 use serde_json::{Value, json};
 
@@ -21,11 +21,10 @@ use crate::ui::{self, OutputMode};
 pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Result<i32, CliError> {
     let journal = match env.open_journal() {
         Ok(j) => j,
-        Err(CliError::Journal(e @ JournalError::Busy { .. })) => {
-            let remote = Remote::find(env).ok_or(CliError::Journal(e))?;
+        Err(e) => {
+            let remote = Remote::instead_of(env, e)?;
             return remote_command(env, &remote, command).await;
         }
-        Err(e) => return Err(e),
     };
     let library = Library::from_env();
     let schedules = crate::schedule::load::load_all(&library, files).map_err(|e| {
