@@ -171,6 +171,7 @@ struct RawSpec {
     query: Map<String, Value>,
     json: Option<Value>,
     body: Option<String>,
+    #[serde(default, deserialize_with = "crate::util::duration_text")]
     timeout: Option<String>,
     expect: Option<Vec<Value>>,
     ca_file: Option<String>,

@@ -169,6 +169,7 @@ struct RawSpec {
     request: Option<Value>,
     #[serde(default)]
     headers: Map<String, Value>,
+    #[serde(default, deserialize_with = "crate::util::duration_text")]
     timeout: Option<String>,
     user: Option<String>,
     password: Option<String>,

@@ -193,8 +193,10 @@ struct RawSpec {
     clear_env: bool,
     cwd: Option<String>,
     stdin: Option<String>,
+    #[serde(default, deserialize_with = "crate::util::duration_text")]
     timeout: Option<String>,
     ok_codes: Option<Vec<i32>>,
+    #[serde(default, deserialize_with = "crate::util::duration_text")]
     grace: Option<String>,
     capture_limit: Option<usize>,
 }
@@ -894,6 +896,23 @@ mod tests {
         assert_eq!(output["signal"], "SIGTERM");
         assert_eq!(output["exit_code"], Value::Null);
         assert_group_gone(group_of(&output));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bare_number_is_a_timeout_in_seconds_as_elsewhere_in_a_runbook() {
+        for timeout in [json!(0.5), json!("0.5")] {
+            let result = run(json!({ "run": "sleep 30", "timeout": timeout, "grace": 3 })).await;
+            let (reason, _, _) = cancelled(result);
+            assert_eq!(reason, CancelReason::Timeout(Duration::from_millis(500)));
+        }
+        assert_eq!(Shell.validate(&json!({"run": "true", "timeout": 5})), []);
+        assert_eq!(
+            Shell.validate(&json!({"run": "true", "timeout": -1})),
+            [(
+                "timeout".to_owned(),
+                "invalid duration `-1`: must not be negative".to_owned()
+            )]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

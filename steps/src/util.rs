@@ -72,14 +72,29 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// A duration: `30s`, `1h30m`, `250ms`, or a bare number of seconds (the rule the runbook's own
+/// durations follow); the error is humantime's.
+fn duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err("must not be negative".into())
+        };
+    }
+    humantime::parse_duration(t).map_err(|e| e.to_string())
+}
+
 /// A load-time problem with the duration in `spec[field]`, as `(field, message)`. Templates
 /// are filled in at run time, so a string holding one is not checked now.
 pub(crate) fn duration_problem(spec: &Value, field: &str) -> Option<(String, String)> {
-    let text = spec.get(field).and_then(Value::as_str)?;
-    if text.contains("{{") {
-        return None;
-    }
-    humantime::parse_duration(text)
+    let text = match spec.get(field)? {
+        Value::String(text) if !text.contains("{{") => text.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    duration(&text)
         .err()
         .map(|e| (field.into(), format!("invalid duration `{text}`: {e}")))
 }
@@ -87,10 +102,25 @@ pub(crate) fn duration_problem(spec: &Value, field: &str) -> Option<(String, Str
 /// The rendered duration of `field`, if given; the error is a spec error's message.
 pub(crate) fn parse_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, String> {
     text.map(|text| {
-        humantime::parse_duration(text)
-            .map_err(|e| format!("`{field}`: invalid duration `{text}`: {e}"))
+        duration(text).map_err(|e| format!("`{field}`: invalid duration `{text}`: {e}"))
     })
     .transpose()
+}
+
+/// Deserializes a duration field given as text or as a number of seconds, as text.
+pub(crate) fn duration_text<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match <Option<Value> as serde::Deserialize>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a duration such as 30s, not {}",
+            json_type(&other)
+        ))),
+    }
 }
 
 /// A duration as whole milliseconds, for an output's `duration_ms`.
