@@ -5,12 +5,14 @@ mod support;
 
 mod check;
 mod corrupt;
+mod disk_full;
 mod drift;
 mod durability;
 mod etcd;
 mod fake_kube;
 mod gates;
 mod interrupt;
+mod journal_integrity;
 mod kill_matrix;
 mod kube;
 mod kube_openbao;

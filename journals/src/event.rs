@@ -341,6 +341,17 @@ pub enum Event {
         /// Who decided.
         by: String,
     },
+    /// Decision: an operator accepted that the run's history is what is intact of it — the
+    /// records after `kept` were lost or damaged (and are set aside, not deleted). The step the
+    /// run reaches next may have started before the loss, so it is treated as in flight.
+    LossAccepted {
+        /// The last intact record.
+        kept: u64,
+        /// What was wrong with the journal.
+        detail: String,
+        /// Who decided.
+        by: String,
+    },
     /// The run's state changed.
     StateChanged {
         /// The new state.
@@ -370,6 +381,7 @@ impl Event {
             | Self::SourceReloaded { .. }
             | Self::Precheck { .. }
             | Self::Resumed { .. }
+            | Self::LossAccepted { .. }
             | Self::StateChanged { .. } => None,
         }
     }
@@ -392,6 +404,7 @@ impl Event {
             Self::TimerSet { .. } => "timer_set",
             Self::AttentionNeeded { .. } => "attention_needed",
             Self::OperatorDecided { .. } => "operator_decided",
+            Self::LossAccepted { .. } => "loss_accepted",
             Self::StateChanged { .. } => "state_changed",
         }
     }
@@ -432,6 +445,10 @@ pub struct RunSummary {
     pub updated_at: DateTime<Utc>,
     /// The seq of its last event.
     pub last_seq: u64,
+    /// The hash chain over the run's records as stored (hex), which the journal's witness
+    /// vouches for; absent in summaries written before chains were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 impl RunSummary {

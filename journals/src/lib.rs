@@ -8,15 +8,22 @@
 //! - **Group commit.** Appends from concurrent runs in one process share one sync.
 //! - **Locks.** [`Journal::create`] takes the run's lock key atomically with its first events and
 //!   refuses if another unfinished run holds it; a terminal `StateChanged` releases it.
-//! - **Integrity.** Every record carries a checksum and a contiguous sequence number; reading a
-//!   run whose tail is torn or corrupt is an error that names the run and the record, never a
-//!   silently shortened history.
+//! - **Integrity.** Every record carries a checksum and a contiguous sequence number, and a
+//!   witness kept outside the store remembers how many records each run had once they were
+//!   durable and the hash chain over them; reading a run whose records were lost, torn or changed
+//!   is an error that names the run and the record, never a silently shortened history, and such
+//!   a run takes no more writes until an operator accepts the loss ([`Journal::accept_loss`]).
+//! - **Reading changes nothing.** A journal opened read-only never writes a byte of the
+//!   journal directory.
 //!
 //! The journal never sees secrets in clear: the runner redacts every event before appending.
 
 mod event;
 mod memory;
 mod sled_journal;
+pub mod space;
+mod view_copy;
+pub mod witness;
 
 use std::path::PathBuf;
 
@@ -70,6 +77,21 @@ pub enum JournalError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The journal was opened read-only.
+    #[error("the journal {0} is open for reading only")]
+    ReadOnly(PathBuf),
+    /// The disk holding the journal is (nearly) full: nothing was written.
+    #[error(
+        "the journal {dir} is out of space: {available} bytes free, a commit needs {needed}; nothing was written — free space, then resume the run"
+    )]
+    NoSpace {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Bytes available.
+        available: u64,
+        /// Bytes the commit needs (with a reserve).
+        needed: u64,
+    },
     /// The storage engine failed.
     #[error("failed to access the journal storage")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -117,8 +139,35 @@ pub trait Journal: Send + Sync {
     /// Records of run `id` with `seq > after`, verified (for following a run).
     fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError>;
 
-    /// Summaries of all runs, oldest first.
+    /// Summaries of all runs, oldest first; fails with the first integrity problem if the
+    /// journal has any (see [`Journal::problems`]).
     fn runs(&self) -> Result<Vec<RunSummary>, JournalError>;
+
+    /// Summaries of the runs whose summary can be read, oldest first — damaged runs included,
+    /// as their summaries say; listings show them next to [`Journal::problems`].
+    fn readable_runs(&self) -> Vec<RunSummary> {
+        self.runs().unwrap_or_default()
+    }
+
+    /// Every integrity problem known: runs whose summary is unreadable, or whose records were
+    /// lost or changed since they were durable (each a [`JournalError::Corrupt`] naming the run
+    /// and the first bad record).
+    fn problems(&self) -> Vec<JournalError> {
+        Vec::new()
+    }
+
+    /// The records of run `id` that can be trusted: all of them, or for a damaged run the
+    /// longest intact prefix (what [`Journal::accept_loss`] continues from).
+    fn salvage(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        self.read(id)
+    }
+
+    /// Appends to a damaged run after an operator accepted that its history is its intact
+    /// prefix: the records after that prefix are set aside (kept, no longer history) and
+    /// `events` follow the prefix. On a healthy run this is [`Journal::append`].
+    fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        self.append(id, events)
+    }
 
     /// The summary of run `id`.
     fn summary(&self, id: RunId) -> Result<RunSummary, JournalError>;

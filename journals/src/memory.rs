@@ -90,6 +90,7 @@ impl Journal for MemoryJournal {
                 created_at: now,
                 updated_at: now,
                 last_seq: 0,
+                chain: None,
             },
         );
         if let Some(key) = lock {

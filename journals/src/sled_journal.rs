@@ -4,13 +4,25 @@
 //! events, its summary and its lock atomically:
 //!
 //! - `e` + run id (16 bytes) + seq (u64 big-endian) → CRC32 (4 bytes LE) + JSON [`Record`]
-//! - `s` + run id → CRC32 + JSON [`RunSummary`]
+//! - `s` + run id → CRC32 + JSON [`RunSummary`] (with the hash chain over the run's records)
 //! - `l` + lock key → run id (16 bytes)
 //! - `m` + meta key → raw bytes
+//! - `q` + run id + kept seq + seq → a record set aside when an operator accepted the loss of
+//!   the records before it (`resume --accept-loss`); kept for forensics, never read as history
 //!
 //! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which does not reach the disk's
 //! cache, and its own fsync runs on a 500 ms timer. So every commit also `fdatasync`s sled's log
 //! file (and any new blob files) itself, and concurrent commits share that sync (group commit).
+//!
+//! Integrity: every record carries a CRC32 and its run's sequence number, every summary the hash
+//! chain over its run's records, and the witness file ([`crate::witness`]) remembers, outside
+//! sled, how many records each run had and their chain once they were durable. Opening compares
+//! the two; a run whose store lost or changed records is *untrusted*: reading it reports the first
+//! bad record, appending to it is refused, and only [`Journal::accept_loss`] (an operator's
+//! decision) continues it.
+//!
+//! Opening for reading only ([`SledJournal::open_read_only`]) works on a private copy of the
+//! store ([`crate::view_copy`]), so a command that only reads never changes a byte of the journal.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -22,12 +34,14 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use chrono::Utc;
 
+use crate::witness::{self, Chain};
 use crate::{Event, Journal, JournalError, JournalStats, Record, RunId, RunState, RunSummary};
 
 const EVENT: u8 = b'e';
 const SUMMARY: u8 = b's';
 const LOCK: u8 = b'l';
 const META: u8 = b'm';
+const QUARANTINE: u8 = b'q';
 
 /// Length of an event key: prefix, run id, seq.
 const EVENT_KEY_LEN: usize = 1 + 16 + 8;
@@ -65,6 +79,9 @@ impl Default for SledOptions {
 /// be named, and every access to it reports the corruption.
 type CachedSummary = Result<RunSummary, String>;
 
+/// What is wrong with an untrusted run: the first bad record and what is wrong with it.
+type Problem = (u64, String);
+
 /// The group-commit state, guarded by [`SledJournal::sync_state`].
 #[derive(Debug, Default)]
 struct SyncState {
@@ -74,8 +91,8 @@ struct SyncState {
     durable: u64,
     /// A leader is flushing and syncing right now.
     syncing: bool,
-    /// Set once a sync failed: after that we cannot know what reached the disk (a failed fsync
-    /// may drop the dirty pages), so the journal refuses further writes.
+    /// Set once a write or sync failed: after that we cannot know what reached the disk (a
+    /// failed fsync may drop the dirty pages), so the journal refuses further writes.
     failed: Option<String>,
 }
 
@@ -88,16 +105,34 @@ struct Syncer {
     known_blobs: HashSet<OsString>,
 }
 
+/// Whether the journal may be written, and what that needs.
+enum Mode {
+    /// Held for writing: commits are witnessed.
+    Write(witness::Writer),
+    /// A read-only view over a copy of the store, removed when the journal is dropped.
+    Read(#[allow(dead_code)] tempfile::TempDir),
+}
+
 /// A [`Journal`] stored in a sled database, one process at a time.
 pub struct SledJournal {
+    /// The journal directory.
     dir: PathBuf,
+    /// Where sled's files are: `dir`, or a copy of them for a read-only view.
+    store: PathBuf,
     db: sled::Db,
+    mode: Mode,
     /// Serializes writers so that seq assignment and lock checks are race-free. Never held while
     /// waiting for durability, so that concurrent runs share syncs.
     writer: Mutex<()>,
     /// Every run's summary, loaded at open and kept current by writers (under `writer`, after
     /// their batch is applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
+    /// The latest witness entry of each run: what it had once its last commit was durable.
+    witnessed: Mutex<BTreeMap<RunId, witness::Entry>>,
+    /// Runs whose history cannot be trusted, with the first bad record.
+    untrusted: Mutex<BTreeMap<RunId, Problem>>,
+    /// Witness entries that could not be read (their runs are checked against older entries).
+    witness_damage: Vec<u64>,
     sync_state: Mutex<SyncState>,
     synced: Condvar,
     syncer: Mutex<Syncer>,
@@ -114,35 +149,26 @@ impl std::fmt::Debug for SledJournal {
 }
 
 impl SledJournal {
-    /// Opens (creating if needed) the journal in `dir`; fails with [`JournalError::Busy`] if
-    /// another handle holds it.
+    /// Opens (creating if needed, owner-only) the journal in `dir` for writing; fails with
+    /// [`JournalError::Busy`] if another handle holds it.
     pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, JournalError> {
         let created = !dir.exists();
-        fs::create_dir_all(dir)
-            .map_err(|source| io_error("create journal directory", dir, source))?;
+        create_private_dir(dir)?;
+        restrict(dir, 0o700)?;
 
-        let deadline = std::time::Instant::now() + opts.busy_wait;
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .cache_capacity(opts.cache_capacity_bytes)
-                // We flush and sync on every commit ourselves; sled's timer would only add syncs.
-                .flush_every_ms(None)
-                .open();
-            match opened {
-                Ok(db) => break db,
-                Err(sled::Error::Io(ref io)) if io.to_string().contains(SLED_LOCK_ERROR) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(JournalError::Busy {
-                            dir: dir.to_path_buf(),
-                            holder: read_holder(dir),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(other) => return Err(storage(other)),
+        let witnessed = witness::read(dir)
+            .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
+        let db = open_sled(dir, opts, || read_holder(dir))?;
+        for entry in fs::read_dir(dir).map_err(|source| io_error("list", dir, source))? {
+            let entry = entry.map_err(|source| io_error("list", dir, source))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == "db" || name == "conf" || name.starts_with("snap.") {
+                restrict(&entry.path(), 0o600)?;
+            } else if name == "blobs" {
+                restrict(&entry.path(), 0o700)?;
             }
-        };
+        }
 
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
@@ -158,23 +184,114 @@ impl SledJournal {
         if conf.is_file() {
             sync_path(&conf, "sync")?;
         }
-        if created {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_path(parent, "sync directory")?;
-            }
+        if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_path(parent, "sync directory")?;
         }
 
         let summaries = load_summaries(&db)?;
+        // Rewrite the witness to one entry per run when it has grown long — unless some entry
+        // is damaged: then the file is evidence, and stays as it is. A witness that is missing
+        // while the store holds runs (deleted, or a journal from before witnesses) is started
+        // from the store as it is now.
+        let compact = if !witnessed.damaged.is_empty() {
+            None
+        } else if witnessed.entries > 2 * summaries.len() as u64 + 1024 {
+            Some(witnessed.clone())
+        } else if !witnessed.present && !summaries.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the journal has no witness file; starting one from the store as it is now"
+            );
+            Some(witness_from(&summaries))
+        } else {
+            None
+        };
+        let writer = witness::Writer::open(dir, compact.as_ref())
+            .map_err(|source| io_error("open", &dir.join(witness::FILE), source))?;
 
         let holder_path = dir.join(HOLDER_FILE);
-        fs::write(&holder_path, holder_description())
+        write_private(&holder_path, holder_description().as_bytes())
             .map_err(|source| io_error("write holder file", &holder_path, source))?;
 
-        Ok(Self {
+        let mut journal = Self::assemble(dir, dir, db, db_file, Mode::Write(writer), summaries);
+        journal.verify_against(compact.as_ref().unwrap_or(&witnessed));
+        Ok(journal)
+    }
+
+    /// Opens a read-only view of the journal in `dir`: a private copy of its store, verified
+    /// against its witness. Nothing in `dir` is created or changed; a missing journal is an
+    /// empty one. Fails with [`JournalError::Busy`] while another process holds the journal.
+    pub fn open_read_only(dir: &Path, opts: SledOptions) -> Result<Self, JournalError> {
+        // Read before copying: every witnessed commit was durable in the store before its entry
+        // was written, so the copy taken after holds at least what this says. (A store that is
+        // gone while the witness remains reports every run the witness knows.)
+        let witnessed = witness::read(dir)
+            .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
+        let copy = if dir.join("db").exists() {
+            crate::view_copy::copy_store(dir, opts.busy_wait, || read_holder(dir))?
+        } else {
+            tempfile::Builder::new()
+                .prefix("runbook-journal-view-")
+                .tempdir()
+                .map_err(|source| io_error("create an empty view of", dir, source))?
+        };
+        let (copy, db, unreadable) = match open_sled(copy.path(), opts, || None) {
+            Ok(db) => (copy, db, None),
+            // The store cannot be opened at all: the runs the witness knows are named, each
+            // reported as damaged, instead of one error that names none of them.
+            Err(e) if !witnessed.runs.is_empty() => {
+                let empty = tempfile::Builder::new()
+                    .prefix("runbook-journal-view-")
+                    .tempdir()
+                    .map_err(|source| io_error("create an empty view of", dir, source))?;
+                let db = open_sled(empty.path(), opts, || None)?;
+                (empty, db, Some(error_chain(&e)))
+            }
+            Err(e) => return Err(e),
+        };
+        let store = copy.path().to_path_buf();
+        let db_path = store.join("db");
+        let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
+        let summaries = load_summaries(&db)?;
+        let mut journal = Self::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries);
+        journal.verify_against(&witnessed);
+        if let Some(error) = unreadable {
+            let untrusted = journal.untrusted.get_mut().expect(POISONED);
+            for (id, entry) in &witnessed.runs {
+                untrusted.insert(
+                    *id,
+                    (
+                        1,
+                        format!(
+                            "the journal's store cannot be read ({error}); it held {} records \
+                             of this run",
+                            entry.seq
+                        ),
+                    ),
+                );
+            }
+        }
+        Ok(journal)
+    }
+
+    fn assemble(
+        dir: &Path,
+        store: &Path,
+        db: sled::Db,
+        db_file: File,
+        mode: Mode,
+        summaries: BTreeMap<RunId, CachedSummary>,
+    ) -> Self {
+        Self {
             dir: dir.to_path_buf(),
+            store: store.to_path_buf(),
             db,
+            mode,
             writer: Mutex::new(()),
             summaries: Mutex::new(summaries),
+            witnessed: Mutex::new(BTreeMap::new()),
+            untrusted: Mutex::new(BTreeMap::new()),
+            witness_damage: Vec::new(),
             sync_state: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
             syncer: Mutex::new(Syncer {
@@ -185,7 +302,31 @@ impl SledJournal {
             }),
             commits: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Compares every run's summary with what the witness saw durable; marks runs that lost or
+    /// changed records as untrusted.
+    fn verify_against(&mut self, witnessed: &witness::Witnessed) {
+        {
+            let summaries = self.summaries.get_mut().expect(POISONED);
+            let untrusted = self.untrusted.get_mut().expect(POISONED);
+            for (id, entry) in &witnessed.runs {
+                if let Some(problem) = compare(summaries.get(id), entry) {
+                    untrusted.insert(*id, problem);
+                }
+            }
+        }
+        *self.witnessed.get_mut().expect(POISONED) = witnessed.runs.clone();
+        if !witnessed.damaged.is_empty() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                entries = ?witnessed.damaged,
+                "some entries of the journal's witness are damaged; the runs they were about are \
+                 checked against earlier entries"
+            );
+        }
+        self.witness_damage.clone_from(&witnessed.damaged);
     }
 
     /// The directory the journal lives in.
@@ -193,8 +334,33 @@ impl SledJournal {
         &self.dir
     }
 
+    /// Damaged witness entries found at open (indexes; `u64::MAX` for the header).
+    pub fn witness_damage(&self) -> &[u64] {
+        &self.witness_damage
+    }
+
     fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, CachedSummary>> {
         self.summaries.lock().expect(POISONED)
+    }
+
+    fn problem(&self, id: RunId) -> Option<JournalError> {
+        self.untrusted
+            .lock()
+            .expect(POISONED)
+            .get(&id)
+            .map(|(seq, detail)| JournalError::Corrupt {
+                run: id,
+                seq: *seq,
+                detail: detail.clone(),
+            })
+    }
+
+    fn distrust(&self, id: RunId, seq: u64, detail: String) {
+        self.untrusted
+            .lock()
+            .expect(POISONED)
+            .entry(id)
+            .or_insert((seq, detail));
     }
 
     fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
@@ -205,8 +371,18 @@ impl SledJournal {
         }
     }
 
-    /// Refuses to write once a sync has failed (see [`SyncState::failed`]).
+    /// The witness writer, or the read-only refusal.
+    fn witness_writer(&self) -> Result<&witness::Writer, JournalError> {
+        match &self.mode {
+            Mode::Write(writer) => Ok(writer),
+            Mode::Read(_) => Err(JournalError::ReadOnly(self.dir.clone())),
+        }
+    }
+
+    /// Refuses to write once a write or sync has failed (see [`SyncState::failed`]), and in a
+    /// read-only view.
     fn check_writable(&self) -> Result<(), JournalError> {
+        self.witness_writer()?;
         match &self.sync_state.lock().expect(POISONED).failed {
             None => Ok(()),
             Some(msg) => Err(self.failed_error(msg)),
@@ -215,18 +391,30 @@ impl SledJournal {
 
     fn failed_error(&self, msg: &str) -> JournalError {
         io_error(
-            "sync",
-            &self.dir.join("db"),
+            "write to",
+            &self.dir,
             io::Error::other(format!(
-                "an earlier sync failed ({msg}); the journal must be reopened"
+                "an earlier write failed ({msg}); nothing more is written by this process, and \
+                 the journal is consistent up to its last durable commit"
             )),
         )
+    }
+
+    /// Marks the journal failed with `e` and returns it.
+    fn fail_with(&self, e: JournalError) -> JournalError {
+        let mut state = self.sync_state.lock().expect(POISONED);
+        if state.failed.is_none() {
+            state.failed = Some(error_chain(&e));
+        }
+        e
     }
 
     /// Applies `batch` and issues its commit ticket. Call with the writer mutex held, so that
     /// tickets follow the order in which batches were applied.
     fn apply(&self, batch: sled::Batch) -> Result<u64, JournalError> {
-        self.db.apply_batch(batch).map_err(storage)?;
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| self.fail_with(sled_error("write to", &self.dir, e)))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         let mut state = self.sync_state.lock().expect(POISONED);
         state.issued += 1;
@@ -270,19 +458,21 @@ impl SledJournal {
         // Values above sled's blob threshold were written to their own files while the batch
         // was applied; sync them before the log that points at them.
         self.sync_new_blobs(&mut syncer)?;
-        self.db.flush().map_err(storage)?;
+        self.db
+            .flush()
+            .map_err(|e| sled_error("write to", &self.dir, e))?;
         // Flushing may rewrite large pages as blobs too.
         self.sync_new_blobs(&mut syncer)?;
         syncer
             .db_file
             .sync_data()
-            .map_err(|source| io_error("sync", &self.dir.join("db"), source))?;
+            .map_err(|source| io_error("sync", &self.store.join("db"), source))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn sync_new_blobs(&self, syncer: &mut Syncer) -> Result<(), JournalError> {
-        let blobs = self.dir.join("blobs");
+        let blobs = self.store.join("blobs");
         let entries = match fs::read_dir(&blobs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -312,13 +502,65 @@ impl SledJournal {
         Ok(())
     }
 
-    /// Reads and verifies the records of `id` with `seq > after`, up to `last_seq`.
+    /// Writes a batch durably and witnesses it: the common tail of every run write. `witness`
+    /// is the entry to record once the batch is durable.
+    fn commit(
+        &self,
+        guard: MutexGuard<'_, ()>,
+        batch: sled::Batch,
+        entry: witness::Entry,
+        summary: RunSummary,
+    ) -> Result<(), JournalError> {
+        let ticket = self.apply(batch)?;
+        let id = summary.id;
+        self.summaries().insert(id, Ok(summary));
+        drop(guard);
+        self.wait_durable(ticket)?;
+        // Only now: the witness never claims more than the store made durable.
+        let writer = self.witness_writer()?;
+        writer.append(&[entry]).map_err(|msg| {
+            self.fail_with(io_error(
+                "write to",
+                &self.dir.join(witness::FILE),
+                io::Error::other(msg),
+            ))
+        })?;
+        self.witnessed.lock().expect(POISONED).insert(id, entry);
+        Ok(())
+    }
+
+    /// Refuses a commit of `payload` bytes the disk cannot hold.
+    fn check_space(&self, payload: usize) -> Result<(), JournalError> {
+        crate::space::check(&self.dir, payload as u64)
+    }
+
+    /// The chain over a run's records as stored, for a summary written before chains were kept.
+    fn chain_of_stored(&self, id: RunId, last_seq: u64) -> Result<Chain, JournalError> {
+        let mut chain = witness::chain_start(id);
+        for seq in 1..=last_seq {
+            let value = self
+                .db
+                .get(event_key(id, seq))
+                .map_err(|e| sled_error("read", &self.dir, e))?
+                .ok_or_else(|| JournalError::Corrupt {
+                    run: id,
+                    seq,
+                    detail: format!("record {seq} missing"),
+                })?;
+            chain = witness::chain_next(&chain, json_part(&value));
+        }
+        Ok(chain)
+    }
+
+    /// Reads and verifies the records of `id` with `seq > after`, up to `last_seq`; a full read
+    /// (`after == 0`) also checks the hash chain against the summary and the witness.
     fn verified_records(
         &self,
         id: RunId,
         after: u64,
-        last_seq: u64,
+        summary: &RunSummary,
     ) -> Result<Vec<Record>, JournalError> {
+        let last_seq = summary.last_seq;
         let corrupt = |seq: u64, detail: String| JournalError::Corrupt {
             run: id,
             seq,
@@ -328,8 +570,19 @@ impl SledJournal {
         let end = event_key(id, u64::MAX);
         let mut records = Vec::new();
         let mut expected = after.saturating_add(1);
+        let witnessed = self.witnessed.lock().expect(POISONED).get(&id).copied();
+        let mut chain = (after == 0).then(|| witness::chain_start(id));
         for entry in self.db.range(start..=end) {
-            let (key, value) = entry.map_err(storage)?;
+            // A value sled cannot produce (a lost blob file, a damaged page) is a damaged record.
+            let (key, value) = entry.map_err(|e| {
+                corrupt(
+                    expected,
+                    format!(
+                        "record {expected} cannot be read from the store: {}",
+                        error_chain(&sled_error("read", &self.dir, e))
+                    ),
+                )
+            })?;
             let key_seq = event_key_seq(&key).ok_or_else(|| {
                 corrupt(
                     expected,
@@ -363,6 +616,20 @@ impl SledJournal {
                     format!("key says {key_seq} but record says {}", record.seq),
                 ));
             }
+            if let Some(c) = chain.as_mut() {
+                *c = witness::chain_next(c, json_part(&value));
+                if let Some(w) = witnessed.filter(|w| w.seq == key_seq)
+                    && w.chain != *c
+                {
+                    return Err(corrupt(
+                        key_seq,
+                        format!(
+                            "the records up to {key_seq} are not those that were made durable \
+                             (their hash chain differs from the witness's)"
+                        ),
+                    ));
+                }
+            }
             records.push(record);
             expected = key_seq + 1;
         }
@@ -374,7 +641,7 @@ impl SledJournal {
                     .range(event_key(id, 0)..=event_key(id, after))
                     .next_back()
                     .transpose()
-                    .map_err(storage)?
+                    .map_err(|e| sled_error("read", &self.dir, e))?
                     .and_then(|(key, _)| event_key_seq(&key))
                     .unwrap_or(0)
             } else {
@@ -388,11 +655,45 @@ impl SledJournal {
                 ),
             ));
         }
+        if let (Some(c), Some(expected)) = (chain, summary.chain.as_deref())
+            && witness::chain_from_hex(expected) != Some(c)
+        {
+            return Err(corrupt(
+                last_seq,
+                "the run's records do not match its summary's hash chain".to_owned(),
+            ));
+        }
         Ok(records)
     }
 
+    /// The longest prefix of a run's stored records that is intact: contiguous from 1, each
+    /// passing its checksum and decoding, with the chain over them.
+    fn intact_prefix(&self, id: RunId) -> (Vec<Record>, Chain) {
+        let mut records = Vec::new();
+        let mut chain = witness::chain_start(id);
+        for entry in self.db.range(event_key(id, 1)..=event_key(id, u64::MAX)) {
+            let Ok((key, value)) = entry else { break };
+            let expected = records.len() as u64 + 1;
+            if event_key_seq(&key) != Some(expected) {
+                break;
+            }
+            match decode_record(&value) {
+                Ok(record) if record.seq == expected => {
+                    chain = witness::chain_next(&chain, json_part(&value));
+                    records.push(record);
+                }
+                _ => break,
+            }
+        }
+        (records, chain)
+    }
+
     fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
-        let Some(value) = self.db.get(lock_key(key)).map_err(storage)? else {
+        let Some(value) = self
+            .db
+            .get(lock_key(key))
+            .map_err(|e| sled_error("read", &self.dir, e))?
+        else {
             return Ok(None);
         };
         let bytes: [u8; 16] = value.as_ref().try_into().map_err(|_| {
@@ -410,8 +711,72 @@ impl SledJournal {
 
 impl Drop for SledJournal {
     fn drop(&mut self) {
-        // Only informational; a stale file is overwritten by the next open.
-        let _ = fs::remove_file(self.dir.join(HOLDER_FILE));
+        if matches!(self.mode, Mode::Write(_)) {
+            // Only informational; a stale file is overwritten by the next open.
+            let _ = fs::remove_file(self.dir.join(HOLDER_FILE));
+        }
+    }
+}
+
+/// What is wrong with a run whose summary is `summary`, given the witness's latest entry.
+fn compare(summary: Option<&CachedSummary>, entry: &witness::Entry) -> Option<Problem> {
+    let witnessed = entry.seq;
+    match summary {
+        None => Some((
+            1,
+            format!(
+                "the run is gone from the journal's store, which once held {witnessed} of its \
+                 records"
+            ),
+        )),
+        Some(Ok(s)) if s.last_seq < witnessed => Some((
+            s.last_seq + 1,
+            format!(
+                "records {}–{witnessed} are missing: {witnessed} were durable, and the store \
+                 now ends at record {}",
+                s.last_seq + 1,
+                s.last_seq
+            ),
+        )),
+        Some(Ok(s)) if s.last_seq == witnessed => match s.chain.as_deref() {
+            Some(hex) if witness::chain_from_hex(hex) != Some(entry.chain) => Some((
+                witnessed,
+                format!(
+                    "the run's {witnessed} records are not those that were made durable (their \
+                     hash chain differs from the witness's)"
+                ),
+            )),
+            _ => None,
+        },
+        // A corrupt summary is reported as such already. Otherwise the witness lags (it is
+        // synced lazily): the records beyond it carry their own checksums, and the chain is
+        // checked where the witness has a say when they are read.
+        Some(Err(_) | Ok(_)) => None,
+    }
+}
+
+/// A witness holding each run's state as the store has it now.
+fn witness_from(summaries: &BTreeMap<RunId, CachedSummary>) -> witness::Witnessed {
+    let runs = summaries
+        .iter()
+        .filter_map(|(id, s)| {
+            let s = s.as_ref().ok()?;
+            let chain = witness::chain_from_hex(s.chain.as_deref()?)?;
+            Some((
+                *id,
+                witness::Entry {
+                    kind: witness::Kind::Commit,
+                    run: *id,
+                    seq: s.last_seq,
+                    chain,
+                },
+            ))
+        })
+        .collect();
+    witness::Witnessed {
+        runs,
+        present: true,
+        ..witness::Witnessed::default()
     }
 }
 
@@ -440,13 +805,13 @@ impl Journal for SledJournal {
         if self.summaries().contains_key(&id) {
             return Err(JournalError::RunExists(id));
         }
-        if let Some(key) = lock {
-            if let Some(holder) = self.lock_value(key)? {
-                return Err(JournalError::LockHeld {
-                    key: key.to_owned(),
-                    holder,
-                });
-            }
+        if let Some(key) = lock
+            && let Some(holder) = self.lock_value(key)?
+        {
+            return Err(JournalError::LockHeld {
+                key: key.to_owned(),
+                holder,
+            });
         }
 
         let now = Utc::now();
@@ -460,25 +825,28 @@ impl Journal for SledJournal {
             created_at: now,
             updated_at: now,
             last_seq: 0,
+            chain: None,
         };
         let records = make_records(events, 1, now);
         let mut batch = sled::Batch::default();
-        for record in &records {
-            summary.apply(record);
-            batch.insert(&event_key(id, record.seq)[..], encode(record)?);
-        }
+        let chain = add_records(
+            &mut batch,
+            id,
+            witness::chain_start(id),
+            &records,
+            &mut summary,
+        )?;
         // The summary names the lock the run actually holds, whatever `RunStarted` says.
         summary.lock = lock.map(str::to_owned);
         // A run that ends in its first write (a refused precheck) never holds its lock.
         if let Some(key) = lock.filter(|_| !ends_run(events)) {
             batch.insert(lock_key(key), &id.to_bytes()[..]);
         }
-        batch.insert(&summary_key(id)[..], encode(&summary)?);
-        let ticket = self.apply(batch)?;
-        self.summaries().insert(id, Ok(summary));
-        drop(guard);
-
-        self.wait_durable(ticket)?;
+        let encoded = encode(&summary)?;
+        self.check_space(batch_bytes(&records) + encoded.len())?;
+        batch.insert(&summary_key(id)[..], encoded);
+        let entry = witnessed_entry(witness::Kind::Commit, &summary, chain);
+        self.commit(guard, batch, entry, summary)?;
         Ok(records)
     }
 
@@ -490,26 +858,32 @@ impl Journal for SledJournal {
 
         let guard = self.writer.lock().expect(POISONED);
         self.check_writable()?;
+        if let Some(problem) = self.problem(id) {
+            return Err(problem);
+        }
         let mut summary = self.cached_summary(id)?;
+        let start = match summary.chain.as_deref().map(witness::chain_from_hex) {
+            Some(Some(chain)) => chain,
+            Some(None) => {
+                return Err(corrupt_summary(id, "its hash chain is not readable"));
+            }
+            // Written before chains were kept: compute it once from the records.
+            None => self.chain_of_stored(id, summary.last_seq)?,
+        };
         let records = make_records(events, summary.last_seq + 1, Utc::now());
         let mut batch = sled::Batch::default();
-        for record in &records {
-            summary.apply(record);
-            batch.insert(&event_key(id, record.seq)[..], encode(record)?);
+        let chain = add_records(&mut batch, id, start, &records, &mut summary)?;
+        if ends_run(events)
+            && let Some(key) = &summary.lock
+            && self.lock_value(key)? == Some(id)
+        {
+            batch.remove(lock_key(key));
         }
-        if ends_run(events) {
-            if let Some(key) = &summary.lock {
-                if self.lock_value(key)? == Some(id) {
-                    batch.remove(lock_key(key));
-                }
-            }
-        }
-        batch.insert(&summary_key(id)[..], encode(&summary)?);
-        let ticket = self.apply(batch)?;
-        self.summaries().insert(id, Ok(summary));
-        drop(guard);
-
-        self.wait_durable(ticket)?;
+        let encoded = encode(&summary)?;
+        self.check_space(batch_bytes(&records) + encoded.len())?;
+        batch.insert(&summary_key(id)[..], encoded);
+        let entry = witnessed_entry(witness::Kind::Commit, &summary, chain);
+        self.commit(guard, batch, entry, summary)?;
         Ok(records)
     }
 
@@ -518,24 +892,53 @@ impl Journal for SledJournal {
     }
 
     fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        if let Some(problem) = self.problem(id) {
+            return Err(problem);
+        }
         // The cached summary is updated only after its batch is fully applied, so every record
         // it counts is in the tree by now.
         let summary = self.cached_summary(id)?;
         if after >= summary.last_seq {
             return Ok(Vec::new());
         }
-        self.verified_records(id, after, summary.last_seq)
+        self.verified_records(id, after, &summary).inspect_err(|e| {
+            if let JournalError::Corrupt { seq, detail, .. } = e {
+                self.distrust(id, *seq, detail.clone());
+            }
+        })
     }
 
     fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
+        if let Some(problem) = self.problems().into_iter().next() {
+            return Err(problem);
+        }
+        Ok(self.readable_runs())
+    }
+
+    fn readable_runs(&self) -> Vec<RunSummary> {
         self.summaries()
-            .iter()
-            .map(|(id, cached)| {
-                cached
-                    .clone()
-                    .map_err(|detail| corrupt_summary(*id, &detail))
-            })
+            .values()
+            .filter_map(|cached| cached.as_ref().ok().cloned())
             .collect()
+    }
+
+    fn problems(&self) -> Vec<JournalError> {
+        let mut out: Vec<JournalError> = self
+            .summaries()
+            .iter()
+            .filter_map(|(id, cached)| cached.as_ref().err().map(|d| corrupt_summary(*id, d)))
+            .collect();
+        let untrusted = self.untrusted.lock().expect(POISONED);
+        out.extend(
+            untrusted
+                .iter()
+                .map(|(id, (seq, detail))| JournalError::Corrupt {
+                    run: *id,
+                    seq: *seq,
+                    detail: detail.clone(),
+                }),
+        );
+        out
     }
 
     fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
@@ -547,12 +950,19 @@ impl Journal for SledJournal {
         if wanted.is_empty() {
             return Err(JournalError::NoSuchRun(prefix.to_owned()));
         }
-        let candidates: Vec<RunId> = self
+        let mut candidates: Vec<RunId> = self
             .summaries()
             .keys()
             .copied()
             .filter(|id| id.to_string().starts_with(&wanted))
             .collect();
+        // A run the store lost entirely is still known to the witness, and can be named.
+        for id in self.untrusted.lock().expect(POISONED).keys() {
+            if id.to_string().starts_with(&wanted) && !candidates.contains(id) {
+                candidates.push(*id);
+            }
+        }
+        candidates.sort();
         match candidates.as_slice() {
             [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
             [id] => Ok(*id),
@@ -571,18 +981,120 @@ impl Journal for SledJournal {
         Ok(self
             .db
             .get(meta_key(key))
-            .map_err(storage)?
+            .map_err(|e| sled_error("read", &self.dir, e))?
             .map(|v| v.to_vec()))
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
         let guard = self.writer.lock().expect(POISONED);
         self.check_writable()?;
+        self.check_space(key.len() + value.len())?;
         let mut batch = sled::Batch::default();
         batch.insert(meta_key(key), value);
         let ticket = self.apply(batch)?;
         drop(guard);
         self.wait_durable(ticket)
+    }
+
+    fn salvage(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        match self.read(id) {
+            Ok(records) => Ok(records),
+            Err(JournalError::Corrupt { .. }) => Ok(self.intact_prefix(id).0),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        if self.problem(id).is_none() && self.cached_summary(id).is_ok() {
+            return self.append(id, events);
+        }
+        let guard = self.writer.lock().expect(POISONED);
+        self.check_writable()?;
+        let (kept, chain) = self.intact_prefix(id);
+        let Some(first) = kept.first() else {
+            return Err(JournalError::Corrupt {
+                run: id,
+                seq: 1,
+                detail: "none of the run's records can be read, so there is nothing to continue"
+                    .into(),
+            });
+        };
+        let mut summary = RunSummary {
+            id,
+            runbook: String::new(),
+            state: RunState::Running,
+            reason: None,
+            lock: None,
+            started_by: String::new(),
+            created_at: first.at,
+            updated_at: first.at,
+            last_seq: 0,
+            chain: None,
+        };
+        for record in &kept {
+            summary.apply(record);
+        }
+        let old = self.cached_summary(id).ok();
+        if let Some(old) = &old {
+            summary.lock.clone_from(&old.lock);
+        }
+        let kept_seq = summary.last_seq;
+        let witnessed = self
+            .witnessed
+            .lock()
+            .expect(POISONED)
+            .get(&id)
+            .map_or(0, |w| w.seq);
+        let upper = witnessed.max(old.map_or(0, |s| s.last_seq)).max(kept_seq);
+        let mut batch = sled::Batch::default();
+        // Set the records after the intact prefix aside instead of overwriting them; one that
+        // cannot even be read (its blob file is gone) is only unlinked.
+        let aside = |batch: &mut sled::Batch, seq: u64, value: &[u8]| {
+            let mut key = Vec::with_capacity(1 + 16 + 8 + 8);
+            key.push(QUARANTINE);
+            key.extend_from_slice(&id.to_bytes());
+            key.extend_from_slice(&kept_seq.to_be_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            batch.insert(key, value);
+        };
+        for seq in kept_seq + 1..=upper {
+            let key = event_key(id, seq);
+            match self.db.get(key) {
+                Ok(Some(value)) => aside(&mut batch, seq, &value),
+                Ok(None) => continue,
+                Err(_) => {}
+            }
+            batch.remove(&key[..]);
+        }
+        for (key, value) in self
+            .db
+            .range(event_key(id, upper + 1)..=event_key(id, u64::MAX))
+            .flatten()
+        {
+            if let Some(seq) = event_key_seq(&key) {
+                aside(&mut batch, seq, &value);
+                batch.remove(key);
+            }
+        }
+        let records = make_records(events, kept_seq + 1, Utc::now());
+        let chain = add_records(&mut batch, id, chain, &records, &mut summary)?;
+        if let Some(key) = &summary.lock {
+            let holder = self.lock_value(key)?;
+            if summary.state.is_terminal() {
+                if holder == Some(id) {
+                    batch.remove(lock_key(key));
+                }
+            } else if holder.is_none() {
+                batch.insert(lock_key(key), &id.to_bytes()[..]);
+            }
+        }
+        let encoded = encode(&summary)?;
+        self.check_space(batch_bytes(&records) + encoded.len())?;
+        batch.insert(&summary_key(id)[..], encoded);
+        let entry = witnessed_entry(witness::Kind::Accept, &summary, chain);
+        self.commit(guard, batch, entry, summary)?;
+        self.untrusted.lock().expect(POISONED).remove(&id);
+        Ok(records)
     }
 
     fn stats(&self) -> JournalStats {
@@ -591,6 +1103,125 @@ impl Journal for SledJournal {
             syncs: self.syncs.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Encodes `records` into `batch`, folding them into `summary` and the chain from `chain`.
+fn add_records(
+    batch: &mut sled::Batch,
+    id: RunId,
+    mut chain: Chain,
+    records: &[Record],
+    summary: &mut RunSummary,
+) -> Result<Chain, JournalError> {
+    for record in records {
+        summary.apply(record);
+        let value = encode(record)?;
+        chain = witness::chain_next(&chain, json_part(&value));
+        batch.insert(&event_key(id, record.seq)[..], value);
+    }
+    summary.chain = Some(witness::chain_hex(&chain));
+    Ok(chain)
+}
+
+fn witnessed_entry(kind: witness::Kind, summary: &RunSummary, chain: Chain) -> witness::Entry {
+    witness::Entry {
+        kind,
+        run: summary.id,
+        seq: summary.last_seq,
+        chain,
+    }
+}
+
+/// Roughly how many bytes the records take encoded (for the free-space check).
+fn batch_bytes(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + EVENT_KEY_LEN + 4)
+        .sum()
+}
+
+/// The JSON of a stored value (after its CRC), which the hash chain covers.
+fn json_part(value: &[u8]) -> &[u8] {
+    value.get(4..).unwrap_or_default()
+}
+
+/// Opens sled in `dir`, waiting up to `opts.busy_wait` for a lock held by another handle.
+fn open_sled(
+    dir: &Path,
+    opts: SledOptions,
+    holder: impl Fn() -> Option<String>,
+) -> Result<sled::Db, JournalError> {
+    let deadline = std::time::Instant::now() + opts.busy_wait;
+    loop {
+        // sled 0.34 panics on some kinds of damage instead of returning an error: a panic
+        // while opening is a damaged store, reported like one.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(opts.cache_capacity_bytes)
+                // We flush and sync on every commit ourselves; sled's timer would only add
+                // syncs.
+                .flush_every_ms(None)
+                .open()
+        })
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(sled::Error::Io(io::Error::other(format!(
+                "the store is damaged: sled failed while recovering it ({what})"
+            ))))
+        });
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io)) if io.to_string().contains(SLED_LOCK_ERROR) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(JournalError::Busy {
+                        dir: dir.to_path_buf(),
+                        holder: holder(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(other) => return Err(sled_error("open the journal at", dir, other)),
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents, readable by their owner only.
+fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| io_error("create journal directory", dir, source))
+}
+
+/// Takes group and other permissions away from `path` if it has any.
+fn restrict(path: &Path, mode: u32) -> Result<(), JournalError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = fs::metadata(path).map_err(|source| io_error("inspect", path, source))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|source| io_error("restrict the permissions of", path, source))?;
+    }
+    Ok(())
+}
+
+/// Writes a small file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 fn event_key(id: RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
@@ -706,6 +1337,16 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
     JournalError::Storage(Box::new(e))
 }
 
+/// A sled failure while doing `action` on the journal at `path`, with the OS error when there
+/// is one (a full disk, a read-only file system, permissions).
+fn sled_error(action: &'static str, path: &Path, e: sled::Error) -> JournalError {
+    let source = match e {
+        sled::Error::Io(io) => io,
+        other => io::Error::other(other.to_string()),
+    };
+    io_error(action, path, source)
+}
+
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> JournalError {
     JournalError::Io {
         action,
@@ -753,6 +1394,7 @@ mod tests {
     use super::*;
     use crate::RunStarted;
     use serde_json::json;
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn open(dir: &Path) -> SledJournal {
@@ -1187,9 +1829,20 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
-        assert!(journal.read_after(id, 2).is_err());
-        // Records after the damage are still reachable for following.
-        assert_eq!(seqs(&journal.read_after(id, 3).unwrap()), [4, 5]);
+        // Once found damaged, the run is untrusted: every read names the first bad record.
+        for after in [2, 3] {
+            assert!(
+                matches!(
+                    journal.read_after(id, after),
+                    Err(JournalError::Corrupt { seq: 3, .. })
+                ),
+                "after {after}"
+            );
+        }
+        assert!(matches!(
+            journal.append(id, &[step("e")]),
+            Err(JournalError::Corrupt { seq: 3, .. })
+        ));
     }
 
     #[test]
@@ -1278,6 +1931,187 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    /// Every file under `dir` with its bytes (the witness of "nothing changed").
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.insert(path.clone(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_consistent_rollback_of_the_store_is_caught_by_the_witness() {
+        // sled's recovery after damage cuts its log: the run's summary and records then agree
+        // with each other, at an earlier state. Only the witness knows better.
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        let four = {
+            let journal = open(tmp.path());
+            let mut summary = journal.summary(id).unwrap();
+            summary.last_seq = 4;
+            summary.chain = Some(witness::chain_hex(&journal.chain_of_stored(id, 4).unwrap()));
+            summary
+        };
+        tamper(tmp.path(), |db| {
+            db.remove(event_key(id, 5)).unwrap();
+            db.insert(summary_key(id), encode(&four).unwrap()).unwrap();
+        });
+        let journal = open(tmp.path());
+        let problems = journal.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        match &problems[0] {
+            JournalError::Corrupt { run, seq, detail } => {
+                assert_eq!((*run, *seq), (id, 5));
+                assert_eq!(
+                    detail,
+                    "records 5–5 are missing: 5 were durable, and the store now ends at record 4"
+                );
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(matches!(
+            journal.read(id),
+            Err(JournalError::Corrupt { seq: 5, .. })
+        ));
+        assert!(matches!(
+            journal.runs(),
+            Err(JournalError::Corrupt { seq: 5, .. })
+        ));
+        assert_eq!(journal.readable_runs().len(), 1);
+        assert!(matches!(
+            journal.append(id, &[step("x")]),
+            Err(JournalError::Corrupt { seq: 5, .. })
+        ));
+        // A read-only view sees the same.
+        drop(journal);
+        let view = SledJournal::open_read_only(tmp.path(), SledOptions::default()).unwrap();
+        assert!(matches!(
+            view.read(id),
+            Err(JournalError::Corrupt { seq: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn a_forged_record_with_a_valid_checksum_breaks_the_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        tamper(tmp.path(), |db| {
+            let key = event_key(id, 3);
+            let value = db.get(key).unwrap().unwrap().to_vec();
+            let json = String::from_utf8(value[4..].to_vec())
+                .unwrap()
+                .replace("echo b", "echo q");
+            let mut forged = crc32fast::hash(json.as_bytes()).to_le_bytes().to_vec();
+            forged.extend_from_slice(json.as_bytes());
+            db.insert(key, forged).unwrap();
+        });
+        let journal = open(tmp.path());
+        let err = journal.read(id).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { run, seq: 5, detail } if *run == id && detail.contains("hash chain")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_only_view_changes_nothing_and_cannot_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        let before = snapshot(tmp.path());
+        for _ in 0..3 {
+            let view = SledJournal::open_read_only(tmp.path(), SledOptions::default()).unwrap();
+            assert_eq!(seqs(&view.read(id).unwrap()), [1, 2, 3, 4, 5]);
+            assert_eq!(view.runs().unwrap().len(), 1);
+            assert!(matches!(
+                view.append(id, &[step("x")]),
+                Err(JournalError::ReadOnly(_))
+            ));
+            assert!(matches!(
+                view.put_meta("k", b"v"),
+                Err(JournalError::ReadOnly(_))
+            ));
+        }
+        assert_eq!(snapshot(tmp.path()), before);
+        // A journal that does not exist reads as empty and is not created.
+        let missing = tmp.path().join("nowhere");
+        let view = SledJournal::open_read_only(&missing, SledOptions::default()).unwrap();
+        assert!(view.runs().unwrap().is_empty());
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn an_operator_can_accept_a_loss_and_go_on_from_the_intact_prefix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        // Record 3 damaged: 1–2 are the intact prefix; 3–5 are set aside, not destroyed.
+        tamper(tmp.path(), |db| {
+            let mut value = db.get(event_key(id, 3)).unwrap().unwrap().to_vec();
+            value[0] ^= 0xff;
+            db.insert(event_key(id, 3), value).unwrap();
+        });
+        {
+            let journal = open(tmp.path());
+            assert!(journal.read(id).is_err());
+            assert_eq!(seqs(&journal.salvage(id).unwrap()), [1, 2]);
+            let records = journal.accept_loss(id, &[step("again")]).unwrap();
+            assert_eq!(seqs(&records), [3]);
+            assert!(journal.problems().is_empty());
+            assert_eq!(seqs(&journal.read(id).unwrap()), [1, 2, 3]);
+            journal.append(id, &[step("more")]).unwrap();
+        }
+        let journal = open(tmp.path());
+        assert!(journal.problems().is_empty(), "{:?}", journal.problems());
+        let records = journal.read(id).unwrap();
+        assert_eq!(seqs(&records), [1, 2, 3, 4]);
+        assert_eq!(records[2].event.path(), Some("again"));
+        let aside = journal.db.scan_prefix([QUARANTINE]).count();
+        assert_eq!(aside, 3, "records 3–5 kept aside");
+    }
+
+    #[test]
+    fn a_deleted_witness_is_started_again_from_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = five_records(tmp.path());
+        fs::remove_file(tmp.path().join(witness::FILE)).unwrap();
+        {
+            let view = SledJournal::open_read_only(tmp.path(), SledOptions::default()).unwrap();
+            assert_eq!(seqs(&view.read(id).unwrap()), [1, 2, 3, 4, 5]);
+        }
+        let journal = open(tmp.path());
+        assert!(journal.problems().is_empty());
+        drop(journal);
+        let witnessed = witness::read(tmp.path()).unwrap();
+        assert_eq!(witnessed.runs[&id].seq, 5);
+    }
+
+    #[test]
+    fn journal_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("j");
+        let _journal = five_records(&dir);
+        let journal = open(&dir);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for name in ["db", "conf", "witness", "holder"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        drop(journal);
+        // A directory that others could read is closed on open.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let _journal = open(&dir);
+        assert_eq!(mode(&dir), 0o700);
     }
 
     #[test]

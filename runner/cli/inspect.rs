@@ -73,10 +73,33 @@ fn print_detail(env: &Env, id: RunId, records: &[Record]) -> Result<(), CliError
     Ok(())
 }
 
+/// Reports the journal's integrity problems (each names its run and first bad record) after a
+/// listing; the exit code says whether there were any.
+fn report_problems(journal: &dyn runbook_journals::Journal) -> i32 {
+    let problems = journal.problems();
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    if problems.is_empty() {
+        0
+    } else {
+        eprintln!(
+            "{} run(s) of this journal cannot be trusted: their history is not shown as it was \
+             made durable. `runbook resume RUN --accept-loss` continues one from what is intact; \
+             `runbook abort RUN` ends it.",
+            problems.len()
+        );
+        crate::cli::exit::FAILED
+    }
+}
+
 /// `runbook status [RUN]`.
 pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
-    match (env.open_journal(), run) {
-        (Ok(journal), None) => print_runs(env, &journal.runs()?, true),
+    match (env.open_journal_read_only(), run) {
+        (Ok(journal), None) => {
+            print_runs(env, &journal.readable_runs(), true);
+            return Ok(report_problems(journal.as_ref()));
+        }
         (Ok(journal), Some(run)) => {
             let id = journal.resolve(run)?;
             print_detail(env, id, &journal.read(id)?)?;
@@ -92,14 +115,14 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
 
 /// `runbook history`.
 pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
-    let mut runs = match env.open_journal() {
-        Ok(journal) => journal.runs()?,
-        Err(e) => Served::find(env, e)?.runs().await?,
+    let (mut runs, code) = match env.open_journal_read_only() {
+        Ok(journal) => (journal.readable_runs(), Some(journal)),
+        Err(e) => (Served::find(env, e)?.runs().await?, None),
     };
     runs.reverse();
     runs.truncate(limit);
     print_runs(env, &runs, false);
-    Ok(0)
+    Ok(code.map_or(0, |journal| report_problems(journal.as_ref())))
 }
 
 fn print_record(env: &Env, id: RunId, r: &Record) {
@@ -115,7 +138,7 @@ fn print_record(env: &Env, id: RunId, r: &Record) {
 /// `runbook log RUN [--follow]`. While another process holds the journal (it is running the
 /// run), the run's follow file is read instead, and `--follow` keeps reading it.
 pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
-    match env.open_journal() {
+    match env.open_journal_read_only() {
         Ok(journal) => {
             let id = journal.resolve(run)?;
             for r in journal.read(id)? {

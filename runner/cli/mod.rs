@@ -124,6 +124,10 @@ pub enum Command {
         /// Use the runbook files as they are now instead of the copies pinned by the run.
         #[arg(long)]
         reload: bool,
+        /// The run's journal is damaged: go on from its intact records (the operator's
+        /// decision, journaled); the next step is treated as possibly started.
+        #[arg(long)]
+        accept_loss: bool,
         /// A parameter value (secret parameters must be given again).
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
@@ -310,10 +314,18 @@ impl Env {
         base.join("runbook").join("journal")
     }
 
-    /// Opens the journal.
+    /// Opens the journal for writing.
     pub fn open_journal(&self) -> Result<Arc<dyn Journal>, CliError> {
         let dir = self.journal_dir();
         let journal = SledJournal::open(&dir, SledOptions::default())?;
+        Ok(Arc::new(journal))
+    }
+
+    /// Opens a read-only view of the journal: nothing in the journal directory is created or
+    /// changed (see `SledJournal::open_read_only`).
+    pub fn open_journal_read_only(&self) -> Result<Arc<dyn Journal>, CliError> {
+        let dir = self.journal_dir();
+        let journal = SledJournal::open_read_only(&dir, SledOptions::default())?;
         Ok(Arc::new(journal))
     }
 }
@@ -408,6 +420,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             retry_step,
             skip_step,
             reload,
+            accept_loss,
             params,
             yes,
             detach,
@@ -417,6 +430,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
                 skip_step: skip_step.clone(),
                 reload: *reload,
                 params: params.clone(),
+                accept_loss: *accept_loss,
             };
             runs::resume(env, run, req, gate_mode(*yes, *detach)).await
         }

@@ -149,6 +149,7 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
                         "retry_step": req.retry_step,
                         "skip_step": req.skip_step,
                         "reload": req.reload,
+                        "accept_loss": req.accept_loss,
                         "params": params_json(&req.params),
                     }),
                 )

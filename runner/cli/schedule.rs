@@ -19,7 +19,12 @@ use crate::ui::{self, OutputMode};
 
 /// Runs a schedule command.
 pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Result<i32, CliError> {
-    let journal = match env.open_journal() {
+    let opened = if matches!(command, ScheduleCommand::List) {
+        env.open_journal_read_only()
+    } else {
+        env.open_journal()
+    };
+    let journal = match opened {
         Ok(j) => j,
         Err(e) => {
             let remote = Remote::instead_of(env, e)?;

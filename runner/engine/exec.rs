@@ -274,6 +274,11 @@ impl Exec<'_> {
                 }
             }
         }
+        if let Some(kept) = self.view.loss_after
+            && let Some(stop) = self.after_loss(step, path, ctx, kept)
+        {
+            return Ok(Flow::Stop(stop));
+        }
         if step.check.is_some() {
             match self.check(step, path, ctx).await {
                 Ok(true) => {
@@ -296,6 +301,38 @@ impl Exec<'_> {
             }
         }
         self.begin(step, path, ctx, 1).await
+    }
+
+    /// The first effect a run reaches after an operator accepted a journal loss may have
+    /// started before the loss, unrecorded: it runs only if that is known to be safe — an
+    /// operator said retry, its `check` will tell (the caller asks it next), or running it twice
+    /// is harmless — and otherwise the run stops for a decision.
+    fn after_loss(&self, step: &Step, path: &str, ctx: &Ctx, kept: u64) -> Option<Stop> {
+        let Action::Effect { kind, spec } = &step.action else {
+            return None;
+        };
+        if step.check.is_some() || self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
+            return None;
+        }
+        let registered = self.registry.get(kind).expect("kinds are checked at load");
+        let rendered = ctx.render_value(spec).ok();
+        let idempotent = step
+            .idempotent
+            .unwrap_or_else(|| rendered.as_ref().is_some_and(|r| registered.idempotent(r)));
+        if idempotent {
+            return None;
+        }
+        let what = rendered.map_or_else(
+            || format!("a {kind} step"),
+            |r| format!("{kind}: {}", registered.describe(&r)),
+        );
+        Some(Stop::Attention {
+            path: path.to_owned(),
+            detail: format!(
+                "{what} — the journal lost its records after record {kept}, so it may have \
+                 started before"
+            ),
+        })
     }
 
     /// Starts (or continues) a step's action.

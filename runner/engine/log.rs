@@ -68,6 +68,15 @@ impl RunLog {
         Ok(records)
     }
 
+    /// Appends the first events after an operator accepted a journal loss (see
+    /// [`Journal::accept_loss`]).
+    pub fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        let events: Vec<Event> = events.iter().map(|e| self.redact(e)).collect();
+        let records = self.journal.accept_loss(id, &events)?;
+        self.committed(id, &records);
+        Ok(records)
+    }
+
     /// Tells observers about a transient event.
     pub fn progress(&self, id: RunId, path: &str, note: &str) {
         let note = self.redactor.text(note);
@@ -121,7 +130,9 @@ impl RunLog {
             }
             Event::GateOpened { prompt, .. } => text(prompt),
             Event::GateDecided { comment, .. } => comment.iter_mut().for_each(text),
-            Event::AttentionNeeded { detail, .. } => text(detail),
+            Event::AttentionNeeded { detail, .. } | Event::LossAccepted { detail, .. } => {
+                text(detail);
+            }
             Event::StateChanged { reason, .. } => reason.iter_mut().for_each(text),
             Event::Precheck { error, .. } => error.iter_mut().for_each(text),
             Event::SourceReloaded { .. }

@@ -189,6 +189,9 @@ pub struct Resume {
     pub reload: bool,
     /// `-p name=value` pairs (secret parameters that must be given again).
     pub params: Vec<(String, String)>,
+    /// The operator accepts that a damaged run's history is what is intact of it, and the run
+    /// continues from there (the next effect treated as possibly started).
+    pub accept_loss: bool,
 }
 
 /// Runs runbooks against a journal.
@@ -361,8 +364,29 @@ impl Engine {
     /// Checks that a run can be resumed and loads it (pinned files, parameters, operator
     /// decisions); nothing is appended until it executes.
     pub fn prepare_resume(&self, id: RunId, req: &Resume) -> Result<Created, EngineError> {
-        let records = self.journal.read(id)?;
-        let view = RunView::from_records(id, &records)?;
+        let (records, loss) = match self.journal.read(id) {
+            Ok(_) if req.accept_loss => {
+                return Err(EngineError::Refused(format!(
+                    "the journal of run {id} is intact: there is no loss to accept"
+                )));
+            }
+            Ok(records) => (records, None),
+            Err(JournalError::Corrupt { seq, detail, .. }) if req.accept_loss => {
+                let records = self.journal.salvage(id)?;
+                if records.is_empty() {
+                    return Err(EngineError::Refused(format!(
+                        "none of run {id}'s records can be read, so it cannot be continued; \
+                         `runbook abort {id}` ends it"
+                    )));
+                }
+                (records, Some(format!("record {seq}: {detail}")))
+            }
+            Err(JournalError::Corrupt { seq, detail, .. }) => {
+                return Err(EngineError::NeedsDecision(loss_message(id, seq, &detail)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut view = RunView::from_records(id, &records)?;
         if view.state.is_terminal() {
             return Err(EngineError::Refused(format!(
                 "run {id} has ended ({}); start a new run instead",
@@ -383,10 +407,12 @@ impl Engine {
         if let Some((path, action)) = &decision {
             let in_flight = view.in_flight();
             let attention = view.attention.as_ref().map(|(p, _)| p.as_str());
-            let recover = view.step(path).is_some_and(|s| {
-                matches!(s.status, view::StepStatus::Succeeded { .. })
-                    && attention == Some(path.as_str())
-            });
+            // A step that needs attention without ever having started as far as the journal
+            // knows: a secret output to get again, or the first step after a journal loss.
+            let recover = attention == Some(path.as_str())
+                && view
+                    .step(path)
+                    .is_none_or(|s| matches!(s.status, view::StepStatus::Succeeded { .. }));
             if !in_flight.contains(&path.as_str()) && !recover {
                 let listed = if in_flight.is_empty() {
                     "no step is in flight".to_owned()
@@ -470,6 +496,20 @@ impl Engine {
             reason: None,
         });
         let log = self.log(redactor);
+        if let Some(detail) = loss {
+            // The operator's decision is journaled now: it is what makes the run writable again.
+            let records = log.accept_loss(
+                id,
+                &[Event::LossAccepted {
+                    kept: view.last_seq,
+                    detail,
+                    by: self.who.clone(),
+                }],
+            )?;
+            for record in &records {
+                view.apply(record)?;
+            }
+        }
         Ok(Created {
             id,
             view,
@@ -578,7 +618,24 @@ impl Engine {
 
     /// Aborts a run that is not finished, releasing its lock.
     pub fn abort(&self, id: RunId, reason: Option<String>) -> Result<Outcome, EngineError> {
-        let records = self.journal.read(id)?;
+        // Aborting is an operator's decision too: a run whose journal is damaged can be ended
+        // from what is intact of it.
+        let (records, loss) = match self.journal.read(id) {
+            Ok(records) => (records, None),
+            Err(JournalError::Corrupt { seq, detail, .. }) => {
+                let records = self.journal.salvage(id)?;
+                if records.is_empty() {
+                    return Err(JournalError::Corrupt {
+                        run: id,
+                        seq,
+                        detail,
+                    }
+                    .into());
+                }
+                (records, Some(format!("record {seq}: {detail}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let view = RunView::from_records(id, &records)?;
         if view.state.is_terminal() {
             return Err(EngineError::Refused(format!(
@@ -590,13 +647,25 @@ impl Engine {
             Some(r) => format!("aborted by {}: {r}", self.who),
             None => format!("aborted by {}", self.who),
         };
-        self.log(Redactor::new()).append(
-            id,
-            &[Event::StateChanged {
-                state: RunState::Aborted,
-                reason: Some(why),
-            }],
-        )?;
+        let aborted = Event::StateChanged {
+            state: RunState::Aborted,
+            reason: Some(why),
+        };
+        let log = self.log(Redactor::new());
+        match loss {
+            None => log.append(id, &[aborted])?,
+            Some(detail) => log.accept_loss(
+                id,
+                &[
+                    Event::LossAccepted {
+                        kept: view.last_seq,
+                        detail,
+                        by: self.who.clone(),
+                    },
+                    aborted,
+                ],
+            )?,
+        };
         Ok(Outcome::Aborted)
     }
 
@@ -820,6 +889,18 @@ pub fn attention_commands(id: RunId, path: &str) -> [String; 2] {
         format!("runbook resume {id} --retry-step {quoted}"),
         format!("runbook resume {id} --skip-step {quoted}"),
     ]
+}
+
+/// The message for a resume refused because the run's journal cannot be trusted.
+pub fn loss_message(id: RunId, seq: u64, detail: &str) -> String {
+    format!(
+        "journal of run {id} is corrupt at record {seq}: {detail}\n  its history cannot be \
+         trusted, so nothing was run: a step whose start was journaled must not run again \
+         without your decision\n  \
+         decide, then run one of:\n    runbook resume {id} --accept-loss   # go on from the \
+         intact records; the next step is treated as possibly started\n    runbook abort {id}    \
+         # end the run"
+    )
 }
 
 /// The message for a run stopped on a step that needs a decision.

@@ -13,6 +13,9 @@ use runbook_journals::{
 };
 use serde_json::Value;
 
+/// The kinds of steps without an external effect of their own.
+const CONTROL_KINDS: &[&str] = &["script", "wait", "gate", "sleep", "foreach", "call"];
+
 /// Where a step stands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepStatus {
@@ -152,6 +155,9 @@ pub struct RunView {
     pub sources: Vec<SourceFile>,
     /// How `call` targets resolve.
     pub links: BTreeMap<String, String>,
+    /// Set when an operator accepted the loss of the journal after this record and no step
+    /// has been journaled since: the step the run reaches next may have started unrecorded.
+    pub loss_after: Option<u64>,
     /// The seq of the last record.
     pub last_seq: u64,
     /// When the last record was written.
@@ -200,6 +206,7 @@ impl RunView {
             timers: HashMap::new(),
             attention: None,
             decisions: HashMap::new(),
+            loss_after: None,
             last_seq: first.seq,
             updated_at: first.at,
         };
@@ -231,6 +238,15 @@ impl RunView {
             ));
         }
         let at = record.at;
+        // The suspicion after a journal loss lasts until an effect starts or is skipped by
+        // its check or an operator: control steps and `when` decisions are re-taken freely.
+        if match &record.event {
+            Event::StepStarted { kind, .. } => !CONTROL_KINDS.contains(&kind.as_str()),
+            Event::StepSkipped { reason, .. } => *reason != SkipReason::When,
+            _ => false,
+        } {
+            self.loss_after = None;
+        }
         match &record.event {
             Event::RunStarted(_) => return Err(Self::fail(record, "the run started twice")),
             Event::SourceReloaded { sources, links } => {
@@ -433,6 +449,9 @@ impl RunView {
                 if self.attention.as_ref().is_some_and(|(p, _)| p == path) {
                     self.attention = None;
                 }
+            }
+            Event::LossAccepted { kept, .. } => {
+                self.loss_after = Some(*kept);
             }
             Event::StateChanged { state, reason } => {
                 if !transition_allowed(self.state, *state) {

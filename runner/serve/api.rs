@@ -222,7 +222,8 @@ async fn list_runs(
     State(app): State<Arc<App>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let mut runs = app.journal().runs()?;
+    // Damaged runs are listed as their summaries say; reading one reports its damage.
+    let mut runs = app.journal().readable_runs();
     runs.reverse();
     let runs: Vec<Value> = runs
         .into_iter()
@@ -443,6 +444,8 @@ struct ResumeBody {
     #[serde(default)]
     reload: bool,
     #[serde(default)]
+    accept_loss: bool,
+    #[serde(default)]
     params: serde_json::Map<String, Value>,
 }
 
@@ -459,6 +462,7 @@ async fn resume(
         skip_step: body.skip_step,
         reload: body.reload,
         params: crate::params::pairs_from_json(&body.params),
+        accept_loss: body.accept_loss,
     };
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || runs.resume(id, &req, &who.name))

@@ -107,7 +107,7 @@ pub struct Metrics {
     schedule_lag: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     schedule_fires: Family<FireLabels, Counter>,
     notifications: Family<OutcomeLabels, Counter>,
-    journal_errors: Counter,
+    damaged: Gauge,
     /// The kind of each step started and not yet ended, by run and path.
     open_steps: Mutex<HashMap<(RunId, String), String>>,
     /// Serializes renders (they set the run gauges, then encode) and notification updates.
@@ -126,7 +126,7 @@ impl Metrics {
         let schedule_lag = Family::<ScheduleLabels, Gauge<f64, AtomicU64>>::default();
         let schedule_fires = Family::<FireLabels, Counter>::default();
         let notifications = Family::<OutcomeLabels, Counter>::default();
-        let journal_errors = Counter::default();
+        let damaged = Gauge::default();
 
         let mut registry = Registry::default();
         registry.register(
@@ -162,9 +162,9 @@ impl Metrics {
             notifications.clone(),
         );
         registry.register(
-            "runbook_journal_read_errors",
-            "Scrapes that could not read the runs from the journal",
-            journal_errors.clone(),
+            "runbook_journal_damaged_runs",
+            "Runs whose journal lost or changed records since they were durable",
+            damaged.clone(),
         );
 
         for state in STATES {
@@ -184,7 +184,7 @@ impl Metrics {
             schedule_lag,
             schedule_fires,
             notifications,
-            journal_errors,
+            damaged,
             open_steps: Mutex::new(HashMap::new()),
             render: Mutex::new(()),
         })
@@ -194,26 +194,19 @@ impl Metrics {
     /// run gauges counted from `journal` now.
     pub fn render(&self, journal: &dyn Journal) -> String {
         let _serial = self.render.lock().unwrap_or_else(PoisonError::into_inner);
-        match journal.runs() {
-            Ok(summaries) => {
-                let mut counts: HashMap<RunState, i64> = HashMap::new();
-                for summary in &summaries {
-                    *counts.entry(summary.state).or_default() += 1;
-                }
-                for state in STATES {
-                    self.runs
-                        .get_or_create(&StateLabels {
-                            state: state.as_str(),
-                        })
-                        .set(counts.get(&state).copied().unwrap_or(0));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot read the runs from the journal");
-                self.journal_errors.inc();
-                self.runs.clear();
-            }
+        let mut counts: HashMap<RunState, i64> = HashMap::new();
+        for summary in &journal.readable_runs() {
+            *counts.entry(summary.state).or_default() += 1;
         }
+        for state in STATES {
+            self.runs
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(counts.get(&state).copied().unwrap_or(0));
+        }
+        self.damaged
+            .set(i64::try_from(journal.problems().len()).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

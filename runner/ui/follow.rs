@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -26,8 +27,14 @@ pub struct FollowFile {
 impl FollowFile {
     /// Mirrors into `journal_dir/follow/`.
     pub fn new(journal_dir: &Path) -> Self {
+        use std::os::unix::fs::DirBuilderExt as _;
         let dir = journal_dir.join("follow");
-        let _ = std::fs::create_dir_all(&dir);
+        // Owner-only, like the journal: the records are redacted, but they are still the
+        // operator's business.
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
         Self {
             dir,
             lock: Mutex::new(()),
@@ -39,7 +46,12 @@ impl Observer for FollowFile {
     fn record(&self, run: RunId, record: &Record) {
         let _guard = self.lock.lock();
         let path = self.dir.join(format!("{run}.jsonl"));
-        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+        {
             let _ = writeln!(f, "{}", record_json(run, record));
         }
     }

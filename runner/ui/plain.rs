@@ -146,6 +146,10 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
         Event::OperatorDecided { path, action, by } => {
             format!("  decided {path}: {action:?} by {by}").to_lowercase()
         }
+        Event::LossAccepted { kept, detail, by } => format!(
+            "run {run}: {by} accepted the loss of its journal after record {kept} ({detail}); \
+             the next step is treated as possibly started"
+        ),
         Event::StateChanged { state, reason } => match reason {
             Some(r) => format!("run {run}: {state}: {r}"),
             None => format!("run {run}: {state}"),

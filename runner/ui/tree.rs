@@ -167,6 +167,11 @@ impl Observer for TreeView {
             | Event::AttentionNeeded { .. }
             | Event::OperatorDecided { .. }
             | Event::SourceReloaded { .. } => {}
+            Event::LossAccepted { kept, by, .. } => {
+                self.line(format!(
+                    "  the journal's records after {kept} were lost; {by} accepted it"
+                ));
+            }
         }
     }
 
