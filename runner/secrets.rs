@@ -391,6 +391,27 @@ fn shadow_text(inner: &Inner, text: &str) -> String {
     out
 }
 
+/// The shadow of a runbook's parameter values: every parameter declared secret replaced by a
+/// different value of the same shape; the others as they are. What depends on a secret parameter
+/// differs between an evaluation over the real values and one over these.
+pub fn shadow_params(
+    book: &crate::model::Runbook,
+    clear: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    clear
+        .iter()
+        .map(|(name, value)| {
+            let secret = book.param(name).is_some_and(|p| p.secret);
+            let shadow = if secret {
+                perturb_value(value)
+            } else {
+                value.clone()
+            };
+            (name.clone(), shadow)
+        })
+        .collect()
+}
+
 /// A value of the same shape as a secret value with every scalar changed: what a secret step's
 /// output is replaced with in the shadow.
 pub fn perturb_value(value: &Value) -> Value {

@@ -506,6 +506,15 @@ impl Exec<'_> {
                     return Ok(Flow::Stop(Stop::Interrupted { signal }));
                 }
             };
+            // A secret step's output is secret whole, failed or not: the journal gets the mask,
+            // and its strings are learned so that the error text is scrubbed of them.
+            let output = match output {
+                Some(o) if step.secret => {
+                    self.log.redactor().add_output(&o);
+                    Some(Value::String(MASK.into()))
+                }
+                other => other,
+            };
             if retryable
                 && let Some(retry) = &step.retry
                 && attempt < retry.attempts

@@ -314,12 +314,18 @@ impl Engine {
             ),
             None => None,
         };
-        if let Some(l) = &lock
-            && redactor.text(l) != *l
-        {
-            return Err(EngineError::Params(vec![
-                "the lock key contains a secret parameter; lock keys are stored in clear, so build them from non-secret parameters".into(),
-            ]));
+        // Whether the key depends on a secret: rendered over the secret parameters' shadow it
+        // comes out different (a non-secret value that merely contains a secret's text does
+        // not count).
+        if let (Some(t), Some(l)) = (&main.lock, &lock) {
+            let shadow = crate::secrets::shadow_params(&main, &values.clear);
+            let over_shadow =
+                crate::template::render_str(&t.text, &json!({ "params": shadow })).ok();
+            if over_shadow.as_deref() != Some(l.as_str()) {
+                return Err(EngineError::Params(vec![
+                    "the lock key is built from a secret parameter; lock keys are stored in clear, so build them from non-secret parameters".into(),
+                ]));
+            }
         }
         let id = req.id.unwrap_or_default();
         let started = RunStarted {
@@ -601,7 +607,8 @@ impl Engine {
         // loading) before the verdict is journaled: a verdict that cannot be acted on would
         // leave the gate decided and the run stuck.
         let mut prepared = self.prepare_resume(id, &resume)?;
-        let records = self.log(Redactor::new()).append(
+        // Through the run's own log: the comment is free text, scrubbed of the run's secrets.
+        let records = prepared.log.append(
             id,
             &[Event::GateDecided {
                 path: path.to_owned(),
@@ -651,7 +658,8 @@ impl Engine {
             state: RunState::Aborted,
             reason: Some(why),
         };
-        let log = self.log(Redactor::new());
+        // The reason is free text: scrubbed of the run's secrets this process can know.
+        let log = self.log(self.known_secrets(&view));
         match loss {
             None => log.append(id, &[aborted])?,
             Some(detail) => log.accept_loss(
@@ -667,6 +675,25 @@ impl Engine {
             )?,
         };
         Ok(Outcome::Aborted)
+    }
+
+    /// The run's secret parameters as far as this process can know them without being given
+    /// them (their `env:` or `file:`), to scrub free text an operator typed.
+    fn known_secrets(&self, view: &RunView) -> Redactor {
+        let Some(main_origin) = view.sources.first().map(|f| f.origin.clone()) else {
+            return Redactor::new();
+        };
+        let pinned = PinnedFiles::new(
+            view.sources
+                .iter()
+                .map(|f| (f.origin.clone(), f.content.clone())),
+        );
+        let mut sources = Sources::new();
+        crate::load::load(&main_origin, &pinned, &mut sources, &self.registry)
+            .ok()
+            .and_then(|main| crate::params::resolve(&main, &[], Some(&view.started.params)).ok())
+            .map(|values| values.redactor())
+            .unwrap_or_default()
     }
 
     /// Runs prechecks, then the steps, then decides how the run ends.

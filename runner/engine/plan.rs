@@ -61,7 +61,16 @@ impl Engine {
             crate::engine::load_live(target, &self.library, &self.registry, Some(&values.clear))?;
         let lock = match &main.lock {
             Some(t) => {
-                crate::template::render_str(&t.text, &json!({ "params": values.clear })).ok()
+                let key =
+                    crate::template::render_str(&t.text, &json!({ "params": values.clear })).ok();
+                let shadow = crate::secrets::shadow_params(&main, &values.clear);
+                let over_shadow =
+                    crate::template::render_str(&t.text, &json!({ "params": shadow })).ok();
+                if key == over_shadow {
+                    key
+                } else {
+                    Some("(built from a secret parameter: a run would be refused)".to_owned())
+                }
             }
             None => None,
         };
@@ -174,8 +183,9 @@ fn lines(
     for (i, step) in steps.iter().enumerate() {
         let path = format!("{prefix}{}", step.segment(i));
         let mut text = match &step.action {
+            // Masked before shortening: a cut secret would no longer be recognised.
             Action::Effect { kind, spec } => match ctx.render_value(spec) {
-                Ok(v) => format!("{kind} {}", short(&v)),
+                Ok(v) => format!("{kind} {}", short(&redactor.value(&v))),
                 Err(_) => format!("{kind} {} (depends on earlier steps)", short(spec)),
             },
             Action::Script(e) => format!("script {}", e.src.trim()),
@@ -195,7 +205,7 @@ fn lines(
             ),
             Action::Foreach { items, var, .. } => {
                 match ctx.eval(items, None, &crate::source::Sources::new()) {
-                    Ok(v) => format!("foreach {var} in {}", short(&v)),
+                    Ok(v) => format!("foreach {var} in {}", short(&redactor.value(&v))),
                     Err(_) => format!(
                         "foreach {var} in {} (depends on earlier steps)",
                         items.src.trim()
