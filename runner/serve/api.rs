@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::Stream;
@@ -27,6 +27,7 @@ use crate::schedule::state::ScheduleState;
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
 use crate::serve::metrics::Metrics;
 use crate::serve::runs::{Runs, StartRequest};
+use crate::serve::web;
 use crate::ui::json::record_json;
 use crate::ui::report::run_json;
 
@@ -136,8 +137,13 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
-        .route("/", get(page))
-        .route("/runs/{id}", get(page))
+        .route("/", get(web::page))
+        .route("/runs/{id}", get(web::page))
+        .route("/app.js", get(web::script))
+        .route("/runs/app.js", get(web::script))
+        .route("/app.css", get(web::style))
+        .route("/runs/app.css", get(web::style))
+        .layer(middleware::map_response(web::security_headers))
         .with_state(app)
 }
 
@@ -173,13 +179,6 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
             response
         }
     }
-}
-
-async fn page() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(crate::serve::web::PAGE),
-    )
 }
 
 async fn whoami(Extension(who): Extension<Identity>) -> Json<Value> {

@@ -15,6 +15,10 @@
 // parameter NAME; the page must then ask for it in a password field, which is filled with VALUE
 // before Approve is clicked again; then as by default.
 //
+// In every mode the page must be served with serve's strict Content-Security-Policy (no inline
+// script or style), and by the end no `securitypolicyviolation` event may have fired and the
+// console must show no CSP error: the page works entirely within the policy.
+//
 // Exits 0 when all of it happened; otherwise prints what the page showed and exits 1. The browser
 // is $CHROMIUM or /usr/bin/chromium; everything is bounded (60 s in all).
 
@@ -106,9 +110,22 @@ try {
     log.push(`request failed: ${r.method()} ${r.url()} ${r.failure() && r.failure().errorText}`);
   });
 
+  // Every document of the context records what its Content-Security-Policy blocked.
+  await context.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'an inline part'}`
+        + ` at ${e.sourceFile || '?'}:${e.lineNumber || 0}`);
+    });
+  });
+
   const start = expectRefusal ? `${base}/runs/${encodeURIComponent(runId)}` : `${base}/`;
   say(`opening ${start}`);
-  await page.goto(start, { waitUntil: 'domcontentloaded' });
+  const response = await page.goto(start, { waitUntil: 'domcontentloaded' });
+  const csp = response && response.headers()['content-security-policy'];
+  if (!csp || !csp.includes("script-src 'self'") || csp.includes('unsafe-inline')) {
+    throw new Error(`the page must come with a strict Content-Security-Policy header, got: ${csp}`);
+  }
 
   // Set on the page once; a reload would lose it, so it proves the page updated in place.
   await page.evaluate(() => { window.__sameDocument = true; });
@@ -186,6 +203,13 @@ try {
   if (!(await page.evaluate(() => window.__sameDocument === true))) {
     throw new Error('the page was reloaded: it must update in place');
   }
+
+  say('checking that the Content-Security-Policy blocked nothing');
+  const violations = await page.evaluate(() => window.__cspViolations);
+  if (!Array.isArray(violations)) throw new Error('the securitypolicyviolation listener was not installed');
+  if (violations.length) throw new Error(`the page broke its Content-Security-Policy: ${violations.join('; ')}`);
+  const cspErrors = log.filter((l) => /content.security.policy|refused to (load|apply|execute|connect|frame|evaluate)/i.test(l));
+  if (cspErrors.length) throw new Error(`the console shows CSP errors:\n${cspErrors.join('\n')}`);
 
   say(`taking a screenshot: ${screenshot}`);
   await page.screenshot({ path: screenshot, fullPage: true });
