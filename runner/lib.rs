@@ -7,11 +7,13 @@
 pub mod cli;
 pub mod diag;
 pub mod engine;
+pub mod failure;
 pub mod library;
 pub mod link;
 pub mod load;
 pub mod model;
 pub mod params;
+pub mod resupply;
 pub mod schedule;
 pub mod script;
 pub mod secrets;

@@ -172,6 +172,42 @@ impl Library {
         None
     }
 
+    /// Finds a runbook by its name only, never by path: in `./runbooks`, `$RUNBOOK_PATH` and the
+    /// bundled library, the places [`Library::list`] lists. What an HTTP caller asks `serve` to
+    /// run goes through here, so a caller can run what the operator put in the library and
+    /// nothing else readable on the server's disk.
+    pub fn find_name(&self, name: &str) -> Result<Named, ByNameError> {
+        check_name(name).map_err(|why| ByNameError::NotAName {
+            name: name.to_owned(),
+            why,
+        })?;
+        for dir in &self.dirs {
+            for candidate in candidates(dir, name) {
+                if candidate.is_file() {
+                    return Ok(Named {
+                        name: name.to_owned(),
+                        origin: normalize(&candidate).display().to_string(),
+                    });
+                }
+            }
+        }
+        for rel in [
+            format!("{name}.yaml"),
+            format!("{name}.yml"),
+            format!("{name}/runbook.yaml"),
+        ] {
+            if BUNDLED.get_file(&rel).is_some() {
+                return Ok(Named {
+                    name: name.to_owned(),
+                    origin: format!("{BUNDLED_PREFIX}{rel}"),
+                });
+            }
+        }
+        Err(ByNameError::NotFound {
+            name: name.to_owned(),
+        })
+    }
+
     /// Every runbook by name; a name found in an earlier place hides later ones.
     pub fn list(&self) -> Vec<Entry> {
         let mut found: BTreeMap<String, String> = BTreeMap::new();
@@ -200,6 +236,89 @@ impl Library {
             .map(|(name, origin)| Entry { name, origin })
             .collect()
     }
+}
+
+/// A runbook found by name (see [`Library::find_name`]); only that lookup makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    name: String,
+    origin: String,
+}
+
+impl Named {
+    /// The name it was found by.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it was found: an absolute path inside a library directory, or `bundled:…`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// Why [`Library::find_name`] found no runbook.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ByNameError {
+    /// The text is a path (or otherwise not a name); only names are looked up.
+    #[error(
+        "`{name}` is not a runbook name ({why}): runbooks are run by name here, looked up in {PLACES}"
+    )]
+    NotAName {
+        /// The text given.
+        name: String,
+        /// What makes it not a name.
+        why: &'static str,
+    },
+    /// No runbook has that name.
+    #[error("no runbook named `{name}` in {PLACES}")]
+    NotFound {
+        /// The name given.
+        name: String,
+    },
+}
+
+/// Where runbooks are looked up by name, for messages.
+const PLACES: &str = "./runbooks, $RUNBOOK_PATH and the bundled library";
+
+/// Checks that `name` is a runbook name as [`Library::list`] gives them — words separated by
+/// `/` (`drivers/local/etcd`) — and not a path: nothing absolute, no `.` or `..` segment and
+/// no hidden file, no `\`, no `:` (`bundled:…`, drive letters), no `.yaml`/`.yml` ending, and
+/// only letters, digits and `-_.+@` in each segment. Returns what is wrong otherwise.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.starts_with('/') || Path::new(name).is_absolute() {
+        return Err("it is an absolute path");
+    }
+    if name.contains('\\') {
+        return Err("it contains a backslash");
+    }
+    if name.contains(':') {
+        return Err("it contains a colon");
+    }
+    if Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+    {
+        return Err("it ends in .yaml or .yml, as a file does");
+    }
+    for segment in name.split('/') {
+        if segment.is_empty() {
+            return Err("it has an empty path segment");
+        }
+        if segment.starts_with('.') {
+            return Err("it has a segment starting with `.`, such as `.` or `..`");
+        }
+        if !segment
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '@'))
+        {
+            return Err("it has characters other than letters, digits, `-_.+@` and `/`");
+        }
+    }
+    Ok(())
 }
 
 fn candidates(dir: &Path, name: &str) -> [PathBuf; 3] {
@@ -258,6 +377,120 @@ mod tests {
         assert_eq!(join("/a/b/c.yaml", "../d/e.yaml"), "/a/d/e.yaml");
         assert_eq!(join("bundled:x/c.yaml", "lib.rhai"), "bundled:x/lib.rhai");
         assert_eq!(join("bundled:c.yaml", "./d.yaml"), "bundled:d.yaml");
+    }
+
+    #[test]
+    fn only_names_pass_the_name_check() {
+        for name in [
+            "hello",
+            "upgrade-openbao",
+            "drivers/local/etcd",
+            "v1.2_final+x@y",
+            "ünïcode",
+        ] {
+            assert_eq!(check_name(name), Ok(()), "{name}");
+        }
+        for (text, why) in [
+            ("", "it is empty"),
+            ("/etc/evil", "it is an absolute path"),
+            ("/some/where/evil.yaml", "it is an absolute path"),
+            (
+                "../evil",
+                "it has a segment starting with `.`, such as `.` or `..`",
+            ),
+            ("../evil.yaml", "it ends in .yaml or .yml, as a file does"),
+            (
+                "./hello",
+                "it has a segment starting with `.`, such as `.` or `..`",
+            ),
+            (
+                "a/../../b",
+                "it has a segment starting with `.`, such as `.` or `..`",
+            ),
+            (
+                ".hidden",
+                "it has a segment starting with `.`, such as `.` or `..`",
+            ),
+            ("hello.yaml", "it ends in .yaml or .yml, as a file does"),
+            ("hello.YML", "it ends in .yaml or .yml, as a file does"),
+            ("a\\b", "it contains a backslash"),
+            ("..\\evil", "it contains a backslash"),
+            ("bundled:hello.yaml", "it contains a colon"),
+            ("C:evil", "it contains a colon"),
+            ("a//b", "it has an empty path segment"),
+            ("a/", "it has an empty path segment"),
+            (
+                "~/evil",
+                "it has characters other than letters, digits, `-_.+@` and `/`",
+            ),
+            (
+                "a b",
+                "it has characters other than letters, digits, `-_.+@` and `/`",
+            ),
+            (
+                "a\0b",
+                "it has characters other than letters, digits, `-_.+@` and `/`",
+            ),
+        ] {
+            assert_eq!(check_name(text), Err(why), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn find_name_looks_in_the_library_only_never_beside_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let lib = root.path().join("runbooks");
+        std::fs::create_dir_all(lib.join("team")).expect("mkdir");
+        std::fs::write(lib.join("mine.yaml"), "runbook: mine\n").expect("write");
+        std::fs::write(lib.join("team/deploy.yml"), "runbook: deploy\n").expect("write");
+        std::fs::write(root.path().join("evil.yaml"), "runbook: evil\n").expect("write");
+        std::fs::write(root.path().join("evil"), "runbook: evil\n").expect("write");
+        let library = Library {
+            dirs: vec![lib.clone()],
+        };
+
+        let mine = library.find_name("mine").expect("found");
+        assert_eq!(mine.name(), "mine");
+        assert_eq!(mine.origin(), lib.join("mine.yaml").display().to_string());
+        let deploy = library.find_name("team/deploy").expect("found");
+        assert_eq!(
+            deploy.origin(),
+            lib.join("team/deploy.yml").display().to_string()
+        );
+        assert_eq!(
+            library.find_name("hello").expect("bundled").origin(),
+            "bundled:hello.yaml"
+        );
+        assert_eq!(
+            library
+                .find_name("drivers/local/etcd")
+                .expect("bundled")
+                .origin(),
+            "bundled:drivers/local/etcd.yaml"
+        );
+
+        // The file beside the library, by every spelling that reaches it.
+        let outside = root.path().join("evil.yaml").display().to_string();
+        for text in [outside.as_str(), "../evil.yaml", "../evil", "evil.yaml"] {
+            assert!(
+                matches!(library.find_name(text), Err(ByNameError::NotAName { .. })),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            library.find_name("evil"),
+            Err(ByNameError::NotFound {
+                name: "evil".into()
+            })
+        );
+        assert_eq!(
+            library.find_name("x/evil").unwrap_err().to_string(),
+            "no runbook named `x/evil` in ./runbooks, $RUNBOOK_PATH and the bundled library"
+        );
+        assert_eq!(
+            library.find_name("../evil.yaml").unwrap_err().to_string(),
+            "`../evil.yaml` is not a runbook name (it ends in .yaml or .yml, as a file does): runbooks are run by name here, looked up in ./runbooks, $RUNBOOK_PATH and the bundled library"
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
                 if follow {
                     served
                         .remote
-                        .follow(run, true, |id, r| print_record(env, id, r))
+                        .follow(run, true, None, |id, r| print_record(env, id, r))
                         .await?;
                 } else {
                     let (id, records) = served.records(run).await?;

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use runbook_journals::{Journal, JournalError, SledJournal, SledOptions};
 
 use crate::engine::EngineError;
+use crate::failure::Kind;
 use crate::ui::OutputMode;
 
 /// Exit codes, decided here once.
@@ -265,6 +266,14 @@ pub enum CliError {
     /// From the journal.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// From the `serve` that holds the journal, which said what kind of failure it met.
+    #[error("{message}")]
+    Remote {
+        /// The kind, as `serve` classified it.
+        kind: Kind,
+        /// Its message.
+        message: String,
+    },
     /// Bad input not caught elsewhere.
     #[error("{0}")]
     Usage(String),
@@ -274,21 +283,22 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The exit code for this error.
+    /// The exit code for this error: the same for a failure met here and one a `serve` met
+    /// for this command line.
     pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::Engine(
-                EngineError::NotFound(_)
-                | EngineError::Invalid { .. }
-                | EngineError::Params(_)
-                | EngineError::Refused(_),
-            )
-            | Self::Usage(_)
-            | Self::Journal(JournalError::NoSuchRun(_) | JournalError::Ambiguous { .. }) => {
-                exit::BAD_INPUT
+        let kind = match self {
+            Self::Engine(e) => Kind::of_engine(e),
+            Self::Journal(e) => Kind::of_journal(e),
+            Self::Remote { kind, .. } => *kind,
+            Self::Usage(_) => return exit::BAD_INPUT,
+            Self::Other(_) => return exit::FAILED,
+        };
+        match kind {
+            Kind::BadInput | Kind::NotFound | Kind::Refused => exit::BAD_INPUT,
+            Kind::NeedsDecision => exit::ATTENTION,
+            Kind::LockHeld | Kind::PrecheckFailed | Kind::Unauthorized | Kind::Failed => {
+                exit::FAILED
             }
-            Self::Engine(EngineError::NeedsDecision(_)) => exit::ATTENTION,
-            _ => exit::FAILED,
         }
     }
 }
@@ -429,7 +439,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
                 retry_step: retry_step.clone(),
                 skip_step: skip_step.clone(),
                 reload: *reload,
-                params: params.clone(),
+                params: crate::resupply::Given::now(params.clone()),
                 accept_loss: *accept_loss,
             };
             runs::resume(env, run, req, gate_mode(*yes, *detach)).await

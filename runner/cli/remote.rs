@@ -8,7 +8,7 @@ use runbook_journals::{Record, RunId, RunState};
 use serde_json::{Value, json};
 
 use crate::cli::{CliError, Env};
-use crate::engine::EngineError;
+use crate::failure::{ErrorBody, Kind};
 use crate::serve::auth::ACT_AS;
 use crate::serve::info::ServeInfo;
 
@@ -69,17 +69,10 @@ impl Remote {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(body);
+            return Ok(response.json().await.unwrap_or(Value::Null));
         }
-        let message = body["error"]
-            .as_str()
-            .map_or_else(|| format!("serve answered {status}"), str::to_owned);
-        Err(match status.as_u16() {
-            400 | 404 | 409 => CliError::Engine(EngineError::Refused(message)),
-            _ => CliError::Other(anyhow::anyhow!("{message}")),
-        })
+        Err(failure(status, response).await)
     }
 
     /// GET `/api/v1{path}`.
@@ -94,26 +87,27 @@ impl Remote {
     }
 
     /// Follows a run's records (server-sent events), calling `each` for every one, until the
-    /// run ends or — unless `until_end` — parks. Returns the last state seen.
+    /// run ends or — unless `until_end` — parks: after record `since` when given (the `since`
+    /// of the answer to this command line's action on the run), so a park the run reached
+    /// before the stream was opened counts too. Returns the last state seen.
     pub async fn follow(
         &self,
         run: &str,
         until_end: bool,
+        since: Option<u64>,
         mut each: impl FnMut(RunId, &Record),
     ) -> Result<Option<RunState>, CliError> {
-        let path = format!("/runs/{run}/events?until_end={until_end}");
+        let path = match since {
+            Some(since) => format!("/runs/{run}/events?until_end={until_end}&since={since}"),
+            None => format!("/runs/{run}/events?until_end={until_end}"),
+        };
         let mut response = self
             .request(reqwest::Method::GET, &path)
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
         if !response.status().is_success() {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            let message = body["error"].as_str().unwrap_or("").to_owned();
-            return Err(CliError::Engine(EngineError::Refused(format!(
-                "serve answered {status}: {message}"
-            ))));
+            return Err(failure(response.status(), response).await);
         }
         let mut buffer = String::new();
         let mut data = String::new();
@@ -150,6 +144,21 @@ impl Remote {
         }
         Ok(last_state)
     }
+}
+
+/// The error an answer of `serve` other than a success stands for, of the kind `serve` says.
+async fn failure(status: reqwest::StatusCode, response: reqwest::Response) -> CliError {
+    let body: Option<ErrorBody> = response.json().await.ok();
+    let message = body
+        .as_ref()
+        .map_or_else(|| format!("serve answered {status}"), |b| b.error.clone());
+    // A `serve` older than the `kind` field: its statuses are all there is to go by.
+    let kind = body.and_then(|b| b.kind).unwrap_or(match status.as_u16() {
+        400 | 404 | 409 => Kind::BadInput,
+        401 => Kind::Unauthorized,
+        _ => Kind::Failed,
+    });
+    CliError::Remote { kind, message }
 }
 
 /// A JSON object of `name=value` pairs.

@@ -11,6 +11,7 @@ use crate::cli::{CliError, Env};
 use crate::engine::log::Observer;
 use crate::engine::{Engine, GateMode, Outcome, Resume, Start};
 use crate::library::Library;
+use crate::resupply::Given;
 use crate::ui::{self, OutputMode};
 
 /// Builds an engine for this process, with Ctrl-C / SIGTERM wired to its interrupt.
@@ -67,11 +68,18 @@ fn resolve(engine: &Engine, run: &str) -> Result<RunId, CliError> {
 }
 
 /// Follows a run executing in `serve` until it ends or parks, printing its records as a local
-/// run would, then how it settled; returns the exit code.
-async fn follow_remote(env: &Env, remote: &Remote, id: &str) -> Result<i32, CliError> {
+/// run would, then how it settled; returns the exit code. `accepted` is `serve`'s answer to
+/// the action this command line took on the run (its `since` says where the action began).
+async fn follow_remote(
+    env: &Env,
+    remote: &Remote,
+    id: &str,
+    accepted: &serde_json::Value,
+) -> Result<i32, CliError> {
     let observer = ui::observer(env.cli.output);
+    let since = accepted["since"].as_u64();
     let state = remote
-        .follow(id, false, |run, record| observer.record(run, record))
+        .follow(id, false, since, |run, record| observer.record(run, record))
         .await?;
     let detail = remote.get(&format!("/runs/{id}")).await?;
     let run: RunId = detail["run"]
@@ -115,25 +123,38 @@ pub async fn run(
         Ok(e) => e,
         Err(e) => {
             let remote = Remote::instead_of(env, e)?;
-            // A file is found by the serve, whose working directory may differ.
-            let target = if std::path::Path::new(name).exists() {
-                std::path::absolute(name)
-                    .map_or_else(|_| name.to_owned(), |p| p.display().to_string())
-            } else {
-                name.to_owned()
-            };
+            by_name_only(name)?;
             let started = remote
                 .post(
                     "/runs",
-                    json!({ "runbook": target, "params": params_json(params), "yes": gates == GateMode::Yes }),
+                    json!({ "runbook": name, "params": params_json(params), "yes": gates == GateMode::Yes }),
                 )
                 .await?;
             let id = started["run"].as_str().unwrap_or_default().to_owned();
-            return follow_remote(env, &remote, &id).await;
+            return follow_remote(env, &remote, &id, &started).await;
         }
     };
     let (id, outcome) = engine.start(Start::new(name, params)).await?;
     Ok(finish(env, id, &outcome))
+}
+
+/// Refuses to hand `serve` a runbook file: `serve` runs runbooks by name only (its API would
+/// refuse a path, and a name is looked up in `serve`'s library, not beside this command line),
+/// so a file this command line would have run itself — a path, or a name that is a file here —
+/// is refused with what to do instead.
+fn by_name_only(name: &str) -> Result<(), CliError> {
+    let what = if std::path::Path::new(name).is_file() {
+        "a file here".to_owned()
+    } else if let Err(why) = crate::library::check_name(name) {
+        format!("not a name ({why})")
+    } else {
+        return Ok(());
+    };
+    Err(CliError::Usage(format!(
+        "the journal is held by `runbook serve`, which runs runbooks by name only, and `{name}` is {what}: \
+         put the runbook in ./runbooks or a $RUNBOOK_PATH directory of serve and run it by its name, \
+         or stop serve to run the file directly"
+    )))
 }
 
 /// `runbook resume`.
@@ -142,7 +163,7 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
         Ok(e) => e,
         Err(e) => {
             let remote = Remote::instead_of(env, e)?;
-            remote
+            let accepted = remote
                 .post(
                     &format!("/runs/{run}/resume"),
                     json!({
@@ -150,11 +171,11 @@ pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Resul
                         "skip_step": req.skip_step,
                         "reload": req.reload,
                         "accept_loss": req.accept_loss,
-                        "params": params_json(&req.params),
+                        "params": params_json(&req.params.now),
                     }),
                 )
                 .await?;
-            return follow_remote(env, &remote, run).await;
+            return follow_remote(env, &remote, run, &accepted).await;
         }
     };
     let id = resolve(&engine, run)?;
@@ -192,17 +213,18 @@ pub async fn decide(
         Err(e) => {
             let remote = Remote::instead_of(env, e)?;
             let verb = if approved { "approve" } else { "reject" };
-            remote
+            let accepted = remote
                 .post(
                     &format!("/runs/{run}/{verb}"),
                     json!({ "step": step, "comment": comment, "params": params_json(params) }),
                 )
                 .await?;
-            return follow_remote(env, &remote, run).await;
+            return follow_remote(env, &remote, run, &accepted).await;
         }
     };
     let id = resolve(&engine, run)?;
-    let outcome = engine.decide(id, approved, step, comment, params).await?;
+    let given = Given::now(params.to_vec());
+    let outcome = engine.decide(id, approved, step, comment, &given).await?;
     Ok(finish(env, id, &outcome))
 }
 

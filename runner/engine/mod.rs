@@ -26,6 +26,7 @@ use crate::diag::Diagnostics;
 use crate::library::{Files, Library, LiveFiles, PinnedFiles};
 use crate::link::{self, Assume, Book, Resolver};
 use crate::model::Runbook;
+use crate::resupply::{self, Given};
 use crate::secrets::Redactor;
 use crate::source::Sources;
 use ctx::Ctx;
@@ -187,8 +188,8 @@ pub struct Resume {
     pub skip_step: Option<String>,
     /// Adopt the runbook files as they are now instead of the pinned ones.
     pub reload: bool,
-    /// `-p name=value` pairs (secret parameters that must be given again).
-    pub params: Vec<(String, String)>,
+    /// Parameter values given (only secret ones the run needs again pass; see [`resupply`]).
+    pub params: Given,
     /// The operator accepts that a damaged run's history is what is intact of it, and the run
     /// continues from there (the next effect treated as possibly started).
     pub accept_loss: bool,
@@ -462,7 +463,17 @@ impl Engine {
         let files: &dyn Files = if req.reload { &LiveFiles } else { &pinned };
         let main = crate::load::load(&main_origin, files, &mut sources, &self.registry)
             .map_err(|d| invalid(&d, &sources))?;
-        let values = crate::params::resolve(&main, &req.params, Some(&view.started.params))
+        let given = resupply::merge(
+            &main.name,
+            &main.params,
+            &view.started.params,
+            &req.params,
+            resupply::source_of,
+        )
+        .map_err(|refusals| {
+            EngineError::Params(refusals.iter().map(ToString::to_string).collect())
+        })?;
+        let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;
         let book = if req.reload {
             let book = link::link(
@@ -533,7 +544,7 @@ impl Engine {
         approved: bool,
         step: Option<&str>,
         comment: Option<String>,
-        params: &[(String, String)],
+        params: &Given,
     ) -> Result<Outcome, EngineError> {
         let prepared = self.prepare_decide(id, approved, step, comment, params)?;
         self.run_created(prepared).await
@@ -546,10 +557,10 @@ impl Engine {
         approved: bool,
         step: Option<&str>,
         comment: Option<String>,
-        params: &[(String, String)],
+        params: &Given,
     ) -> Result<Created, EngineError> {
         let resume = Resume {
-            params: params.to_vec(),
+            params: params.clone(),
             ..Resume::default()
         };
         let records = self.journal.read(id)?;

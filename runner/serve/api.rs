@@ -22,6 +22,8 @@ use tokio::sync::broadcast;
 use crate::engine::log::Observer;
 use crate::engine::view::RunView;
 use crate::engine::{EngineError, Resume};
+use crate::failure::{ErrorBody, Kind};
+use crate::resupply::Given;
 use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::ScheduleState;
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
@@ -72,45 +74,57 @@ impl App {
     }
 }
 
-/// An API error: a status and a message, sent as `{"error": …}`.
-pub struct ApiError(StatusCode, String);
+/// An API error: a kind (from which its status follows) and a message, sent as
+/// [`ErrorBody`] (`{"error": …, "kind": …}`).
+pub struct ApiError {
+    kind: Kind,
+    message: String,
+}
+
+impl ApiError {
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A task that should have answered died (a panic): the server's fault.
+    fn join(e: &tokio::task::JoinError) -> Self {
+        Self::new(Kind::Failed, e.to_string())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.kind {
+            Kind::BadInput => StatusCode::BAD_REQUEST,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Refused | Kind::LockHeld | Kind::NeedsDecision => StatusCode::CONFLICT,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::PrecheckFailed | Kind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.message,
+            kind: Some(self.kind),
+        };
+        (status, Json(body)).into_response()
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let status = match &e {
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Invalid { .. } | EngineError::Params(_) => StatusCode::BAD_REQUEST,
-            EngineError::Refused(_) | EngineError::NeedsDecision(_) => StatusCode::CONFLICT,
-            EngineError::Journal(j) => return Self::from_journal(j),
-            EngineError::Precheck { .. } | EngineError::Exec(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        Self(status, e.to_string())
+        Self::new(Kind::of_engine(&e), e.to_string())
     }
 }
 
 impl From<JournalError> for ApiError {
     fn from(e: JournalError) -> Self {
-        Self::from_journal(&e)
-    }
-}
-
-impl ApiError {
-    fn from_journal(e: &JournalError) -> Self {
-        let status = match e {
-            JournalError::NoSuchRun(_) => StatusCode::NOT_FOUND,
-            JournalError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
-            JournalError::LockHeld { .. } => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self(status, e.to_string())
+        Self::new(Kind::of_journal(&e), e.to_string())
     }
 }
 
@@ -163,12 +177,12 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
             next.run(request).await
         }
         None => {
-            let mut response = ApiError(
-                StatusCode::UNAUTHORIZED,
+            let mut response = ApiError::new(
+                Kind::Unauthorized,
                 if token.is_some() {
-                    "the bearer token is not known".into()
+                    "the bearer token is not known"
                 } else {
-                    "a bearer token is required (Authorization: Bearer …)".into()
+                    "a bearer token is required (Authorization: Bearer …)"
                 },
             )
             .into_response();
@@ -251,19 +265,32 @@ async fn start_run(
     Extension(who): Extension<Identity>,
     Json(body): Json<StartBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // A caller names a runbook of the library; a path would let any token holder run any
+    // YAML file the server can read.
+    let runbook = app.runs.library().find_name(&body.runbook).map_err(|e| {
+        ApiError::new(
+            Kind::BadInput,
+            format!("{e} (GET /api/v1/runbooks lists them)"),
+        )
+    })?;
     let params = crate::params::pairs_from_json(&body.params);
     let runs = app.runs.clone();
     let id = tokio::task::spawn_blocking(move || {
         runs.start(&StartRequest {
-            target: body.runbook,
+            runbook,
             params,
             who: who.name,
             yes: body.yes,
         })
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok((StatusCode::CREATED, Json(json!({ "run": id.to_string() }))))
+    .map_err(|e| ApiError::join(&e))??;
+    // Everything the run journals from now on comes after its creation: a follower may take
+    // any park as the run's.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "run": id.to_string(), "since": 0 })),
+    ))
 }
 
 fn view(app: &App, id: &str) -> ApiResult<RunView> {
@@ -307,10 +334,17 @@ struct EventsQuery {
     /// Keep following past a park (waiting, needs-attention, interrupted) until the run ends.
     #[serde(default)]
     until_end: bool,
+    /// The follower acted on the run (started, approved, resumed it) when its last record was
+    /// this one (the `since` of that action's answer): a park journaled after it ends the stream
+    /// even when it was journaled before the follower came.
+    #[serde(default)]
+    since: Option<u64>,
 }
 
 /// A live stream of a run's records (server-sent events): every record so far, then each new
-/// one as it commits, until the run ends (or parks, unless `until_end`).
+/// one as it commits, until the run ends (or parks, unless `until_end`). A park already
+/// journaled counts only after `since`: before it, the run was parked where the follower's own
+/// action took it on from.
 async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -325,12 +359,20 @@ async fn events(
         .iter()
         .any(|r| matches!(&r.event, Event::StateChanged { state, .. } if state.is_terminal()));
     let until_end = q.until_end;
+    let parked_since = !until_end
+        && q.since.is_some_and(|since| {
+            records
+                .iter()
+                .rev()
+                .find(|r| matches!(&r.event, Event::StateChanged { .. }))
+                .is_some_and(|r| r.seq > since && settles(r))
+        });
     let initial: Vec<SseEvent> = records.iter().map(|r| sse(id, r)).collect();
     let live = futures_util::stream::unfold(
         Follow {
             rx,
             last,
-            done: done_already,
+            done: done_already || parked_since,
         },
         move |mut f| async move {
             loop {
@@ -377,6 +419,12 @@ fn sse(run: RunId, record: &Record) -> SseEvent {
         .data(record_json(run, record).to_string())
 }
 
+/// The sequence number of run `id`'s last record (0 for none): where an action on the run
+/// starts, for a follower's `since`.
+fn last_seq(app: &App, id: RunId) -> ApiResult<u64> {
+    Ok(app.journal().read(id)?.last().map_or(0, |r| r.seq))
+}
+
 #[derive(Deserialize, Default)]
 struct DecideBody {
     #[serde(default)]
@@ -396,6 +444,7 @@ async fn decide(
     approved: bool,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = app.journal().resolve(&id)?;
+    let since = last_seq(&app, id)?;
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || {
         let params = crate::params::pairs_from_json(&body.params);
@@ -409,10 +458,10 @@ async fn decide(
         )
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .map_err(|e| ApiError::join(&e))??;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run": id.to_string(), "approved": approved })),
+        Json(json!({ "run": id.to_string(), "approved": approved, "since": since })),
     ))
 }
 
@@ -460,14 +509,18 @@ async fn resume(
         retry_step: body.retry_step,
         skip_step: body.skip_step,
         reload: body.reload,
-        params: crate::params::pairs_from_json(&body.params),
+        params: Given::now(crate::params::pairs_from_json(&body.params)),
         accept_loss: body.accept_loss,
     };
+    let since = last_seq(&app, id)?;
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || runs.resume(id, &req, &who.name))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id.to_string() }))))
+        .map_err(|e| ApiError::join(&e))??;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": id.to_string(), "since": since })),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -489,7 +542,7 @@ async fn abort(
 }
 
 fn no_schedule(name: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("no schedule `{name}`"))
+    ApiError::new(Kind::NotFound, format!("no schedule `{name}`"))
 }
 
 async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
@@ -527,7 +580,7 @@ async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiRe
         scheduler.trigger(s).map_err(ApiError::from)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .map_err(|e| ApiError::join(&e))??;
     Ok(Json(serde_json::to_value(fired).expect("fires serialize")))
 }
 

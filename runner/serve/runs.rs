@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::engine::log::Observer;
 use crate::engine::{Created, Engine, EngineError, GateMode, Outcome, Resume, Start};
-use crate::library::Library;
+use crate::library::{Library, Named};
+use crate::resupply::Given;
 use crate::schedule::Schedule;
 use crate::schedule::scheduler::Launcher;
 use crate::schedule::state::FireOutcome;
@@ -51,16 +52,27 @@ pub struct Runs {
     stopping: std::sync::atomic::AtomicBool,
 }
 
-/// How a run is to be started.
+/// How a caller of the API asks for a run.
 pub struct StartRequest {
-    /// A runbook name or file.
-    pub target: String,
+    /// The runbook, found by name (never a path a caller chose).
+    pub runbook: Named,
     /// `name=value` pairs.
     pub params: Vec<(String, String)>,
     /// Who starts it.
     pub who: String,
     /// Approve its gates (`--yes`).
     pub yes: bool,
+}
+
+/// A run to create: from an API request, or from a schedule (whose runbook the operator
+/// wrote down, by name or path).
+struct Launch<'a> {
+    target: &'a str,
+    params: &'a [(String, String)],
+    who: &'a str,
+    yes: bool,
+    id: Option<RunId>,
+    trigger: Option<Trigger>,
 }
 
 impl Runs {
@@ -194,15 +206,17 @@ impl Runs {
 
     /// Starts a run; returns its id once it is created (its lock taken).
     pub fn start(self: &Arc<Self>, req: &StartRequest) -> Result<RunId, EngineError> {
-        self.start_with(req, None, None)
+        self.launch(&Launch {
+            target: req.runbook.origin(),
+            params: &req.params,
+            who: &req.who,
+            yes: req.yes,
+            id: None,
+            trigger: None,
+        })
     }
 
-    fn start_with(
-        self: &Arc<Self>,
-        req: &StartRequest,
-        id: Option<RunId>,
-        trigger: Option<Trigger>,
-    ) -> Result<RunId, EngineError> {
+    fn launch(self: &Arc<Self>, req: &Launch<'_>) -> Result<RunId, EngineError> {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::Refused("serve is stopping".into()));
         }
@@ -212,15 +226,15 @@ impl Runs {
         } else {
             GateMode::Detach
         };
-        let engine = self.engine(&req.who, gates, &stop);
+        let engine = self.engine(req.who, gates, &stop);
         let created = engine.create(Start {
-            target: &req.target,
-            params: &req.params,
-            id,
-            trigger,
+            target: req.target,
+            params: req.params,
+            id: req.id,
+            trigger: req.trigger.clone(),
         })?;
         let id = created.id;
-        self.remember(id, &req.params);
+        self.remember(id, req.params);
         self.spawn(engine, stop, created);
         Ok(id)
     }
@@ -237,22 +251,24 @@ impl Runs {
         }
     }
 
-    /// The parameters given for run `id` so far, followed by `now` (which win).
-    fn with_given(&self, id: RunId, now: &[(String, String)]) -> Vec<(String, String)> {
-        let mut all = self
+    /// The parameters given for run `id` so far (held), and `now`.
+    fn with_given(&self, id: RunId, now: &[(String, String)]) -> Given {
+        let held = self
             .given
             .lock()
             .expect("runs")
             .get(&id)
             .cloned()
             .unwrap_or_default();
-        all.extend_from_slice(now);
-        all
+        Given {
+            now: now.to_vec(),
+            held,
+        }
     }
 
     /// Resumes a run.
     pub fn resume(self: &Arc<Self>, id: RunId, req: &Resume, who: &str) -> Result<(), EngineError> {
-        self.continue_run(id, who, &req.params, |engine, params| {
+        self.continue_run(id, who, &req.params.now, |engine, params| {
             engine.prepare_resume(
                 id,
                 &Resume {
@@ -278,14 +294,14 @@ impl Runs {
         })
     }
 
-    /// Continues run `id` as `who` once `prepare` has made it ready, with the parameters given
-    /// for it so far and `now` (which are remembered too).
+    /// Continues run `id` as `who` once `prepare` has made it ready, with the parameters held
+    /// for it and those given `now` (remembered too once the engine let them through).
     fn continue_run(
         self: &Arc<Self>,
         id: RunId,
         who: &str,
         now: &[(String, String)],
-        prepare: impl FnOnce(&Engine, Vec<(String, String)>) -> Result<Created, EngineError>,
+        prepare: impl FnOnce(&Engine, Given) -> Result<Created, EngineError>,
     ) -> Result<(), EngineError> {
         self.not_active(id)?;
         let stop = Arc::new(CancelSource::new());
@@ -375,20 +391,19 @@ pub struct ScheduleLauncher {
 
 impl Launcher for ScheduleLauncher {
     fn launch(&self, schedule: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String> {
+        let params = schedule.param_pairs();
         self.runs
-            .start_with(
-                &StartRequest {
-                    target: schedule.runbook.clone(),
-                    params: schedule.param_pairs(),
-                    who: format!("schedule:{}", schedule.name),
-                    yes: false,
-                },
-                Some(id),
-                Some(Trigger {
+            .launch(&Launch {
+                target: &schedule.runbook,
+                params: &params,
+                who: &format!("schedule:{}", schedule.name),
+                yes: false,
+                id: Some(id),
+                trigger: Some(Trigger {
                     schedule: schedule.name.clone(),
                     fire_time: fire,
                 }),
-            )
+            })
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
