@@ -1,7 +1,9 @@
 //! `runbook serve`: schedules that fire once per fire time across restarts (with `overlap` and
 //! `catch_up` honoured), runs a killed `serve` was executing resumed by the next one, the HTTP
-//! API with bearer tokens and four-eyes approvals, the command line talking to a `serve` that
-//! holds the journal, Prometheus metrics, and webhook notifications.
+//! API with bearer tokens and four-eyes approvals, what an API caller may run (names only) and
+//! change (missing secrets only), the command line talking to a `serve` that holds the journal
+//! (with the exit codes of a local command), the security headers of every answer, Prometheus
+//! metrics, and webhook notifications.
 //!
 //! Every test drives the built binary: `serve` runs as a child process in a sandbox (its
 //! working directory, so `runbooks/*.yaml` there are found by name and their `schedule:` fire),
@@ -1635,4 +1637,489 @@ steps:
             "the secret is in clear in view {i}: {text}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust: what a caller of serve may run and change, how its failures exit, what the page may load.
+
+/// A runbook that must never run: it leaves `pwned` behind.
+const EVIL: &str = r#"
+runbook: evil
+steps:
+  - id: own
+    shell: { run: "touch pwned" }
+"#;
+
+#[test]
+fn the_api_runs_runbooks_by_name_only_and_never_a_file_path() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/fine.yaml",
+        "runbook: fine\nsteps:\n  - id: mark\n    shell: { run: \"echo fine >> fine.txt\" }\n",
+    );
+    sb.write(
+        "runbooks/team/nested.yaml",
+        "runbook: nested\nsteps:\n  - id: mark\n    shell: { run: \"echo nested >> fine.txt\" }\n",
+    );
+    // Readable YAML beside the library, under every spelling the command line would run.
+    let evil = sb.write("evil.yaml", EVIL);
+    sb.write("evil", EVIL);
+    sb.write("x/evil", EVIL);
+    sb.write("x/evil.yaml", EVIL);
+    let dir_name = sb
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a sandbox name")
+        .to_owned();
+    let serve = Serve::start(&sb, &[]);
+
+    let absolute = evil.to_str().expect("utf-8 path").to_owned();
+    let up_and_back = format!("../{dir_name}/evil.yaml");
+    for path in [
+        absolute.as_str(),
+        up_and_back.as_str(),
+        "../evil.yaml",
+        "runbooks/../evil.yaml",
+        "evil.yaml",
+        "./evil",
+        "x/evil",
+        "x\\evil",
+        "bundled:hello.yaml",
+    ] {
+        let (status, body) = serve.post("/runs", &json!({ "runbook": path }));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["kind"], "bad-input", "{path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("`{path}`"))
+                && error.contains("./runbooks, $RUNBOOK_PATH and the bundled library"),
+            "the refusal names the runbook and where names are looked up: {body}"
+        );
+    }
+    assert!(
+        serve.runs().is_empty(),
+        "no run was created: {:#?}",
+        serve.runs()
+    );
+
+    // The command line talking to serve cannot hand it a file either.
+    for path in [
+        "evil.yaml",
+        absolute.as_str(),
+        "x/evil",
+        "evil",
+        "../nowhere.yaml",
+    ] {
+        let out = sb.cmd(&["run", path]).code(2);
+        assert!(
+            out.stderr.contains("runs runbooks by name only")
+                && out
+                    .stderr
+                    .contains("./runbooks or a $RUNBOOK_PATH directory"),
+            "{}",
+            out.explain("the refusal says to run by name")
+        );
+    }
+    assert!(
+        serve.runs().is_empty(),
+        "no run was created: {:#?}",
+        serve.runs()
+    );
+
+    // Names of the library run, nested ones too.
+    let run = serve.start_run("fine");
+    serve.wait_state(&run, "succeeded");
+    let run = serve.start_run("team/nested");
+    serve.wait_state(&run, "succeeded");
+    sb.cmd(&["run", "fine"]).ok();
+    assert_eq!(sb.read("fine.txt"), "fine\nnested\nfine\n");
+    serve.stop();
+
+    assert_eq!(history(&sb).len(), 3, "only the runs by name are journaled");
+    assert!(
+        !sb.path().join("pwned").exists(),
+        "a runbook given by path ran"
+    );
+}
+
+/// A run with a plain parameter and a secret one, parked at a gate; the step after the gate
+/// writes the plain value where the test can see it.
+const PINNED: &str = r#"
+runbook: pinned
+params:
+  v: { type: string, default: original }
+  token: { type: string, secret: true, required: true }
+steps:
+  - id: confirm
+    gate: "Go on with v={{params.v}}?"
+  - id: after
+    shell: { run: "echo {{sh params.v}} >> v-{{run.id}}.txt" }
+"#;
+
+#[test]
+fn a_decision_or_a_resume_cannot_change_a_parameter_and_journals_nothing_when_refused() {
+    const TOKEN: &str = "s3cret-Tq7vLm2x";
+    let (sb, tokens) = api_sandbox();
+    sb.write("runbooks/pinned.yaml", PINNED);
+    let serve = Serve::start(&sb, &["--tokens", tokens.to_str().expect("utf-8")]);
+    let (status, body) = call_as(
+        &serve,
+        Some(ALICE),
+        "POST",
+        "/runs",
+        Some(&json!({ "runbook": "pinned", "params": { "token": TOKEN } })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("run").to_owned();
+    serve.wait_state(&run, "waiting");
+    let before = serve.records(&run);
+
+    // Through the API, as another person or as the starter: 400, nothing journaled.
+    for (token, verb, params, says) in [
+        (
+            BOB,
+            "approve",
+            json!({ "v": "changed" }),
+            "parameter `v` is not secret",
+        ),
+        (
+            BOB,
+            "reject",
+            json!({ "v": "changed" }),
+            "parameter `v` is not secret",
+        ),
+        (
+            ALICE,
+            "resume",
+            json!({ "v": "changed" }),
+            "parameter `v` is not secret",
+        ),
+        (
+            BOB,
+            "approve",
+            json!({ "v": "original" }),
+            "parameter `v` is not secret",
+        ),
+        (
+            BOB,
+            "approve",
+            json!({ "token": "another" }),
+            "serve holds secret parameter `token` for this run already",
+        ),
+        (
+            BOB,
+            "approve",
+            json!({ "token": TOKEN }),
+            "serve holds secret parameter `token` for this run already",
+        ),
+        (
+            BOB,
+            "approve",
+            json!({ "nope": "1" }),
+            "runbook `pinned` has no parameter `nope`",
+        ),
+    ] {
+        let (status, body) = call_as(
+            &serve,
+            Some(token),
+            "POST",
+            &format!("/runs/{run}/{verb}"),
+            Some(&json!({ "comment": "sneaky", "params": params })),
+        );
+        assert_eq!(status, 400, "{verb} {params}: {body}");
+        assert_eq!(body["kind"], "bad-input", "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{verb} {params}: {body}"
+        );
+        assert_eq!(
+            serve.records(&run),
+            before,
+            "{verb} {params} journaled something"
+        );
+    }
+
+    // The command line through serve: exit 2, nothing journaled.
+    for args in [
+        vec!["approve", &run, "-p", "v=changed"],
+        vec!["reject", &run, "-p", "v=changed"],
+        vec!["resume", &run, "-p", "v=changed"],
+    ] {
+        let out = sb.cmd(&args).code(2);
+        assert!(
+            out.stderr.contains("parameter `v` is not secret"),
+            "{}",
+            out.explain("the refusal says why")
+        );
+        assert_eq!(serve.records(&run), before, "{args:?} journaled something");
+    }
+
+    // Without parameters the approval goes on, with the values the run started with.
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        &format!("/runs/{run}/approve"),
+        Some(&json!({})),
+    );
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&run, "succeeded");
+    assert_eq!(sb.read(&format!("v-{run}.txt")), "original\n");
+
+    // A serve restarted while a run waits no longer holds its secret: a decision supplies it,
+    // and nothing else.
+    let (status, body) = call_as(
+        &serve,
+        Some(ALICE),
+        "POST",
+        "/runs",
+        Some(&json!({ "runbook": "pinned", "params": { "token": TOKEN, "v": "first" } })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let parked = body["run"].as_str().expect("run").to_owned();
+    serve.wait_state(&parked, "waiting");
+    serve.stop();
+    let serve = Serve::start(&sb, &["--tokens", tokens.to_str().expect("utf-8")]);
+    let before = serve.records(&parked);
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        &format!("/runs/{parked}/approve"),
+        Some(&json!({ "params": { "token": TOKEN, "v": "second" } })),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("parameter `v` is not secret") && e.contains("\"first\"")),
+        "the refusal shows the value the run keeps: {body}"
+    );
+    assert_eq!(
+        serve.records(&parked),
+        before,
+        "a refused approval journals nothing"
+    );
+    let (status, body) = call_as(
+        &serve,
+        Some(BOB),
+        "POST",
+        &format!("/runs/{parked}/approve"),
+        Some(&json!({ "comment": "with the token", "params": { "token": TOKEN } })),
+    );
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&parked, "succeeded");
+    assert_eq!(sb.read(&format!("v-{parked}.txt")), "first\n");
+    serve.stop();
+
+    // The command line on its own (no serve): the same rule, exit 2 and nothing journaled.
+    sb.cmd(&["run", "pinned", "--detach", "-p", &format!("token={TOKEN}")])
+        .code(3);
+    let local = history(&sb)[0]["id"].as_str().expect("id").to_owned();
+    let before = sb.records(&local);
+    for args in [
+        vec![
+            "approve",
+            &local,
+            "-p",
+            "v=changed",
+            "-p",
+            &format!("token={TOKEN}"),
+        ],
+        vec!["resume", &local, "-p", "v=changed"],
+        vec!["approve", &local, "-p", "tokn=x"],
+    ] {
+        let out = sb.cmd(&args).code(2);
+        assert!(
+            out.stderr.contains("parameter `v` is not secret")
+                || out
+                    .stderr
+                    .contains("has no parameter `tokn` (did you mean `token`?)"),
+            "{}",
+            out.explain("the refusal says why")
+        );
+        assert_eq!(sb.records(&local), before, "{args:?} journaled something");
+    }
+    sb.cmd(&["approve", &local, "-p", &format!("token={TOKEN}")])
+        .ok();
+    assert_eq!(sb.read(&format!("v-{local}.txt")), "original\n");
+    assert!(
+        !String::from_utf8_lossy(&sb.journal_bytes()).contains(TOKEN),
+        "the secret is in the journal in clear"
+    );
+}
+
+#[test]
+fn a_held_lock_exits_1_through_serve_as_it_does_on_its_own() {
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/locked.yaml",
+        r#"
+runbook: locked
+params:
+  target: { type: string, default: a }
+lock: "target/{{params.target}}"
+steps:
+  - id: confirm
+    gate: "Go on?"
+"#,
+    );
+    let serve = Serve::start(&sb, &[]);
+    sb.cmd(&["run", "locked"]).code(3);
+    let holder = serve.runs()[0]["id"].as_str().expect("id").to_owned();
+
+    let out = sb.cmd(&["run", "locked"]).code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("lock `target/a` is held by run {holder}")),
+        "{}",
+        out.explain("the refusal names the holder")
+    );
+    let out = sb.cmd(&["run", "locked", "--output", "json"]).code(1);
+    assert!(
+        out.stdout.contains(r#""code":1"#),
+        "{}",
+        out.explain("the JSON error carries the exit code")
+    );
+    let (status, body) = serve.post("/runs", &json!({ "runbook": "locked" }));
+    assert_eq!(
+        (status, &body["kind"]),
+        (409, &json!("lock-held")),
+        "{body}"
+    );
+    assert_eq!(serve.runs().len(), 1, "no second run was created");
+    serve.stop();
+
+    let out = sb.cmd(&["run", "locked"]).code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("lock `target/a` is held by run {holder}")),
+        "{}",
+        out.explain("on its own, the same refusal")
+    );
+}
+
+/// A GET without a token: the status, the named response headers and the body.
+fn get_raw(url: &str, headers: &[&str]) -> (u16, Vec<Option<String>>, String) {
+    let response = match ureq::get(url).timeout(Duration::from_secs(30)).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = response.status();
+    let values = headers
+        .iter()
+        .map(|h| response.header(h).map(str::to_owned))
+        .collect();
+    (status, values, response.into_string().expect("a body"))
+}
+
+#[test]
+fn every_answer_of_serve_carries_a_strict_content_security_policy() {
+    const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                       img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let sb = Sandbox::new();
+    let serve = Serve::start(&sb, &[]);
+    let headers = [
+        "content-security-policy",
+        "x-content-type-options",
+        "referrer-policy",
+        "content-type",
+    ];
+    let expected = |ty: &str| {
+        vec![
+            Some(CSP.to_owned()),
+            Some("nosniff".to_owned()),
+            Some("no-referrer".to_owned()),
+            Some(ty.to_owned()),
+        ]
+    };
+    let html = "text/html; charset=utf-8";
+    let js = "text/javascript; charset=utf-8";
+    let css = "text/css; charset=utf-8";
+    let json_type = "application/json";
+    for (path, status, ty) in [
+        ("/", 200, html),
+        ("/runs/01JD0000000000000000000000", 200, html),
+        ("/app.js", 200, js),
+        ("/runs/app.js", 200, js),
+        ("/app.css", 200, css),
+        ("/runs/app.css", 200, css),
+        ("/api/v1/runs", 401, json_type),
+    ] {
+        let (got, values, body) = get_raw(&format!("{}{path}", serve.url), &headers);
+        assert_eq!(got, status, "GET {path}: {body}");
+        assert_eq!(values, expected(ty), "GET {path}");
+    }
+    // With a token, the API's answers carry them too.
+    let response = ureq::get(&serve.api("/runs"))
+        .set("Authorization", &format!("Bearer {}", serve.token))
+        .call()
+        .expect("GET /api/v1/runs");
+    assert_eq!(
+        response.header("content-security-policy"),
+        Some(CSP),
+        "an API answer"
+    );
+
+    // The page loads its script and styles from serve, and has nothing inline to allow.
+    let (_, _, page) = get_raw(&format!("{}/", serve.url), &[]);
+    assert!(
+        page.contains(r#"<script src="app.js" defer></script>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<link rel="stylesheet" href="app.css">"#),
+        "{page}"
+    );
+    for inline in ["<script>", "<style", "style=", "onclick", "http-equiv"] {
+        assert!(!page.contains(inline), "the page has `{inline}` inline");
+    }
+    serve.stop();
+}
+
+#[test]
+fn a_follower_that_comes_after_the_run_parked_still_sees_it_park() {
+    // The command line starts or approves a run through serve, then follows it. When the run
+    // parks before the follower's stream opens, the stream must still end there (it once waited
+    // forever), and after an approval it must end at the next park, not the one approved.
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/twice.yaml",
+        "runbook: twice\nsteps:\n  - id: one\n    gate: \"First?\"\n  - id: two\n    gate: \"Second?\"\n",
+    );
+    let serve = Serve::start(&sb, &[]);
+    let (status, started) = serve.post("/runs", &json!({ "runbook": "twice" }));
+    assert_eq!(status, 201, "{started}");
+    let run = started["run"].as_str().expect("run id").to_owned();
+    serve.wait_state(&run, "waiting");
+    let follow = |since: &Value| -> String {
+        let url = serve.api(&format!("/runs/{run}/events?since={since}"));
+        ureq::get(&url)
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &format!("Bearer {}", serve.token))
+            .call()
+            .expect("GET events")
+            .into_string()
+            .unwrap_or_else(|e| panic!("the stream since {since} did not end: {e}"))
+    };
+    let parks = |stream: &str| stream.matches(r#""state":"waiting""#).count();
+    assert_eq!(parks(&follow(&started["since"])), 1);
+
+    let (status, accepted) = serve.post(&format!("/runs/{run}/approve"), &json!({}));
+    assert_eq!(status, 202, "{accepted}");
+    wait_for("the run to park at the second gate", SETTLE, || {
+        let r = serve.run(&run);
+        r["open_gate"]["path"] == "two" && r["active"] == false
+    });
+    assert_eq!(parks(&follow(&accepted["since"])), 2);
+
+    // The command line does the same end to end.
+    let out = sb.cmd(&["approve", &run]).ok();
+    assert!(
+        out.stdout.contains(&format!("run {run} succeeded")),
+        "{}",
+        out.explain("approve follows the run to its end")
+    );
+    serve.stop();
 }
