@@ -36,7 +36,9 @@ grep -qF "<cassandra.version>$CASSANDRA_VERSION</cassandra.version>" "$HERE/cass
 command -v mvn >/dev/null || die "mvn not found (Debian: apt-get install maven)"
 command -v java >/dev/null || die "java not found (Debian: apt-get install openjdk-17-jre-headless)"
 jv="$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
-[[ "$jv" =~ ^[0-9]+$ ]] && (( jv >= 17 )) || die "Cassandra $CASSANDRA_VERSION needs Java 17 here; java is '$jv'"
+if [[ ! "$jv" =~ ^[0-9]+$ ]] || (( jv < 17 )); then
+  die "Cassandra $CASSANDRA_VERSION needs Java 17 here; java is '$jv'"
+fi
 
 mkdir -p "$TESTBEDS_HOME"
 exec 8>"$TESTBEDS_HOME/.cassandra-install.lock"
@@ -49,7 +51,7 @@ mkdir -p "$dir.tmp/lib"
 # to the repository partway through.
 ok=0
 for try in 1 2; do
-  if nice -n 10 mvn -B -q -f "$HERE/cassandra/pom.xml" dependency:copy-dependencies \
+  if nice -n 10 mvn -B -q -Dstyle.color=never -f "$HERE/cassandra/pom.xml" dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$dir.tmp/lib"; then ok=1; break; fi
   log "mvn dependency:copy-dependencies failed (attempt $try of 2)"
   sleep 5
