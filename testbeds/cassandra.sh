@@ -130,7 +130,7 @@ EOF
 # Starts Cassandra node n$n (written by testbeds/cassandra.sh). Run it in the background:
 #   nohup bash $C/n$n.cmd >> $C/n$n.log 2>&1 < /dev/null & echo \$! > $C/n$n.pid
 # It execs java, so that pid is the JVM's.
-exec "$JAVA" -Xms$HEAP -Xmx$HEAP -Xss256k -XX:+PerfDisableSharedMem -XX:+CrashOnOutOfMemoryError \\
+exec "$JAVA" -Xms$HEAP -Xmx$HEAP -Xss256k -XX:TieredStopAtLevel=1 -XX:+PerfDisableSharedMem -XX:+CrashOnOutOfMemoryError \\
   ${JVM17_OPTS[*]} \\
   -Djava.net.preferIPv4Stack=true \\
   -Dcassandra.config=file://$C/n$n.yaml -Dcassandra.storagedir=$C/n$n -Dcassandra.logdir=$C/n$n \\

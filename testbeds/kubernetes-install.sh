@@ -102,6 +102,18 @@ copy_kwok_stages() { # moddir outdir
   done
 }
 
+# CPU seconds (user + system) of this shell's reaped children so far, into CHILDREN_CPU: the
+# build's CPU time does not depend on what else the machine is doing, its wall time does.
+# (`times` must run in this shell, not in a $(...) subshell, which has no children of its own.)
+children_cpu() {
+  local f; f="$(mktemp)"
+  times >"$f"
+  CHILDREN_CPU="$(tail -n1 "$f" | python3 -c '
+import re, sys
+print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())))')"
+  rm -f "$f"
+}
+
 build() {
   local c="$1" version mod bins dir moddir t b
   read -r version mod bins <<<"$(spec "$c")"
@@ -132,7 +144,10 @@ build() {
   t=$(date +%s.%N)
   rm -rf "$dir" "$dir.tmp"
   mkdir -p "$dir.tmp/bin"
-  log "$c $version: building $bins (nice -n 10; kube-apiserver takes many minutes on 2 cores)"
+  local note=""
+  [[ $c != kubernetes ]] || note="; kube-apiserver takes many minutes on 2 cores"
+  log "$c $version: building $bins (nice -n 10$note)"
+  children_cpu; local cpu0="$CHILDREN_CPU"
   local mem="$dir.tmp/.peak-rss-kb"
   (
     cd "$moddir"
@@ -152,13 +167,14 @@ build() {
   for b in $bins; do [[ -x "$dir.tmp/bin/$b" ]] || die "$c $version: build produced no $b"; done
   [[ $c == kwok ]] && copy_kwok_stages "$moddir" "$dir.tmp/stages"
   local peak; peak="$(cat "$mem" 2>/dev/null || echo 0)"; rm -f "$mem"
+  children_cpu; local cpu; cpu="$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}s')" "$cpu0" "$CHILDREN_CPU")"
   {
     echo "component=$c version=$version"
-    echo "go=$(go env GOVERSION) built=$(date -u +%FT%TZ) seconds=$(elapsed "$t")"
+    echo "go=$(go env GOVERSION) built=$(date -u +%FT%TZ) wall=$(elapsed "$t") cpu=$cpu"
     echo "module=$moddir/go.mod"
   } >"$dir.tmp/BUILD"
   mv "$dir.tmp" "$dir"
-  log "$c $version built in $(elapsed "$t") (peak memory of the build ~$(( peak / 1024 )) MiB): $dir/bin"
+  log "$c $version built in $(elapsed "$t"), $cpu of CPU (peak memory of the build ~$(( peak / 1024 )) MiB): $dir/bin"
 }
 
 mkdir -p "$TESTBEDS_HOME"
