@@ -76,6 +76,18 @@ impl Cluster {
         Self::create("nats.sh", &["--version", version])
     }
 
+    /// A Kubernetes control plane (`testbeds/kubernetes.sh`): etcd, kube-apiserver with RBAC,
+    /// the controller-manager, the scheduler and kwok nodes; `args` as the script takes them
+    /// (`--nodes N`, `--agent-node NAME`).
+    pub fn kubernetes(args: &[&str]) -> Self {
+        Self::create("kubernetes.sh", args)
+    }
+
+    /// The cluster-admin kubeconfig of a Kubernetes testbed.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
     /// The cluster directory as a string.
     pub fn path(&self) -> &str {
         self.dir.to_str().expect("utf-8 path")
