@@ -1,4 +1,7 @@
 //! Problems found in a runbook, reported all at once with their place in the file.
+//!
+//! A problem is an error (the runbook cannot run: `check` fails) or a warning (it can, but
+//! something in it deserves a second look: `check` reports it and still succeeds).
 
 use std::fmt::Write as _;
 
@@ -6,9 +9,21 @@ use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 use crate::source::{Pos, Sources};
 
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The runbook cannot run.
+    #[default]
+    Error,
+    /// The runbook runs; the author should look again.
+    Warning,
+}
+
 /// One problem in a runbook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
     /// Where it is; `None` for problems about a file as a whole.
     pub pos: Option<Pos>,
     /// How many characters from `pos` to underline (at least one).
@@ -25,6 +40,7 @@ impl Diagnostic {
     /// A problem at `pos`, underlining `len` characters.
     pub fn new(pos: Pos, len: usize, message: impl Into<String>) -> Self {
         Self {
+            severity: Severity::Error,
             pos: Some(pos),
             len: len.max(1),
             message: message.into(),
@@ -36,12 +52,25 @@ impl Diagnostic {
     /// A problem with no position.
     pub fn general(message: impl Into<String>) -> Self {
         Self {
+            severity: Severity::Error,
             pos: None,
             len: 1,
             message: message.into(),
             label: None,
             help: None,
         }
+    }
+
+    /// Makes the problem a warning.
+    #[must_use]
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    /// Whether the problem stops the runbook from running.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     /// Adds a label under the underlined text.
@@ -58,14 +87,19 @@ impl Diagnostic {
         self
     }
 
-    /// Renders the problem as `error: …` with `--> file:line:col`, the source line and a caret.
+    /// Renders the problem as `error: …` (or `warning: …`) with `--> file:line:col`, the
+    /// source line and a caret.
     pub fn render(&self, sources: &Sources, color: bool) -> String {
         let renderer = if color {
             Renderer::styled()
         } else {
             Renderer::plain()
         };
-        let title = Level::ERROR.primary_title(self.message.as_str());
+        let level = match self.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
+        };
+        let title = level.primary_title(self.message.as_str());
         if let Some((pos, line)) = self.pos.and_then(|p| locate(sources, p)) {
             let start = byte_offset(line, pos.column);
             let end = byte_offset(line, pos.column + self.len)
@@ -157,6 +191,23 @@ impl Diagnostics {
     /// How many problems were found.
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// How many of them are errors.
+    pub fn errors(&self) -> usize {
+        self.items.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// The warnings only.
+    pub fn warnings(&self) -> Diagnostics {
+        Diagnostics {
+            items: self
+                .items
+                .iter()
+                .filter(|d| !d.is_error())
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The problems, in file order.

@@ -33,6 +33,8 @@ pub struct Book {
     pub links: BTreeMap<String, String>,
     /// Every file read, with hashes, in reading order (the main runbook first).
     pub files: Vec<SourceFile>,
+    /// Warnings found in them (the runbook runs; `check` shows them).
+    pub warnings: Diagnostics,
 }
 
 impl Book {
@@ -235,8 +237,8 @@ pub fn link(
             }
         }
     }
-    if !diags.is_empty() {
-        diags.sort();
+    diags.sort();
+    if diags.errors() > 0 {
         return Err(LinkError { diags, sources });
     }
     let files = recording
@@ -255,6 +257,7 @@ pub fn link(
         books,
         links,
         files,
+        warnings: diags,
     })
 }
 

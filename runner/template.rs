@@ -1,16 +1,36 @@
 //! Handlebars string templates: every string field of a step is rendered over the run context
-//! (`params`, `steps.<id>.output`, the loop variable, `run`).
+//! (`params`, `steps.<id>.output`, the loop variable, `run`). This is the one place of
+//! Handlebars in the runner.
 //!
 //! One registry serves the whole process. Strict mode is on, so a variable that does not exist is
 //! an error rather than an empty string; HTML escaping is off. Templates are compiled once and
 //! cached by their text.
+//!
+//! # Shell commands
+//!
+//! A string a POSIX shell will parse (a step kind names them: `shell`'s `run`, the script of
+//! `args: [sh, -c, SCRIPT]`, …) is rendered by [`render_shell`]: a second registry whose escape
+//! function stands every interpolated value — plain `{{x}}`, every helper's result, each
+//! item of an `each` — in by a marker; the template's own text is trusted, so the rendered
+//! text is lexed (`template/shell.rs`) to learn where each marker stands, and each value is
+//! put back quoted for that place (a single-quoted word, escaped inside `"…"`, spliced into
+//! `'…'`, …). A value is then always data, whatever it contains. Refused there: `{{{x}}}`
+//! (it bypasses the escape function), a value inside backticks and the other places no
+//! quoting makes safe, and `sh`/`unsafe_raw` nested inside another helper.
+//! [`shell_problems`] finds what can be found before a run (`runbook check`).
+//!
+//! `{{unsafe_raw x}}` is the one way to put a value into a shell command as shell text: it
+//! exists for a trusted fragment (a pipeline kept in a variable by the runbook's author) and
+//! is an injection wherever `x` comes from a parameter or an output; [`raw_uses`] lets
+//! `check` warn of those and refuse it outside shell commands, where nothing is quoted.
 //!
 //! Helpers, besides Handlebars' built-ins (`if`, `unless`, `each`, `with`, `lookup`, `eq`, `ne`,
 //! `gt`, `gte`, `lt`, `lte`, `and`, `or`, `not`, `len`, `log`, `raw`):
 //!
 //! | helper | result |
 //! |---|---|
-//! | `{{sh x}}` | `x` quoted for a POSIX shell; an array becomes its quoted items joined by spaces |
+//! | `{{sh x}}` | outside shell commands: `x` quoted for a POSIX shell, an array as its quoted items joined by spaces. In a shell command, the same as `{{x}}` (no double quoting), and an array is its items as separate quoted words where a word stands |
+//! | `{{unsafe_raw x}}` | in a shell command: `x` as shell text, unquoted |
 //! | `{{json x}}` | `x` as compact JSON |
 //! | `{{trim x}}`, `{{lower x}}`, `{{upper x}}` | string functions |
 //! | `{{b64 x}}` | base64 (standard alphabet) of the string |
@@ -24,14 +44,17 @@
 //! [`render_value`] renders a whole JSON tree; a string that is exactly one mustache over a path
 //! (`"{{ordinal}}"`) keeps the type of the value it names.
 
+mod shell;
+
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, Path, PathSeg, RenderContext, RenderError,
-    RenderErrorReason, Renderable, ScopedJson, StringOutput,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, Path, PathSeg, RenderContext,
+    RenderError, RenderErrorReason, Renderable, ScopedJson, StringOutput,
 };
 use serde_json::Value;
 
@@ -43,7 +66,16 @@ const CACHE_LIMIT: usize = 10_000;
 const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
     "and", "or", "not", "len", "sh", "json", "trim", "b64", "default", "lower", "upper",
+    RAW_HELPER,
 ];
+
+/// The helper that puts a value into a shell command unquoted. Loudly named on purpose.
+pub const RAW_HELPER: &str = "unsafe_raw";
+
+/// Around the index of an interpolation in a rendered shell template. Private-use code
+/// points: a template containing them is refused, and values never reach the lexed text.
+const MARK_OPEN: char = '\u{F0000}';
+const MARK_CLOSE: char = '\u{F0001}';
 
 /// A template that failed to compile or to render.
 ///
@@ -73,48 +105,138 @@ impl TemplateError {
 fn registry() -> &'static Handlebars<'static> {
     static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
     REGISTRY.get_or_init(|| {
-        let mut hb = Handlebars::new();
-        hb.set_strict_mode(true);
+        let mut hb = build();
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("sh", Box::new(ValueHelper { name: "sh", f: sh }));
         hb.register_helper(
-            "json",
+            RAW_HELPER,
             Box::new(ValueHelper {
-                name: "json",
-                f: json,
+                name: RAW_HELPER,
+                f: raw_text,
             }),
         );
-        hb.register_helper(
-            "trim",
-            Box::new(ValueHelper {
-                name: "trim",
-                f: trim,
-            }),
-        );
-        hb.register_helper(
-            "b64",
-            Box::new(ValueHelper {
-                name: "b64",
-                f: b64,
-            }),
-        );
-        hb.register_helper(
-            "lower",
-            Box::new(ValueHelper {
-                name: "lower",
-                f: lower,
-            }),
-        );
-        hb.register_helper(
-            "upper",
-            Box::new(ValueHelper {
-                name: "upper",
-                f: upper,
-            }),
-        );
-        hb.register_helper("default", Box::new(DefaultHelper));
         hb
     })
+}
+
+/// The registry for shell commands: every value becomes a marker (see [`render_shell`]).
+fn shell_registry() -> &'static Handlebars<'static> {
+    static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut hb = build();
+        hb.register_escape_fn(|value| mark(shell::Piece::Value(value.to_owned())));
+        hb.register_helper("sh", Box::new(ShellPiece { name: "sh" }));
+        hb.register_helper(RAW_HELPER, Box::new(ShellPiece { name: RAW_HELPER }));
+        hb
+    })
+}
+
+/// A registry with the helpers both modes share.
+fn build() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_helper(
+        "json",
+        Box::new(ValueHelper {
+            name: "json",
+            f: json,
+        }),
+    );
+    hb.register_helper(
+        "trim",
+        Box::new(ValueHelper {
+            name: "trim",
+            f: trim,
+        }),
+    );
+    hb.register_helper(
+        "b64",
+        Box::new(ValueHelper {
+            name: "b64",
+            f: b64,
+        }),
+    );
+    hb.register_helper(
+        "lower",
+        Box::new(ValueHelper {
+            name: "lower",
+            f: lower,
+        }),
+    );
+    hb.register_helper(
+        "upper",
+        Box::new(ValueHelper {
+            name: "upper",
+            f: upper,
+        }),
+    );
+    hb.register_helper("default", Box::new(DefaultHelper));
+    hb
+}
+
+thread_local! {
+    /// The interpolations of the shell template being rendered on this thread (rendering is
+    /// synchronous, so one at a time).
+    static PIECES: RefCell<Vec<shell::Piece>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records an interpolation and returns its marker.
+fn mark(piece: shell::Piece) -> String {
+    PIECES.with(|pieces| {
+        let mut pieces = pieces.borrow_mut();
+        pieces.push(piece);
+        format!("{MARK_OPEN}{}{MARK_CLOSE}", pieces.len() - 1)
+    })
+}
+
+/// `sh` and `unsafe_raw` in a shell command: they write their marker themselves, past the
+/// escape function, so that it can tell a list or trusted text from a value.
+struct ShellPiece {
+    name: &'static str,
+}
+
+impl HelperDef for ShellPiece {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        // Escaping is off only while a subexpression is evaluated (`{{{…}}}` is refused
+        // before rendering): the marker would become another helper's input.
+        if rc.is_disable_escape() {
+            return Err(RenderErrorReason::Other(nested_message(self.name)).into());
+        }
+        if h.params().len() != 1 {
+            return Err(RenderErrorReason::Other(format!(
+                "`{}` takes one argument, got {}",
+                self.name,
+                h.params().len()
+            ))
+            .into());
+        }
+        let value = argument(h, self.name, 0)?;
+        let fail = |e: String| RenderError::from(RenderErrorReason::Other(format!("`{}`: {e}", self.name)));
+        let piece = if self.name == RAW_HELPER {
+            shell::Piece::Raw(raw_text(value).and_then(|v| scalar_text(&v)).map_err(fail)?)
+        } else {
+            match value {
+                Value::Array(items) => shell::Piece::Words(words(items).map_err(fail)?),
+                Value::Object(_) => return Err(fail(OBJECT_QUOTE.to_owned())),
+                other => shell::Piece::Value(scalar_text(other).map_err(fail)?),
+            }
+        };
+        out.write(&mark(piece))?;
+        Ok(())
+    }
+}
+
+fn nested_message(helper: &str) -> String {
+    format!(
+        "`{helper}` cannot be an argument of another helper in a shell command: its result is shell text, not a value"
+    )
 }
 
 /// A helper of exactly one argument that maps a value to a value.
@@ -197,26 +319,39 @@ fn scalar_text(v: &Value) -> Result<String, String> {
     }
 }
 
+const OBJECT_QUOTE: &str = "cannot quote an object; render it with `json` first";
+
+/// A list's items as words.
+fn words(items: &[Value]) -> Result<Vec<String>, String> {
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Array(_) | Value::Object(_) => {
+                Err("list items must be strings, numbers or booleans".to_owned())
+            }
+            other => scalar_text(other),
+        })
+        .collect()
+}
+
 fn sh(v: &Value) -> Result<Value, String> {
     let quoted = match v {
-        Value::Array(items) => {
-            let words = items
-                .iter()
-                .map(|item| match item {
-                    Value::Array(_) | Value::Object(_) => {
-                        Err("list items must be strings, numbers or booleans".to_owned())
-                    }
-                    other => scalar_text(other),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            shell_words::join(words)
-        }
-        Value::Object(_) => {
-            return Err("cannot quote an object; render it with `json` first".to_owned());
-        }
+        Value::Array(items) => shell_words::join(words(items)?),
+        Value::Object(_) => return Err(OBJECT_QUOTE.to_owned()),
         other => shell_words::quote(&scalar_text(other)?).into_owned(),
     };
     Ok(Value::String(quoted))
+}
+
+/// `unsafe_raw` outside a shell command (refused by `check`): the value's text as it is.
+fn raw_text(v: &Value) -> Result<Value, String> {
+    match v {
+        Value::Array(_) | Value::Object(_) => Err(format!(
+            "expects a string, got {}",
+            if v.is_array() { "a list" } else { "an object" }
+        )),
+        other => Ok(Value::String(scalar_text(other)?)),
+    }
 }
 
 #[allow(clippy::unnecessary_wraps)] // the signature of every `ValueHelper`
@@ -317,7 +452,14 @@ pub fn render_str(tpl: &str, ctx: &Value) -> Result<String, TemplateError> {
 }
 
 fn render_compiled(template: &Template, ctx: &Context) -> Result<String, TemplateError> {
-    let hb = registry();
+    render_with(registry(), template, ctx)
+}
+
+fn render_with(
+    hb: &Handlebars<'_>,
+    template: &Template,
+    ctx: &Context,
+) -> Result<String, TemplateError> {
     let mut rc = RenderContext::new(None);
     let mut out = StringOutput::new();
     template
@@ -325,6 +467,304 @@ fn render_compiled(template: &Template, ctx: &Context) -> Result<String, Templat
         .map_err(|e| render_error(&e))?;
     out.into_string()
         .map_err(|_| TemplateError::new("template rendered to invalid UTF-8"))
+}
+
+/// A shell command rendered by [`render_shell`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellText {
+    /// The command, every value quoted for its place.
+    pub text: String,
+    /// Each value (a list's items joined by spaces) and the text it became in the command,
+    /// so that a secret is also known in its quoted form.
+    pub values: Vec<(String, String)>,
+}
+
+/// Renders a template that a POSIX shell will parse, quoting every interpolated value for
+/// its place in the shell text (see the module documentation). Errors: those of
+/// [`render_str`], `{{{x}}}`, and values in places that cannot be quoted.
+pub fn render_shell(tpl: &str, ctx: &Value) -> Result<ShellText, TemplateError> {
+    if !tpl.contains("{{") {
+        return Ok(ShellText {
+            text: tpl.to_owned(),
+            values: Vec::new(),
+        });
+    }
+    if tpl.contains([MARK_OPEN, MARK_CLOSE]) {
+        return Err(TemplateError::new(
+            "a shell command cannot contain the characters U+F0000 and U+F0001 (reserved for quoting)",
+        ));
+    }
+    let template = compiled(tpl)?;
+    if let Some(&(line, column)) = triple_stashes(&template).first() {
+        return Err(TemplateError {
+            message: TRIPLE_STASH.to_owned(),
+            line: Some(line),
+            column: Some(column),
+        });
+    }
+    PIECES.with(|p| p.borrow_mut().clear());
+    let rendered = render_with(shell_registry(), &template, &Context::from(ctx.clone()));
+    let pieces = PIECES.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let rendered = rendered?;
+    let toks = tokens(&rendered, &pieces);
+    let lexed = shell::lex(&toks);
+    let (text, values) = shell::substitute(&toks, &pieces, &lexed)
+        .map_err(|e| TemplateError::new(e.to_string()))?;
+    Ok(ShellText { text, values })
+}
+
+const TRIPLE_STASH: &str = "`{{{…}}}` puts a value into a shell command unquoted; write `{{…}}` (values are quoted for their place), or `{{unsafe_raw …}}` for trusted shell text";
+
+/// The rendered text as tokens: trusted characters (`unsafe_raw` text included) and markers.
+fn tokens(rendered: &str, pieces: &[shell::Piece]) -> Vec<shell::Tok> {
+    let mut toks = Vec::with_capacity(rendered.len());
+    let mut chars = rendered.chars();
+    while let Some(c) = chars.next() {
+        if c != MARK_OPEN {
+            toks.push(shell::Tok::C(c));
+            continue;
+        }
+        let digits: String = chars.by_ref().take_while(|&c| c != MARK_CLOSE).collect();
+        let index: usize = digits.parse().expect("markers are written by `mark`");
+        match &pieces[index] {
+            shell::Piece::Raw(raw) => toks.extend(raw.chars().map(shell::Tok::C)),
+            _ => toks.push(shell::Tok::M(index)),
+        }
+    }
+    toks
+}
+
+/// The positions of `{{{…}}}` in a template, blocks included.
+fn triple_stashes(t: &Template) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    walk(t, &mut |e, at| {
+        if let TemplateElement::HtmlExpression(_) = e {
+            out.push(at);
+        }
+    });
+    out
+}
+
+/// Visits every element of a template and of its blocks, with its line and column.
+fn walk(t: &Template, f: &mut dyn FnMut(&TemplateElement, (usize, usize))) {
+    for (i, e) in t.elements.iter().enumerate() {
+        let at = t.mapping.get(i).map_or((1, 1), |m| (m.0, m.1));
+        f(e, at);
+        if let TemplateElement::HelperBlock(ht) = e {
+            for inner in [&ht.template, &ht.inverse].into_iter().flatten() {
+                walk(inner, f);
+            }
+        }
+    }
+}
+
+/// What `check` can find wrong with a shell-command template without its values: `{{{…}}}`,
+/// values in places that cannot be quoted (inside backticks, …), and `sh`/`unsafe_raw`
+/// nested in another helper. Each error has the line and column of its mustache in the
+/// template. A block's text is taken once (`if` and `else` in turn), which is how most
+/// templates render; a run checks the real text again.
+pub fn shell_problems(tpl: &str) -> Vec<TemplateError> {
+    let Ok(template) = tpl.contains("{{").then(|| compiled(tpl)).transpose() else {
+        return Vec::new();
+    };
+    let Some(template) = template else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let at = |message: String, (line, column): (usize, usize)| TemplateError {
+        message,
+        line: Some(line),
+        column: Some(column),
+    };
+    for pos in triple_stashes(&template) {
+        problems.push(at(TRIPLE_STASH.to_owned(), pos));
+    }
+    for (name, pos) in nested_shell_helpers(&template) {
+        problems.push(at(nested_message(name), pos));
+    }
+    // The text with a marker for each value; `unsafe_raw` text is unknown, so taken as none.
+    let mut text = String::new();
+    let mut positions = Vec::new();
+    skeleton(&template, &mut text, &mut positions);
+    let pieces = vec![shell::Piece::Value(String::new()); positions.len()];
+    let lexed = shell::lex(&tokens(&text, &pieces));
+    for (index, place) in lexed.places {
+        if let Err(refused) = place {
+            problems.push(at(refused.to_string(), positions[index]));
+        }
+    }
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems.dedup();
+    problems
+}
+
+fn skeleton(t: &Template, text: &mut String, positions: &mut Vec<(usize, usize)>) {
+    for (i, e) in t.elements.iter().enumerate() {
+        let at = t.mapping.get(i).map_or((1, 1), |m| (m.0, m.1));
+        match e {
+            TemplateElement::RawString(s) => text.push_str(s),
+            TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                if helper_name(ht) == Some(RAW_HELPER) {
+                    continue;
+                }
+                positions.push(at);
+                text.push(MARK_OPEN);
+                text.push_str(&(positions.len() - 1).to_string());
+                text.push(MARK_CLOSE);
+            }
+            TemplateElement::HelperBlock(ht) => {
+                for inner in [&ht.template, &ht.inverse].into_iter().flatten() {
+                    skeleton(inner, text, positions);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The name of the helper a mustache calls, if it calls one of ours by name.
+fn helper_name(ht: &HelperTemplate) -> Option<&str> {
+    match &ht.name {
+        Parameter::Name(n) => Some(n.as_str()),
+        Parameter::Path(Path::Relative((_, raw))) => Some(raw.as_str()),
+        _ => None,
+    }
+}
+
+/// `sh` and `unsafe_raw` used as an argument of another helper, with positions.
+fn nested_shell_helpers(t: &Template) -> Vec<(&'static str, (usize, usize))> {
+    fn in_param(p: &Parameter, at: (usize, usize), out: &mut Vec<(&'static str, (usize, usize))>) {
+        if let Parameter::Subexpression(sub) = p {
+            if let TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) =
+                sub.element.as_ref()
+            {
+                match helper_name(ht) {
+                    Some("sh") => out.push(("sh", at)),
+                    Some(RAW_HELPER) => out.push((RAW_HELPER, at)),
+                    _ => {}
+                }
+                for p in ht.params.iter().chain(ht.hash.values()) {
+                    in_param(p, at, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(t, &mut |e, at| {
+        if let TemplateElement::Expression(ht)
+        | TemplateElement::HtmlExpression(ht)
+        | TemplateElement::HelperBlock(ht) = e
+        {
+            for p in ht.params.iter().chain(ht.hash.values()) {
+                in_param(p, at, &mut out);
+            }
+        }
+    });
+    out
+}
+
+/// One use of [`RAW_HELPER`] in a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawUse {
+    /// 1-based line and column of its mustache in the template.
+    pub line: usize,
+    pub column: usize,
+    /// The parameters its argument comes from (`params.x`), directly or through the
+    /// `each`/`with` block it is in.
+    pub params: Vec<String>,
+}
+
+/// Every use of [`RAW_HELPER`] in a template, nested ones included.
+pub fn raw_uses(tpl: &str) -> Vec<RawUse> {
+    let Some(Ok(template)) = tpl.contains("{{").then(|| compiled(tpl)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    raw_uses_in(&template, &Scopes::default(), &[], &mut out);
+    out
+}
+
+fn raw_uses_in(t: &Template, scopes: &Scopes, block_params: &[String], out: &mut Vec<RawUse>) {
+    for (i, e) in t.elements.iter().enumerate() {
+        let (line, column) = t.mapping.get(i).map_or((1, 1), |m| (m.0, m.1));
+        let (TemplateElement::Expression(ht)
+        | TemplateElement::HtmlExpression(ht)
+        | TemplateElement::HelperBlock(ht)) = e
+        else {
+            continue;
+        };
+        let mut found = Vec::new();
+        if helper_name(ht) == Some(RAW_HELPER) {
+            found.push(ht.params.as_slice());
+        }
+        collect_raw_params(ht.params.iter().chain(ht.hash.values()), &mut found);
+        for params in found {
+            let mut refs = Vec::new();
+            for p in params {
+                refs_in_param(p, scopes, &mut refs);
+            }
+            // A value relative to a block's context comes from what the block iterates.
+            let relative = params.iter().any(|p| {
+                matches!(p, Parameter::Path(_) | Parameter::Subexpression(_))
+            }) && refs.is_empty();
+            let mut from: Vec<String> = refs
+                .into_iter()
+                .filter(|r| r == "params" || r.starts_with("params."))
+                .collect();
+            if relative {
+                from.extend(block_params.iter().cloned());
+            }
+            from.dedup();
+            out.push(RawUse {
+                line,
+                column,
+                params: from,
+            });
+        }
+        if let TemplateElement::HelperBlock(ht) = e {
+            let mut inner_scopes = scopes.clone();
+            let mut inner_params = block_params.to_vec();
+            if matches!(ht.name.as_name(), Some("each" | "with")) {
+                inner_scopes.depth += 1;
+                let mut refs = Vec::new();
+                for p in &ht.params {
+                    refs_in_param(p, scopes, &mut refs);
+                }
+                inner_params.extend(
+                    refs.into_iter()
+                        .filter(|r| r == "params" || r.starts_with("params.")),
+                );
+            }
+            if let Some(bp) = &ht.block_param {
+                inner_scopes.block_params.extend(block_param_names(bp));
+            }
+            if let Some(inner) = &ht.template {
+                raw_uses_in(inner, &inner_scopes, &inner_params, out);
+            }
+            if let Some(inner) = &ht.inverse {
+                raw_uses_in(inner, scopes, block_params, out);
+            }
+        }
+    }
+}
+
+/// The arguments of `unsafe_raw` calls nested in subexpressions.
+fn collect_raw_params<'a>(
+    params: impl Iterator<Item = &'a Parameter>,
+    found: &mut Vec<&'a [Parameter]>,
+) {
+    for p in params {
+        if let Parameter::Subexpression(sub) = p {
+            if let TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) =
+                sub.element.as_ref()
+            {
+                if helper_name(ht) == Some(RAW_HELPER) {
+                    found.push(ht.params.as_slice());
+                }
+                collect_raw_params(ht.params.iter().chain(ht.hash.values()), found);
+            }
+        }
+    }
 }
 
 fn render_error(e: &RenderError) -> TemplateError {
@@ -904,6 +1344,244 @@ mod tests {
         );
         assert!(refs("no templates").is_empty());
         assert!(refs("{{#if broken").is_empty());
+    }
+
+    /// Values that try every way out of their place.
+    const NASTY: &[&str] = &[
+        "plain",
+        "two words",
+        "it's",
+        "\"dq\"",
+        "$(touch pwned)",
+        "`touch pwned`",
+        "x; touch pwned",
+        "x && touch pwned #",
+        "'; touch pwned; '",
+        "\"; touch pwned; \"",
+        "a\nb\n",
+        "*",
+        "",
+        "\\",
+        "trailing\\",
+        "$HOME ${HOME} $1",
+        "!bang",
+        "}{",
+        "~root",
+        "a=b",
+        "if",
+        "-n",
+        "tab\there",
+    ];
+
+    /// Runs `script` with `shell -c` in a fresh directory; its stdout, and whether it created
+    /// the file `pwned`.
+    fn run_in(shell: &str, script: &str) -> (String, bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .env_remove("x")
+            .output()
+            .expect("run the shell");
+        assert!(
+            out.status.success(),
+            "{shell} -c {script:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).expect("utf-8"),
+            dir.path().join("pwned").exists(),
+        )
+    }
+
+    fn shell_render(tpl: &str, ctx: &Value) -> Result<String, TemplateError> {
+        render_shell(tpl, ctx).map(|t| t.text)
+    }
+
+    #[test]
+    fn every_value_reaches_the_shell_byte_for_byte_in_every_place() {
+        // (template over `v`, what the script prints given the value)
+        let places: &[(&str, fn(&str) -> String)] = &[
+            ("printf '%s' {{v}}", str::to_owned),
+            ("printf '%s' {{v}}{{v}}", |v| format!("{v}{v}")),
+            ("printf '%s' \"{{v}}\"", str::to_owned),
+            ("printf '%s' \"a {{v}} b\"", |v| format!("a {v} b")),
+            ("printf '%s' '{{v}}'", str::to_owned),
+            ("printf '%s' 'a {{v}} b'", |v| format!("a {v} b")),
+            ("printf '%s' x{{v}}'y'\"z\"", |v| format!("x{v}yz")),
+            // Command substitution keeps the value apart from its trailing newlines.
+            ("o=$(printf '%s' {{v}}; echo .); printf '%s' \"${o%.}\"", str::to_owned),
+            ("o=\"$(printf '%s' \"{{v}}\"; echo .)\"; printf '%s' \"${o%.}\"", str::to_owned),
+            ("printf '%s' \"${x:-{{v}}}\"", str::to_owned),
+            ("printf '%s' \"${x:-a{{v}}b}\"", |v| format!("a{v}b")),
+            ("cat <<EOF\n{{v}}\nEOF", |v| format!("{v}\n")),
+            ("cat <<-EOF\n\t{{v}}\n\tEOF", |v| format!("{v}\n")),
+            ("cat <<'EOF'\n{{v}}\nEOF", |v| format!("{v}\n")),
+            ("cat <<EOF\nx $(printf '%s' {{v}}) y\nEOF", |v| {
+                format!("x {} y\n", v.trim_end_matches('\n'))
+            }),
+            ("printf '%s' ok # {{v}}", |_| "ok".to_owned()),
+            ("printf '%s' ok #{{v}} {{v}}\nprintf '%s' .", |_| "ok.".to_owned()),
+            ("case {{v}} in *) printf '%s' {{v}};; esac", str::to_owned),
+            ("o=$(case {{v}} in *) printf '%s' {{v}};; esac; echo .); printf '%s' \"${o%.}\"", str::to_owned),
+            ("f() { printf '%s' \"$1\"; }; f {{v}}", str::to_owned),
+            ("printf '%s' {{sh v}}", str::to_owned),
+            ("printf '%s' \"{{sh v}}\"", str::to_owned),
+            ("printf '%s' {{trim v}}", |v| v.trim().to_owned()),
+            ("printf '%s' {{upper v}}", str::to_uppercase),
+            ("printf '%s' {{default nothing v}}", str::to_owned),
+            ("{{#if v}}printf '%s' {{v}}{{else}}printf '%s' {{v}}{{/if}}", str::to_owned),
+            ("printf '%s' {{json v}}", |v| Value::String(v.to_owned()).to_string()),
+        ];
+        for shell in ["sh", "bash"] {
+            for (tpl, want) in places {
+                for v in NASTY {
+                    let ctx = json!({ "v": v, "nothing": null });
+                    let script = match shell_render(tpl, &ctx) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // A value whose line is the delimiter cannot be in a here-document;
+                            // bash and dash disagree on a `'` inside "${…}".
+                            assert!(
+                                (tpl.contains("<<") && v.contains('\n'))
+                                    || (tpl.contains("\"${x:-") && v.contains('\'')),
+                                "{tpl:?} with {v:?}: {e}"
+                            );
+                            continue;
+                        }
+                    };
+                    let (out, pwned) = run_in(shell, &script);
+                    assert!(!pwned, "{shell}: {tpl:?} with {v:?} ran `touch`: {script:?}");
+                    assert_eq!(out, want(v), "{shell}: {tpl:?} with {v:?} rendered {script:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_quoted_for_their_place() {
+        let ctx = json!({"v": "it's $x", "n": 42, "list": ["a b", "c'd", 3], "empty": []});
+        let cases = [
+            ("echo {{v}}", r"echo 'it'\''s $x'"),
+            ("echo \"{{v}}\"", r#"echo "it's \$x""#),
+            ("echo '{{v}}'", r"echo 'it'\''s $x'"),
+            ("echo \"${y:-{{n}}}\"", r#"echo "${y:-42}""#),
+            ("echo $(echo {{v}})", r"echo $(echo 'it'\''s $x')"),
+            ("echo \"$(echo {{v}})\"", r#"echo "$(echo 'it'\''s $x')""#),
+            ("echo {{n}}", "echo '42'"),
+            ("echo $(( {{n}} + 1 ))", "echo $(( 42 + 1 ))"),
+            ("(( {{n}} > 1 ))", "(( 42 > 1 ))"),
+            ("let x={{n}}+1", "let x=42+1"),
+            ("a[{{n}}]=1", "a[42]=1"),
+            ("echo ${a[{{n}}]} ${s:{{n}}}", "echo ${a[42]} ${s:42}"),
+            ("[[ {{n}} -eq 42 ]]", "[[ 42 -eq 42 ]]"),
+            ("[[ {{v}} == x ]]", r"[[ 'it'\''s $x' == x ]]"),
+            ("echo {{sh list}}", r"echo 'a b' 'c'\''d' '3'"),
+            ("echo \"{{sh list}}\"", r#"echo "a b c'd 3""#),
+            ("echo x{{sh empty}}y", "echo xy"),
+            ("echo {{#each list}}{{this}} {{/each}}", r"echo 'a b' 'c'\''d' '3' "),
+            ("echo {{unsafe_raw v}}", "echo it's $x"),
+            ("# {{v}}\necho", "# it's $x\necho"),
+            ("echo no values", "echo no values"),
+        ];
+        for (tpl, want) in cases {
+            assert_eq!(shell_render(tpl, &ctx).as_deref(), Ok(want), "{tpl}");
+        }
+        // A list's items are separate words where a word stands, one string in quotes.
+        let (out, _) = run_in("sh", &shell_render("printf '[%s]' {{sh list}}", &ctx).unwrap());
+        assert_eq!(out, "[a b][c'd][3]");
+        let (out, _) = run_in("sh", &shell_render("printf '[%s]' \"{{sh list}}\"", &ctx).unwrap());
+        assert_eq!(out, "[a b c'd 3]");
+        let (out, _) = run_in("bash", &shell_render("echo $(( {{n}} + 1 ))", &ctx).unwrap());
+        assert_eq!(out, "43\n");
+        // The quoted form of each value is reported (for secrets).
+        let text = render_shell("echo {{v}} \"{{v}}\"", &ctx).unwrap();
+        assert_eq!(
+            text.values,
+            [
+                ("it's $x".to_owned(), r"'it'\''s $x'".to_owned()),
+                ("it's $x".to_owned(), r"it's \$x".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn places_no_quoting_makes_safe_are_refused() {
+        let ctx = json!({"v": "x", "q": "it's", "n": "1; touch pwned", "d": "x\nEOF\ntouch pwned"});
+        let cases = [
+            ("echo `echo {{v}}`", "a value inside backticks cannot be quoted safely; write $(…) instead of `…`"),
+            ("echo \"`echo {{v}}`\"", "a value inside backticks cannot be quoted safely; write $(…) instead of `…`"),
+            ("echo $'{{v}}'", "a value inside $'…' cannot be quoted safely; use '…' or \"…\" around it instead"),
+            ("echo \\\\{{v}}", "a value right after a `\\` would have its first character escaped; remove the `\\`"),
+            ("echo \"\\\\{{v}}\"", "a value right after a `\\` would have its first character escaped; remove the `\\`"),
+            ("echo ${{v}}", "a value right after `$` would be read as part of an expansion; put a space or a quote between them"),
+            ("echo \"${{v}}\"", "a value right after `$` would be read as part of an expansion; put a space or a quote between them"),
+            ("cat <<{{v}}\nx\n", "a value cannot be a here-document's delimiter; write the delimiter literally"),
+            ("cat <<EOF\n${y:-{{v}}}\nEOF", "a value inside ${…} in a here-document cannot be quoted safely (bash and dash read it differently); set a variable before the here-document and use it"),
+            ("echo \"${y:-{{q}}}\"", "a value with a `'` cannot stand inside \"${…}\" (bash and dash read it differently); set a variable first and use \"$VAR\""),
+            ("echo \"${y:-'{{v}}'}\"", "a value inside quotes inside \"${…}\" cannot be quoted safely (shells disagree on those quotes); drop the inner quotes"),
+            ("echo $(( {{n}} + 1 ))", "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter"),
+            ("[[ \"{{n}}\" -eq 1 ]]", "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter"),
+            ("cat <<EOF\n{{d}}\nEOF", "a value has a line `EOF` that would end the here-document early; the rest would run as commands"),
+            ("cat <<'EOF'\n{{d}}\nEOF", "a value has a line `EOF` that would end the here-document early; the rest would run as commands"),
+            ("echo {{{v}}}", TRIPLE_STASH),
+            ("echo {{upper (sh v)}}", "`sh` cannot be an argument of another helper in a shell command: its result is shell text, not a value"),
+            ("echo \u{F0000}{{v}}", "a shell command cannot contain the characters U+F0000 and U+F0001 (reserved for quoting)"),
+        ];
+        for (tpl, want) in cases {
+            let err = shell_render(tpl, &ctx).expect_err(tpl);
+            assert_eq!(err.message, want, "{tpl}");
+        }
+        let err = shell_render("a\n  echo {{{v}}}", &ctx).unwrap_err();
+        assert_eq!((err.line, err.column), (Some(2), Some(8)));
+        // Outside shell commands nothing changes.
+        assert_eq!(render("{{{params.html}}} {{sh params.name}}").unwrap(), r"<&> 'it'\''s'");
+    }
+
+    #[test]
+    fn check_finds_shell_problems_with_their_place() {
+        let found = |tpl: &str| -> Vec<(usize, usize, String)> {
+            shell_problems(tpl)
+                .into_iter()
+                .map(|e| (e.line.unwrap(), e.column.unwrap(), e.message))
+                .collect()
+        };
+        assert!(found("echo {{x}} \"{{y}}\" '{{z}}' $(echo {{w}})").is_empty());
+        assert_eq!(
+            found("echo {{{x}}}\n  echo `{{y}}`"),
+            [
+                (1, 6, TRIPLE_STASH.to_owned()),
+                (2, 9, shell::Refused::Backtick.to_string()),
+            ]
+        );
+        assert_eq!(
+            found("{{#if a}}\necho $'{{b}}'{{/if}}"),
+            [(2, 8, shell::Refused::AnsiC.to_string())]
+        );
+        assert_eq!(
+            found("echo {{lower (unsafe_raw x)}}"),
+            [(1, 6, nested_message(RAW_HELPER))]
+        );
+        // `unsafe_raw` text is the author's: `check` does not guess what it holds.
+        assert!(found("{{unsafe_raw x}} `echo hi`").is_empty());
+    }
+
+    #[test]
+    fn raw_uses_name_the_parameters_they_take() {
+        let uses = raw_uses("a {{unsafe_raw params.cmd}}\n{{unsafe_raw \"ls\"}} {{unsafe_raw steps.x.output}}");
+        assert_eq!(
+            uses,
+            [
+                RawUse { line: 1, column: 3, params: vec!["params.cmd".into()] },
+                RawUse { line: 2, column: 1, params: vec![] },
+                RawUse { line: 2, column: 21, params: vec![] },
+            ]
+        );
+        let uses = raw_uses("{{#each params.cmds as |c|}}{{unsafe_raw c}}{{/each}} {{lower (unsafe_raw params.y)}}");
+        assert_eq!(uses[0].params, ["params.cmds"]);
+        assert_eq!(uses[1].params, ["params.y"]);
+        assert!(raw_uses("{{params.x}}").is_empty());
     }
 
     #[test]

@@ -46,8 +46,11 @@ impl Exec<'_> {
             .registry
             .get(kind_name)
             .expect("kinds are checked at load");
-        let rendered = match ctx.render_value(spec) {
-            Ok(v) => coerce(kind, v),
+        let rendered = match ctx.render_effect(kind, spec) {
+            Ok(effect) => {
+                effect.learn_secrets(self.log.redactor());
+                coerce(kind, effect.spec)
+            }
             Err(e) => {
                 self.emit(&[Event::StepStarted {
                     path: path.to_owned(),
@@ -158,8 +161,11 @@ impl Exec<'_> {
             },
             Action::Effect { kind, spec } => {
                 let kind = self.registry.get(kind).expect("kinds are checked at load");
-                let rendered = match ctx.render_value(spec) {
-                    Ok(v) => coerce(kind, v),
+                let rendered = match ctx.render_effect(kind, spec) {
+                    Ok(effect) => {
+                        effect.learn_secrets(self.log.redactor());
+                        coerce(kind, effect.spec)
+                    }
                     Err(e) => return Probe::Failed(format!("failed to render the probe: {e}")),
                 };
                 let timeout = probe.timeout.unwrap_or(PROBE_TIMEOUT);

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use runbook_steps::StepKind;
 use serde_json::{Map, Value};
 
 use crate::model::{Expr, Runbook, Step};
@@ -106,6 +107,58 @@ impl Ctx {
     /// Renders every template inside a value.
     pub fn render_value(&self, value: &Value) -> Result<Value, String> {
         crate::template::render_value(value, &self.value(None)).map_err(|e| e.message)
+    }
+
+    /// Renders an effect's spec: every template, and those of the strings `kind` hands to a
+    /// shell in shell context (values quoted for their place). The kind is asked on the
+    /// rendered spec, so a program named by a template counts too. Also returns each value
+    /// put into a shell string with the text it became there.
+    pub fn render_effect(&self, kind: &dyn StepKind, spec: &Value) -> Result<Effect, String> {
+        let ctx = self.value(None);
+        let mut rendered =
+            crate::template::render_value(spec, &ctx).map_err(|e| e.message.clone())?;
+        let mut quoted = Vec::new();
+        for pointer in kind.shell_scripts(&rendered) {
+            // A script that is not a template string as written (a whole argv from one
+            // value, say) was put there by a value: nothing of it is trusted shell text, and
+            // it was rendered as that value.
+            let Some(Value::String(tpl)) = spec.pointer(&pointer) else {
+                continue;
+            };
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            let text = crate::template::render_shell(tpl, &ctx)
+                .map_err(|e| format!("`{field}`: {}", e.message))?;
+            if let Some(slot) = rendered.pointer_mut(&pointer) {
+                *slot = Value::String(text.text);
+            }
+            quoted.extend(text.values);
+        }
+        Ok(Effect {
+            spec: rendered,
+            quoted,
+        })
+    }
+}
+
+/// An effect's rendered spec.
+#[derive(Debug)]
+pub struct Effect {
+    /// The spec, ready for its kind.
+    pub spec: Value,
+    /// Each value put into a shell string, and the text it became there.
+    pub quoted: Vec<(String, String)>,
+}
+
+impl Effect {
+    /// Teaches `redactor` the quoted form of every secret put into a shell string: quoting
+    /// can change a secret's text (`it's` becomes `it'\''s`), and the rendered command is
+    /// journaled.
+    pub fn learn_secrets(&self, redactor: &crate::secrets::Redactor) {
+        for (value, written) in &self.quoted {
+            if redactor.text(value) != *value {
+                redactor.add(written);
+            }
+        }
     }
 }
 

@@ -229,7 +229,7 @@ fn not_found(target: &str) -> String {
 pub fn invalid(diags: &Diagnostics, sources: &Sources) -> EngineError {
     EngineError::Invalid {
         rendered: diags.render(sources, false),
-        count: diags.len(),
+        count: diags.errors(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use runbook_journals::{Event, MemoryJournal, RunId, RunStarted, RunState};
+use runbook_steps::Registry;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -147,12 +148,14 @@ impl Engine {
                 .collect();
         }
         let mut steps = Vec::new();
-        lines(&main.steps, &ctx, 0, "", &redactor, &mut steps);
+        let registry = &*self.registry;
+        lines(&main.steps, &ctx, registry, 0, "", &redactor, &mut steps);
         if !main.on_failure.is_empty() {
             steps.push((0, "on_failure".into(), String::new()));
             lines(
                 &main.on_failure,
                 &ctx,
+                registry,
                 1,
                 "on_failure.",
                 &redactor,
@@ -175,6 +178,7 @@ impl Engine {
 fn lines(
     steps: &[Step],
     ctx: &Ctx,
+    registry: &Registry,
     depth: usize,
     prefix: &str,
     redactor: &Redactor,
@@ -184,8 +188,15 @@ fn lines(
         let path = format!("{prefix}{}", step.segment(i));
         let mut text = match &step.action {
             // Masked before shortening: a cut secret would no longer be recognised.
-            Action::Effect { kind, spec } => match ctx.render_value(spec) {
-                Ok(v) => format!("{kind} {}", short(&redactor.value(&v))),
+            Action::Effect { kind, spec } => match registry
+                .get(kind)
+                .ok_or_else(String::new)
+                .and_then(|k| ctx.render_effect(k, spec))
+            {
+                Ok(effect) => {
+                    effect.learn_secrets(redactor);
+                    format!("{kind} {}", short(&redactor.value(&effect.spec)))
+                }
                 Err(_) => format!("{kind} {} (depends on earlier steps)", short(spec)),
             },
             Action::Script(e) => format!("script {}", e.src.trim()),
@@ -228,12 +239,21 @@ fn lines(
         }
         out.push((depth, path.clone(), redactor.text(&text)));
         if let Action::Foreach { steps: inner, .. } = &step.action {
-            lines(inner, ctx, depth + 1, &format!("{path}[*]."), redactor, out);
+            lines(
+                inner,
+                ctx,
+                registry,
+                depth + 1,
+                &format!("{path}[*]."),
+                redactor,
+                out,
+            );
         }
         if !step.on_failure.is_empty() {
             lines(
                 &step.on_failure,
                 ctx,
+                registry,
                 depth + 1,
                 &format!("{path}.on_failure."),
                 redactor,

@@ -62,7 +62,8 @@ pub struct Loader<'a> {
     functions: Option<Arc<LibScript>>,
 }
 
-/// Loads the runbook at `origin`. On failure, every problem found is returned.
+/// Loads the runbook at `origin`. On failure, every problem found is returned; warnings
+/// alone are no failure (and are dropped: `check` reports them, through [`load_partial`]).
 pub fn load(
     origin: &str,
     files: &dyn Files,
@@ -70,7 +71,7 @@ pub fn load(
     registry: &Registry,
 ) -> Result<Runbook, Diagnostics> {
     match load_partial(origin, files, sources, registry) {
-        (Some(r), diags) if diags.is_empty() => Ok(r),
+        (Some(r), diags) if diags.errors() == 0 => Ok(r),
         (_, diags) => Err(diags),
     }
 }

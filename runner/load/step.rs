@@ -10,6 +10,7 @@ use crate::diag::Diagnostic;
 use crate::load::Loader;
 use crate::load::refs::Scope;
 use crate::model::{Action, Check, Expr, Retry, Step, Template, Wait};
+use crate::source::Pos;
 use crate::yaml::{Map, Node, Scalar};
 
 /// Fields every step may have.
@@ -536,7 +537,7 @@ impl Loader<'_> {
         let params = match map.get("params") {
             Some(n) => {
                 let m = self.f.map(n, "`params`")?;
-                self.templates_in(n, scope);
+                self.templates_in(n, scope, &[]);
                 m.entries
                     .iter()
                     .map(|(k, v)| (k.text.clone(), v.to_json()))
@@ -554,21 +555,23 @@ impl Loader<'_> {
         let kind = key.text.as_str();
         let step_kind = self.registry.get(kind).expect("checked by caller");
         // Shorthands: `shell: "cmd"` runs through sh -c, `shell: [argv…]` runs argv.
-        let spec_node;
         let node = match (kind, node) {
             ("shell", Node::Scalar(s)) if !s.is_null() => {
-                self.templates_in(node, scope);
+                let spec = serde_json::json!({ "run": s.text });
+                let shell = shell_scalars(step_kind.shell_scripts(&spec), node, Some("run"));
+                self.templates_in(node, scope, &shell);
                 return Some(Action::Effect {
                     kind: kind.to_owned(),
-                    spec: serde_json::json!({ "run": s.text }),
+                    spec,
                 });
             }
             ("shell", Node::Seq(_)) => {
-                self.templates_in(node, scope);
-                spec_node = node.to_json();
+                let spec = serde_json::json!({ "args": node.to_json() });
+                let shell = shell_scalars(step_kind.shell_scripts(&spec), node, Some("args"));
+                self.templates_in(node, scope, &shell);
                 return Some(Action::Effect {
                     kind: kind.to_owned(),
-                    spec: serde_json::json!({ "args": spec_node }),
+                    spec,
                 });
             }
             _ => node,
@@ -589,8 +592,9 @@ impl Loader<'_> {
                 None | Some(_) => {}
             }
         }
-        self.templates_in(node, scope);
         let spec = node.to_json();
+        let shell = shell_scalars(step_kind.shell_scripts(&spec), node, None);
+        self.templates_in(node, scope, &shell);
         for (field, message) in step_kind.validate(&spec) {
             if reported.contains(&field.as_str()) {
                 continue;
@@ -669,24 +673,25 @@ impl Loader<'_> {
     }
 
     /// Checks the syntax and references of every template inside a node (keys and values).
-    pub fn templates_in(&mut self, node: &Node, scope: &Scope) {
+    /// `shell` holds the positions of the scalars a POSIX shell will parse.
+    pub fn templates_in(&mut self, node: &Node, scope: &Scope, shell: &[Pos]) {
         match node {
-            Node::Scalar(s) => self.template_scalar(s, scope),
+            Node::Scalar(s) => self.template_scalar(s, scope, shell.contains(&s.pos)),
             Node::Map(m) => {
                 for (k, v) in &m.entries {
-                    self.template_scalar(k, scope);
-                    self.templates_in(v, scope);
+                    self.template_scalar(k, scope, false);
+                    self.templates_in(v, scope, shell);
                 }
             }
             Node::Seq(s) => {
                 for item in &s.items {
-                    self.templates_in(item, scope);
+                    self.templates_in(item, scope, shell);
                 }
             }
         }
     }
 
-    fn template_scalar(&mut self, s: &Scalar, scope: &Scope) {
+    fn template_scalar(&mut self, s: &Scalar, scope: &Scope, shell: bool) {
         if !s.text.contains("{{") {
             return;
         }
@@ -703,13 +708,49 @@ impl Loader<'_> {
         let params = self.param_names.clone();
         self.f
             .check_template_refs(s, &crate::load::refs::Names { params: &params }, scope);
+        if shell {
+            for e in crate::template::shell_problems(&s.text) {
+                let pos = s.pos_at(e.line.unwrap_or(1), e.column.unwrap_or(1));
+                self.f.push(Diagnostic::new(pos, 2, e.message));
+            }
+        }
+        let raw = crate::template::RAW_HELPER;
+        for used in crate::template::raw_uses(&s.text) {
+            let pos = s.pos_at(used.line, used.column);
+            let len = raw.chars().count() + 2;
+            if !shell {
+                self.f.push(
+                    Diagnostic::new(
+                        pos,
+                        len,
+                        format!("`{raw}` is only for shell commands, and this is not one"),
+                    )
+                    .help("nothing is quoted here: write `{{…}}`"),
+                );
+            } else if let Some(param) = used.params.first() {
+                self.f.push(
+                    Diagnostic::new(
+                        pos,
+                        len,
+                        format!(
+                            "`{raw}` puts `{param}` into a shell command as code: whoever sets the parameter can run any command"
+                        ),
+                    )
+                    .label("not quoted")
+                    .help(format!(
+                        "write `{{{{{param}}}}}`: values in shell commands are quoted for their place"
+                    ))
+                    .warning(),
+                );
+            }
+        }
     }
 
     /// A template string field.
     pub fn template(&mut self, node: &Node, what: &str, scope: &Scope) -> Option<Template> {
         let s = self.f.string(node, what)?;
         let before = self.f.diags.len();
-        self.template_scalar(s, scope);
+        self.template_scalar(s, scope, false);
         (self.f.diags.len() == before).then(|| Template {
             text: s.text.clone(),
             pos: s.content,
@@ -771,4 +812,34 @@ impl Loader<'_> {
         };
         self.compile(&scalar, scope)
     }
+}
+
+/// The positions of the scalars at `pointers` (JSON Pointers into the spec) in `node`. A short
+/// form (`shell: "…"`, `shell: [argv…]`) is the value of the spec's field `wrapped`.
+fn shell_scalars(pointers: Vec<String>, node: &Node, wrapped: Option<&str>) -> Vec<Pos> {
+    pointers
+        .iter()
+        .filter_map(|pointer| {
+            let mut path: Vec<String> = pointer
+                .split('/')
+                .skip(1)
+                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            if let Some(field) = wrapped {
+                if path.first().map(String::as_str) != Some(field) {
+                    return None;
+                }
+                path.remove(0);
+            }
+            let mut current = node;
+            for token in &path {
+                current = match current {
+                    Node::Map(m) => m.get(token)?,
+                    Node::Seq(s) => s.items.get(token.parse::<usize>().ok()?)?,
+                    Node::Scalar(_) => return None,
+                };
+            }
+            current.as_scalar().map(|s| s.pos)
+        })
+        .collect()
 }

@@ -22,6 +22,7 @@ mod cancel;
 mod http;
 mod kube;
 mod nats;
+mod posix_shell;
 mod shell;
 #[cfg(test)]
 mod test_support;
@@ -38,6 +39,7 @@ pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
 pub use http::Http;
 pub use nats::Nats;
+pub use posix_shell::{ScriptSource, script_source};
 pub use shell::Shell;
 pub use util::install_crypto_provider;
 
@@ -189,6 +191,20 @@ pub trait StepKind: Send + Sync {
     /// Checks a spec's shape beyond field names and types; returns problems as
     /// `(field, message)`. Templates are not rendered yet, so string values may be templates.
     fn validate(&self, spec: &Value) -> Vec<(String, String)> {
+        let _ = spec;
+        Vec::new()
+    }
+
+    /// The strings of a spec that a POSIX shell will parse as a script, as JSON Pointers
+    /// (`/run`, `/args/2`, `/stdin`).
+    ///
+    /// The runner renders the templates of these strings in shell context: every value is
+    /// quoted for its place in the script, so a value is always data, never code. Every other
+    /// string is rendered as it is (an argv element goes to its program without a shell). The
+    /// runner asks once on the spec as written (for `runbook check`; a program named by a
+    /// template is unknown then) and again on the rendered spec of each attempt, so a kind
+    /// should answer from the spec's literal shape alone. The default: none.
+    fn shell_scripts(&self, spec: &Value) -> Vec<String> {
         let _ = spec;
         Vec::new()
     }

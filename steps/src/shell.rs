@@ -121,6 +121,13 @@ impl StepKind for Shell {
         problems
     }
 
+    fn shell_scripts(&self, spec: &Value) -> Vec<String> {
+        if spec.get("run").is_some_and(Value::is_string) {
+            return vec!["/run".to_owned()];
+        }
+        crate::posix_shell::script_pointers(spec, "args", "stdin")
+    }
+
     fn idempotent(&self, _spec: &Value) -> bool {
         // Nothing is known about what a command does.
         false
@@ -718,6 +725,24 @@ mod tests {
 
     async fn run(spec: Value) -> Result<Value, StepError> {
         Shell.run(spec, &ctx(Cancel::never())).await
+    }
+
+    #[test]
+    fn shell_scripts_are_run_and_the_script_of_a_shell_argv() {
+        assert_eq!(Shell.shell_scripts(&json!({"run": "echo"})), ["/run"]);
+        assert_eq!(
+            Shell.shell_scripts(&json!({"args": ["bash", "-ec", "echo", "x"]})),
+            ["/args/2"]
+        );
+        assert_eq!(
+            Shell.shell_scripts(&json!({"args": ["sh"], "stdin": "echo"})),
+            ["/stdin"]
+        );
+        assert!(
+            Shell
+                .shell_scripts(&json!({"args": ["echo", "-c", "x"], "stdin": "y"}))
+                .is_empty()
+        );
     }
 
     fn cancelled(result: Result<Value, StepError>) -> (CancelReason, String, Value) {

@@ -135,6 +135,14 @@ impl StepKind for Kube {
         check(spec, false)
     }
 
+    fn shell_scripts(&self, spec: &Value) -> Vec<String> {
+        // Only `exec` runs a command, in the container: a shell there parses its script.
+        match spec.as_object().map(op_key) {
+            Some(Ok("exec")) => crate::posix_shell::script_pointers(spec, "command", "stdin"),
+            _ => Vec::new(),
+        }
+    }
+
     fn idempotent(&self, spec: &Value) -> bool {
         let Some(map) = spec.as_object() else {
             return false;
@@ -294,6 +302,18 @@ mod tests {
 
     fn problems(spec: &Value) -> Vec<(String, String)> {
         Kube.validate(spec)
+    }
+
+    #[test]
+    fn only_an_exec_of_a_shell_has_shell_scripts() {
+        let exec = json!({"exec": "pod", "command": ["sh", "-c", "echo"]});
+        assert_eq!(Kube.shell_scripts(&exec), ["/command/2"]);
+        let exec = json!({"exec": "pod", "command": ["bash"], "stdin": "echo"});
+        assert_eq!(Kube.shell_scripts(&exec), ["/stdin"]);
+        let exec = json!({"exec": "pod", "command": ["bao", "status"]});
+        assert!(Kube.shell_scripts(&exec).is_empty());
+        let get = json!({"get": "Pod", "name": "x", "command": ["sh", "-c", "x"]});
+        assert!(Kube.shell_scripts(&get).is_empty());
     }
 
     fn p(field: &str, message: &str) -> (String, String) {
