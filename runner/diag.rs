@@ -198,18 +198,6 @@ impl Diagnostics {
         self.items.iter().filter(|d| d.is_error()).count()
     }
 
-    /// The warnings only.
-    pub fn warnings(&self) -> Diagnostics {
-        Diagnostics {
-            items: self
-                .items
-                .iter()
-                .filter(|d| !d.is_error())
-                .cloned()
-                .collect(),
-        }
-    }
-
     /// The problems, in file order.
     pub fn items(&self) -> &[Diagnostic] {
         &self.items

@@ -218,9 +218,15 @@ impl HelperDef for ShellPiece {
             .into());
         }
         let value = argument(h, self.name, 0)?;
-        let fail = |e: String| RenderError::from(RenderErrorReason::Other(format!("`{}`: {e}", self.name)));
+        let fail = |e: String| {
+            RenderError::from(RenderErrorReason::Other(format!("`{}`: {e}", self.name)))
+        };
         let piece = if self.name == RAW_HELPER {
-            shell::Piece::Raw(raw_text(value).and_then(|v| scalar_text(&v)).map_err(fail)?)
+            shell::Piece::Raw(
+                raw_text(value)
+                    .and_then(|v| scalar_text(&v))
+                    .map_err(fail)?,
+            )
         } else {
             match value {
                 Value::Array(items) => shell::Piece::Words(words(items).map_err(fail)?),
@@ -508,8 +514,8 @@ pub fn render_shell(tpl: &str, ctx: &Value) -> Result<ShellText, TemplateError> 
     let rendered = rendered?;
     let toks = tokens(&rendered, &pieces);
     let lexed = shell::lex(&toks);
-    let (text, values) = shell::substitute(&toks, &pieces, &lexed)
-        .map_err(|e| TemplateError::new(e.to_string()))?;
+    let (text, values) =
+        shell::substitute(&toks, &pieces, &lexed).map_err(|e| TemplateError::new(e.to_string()))?;
     Ok(ShellText { text, values })
 }
 
@@ -704,9 +710,10 @@ fn raw_uses_in(t: &Template, scopes: &Scopes, block_params: &[String], out: &mut
                 refs_in_param(p, scopes, &mut refs);
             }
             // A value relative to a block's context comes from what the block iterates.
-            let relative = params.iter().any(|p| {
-                matches!(p, Parameter::Path(_) | Parameter::Subexpression(_))
-            }) && refs.is_empty();
+            let relative = params
+                .iter()
+                .any(|p| matches!(p, Parameter::Path(_) | Parameter::Subexpression(_)))
+                && refs.is_empty();
             let mut from: Vec<String> = refs
                 .into_iter()
                 .filter(|r| r == "params" || r.starts_with("params."))
@@ -1402,7 +1409,9 @@ mod tests {
     #[test]
     fn every_value_reaches_the_shell_byte_for_byte_in_every_place() {
         // (template over `v`, what the script prints given the value)
-        let places: &[(&str, fn(&str) -> String)] = &[
+        // What a script prints, given the value.
+        type Printed = fn(&str) -> String;
+        let places: &[(&str, Printed)] = &[
             ("printf '%s' {{v}}", str::to_owned),
             ("printf '%s' {{v}}{{v}}", |v| format!("{v}{v}")),
             ("printf '%s' \"{{v}}\"", str::to_owned),
@@ -1411,8 +1420,14 @@ mod tests {
             ("printf '%s' 'a {{v}} b'", |v| format!("a {v} b")),
             ("printf '%s' x{{v}}'y'\"z\"", |v| format!("x{v}yz")),
             // Command substitution keeps the value apart from its trailing newlines.
-            ("o=$(printf '%s' {{v}}; echo .); printf '%s' \"${o%.}\"", str::to_owned),
-            ("o=\"$(printf '%s' \"{{v}}\"; echo .)\"; printf '%s' \"${o%.}\"", str::to_owned),
+            (
+                "o=$(printf '%s' {{v}}; echo .); printf '%s' \"${o%.}\"",
+                str::to_owned,
+            ),
+            (
+                "o=\"$(printf '%s' \"{{v}}\"; echo .)\"; printf '%s' \"${o%.}\"",
+                str::to_owned,
+            ),
             ("printf '%s' \"${x:-{{v}}}\"", str::to_owned),
             ("printf '%s' \"${x:-a{{v}}b}\"", |v| format!("a{v}b")),
             ("cat <<EOF\n{{v}}\nEOF", |v| format!("{v}\n")),
@@ -1422,17 +1437,27 @@ mod tests {
                 format!("x {} y\n", v.trim_end_matches('\n'))
             }),
             ("printf '%s' ok # {{v}}", |_| "ok".to_owned()),
-            ("printf '%s' ok #{{v}} {{v}}\nprintf '%s' .", |_| "ok.".to_owned()),
+            ("printf '%s' ok #{{v}} {{v}}\nprintf '%s' .", |_| {
+                "ok.".to_owned()
+            }),
             ("case {{v}} in *) printf '%s' {{v}};; esac", str::to_owned),
-            ("o=$(case {{v}} in *) printf '%s' {{v}};; esac; echo .); printf '%s' \"${o%.}\"", str::to_owned),
+            (
+                "o=$(case {{v}} in *) printf '%s' {{v}};; esac; echo .); printf '%s' \"${o%.}\"",
+                str::to_owned,
+            ),
             ("f() { printf '%s' \"$1\"; }; f {{v}}", str::to_owned),
             ("printf '%s' {{sh v}}", str::to_owned),
             ("printf '%s' \"{{sh v}}\"", str::to_owned),
             ("printf '%s' {{trim v}}", |v| v.trim().to_owned()),
             ("printf '%s' {{upper v}}", str::to_uppercase),
             ("printf '%s' {{default nothing v}}", str::to_owned),
-            ("{{#if v}}printf '%s' {{v}}{{else}}printf '%s' {{v}}{{/if}}", str::to_owned),
-            ("printf '%s' {{json v}}", |v| Value::String(v.to_owned()).to_string()),
+            (
+                "{{#if v}}printf '%s' {{v}}{{else}}printf '%s' {{v}}{{/if}}",
+                str::to_owned,
+            ),
+            ("printf '%s' {{json v}}", |v| {
+                Value::String(v.to_owned()).to_string()
+            }),
         ];
         for shell in ["sh", "bash"] {
             for (tpl, want) in places {
@@ -1452,8 +1477,15 @@ mod tests {
                         }
                     };
                     let (out, pwned) = run_in(shell, &script);
-                    assert!(!pwned, "{shell}: {tpl:?} with {v:?} ran `touch`: {script:?}");
-                    assert_eq!(out, want(v), "{shell}: {tpl:?} with {v:?} rendered {script:?}");
+                    assert!(
+                        !pwned,
+                        "{shell}: {tpl:?} with {v:?} ran `touch`: {script:?}"
+                    );
+                    assert_eq!(
+                        out,
+                        want(v),
+                        "{shell}: {tpl:?} with {v:?} rendered {script:?}"
+                    );
                 }
             }
         }
@@ -1471,6 +1503,11 @@ mod tests {
             ("echo \"$(echo {{v}})\"", r#"echo "$(echo 'it'\''s $x')""#),
             ("echo {{n}}", "echo '42'"),
             ("echo $(( {{n}} + 1 ))", "echo $(( 42 + 1 ))"),
+            (
+                "echo $[ ({{n}} + 1) * 2 ] {{n}}",
+                "echo $[ (42 + 1) * 2 ] '42'",
+            ),
+            ("echo $(( ({{n}}) )) {{n}}", "echo $(( (42) )) '42'"),
             ("(( {{n}} > 1 ))", "(( 42 > 1 ))"),
             ("let x={{n}}+1", "let x=42+1"),
             ("a[{{n}}]=1", "a[42]=1"),
@@ -1480,7 +1517,10 @@ mod tests {
             ("echo {{sh list}}", r"echo 'a b' 'c'\''d' '3'"),
             ("echo \"{{sh list}}\"", r#"echo "a b c'd 3""#),
             ("echo x{{sh empty}}y", "echo xy"),
-            ("echo {{#each list}}{{this}} {{/each}}", r"echo 'a b' 'c'\''d' '3' "),
+            (
+                "echo {{#each list}}{{this}} {{/each}}",
+                r"echo 'a b' 'c'\''d' '3' ",
+            ),
             ("echo {{unsafe_raw v}}", "echo it's $x"),
             ("# {{v}}\necho", "# it's $x\necho"),
             ("echo no values", "echo no values"),
@@ -1489,11 +1529,20 @@ mod tests {
             assert_eq!(shell_render(tpl, &ctx).as_deref(), Ok(want), "{tpl}");
         }
         // A list's items are separate words where a word stands, one string in quotes.
-        let (out, _) = run_in("sh", &shell_render("printf '[%s]' {{sh list}}", &ctx).unwrap());
+        let (out, _) = run_in(
+            "sh",
+            &shell_render("printf '[%s]' {{sh list}}", &ctx).unwrap(),
+        );
         assert_eq!(out, "[a b][c'd][3]");
-        let (out, _) = run_in("sh", &shell_render("printf '[%s]' \"{{sh list}}\"", &ctx).unwrap());
+        let (out, _) = run_in(
+            "sh",
+            &shell_render("printf '[%s]' \"{{sh list}}\"", &ctx).unwrap(),
+        );
         assert_eq!(out, "[a b c'd 3]");
-        let (out, _) = run_in("bash", &shell_render("echo $(( {{n}} + 1 ))", &ctx).unwrap());
+        let (out, _) = run_in(
+            "bash",
+            &shell_render("echo $(( {{n}} + 1 ))", &ctx).unwrap(),
+        );
         assert_eq!(out, "43\n");
         // The quoted form of each value is reported (for secrets).
         let text = render_shell("echo {{v}} \"{{v}}\"", &ctx).unwrap();
@@ -1510,24 +1559,79 @@ mod tests {
     fn places_no_quoting_makes_safe_are_refused() {
         let ctx = json!({"v": "x", "q": "it's", "n": "1; touch pwned", "d": "x\nEOF\ntouch pwned"});
         let cases = [
-            ("echo `echo {{v}}`", "a value inside backticks cannot be quoted safely; write $(…) instead of `…`"),
-            ("echo \"`echo {{v}}`\"", "a value inside backticks cannot be quoted safely; write $(…) instead of `…`"),
-            ("echo $'{{v}}'", "a value inside $'…' cannot be quoted safely; use '…' or \"…\" around it instead"),
-            ("echo \\\\{{v}}", "a value right after a `\\` would have its first character escaped; remove the `\\`"),
-            ("echo \"\\\\{{v}}\"", "a value right after a `\\` would have its first character escaped; remove the `\\`"),
-            ("echo ${{v}}", "a value right after `$` would be read as part of an expansion; put a space or a quote between them"),
-            ("echo \"${{v}}\"", "a value right after `$` would be read as part of an expansion; put a space or a quote between them"),
-            ("cat <<{{v}}\nx\n", "a value cannot be a here-document's delimiter; write the delimiter literally"),
-            ("cat <<EOF\n${y:-{{v}}}\nEOF", "a value inside ${…} in a here-document cannot be quoted safely (bash and dash read it differently); set a variable before the here-document and use it"),
-            ("echo \"${y:-{{q}}}\"", "a value with a `'` cannot stand inside \"${…}\" (bash and dash read it differently); set a variable first and use \"$VAR\""),
-            ("echo \"${y:-'{{v}}'}\"", "a value inside quotes inside \"${…}\" cannot be quoted safely (shells disagree on those quotes); drop the inner quotes"),
-            ("echo $(( {{n}} + 1 ))", "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter"),
-            ("[[ \"{{n}}\" -eq 1 ]]", "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter"),
-            ("cat <<EOF\n{{d}}\nEOF", "a value has a line `EOF` that would end the here-document early; the rest would run as commands"),
-            ("cat <<'EOF'\n{{d}}\nEOF", "a value has a line `EOF` that would end the here-document early; the rest would run as commands"),
+            (
+                "echo $[ {{n}} ]",
+                "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter",
+            ),
+            (
+                "echo `echo {{v}}`",
+                "a value inside backticks cannot be quoted safely; write $(…) instead of `…`",
+            ),
+            (
+                "echo \"`echo {{v}}`\"",
+                "a value inside backticks cannot be quoted safely; write $(…) instead of `…`",
+            ),
+            (
+                "echo $'{{v}}'",
+                "a value inside $'…' cannot be quoted safely; use '…' or \"…\" around it instead",
+            ),
+            (
+                "echo \\\\{{v}}",
+                "a value right after a `\\` would have its first character escaped; remove the `\\`",
+            ),
+            (
+                "echo \"\\\\{{v}}\"",
+                "a value right after a `\\` would have its first character escaped; remove the `\\`",
+            ),
+            (
+                "echo ${{v}}",
+                "a value right after `$` would be read as part of an expansion; put a space or a quote between them",
+            ),
+            (
+                "echo \"${{v}}\"",
+                "a value right after `$` would be read as part of an expansion; put a space or a quote between them",
+            ),
+            (
+                "cat <<{{v}}\nx\n",
+                "a value cannot be a here-document's delimiter; write the delimiter literally",
+            ),
+            (
+                "cat <<EOF\n${y:-{{v}}}\nEOF",
+                "a value inside ${…} in a here-document cannot be quoted safely (bash and dash read it differently); set a variable before the here-document and use it",
+            ),
+            (
+                "echo \"${y:-{{q}}}\"",
+                "a value with a `'` cannot stand inside \"${…}\" (bash and dash read it differently); set a variable first and use \"$VAR\"",
+            ),
+            (
+                "echo \"${y:-'{{v}}'}\"",
+                "a value inside quotes inside \"${…}\" cannot be quoted safely (shells disagree on those quotes); drop the inner quotes",
+            ),
+            (
+                "echo $(( {{n}} + 1 ))",
+                "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter",
+            ),
+            (
+                "[[ \"{{n}}\" -eq 1 ]]",
+                "a value that is not an integer stands where the shell evaluates arithmetic (bash runs commands hidden in an arithmetic operand, even a quoted one); give an `int` parameter",
+            ),
+            (
+                "cat <<EOF\n{{d}}\nEOF",
+                "a value has a line `EOF` that would end the here-document early; the rest would run as commands",
+            ),
+            (
+                "cat <<'EOF'\n{{d}}\nEOF",
+                "a value has a line `EOF` that would end the here-document early; the rest would run as commands",
+            ),
             ("echo {{{v}}}", TRIPLE_STASH),
-            ("echo {{upper (sh v)}}", "`sh` cannot be an argument of another helper in a shell command: its result is shell text, not a value"),
-            ("echo \u{F0000}{{v}}", "a shell command cannot contain the characters U+F0000 and U+F0001 (reserved for quoting)"),
+            (
+                "echo {{upper (sh v)}}",
+                "`sh` cannot be an argument of another helper in a shell command: its result is shell text, not a value",
+            ),
+            (
+                "echo \u{F0000}{{v}}",
+                "a shell command cannot contain the characters U+F0000 and U+F0001 (reserved for quoting)",
+            ),
         ];
         for (tpl, want) in cases {
             let err = shell_render(tpl, &ctx).expect_err(tpl);
@@ -1536,7 +1640,10 @@ mod tests {
         let err = shell_render("a\n  echo {{{v}}}", &ctx).unwrap_err();
         assert_eq!((err.line, err.column), (Some(2), Some(8)));
         // Outside shell commands nothing changes.
-        assert_eq!(render("{{{params.html}}} {{sh params.name}}").unwrap(), r"<&> 'it'\''s'");
+        assert_eq!(
+            render("{{{params.html}}} {{sh params.name}}").unwrap(),
+            r"<&> 'it'\''s'"
+        );
     }
 
     #[test]
@@ -1569,16 +1676,32 @@ mod tests {
 
     #[test]
     fn raw_uses_name_the_parameters_they_take() {
-        let uses = raw_uses("a {{unsafe_raw params.cmd}}\n{{unsafe_raw \"ls\"}} {{unsafe_raw steps.x.output}}");
+        let uses = raw_uses(
+            "a {{unsafe_raw params.cmd}}\n{{unsafe_raw \"ls\"}} {{unsafe_raw steps.x.output}}",
+        );
         assert_eq!(
             uses,
             [
-                RawUse { line: 1, column: 3, params: vec!["params.cmd".into()] },
-                RawUse { line: 2, column: 1, params: vec![] },
-                RawUse { line: 2, column: 21, params: vec![] },
+                RawUse {
+                    line: 1,
+                    column: 3,
+                    params: vec!["params.cmd".into()]
+                },
+                RawUse {
+                    line: 2,
+                    column: 1,
+                    params: vec![]
+                },
+                RawUse {
+                    line: 2,
+                    column: 21,
+                    params: vec![]
+                },
             ]
         );
-        let uses = raw_uses("{{#each params.cmds as |c|}}{{unsafe_raw c}}{{/each}} {{lower (unsafe_raw params.y)}}");
+        let uses = raw_uses(
+            "{{#each params.cmds as |c|}}{{unsafe_raw c}}{{/each}} {{lower (unsafe_raw params.y)}}",
+        );
         assert_eq!(uses[0].params, ["params.cmds"]);
         assert_eq!(uses[1].params, ["params.y"]);
         assert!(raw_uses("{{params.x}}").is_empty());

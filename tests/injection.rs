@@ -34,6 +34,8 @@ steps:
     shell: { run: "printf '%s' \"$(printf '%s' {{params.v}})\" > out-substitution.txt" }
   - id: sh-c
     shell: { args: [sh, -c, "printf '%s' {{params.v}} > out-sh-c.txt"] }
+  - id: short-argv
+    shell: [sh, -c, "printf '%s' {{params.v}} > out-short-argv.txt"]
   - id: bash-ec-quoted
     shell: { args: [bash, -ec, "printf '%s' \"{{params.v}}\" > \"$1\"", name, out-bash-ec-quoted.txt] }
   - id: sh-helper
@@ -52,6 +54,7 @@ const STEPS: &[(&str, bool)] = &[
     ("single-quoted", false),
     ("substitution", false),
     ("sh-c", false),
+    ("short-argv", false),
     ("bash-ec-quoted", false),
     ("sh-helper", false),
     ("heredoc", true),
@@ -283,6 +286,11 @@ help: write `{{params.v}}`: values in shell commands are quoted for their place
 "#
     );
     assert_eq!(out.stdout, "ok: raw (raw.yaml)\n");
+    let json = sb.cmd(&["check", "raw.yaml", "--output", "json"]).ok();
+    let line: Value = serde_json::from_str(json.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["ok"], true);
+    assert_eq!(line["warnings"], 1);
+    assert_eq!(line["text"], out.stderr.trim_end());
     // The raw fragment is shell text: the pipe runs, and the quoted value goes through it
     // as one word; the raw parameter is split into two.
     sb.cmd(&["run", "raw.yaml", "-p", "v=a b"]).ok();

@@ -204,7 +204,8 @@ fn plan_renders_the_steps_and_decides_when_from_the_params() {
     let out = sb.cmd(&["plan", "flagged.yaml", "-p", "name=mars"]).ok();
     assert_contains(&out, "echo x > x.txt");
     assert_contains(&out, "[when params.flag: skipped]");
-    assert_contains(&out, "echo hello-mars > greet.txt");
+    // The plan shows the command as it will run: the value quoted for its place.
+    assert_contains(&out, "echo hello-'mars' > greet.txt");
     let out = sb.cmd(&["plan", "flagged.yaml", "-p", "flag=true"]).ok();
     assert_contains(&out, "[when params.flag: runs]");
     let history = sb.cmd(&["history", "--output", "json"]).ok();

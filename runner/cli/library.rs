@@ -126,22 +126,22 @@ pub fn check(env: &Env, targets: &[String]) -> i32 {
         match load_live(target, &library, &registry, None) {
             Ok(book) => {
                 // Warnings do not fail the check; they are shown before the verdict.
-                let warnings = (!book.warnings.is_empty())
-                    .then(|| book.warnings.render(&book.sources, false));
+                let warnings =
+                    (!book.warnings.is_empty()).then(|| book.warnings.render(&book.sources, false));
                 if let Some(text) = &warnings {
                     eprintln!("{text}\n");
                 }
                 if env.cli.output == OutputMode::Json {
-                    println!(
-                        "{}",
-                        json!({
-                            "runbook": book.main().name,
-                            "origin": crate::library::display_origin(&book.origin),
-                            "ok": true,
-                            "warnings": book.warnings.len(),
-                            "text": warnings,
-                        })
-                    );
+                    let mut line = json!({
+                        "runbook": book.main().name,
+                        "origin": crate::library::display_origin(&book.origin),
+                        "ok": true,
+                    });
+                    if let Some(text) = warnings {
+                        line["warnings"] = json!(book.warnings.len());
+                        line["text"] = json!(text);
+                    }
+                    println!("{line}");
                 } else {
                     println!(
                         "ok: {} ({})",

@@ -558,7 +558,7 @@ impl Loader<'_> {
         let node = match (kind, node) {
             ("shell", Node::Scalar(s)) if !s.is_null() => {
                 let spec = serde_json::json!({ "run": s.text });
-                let shell = shell_scalars(step_kind.shell_scripts(&spec), node, Some("run"));
+                let shell = shell_scalars(&step_kind.shell_scripts(&spec), node, Some("run"));
                 self.templates_in(node, scope, &shell);
                 return Some(Action::Effect {
                     kind: kind.to_owned(),
@@ -567,7 +567,7 @@ impl Loader<'_> {
             }
             ("shell", Node::Seq(_)) => {
                 let spec = serde_json::json!({ "args": node.to_json() });
-                let shell = shell_scalars(step_kind.shell_scripts(&spec), node, Some("args"));
+                let shell = shell_scalars(&step_kind.shell_scripts(&spec), node, Some("args"));
                 self.templates_in(node, scope, &shell);
                 return Some(Action::Effect {
                     kind: kind.to_owned(),
@@ -593,7 +593,7 @@ impl Loader<'_> {
             }
         }
         let spec = node.to_json();
-        let shell = shell_scalars(step_kind.shell_scripts(&spec), node, None);
+        let shell = shell_scalars(&step_kind.shell_scripts(&spec), node, None);
         self.templates_in(node, scope, &shell);
         for (field, message) in step_kind.validate(&spec) {
             if reported.contains(&field.as_str()) {
@@ -816,7 +816,7 @@ impl Loader<'_> {
 
 /// The positions of the scalars at `pointers` (JSON Pointers into the spec) in `node`. A short
 /// form (`shell: "…"`, `shell: [argv…]`) is the value of the spec's field `wrapped`.
-fn shell_scalars(pointers: Vec<String>, node: &Node, wrapped: Option<&str>) -> Vec<Pos> {
+fn shell_scalars(pointers: &[String], node: &Node, wrapped: Option<&str>) -> Vec<Pos> {
     pointers
         .iter()
         .filter_map(|pointer| {

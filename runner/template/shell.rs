@@ -13,7 +13,7 @@
 //! | a here-document body, unquoted delimiter | `\` before `$`, `` ` ``, `\` (`"` is not special there) |
 //! | a here-document body, quoted delimiter | as it is |
 //! | a `#` comment | newlines become spaces |
-//! | arithmetic: `$((…))`, `((…))`, `let`, `[[ … -eq … ]]`, `${x:N}`, `${a[N]}`, `a[N]=` | only an integer is accepted, as it is |
+//! | arithmetic: `$((…))`, `$[…]`, `((…))`, `let`, `[[ … -eq … ]]`, `${x:N}`, `${a[N]}`, `a[N]=` | only an integer is accepted, as it is |
 //!
 //! `!` is not escaped: history expansion exists only in interactive shells, and `\!` inside
 //! double quotes would reach the command as two characters.
@@ -192,8 +192,9 @@ enum Frame {
         /// A quote was seen inside a double-quoted `${…}`.
         nested_quote: bool,
     },
-    /// `$((…))` or `((…))`, with the depth of inner parentheses.
-    Arith(u32),
+    /// `$((…))` or `((…))` (or bash's old `$[…]`: `bracket`), with the depth of inner
+    /// parentheses (brackets).
+    Arith { depth: u32, bracket: bool },
     /// The body of a here-document with an unquoted delimiter.
     Body,
 }
@@ -292,7 +293,7 @@ impl Lexer<'_> {
     }
 
     fn record(&mut self, index: usize, place: Result<Place, Refused>) {
-        let in_arith = self.stack.iter().any(|f| matches!(f, Frame::Arith(_)));
+        let in_arith = self.stack.iter().any(|f| matches!(f, Frame::Arith { .. }));
         let place = match place {
             Ok(_) if in_arith => Ok(Place::Arithmetic),
             other => other,
@@ -321,7 +322,7 @@ impl Lexer<'_> {
                 Some(Frame::Code(_)) => self.step_code(),
                 Some(Frame::Double) => self.step_double(),
                 Some(Frame::Brace { .. }) => self.step_brace(),
-                Some(Frame::Arith(_)) => self.step_arith(),
+                Some(Frame::Arith { .. }) => self.step_arith(),
                 Some(Frame::Body) => self.step_body(),
                 None => break,
             }
@@ -337,8 +338,18 @@ impl Lexer<'_> {
         let i = self.i;
         match self.at(i + 1) {
             Some(Tok::C('(')) if self.is(i + 2, '(') => {
-                self.stack.push(Frame::Arith(0));
+                self.stack.push(Frame::Arith {
+                    depth: 0,
+                    bracket: false,
+                });
                 self.i += 3;
+            }
+            Some(Tok::C('[')) => {
+                self.stack.push(Frame::Arith {
+                    depth: 0,
+                    bracket: true,
+                });
+                self.i += 2;
             }
             Some(Tok::C('(')) => {
                 self.stack.push(Frame::Code(Code::new(CodeKind::Subst)));
@@ -507,7 +518,10 @@ impl Lexer<'_> {
                 let at_start = !self.code().is_some_and(|c| c.in_word);
                 self.end_word();
                 if self.is(i + 1, '(') && at_start {
-                    self.stack.push(Frame::Arith(0));
+                    self.stack.push(Frame::Arith {
+                        depth: 0,
+                        bracket: false,
+                    });
                     self.i += 2;
                 } else {
                     self.stack.push(Frame::Code(Code::new(CodeKind::Paren)));
@@ -842,28 +856,33 @@ impl Lexer<'_> {
 
     fn step_arith(&mut self) {
         let Some(t) = self.at(self.i) else { return };
+        let Some(&Frame::Arith { depth, bracket }) = self.stack.last() else {
+            return;
+        };
+        let (open, close) = if bracket { ('[', ']') } else { ('(', ')') };
         match t {
             Tok::M(m) => {
                 self.record(m, Ok(Place::Arithmetic));
                 self.i += 1;
             }
-            Tok::C('(') => {
-                if let Some(Frame::Arith(depth)) = self.stack.last_mut() {
-                    *depth += 1;
-                }
+            Tok::C(c) if c == open => {
+                self.stack.pop();
+                self.stack.push(Frame::Arith {
+                    depth: depth + 1,
+                    bracket,
+                });
                 self.i += 1;
             }
-            Tok::C(')') => {
+            Tok::C(c) if c == close => {
                 self.i += 1;
-                if let Some(Frame::Arith(depth)) = self.stack.last_mut() {
-                    if *depth > 0 {
-                        *depth -= 1;
-                    } else {
-                        self.stack.pop();
-                        if self.is(self.i, ')') {
-                            self.i += 1;
-                        }
-                    }
+                self.stack.pop();
+                if depth > 0 {
+                    self.stack.push(Frame::Arith {
+                        depth: depth - 1,
+                        bracket,
+                    });
+                } else if !bracket && self.is(self.i, ')') {
+                    self.i += 1;
                 }
             }
             Tok::C('\\') => self.backslash(&[]),
@@ -897,7 +916,8 @@ fn is_assignment(word: &str) -> bool {
 
 /// A word with an unclosed `[` so far (`arr[` of `arr[N]=…`): bash evaluates the subscript.
 fn open_subscript(word: &str) -> bool {
-    word.rfind('[').is_some_and(|open| !word[open..].contains(']'))
+    word.rfind('[')
+        .is_some_and(|open| !word[open..].contains(']'))
 }
 
 /// Whether the text after `${` so far puts what follows in arithmetic: a subscript

@@ -107,7 +107,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn source(argv: Value) -> Option<ScriptSource> {
+    fn source(argv: &Value) -> Option<ScriptSource> {
         script_source(argv.as_array().expect("a list"))
     }
 
@@ -115,16 +115,37 @@ mod tests {
     fn the_script_of_a_shell_is_the_operand_after_the_options() {
         let cases = [
             (json!(["sh", "-c", "echo"]), Some(ScriptSource::Arg(2))),
-            (json!(["/bin/bash", "-ec", "echo", "name", "a"]), Some(ScriptSource::Arg(2))),
-            (json!(["bash", "-e", "-o", "pipefail", "-c", "x"]), Some(ScriptSource::Arg(5))),
+            (
+                json!(["/bin/bash", "-ec", "echo", "name", "a"]),
+                Some(ScriptSource::Arg(2)),
+            ),
+            (
+                json!(["bash", "-e", "-o", "pipefail", "-c", "x"]),
+                Some(ScriptSource::Arg(5)),
+            ),
             (json!(["bash", "-euxc", "x"]), Some(ScriptSource::Arg(2))),
-            (json!(["bash", "--norc", "-c", "x"]), Some(ScriptSource::Arg(3))),
-            (json!(["bash", "--rcfile", "f", "-c", "x"]), Some(ScriptSource::Arg(4))),
+            (
+                json!(["bash", "--norc", "-c", "x"]),
+                Some(ScriptSource::Arg(3)),
+            ),
+            (
+                json!(["bash", "--rcfile", "f", "-c", "x"]),
+                Some(ScriptSource::Arg(4)),
+            ),
             (json!(["dash", "-c", "--", "x"]), Some(ScriptSource::Arg(3))),
             (json!(["zsh", "-c", "x"]), Some(ScriptSource::Arg(2))),
-            (json!(["/usr/bin/ksh", "-c", "x"]), Some(ScriptSource::Arg(2))),
-            (json!(["busybox", "sh", "-c", "x"]), Some(ScriptSource::Arg(3))),
-            (json!(["busybox", "ash", "-xc", "x"]), Some(ScriptSource::Arg(3))),
+            (
+                json!(["/usr/bin/ksh", "-c", "x"]),
+                Some(ScriptSource::Arg(2)),
+            ),
+            (
+                json!(["busybox", "sh", "-c", "x"]),
+                Some(ScriptSource::Arg(3)),
+            ),
+            (
+                json!(["busybox", "ash", "-xc", "x"]),
+                Some(ScriptSource::Arg(3)),
+            ),
             (json!(["sh"]), Some(ScriptSource::Stdin)),
             (json!(["bash", "-e"]), Some(ScriptSource::Stdin)),
             (json!(["bash", "-s", "arg"]), Some(ScriptSource::Stdin)),
@@ -143,7 +164,7 @@ mod tests {
             (json!([3, "-c", "x"]), None),
         ];
         for (argv, want) in cases {
-            assert_eq!(source(argv.clone()), want, "{argv}");
+            assert_eq!(source(&argv), want, "{argv}");
         }
     }
 
