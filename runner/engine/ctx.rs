@@ -150,13 +150,13 @@ pub struct Effect {
 }
 
 impl Effect {
-    /// Teaches `redactor` the quoted form of every secret put into a shell string: quoting
-    /// can change a secret's text (`it's` becomes `it'\''s`), and the rendered command is
-    /// journaled.
+    /// Teaches `redactor` the quoted form of every value holding a secret that was put into
+    /// a shell string: quoting can change a secret's text (`it's` becomes `it'\''s`), and the
+    /// rendered command is journaled.
     pub fn learn_secrets(&self, redactor: &crate::secrets::Redactor) {
         for (value, written) in &self.quoted {
             if redactor.text(value) != *value {
-                redactor.add(written);
+                redactor.add_derived(written);
             }
         }
     }

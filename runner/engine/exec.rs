@@ -315,7 +315,10 @@ impl Exec<'_> {
             return None;
         }
         let registered = self.registry.get(kind).expect("kinds are checked at load");
-        let rendered = ctx.render_value(spec).ok();
+        let rendered = ctx.render_effect(registered, spec).ok().map(|effect| {
+            effect.learn_secrets(self.log.redactor());
+            effect.spec
+        });
         let idempotent = step
             .idempotent
             .unwrap_or_else(|| rendered.as_ref().is_some_and(|r| registered.idempotent(r)));
