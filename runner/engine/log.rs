@@ -191,7 +191,7 @@ mod tests {
             path: "a".into(),
             attempt: 1,
             error: "login failed for s3cr3t".into(),
-            output: Some(json!({ "stderr": "s3cr3t\n", "code": 11 })),
+            output: Some(json!({ "stderr": "s3cr3t\n", "code": 1, "other": 11 })),
             retry_at: None,
             duration_ms: 1,
             tolerated: false,
@@ -208,6 +208,10 @@ mod tests {
         };
         assert_eq!((attempt, duration_ms), (1, 1));
         assert_eq!(error, "login failed for ***");
-        assert_eq!(output, Some(json!({ "stderr": "***\n", "code": "***" })));
+        // A short secret is masked as a whole value only: `1` is, `11` is not.
+        assert_eq!(
+            output,
+            Some(json!({ "stderr": "***\n", "code": "***", "other": 11 }))
+        );
     }
 }

@@ -638,10 +638,10 @@ mod tests {
         assert_eq!(notifications("failed"), 1);
     }
 
-    /// A journal whose reads fail.
-    struct Broken;
+    /// A journal with one readable failed run and one whose history is damaged.
+    struct Damaged(MemoryJournal);
 
-    impl Journal for Broken {
+    impl Journal for Damaged {
         fn create(
             &self,
             _: RunId,
@@ -668,7 +668,17 @@ mod tests {
             unreachable!()
         }
         fn runs(&self) -> Result<Vec<RunSummary>, runbook_journals::JournalError> {
-            Err(runbook_journals::JournalError::NoSuchRun("x".into()))
+            Err(self.problems().remove(0))
+        }
+        fn readable_runs(&self) -> Vec<RunSummary> {
+            self.0.readable_runs()
+        }
+        fn problems(&self) -> Vec<runbook_journals::JournalError> {
+            vec![runbook_journals::JournalError::Corrupt {
+                run: RunId::new(),
+                seq: 3,
+                detail: "records 3–4 are missing".into(),
+            }]
         }
         fn summary(&self, _: RunId) -> Result<RunSummary, runbook_journals::JournalError> {
             unreachable!()
@@ -691,19 +701,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_journal_leaves_no_stale_run_counts() {
+    fn a_damaged_run_is_counted_apart_and_the_readable_runs_by_state() {
         let metrics = Metrics::new();
-        metrics.render(&journal(&[RunState::Failed]));
-        let text = metrics.render(&Broken);
-        let samples = parse(&text);
-        assert!(
-            !samples.iter().any(|s| s.metric == "runbook_runs"),
-            "{text}"
-        );
-        assert_eq!(count(&samples, "runbook_journal_read_errors_total", &[]), 1);
-        // It recovers on the next good scrape.
-        let samples = parse(&metrics.render(&journal(&[RunState::Failed])));
+        let samples = parse(&metrics.render(&Damaged(journal(&[RunState::Failed]))));
         assert_eq!(count(&samples, "runbook_runs", &[("state", "failed")]), 1);
+        assert_eq!(count(&samples, "runbook_journal_damaged_runs", &[]), 1);
+        // It clears on a scrape of a healthy journal.
+        let samples = parse(&metrics.render(&journal(&[RunState::Failed])));
+        assert_eq!(count(&samples, "runbook_journal_damaged_runs", &[]), 0);
         assert_eq!(count(&samples, "runbook_runs", &[("state", "aborted")]), 0);
     }
 }
