@@ -428,13 +428,24 @@ pub fn perturb_value(value: &Value) -> Value {
     }
 }
 
+/// A number with every digit changed (so no part of it survives in the shadow).
 fn shadow_number(n: &serde_json::Number) -> Value {
-    if let Some(i) = n.as_i64() {
-        Value::from(i.wrapping_add(7919))
-    } else if let Some(u) = n.as_u64() {
-        Value::from(u.wrapping_add(7919))
+    let text = perturb(&n.to_string().replace('-', ""));
+    let negative = n.as_f64().is_some_and(|f| f < 0.0);
+    if let Ok(u) = text.parse::<u64>() {
+        let u = if u == n.as_u64().unwrap_or(u64::MAX) {
+            u + 1
+        } else {
+            u
+        };
+        if negative {
+            Value::from(-i64::try_from(u).unwrap_or(i64::MAX))
+        } else {
+            Value::from(u)
+        }
     } else {
-        Value::from(n.as_f64().unwrap_or(0.0) + 7919.5)
+        // A float: `perturb` turned its `.` and `e` into letters; any other float will do.
+        Value::from(n.as_f64().unwrap_or(0.0).mul_add(-1.5, 0.25))
     }
 }
 
@@ -597,7 +608,7 @@ mod tests {
         );
         // A secret number and a secret step's output in the shadow.
         r.add("987654321");
-        assert_eq!(r.shadow(&json!(987_654_321)), json!(987_662_240));
+        assert_eq!(r.shadow(&json!(987_654_321)), json!(432_109_876));
         assert_ne!(
             perturb_value(&json!({"pin": 12, "s": "ab"})),
             json!({"pin": 12, "s": "ab"})

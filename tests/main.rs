@@ -21,6 +21,7 @@ mod locks;
 mod nats;
 mod openbao;
 mod rotation;
+mod secret_taint;
 mod secrets;
 mod semantics;
 mod serve;

@@ -682,6 +682,7 @@ impl Exec<'_> {
             .and_then(|s| s.started_at)
             .unwrap_or_else(Utc::now);
         let mut inner = Ctx {
+            taint: crate::engine::ctx::Taint::new(&sub, &values.clear, self.log.redactor()),
             book: sub.clone(),
             origin,
             params: Arc::new(Value::Object(values.clear)),

@@ -214,6 +214,14 @@ impl Exec<'_> {
                     if step.secret && output == Value::String(MASK.into()) {
                         return self.recover_secret(step, &path, ctx, attempts).await;
                     }
+                    // A script's output was journaled with what derives from secrets masked;
+                    // scripts have no effect, so the value is computed again for later steps.
+                    let output = match &step.action {
+                        Action::Script(expr) if holds_mask(&output) => {
+                            ctx.eval(expr, None, &self.book.sources).unwrap_or(output)
+                        }
+                        _ => output,
+                    };
                     ctx.set(step, output, "succeeded");
                     Ok(Flow::Next)
                 }
@@ -731,5 +739,15 @@ fn first_line(s: &str) -> String {
         format!("{}…", line.chars().take(80).collect::<String>())
     } else {
         line.to_owned()
+    }
+}
+
+/// Whether a journaled value has anything masked in it.
+fn holds_mask(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains(MASK),
+        Value::Array(items) => items.iter().any(holds_mask),
+        Value::Object(map) => map.values().any(holds_mask),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }

@@ -727,6 +727,7 @@ impl Engine {
                 "fire_time": t.fire_time.to_rfc3339(),
             })),
         });
+        let taint = ctx::Taint::new(&main, &params, log.redactor());
         let mut ctx = Ctx {
             book: main.clone(),
             origin: book.origin.clone(),
@@ -735,6 +736,7 @@ impl Engine {
             vars: Map::new(),
             run: Arc::new(run),
             prefix: String::new(),
+            taint,
         };
         let replay_len = view.order.len();
         let resuming = !resume_events.is_empty();

@@ -105,6 +105,7 @@ impl Engine {
         )?;
         let view = RunView::from_records(id, &records)?;
         let mut ctx = Ctx {
+            taint: crate::engine::ctx::Taint::new(&main, &values.clear, &redactor),
             book: book.main().clone(),
             origin: book.origin.clone(),
             params: Arc::new(Value::Object(values.clear.clone())),
