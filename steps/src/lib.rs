@@ -19,6 +19,7 @@
 //! step's `idempotent` field.
 
 mod cancel;
+mod helm;
 mod http;
 mod kube;
 mod nats;
@@ -37,6 +38,7 @@ use serde_json::Value;
 
 pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
+pub use helm::Helm;
 pub use http::Http;
 pub use nats::Nats;
 pub use posix_shell::{ScriptSource, script_source};
@@ -238,6 +240,7 @@ impl Registry {
         registry.register(Box::new(Shell));
         registry.register(Box::new(Http));
         registry.register(Box::new(Kube));
+        registry.register(Box::new(Helm));
         registry.register(Box::new(Nats));
         registry
     }

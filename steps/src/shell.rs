@@ -32,6 +32,9 @@
 //! dropped. A command that exits normally may leave a background process holding its pipes
 //! (`daemon &`). Starting such a process is legitimate, so it is not killed; instead reading
 //! stops [`DRAIN_LIMIT`] after the command exits, and what was read by then is the output.
+//!
+//! The `helm` kind runs helm with the same readers and the same group stop (`Reader`, `drain`,
+//! `stop`), so a helm process is stopped exactly as a command is.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -330,9 +333,9 @@ impl Spec {
 
 /// One stream's captured bytes.
 #[derive(Debug, Default)]
-struct Capture {
-    bytes: Vec<u8>,
-    truncated: bool,
+pub(crate) struct Capture {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) truncated: bool,
 }
 
 type SharedCapture = Arc<Mutex<Capture>>;
@@ -364,13 +367,16 @@ async fn read_capped(mut pipe: impl AsyncRead + Unpin, capture: SharedCapture, l
 }
 
 /// A stream being read in the background.
-struct Reader {
+pub(crate) struct Reader {
     capture: SharedCapture,
     task: Option<JoinHandle<()>>,
 }
 
 impl Reader {
-    fn start(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, limit: usize) -> Self {
+    pub(crate) fn start(
+        pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+        limit: usize,
+    ) -> Self {
         let capture = SharedCapture::default();
         let task = pipe.map(|pipe| {
             tokio::spawn(read_capped(pipe, Arc::clone(&capture), limit).in_current_span())
@@ -381,7 +387,7 @@ impl Reader {
 
 /// Lets the readers reach the end of their pipes, for at most [`DRAIN_LIMIT`], then takes what
 /// they captured.
-async fn drain(readers: [Reader; 2]) -> [Capture; 2] {
+pub(crate) async fn drain(readers: [Reader; 2]) -> [Capture; 2] {
     let [mut out, mut err] = readers;
     let finished = tokio::time::timeout(DRAIN_LIMIT, async {
         for task in [&mut out.task, &mut err.task].into_iter().flatten() {
@@ -405,7 +411,7 @@ async fn drain(readers: [Reader; 2]) -> [Capture; 2] {
     })
 }
 
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
@@ -457,12 +463,12 @@ enum Ended {
 }
 
 /// How a stopped command ended.
-struct Stopped {
-    status: Option<ExitStatus>,
+pub(crate) struct Stopped {
+    pub(crate) status: Option<ExitStatus>,
     /// The signal that ended the child: SIGTERM if it went within `grace`, else SIGKILL.
-    signal: Signal,
+    pub(crate) signal: Signal,
     /// How it ended, for the message.
-    how: String,
+    pub(crate) how: String,
 }
 
 async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError> {
@@ -599,7 +605,7 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
 
 /// Stops the child's process group: SIGTERM, up to `grace` for the whole group to go, then
 /// SIGKILL to what is left.
-async fn stop(child: &mut Child, pgid: Pid, grace: Duration) -> Stopped {
+pub(crate) async fn stop(child: &mut Child, pgid: Pid, grace: Duration) -> Stopped {
     signal_group(pgid, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     let grace_text = humantime::format_duration(grace);
@@ -665,7 +671,7 @@ async fn wait_group_gone(pgid: Pid, deadline: Instant) -> bool {
 /// Whether a process of the group is still running. Zombies do not count: a background
 /// process orphaned by the child is reaped by init (or a container's pid 1), which may take
 /// its time, but it is dead already.
-fn group_alive(pgid: Pid) -> bool {
+pub(crate) fn group_alive(pgid: Pid) -> bool {
     match killpg(pgid, None) {
         Err(Errno::ESRCH) => false,
         Ok(()) | Err(_) => !only_zombies_left(pgid),
