@@ -189,9 +189,13 @@ write_member_cmds() {
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false --profiling=false
 
   # kwok reads ~/.kwok/kwok.yaml too when it exists; a HOME of its own keeps it to ours.
+  # --node-lease-duration-seconds: kwok renews each node's Lease in kube-node-lease as a kubelet
+  # does (kwokctl's default, 40 s). Without it the node lifecycle controller saw no heartbeat and
+  # marked every node NotReady each ~55 s, and the pods on them Ready=False for good, so
+  # StatefulSets lost their ready replicas and `helm --wait` hung.
   mkdir -p "$C/kwok.home"
   write_cmd kwok env HOME="$C/kwok.home" "$KWOK_BIN" \
-    --kubeconfig "$C/kwok.kubeconfig" --config "$C/kwok.yaml" \
+    --kubeconfig "$C/kwok.kubeconfig" --config "$C/kwok.yaml" --node-lease-duration-seconds 40 \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector "$KWOK_NODE_ANNOTATION" \
     --node-ip 127.0.0.1 --node-port "$KWOK_PORT" --server-address "127.0.0.1:$KWOK_PORT" \
     --tls-cert-file "$C/pki/kwok-serving.crt" --tls-private-key-file "$C/pki/kwok-serving.key" \
