@@ -11,6 +11,7 @@ mod durability;
 mod etcd;
 mod fake_kube;
 mod gates;
+mod helm;
 mod injection;
 mod interrupt;
 mod journal_integrity;

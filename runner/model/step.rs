@@ -82,7 +82,7 @@ pub struct Wait {
 /// What a step does.
 #[derive(Clone, Debug)]
 pub enum Action {
-    /// An effectful kind from `runbook-steps` (shell, http, kube, nats) with its unrendered spec.
+    /// An effectful kind from `runbook-steps` (shell, http, kube, helm, nats) with its unrendered spec.
     Effect {
         /// The kind's name.
         kind: String,

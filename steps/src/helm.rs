@@ -725,9 +725,9 @@ fn read(spec: &Value, rendered: bool) -> (Option<Spec>, Vec<(String, String)>) {
             // Reported by `op_key`.
         } else if FIELDS.iter().any(|f| f.name == key) {
             r.problem(key, format!("`{key}` does not apply to `{op}`"));
-        } else {
-            // The loader reports unknown fields with a "did you mean"; a spec built elsewhere
-            // gets the list.
+        } else if rendered {
+            // At load time the loader reports unknown fields, with a "did you mean"; a spec
+            // that reaches the kind unchecked gets the list.
             let names: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
             r.problem(
                 key,
@@ -1922,6 +1922,8 @@ mod tests {
             problems(&json!({"history": "ob", "max": 0})),
             [p("max", "`max` must be a whole number, 1 or more")]
         );
+        // Unknown fields are the loader's to report, with a "did you mean".
+        assert_eq!(problems(&json!({"status": "ob", "nmespace": "x"})), []);
     }
 
     #[test]
