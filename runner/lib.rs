@@ -11,6 +11,7 @@ pub mod failure;
 pub mod library;
 pub mod link;
 pub mod load;
+mod memory;
 pub mod model;
 pub mod params;
 pub mod resupply;

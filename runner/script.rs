@@ -3,7 +3,18 @@
 //! One sandboxed [`rhai::Engine`] serves the whole process. It cannot import modules, has `eval`
 //! disabled, and has no file, process or network access (Rhai has none by default; `sleep` is
 //! replaced by a function that refuses). Every evaluation is bounded by an operation count, call
-//! and expression depth, value sizes, and a wall-time limit (see [`set_time_limit`]).
+//! and expression depth, value sizes, the memory it holds, and a wall-time limit (see
+//! [`set_time_limit`]).
+//!
+//! Memory: Rhai checks each value's size — nested arrays, maps and strings counted as a whole —
+//! but only when a function returns, so values pile up unchecked inside one call (`map` keeps
+//! every result of its closure), and values its size checks do not see (closures' captured
+//! variables, curried arguments, many variables at once) add up. So the evaluation's thread is
+//! metered instead ([`crate::memory::Meter`]): what it allocated less what it freed since the
+//! evaluation started. The meter is read at every Rhai operation and the evaluation stops with
+//! an error once it holds more than [`MAX_MEMORY`]; `range`, which can allocate a large array in
+//! one operation, checks before it allocates. Between two operations only one call's worth can
+//! be added, which Rhai's value limits bound.
 //!
 //! Values cross the boundary as [`serde_json::Value`]: callers put named values (`params`,
 //! `steps`, `run`, `output`, a loop variable) in scope as constants, and get the result back as
@@ -40,16 +51,22 @@ use rhai::{
 };
 use serde_json::Value;
 
+use crate::memory::Meter;
+
 /// Maximum number of Rhai operations one evaluation may perform.
 pub const MAX_OPERATIONS: u64 = 1_000_000;
 /// Maximum depth of nested function calls.
 pub const MAX_CALL_LEVELS: usize = 64;
 /// Maximum length of a string value, in bytes.
 pub const MAX_STRING_SIZE: usize = 10 * 1024 * 1024;
-/// Maximum number of elements in an array (also bounds `range`).
-pub const MAX_ARRAY_SIZE: usize = 100_000;
-/// Maximum number of properties in a map.
-pub const MAX_MAP_SIZE: usize = 100_000;
+/// Maximum number of elements in an array, nested arrays' elements included (also bounds
+/// `range`). With [`MAX_MAP_SIZE`], room for the parsed JSON of an output of several MB.
+pub const MAX_ARRAY_SIZE: usize = 1_000_000;
+/// Maximum number of properties in a map, nested maps' properties included.
+pub const MAX_MAP_SIZE: usize = 1_000_000;
+/// Maximum memory one evaluation may come to hold, in bytes (128 MiB): room for a
+/// `parse_json` of a step's output of several MB, far from what a machine can give.
+pub const MAX_MEMORY: u64 = 128 << 20;
 /// Wall-time limit of one evaluation unless changed with [`set_time_limit`].
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
 
@@ -160,10 +177,32 @@ pub struct StepRef {
 
 static TIME_LIMIT_MS: AtomicU64 = AtomicU64::new(DEFAULT_TIME_LIMIT.as_millis() as u64);
 
-thread_local! {
-    /// Deadline of the evaluation running on this thread, and the limit it was derived from.
-    static DEADLINE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+/// The bounds of the evaluation running on a thread that Rhai's own limits do not cover.
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// When it must stop.
+    deadline: Instant,
+    /// The memory it holds.
+    meter: Meter,
 }
+
+impl Bounds {
+    /// Whether holding `more` bytes on top of what the evaluation holds stays within
+    /// [`MAX_MEMORY`].
+    fn memory_allows(self, more: u64) -> bool {
+        self.meter.held().saturating_add(more) <= MAX_MEMORY
+    }
+}
+
+thread_local! {
+    /// The bounds of the evaluation running on this thread.
+    static BOUNDS: Cell<Option<Bounds>> = const { Cell::new(None) };
+}
+
+/// The token an evaluation is stopped with when it exceeds its time limit.
+const STOP_TIME: &str = "time limit";
+/// The token an evaluation is stopped with when it holds more than [`MAX_MEMORY`].
+const STOP_MEMORY: &str = "memory limit";
 
 /// Sets the wall-time limit of each evaluation, for the whole process (default 2 s).
 pub fn set_time_limit(limit: Duration) {
@@ -210,12 +249,12 @@ fn build_engine() -> Engine {
     engine.set_max_array_size(MAX_ARRAY_SIZE);
     engine.set_max_map_size(MAX_MAP_SIZE);
     engine.on_progress(|ops| {
-        if ops % DEADLINE_CHECK_EVERY == 0 {
-            if let Some((deadline, _)) = DEADLINE.get() {
-                if Instant::now() >= deadline {
-                    return Some(Dynamic::from("time limit"));
-                }
-            }
+        let bounds = BOUNDS.get()?;
+        if !bounds.memory_allows(0) {
+            return Some(Dynamic::from(STOP_MEMORY));
+        }
+        if ops % DEADLINE_CHECK_EVERY == 0 && Instant::now() >= bounds.deadline {
+            return Some(Dynamic::from(STOP_TIME));
         }
         None
     });
@@ -309,10 +348,22 @@ fn range3(from: INT, to: INT, step: INT) -> RhaiResult<Array> {
         )
         .into());
     }
-    // `count` fits in usize and every item lies between `from` and `to`, so no overflow.
-    Ok((0..count)
-        .map(|i| Dynamic::from_int((from_w + i * step_w) as INT))
-        .collect())
+    // Up to 1.6 MB in one operation: checked before, not after, it is allocated.
+    let bytes = count as u64 * std::mem::size_of::<Dynamic>() as u64;
+    if BOUNDS.get().is_some_and(|b| !b.memory_allows(bytes)) {
+        return Err(memory_message().into());
+    }
+    // `count` fits in usize and every item lies between `from` and `to`; only the step past
+    // the last item may overflow, and it is never used. A plain loop: an iterator chain is
+    // several times slower in unoptimised builds, where the time limit still applies.
+    let count = count as usize;
+    let mut items = Array::with_capacity(count);
+    let mut value = from;
+    for _ in 0..count {
+        items.push(Dynamic::from_int(value));
+        value = value.wrapping_add(step);
+    }
+    Ok(items)
 }
 
 fn b64_decode(s: &str) -> RhaiResult<String> {
@@ -381,22 +432,33 @@ fn parse_error(err: &rhai::ParseError) -> ScriptError {
 // ---------------------------------------------------------------------------------------------
 // Evaluating
 
-/// Restores the previous deadline of this thread when dropped.
-struct DeadlineGuard(Option<(Instant, Duration)>);
+/// Restores the previous bounds of this thread when dropped.
+struct BoundsGuard(Option<Bounds>);
 
-impl DeadlineGuard {
-    fn set(limit: Duration) -> DeadlineGuard {
+impl BoundsGuard {
+    /// Bounds an evaluation starting now on this thread.
+    fn set(limit: Duration) -> BoundsGuard {
         let deadline = Instant::now().checked_add(limit).unwrap_or_else(|| {
             Instant::now() + Duration::from_secs(60 * 60 * 24 * 365) // effectively no limit
         });
-        DeadlineGuard(DEADLINE.replace(Some((deadline, limit))))
+        BoundsGuard(BOUNDS.replace(Some(Bounds {
+            deadline,
+            meter: Meter::start(),
+        })))
     }
 }
 
-impl Drop for DeadlineGuard {
+impl Drop for BoundsGuard {
     fn drop(&mut self) {
-        DEADLINE.set(self.0);
+        BOUNDS.set(self.0);
     }
+}
+
+fn memory_message() -> String {
+    format!(
+        "script exceeded its memory limit of {} MiB",
+        MAX_MEMORY >> 20
+    )
 }
 
 /// Evaluates a compiled expression with `vars` in scope as constants and returns its value.
@@ -430,7 +492,7 @@ fn eval_dynamic(
     for (name, value) in vars {
         scope.push_constant_dynamic(*name, json_to_dynamic(value));
     }
-    let _guard = DeadlineGuard::set(limit);
+    let _guard = BoundsGuard::set(limit);
     engine()
         .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         .map_err(|err| runtime_error(*err, limit))
@@ -446,6 +508,9 @@ fn runtime_message(err: EvalAltResult, limit: Duration) -> String {
         EvalAltResult::ErrorTooManyOperations(_) => {
             format!("script exceeded {MAX_OPERATIONS} operations")
         }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STOP_MEMORY => {
+            memory_message()
+        }
         EvalAltResult::ErrorTerminated(..) => {
             format!(
                 "script exceeded its time limit of {}",
@@ -460,10 +525,19 @@ fn runtime_message(err: EvalAltResult, limit: Duration) -> String {
             Ok(_) => "script threw an error".to_owned(),
             Err(type_name) => format!("script threw a value of type {type_name}"),
         },
+        // A limit of the whole evaluation: where inside a call it was reached says nothing;
+        // the position of the outermost call, in the expression itself, is kept.
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) if stops_evaluation(&inner) => {
+            runtime_message(*inner, limit)
+        }
         EvalAltResult::ErrorInFunctionCall(name, source, inner, _) => {
             let inner_pos = inner.position();
             let mut msg = runtime_message(*inner, limit);
-            let _ = write!(msg, " (in function `{name}`");
+            if name.starts_with("anon$") {
+                msg.push_str(" (in a closure");
+            } else {
+                let _ = write!(msg, " (in function `{name}`");
+            }
             if !source.is_empty() {
                 let _ = write!(msg, " of {source}");
             }
@@ -478,6 +552,21 @@ fn runtime_message(err: EvalAltResult, limit: Duration) -> String {
             let _ = other.take_position();
             lower_first(&other.to_string())
         }
+    }
+}
+
+/// Whether `err` is a bound of the whole evaluation (operations, time, memory, call depth)
+/// rather than a problem of the call it was reached in.
+fn stops_evaluation(err: &EvalAltResult) -> bool {
+    match err {
+        EvalAltResult::ErrorTooManyOperations(_)
+        | EvalAltResult::ErrorTerminated(..)
+        | EvalAltResult::ErrorStackOverflow(_) => true,
+        EvalAltResult::ErrorRuntime(value, _) => value
+            .read_lock::<ImmutableString>()
+            .is_some_and(|s| *s == memory_message()),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => stops_evaluation(inner),
+        _ => false,
     }
 }
 
@@ -1047,7 +1136,7 @@ mod tests {
         assert_eq!(ev("range(0, 3).map(|x| x * 2)"), json!([0, 2, 4]));
         let err = run("range(0, 3, 0)", &[]).unwrap_err();
         assert!(err.message.contains("step must not be zero"), "{err}");
-        let err = run("range(0, 1000000)", &[]).unwrap_err();
+        let err = run("range(0, 1000001)", &[]).unwrap_err();
         assert!(err.message.contains("more than the limit"), "{err}");
         // Integer ranges are stored as arrays; other iterators are not storable.
         assert_eq!(ev("0..3"), json!([0, 1, 2]));
@@ -1094,7 +1183,7 @@ mod tests {
         let err = eval_with_limit(&ast, &[], Duration::ZERO).unwrap_err();
         assert_eq!(err.message, "script exceeded its time limit of 0s");
         // The deadline is gone after the evaluation.
-        assert!(DEADLINE.get().is_none());
+        assert!(BOUNDS.get().is_none());
         assert_eq!(format_duration(DEFAULT_TIME_LIMIT), "2s");
         assert_eq!(time_limit(), DEFAULT_TIME_LIMIT);
     }
@@ -1139,6 +1228,12 @@ mod tests {
         assert_eq!((err.line, err.column), (Some(1), Some(17)));
         let err = run(r#"throw "custom failure""#, &[]).unwrap_err();
         assert_eq!(err.message, "custom failure");
+        // A closure is named as one, not by Rhai's internal name.
+        let err = run("[1].map(|x| range(0, 1, 0))", &[]).unwrap_err();
+        assert_eq!(
+            err.message,
+            "range: step must not be zero (in a closure, line 1, column 13) (in function `map`, line 1, column 5)"
+        );
     }
 
     #[test]
@@ -1211,10 +1306,88 @@ mod tests {
 
     #[test]
     fn bounds_on_data_size() {
-        let err = run("let a = []; a.pad(200000, 0); a", &[]).unwrap_err();
+        let err = run("let a = []; a.pad(1000001, 0); a", &[]).unwrap_err();
         assert!(err.message.contains("too large"), "{err}");
+        // Nested arrays count as a whole.
+        let err = run("[range(0, 600000), range(0, 600000)]", &[]).unwrap_err();
+        assert_eq!(err.message, "size of array/BLOB too large");
         let err = run("fn f(n) { f(n + 1) } f(0)", &[]).unwrap_err();
         assert!(err.message.contains("nested function calls"), "{err}");
+    }
+
+    /// The message an evaluation stops with when it holds more than [`MAX_MEMORY`].
+    const OVER_MEMORY: &str = "script exceeded its memory limit of 128 MiB";
+
+    /// Evaluates `src` without a time limit to speak of: these tests are about memory, and
+    /// unoptimised test builds are slow.
+    fn run_untimed(src: &str, vars: &[(&str, &Value)]) -> Result<Value, ScriptError> {
+        eval_with_limit(&*compile(src)?, vars, Duration::from_secs(600))
+    }
+
+    #[test]
+    fn a_map_that_piles_up_arrays_stops_at_the_memory_limit() {
+        // Each result is within the value limits; together they are 3.2 GB.
+        let err = run_untimed("range(0, 2000).map(|i| range(0, 100000)).len()", &[]).unwrap_err();
+        assert_eq!(err.message, OVER_MEMORY);
+        // At `map`: where the evaluation was when it ran out is no help.
+        assert_eq!((err.line, err.column), (Some(1), Some(16)));
+    }
+
+    #[test]
+    fn a_map_that_piles_up_strings_stops_at_the_memory_limit() {
+        // Strings of 600 KB each.
+        let src = "range(0, 2000).map(|i| to_json(range(0, 100000))).len()";
+        let err = run_untimed(src, &[]).unwrap_err();
+        assert_eq!(err.message, OVER_MEMORY);
+    }
+
+    #[test]
+    fn values_captured_by_closures_count_against_the_memory_limit() {
+        // Rhai's size checks do not look into closures; the meter sees the memory.
+        let src = "let fs = []; for i in 0..2000 { let a = range(0, 100000); fs.push(|| a.len()) } fs.len()";
+        let err = run_untimed(src, &[]).unwrap_err();
+        assert_eq!(err.message, OVER_MEMORY);
+        let src =
+            r#"let fs = []; for i in 0..2000 { fs.push(Fn("len").curry(range(0, 100000))) } 1"#;
+        let err = run_untimed(src, &[]).unwrap_err();
+        assert_eq!(err.message, OVER_MEMORY);
+    }
+
+    #[test]
+    fn memory_freed_during_an_evaluation_is_not_held_against_it() {
+        // 200 arrays of 1.6 MB one after the other: 320 MB allocated, 1.6 MB held at a time.
+        let src = "let n = 0; for i in 0..200 { n += range(0, 100000).len() } n";
+        assert_eq!(run_untimed(src, &[]).unwrap(), json!(20_000_000));
+    }
+
+    #[test]
+    fn range_refuses_before_allocating_past_the_memory_limit() {
+        let src = "let keep = []; for i in 0..100 { keep.push(range(0, 1000000)) } 1";
+        let err = run_untimed(src, &[]).unwrap_err();
+        // The array of arrays goes past the element limit first unless the memory check
+        // in `range` stops it: each array is 16 MB, and 8 of them are 128 MiB.
+        assert!(
+            err.message == OVER_MEMORY || err.message == "size of array/BLOB too large",
+            "{err}"
+        );
+        // The memory limit is per evaluation: the next one starts from nothing.
+        assert_eq!(ev("range(0, 1000000).len()"), json!(1_000_000));
+    }
+
+    #[test]
+    fn a_large_input_is_usable() {
+        // An output of 8 MB, parsed: 100 000 objects of 80 bytes.
+        let items: Vec<Value> = (0..100_000)
+            .map(|i| json!({"name": format!("pod-{i:06}-{}", "x".repeat(40)), "ready": i % 2 == 0}))
+            .collect();
+        let stdout = Value::Array(items).to_string();
+        assert!(stdout.len() > 7_000_000, "{}", stdout.len());
+        let output = json!({ "stdout": stdout });
+        let vars: &[(&str, &Value)] = &[("output", &output)];
+        let src = "parse_json(output.stdout).filter(|p| p.ready).len()";
+        assert_eq!(run_untimed(src, vars).unwrap(), json!(50_000));
+        let src = r#"output.stdout.split("},{").len()"#;
+        assert_eq!(run_untimed(src, vars).unwrap(), json!(100_000));
     }
 
     #[test]

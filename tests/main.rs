@@ -19,6 +19,7 @@ mod kill_matrix;
 mod kube;
 mod kube_openbao;
 mod locks;
+mod memory;
 mod nats;
 mod openbao;
 mod rotation;

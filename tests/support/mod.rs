@@ -6,6 +6,7 @@
 
 pub mod captured;
 pub mod clusters;
+pub mod rusage;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,23 @@ impl Cmd {
         let out = self.run();
         out.expect_code(code);
         out
+    }
+
+    /// Runs to completion under a helper process that measures the command's peak memory.
+    pub fn run_measured(self) -> (Output, u64) {
+        let dir = tempfile::Builder::new()
+            .prefix("runbook-measure-")
+            .tempdir()
+            .expect("tempdir");
+        let measured = rusage::run(&self.command, dir.path());
+        let out = Output {
+            status: measured.status,
+            stdout: measured.stdout,
+            stderr: measured.stderr,
+            shown: self.shown,
+            cwd: self.cwd,
+        };
+        (out, measured.max_rss)
     }
 
     /// Starts without waiting, capturing output to files in the sandbox.
