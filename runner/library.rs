@@ -7,6 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use include_dir::{Dir, include_dir};
 
+use crate::source::{NotUtf8, decode};
+
 /// The runbooks that ship inside the binary.
 static BUNDLED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/runbooks");
 
@@ -15,8 +17,19 @@ pub const BUNDLED_PREFIX: &str = "bundled:";
 
 /// Reads the files a runbook is made of, by origin (an absolute path or `bundled:REL`).
 pub trait Files {
-    /// The text of the file at `origin`.
-    fn read(&self, origin: &str) -> Result<String, String>;
+    /// The text of the file at `origin` (UTF-8, without a byte order mark).
+    fn read(&self, origin: &str) -> Result<String, ReadError>;
+}
+
+/// Why a file could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// It is not there, or the system refused to read it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It is there, but is not UTF-8 text.
+    #[error(transparent)]
+    NotUtf8(#[from] NotUtf8),
 }
 
 /// Files as they are now: on disk, or in the bundled library.
@@ -24,15 +37,16 @@ pub trait Files {
 pub struct LiveFiles;
 
 impl Files for LiveFiles {
-    fn read(&self, origin: &str) -> Result<String, String> {
-        if let Some(rel) = origin.strip_prefix(BUNDLED_PREFIX) {
-            return BUNDLED
+    fn read(&self, origin: &str) -> Result<String, ReadError> {
+        let bytes = match origin.strip_prefix(BUNDLED_PREFIX) {
+            Some(rel) => BUNDLED
                 .get_file(rel)
-                .and_then(|f| f.contents_utf8())
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no bundled file `{rel}`"));
-        }
-        std::fs::read_to_string(origin).map_err(|e| format!("failed to read {origin}: {e}"))
+                .map(|f| f.contents().to_vec())
+                .ok_or_else(|| ReadError::Unavailable(format!("no bundled file `{rel}`")))?,
+            None => std::fs::read(origin)
+                .map_err(|e| ReadError::Unavailable(format!("failed to read {origin}: {e}")))?,
+        };
+        Ok(decode(bytes)?)
     }
 }
 
@@ -52,11 +66,10 @@ impl PinnedFiles {
 }
 
 impl Files for PinnedFiles {
-    fn read(&self, origin: &str) -> Result<String, String> {
-        self.files
-            .get(origin)
-            .cloned()
-            .ok_or_else(|| format!("{origin} is not among the run's pinned files"))
+    fn read(&self, origin: &str) -> Result<String, ReadError> {
+        self.files.get(origin).cloned().ok_or_else(|| {
+            ReadError::Unavailable(format!("{origin} is not among the run's pinned files"))
+        })
     }
 }
 

@@ -71,7 +71,7 @@ struct Recording<'a> {
 }
 
 impl Files for Recording<'_> {
-    fn read(&self, origin: &str) -> Result<String, String> {
+    fn read(&self, origin: &str) -> Result<String, library::ReadError> {
         let text = self.inner.read(origin)?;
         let mut read = self.read.borrow_mut();
         if !read.iter().any(|(o, _)| o == origin) {

@@ -1,13 +1,16 @@
 //! YAML behind one module: parsing into a tree whose every node keeps its line and column.
 //!
-//! The parser is marked-yaml (built on yaml-rust2). Nothing outside this module names it, so it
-//! can be swapped. Scalars keep whether they were plain (unquoted): only plain scalars are typed
+//! The parser is marked-yaml (built on yaml-rust2, whose event parser also tells where a second
+//! document would start: a file holds one). Nothing outside this module names them, so they can
+//! be swapped. Scalars keep whether they were plain (unquoted): only plain scalars are typed
 //! as numbers, booleans or null, as in YAML 1.2's core schema; `"3"` stays a string.
 
 use std::sync::Arc;
 
 use marked_yaml::{LoadError, LoaderOptions};
 use serde_json::Value;
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::ScanError;
 
 use crate::diag::Diagnostic;
 use crate::source::{FileId, Pos};
@@ -330,6 +333,7 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Diagnostic> {
         .toplevel_mapping();
     match marked_yaml::parse_yaml_with_options(file, text, options) {
         Ok(node) => {
+            single_document(file, text)?;
             let lines: Vec<usize> = std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(i, _)| i + 1))
                 .collect();
@@ -380,34 +384,7 @@ fn load_error(file: FileId, text: &str, err: &LoadError) -> Diagnostic {
             1,
             "YAML tags (`!tag`) are not supported in runbooks",
         ),
-        LoadError::ScanError(m, e) => {
-            // yaml-rust2 reports columns from 0 in its own marker; marked-yaml's is 1-based.
-            let mark = e.marker();
-            let pos = Pos {
-                file,
-                line: mark.line(),
-                column: mark.col() + 1,
-            };
-            let pos = if pos.line == 0 {
-                pos_of(file, Some(m))
-            } else {
-                pos
-            };
-            if e.info().contains("tab")
-                && let Some(tab) = first_tab(file, text, pos.line)
-            {
-                return Diagnostic::new(tab, 1, "invalid YAML: a tab where only spaces may be")
-                    .help("indent with spaces: YAML does not allow tabs for indentation");
-            }
-            let d = Diagnostic::new(pos, 1, format!("invalid YAML: {}", e.info()));
-            match unclosed_bracket(text, pos) {
-                Some((open, at)) if at.line < pos.line => d.help(format!(
-                    "the `{open}` on line {}, column {} is never closed",
-                    at.line, at.column
-                )),
-                _ => d,
-            }
-        }
+        LoadError::ScanError(m, e) => scan_error(file, text, e, pos_of(file, Some(m))),
         LoadError::DuplicateKey(inner) => {
             let first = pos_of(file, inner.prev_key.span().start());
             Diagnostic::new(
@@ -416,6 +393,89 @@ fn load_error(file: FileId, text: &str, err: &LoadError) -> Diagnostic {
                 format!("duplicate key `{}`", inner.key.as_str()),
             )
             .label(format!("first given on line {}", first.line))
+        }
+    }
+}
+
+/// A syntax error, at `fallback` when the scanner does not know where.
+fn scan_error(file: FileId, text: &str, e: &ScanError, fallback: Pos) -> Diagnostic {
+    // yaml-rust2 reports columns from 0 in its own marker; marked-yaml's is 1-based.
+    let pos = yaml_pos(file, e.marker());
+    let pos = if pos.line == 0 { fallback } else { pos };
+    if e.info().contains("tab")
+        && let Some(tab) = first_tab(file, text, pos.line)
+    {
+        return Diagnostic::new(tab, 1, "invalid YAML: a tab where only spaces may be")
+            .help("indent with spaces: YAML does not allow tabs for indentation");
+    }
+    let d = Diagnostic::new(pos, 1, format!("invalid YAML: {}", e.info()));
+    match unclosed_bracket(text, pos) {
+        Some((open, at)) if at.line < pos.line => d.help(format!(
+            "the `{open}` on line {}, column {} is never closed",
+            at.line, at.column
+        )),
+        _ => d,
+    }
+}
+
+/// The position of a yaml-rust2 marker (1-based line, 0-based column).
+fn yaml_pos(file: FileId, mark: &yaml_rust2::scanner::Marker) -> Pos {
+    Pos {
+        file,
+        line: mark.line(),
+        column: mark.col() + 1,
+    }
+}
+
+/// Refuses a second document: marked-yaml reads the first one only, and the rest of the file
+/// would be silently ignored.
+fn single_document(file: FileId, text: &str) -> Result<(), Diagnostic> {
+    let mut parser = Parser::new_from_str(text);
+    let mut documents = 0;
+    loop {
+        match parser.next_token() {
+            Ok((Event::DocumentStart, mark)) => {
+                documents += 1;
+                if documents > 1 {
+                    let mut pos = yaml_pos(file, &mark);
+                    let explicit = text
+                        .lines()
+                        .nth(pos.line.saturating_sub(1))
+                        .is_some_and(|l| l.chars().skip(pos.column - 1).take(3).eq("---".chars()));
+                    // An implicit start (after `...`) is marked where its first node was
+                    // recognised, which for a mapping is past its first key: the earliest
+                    // mark of the next events (or of the error they give) is where it starts.
+                    if !explicit {
+                        let mut first = mark;
+                        for _ in 0..2 {
+                            let next = match parser.next_token() {
+                                Ok((_, m)) => m,
+                                Err(e) => *e.marker(),
+                            };
+                            if next.index() < first.index() {
+                                first = next;
+                            }
+                        }
+                        pos = yaml_pos(file, &first);
+                    }
+                    return Err(Diagnostic::new(
+                        pos,
+                        if explicit { 3 } else { 1 },
+                        "a second YAML document: a file holds one document",
+                    )
+                    .help("only the first would be read: remove the `---` line, or put each document in a file of its own"));
+                }
+            }
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                let end = Pos {
+                    file,
+                    line: text.lines().count().max(1),
+                    column: 1,
+                };
+                return Err(scan_error(file, text, &e, end));
+            }
         }
     }
 }
@@ -688,6 +748,25 @@ mod tests {
         assert_eq!(d.message, "duplicate key `a`");
         assert_eq!(d.pos.map(|p| (p.line, p.column)), Some((3, 1)));
         assert_eq!(d.label.as_deref(), Some("first given on line 1"));
+    }
+
+    #[test]
+    fn a_second_document_is_refused_where_it_starts() {
+        let at = |text: &str| {
+            let d = parse(0, text).unwrap_err();
+            assert!(d.message.starts_with("a second YAML document"), "{d:?}");
+            d.pos.map(|p| (p.line, p.column, d.len))
+        };
+        assert_eq!(at("a: 1\n---\nb: 2\n"), Some((2, 1, 3)));
+        assert_eq!(at("a: 1\n...\nb: 2\n"), Some((3, 1, 1)));
+        // An empty document after `---` is a document too.
+        assert_eq!(at("---\na: 1\n--- # more\n"), Some((3, 1, 3)));
+        // One document, started explicitly or ended explicitly, is fine.
+        assert!(parse(0, "---\na: 1\n...\n").is_ok());
+        assert!(parse(0, "a: 1\n...\n# a comment\n").is_ok());
+        // What follows an end marker is a document, even if it is not valid YAML.
+        assert_eq!(at("a: 1\n...\n]\n"), Some((3, 1, 1)));
+        assert_eq!(at("a: 1\n...\n  - x\n"), Some((3, 3, 1)));
     }
 
     #[test]

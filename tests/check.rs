@@ -213,6 +213,277 @@ error: 1 problem found
 }
 
 // ---------------------------------------------------------------------------------------------
+// File encoding and documents
+
+/// Writes `bytes` as `name` into the sandbox (the test's files need not be UTF-8).
+fn write_bytes(sb: &Sandbox, name: &str, bytes: &[u8]) {
+    std::fs::write(sb.path().join(name), bytes).expect("write");
+}
+
+/// Expects `out` to be exit code 2 with exactly `stderr` and nothing on stdout.
+#[track_caller]
+fn expect_refused(out: &Output, stderr: &str) {
+    out.expect_code(2);
+    assert!(
+        out.stderr == text(stderr),
+        "{}\n--- expected stderr ---\n{}",
+        out.explain("unexpected stderr"),
+        text(stderr)
+    );
+    assert_eq!(out.stdout, "", "{}", out.explain("nothing on stdout"));
+}
+
+const SECOND_DOCUMENT: &str = r"
+runbook: first
+steps:
+  - id: a
+    shell: echo
+---
+runbook: second
+steps:
+  - id: b
+    shell: echo
+";
+
+#[test]
+fn a_second_yaml_document_is_refused_where_it_starts() {
+    let expected = r"
+error: a second YAML document: a file holds one document
+ --> broken.yaml:5:1
+  |
+5 | ---
+  | ^^^
+  |
+help: only the first would be read: remove the `---` line, or put each document in a file of its own
+
+error: 1 problem found
+";
+    expect(SECOND_DOCUMENT, expected);
+    // `run` refuses it too, instead of running the first document only.
+    let sb = Sandbox::new();
+    sb.write("broken.yaml", text(SECOND_DOCUMENT));
+    let out = sb.cmd(&["run", "broken.yaml"]).run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(
+            "error: a second YAML document: a file holds one document\n --> broken.yaml:5:1\n"
+        ),
+        "{}",
+        out.explain("the second document named")
+    );
+}
+
+#[test]
+fn a_document_after_an_end_marker_is_refused_too() {
+    expect(
+        r"
+runbook: t
+steps:
+  - id: a
+    shell: echo
+...
+runbook: u
+",
+        r"
+error: a second YAML document: a file holds one document
+ --> broken.yaml:6:1
+  |
+6 | runbook: u
+  | ^
+  |
+help: only the first would be read: remove the `---` line, or put each document in a file of its own
+
+error: 1 problem found
+",
+    );
+}
+
+#[test]
+fn an_explicit_start_of_the_only_document_is_fine() {
+    let sb = Sandbox::new();
+    sb.write(
+        "ok.yaml",
+        "---\nrunbook: t\nsteps:\n  - id: a\n    shell: echo\n",
+    );
+    let out = sb.cmd(&["check", "ok.yaml"]).ok();
+    assert_eq!(out.stdout, "ok: t (ok.yaml)\n");
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_columns_stay_right() {
+    let sb = Sandbox::new();
+    write_bytes(
+        &sb,
+        "bom.yaml",
+        b"\xef\xbb\xbfrunbook: t\nsteps:\n  - id: a\n    shell: echo\n",
+    );
+    let out = sb.cmd(&["check", "bom.yaml"]).ok();
+    assert_eq!(out.stdout, "ok: t (bom.yaml)\n");
+    sb.cmd(&["run", "bom.yaml"]).ok();
+
+    write_bytes(&sb, "broken.yaml", b"\xef\xbb\xbfrunbook: t\nsteps: 3\n");
+    let out = sb.cmd(&["check", "broken.yaml"]).run();
+    expect_refused(
+        &out,
+        r"
+error: `steps` must be a list, not a scalar
+ --> broken.yaml:2:8
+  |
+2 | steps: 3
+  |        ^
+
+error: 1 problem found
+",
+    );
+    write_bytes(&sb, "broken.yaml", b"\xef\xbb\xbfrunbok: t\nsteps: []\n");
+    let out = sb.cmd(&["check", "broken.yaml"]).run();
+    expect_refused(
+        &out,
+        r"
+error: unknown field `runbok` in a runbook
+ --> broken.yaml:1:1
+  |
+1 | runbok: t
+  | ^^^^^^ did you mean `runbook`?
+
+error: a runbook needs a name
+ --> broken.yaml:1:1
+  |
+1 | runbok: t
+  | ^
+  |
+help: add `runbook: NAME` at the top
+
+error: 2 problems found
+",
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_byte() {
+    let sb = Sandbox::new();
+    // "café" in Latin-1: é is the single byte 0xe9.
+    write_bytes(
+        &sb,
+        "broken.yaml",
+        b"runbook: t\nsteps:\n  - id: a\n    shell: echo caf\xe9 ok\n",
+    );
+    let out = sb.cmd(&["check", "broken.yaml"]).run();
+    expect_refused(
+        &out,
+        "
+error: invalid UTF-8: byte 0xe9 is not UTF-8 text
+ --> broken.yaml:4:20
+  |
+4 |     shell: echo caf\u{fffd} ok
+  |                    ^
+  |
+help: runbooks are UTF-8 text: save the file as UTF-8
+
+error: 1 problem found
+",
+    );
+    // After a byte order mark and multi-byte characters, the column still counts characters.
+    write_bytes(
+        &sb,
+        "broken.yaml",
+        b"\xef\xbb\xbfrunbook: \xc3\xa9t\xc3\xa9 \xff\n",
+    );
+    let out = sb.cmd(&["check", "broken.yaml"]).run();
+    expect_refused(
+        &out,
+        "
+error: invalid UTF-8: byte 0xff is not UTF-8 text
+ --> broken.yaml:1:14
+  |
+1 | runbook: été \u{fffd}
+  |              ^
+  |
+help: runbooks are UTF-8 text: save the file as UTF-8
+
+error: 1 problem found
+",
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_functions_file_points_into_that_file() {
+    let sb = Sandbox::new();
+    sb.write(
+        "main.yaml",
+        "runbook: main\nfunctions: lib.rhai\nsteps:\n  - id: a\n    script: \"1\"\n",
+    );
+    write_bytes(&sb, "lib.rhai", b"fn f() {\n  \"\xc0\"\n}\n");
+    let out = sb.cmd(&["check", "main.yaml"]).run();
+    expect_refused(
+        &out,
+        "
+error: invalid UTF-8: byte 0xc0 is not UTF-8 text
+ --> lib.rhai:2:4
+  |
+2 |   \"\u{fffd}\"
+  |    ^
+  |
+help: runbooks are UTF-8 text: save the file as UTF-8
+
+error: 1 problem found
+",
+    );
+}
+
+/// `runbook schedule list` with the schedules file `schedules.yaml` written from `bytes`.
+fn schedule_list(bytes: &[u8]) -> (Sandbox, Output) {
+    let sb = Sandbox::new();
+    write_bytes(&sb, "schedules.yaml", bytes);
+    let out = sb
+        .cmd(&["schedule", "list", "--schedules", "schedules.yaml"])
+        .run();
+    (sb, out)
+}
+
+#[test]
+fn schedules_files_get_the_same_checks() {
+    let (_sb, out) = schedule_list(
+        b"schedules:\n  - runbook: hello\n    cron: \"@daily\"\n---\nschedules: []\n",
+    );
+    expect_refused(
+        &out,
+        r"
+error: a second YAML document: a file holds one document
+ --> schedules.yaml:4:1
+  |
+4 | ---
+  | ^^^
+  |
+help: only the first would be read: remove the `---` line, or put each document in a file of its own
+error: the schedules have problems
+",
+    );
+    let (_sb, out) = schedule_list(b"schedules:\n  - runbook: hello\n    cron: \"@daily \xff\"\n");
+    expect_refused(
+        &out,
+        "
+error: invalid UTF-8: byte 0xff is not UTF-8 text
+ --> schedules.yaml:3:19
+  |
+3 |     cron: \"@daily \u{fffd}\"
+  |                   ^
+  |
+help: runbooks are UTF-8 text: save the file as UTF-8
+error: the schedules have problems
+",
+    );
+    let (_sb, out) =
+        schedule_list(b"\xef\xbb\xbfschedules:\n  - runbook: hello\n    cron: \"@daily\"\n");
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("hello"),
+        "{}",
+        out.explain("the schedule listed")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Unknown fields
 
 #[test]

@@ -14,7 +14,7 @@ use runbook_steps::Registry;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::library::{self, Files};
+use crate::library::{self, Files, ReadError};
 use crate::model::{Param, ParamType, Runbook, Template};
 use crate::script::LibScript;
 use crate::source::{File, FileId, Pos, Sources};
@@ -82,13 +82,44 @@ pub fn read_yaml(
     files: &dyn Files,
     sources: &mut Sources,
 ) -> Result<(FileId, Node), Diagnostic> {
-    let text = files.read(origin).map_err(Diagnostic::general)?;
-    let file = sources.add(File {
-        origin: library::display_origin(origin),
-        path: Some(origin.into()),
-        text: text.clone(),
-    });
+    let (text, file) = read_source(origin, files, sources)?;
     Ok((file, yaml::parse(file, &text)?))
+}
+
+/// Reads the file at `origin` into `sources`. A file that is not UTF-8 is added as far as it
+/// can be shown, and the problem points at its first bad byte.
+fn read_source(
+    origin: &str,
+    files: &dyn Files,
+    sources: &mut Sources,
+) -> Result<(String, FileId), Diagnostic> {
+    let mut add = |text: String| {
+        sources.add(File {
+            origin: library::display_origin(origin),
+            path: Some(origin.into()),
+            text,
+        })
+    };
+    match files.read(origin) {
+        Ok(text) => {
+            let file = add(text.clone());
+            Ok((text, file))
+        }
+        Err(ReadError::NotUtf8(e)) => {
+            let pos = Pos {
+                file: add(e.lossy),
+                line: e.line,
+                column: e.column,
+            };
+            Err(Diagnostic::new(
+                pos,
+                1,
+                format!("invalid UTF-8: byte 0x{:02x} is not UTF-8 text", e.byte),
+            )
+            .help("runbooks are UTF-8 text: save the file as UTF-8"))
+        }
+        Err(e @ ReadError::Unavailable(_)) => Err(Diagnostic::general(e.to_string())),
+    }
 }
 
 /// Loads the runbook at `origin` as far as it can be read, with every problem found. The
@@ -239,18 +270,15 @@ impl Loader<'_> {
     /// Reads a file named relative to the runbook, adding it to the sources.
     fn read_relative(&mut self, name: &Scalar) -> Option<(String, FileId)> {
         let origin = library::join(&self.origin, &name.text);
-        match self.files.read(&origin) {
-            Ok(text) => {
-                let id = self.sources.add(File {
-                    origin: library::display_origin(&origin),
-                    path: Some(origin.into()),
-                    text: text.clone(),
-                });
-                Some((text, id))
+        match read_source(&origin, self.files, self.sources) {
+            Ok(read) => Some(read),
+            Err(d) if d.pos.is_some() => {
+                self.f.push(d);
+                None
             }
-            Err(e) => {
+            Err(d) => {
                 self.f
-                    .error_at(name, format!("cannot read `{}`: {e}", name.text));
+                    .error_at(name, format!("cannot read `{}`: {}", name.text, d.message));
                 None
             }
         }
