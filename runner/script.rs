@@ -13,8 +13,10 @@
 //! metered instead ([`crate::memory::Meter`]): what it allocated less what it freed since the
 //! evaluation started. The meter is read at every Rhai operation and the evaluation stops with
 //! an error once it holds more than [`MAX_MEMORY`]; `range`, which can allocate a large array in
-//! one operation, checks before it allocates. Between two operations only one call's worth can
-//! be added, which Rhai's value limits bound.
+//! one operation, checks before it allocates. Between two readings, what one call allocates is
+//! added unseen: for Rhai's built-ins that is their result, which Rhai measures against the
+//! value limits only once it is made (`to_chars` of a 10 MB string makes 160 MB of array
+//! before it is refused).
 //!
 //! Values cross the boundary as [`serde_json::Value`]: callers put named values (`params`,
 //! `steps`, `run`, `output`, a loop variable) in scope as constants, and get the result back as
@@ -348,7 +350,7 @@ fn range3(from: INT, to: INT, step: INT) -> RhaiResult<Array> {
         )
         .into());
     }
-    // Up to 1.6 MB in one operation: checked before, not after, it is allocated.
+    // Up to 16 MB in one operation: checked before, not after, it is allocated.
     let bytes = count as u64 * std::mem::size_of::<Dynamic>() as u64;
     if BOUNDS.get().is_some_and(|b| !b.memory_allows(bytes)) {
         return Err(memory_message().into());
