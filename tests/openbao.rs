@@ -15,18 +15,22 @@ use crate::support::clusters::{Cluster, Sampler, http, status_of};
 use crate::support::{Sandbox, wait_for};
 
 /// What one sample saw of one node: its /v1/sys/health status (None: not answering) and pid.
-type NodeSample = (Option<u16>, Option<u32>);
+pub(crate) type NodeSample = (Option<u16>, Option<u32>);
 
-struct Bao {
-    cluster: Cluster,
-    addrs: Vec<String>,
-    token: String,
-    unseal_key: String,
+pub(crate) struct Bao {
+    pub(crate) cluster: Cluster,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) token: String,
+    pub(crate) unseal_key: String,
 }
 
 impl Bao {
     fn new(version: &str) -> Self {
-        let cluster = Cluster::openbao(version);
+        Self::from_cluster(Cluster::openbao(version))
+    }
+
+    /// A cluster made by `Cluster::openbao`.
+    pub(crate) fn from_cluster(cluster: Cluster) -> Self {
         let addrs = (1..=3)
             .map(|i| cluster.var(&format!("BAO_ADDR_{i}")))
             .collect();
@@ -41,13 +45,13 @@ impl Bao {
         }
     }
 
-    fn runbook(&self, sb: &Sandbox, args: &[&str]) -> crate::support::Cmd {
+    pub(crate) fn runbook(&self, sb: &Sandbox, args: &[&str]) -> crate::support::Cmd {
         sb.cmd(args)
             .env("BAO_TOKEN", &self.token)
             .env("BAO_UNSEAL_KEY", &self.unseal_key)
     }
 
-    fn versions(&self) -> Vec<String> {
+    pub(crate) fn versions(&self) -> Vec<String> {
         let agent = http();
         self.addrs
             .iter()
@@ -70,7 +74,7 @@ impl Bao {
     }
 
     /// Samples every node's health and pid every 100 ms.
-    fn monitor(&self) -> Sampler<Vec<NodeSample>> {
+    pub(crate) fn monitor(&self) -> Sampler<Vec<NodeSample>> {
         let addrs = self.addrs.clone();
         let dir = self.cluster.dir.clone();
         let agent = http();
@@ -90,7 +94,7 @@ impl Bao {
 
     /// Mounts a KV engine and starts a client writing `kv/kN = N` through any node that
     /// accepts; returns the acknowledged N.
-    fn writer(&self) -> Writer {
+    pub(crate) fn writer(&self) -> Writer {
         let agent = http();
         let mounted = (0..50).any(|_| {
             let ok = self.addrs.iter().any(|a| {
@@ -98,7 +102,8 @@ impl Bao {
                     .post(&format!("{a}/v1/sys/mounts/kv"))
                     .set("X-Vault-Token", &self.token)
                     .send_json(json!({ "type": "kv" }))
-                    .is_ok()
+                    // A standby that knows no active node yet answers 307, which is no mount.
+                    .is_ok_and(|r| (200..300).contains(&r.status()))
             });
             if !ok {
                 std::thread::sleep(Duration::from_millis(100));
@@ -147,7 +152,7 @@ impl Bao {
     }
 
     /// Every acknowledged write reads back with its value, from every node.
-    fn assert_writes(&self, acked: &[Ack]) {
+    pub(crate) fn assert_writes(&self, acked: &[Ack]) {
         let agent = http();
         let mut lost = Vec::new();
         for (n, via, at) in acked {
@@ -174,16 +179,16 @@ impl Bao {
 }
 
 /// An acknowledged write: its number, the node that acknowledged it, when.
-type Ack = (u64, String, Duration);
+pub(crate) type Ack = (u64, String, Duration);
 
-struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Ack>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
-    fn finish(mut self) -> Vec<Ack> {
+    pub(crate) fn finish(mut self) -> Vec<Ack> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -197,7 +202,7 @@ fn up(status: Option<u16>) -> bool {
 }
 
 /// Never more than one node down (not answering, or sealed) at any sample.
-fn assert_one_down_at_most(samples: &[(Instant, Vec<NodeSample>)]) {
+pub(crate) fn assert_one_down_at_most(samples: &[(Instant, Vec<NodeSample>)]) {
     for (i, (_, nodes)) in samples.iter().enumerate() {
         let down: Vec<usize> = nodes
             .iter()
@@ -214,7 +219,7 @@ fn assert_one_down_at_most(samples: &[(Instant, Vec<NodeSample>)]) {
 
 /// No node was stopped while it was the active node: the last time each node's first process
 /// answered, it answered as a standby (429), not as the active node (200).
-fn assert_stepped_down_before_stopping(samples: &[(Instant, Vec<NodeSample>)]) {
+pub(crate) fn assert_stepped_down_before_stopping(samples: &[(Instant, Vec<NodeSample>)]) {
     let nodes = samples.first().map_or(0, |(_, n)| n.len());
     for n in 0..nodes {
         let first = samples[0].1[n].1;
@@ -233,7 +238,7 @@ fn assert_stepped_down_before_stopping(samples: &[(Instant, Vec<NodeSample>)]) {
 }
 
 /// How many different server processes each node had over the samples.
-fn pids_per_node(samples: &[(Instant, Vec<NodeSample>)]) -> Vec<usize> {
+pub(crate) fn pids_per_node(samples: &[(Instant, Vec<NodeSample>)]) -> Vec<usize> {
     let nodes = samples.first().map_or(0, |(_, n)| n.len());
     (0..nodes)
         .map(|n| {

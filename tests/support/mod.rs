@@ -6,6 +6,8 @@
 
 pub mod captured;
 pub mod clusters;
+pub mod kubernetes;
+pub mod node_agent;
 pub mod rusage;
 
 use std::ffi::OsString;
