@@ -188,6 +188,7 @@ fn upgrade_and_restart_with_the_kubernetes_driver_on_a_real_control_plane_replac
         testbed("openbao.sh", &["stop", bao.cluster.path(), n]);
     }
     let agent = NodeAgent::start(&k8s, &agent_config(&bao));
+    let agent_started = Instant::now();
     let explain = |what: &str, watch: &PodWatch| {
         format!(
             "{what}\n--- pod events ---\n{}\n--- node agent ---\n{}",
@@ -336,6 +337,30 @@ fn upgrade_and_restart_with_the_kubernetes_driver_on_a_real_control_plane_replac
         );
     }
     assert_eq!(bao.versions(), ["2.7.2"; 3]);
+
+    // The agent kept its node Ready: long past the node lifecycle controller's grace period
+    // (50 s) the node is Ready, not tainted by it, and its Lease is held by it.
+    assert!(agent_started.elapsed() > Duration::from_secs(60));
+    let node = kubectl_json(&k8s, &["get", "node", AGENT_NODE]);
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready");
+    assert_eq!(
+        ready.map(|c| &c["status"]),
+        Some(&json!("True")),
+        "{node:#}"
+    );
+    let taints: Vec<&str> = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    assert_eq!(taints, ["runbook.testbed/agent-node"], "{node:#}");
+    let lease = kubectl_json(&k8s, &["get", "lease", AGENT_NODE, "-n", "kube-node-lease"]);
+    assert_eq!(lease["spec"]["holderIdentity"], AGENT_NODE, "{lease:#}");
     drop(watch);
     drop(agent);
 }
