@@ -114,31 +114,61 @@ fn is_step_exec(call: &Call) -> bool {
             .is_some_and(|program| program.trim_matches('"').ends_with("/true"))
 }
 
+/// The descriptors of the journal's store file (`db`): sled writes through one, the journal
+/// syncs through another.
+fn db_fds(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.name == "openat" && c.text.contains("/journal/db\""))
+        .filter_map(|c| c.text.rsplit_once("= ").map(|(_, fd)| fd.trim().to_owned()))
+        .filter(|fd| fd.parse::<u32>().is_ok())
+        .collect()
+}
+
+/// The descriptor a call works on (its first argument).
+fn fd_of(call: &Call) -> &str {
+    call.text
+        .split_once('(')
+        .and_then(|(_, args)| args.split([',', ')']).next())
+        .unwrap_or_default()
+        .trim()
+}
+
 #[test]
-fn every_commit_is_fdatasynced() {
+fn every_effectful_step_costs_one_synced_commit() {
     let sb = Sandbox::new();
     sb.write("no-ops.yaml", &no_ops());
-    let log = strace(&sb, "fdatasync", &["run", "no-ops.yaml"]);
-    let syncs = calls(&log)
+    let log = strace(&sb, "openat,fdatasync", &["run", "no-ops.yaml"]);
+    let calls = calls(&log);
+    let fds = db_fds(&calls);
+    let syncs = calls
         .iter()
-        .filter(|c| c.name == "fdatasync" && succeeded(c))
+        .filter(|c| c.name == "fdatasync" && succeeded(c) && fds.iter().any(|fd| fd_of(c) == fd))
         .count();
+    // One commit creates the run, one per step carries the previous step's outcome and this
+    // step's start, one ends the run: the store is synced once per effectful step.
     assert!(
-        syncs >= 2 * STEPS,
-        "{STEPS} steps commit StepStarted and StepSucceeded separately, so at least {} \
-         fdatasync calls are needed; strace saw {syncs}:\n{log}",
-        2 * STEPS
+        (STEPS..=STEPS + 3).contains(&syncs),
+        "{STEPS} steps should cost {STEPS} to {} syncs of the store, strace saw {syncs}:\n{log}",
+        STEPS + 3
     );
     let run = sb.only_run();
     assert_eq!(sb.status(&run)["state"], "succeeded");
 }
 
 #[test]
-fn a_steps_start_is_synced_before_its_command_is_executed() {
+fn nothing_written_to_the_journal_is_unsynced_when_a_steps_command_starts() {
     let sb = Sandbox::new();
     sb.write("no-ops.yaml", &no_ops());
-    let log = strace(&sb, "fdatasync,execve", &["run", "no-ops.yaml"]);
+    let log = strace(
+        &sb,
+        "openat,pwrite64,write,fdatasync,execve",
+        &["run", "no-ops.yaml"],
+    );
     let calls = calls(&log);
+    let fds = db_fds(&calls);
+    assert!(!fds.is_empty(), "the store was never opened:\n{log}");
+    let on_db = |c: &Call| fds.iter().any(|fd| fd_of(c) == fd);
     let execs: Vec<usize> = calls
         .iter()
         .filter(|c| is_step_exec(c))
@@ -149,27 +179,33 @@ fn a_steps_start_is_synced_before_its_command_is_executed() {
         STEPS,
         "expected one exec of `true` per step:\n{log}"
     );
-    let syncs: Vec<usize> = calls
-        .iter()
-        .filter(|c| c.name == "fdatasync" && succeeded(c))
-        .map(|c| c.at)
-        .collect();
-    // Before each exec, two commits must have been synced since the previous one: the
-    // previous step's StepSucceeded (or, for the first step, the run's creation) and this
-    // step's StepStarted. One sync alone would not show that StepStarted was durable.
-    let mut previous: Option<usize> = None;
+    let mut previous = 0;
     for (i, exec) in execs.iter().enumerate() {
-        let between = syncs
+        let between = |c: &&Call| c.at > previous && c.at < *exec;
+        let last_write = calls
             .iter()
-            .filter(|s| previous.is_none_or(|p| **s > p) && *s < exec)
-            .count();
+            .filter(between)
+            .filter(|c| matches!(c.name.as_str(), "pwrite64" | "write") && on_db(c))
+            .map(|c| c.at)
+            .max();
+        // The step's start was written to the store since the previous step's command ...
+        let Some(last_write) = last_write else {
+            panic!(
+                "nothing was written to the journal before the command of step s{} ran:\n{log}",
+                i + 1
+            );
+        };
+        // ... and synced before its command ran.
+        let synced = calls
+            .iter()
+            .filter(between)
+            .any(|c| c.name == "fdatasync" && succeeded(c) && on_db(c) && c.at > last_write);
         assert!(
-            between >= 2,
-            "only {between} fdatasync finished before the command of step s{} was executed \
-             (since the previous step's): its StepStarted was not durable when its effect \
-             began:\n{log}",
+            synced,
+            "the journal's last write before the command of step s{} was not fdatasync'ed before \
+             it ran: its StepStarted was not durable when its effect began:\n{log}",
             i + 1
         );
-        previous = Some(*exec);
+        previous = *exec;
     }
 }

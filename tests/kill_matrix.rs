@@ -200,7 +200,9 @@ fn kill_after_every_commit_of_run_and_resume_finishes_every_run_exactly_once() {
                 .to_vec()
         },
     );
-    assert!(points >= 10, "only {points} commits in the run phase");
+    // One commit creates the run, one starts each effect (carrying the outcome before it:
+    // a, b and the three items) and one parks it at the gate.
+    assert!(points >= 7, "only {points} commits in the run phase");
 }
 
 #[test]

@@ -90,7 +90,8 @@ fn a_run_parked_at_a_gate_holds_its_lock_until_it_is_aborted() {
 
 #[test]
 fn a_run_whose_process_died_keeps_its_lock_and_resume_finishes_it() {
-    // Killed right after the commit that records `work` done.
+    // Killed right after the commit that records `work` done (with the gate's opening, which
+    // it rides on).
     let mut killed = None;
     for kill in 1..=10u32 {
         let sb_try = Sandbox::new();
@@ -102,10 +103,10 @@ fn a_run_whose_process_died_keeps_its_lock_and_resume_finishes_it() {
         assert_eq!(out.status.signal(), Some(9), "{}", out.explain("SIGKILL"));
         let run = sb_try.only_run();
         let records = sb_try.records(&run);
-        if records
-            .last()
-            .is_some_and(|r| r["event"] == "step_succeeded" && r["path"] == "work")
-        {
+        let work_done = records
+            .iter()
+            .any(|r| r["event"] == "step_succeeded" && r["path"] == "work");
+        if work_done && !records.iter().any(|r| r["event"] == "gate_decided") {
             killed = Some((sb_try, run));
             break;
         }

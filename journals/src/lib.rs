@@ -18,9 +18,12 @@
 //!
 //! The journal never sees secrets in clear: the runner redacts every event before appending.
 
+#[cfg(test)]
+pub mod conformance;
 mod event;
 mod memory;
 mod sled_journal;
+mod sled_writer;
 pub mod space;
 mod view_copy;
 pub mod witness;
@@ -44,6 +47,18 @@ pub enum JournalError {
         dir: PathBuf,
         /// What the holder wrote about itself (pid and command), if readable.
         holder: Option<String>,
+    },
+    /// An append expected the run to end at another record: someone else wrote to it.
+    #[error(
+        "run {run} was written meanwhile: the writer expected its last record to be {expected}, but it is {found}"
+    )]
+    Conflict {
+        /// The run.
+        run: RunId,
+        /// The last seq the writer saw.
+        expected: u64,
+        /// The last seq the journal holds.
+        found: u64,
     },
     /// The lock key is held by an unfinished run.
     #[error("lock `{key}` is held by run {holder}")]
@@ -108,6 +123,27 @@ pub enum JournalError {
     },
 }
 
+/// Fails unless the first of a new run's events is `RunStarted`.
+fn check_first(id: RunId, events: &[Event]) -> Result<(), JournalError> {
+    match events.first() {
+        Some(Event::RunStarted(_)) => Ok(()),
+        first => Err(JournalError::Storage(Box::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the first event of run {id} must be run_started, not {}",
+                first.map_or("nothing", Event::name)
+            ),
+        )))),
+    }
+}
+
+/// Whether `events` move the run to a terminal state (which releases its lock).
+pub fn ends_run(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::StateChanged { state, .. } if state.is_terminal()))
+}
+
 /// Counters that tests and benchmarks read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
@@ -117,7 +153,17 @@ pub struct JournalStats {
     pub syncs: u64,
 }
 
+/// A journal write that completes when it is durable.
+pub type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Record>, JournalError>> + Send + 'static>,
+>;
+
 /// A durable, append-only event log per run.
+///
+/// The provided methods hold the rules every backend shares (the first event of a run is
+/// `RunStarted`; a run that ends in its first write takes no lock; a terminal `StateChanged`
+/// releases the lock); a backend implements the storage: [`Journal::insert`] and
+/// [`Journal::write`]. The conformance suite ([`conformance`]) checks every backend against them.
 pub trait Journal: Send + Sync {
     /// Creates run `id` with its first events (the first must be `RunStarted`) and, if `lock` is
     /// given, takes that lock key. Atomic and durable on return. Fails with
@@ -127,11 +173,54 @@ pub trait Journal: Send + Sync {
         id: RunId,
         lock: Option<&str>,
         events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        check_first(id, events)?;
+        self.insert(id, lock, !ends_run(events), events)
+    }
+
+    /// Appends events to run `id`, whose last record must be `expected` (the seq the writer
+    /// last saw); fails with [`JournalError::Conflict`] otherwise, writing nothing. Atomic and
+    /// durable on return; returns the records as stored. A `StateChanged` to a terminal state
+    /// releases the run's lock in the same write.
+    fn append(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        if events.is_empty() {
+            self.summary(id)?;
+            return Ok(Vec::new());
+        }
+        self.write(id, expected, events, ends_run(events))
+    }
+
+    /// [`Journal::append`] without blocking the caller's thread: the future resolves once the
+    /// records are durable. Backends that write on a thread of their own override it.
+    fn append_async(&self, id: RunId, expected: u64, events: Vec<Event>) -> Pending {
+        let result = self.append(id, expected, &events);
+        Box::pin(std::future::ready(result))
+    }
+
+    /// Backend: creates the run (refusing an existing id, and a `lock` another unfinished run
+    /// holds), taking the lock when `take_lock`, and writes `events` as records 1…n.
+    fn insert(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        take_lock: bool,
+        events: &[Event],
     ) -> Result<Vec<Record>, JournalError>;
 
-    /// Appends events to run `id`, atomically and durably; returns them as stored. A
-    /// `StateChanged` to a terminal state releases the run's lock in the same write.
-    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError>;
+    /// Backend: appends non-empty `events` to run `id` if its last record is `expected`,
+    /// releasing its lock when `release_lock`.
+    fn write(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+        release_lock: bool,
+    ) -> Result<Vec<Record>, JournalError>;
 
     /// Every record of run `id`, in order, verified.
     fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError>;
@@ -166,7 +255,8 @@ pub trait Journal: Send + Sync {
     /// prefix: the records after that prefix are set aside (kept, no longer history) and
     /// `events` follow the prefix. On a healthy run this is [`Journal::append`].
     fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
-        self.append(id, events)
+        let last = self.summary(id)?.last_seq;
+        self.append(id, last, events)
     }
 
     /// The summary of run `id`.

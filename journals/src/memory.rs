@@ -30,7 +30,7 @@ impl MemoryJournal {
     }
 }
 
-fn write(inner: &mut Inner, id: RunId, events: &[Event]) -> Vec<Record> {
+fn add(inner: &mut Inner, id: RunId, events: &[Event], release_lock: bool) -> Vec<Record> {
     let now = Utc::now();
     let summary = inner.summaries.get_mut(&id).expect("run exists");
     let mut out = Vec::with_capacity(events.len());
@@ -43,7 +43,7 @@ fn write(inner: &mut Inner, id: RunId, events: &[Event]) -> Vec<Record> {
         summary.apply(&record);
         out.push(record);
     }
-    if summary.state.is_terminal()
+    if release_lock
         && let Some(lock) = &summary.lock
         && inner.locks.get(lock) == Some(&id)
     {
@@ -59,10 +59,11 @@ fn write(inner: &mut Inner, id: RunId, events: &[Event]) -> Vec<Record> {
 }
 
 impl Journal for MemoryJournal {
-    fn create(
+    fn insert(
         &self,
         id: RunId,
         lock: Option<&str>,
+        take_lock: bool,
         events: &[Event],
     ) -> Result<Vec<Record>, JournalError> {
         let mut inner = self.inner.lock().expect("journal mutex poisoned");
@@ -93,22 +94,35 @@ impl Journal for MemoryJournal {
                 chain: None,
             },
         );
-        if let Some(key) = lock {
+        if let Some(key) = lock.filter(|_| take_lock) {
             inner.locks.insert(key.to_owned(), id);
         }
-        let records = write(&mut inner, id, events);
+        let records = add(&mut inner, id, events, false);
         if let Some(s) = inner.summaries.get_mut(&id) {
             s.lock = lock.map(str::to_owned);
         }
         Ok(records)
     }
 
-    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+    fn write(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+        release_lock: bool,
+    ) -> Result<Vec<Record>, JournalError> {
         let mut inner = self.inner.lock().expect("journal mutex poisoned");
-        if !inner.summaries.contains_key(&id) {
+        let Some(summary) = inner.summaries.get(&id) else {
             return Err(JournalError::NoSuchRun(id.to_string()));
+        };
+        if summary.last_seq != expected {
+            return Err(JournalError::Conflict {
+                run: id,
+                expected,
+                found: summary.last_seq,
+            });
         }
-        Ok(write(&mut inner, id, events))
+        Ok(add(&mut inner, id, events, release_lock))
     }
 
     fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
@@ -180,5 +194,15 @@ impl Journal for MemoryJournal {
 
     fn stats(&self) -> JournalStats {
         self.inner.lock().expect("journal mutex poisoned").stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[test]
+    fn the_memory_journal_conforms() {
+        crate::conformance::all(&|| (Arc::new(super::MemoryJournal::new()), Box::new(())));
     }
 }

@@ -30,12 +30,15 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 
+use crate::sled_writer::{Op, Reply};
 use crate::witness::{self, Chain};
-use crate::{Event, Journal, JournalError, JournalStats, Record, RunId, RunState, RunSummary};
+use crate::{
+    Event, Journal, JournalError, JournalStats, Pending, Record, RunId, RunState, RunSummary,
+};
 
 const EVENT: u8 = b'e';
 const SUMMARY: u8 = b's';
@@ -82,20 +85,6 @@ type CachedSummary = Result<RunSummary, String>;
 /// What is wrong with an untrusted run: the first bad record and what is wrong with it.
 type Problem = (u64, String);
 
-/// The group-commit state, guarded by [`SledJournal::sync_state`].
-#[derive(Debug, Default)]
-struct SyncState {
-    /// The highest ticket handed out; a ticket is issued once its batch is applied.
-    issued: u64,
-    /// Every ticket up to this one is durable.
-    durable: u64,
-    /// A leader is flushing and syncing right now.
-    syncing: bool,
-    /// Set once a write or sync failed: after that we cannot know what reached the disk (a
-    /// failed fsync may drop the dirty pages), so the journal refuses further writes.
-    failed: Option<String>,
-}
-
 /// What only the sync leader touches.
 #[derive(Debug)]
 struct Syncer {
@@ -113,19 +102,24 @@ enum Mode {
     Read(#[allow(dead_code)] tempfile::TempDir),
 }
 
-/// A [`Journal`] stored in a sled database, one process at a time.
+/// A [`Journal`] stored in a sled database, one process at a time. Reads go to the tree;
+/// writes go to the journal's writer thread ([`crate::sled_writer`]).
 pub struct SledJournal {
+    store: Arc<Store>,
+    /// `None` in a read-only view.
+    writer: Option<crate::sled_writer::Handle>,
+}
+
+/// The journal's state, shared by readers and the writer thread.
+pub(crate) struct Store {
     /// The journal directory.
     dir: PathBuf,
     /// Where sled's files are: `dir`, or a copy of them for a read-only view.
-    store: PathBuf,
+    files: PathBuf,
     db: sled::Db,
     mode: Mode,
-    /// Serializes writers so that seq assignment and lock checks are race-free. Never held while
-    /// waiting for durability, so that concurrent runs share syncs.
-    writer: Mutex<()>,
-    /// Every run's summary, loaded at open and kept current by writers (under `writer`, after
-    /// their batch is applied). Ordered by id, which is creation order.
+    /// Every run's summary, loaded at open and kept current by the writer (after its batch is
+    /// applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
     /// The latest witness entry of each run: what it had once its last commit was durable.
     witnessed: Mutex<BTreeMap<RunId, witness::Entry>>,
@@ -133,8 +127,9 @@ pub struct SledJournal {
     untrusted: Mutex<BTreeMap<RunId, Problem>>,
     /// Witness entries that could not be read (their runs are checked against older entries).
     witness_damage: Vec<u64>,
-    sync_state: Mutex<SyncState>,
-    synced: Condvar,
+    /// Set once a write or sync failed: after that we cannot know what reached the disk (a
+    /// failed fsync may drop the dirty pages), so the journal refuses further writes.
+    failed: Mutex<Option<String>>,
     syncer: Mutex<Syncer>,
     commits: AtomicU64,
     syncs: AtomicU64,
@@ -143,7 +138,7 @@ pub struct SledJournal {
 impl std::fmt::Debug for SledJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledJournal")
-            .field("dir", &self.dir)
+            .field("dir", &self.store.dir)
             .finish_non_exhaustive()
     }
 }
@@ -213,9 +208,15 @@ impl SledJournal {
         write_private(&holder_path, holder_description().as_bytes())
             .map_err(|source| io_error("write holder file", &holder_path, source))?;
 
-        let mut journal = Self::assemble(dir, dir, db, db_file, Mode::Write(writer), summaries);
-        journal.verify_against(compact.as_ref().unwrap_or(&witnessed));
-        Ok(journal)
+        let mut store = Store::assemble(dir, dir, db, db_file, Mode::Write(writer), summaries);
+        store.verify_against(compact.as_ref().unwrap_or(&witnessed));
+        let store = Arc::new(store);
+        let writer = crate::sled_writer::Handle::start(Arc::clone(&store))
+            .map_err(|source| io_error("start the writer of", dir, source))?;
+        Ok(Self {
+            store,
+            writer: Some(writer),
+        })
     }
 
     /// Opens a read-only view of the journal in `dir`: a private copy of its store, verified
@@ -253,7 +254,7 @@ impl SledJournal {
         let db_path = store.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
         let summaries = load_summaries(&db)?;
-        let mut journal = Self::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries);
+        let mut journal = Store::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries);
         journal.verify_against(&witnessed);
         if let Some(error) = unreadable {
             let untrusted = journal.untrusted.get_mut().expect(POISONED);
@@ -271,12 +272,33 @@ impl SledJournal {
                 );
             }
         }
-        Ok(journal)
+        Ok(Self {
+            store: Arc::new(journal),
+            writer: None,
+        })
     }
 
+    /// The directory the journal lives in.
+    pub fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    /// Damaged witness entries found at open (indexes; `u64::MAX` for the header).
+    pub fn witness_damage(&self) -> &[u64] {
+        &self.store.witness_damage
+    }
+
+    fn writer(&self) -> Result<&crate::sled_writer::Handle, JournalError> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| JournalError::ReadOnly(self.store.dir.clone()))
+    }
+}
+
+impl Store {
     fn assemble(
         dir: &Path,
-        store: &Path,
+        files: &Path,
         db: sled::Db,
         db_file: File,
         mode: Mode,
@@ -284,16 +306,14 @@ impl SledJournal {
     ) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            store: store.to_path_buf(),
+            files: files.to_path_buf(),
             db,
             mode,
-            writer: Mutex::new(()),
             summaries: Mutex::new(summaries),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
             witness_damage: Vec::new(),
-            sync_state: Mutex::new(SyncState::default()),
-            synced: Condvar::new(),
+            failed: Mutex::new(None),
             syncer: Mutex::new(Syncer {
                 db_file,
                 // Empty, so that the first commit also syncs blobs a previous process left
@@ -329,21 +349,11 @@ impl SledJournal {
         self.witness_damage.clone_from(&witnessed.damaged);
     }
 
-    /// The directory the journal lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Damaged witness entries found at open (indexes; `u64::MAX` for the header).
-    pub fn witness_damage(&self) -> &[u64] {
-        &self.witness_damage
-    }
-
     fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, CachedSummary>> {
         self.summaries.lock().expect(POISONED)
     }
 
-    fn problem(&self, id: RunId) -> Option<JournalError> {
+    pub(crate) fn problem(&self, id: RunId) -> Option<JournalError> {
         self.untrusted
             .lock()
             .expect(POISONED)
@@ -363,7 +373,7 @@ impl SledJournal {
             .or_insert((seq, detail));
     }
 
-    fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+    pub(crate) fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
         match self.summaries().get(&id) {
             None => Err(JournalError::NoSuchRun(id.to_string())),
             Some(Ok(summary)) => Ok(summary.clone()),
@@ -379,17 +389,17 @@ impl SledJournal {
         }
     }
 
-    /// Refuses to write once a write or sync has failed (see [`SyncState::failed`]), and in a
+    /// Refuses to write once a write or sync has failed (see [`Store::failed`]), and in a
     /// read-only view.
-    fn check_writable(&self) -> Result<(), JournalError> {
+    pub(crate) fn check_writable(&self) -> Result<(), JournalError> {
         self.witness_writer()?;
-        match &self.sync_state.lock().expect(POISONED).failed {
+        match &*self.failed.lock().expect(POISONED) {
             None => Ok(()),
             Some(msg) => Err(self.failed_error(msg)),
         }
     }
 
-    fn failed_error(&self, msg: &str) -> JournalError {
+    pub(crate) fn failed_error(&self, msg: &str) -> JournalError {
         io_error(
             "write to",
             &self.dir,
@@ -400,60 +410,31 @@ impl SledJournal {
         )
     }
 
+    /// Remembers that a write failed: nothing more is written.
+    pub(crate) fn fail(&self, msg: &str) {
+        let mut failed = self.failed.lock().expect(POISONED);
+        if failed.is_none() {
+            *failed = Some(msg.to_owned());
+        }
+    }
+
     /// Marks the journal failed with `e` and returns it.
     fn fail_with(&self, e: JournalError) -> JournalError {
-        let mut state = self.sync_state.lock().expect(POISONED);
-        if state.failed.is_none() {
-            state.failed = Some(error_chain(&e));
-        }
+        self.fail(&error_chain(&e));
         e
     }
 
-    /// Applies `batch` and issues its commit ticket. Call with the writer mutex held, so that
-    /// tickets follow the order in which batches were applied.
-    fn apply(&self, batch: sled::Batch) -> Result<u64, JournalError> {
+    /// Applies `batch` to the tree (not yet durable).
+    pub(crate) fn apply(&self, batch: sled::Batch) -> Result<(), JournalError> {
         self.db
             .apply_batch(batch)
             .map_err(|e| self.fail_with(sled_error("write to", &self.dir, e)))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.sync_state.lock().expect(POISONED);
-        state.issued += 1;
-        Ok(state.issued)
-    }
-
-    /// Returns once the batch with `ticket` is durable, leading a sync if nobody else is.
-    fn wait_durable(&self, ticket: u64) -> Result<(), JournalError> {
-        let mut state = self.sync_state.lock().expect(POISONED);
-        loop {
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            if let Some(msg) = &state.failed {
-                return Err(self.failed_error(msg));
-            }
-            if state.syncing {
-                state = self.synced.wait(state).expect(POISONED);
-                continue;
-            }
-            // Lead: everything issued so far was applied before its ticket was, so one flush
-            // and sync covers it all, including the batches of whoever waits behind us.
-            state.syncing = true;
-            let target = state.issued;
-            drop(state);
-            let result = self.sync_now();
-            state = self.sync_state.lock().expect(POISONED);
-            state.syncing = false;
-            match &result {
-                Ok(()) => state.durable = state.durable.max(target),
-                Err(e) => state.failed = Some(error_chain(e)),
-            }
-            self.synced.notify_all();
-            result?;
-        }
+        Ok(())
     }
 
     /// Flushes sled's buffers and makes them durable.
-    fn sync_now(&self) -> Result<(), JournalError> {
+    pub(crate) fn sync_now(&self) -> Result<(), JournalError> {
         let mut syncer = self.syncer.lock().expect(POISONED);
         // Values above sled's blob threshold were written to their own files while the batch
         // was applied; sync them before the log that points at them.
@@ -466,13 +447,13 @@ impl SledJournal {
         syncer
             .db_file
             .sync_data()
-            .map_err(|source| io_error("sync", &self.store.join("db"), source))?;
+            .map_err(|source| io_error("sync", &self.files.join("db"), source))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn sync_new_blobs(&self, syncer: &mut Syncer) -> Result<(), JournalError> {
-        let blobs = self.store.join("blobs");
+        let blobs = self.files.join("blobs");
         let entries = match fs::read_dir(&blobs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -502,40 +483,48 @@ impl SledJournal {
         Ok(())
     }
 
-    /// Writes a batch durably and witnesses it: the common tail of every run write. `witness`
-    /// is the entry to record once the batch is durable.
-    fn commit(
-        &self,
-        guard: MutexGuard<'_, ()>,
-        batch: sled::Batch,
-        entry: witness::Entry,
-        summary: RunSummary,
-    ) -> Result<(), JournalError> {
-        let ticket = self.apply(batch)?;
-        let id = summary.id;
-        self.summaries().insert(id, Ok(summary));
-        drop(guard);
-        self.wait_durable(ticket)?;
-        // Only now: the witness never claims more than the store made durable.
-        let writer = self.witness_writer()?;
-        writer.append(&[entry]).map_err(|msg| {
-            self.fail_with(io_error(
+    /// Records durable commits in the witness (one write for all of them).
+    pub(crate) fn witness(&self, entries: &[witness::Entry]) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.witness_writer()?.append(entries).map_err(|msg| {
+            io_error(
                 "write to",
                 &self.dir.join(witness::FILE),
                 io::Error::other(msg),
-            ))
+            )
         })?;
-        self.witnessed.lock().expect(POISONED).insert(id, entry);
+        let mut witnessed = self.witnessed.lock().expect(POISONED);
+        for entry in entries {
+            witnessed.insert(entry.run, *entry);
+        }
+        if entries.iter().any(|e| e.kind == witness::Kind::Accept) {
+            let mut untrusted = self.untrusted.lock().expect(POISONED);
+            for entry in entries.iter().filter(|e| e.kind == witness::Kind::Accept) {
+                untrusted.remove(&entry.run);
+            }
+        }
         Ok(())
     }
 
+    /// Whether run `id` exists (readable or not).
+    pub(crate) fn has_run(&self, id: RunId) -> bool {
+        self.summaries().contains_key(&id)
+    }
+
+    /// Keeps a written run's summary current for readers.
+    pub(crate) fn set_summary(&self, summary: RunSummary) {
+        self.summaries().insert(summary.id, Ok(summary));
+    }
+
     /// Refuses a commit of `payload` bytes the disk cannot hold.
-    fn check_space(&self, payload: usize) -> Result<(), JournalError> {
+    pub(crate) fn check_space(&self, payload: usize) -> Result<(), JournalError> {
         crate::space::check(&self.dir, payload as u64)
     }
 
     /// The chain over a run's records as stored, for a summary written before chains were kept.
-    fn chain_of_stored(&self, id: RunId, last_seq: u64) -> Result<Chain, JournalError> {
+    pub(crate) fn chain_of_stored(&self, id: RunId, last_seq: u64) -> Result<Chain, JournalError> {
         let mut chain = witness::chain_start(id);
         for seq in 1..=last_seq {
             let value = self
@@ -688,7 +677,7 @@ impl SledJournal {
         (records, chain)
     }
 
-    fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+    pub(crate) fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
         let Some(value) = self
             .db
             .get(lock_key(key))
@@ -711,9 +700,10 @@ impl SledJournal {
 
 impl Drop for SledJournal {
     fn drop(&mut self) {
-        if matches!(self.mode, Mode::Write(_)) {
+        // The writer finishes what is queued and stops first.
+        if self.writer.take().is_some() {
             // Only informational; a stale file is overwritten by the next open.
-            let _ = fs::remove_file(self.dir.join(HOLDER_FILE));
+            let _ = fs::remove_file(self.store.dir.join(HOLDER_FILE));
         }
     }
 }
@@ -781,116 +771,152 @@ fn witness_from(summaries: &BTreeMap<RunId, CachedSummary>) -> witness::Witnesse
 }
 
 impl Journal for SledJournal {
-    fn create(
+    fn insert(
         &self,
         id: RunId,
         lock: Option<&str>,
+        take_lock: bool,
         events: &[Event],
     ) -> Result<Vec<Record>, JournalError> {
-        match events.first() {
-            Some(Event::RunStarted(_)) => {}
-            first => {
-                return Err(storage(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "the first event of run {id} must be run_started, not {}",
-                        first.map_or("nothing", Event::name)
-                    ),
-                )));
-            }
-        }
-
-        let guard = self.writer.lock().expect(POISONED);
-        self.check_writable()?;
-        if self.summaries().contains_key(&id) {
-            return Err(JournalError::RunExists(id));
-        }
-        if let Some(key) = lock
-            && let Some(holder) = self.lock_value(key)?
-        {
-            return Err(JournalError::LockHeld {
-                key: key.to_owned(),
-                holder,
-            });
-        }
-
-        let now = Utc::now();
-        let mut summary = RunSummary {
+        self.writer()?.call(Op::Insert {
             id,
-            runbook: String::new(),
-            state: RunState::Running,
-            reason: None,
-            lock: None,
-            started_by: String::new(),
-            created_at: now,
-            updated_at: now,
-            last_seq: 0,
-            chain: None,
-        };
-        let records = make_records(events, 1, now);
-        let mut batch = sled::Batch::default();
-        let chain = add_records(
-            &mut batch,
-            id,
-            witness::chain_start(id),
-            &records,
-            &mut summary,
-        )?;
-        // The summary names the lock the run actually holds, whatever `RunStarted` says.
-        summary.lock = lock.map(str::to_owned);
-        // A run that ends in its first write (a refused precheck) never holds its lock.
-        if let Some(key) = lock.filter(|_| !ends_run(events)) {
-            batch.insert(lock_key(key), &id.to_bytes()[..]);
-        }
-        let encoded = encode(&summary)?;
-        self.check_space(batch_bytes(&records) + encoded.len())?;
-        batch.insert(&summary_key(id)[..], encoded);
-        let entry = witnessed_entry(witness::Kind::Commit, &summary, chain);
-        self.commit(guard, batch, entry, summary)?;
-        Ok(records)
+            lock: lock.map(str::to_owned),
+            take_lock,
+            events: events.to_vec(),
+        })
     }
 
-    fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
-        if events.is_empty() {
-            self.cached_summary(id)?;
-            return Ok(Vec::new());
-        }
+    fn write(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+        release_lock: bool,
+    ) -> Result<Vec<Record>, JournalError> {
+        self.writer()?.call(Op::Write {
+            id,
+            expected,
+            events: events.to_vec(),
+            release_lock,
+        })
+    }
 
-        let guard = self.writer.lock().expect(POISONED);
-        self.check_writable()?;
-        if let Some(problem) = self.problem(id) {
-            return Err(problem);
-        }
-        let mut summary = self.cached_summary(id)?;
-        let start = match summary.chain.as_deref().map(witness::chain_from_hex) {
-            Some(Some(chain)) => chain,
-            Some(None) => {
-                return Err(corrupt_summary(id, "its hash chain is not readable"));
-            }
-            // Written before chains were kept: compute it once from the records.
-            None => self.chain_of_stored(id, summary.last_seq)?,
+    fn append_async(&self, id: RunId, expected: u64, events: Vec<Event>) -> Pending {
+        let writer = match self.writer() {
+            Ok(w) => w,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let records = make_records(events, summary.last_seq + 1, Utc::now());
-        let mut batch = sled::Batch::default();
-        let chain = add_records(&mut batch, id, start, &records, &mut summary)?;
-        if ends_run(events)
-            && let Some(key) = &summary.lock
-            && self.lock_value(key)? == Some(id)
-        {
-            batch.remove(lock_key(key));
+        if events.is_empty() {
+            let result = self.summary(id).map(|_| Vec::new());
+            return Box::pin(std::future::ready(result));
         }
-        let encoded = encode(&summary)?;
-        self.check_space(batch_bytes(&records) + encoded.len())?;
-        batch.insert(&summary_key(id)[..], encoded);
-        let entry = witnessed_entry(witness::Kind::Commit, &summary, chain);
-        self.commit(guard, batch, entry, summary)?;
-        Ok(records)
+        let release_lock = crate::ends_run(&events);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        writer.submit(
+            Op::Write {
+                id,
+                expected,
+                events,
+                release_lock,
+            },
+            Reply::Async(tx),
+        );
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(JournalError::Storage(Box::new(io::Error::other(
+                    "the journal's writer has stopped",
+                ))))
+            })
+        })
     }
 
     fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
         self.read_after(id, 0)
     }
 
+    fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        self.store.read_after(id, after)
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
+        if let Some(problem) = self.problems().into_iter().next() {
+            return Err(problem);
+        }
+        Ok(self.readable_runs())
+    }
+
+    fn readable_runs(&self) -> Vec<RunSummary> {
+        self.store
+            .summaries()
+            .values()
+            .filter_map(|cached| cached.as_ref().ok().cloned())
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<JournalError> {
+        self.store.problems()
+    }
+
+    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        self.store.cached_summary(id)
+    }
+
+    fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
+        self.store.resolve(prefix)
+    }
+
+    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        self.store.lock_value(key)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(self
+            .store
+            .db
+            .get(meta_key(key))
+            .map_err(|e| sled_error("read", &self.store.dir, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
+        self.writer()?
+            .call(Op::PutMeta {
+                key: key.to_owned(),
+                value: value.to_vec(),
+            })
+            .map(|_| ())
+    }
+
+    fn salvage(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        match self.read(id) {
+            Ok(records) => Ok(records),
+            Err(JournalError::Corrupt { .. }) => Ok(self.store.intact_prefix(id).0),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+        if self.store.problem(id).is_none()
+            && let Ok(summary) = self.store.cached_summary(id)
+        {
+            return self.append(id, summary.last_seq, events);
+        }
+        self.writer()?.call(Op::AcceptLoss {
+            id,
+            events: events.to_vec(),
+        })
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            commits: self.store.commits.load(Ordering::Relaxed),
+            syncs: self.store.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Store {
+    /// Records of run `id` with `seq > after`, verified.
     fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
         if let Some(problem) = self.problem(id) {
             return Err(problem);
@@ -906,20 +932,6 @@ impl Journal for SledJournal {
                 self.distrust(id, *seq, detail.clone());
             }
         })
-    }
-
-    fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
-        if let Some(problem) = self.problems().into_iter().next() {
-            return Err(problem);
-        }
-        Ok(self.readable_runs())
-    }
-
-    fn readable_runs(&self) -> Vec<RunSummary> {
-        self.summaries()
-            .values()
-            .filter_map(|cached| cached.as_ref().ok().cloned())
-            .collect()
     }
 
     fn problems(&self) -> Vec<JournalError> {
@@ -939,10 +951,6 @@ impl Journal for SledJournal {
                 }),
         );
         out
-    }
-
-    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
-        self.cached_summary(id)
     }
 
     fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
@@ -973,43 +981,12 @@ impl Journal for SledJournal {
         }
     }
 
-    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
-        self.lock_value(key)
-    }
-
-    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        Ok(self
-            .db
-            .get(meta_key(key))
-            .map_err(|e| sled_error("read", &self.dir, e))?
-            .map(|v| v.to_vec()))
-    }
-
-    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
-        let guard = self.writer.lock().expect(POISONED);
-        self.check_writable()?;
-        self.check_space(key.len() + value.len())?;
-        let mut batch = sled::Batch::default();
-        batch.insert(meta_key(key), value);
-        let ticket = self.apply(batch)?;
-        drop(guard);
-        self.wait_durable(ticket)
-    }
-
-    fn salvage(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
-        match self.read(id) {
-            Ok(records) => Ok(records),
-            Err(JournalError::Corrupt { .. }) => Ok(self.intact_prefix(id).0),
-            Err(other) => Err(other),
-        }
-    }
-
-    fn accept_loss(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
-        if self.problem(id).is_none() && self.cached_summary(id).is_ok() {
-            return self.append(id, events);
-        }
-        let guard = self.writer.lock().expect(POISONED);
-        self.check_writable()?;
+    /// The batch of [`Journal::accept_loss`] on a damaged run, applied (not yet durable).
+    pub(crate) fn accept_loss_batch(
+        &self,
+        id: RunId,
+        events: &[Event],
+    ) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
         let (kept, chain) = self.intact_prefix(id);
         let Some(first) = kept.first() else {
             return Err(JournalError::Corrupt {
@@ -1076,7 +1053,7 @@ impl Journal for SledJournal {
                 batch.remove(key);
             }
         }
-        let records = make_records(events, kept_seq + 1, Utc::now());
+        let records = crate::sled_writer::make_records(events, kept_seq + 1, Utc::now());
         let chain = add_records(&mut batch, id, chain, &records, &mut summary)?;
         if let Some(key) = &summary.lock {
             let holder = self.lock_value(key)?;
@@ -1091,22 +1068,15 @@ impl Journal for SledJournal {
         let encoded = encode(&summary)?;
         self.check_space(batch_bytes(&records) + encoded.len())?;
         batch.insert(&summary_key(id)[..], encoded);
-        let entry = witnessed_entry(witness::Kind::Accept, &summary, chain);
-        self.commit(guard, batch, entry, summary)?;
-        self.untrusted.lock().expect(POISONED).remove(&id);
-        Ok(records)
-    }
-
-    fn stats(&self) -> JournalStats {
-        JournalStats {
-            commits: self.commits.load(Ordering::Relaxed),
-            syncs: self.syncs.load(Ordering::Relaxed),
-        }
+        let entry = crate::sled_writer::entry(witness::Kind::Accept, &summary, chain);
+        self.apply(batch)?;
+        self.set_summary(summary);
+        Ok((records, Some(entry)))
     }
 }
 
 /// Encodes `records` into `batch`, folding them into `summary` and the chain from `chain`.
-fn add_records(
+pub(crate) fn add_records(
     batch: &mut sled::Batch,
     id: RunId,
     mut chain: Chain,
@@ -1123,17 +1093,8 @@ fn add_records(
     Ok(chain)
 }
 
-fn witnessed_entry(kind: witness::Kind, summary: &RunSummary, chain: Chain) -> witness::Entry {
-    witness::Entry {
-        kind,
-        run: summary.id,
-        seq: summary.last_seq,
-        chain,
-    }
-}
-
 /// Roughly how many bytes the records take encoded (for the free-space check).
-fn batch_bytes(records: &[Record]) -> usize {
+pub(crate) fn batch_bytes(records: &[Record]) -> usize {
     records
         .iter()
         .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + EVENT_KEY_LEN + 4)
@@ -1237,18 +1198,18 @@ fn event_key_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(seq))
 }
 
-fn summary_key(id: RunId) -> [u8; 17] {
+pub(crate) fn summary_key(id: RunId) -> [u8; 17] {
     let mut key = [0; 17];
     key[0] = SUMMARY;
     key[1..].copy_from_slice(&id.to_bytes());
     key
 }
 
-fn lock_key(key: &str) -> Vec<u8> {
+pub(crate) fn lock_key(key: &str) -> Vec<u8> {
     prefixed(LOCK, key)
 }
 
-fn meta_key(key: &str) -> Vec<u8> {
+pub(crate) fn meta_key(key: &str) -> Vec<u8> {
     prefixed(META, key)
 }
 
@@ -1259,26 +1220,8 @@ fn prefixed(prefix: u8, key: &str) -> Vec<u8> {
     out
 }
 
-/// Whether `events` move the run to a terminal state.
-fn ends_run(events: &[Event]) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, Event::StateChanged { state, .. } if state.is_terminal()))
-}
-
-fn make_records(events: &[Event], first_seq: u64, at: chrono::DateTime<Utc>) -> Vec<Record> {
-    (first_seq..)
-        .zip(events)
-        .map(|(seq, event)| Record {
-            seq,
-            at,
-            event: event.clone(),
-        })
-        .collect()
-}
-
 /// CRC32 (little-endian) of the JSON, then the JSON.
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
     let json = serde_json::to_vec(value).map_err(storage)?;
     let mut out = Vec::with_capacity(4 + json.len());
     out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
@@ -1325,7 +1268,7 @@ fn load_summaries(db: &sled::Db) -> Result<BTreeMap<RunId, CachedSummary>, Journ
     Ok(summaries)
 }
 
-fn corrupt_summary(run: RunId, detail: &str) -> JournalError {
+pub(crate) fn corrupt_summary(run: RunId, detail: &str) -> JournalError {
     JournalError::Corrupt {
         run,
         seq: 0,
@@ -1378,7 +1321,7 @@ fn read_holder(dir: &Path) -> Option<String> {
 }
 
 /// An error and its causes on one line, to remember a failed sync by.
-fn error_chain(e: &JournalError) -> String {
+pub(crate) fn error_chain(e: &JournalError) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
@@ -1431,208 +1374,27 @@ mod tests {
         }
     }
 
+    /// Appends after the run's last record.
+    fn add(
+        journal: &SledJournal,
+        id: RunId,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        let last = journal.summary(id)?.last_seq;
+        journal.append(id, last, events)
+    }
+
+    #[test]
+    fn the_sled_journal_conforms() {
+        crate::conformance::all(&|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let journal = open(tmp.path());
+            (Arc::new(journal), Box::new(tmp))
+        });
+    }
+
     fn seqs(records: &[Record]) -> Vec<u64> {
         records.iter().map(|r| r.seq).collect()
-    }
-
-    #[test]
-    fn round_trip_create_append_read_and_summary() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        let created = journal
-            .create(id, None, &[started("hello", None), step("a")])
-            .unwrap();
-        assert_eq!(seqs(&created), [1, 2]);
-        let appended = journal
-            .append(
-                id,
-                &[
-                    Event::StepSucceeded {
-                        path: "a".into(),
-                        attempt: 1,
-                        output: json!({"stdout": "hi"}),
-                        duration_ms: 5,
-                    },
-                    state(RunState::Succeeded),
-                ],
-            )
-            .unwrap();
-        assert_eq!(seqs(&appended), [3, 4]);
-
-        let all = journal.read(id).unwrap();
-        assert_eq!(all, [created.clone(), appended.clone()].concat());
-        assert_eq!(journal.read_after(id, 2).unwrap(), appended);
-        assert!(journal.read_after(id, 4).unwrap().is_empty());
-
-        let summary = journal.summary(id).unwrap();
-        assert_eq!(summary.id, id);
-        assert_eq!(summary.runbook, "hello");
-        assert_eq!(summary.started_by, "tester");
-        assert_eq!(summary.state, RunState::Succeeded);
-        assert_eq!(summary.last_seq, 4);
-        assert_eq!(summary.created_at, created[0].at);
-        assert_eq!(summary.updated_at, appended[1].at);
-        assert_eq!(journal.runs().unwrap(), [summary]);
-        assert_eq!(journal.stats().commits, 2);
-    }
-
-    #[test]
-    fn seqs_stay_contiguous_across_appends() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        journal.create(id, None, &[started("seq", None)]).unwrap();
-        for i in 0..5 {
-            let n = i + 1;
-            let events: Vec<Event> = (0..n).map(|j| step(&format!("s{i}.{j}"))).collect();
-            journal.append(id, &events).unwrap();
-        }
-        assert!(journal.append(id, &[]).unwrap().is_empty());
-        let records = journal.read(id).unwrap();
-        assert_eq!(seqs(&records), (1..=16).collect::<Vec<_>>());
-        assert_eq!(journal.summary(id).unwrap().last_seq, 16);
-    }
-
-    #[test]
-    fn create_validates_its_input() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        let err = journal.create(id, None, &[step("a")]).unwrap_err();
-        assert!(matches!(err, JournalError::Storage(_)), "{err:?}");
-        assert!(journal.create(id, None, &[]).is_err());
-        assert!(matches!(
-            journal.summary(id),
-            Err(JournalError::NoSuchRun(_))
-        ));
-
-        journal.create(id, None, &[started("x", None)]).unwrap();
-        let err = journal.create(id, None, &[started("x", None)]).unwrap_err();
-        assert!(
-            matches!(err, JournalError::RunExists(r) if r == id),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn unknown_runs_are_reported() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        for err in [
-            journal.append(id, &[step("a")]).unwrap_err(),
-            journal.append(id, &[]).unwrap_err(),
-            journal.read(id).unwrap_err(),
-            journal.read_after(id, 3).unwrap_err(),
-            journal.summary(id).unwrap_err(),
-        ] {
-            assert!(
-                matches!(&err, JournalError::NoSuchRun(s) if *s == id.to_string()),
-                "{err:?}"
-            );
-        }
-        assert_eq!(journal.stats().commits, 0);
-    }
-
-    #[test]
-    fn lock_is_refused_naming_its_holder_and_released_by_a_terminal_state() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let first = RunId::new();
-        journal
-            .create(
-                first,
-                Some("db-prod"),
-                &[started("deploy", Some("db-prod"))],
-            )
-            .unwrap();
-        assert_eq!(journal.lock_holder("db-prod").unwrap(), Some(first));
-        assert_eq!(
-            journal.summary(first).unwrap().lock.as_deref(),
-            Some("db-prod")
-        );
-
-        let second = RunId::new();
-        let err = journal
-            .create(
-                second,
-                Some("db-prod"),
-                &[started("deploy", Some("db-prod"))],
-            )
-            .unwrap_err();
-        match &err {
-            JournalError::LockHeld { key, holder } => {
-                assert_eq!(key, "db-prod");
-                assert_eq!(*holder, first);
-            }
-            other => panic!("expected LockHeld, got {other:?}"),
-        }
-        assert!(err.to_string().contains(&first.to_string()));
-        // The refused run left nothing behind.
-        assert!(matches!(
-            journal.summary(second),
-            Err(JournalError::NoSuchRun(_))
-        ));
-
-        // Other keys are independent.
-        journal
-            .create(RunId::new(), Some("db-staging"), &[started("deploy", None)])
-            .unwrap();
-
-        journal.append(first, &[state(RunState::Failed)]).unwrap();
-        assert_eq!(journal.lock_holder("db-prod").unwrap(), None);
-        journal
-            .create(
-                second,
-                Some("db-prod"),
-                &[started("deploy", Some("db-prod"))],
-            )
-            .unwrap();
-        assert_eq!(journal.lock_holder("db-prod").unwrap(), Some(second));
-    }
-
-    #[test]
-    fn non_terminal_states_keep_the_lock() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        journal
-            .create(id, Some("k"), &[started("r", Some("k"))])
-            .unwrap();
-        for s in [
-            RunState::Waiting,
-            RunState::Sleeping,
-            RunState::Interrupted,
-            RunState::NeedsAttention,
-            RunState::Running,
-        ] {
-            journal.append(id, &[state(s)]).unwrap();
-            assert_eq!(journal.lock_holder("k").unwrap(), Some(id), "after {s}");
-        }
-        let err = journal
-            .create(RunId::new(), Some("k"), &[started("r", Some("k"))])
-            .unwrap_err();
-        assert!(matches!(err, JournalError::LockHeld { holder, .. } if holder == id));
-
-        journal.append(id, &[state(RunState::Aborted)]).unwrap();
-        assert_eq!(journal.lock_holder("k").unwrap(), None);
-    }
-
-    #[test]
-    fn a_run_that_ends_in_its_first_write_takes_no_lock() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        let id = RunId::new();
-        journal
-            .create(
-                id,
-                Some("k"),
-                &[started("r", Some("k")), state(RunState::Failed)],
-            )
-            .unwrap();
-        assert_eq!(journal.lock_holder("k").unwrap(), None);
-        assert_eq!(journal.summary(id).unwrap().state, RunState::Failed);
     }
 
     #[test]
@@ -1645,9 +1407,9 @@ mod tests {
             journal
                 .create(a, Some("k"), &[started("one", Some("k"))])
                 .unwrap();
-            journal.append(a, &[step("x"), step("y")]).unwrap();
+            add(&journal, a, &[step("x"), step("y")]).unwrap();
             journal.create(b, None, &[started("two", None)]).unwrap();
-            journal.append(b, &[state(RunState::Succeeded)]).unwrap();
+            add(&journal, b, &[state(RunState::Succeeded)]).unwrap();
             journal.put_meta("schedule", b"every 5m").unwrap();
             (journal.read(a).unwrap(), journal.read(b).unwrap())
         };
@@ -1668,7 +1430,7 @@ mod tests {
         );
         assert_eq!(journal.get_meta("nothing").unwrap(), None);
         // Appends continue the sequence after a reopen.
-        assert_eq!(seqs(&journal.append(a, &[step("z")]).unwrap()), [4]);
+        assert_eq!(seqs(&add(&journal, a, &[step("z")]).unwrap()), [4]);
         assert_eq!(
             journal.stats(),
             JournalStats {
@@ -1690,6 +1452,7 @@ mod tests {
             journal
                 .append(
                     id,
+                    1,
                     &[Event::StepSucceeded {
                         path: "dump".into(),
                         attempt: 1,
@@ -1741,7 +1504,7 @@ mod tests {
                 std::thread::spawn(move || {
                     barrier.wait();
                     for i in 0..APPENDS {
-                        journal.append(id, &[step(&format!("s{i}"))]).unwrap();
+                        add(&journal, id, &[step(&format!("s{i}"))]).unwrap();
                     }
                 })
             })
@@ -1769,7 +1532,7 @@ mod tests {
         let id = RunId::new();
         journal.create(id, None, &[started("lone", None)]).unwrap();
         let before = journal.stats();
-        journal.append(id, &[step("a")]).unwrap();
+        add(&journal, id, &[step("a")]).unwrap();
         let after = journal.stats();
         assert_eq!(after.commits, before.commits + 1);
         assert!(after.syncs > before.syncs, "{before:?} -> {after:?}");
@@ -1781,7 +1544,7 @@ mod tests {
         let journal = open(dir);
         journal.create(id, None, &[started("c", None)]).unwrap();
         journal
-            .append(id, &[step("a"), step("b"), step("c"), step("d")])
+            .append(id, 1, &[step("a"), step("b"), step("c"), step("d")])
             .unwrap();
         id
     }
@@ -1840,7 +1603,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            journal.append(id, &[step("e")]),
+            add(&journal, id, &[step("e")]),
             Err(JournalError::Corrupt { seq: 3, .. })
         ));
     }
@@ -1924,7 +1687,7 @@ mod tests {
             journal.summary(id).unwrap_err(),
             journal.read(id).unwrap_err(),
             journal.runs().unwrap_err(),
-            journal.append(id, &[step("e")]).unwrap_err(),
+            add(&journal, id, &[step("e")]).unwrap_err(),
         ] {
             assert!(
                 matches!(&err, JournalError::Corrupt { run, detail, .. } if *run == id && detail.contains("checksum mismatch")),
@@ -1960,7 +1723,9 @@ mod tests {
             let journal = open(tmp.path());
             let mut summary = journal.summary(id).unwrap();
             summary.last_seq = 4;
-            summary.chain = Some(witness::chain_hex(&journal.chain_of_stored(id, 4).unwrap()));
+            summary.chain = Some(witness::chain_hex(
+                &journal.store.chain_of_stored(id, 4).unwrap(),
+            ));
             summary
         };
         tamper(tmp.path(), |db| {
@@ -1990,7 +1755,7 @@ mod tests {
         ));
         assert_eq!(journal.readable_runs().len(), 1);
         assert!(matches!(
-            journal.append(id, &[step("x")]),
+            add(&journal, id, &[step("x")]),
             Err(JournalError::Corrupt { seq: 5, .. })
         ));
         // A read-only view sees the same.
@@ -2034,7 +1799,7 @@ mod tests {
             assert_eq!(seqs(&view.read(id).unwrap()), [1, 2, 3, 4, 5]);
             assert_eq!(view.runs().unwrap().len(), 1);
             assert!(matches!(
-                view.append(id, &[step("x")]),
+                add(&view, id, &[step("x")]),
                 Err(JournalError::ReadOnly(_))
             ));
             assert!(matches!(
@@ -2068,14 +1833,14 @@ mod tests {
             assert_eq!(seqs(&records), [3]);
             assert!(journal.problems().is_empty());
             assert_eq!(seqs(&journal.read(id).unwrap()), [1, 2, 3]);
-            journal.append(id, &[step("more")]).unwrap();
+            add(&journal, id, &[step("more")]).unwrap();
         }
         let journal = open(tmp.path());
         assert!(journal.problems().is_empty(), "{:?}", journal.problems());
         let records = journal.read(id).unwrap();
         assert_eq!(seqs(&records), [1, 2, 3, 4]);
         assert_eq!(records[2].event.path(), Some("again"));
-        let aside = journal.db.scan_prefix([QUARANTINE]).count();
+        let aside = journal.store.db.scan_prefix([QUARANTINE]).count();
         assert_eq!(aside, 3, "records 3–5 kept aside");
     }
 
@@ -2112,50 +1877,6 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let _journal = open(&dir);
         assert_eq!(mode(&dir), 0o700);
-    }
-
-    #[test]
-    fn resolve_by_prefix() {
-        let tmp = tempfile::tempdir().unwrap();
-        let journal = open(tmp.path());
-        // Fixed ids: two share the prefix "01ARZ3NDEK", one differs early.
-        let a: RunId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
-        let b: RunId = "01ARZ3NDEKZZZZZZZZZZZZZZZZ".parse().unwrap();
-        let c: RunId = "01BX5ZZKBKACTAV9WEVGEMMVRZ".parse().unwrap();
-        for id in [a, b, c] {
-            journal.create(id, None, &[started("r", None)]).unwrap();
-        }
-        assert_eq!(journal.resolve(&a.to_string()).unwrap(), a);
-        assert_eq!(journal.resolve("01arz3ndekt").unwrap(), a);
-        assert_eq!(journal.resolve("01BX").unwrap(), c);
-        match journal.resolve("01arz3ndek").unwrap_err() {
-            JournalError::Ambiguous { prefix, candidates } => {
-                assert_eq!(prefix, "01arz3ndek");
-                assert_eq!(candidates, [a, b]);
-            }
-            other => panic!("expected Ambiguous, got {other:?}"),
-        }
-        assert!(
-            matches!(journal.resolve("01"), Err(JournalError::Ambiguous { candidates, .. }) if candidates.len() == 3)
-        );
-        assert!(matches!(journal.resolve("7ZZZ"), Err(JournalError::NoSuchRun(p)) if p == "7ZZZ"));
-        assert!(matches!(
-            journal.resolve(""),
-            Err(JournalError::NoSuchRun(_))
-        ));
-        assert!(matches!(
-            journal.resolve("not-an-id"),
-            Err(JournalError::NoSuchRun(_))
-        ));
-        assert_eq!(
-            journal
-                .runs()
-                .unwrap()
-                .iter()
-                .map(|s| s.id)
-                .collect::<Vec<_>>(),
-            [a, b, c]
-        );
     }
 
     #[test]

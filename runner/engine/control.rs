@@ -58,7 +58,8 @@ impl Exec<'_> {
                     attempt,
                     idempotent: true,
                     intent: json!({ "describe": format!("{kind_name} (spec not rendered)") }),
-                }])?;
+                }])
+                .await?;
                 return Ok(Attempt::Failed {
                     error: format!("failed to render the {kind_name} spec: {e}"),
                     output: None,
@@ -76,7 +77,8 @@ impl Exec<'_> {
             attempt,
             idempotent,
             intent: json!({ "describe": describe, "spec": rendered }),
-        }])?;
+        }])
+        .await?;
         Ok(
             match self
                 .run_kind(kind, rendered, path, attempt, step.timeout)
@@ -305,7 +307,8 @@ impl Exec<'_> {
                     expires_at,
                     four_eyes,
                 },
-            ])?;
+            ])
+            .await?;
         }
         loop {
             let gate = self.view.gates[path].clone();
@@ -317,7 +320,8 @@ impl Exec<'_> {
                         attempt: 1,
                         output: output.clone(),
                         duration_ms: duration_since(gate.opened_at),
-                    }])?;
+                    }])
+                    .await?;
                     ctx.set(step, output, "succeeded");
                     return Ok(Flow::Next);
                 }
@@ -348,13 +352,15 @@ impl Exec<'_> {
                         approved: true,
                         by: format!("{} (--yes)", self.who),
                         comment: None,
-                    }])?;
+                    }])
+                    .await?;
                 }
                 GateMode::Prompt if !self_approval => {
                     self.set_state(
                         RunState::Waiting,
                         Some(format!("waiting for approval at `{path}`")),
-                    )?;
+                    )
+                    .await?;
                     match crate::engine::prompt::ask(&gate.prompt, gate.expires_at, &self.interrupt)
                         .await
                     {
@@ -370,7 +376,8 @@ impl Exec<'_> {
                                     state: RunState::Running,
                                     reason: None,
                                 },
-                            ])?;
+                            ])
+                            .await?;
                         }
                         crate::engine::prompt::Answer::No(comment) => {
                             self.emit(&[
@@ -384,7 +391,8 @@ impl Exec<'_> {
                                     state: RunState::Running,
                                     reason: None,
                                 },
-                            ])?;
+                            ])
+                            .await?;
                         }
                         crate::engine::prompt::Answer::Expired => {}
                         crate::engine::prompt::Answer::Closed => {
@@ -406,7 +414,7 @@ impl Exec<'_> {
                     } else {
                         format!("waiting for approval at `{path}`")
                     };
-                    self.set_state(RunState::Waiting, Some(reason))?;
+                    self.set_state(RunState::Waiting, Some(reason)).await?;
                     return Ok(Flow::Stop(Stop::Parked {
                         path: path.to_owned(),
                     }));
@@ -424,7 +432,7 @@ impl Exec<'_> {
         opened_at: chrono::DateTime<Utc>,
     ) -> Result<Flow, ExecError> {
         if self.view.state == RunState::Waiting {
-            self.set_state(RunState::Running, None)?;
+            self.set_state(RunState::Running, None).await?;
         }
         self.emit(&[Event::StepFailed {
             path: path.to_owned(),
@@ -434,7 +442,8 @@ impl Exec<'_> {
             retry_at: None,
             duration_ms: duration_since(opened_at),
             tolerated: step.continue_on_error,
-        }])?;
+        }])
+        .await?;
         self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
             .await
     }
@@ -484,20 +493,22 @@ impl Exec<'_> {
                     path: path.to_owned(),
                     wake_at,
                 },
-            ])?;
+            ])
+            .await?;
         }
         let wake_at = self.view.timers[path];
         if Utc::now() < wake_at {
             self.set_state(
                 RunState::Sleeping,
                 Some(format!("`{path}` sleeps until {}", wake_at.to_rfc3339())),
-            )?;
+            )
+            .await?;
             if let Err(signal) = self.pause_until(wake_at).await {
                 return Ok(Flow::Stop(Stop::Interrupted { signal }));
             }
         }
         if self.view.state != RunState::Running {
-            self.set_state(RunState::Running, None)?;
+            self.set_state(RunState::Running, None).await?;
         }
         let output = json!({ "wake_at": wake_at.to_rfc3339(), "woke_at": Utc::now().to_rfc3339() });
         let started = self
@@ -510,7 +521,8 @@ impl Exec<'_> {
             attempt: 1,
             output: output.clone(),
             duration_ms: duration_since(started),
-        }])?;
+        }])
+        .await?;
         ctx.set(step, output, "succeeded");
         Ok(Flow::Next)
     }
@@ -557,7 +569,7 @@ impl Exec<'_> {
                     path: path.to_owned(),
                     items: list.clone(),
                 },
-            ])?;
+            ]).await?;
             list
         };
         let started = self
@@ -593,7 +605,8 @@ impl Exec<'_> {
                         retry_at: None,
                         duration_ms: duration_since(started),
                         tolerated: step.continue_on_error,
-                    }])?;
+                    }])
+                    .await?;
                     return self
                         .failure_tail(step, path, ctx, error, None, step.continue_on_error)
                         .await;
@@ -607,7 +620,8 @@ impl Exec<'_> {
             attempt: 1,
             output: output.clone(),
             duration_ms: duration_since(started),
-        }])?;
+        }])
+        .await?;
         ctx.set(step, output, "succeeded");
         Ok(Flow::Next)
     }
@@ -674,7 +688,7 @@ impl Exec<'_> {
                 attempt: 1,
                 idempotent: true,
                 intent: json!({ "describe": format!("call {target}"), "params": Value::Object(rendered) }),
-            }])?;
+            }]).await?;
         }
         let started = self
             .view
@@ -723,7 +737,8 @@ impl Exec<'_> {
                     attempt: 1,
                     output: output.clone(),
                     duration_ms: duration_since(started),
-                }])?;
+                }])
+                .await?;
                 ctx.set(step, output, "succeeded");
                 Ok(Flow::Next)
             }
@@ -765,7 +780,8 @@ impl Exec<'_> {
             retry_at: None,
             duration_ms: duration_since(started),
             tolerated: step.continue_on_error,
-        }])?;
+        }])
+        .await?;
         self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
             .await
     }

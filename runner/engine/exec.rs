@@ -118,24 +118,86 @@ pub struct Exec<'a> {
     pub gates: GateMode,
     /// Who is executing (for `--yes` approvals).
     pub who: String,
+    /// Events folded into the view but not yet journaled: they ride on the next commit.
+    pub pending: Vec<Event>,
+    /// The seq of the last record made durable.
+    pub committed: u64,
+}
+
+/// The kinds of steps whose start rides on the next commit: they have no effect of their own,
+/// and what they lead to (a gate opening, a timer, an effect's start) commits.
+const RIDING_STARTS: &[&str] = &["script", "foreach", "call", "gate", "sleep"];
+
+/// Whether an event must be durable before the run goes on: an effect is about to start, the
+/// run is about to wait (a gate, a timer, a poll, a retry's back-off) or stop. Everything else
+/// (outcomes, skips, decisions, loop items) rides on the next such commit, which is made before
+/// anything that could depend on it happens — so each effectful step costs one sync.
+pub fn must_commit(event: &Event) -> bool {
+    match event {
+        Event::StepStarted { kind, .. } => !RIDING_STARTS.contains(&kind.as_str()),
+        Event::StepFailed { retry_at, .. } => retry_at.is_some(),
+        Event::GateOpened { .. }
+        | Event::TimerSet { .. }
+        | Event::StateChanged { .. }
+        | Event::AttentionNeeded { .. }
+        | Event::StepInterrupted { .. }
+        | Event::LossAccepted { .. } => true,
+        Event::RunStarted(_)
+        | Event::SourceReloaded { .. }
+        | Event::Precheck { .. }
+        | Event::Resumed { .. }
+        | Event::StepSucceeded { .. }
+        | Event::StepSkipped { .. }
+        | Event::ItemsDecided { .. }
+        | Event::GateDecided { .. }
+        | Event::OperatorDecided { .. } => false,
+    }
 }
 
 impl Exec<'_> {
-    /// Appends events and folds them into the view.
-    pub fn emit(&mut self, events: &[Event]) -> Result<(), ExecError> {
-        let records = self.log.append(self.id, events)?;
-        for r in &records {
-            self.view.apply(r)?;
+    /// Records events: folds them into the view at once (as they will be journaled, redacted),
+    /// and makes them durable now if one of them must be ([`must_commit`]), with everything
+    /// that was riding; otherwise they ride on the next commit.
+    pub async fn emit(&mut self, events: &[Event]) -> Result<(), ExecError> {
+        let at = chrono::Utc::now();
+        for event in events {
+            let record = runbook_journals::Record {
+                seq: self.view.last_seq + 1,
+                at,
+                event: self.log.redact(event),
+            };
+            self.view.apply(&record)?;
+        }
+        self.pending.extend_from_slice(events);
+        if events.iter().any(must_commit) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes every riding event durable.
+    pub async fn flush(&mut self) -> Result<(), ExecError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
+        let records = self.log.commit(self.id, self.committed, &events).await?;
+        if let Some(last) = records.last() {
+            self.committed = last.seq;
         }
         Ok(())
     }
 
     /// Moves the run to `state` unless it is there already.
-    pub fn set_state(&mut self, state: RunState, reason: Option<String>) -> Result<(), ExecError> {
+    pub async fn set_state(
+        &mut self,
+        state: RunState,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
         if self.view.state == state && self.view.reason == reason {
             return Ok(());
         }
-        self.emit(&[Event::StateChanged { state, reason }])
+        self.emit(&[Event::StateChanged { state, reason }]).await
     }
 
     /// Runs a list of steps in order.
@@ -271,7 +333,8 @@ impl Exec<'_> {
                     self.emit(&[Event::StepSkipped {
                         path: path.to_owned(),
                         reason: SkipReason::When,
-                    }])?;
+                    }])
+                    .await?;
                     ctx.set(step, Value::Null, "skipped");
                     return Ok(Flow::Next);
                 }
@@ -293,7 +356,8 @@ impl Exec<'_> {
                     self.emit(&[Event::StepSkipped {
                         path: path.to_owned(),
                         reason: SkipReason::Check,
-                    }])?;
+                    }])
+                    .await?;
                     ctx.set(step, Value::Null, "skipped");
                     return Ok(Flow::Next);
                 }
@@ -404,7 +468,8 @@ impl Exec<'_> {
                     self.emit(&[Event::StepSkipped {
                         path: path.to_owned(),
                         reason: SkipReason::Check,
-                    }])?;
+                    }])
+                    .await?;
                     ctx.set(step, Value::Null, "skipped");
                     Ok(Flow::Next)
                 }
@@ -473,7 +538,8 @@ impl Exec<'_> {
                                 humantime::format_duration(wait.every),
                                 humantime::format_duration(wait.timeout)),
                         }),
-                    }])?;
+                    }])
+                    .await?;
                     self.poll(path, ctx, wait).await
                 }
                 Action::Script(expr) => {
@@ -483,7 +549,8 @@ impl Exec<'_> {
                         attempt,
                         idempotent: true,
                         intent: json!({ "describe": format!("script {}", first_line(&expr.src)) }),
-                    }])?;
+                    }])
+                    .await?;
                     match ctx.eval(expr, None, &self.book.sources) {
                         Ok(v) => Attempt::Ok(v),
                         Err(error) => Attempt::Failed {
@@ -499,7 +566,9 @@ impl Exec<'_> {
             let (error, output, retryable) = match result {
                 Attempt::Ok(output) => match self.assert(step, ctx, &output) {
                     Ok(()) => {
-                        return self.succeed(step, path, ctx, output, attempt, duration_ms);
+                        return self
+                            .succeed(step, path, ctx, output, attempt, duration_ms)
+                            .await;
                     }
                     Err(e) => (e, Some(output), true),
                 },
@@ -513,7 +582,8 @@ impl Exec<'_> {
                         path: path.to_owned(),
                         attempt,
                         reason,
-                    }])?;
+                    }])
+                    .await?;
                     return Ok(Flow::Stop(Stop::Interrupted { signal }));
                 }
             };
@@ -541,7 +611,8 @@ impl Exec<'_> {
                     retry_at: Some(retry_at),
                     duration_ms,
                     tolerated: false,
-                }])?;
+                }])
+                .await?;
                 if let Err(signal) = self.pause_until(retry_at).await {
                     return Ok(Flow::Stop(Stop::Interrupted { signal }));
                 }
@@ -556,7 +627,8 @@ impl Exec<'_> {
                 retry_at: None,
                 duration_ms,
                 tolerated: step.continue_on_error,
-            }])?;
+            }])
+            .await?;
             return self
                 .failure_tail(step, path, ctx, error, output, step.continue_on_error)
                 .await;
@@ -585,7 +657,7 @@ impl Exec<'_> {
     }
 
     /// Journals a success and makes the output visible to later steps.
-    fn succeed(
+    async fn succeed(
         &mut self,
         step: &Step,
         path: &str,
@@ -605,7 +677,8 @@ impl Exec<'_> {
             attempt,
             output: journaled,
             duration_ms,
-        }])?;
+        }])
+        .await?;
         ctx.set(step, output, "succeeded");
         Ok(Flow::Next)
     }
@@ -630,7 +703,8 @@ impl Exec<'_> {
                 attempt,
                 idempotent: true,
                 intent: json!({ "describe": format!("{} (not started)", step.action.kind()) }),
-            }])?;
+            }])
+            .await?;
         }
         self.emit(&[Event::StepFailed {
             path: path.to_owned(),
@@ -640,7 +714,8 @@ impl Exec<'_> {
             retry_at: None,
             duration_ms: 0,
             tolerated: step.continue_on_error,
-        }])?;
+        }])
+        .await?;
         self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
             .await
     }

@@ -60,10 +60,31 @@ impl RunLog {
         Ok(records)
     }
 
-    /// Appends events durably.
-    pub fn append(&self, id: RunId, events: &[Event]) -> Result<Vec<Record>, JournalError> {
+    /// Appends events durably after record `expected` (the run's last as the caller knows it),
+    /// blocking this thread until they are durable. For one-off writes outside a run's
+    /// execution (a verdict, an abort); an execution commits with [`RunLog::commit`].
+    pub fn append(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
         let events: Vec<Event> = events.iter().map(|e| self.redact(e)).collect();
-        let records = self.journal.append(id, &events)?;
+        let records = self.journal.append(id, expected, &events)?;
+        self.committed(id, &records);
+        Ok(records)
+    }
+
+    /// Appends events durably after record `expected`, awaiting durability without holding a
+    /// thread (the journal's writer answers when the commit is synced).
+    pub async fn commit(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        let events: Vec<Event> = events.iter().map(|e| self.redact(e)).collect();
+        let records = self.journal.append_async(id, expected, events).await?;
         self.committed(id, &records);
         Ok(records)
     }

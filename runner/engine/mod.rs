@@ -621,6 +621,7 @@ impl Engine {
         // Through the run's own log: the comment is free text, scrubbed of the run's secrets.
         let records = prepared.log.append(
             id,
+            prepared.view.last_seq,
             &[Event::GateDecided {
                 path: path.to_owned(),
                 approved,
@@ -672,7 +673,7 @@ impl Engine {
         // The reason is free text: scrubbed of the run's secrets this process can know.
         let log = self.log(self.known_secrets(&view));
         match loss {
-            None => log.append(id, &[aborted])?,
+            None => log.append(id, view.last_seq, &[aborted])?,
             Some(detail) => log.accept_loss(
                 id,
                 &[
@@ -740,6 +741,7 @@ impl Engine {
         };
         let replay_len = view.order.len();
         let resuming = !resume_events.is_empty();
+        let committed = view.last_seq;
         let mut exec = Exec {
             id: view.id,
             log,
@@ -751,24 +753,29 @@ impl Engine {
             interrupt: self.interrupt.clone(),
             gates: self.gates,
             who: self.who.clone(),
+            pending: Vec::new(),
+            committed,
         };
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
             // Errors go to the terminal as they are, not through the journal: mask them here.
             let error = log.redactor().text(&error);
             if resuming {
+                // The refused resume is journaled (its prechecks' results), nothing else.
+                exec.flush().await?;
                 return Err(EngineError::Precheck { id: pid, error });
             }
             exec.set_state(
                 RunState::Failed,
                 Some(format!("precheck `{pid}` refused the run: {error}")),
-            )?;
+            )
+            .await?;
             return Ok(Outcome::Failed {
                 path: None,
                 error: format!("precheck `{pid}` refused the run: {error}"),
             });
         }
         if resuming {
-            exec.emit(&resume_events)?;
+            exec.emit(&resume_events).await?;
         }
         let flow = exec.steps(&main.steps, &mut ctx).await?;
         self.finish(&mut exec, &main, &mut ctx, flow).await
@@ -783,7 +790,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let stop = match flow {
             Flow::Next => {
-                exec.set_state(RunState::Succeeded, None)?;
+                exec.set_state(RunState::Succeeded, None).await?;
                 return Ok(Outcome::Succeeded);
             }
             Flow::Stop(stop) => stop,
@@ -800,20 +807,20 @@ impl Engine {
                             use std::fmt::Write as _;
                             let _ = write!(reason, "; on_failure step `{p}` failed too: {e}");
                         }
-                        Flow::Stop(other) => return Self::stopped(exec, other),
+                        Flow::Stop(other) => return Self::stopped(exec, other).await,
                     }
                 }
-                exec.set_state(RunState::Failed, Some(reason))?;
+                exec.set_state(RunState::Failed, Some(reason)).await?;
                 Ok(Outcome::Failed {
                     path: Some(path),
                     error: exec.log.redactor().text(&error),
                 })
             }
-            other => Self::stopped(exec, other),
+            other => Self::stopped(exec, other).await,
         }
     }
 
-    fn stopped(exec: &mut Exec<'_>, stop: Stop) -> Result<Outcome, EngineError> {
+    async fn stopped(exec: &mut Exec<'_>, stop: Stop) -> Result<Outcome, EngineError> {
         match stop {
             Stop::Parked { path } => {
                 let prompt = exec
@@ -836,14 +843,16 @@ impl Engine {
                             "step `{path}` was in flight and is not safe to run again"
                         )),
                     },
-                ])?;
+                ])
+                .await?;
                 Ok(Outcome::NeedsAttention { path, detail })
             }
             Stop::Interrupted { signal } => {
                 exec.set_state(
                     RunState::Interrupted,
                     Some(format!("interrupted by {signal}")),
-                )?;
+                )
+                .await?;
                 Ok(Outcome::Interrupted { signal })
             }
             Stop::Failed { path, error } => Ok(Outcome::Failed {
@@ -897,7 +906,7 @@ impl Engine {
             }
         }
         if !events.is_empty() {
-            exec.emit(&events)?;
+            exec.emit(&events).await?;
         }
         Ok(failure.map_or(Ok(()), Err))
     }

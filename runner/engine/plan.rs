@@ -129,6 +129,8 @@ impl Engine {
                 interrupt: self.interrupt.clone(),
                 gates: GateMode::Detach,
                 who: self.who.clone(),
+                pending: Vec::new(),
+                committed: records.last().map_or(0, |r| r.seq),
             };
             let failed = self.prechecks(&mut exec, &main, &mut ctx).await?;
             for (i, check) in main.prechecks.iter().enumerate() {

@@ -369,7 +369,7 @@ mod tests {
                 .create(run, None, &[first, state(RunState::Running)])
                 .unwrap();
             if *s != RunState::Running {
-                journal.append(run, &[state(*s)]).unwrap();
+                journal.append(run, 2, &[state(*s)]).unwrap();
             }
         }
         journal
@@ -642,18 +642,21 @@ mod tests {
     struct Damaged(MemoryJournal);
 
     impl Journal for Damaged {
-        fn create(
+        fn insert(
             &self,
             _: RunId,
             _: Option<&str>,
+            _: bool,
             _: &[Event],
         ) -> Result<Vec<Record>, runbook_journals::JournalError> {
             unreachable!()
         }
-        fn append(
+        fn write(
             &self,
             _: RunId,
+            _: u64,
             _: &[Event],
+            _: bool,
         ) -> Result<Vec<Record>, runbook_journals::JournalError> {
             unreachable!()
         }

@@ -43,6 +43,8 @@ pub struct Runs {
     observers: Vec<Arc<dyn Observer>>,
     metrics: Option<Arc<Metrics>>,
     active: Mutex<HashMap<RunId, Active>>,
+    /// Signalled whenever a run's task ends.
+    ended: std::sync::Condvar,
     owned: Mutex<BTreeSet<RunId>>,
     /// The parameters given for each run this process started or continued, kept in memory
     /// only (never journaled: secret values among them) until the run ends, so that
@@ -95,6 +97,7 @@ impl Runs {
             observers,
             metrics,
             active: Mutex::new(HashMap::new()),
+            ended: std::sync::Condvar::new(),
             owned: Mutex::new(owned),
             given: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -145,11 +148,22 @@ impl Runs {
 
     /// Refuses an operation on a run this `serve` is executing right now.
     fn not_active(&self, id: RunId) -> Result<(), EngineError> {
-        if self.is_active(id) {
+        // A run whose journal already says it parked or ended is only winding its task down
+        // (its last commit is seen before the task returns): give it a moment.
+        let settled = || self.journal.summary(id).is_ok_and(|s| s.state.is_settled());
+        let active = self.active.lock().expect("runs");
+        let (active, _) = self
+            .ended
+            .wait_timeout_while(active, Duration::from_secs(2), |active| {
+                active.contains_key(&id) && settled()
+            })
+            .expect("runs");
+        if active.contains_key(&id) {
             return Err(EngineError::Refused(format!(
                 "run {id} is executing right now; wait until it parks or ends (or abort it)"
             )));
         }
+        drop(active);
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::Refused("serve is stopping".into()));
         }
@@ -183,6 +197,7 @@ impl Runs {
     /// longer owned; one stopped by our shutdown stays owned so the next `serve` resumes it.
     fn finished(&self, id: RunId, outcome: &Result<Outcome, EngineError>) {
         self.active.lock().expect("runs").remove(&id);
+        self.ended.notify_all();
         if matches!(
             outcome,
             Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted)

@@ -1,0 +1,333 @@
+//! The sled journal's writer: one thread owns every write to the store.
+//!
+//! Writers send a request over a channel with a way to answer; the thread drains everything
+//! queued, applies each request to the tree (refusing what does not fit: a stale expected seq,
+//! a held lock, a damaged run, a full disk), makes them all durable with one flush and one
+//! `fdatasync`, witnesses them, and answers every writer. Concurrent runs therefore share syncs
+//! (group commit) without any of them blocking a thread of their own: an async caller awaits its
+//! answer ([`Journal::append_async`](crate::Journal::append_async)).
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use chrono::Utc;
+
+use crate::sled_journal::Store;
+use crate::{Event, JournalError, Record, RunId, RunState, RunSummary, witness};
+
+/// At most this many requests share one sync.
+const MAX_GROUP: usize = 1024;
+
+/// What a writer asks for.
+pub enum Op {
+    /// Create a run.
+    Insert {
+        /// The run.
+        id: RunId,
+        /// Its lock key.
+        lock: Option<String>,
+        /// Whether the run takes the lock (not when its first write ends it).
+        take_lock: bool,
+        /// Its first events.
+        events: Vec<Event>,
+    },
+    /// Append to a run whose last record is `expected`.
+    Write {
+        /// The run.
+        id: RunId,
+        /// The seq the writer last saw.
+        expected: u64,
+        /// The events.
+        events: Vec<Event>,
+        /// Whether the events end the run.
+        release_lock: bool,
+    },
+    /// Continue a damaged run from its intact prefix.
+    AcceptLoss {
+        /// The run.
+        id: RunId,
+        /// The first events after the prefix.
+        events: Vec<Event>,
+    },
+    /// Write a meta value.
+    PutMeta {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+}
+
+/// How the writer answers.
+pub enum Reply {
+    /// A thread waiting on a channel.
+    Blocking(mpsc::SyncSender<Result<Vec<Record>, JournalError>>),
+    /// A future.
+    Async(tokio::sync::oneshot::Sender<Result<Vec<Record>, JournalError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Vec<Record>, JournalError>) {
+        // A writer that stopped waiting (a dropped future) no longer wants the answer.
+        match self {
+            Self::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+            Self::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// One request.
+pub struct Request {
+    /// What to do.
+    pub op: Op,
+    /// Where the answer goes.
+    pub reply: Reply,
+}
+
+/// The writer thread, as its journal holds it.
+pub struct Handle {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Starts the writer of `store`.
+    pub fn start(store: Arc<Store>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || run(&store, &rx))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends `op`; the answer comes through `reply`. A writer that is gone answers at once.
+    pub fn submit(&self, op: Op, reply: Reply) {
+        let request = Request { op, reply };
+        if let Some(tx) = &self.tx
+            && let Err(mpsc::SendError(request)) = tx.send(request)
+        {
+            request.reply.send(Err(gone()));
+        }
+    }
+
+    /// Sends `op` and waits for its answer on this thread.
+    pub fn call(&self, op: Op) -> Result<Vec<Record>, JournalError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(op, Reply::Blocking(tx));
+        rx.recv().unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread finish what is queued and end.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn gone() -> JournalError {
+    JournalError::Storage(Box::new(std::io::Error::other(
+        "the journal's writer has stopped",
+    )))
+}
+
+/// The writer's loop: drain, apply, sync once, witness, answer.
+fn run(store: &Store, rx: &mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut queue = vec![first];
+        while queue.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(request) => queue.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut applied = Vec::with_capacity(queue.len());
+        for request in queue {
+            match apply(store, request.op) {
+                Ok((records, entry)) => applied.push((request.reply, records, entry)),
+                Err(e) => request.reply.send(Err(e)),
+            }
+        }
+        if applied.is_empty() {
+            continue;
+        }
+        let entries: Vec<witness::Entry> = applied.iter().filter_map(|(_, _, e)| *e).collect();
+        match store.sync_now().and_then(|()| store.witness(&entries)) {
+            Ok(()) => {
+                for (reply, records, _) in applied {
+                    reply.send(Ok(records));
+                }
+            }
+            Err(e) => {
+                let msg = crate::sled_journal::error_chain(&e);
+                store.fail(&msg);
+                for (reply, _, _) in applied {
+                    reply.send(Err(store.failed_error(&msg)));
+                }
+            }
+        }
+    }
+}
+
+/// Applies one request to the tree (not yet durable); returns its records and what the
+/// witness is to record once they are durable.
+fn apply(store: &Store, op: Op) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
+    store.check_writable()?;
+    match op {
+        Op::Insert {
+            id,
+            lock,
+            take_lock,
+            events,
+        } => insert(store, id, lock.as_deref(), take_lock, &events),
+        Op::Write {
+            id,
+            expected,
+            events,
+            release_lock,
+        } => write(store, id, expected, &events, release_lock),
+        Op::AcceptLoss { id, events } => store.accept_loss_batch(id, &events),
+        Op::PutMeta { key, value } => {
+            store.check_space(key.len() + value.len())?;
+            let mut batch = sled::Batch::default();
+            batch.insert(crate::sled_journal::meta_key(&key), value);
+            store.apply(batch)?;
+            Ok((Vec::new(), None))
+        }
+    }
+}
+
+fn insert(
+    store: &Store,
+    id: RunId,
+    lock: Option<&str>,
+    take_lock: bool,
+    events: &[Event],
+) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
+    use crate::sled_journal::{add_records, batch_bytes, encode, lock_key, summary_key};
+    if store.has_run(id) {
+        return Err(JournalError::RunExists(id));
+    }
+    if let Some(key) = lock
+        && let Some(holder) = store.lock_value(key)?
+    {
+        return Err(JournalError::LockHeld {
+            key: key.to_owned(),
+            holder,
+        });
+    }
+    let now = Utc::now();
+    let mut summary = RunSummary {
+        id,
+        runbook: String::new(),
+        state: RunState::Running,
+        reason: None,
+        lock: None,
+        started_by: String::new(),
+        created_at: now,
+        updated_at: now,
+        last_seq: 0,
+        chain: None,
+    };
+    let records = make_records(events, 1, now);
+    let mut batch = sled::Batch::default();
+    let chain = add_records(
+        &mut batch,
+        id,
+        witness::chain_start(id),
+        &records,
+        &mut summary,
+    )?;
+    // The summary names the lock the run asked for, whatever `RunStarted` says.
+    summary.lock = lock.map(str::to_owned);
+    if let Some(key) = lock.filter(|_| take_lock) {
+        batch.insert(lock_key(key), &id.to_bytes()[..]);
+    }
+    let encoded = encode(&summary)?;
+    store.check_space(batch_bytes(&records) + encoded.len())?;
+    batch.insert(&summary_key(id)[..], encoded);
+    let entry = entry(witness::Kind::Commit, &summary, chain);
+    store.apply(batch)?;
+    store.set_summary(summary);
+    Ok((records, Some(entry)))
+}
+
+fn write(
+    store: &Store,
+    id: RunId,
+    expected: u64,
+    events: &[Event],
+    release_lock: bool,
+) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
+    use crate::sled_journal::{add_records, batch_bytes, encode, lock_key, summary_key};
+    if let Some(problem) = store.problem(id) {
+        return Err(problem);
+    }
+    let mut summary = store.cached_summary(id)?;
+    if summary.last_seq != expected {
+        return Err(JournalError::Conflict {
+            run: id,
+            expected,
+            found: summary.last_seq,
+        });
+    }
+    let start = match summary.chain.as_deref().map(witness::chain_from_hex) {
+        Some(Some(chain)) => chain,
+        Some(None) => {
+            return Err(crate::sled_journal::corrupt_summary(
+                id,
+                "its hash chain is not readable",
+            ));
+        }
+        // Written before chains were kept: computed once from the records.
+        None => store.chain_of_stored(id, summary.last_seq)?,
+    };
+    let records = make_records(events, summary.last_seq + 1, Utc::now());
+    let mut batch = sled::Batch::default();
+    let chain = add_records(&mut batch, id, start, &records, &mut summary)?;
+    if release_lock
+        && let Some(key) = &summary.lock
+        && store.lock_value(key)? == Some(id)
+    {
+        batch.remove(lock_key(key));
+    }
+    let encoded = encode(&summary)?;
+    store.check_space(batch_bytes(&records) + encoded.len())?;
+    batch.insert(&summary_key(id)[..], encoded);
+    let entry = entry(witness::Kind::Commit, &summary, chain);
+    store.apply(batch)?;
+    store.set_summary(summary);
+    Ok((records, Some(entry)))
+}
+
+/// The witness entry for a run's summary after a write.
+pub fn entry(kind: witness::Kind, summary: &RunSummary, chain: witness::Chain) -> witness::Entry {
+    witness::Entry {
+        kind,
+        run: summary.id,
+        seq: summary.last_seq,
+        chain,
+    }
+}
+
+/// Records for `events`, numbered from `first_seq`, all written `at`.
+pub fn make_records(events: &[Event], first_seq: u64, at: chrono::DateTime<Utc>) -> Vec<Record> {
+    (first_seq..)
+        .zip(events)
+        .map(|(seq, event)| Record {
+            seq,
+            at,
+            event: event.clone(),
+        })
+        .collect()
+}
