@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::openbao::{
-    Bao, assert_one_down_at_most, assert_stepped_down_before_stopping, pids_per_node,
-};
+use crate::openbao::{Bao, assert_one_down_at_most, pids_per_node};
 use crate::support::Sandbox;
 use crate::support::clusters::{Cluster, testbed};
 use crate::support::kubernetes::{PodEvent, PodWatch, kubectl, kubectl_json, pods_after};
@@ -235,6 +233,7 @@ fn upgrade_and_restart_with_the_kubernetes_driver_on_a_real_control_plane_replac
 
     // The upgrade, with a client writing throughout and every server's health sampled.
     let upgrade_from = watch.events().len();
+    let mark = bao.log_mark();
     let monitor = bao.monitor();
     let writer = bao.writer();
     let sb = Sandbox::new();
@@ -302,7 +301,7 @@ fn upgrade_and_restart_with_the_kubernetes_driver_on_a_real_control_plane_replac
     // Seen from the servers: never more than one down, the active node stepped down before
     // its pod was deleted, each server restarted exactly once, no acknowledged write lost.
     assert_one_down_at_most(&samples);
-    assert_stepped_down_before_stopping(&samples);
+    mark.assert_stepped_down_before_stopping();
     assert_eq!(pids_per_node(&samples), [2, 2, 2], "{}", timeline());
     assert!(
         acked.len() > 20,

@@ -5,6 +5,7 @@
 //! a client writing KV secrets throughout whose every acknowledged write must still be there.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -217,24 +218,92 @@ pub(crate) fn assert_one_down_at_most(samples: &[(Instant, Vec<NodeSample>)]) {
     }
 }
 
-/// No node was stopped while it was the active node: the last time each node's first process
-/// answered, it answered as a standby (429), not as the active node (200).
-pub(crate) fn assert_stepped_down_before_stopping(samples: &[(Instant, Vec<NodeSample>)]) {
-    let nodes = samples.first().map_or(0, |(_, n)| n.len());
-    for n in 0..nodes {
-        let first = samples[0].1[n].1;
-        let last_answer = samples
-            .iter()
-            .rev()
-            .find(|(_, s)| s[n].1 == first && up(s[n].0))
-            .expect("the first process answered at least once");
-        assert_eq!(
-            last_answer.1[n].0,
-            Some(429),
-            "node {} was stopped while it was the active node",
-            n + 1
-        );
+/// Where each node's log stood at some moment: what a run wrote after it is checked by
+/// [`LogMark::assert_stepped_down_before_stopping`].
+pub(crate) struct LogMark(Vec<(PathBuf, usize)>);
+
+impl Bao {
+    /// Marks the end of each node's log now.
+    pub(crate) fn log_mark(&self) -> LogMark {
+        LogMark(
+            (1..=self.addrs.len())
+                .map(|n| {
+                    let path = self.cluster.dir.join(format!("node-{n}.log"));
+                    let lines = std::fs::read_to_string(&path).map_or(0, |l| l.lines().count());
+                    (path, lines)
+                })
+                .collect(),
+        )
     }
+}
+
+impl LogMark {
+    /// No node was stopped while it was the active node since the mark, read from each
+    /// server's own log: every `OpenBao shutdown triggered` comes after the server left active
+    /// operation (`done with active loop iteration`, `entering standby mode`), not after
+    /// `acquired lock, enabling active operation`. (Sampling `/v1/sys/health` cannot prove
+    /// this: the gap between a step-down and the stop can be shorter than any sampling period.)
+    pub(crate) fn assert_stepped_down_before_stopping(&self) {
+        for (n, (path, since)) in self.0.iter().enumerate() {
+            let log = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let lines: Vec<&str> = log.lines().collect();
+            let found: Vec<usize> = stopped_while_active(&log)
+                .into_iter()
+                .filter(|at| at > since)
+                .collect();
+            let context: Vec<String> = found
+                .iter()
+                .map(|at| lines[at.saturating_sub(30)..*at].join("\n"))
+                .collect();
+            assert!(
+                found.is_empty(),
+                "node {} was stopped while it was the active node (shutdowns at lines {found:?} of {}):\n{}",
+                n + 1,
+                path.display(),
+                context.join("\n---\n")
+            );
+        }
+    }
+}
+
+/// The line numbers (1-based) of the shutdowns in an OpenBao log that found the server active.
+fn stopped_while_active(log: &str) -> Vec<usize> {
+    let mut active = false;
+    let mut found = Vec::new();
+    for (i, line) in log.lines().enumerate() {
+        // The active loop ends once the lock is released (after a step-down, before the
+        // server logs that it is a standby again).
+        if line.contains("==> OpenBao server started")
+            || line.contains("entering standby mode")
+            || line.contains("done with active loop iteration")
+        {
+            active = false;
+        } else if line.contains("acquired lock, enabling active operation") {
+            active = true;
+        } else if line.contains("==> OpenBao shutdown triggered") && active {
+            found.push(i + 1);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_shutdown_after_taking_the_lock_is_found_and_one_after_stepping_down_is_not() {
+    let stepped = "==> OpenBao server started!\n core: entering standby mode\n \
+                   core: acquired lock, enabling active operation\n \
+                   core: stepping down from active operation to standby\n \
+                   core: done with active loop iteration\n==> OpenBao shutdown triggered\n";
+    assert_eq!(stopped_while_active(stepped), Vec::<usize>::new());
+    let killed = "==> OpenBao server started!\n core: entering standby mode\n \
+                  core: acquired lock, enabling active operation\n==> OpenBao shutdown triggered\n\
+                  ==> OpenBao server started!\n core: entering standby mode\n\
+                  ==> OpenBao shutdown triggered\n";
+    assert_eq!(stopped_while_active(killed), vec![4]);
+    let stepping = "==> OpenBao server started!\n core: acquired lock, enabling active operation\n \
+                    core: stepping down from active operation to standby\n\
+                    ==> OpenBao shutdown triggered\n";
+    assert_eq!(stopped_while_active(stepping), vec![4]);
 }
 
 /// How many different server processes each node had over the samples.
@@ -256,6 +325,7 @@ fn upgrade_on_a_real_cluster_keeps_quorum_steps_the_leader_down_and_loses_no_wri
     let bao = Bao::new("2.6.2");
     assert_eq!(bao.versions(), ["2.6.2"; 3]);
     let sb = Sandbox::new();
+    let mark = bao.log_mark();
     let monitor = bao.monitor();
     let writer = bao.writer();
     let snapshot_dir = sb.path().to_str().expect("utf-8").to_owned();
@@ -286,7 +356,7 @@ fn upgrade_on_a_real_cluster_keeps_quorum_steps_the_leader_down_and_loses_no_wri
         out.explain("after the upgrade")
     );
     assert_one_down_at_most(&samples);
-    assert_stepped_down_before_stopping(&samples);
+    mark.assert_stepped_down_before_stopping();
     assert_eq!(
         pids_per_node(&samples),
         [2, 2, 2],
@@ -424,6 +494,7 @@ fn an_upgrade_killed_after_the_second_member_resumes_without_restarting_any_memb
     );
 
     // A rolling restart of the upgraded cluster: each member once, one at a time.
+    let mark = bao.log_mark();
     let monitor = bao.monitor();
     let before = bao.pids();
     bao.runbook(&sb, &["run", "rolling-restart-openbao", "-p", &cluster_dir])
@@ -435,6 +506,6 @@ fn an_upgrade_killed_after_the_second_member_resumes_without_restarting_any_memb
     }
     assert_eq!(pids_per_node(&samples), [2, 2, 2]);
     assert_one_down_at_most(&samples);
-    assert_stepped_down_before_stopping(&samples);
+    mark.assert_stepped_down_before_stopping();
     assert_eq!(bao.versions(), ["2.7.2"; 3]);
 }
