@@ -14,6 +14,7 @@ pub mod load;
 mod memory;
 pub mod model;
 pub mod params;
+pub mod refs;
 pub mod resupply;
 pub mod schedule;
 pub mod script;

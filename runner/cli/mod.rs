@@ -362,8 +362,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "unknown".into());
     let env = Env { cli, who };
+    // The runtime's default workers: nothing blocks them (journal writes are awaited, blocking
+    // work runs on the blocking pool).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
     {

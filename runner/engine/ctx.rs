@@ -8,12 +8,14 @@
 //! result is kept (not a condition) is evaluated over both, and whatever differs in the result
 //! is learned by the run's redactor before anything is journaled or printed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use runbook_steps::StepKind;
 use serde_json::{Map, Value};
 
 use crate::model::{Expr, Runbook, Step};
+use crate::refs::StepRefs;
 use crate::secrets::Redactor;
 use crate::source::Sources;
 
@@ -113,14 +115,16 @@ impl Ctx {
     }
 
     /// The shadow of [`Ctx::value`].
-    fn shadow_value(&self, output: Option<&Value>) -> Value {
+    fn shadow_value(&self, output: Option<&Value>, refs: &StepRefs) -> Value {
         let r = &self.taint.redactor;
         let mut root = Map::new();
         root.insert("params".into(), (*self.taint.params).clone());
-        let mut steps = self.steps.clone();
+        let mut steps = self.steps_seen(refs).into_owned();
         if let Value::Object(map) = &mut steps {
             for (id, shadow) in &self.taint.steps {
-                map.insert(id.clone(), shadow.clone());
+                if map.contains_key(id) {
+                    map.insert(id.clone(), shadow.clone());
+                }
             }
         }
         root.insert("steps".into(), steps);
@@ -134,6 +138,19 @@ impl Ctx {
         Value::Object(root)
     }
 
+    /// The entries of `steps` an evaluation reading `refs` sees: only those it names, so
+    /// that its cost does not grow with everything the run has produced (see [`crate::refs`]).
+    fn steps_seen(&self, refs: &StepRefs) -> Cow<'_, Value> {
+        match (refs, &self.steps) {
+            (Some(ids), Value::Object(all)) => Cow::Owned(Value::Object(
+                ids.iter()
+                    .filter_map(|id| all.get(id).map(|v| (id.clone(), v.clone())))
+                    .collect(),
+            )),
+            _ => Cow::Borrowed(&self.steps),
+        }
+    }
+
     /// Learns as secret what of `real` depends on a secret: `shadow` is the same evaluation over
     /// the shadow (an error there means the result cannot be told apart: all of it is learned).
     fn learn<T>(&self, real: &Value, shadow: Result<Value, T>) {
@@ -145,9 +162,14 @@ impl Ctx {
 
     /// The context as one JSON value, for templates; `output` added when given.
     pub fn value(&self, output: Option<&Value>) -> Value {
+        self.value_reading(output, &None)
+    }
+
+    /// [`Ctx::value`] with only the step entries in `refs`.
+    fn value_reading(&self, output: Option<&Value>, refs: &StepRefs) -> Value {
         let mut root = Map::new();
         root.insert("params".into(), (*self.params).clone());
-        root.insert("steps".into(), self.steps.clone());
+        root.insert("steps".into(), self.steps_seen(refs).into_owned());
         root.insert("run".into(), (*self.run).clone());
         for (k, v) in &self.vars {
             root.insert(k.clone(), v.clone());
@@ -165,9 +187,10 @@ impl Ctx {
         output: Option<&Value>,
         sources: &Sources,
     ) -> Result<Value, String> {
+        let steps = self.steps_seen(&expr.refs);
         let mut vars: Vec<(&str, &Value)> = vec![
             ("params", &self.params),
-            ("steps", &self.steps),
+            ("steps", &steps),
             ("run", &self.run),
         ];
         for (k, v) in &self.vars {
@@ -178,7 +201,7 @@ impl Ctx {
         }
         let real = crate::script::eval(&expr.ast, &vars).map_err(|e| locate(expr, &e, sources))?;
         if self.tracking() {
-            let Value::Object(shadow) = self.shadow_value(output) else {
+            let Value::Object(shadow) = self.shadow_value(output, &expr.refs) else {
                 unreachable!("the shadow root is an object")
             };
             let vars: Vec<(&str, &Value)> = shadow.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -195,9 +218,10 @@ impl Ctx {
         output: Option<&Value>,
         sources: &Sources,
     ) -> Result<Value, String> {
+        let steps = self.steps_seen(&expr.refs);
         let mut vars: Vec<(&str, &Value)> = vec![
             ("params", &self.params),
-            ("steps", &self.steps),
+            ("steps", &steps),
             ("run", &self.run),
         ];
         for (k, v) in &self.vars {
@@ -230,9 +254,11 @@ impl Ctx {
 
     /// Renders a template string.
     pub fn render(&self, text: &str, output: Option<&Value>) -> Result<String, String> {
-        let real = crate::template::render_str(text, &self.value(output)).map_err(|e| e.message)?;
+        let refs = crate::refs::in_template(text);
+        let real = crate::template::render_str(text, &self.value_reading(output, &refs))
+            .map_err(|e| e.message)?;
         if self.tracking() {
-            let shadow = crate::template::render_str(text, &self.shadow_value(output));
+            let shadow = crate::template::render_str(text, &self.shadow_value(output, &refs));
             self.learn(&Value::String(real.clone()), shadow.map(Value::String));
         }
         Ok(real)
@@ -240,12 +266,13 @@ impl Ctx {
 
     /// Renders every template inside a value.
     pub fn render_value(&self, value: &Value) -> Result<Value, String> {
-        let real =
-            crate::template::render_value(value, &self.value(None)).map_err(|e| e.message)?;
+        let refs = crate::refs::in_templates(value);
+        let real = crate::template::render_value(value, &self.value_reading(None, &refs))
+            .map_err(|e| e.message)?;
         if self.tracking() {
             self.learn(
                 &real,
-                crate::template::render_value(value, &self.shadow_value(None)),
+                crate::template::render_value(value, &self.shadow_value(None, &refs)),
             );
         }
         Ok(real)
@@ -256,9 +283,10 @@ impl Ctx {
     /// rendered spec, so a program named by a template counts too. Also returns each value
     /// put into a shell string with the text it became there.
     pub fn render_effect(&self, kind: &dyn StepKind, spec: &Value) -> Result<Effect, String> {
-        let real = effect(kind, spec, &self.value(None))?;
+        let refs = crate::refs::in_templates(spec);
+        let real = effect(kind, spec, &self.value_reading(None, &refs))?;
         if self.tracking() {
-            let shadow = effect(kind, spec, &self.shadow_value(None));
+            let shadow = effect(kind, spec, &self.shadow_value(None, &refs));
             // The one-line description is journaled too, and quotes the spec its own way.
             let describe = Value::String(kind.describe(&real.spec));
             self.learn(

@@ -204,10 +204,10 @@ impl Loader<'_> {
             .get("prechecks")
             .map(|n| self.steps(n, "`prechecks`", Role::Precheck, &top))
             .unwrap_or_default();
-        let after_prechecks = Scope {
-            ids: prechecks.iter().filter_map(|s| s.id.clone()).collect(),
-            ..Scope::default()
-        };
+        let mut after_prechecks = Scope::default();
+        for id in prechecks.iter().filter_map(|s| s.id.as_deref()) {
+            after_prechecks.push_id(id);
+        }
         let steps = match map.get("steps") {
             Some(n) => self.steps(n, "`steps`", Role::Step, &after_prechecks),
             None => {
@@ -217,7 +217,9 @@ impl Loader<'_> {
             }
         };
         let mut all = after_prechecks.clone();
-        all.ids.extend(steps.iter().filter_map(|s| s.id.clone()));
+        for id in steps.iter().filter_map(|s| s.id.as_deref()) {
+            all.push_id(id);
+        }
         let on_failure = map
             .get("on_failure")
             .map(|n| self.steps(n, "`on_failure`", Role::Step, &all))

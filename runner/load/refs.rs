@@ -1,21 +1,36 @@
 //! Load-time checks of what expressions and templates refer to: `steps.X` must name a step
 //! that runs before, `params.X` a declared parameter.
 
+use std::sync::Arc;
+
 use crate::diag::Diagnostic;
 use crate::load::fields::{Fields, suggest};
 use crate::yaml::Scalar;
 
 /// What an expression or template at some point of a runbook may refer to.
+///
+/// Every step of a list sees the ids of the steps before it; scopes share them (persistent
+/// structures) so that reading a runbook of n steps costs n, not n².
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// Steps whose outputs exist at this point.
-    pub ids: Vec<String>,
+    /// Steps whose outputs exist at this point, in order.
+    ids: rpds::VectorSync<String>,
+    /// The same, for lookups.
+    id_set: rpds::HashTrieSetSync<String>,
     /// Steps of the same lists that run later (for a better message).
-    pub later: Vec<String>,
+    later: Option<Arc<Later>>,
     /// Loop variables in scope.
     pub vars: Vec<String>,
     /// Whether `output` (the step's own output) is available.
     pub output: bool,
+}
+
+/// The steps of a list after some point, then those after the enclosing lists' points.
+#[derive(Debug)]
+pub struct Later {
+    ids: Arc<[String]>,
+    from: usize,
+    outer: Option<Arc<Later>>,
 }
 
 impl Scope {
@@ -26,6 +41,56 @@ impl Scope {
             output: true,
             ..self.clone()
         }
+    }
+
+    /// A step's output exists from here on.
+    pub fn push_id(&mut self, id: &str) {
+        self.ids.push_back_mut(id.to_owned());
+        self.id_set.insert_mut(id.to_owned());
+    }
+
+    /// Whether the output of step `id` exists here.
+    pub fn has(&self, id: &str) -> bool {
+        self.id_set.contains(id)
+    }
+
+    /// The steps whose outputs exist here, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.ids.iter().map(String::as_str)
+    }
+
+    /// This scope for the step at `at` of a list whose step ids are `list` (in order):
+    /// the ones after it run later.
+    #[must_use]
+    pub fn at(&self, list: &Arc<[String]>, at: usize, outer: Option<&Arc<Later>>) -> Self {
+        Self {
+            later: Some(Arc::new(Later {
+                ids: list.clone(),
+                from: at + 1,
+                outer: outer.cloned(),
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// What runs later than this scope's point, as [`Scope::at`] takes it.
+    pub fn later(&self) -> Option<&Arc<Later>> {
+        self.later.as_ref()
+    }
+
+    /// Whether step `id` runs after this point in one of the enclosing lists.
+    fn runs_later(&self, id: &str) -> bool {
+        let mut next = self.later.as_deref();
+        while let Some(l) = next {
+            if l.ids
+                .get(l.from..)
+                .is_some_and(|ids| ids.iter().any(|x| x == id))
+            {
+                return true;
+            }
+            next = l.outer.as_deref();
+        }
+        false
     }
 }
 
@@ -39,7 +104,7 @@ impl Fields {
     /// Checks the `steps.X` and `params.X` references of a Rhai expression.
     pub fn check_expr_refs(&mut self, scalar: &Scalar, names: &Names<'_>, scope: &Scope) {
         for r in crate::script::step_refs(&scalar.text) {
-            if !scope.ids.contains(&r.id) {
+            if !scope.has(&r.id) {
                 let pos = scalar.pos_at_offset(r.offset);
                 self.push(unknown_step(pos, &r.id, scope));
             }
@@ -78,7 +143,7 @@ impl Fields {
                 .map_or(0, |o| o + root.len() + 1);
             let pos = scalar.pos_at_offset(offset);
             match root {
-                "steps" if !scope.ids.iter().any(|id| id == second) => {
+                "steps" if !scope.has(second) => {
                     self.push(unknown_step(pos, second, scope));
                 }
                 "params" if !names.params.iter().any(|p| p == second) => {
@@ -105,7 +170,7 @@ fn unknown_param(pos: crate::source::Pos, name: &str, names: &Names<'_>) -> Diag
 
 fn unknown_step(pos: crate::source::Pos, id: &str, scope: &Scope) -> Diagnostic {
     let len = id.chars().count();
-    if scope.later.iter().any(|l| l == id) {
+    if scope.runs_later(id) {
         return Diagnostic::new(
             pos,
             len,
@@ -113,7 +178,7 @@ fn unknown_step(pos: crate::source::Pos, id: &str, scope: &Scope) -> Diagnostic 
         );
     }
     let mut d = Diagnostic::new(pos, len, format!("unknown step `{id}`"));
-    if let Some(s) = suggest(id, scope.ids.iter().map(String::as_str)) {
+    if let Some(s) = suggest(id, scope.ids()) {
         d = d.label(format!("did you mean `{s}`?"));
     } else {
         d = d.label("no step with this id runs before this point");

@@ -1,6 +1,7 @@
 //! Reading steps: the common fields, exactly one action, and the action's own fields.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use runbook_steps::FieldType;
@@ -81,21 +82,21 @@ impl Loader<'_> {
         }
         let mut out = Vec::new();
         let mut scope = scope.clone();
-        let outer_later = scope.later.clone();
+        let outer_later = scope.later().cloned();
+        // Each step's ids from its position on (a step without one holds an empty id).
+        let list: Arc<[String]> = ids
+            .iter()
+            .map(|i| i.as_ref().map(|(id, _)| id.clone()).unwrap_or_default())
+            .collect();
         for (i, item) in items.iter().enumerate() {
-            scope.later = ids[i + 1..]
-                .iter()
-                .flatten()
-                .map(|(id, _)| id.clone())
-                .chain(outer_later.iter().cloned())
-                .collect();
-            if let Some(step) = self.step(item, role, &scope) {
+            let here = scope.at(&list, i, outer_later.as_ref());
+            if let Some(step) = self.step(item, role, &here) {
                 out.push(step);
             }
             // A step with problems still runs before the next ones: references to it are
             // fine, and only its own problems are reported.
             if let Some((id, _)) = &ids[i] {
-                scope.ids.push(id.clone());
+                scope.push_id(id);
             }
         }
         out
@@ -180,7 +181,7 @@ impl Loader<'_> {
         let check = map.get("check").and_then(|n| self.check(n, scope));
         let mut own = scope.clone();
         if let Some(id) = &id {
-            own.ids.push(id.clone());
+            own.push_id(id);
         }
         let on_failure = map
             .get("on_failure")
@@ -780,6 +781,7 @@ impl Loader<'_> {
                     .check_expr_refs(s, &crate::load::refs::Names { params: &params }, scope);
                 Some(Expr {
                     src: s.text.clone(),
+                    refs: crate::refs::in_expression(&s.text),
                     scalar: s.clone(),
                     ast,
                 })

@@ -17,6 +17,8 @@ pub struct Expr {
     pub scalar: Scalar,
     /// The compiled form.
     pub ast: Arc<rhai::AST>,
+    /// The earlier steps it reads (`None`: it may read any).
+    pub refs: crate::refs::StepRefs,
 }
 
 /// A Handlebars template string and where it was written.
