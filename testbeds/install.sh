@@ -193,6 +193,7 @@ if [[ $DO_KUBE == 1 ]]; then
   report ETCD36 "$ETCD36" "${ETCD36:-true}" --version
   report KWOK "$KWOK" "${KWOK:-true}" --version
   report KWOK_STAGES "$KWOK_STAGES" ls "${KWOK_STAGES:-/nonexistent}"
+  report KWOK_CRDS "$KWOK_CRDS" ls "${KWOK_CRDS:-/nonexistent}"
   report HELM "$HELM" "${HELM:-true}" version --short
 fi
 if [[ $DO_CASSANDRA == 1 ]]; then

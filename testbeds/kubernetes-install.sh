@@ -5,7 +5,8 @@
 #   kubernetes-v1.36.3/bin/  kube-apiserver kube-controller-manager kube-scheduler kubectl
 #                            (testbeds/go/kubernetes: k8s.io/kubernetes + its staging modules)
 #   etcd-v3.6.8/bin/etcd     (testbeds/go/etcd: go.etcd.io/etcd/server/v3)
-#   kwok-v0.8.0/bin/kwok     (testbeds/go/kwok: sigs.k8s.io/kwok/cmd/kwok)
+#   kwok-v0.8.0/bin/kwok     (testbeds/go/kwok: sigs.k8s.io/kwok/cmd/kwok; its Stage YAML in stages/,
+#                            its Exec/ClusterExec/Logs/ClusterLogs CRDs in crds/)
 #   helm-v3.22.0/bin/helm    (testbeds/go/helm: helm.sh/helm/v3/cmd/helm)
 #
 # A component whose directory exists is skipped (a no-op run takes well under a second). Each is
@@ -102,6 +103,37 @@ copy_kwok_stages() { # moddir outdir
   done
 }
 
+# kwok plays the kubelet's exec and logs endpoints too: it runs a pod's `exec` as a local command
+# and serves its logs from a local file, as Exec/ClusterExec and Logs/ClusterLogs objects say
+# (kubernetes.sh installs these CRDs and starts kwok with --enable-crds).
+KWOK_CRDS=(execs clusterexecs logs clusterlogs)
+copy_kwok_crds() { # moddir outdir
+  local src c
+  src="$(cd "$1" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)" || die "kwok module not found"
+  mkdir -p "$2"
+  for c in "${KWOK_CRDS[@]}"; do
+    [[ -f "$src/kustomize/crd/bases/kwok.x-k8s.io_$c.yaml" ]] || die "kwok module has no kustomize/crd/bases/kwok.x-k8s.io_$c.yaml"
+    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_$c.yaml" "$2/"
+  done
+}
+
+# A kwok built before its CRDs were copied gets them without a rebuild (the module is downloaded
+# again if the cache lost it; that takes seconds).
+kwok_crds_missing() { # dir
+  local c
+  for c in "${KWOK_CRDS[@]}"; do [[ -f "$1/crds/kwok.x-k8s.io_$c.yaml" ]] || return 0; done
+  return 1
+}
+add_kwok_crds() { # dir
+  local dir="$1" moddir="$HERE/go/kwok"
+  need_go
+  (cd "$moddir" && timeout 600 go mod download sigs.k8s.io/kwok) || die "kwok: could not download sigs.k8s.io/kwok"
+  rm -rf "$dir/crds.tmp"
+  copy_kwok_crds "$moddir" "$dir/crds.tmp"
+  mv "$dir/crds.tmp" "$dir/crds"
+  log "kwok: CRDs added to $dir/crds"
+}
+
 # CPU seconds (user + system) of this shell's reaped children so far, into CHILDREN_CPU: the
 # build's CPU time does not depend on what else the machine is doing, its wall time does.
 # (`times` must run in this shell, not in a $(...) subshell, which has no children of its own.)
@@ -122,6 +154,7 @@ build() {
   for b in $bins; do [[ -x "$dir/bin/$b" ]] || missing=1; done
   if [[ $missing == 0 ]]; then
     log "$c $version already in $dir"
+    if [[ $c == kwok ]] && kwok_crds_missing "$dir"; then add_kwok_crds "$dir"; fi
     return 0
   fi
   need_go
@@ -165,7 +198,10 @@ build() {
   # major-version suffix; etcd's package is go.etcd.io/etcd/server/v3, so its binary is `server`.
   [[ $c == etcd && -x "$dir.tmp/bin/server" ]] && mv "$dir.tmp/bin/server" "$dir.tmp/bin/etcd"
   for b in $bins; do [[ -x "$dir.tmp/bin/$b" ]] || die "$c $version: build produced no $b"; done
-  [[ $c == kwok ]] && copy_kwok_stages "$moddir" "$dir.tmp/stages"
+  if [[ $c == kwok ]]; then
+    copy_kwok_stages "$moddir" "$dir.tmp/stages"
+    copy_kwok_crds "$moddir" "$dir.tmp/crds"
+  fi
   local peak; peak="$(cat "$mem" 2>/dev/null || echo 0)"; rm -f "$mem"
   children_cpu; local cpu; cpu="$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}s')" "$cpu0" "$CHILDREN_CPU")"
   {

@@ -2,7 +2,8 @@
 # A local Kubernetes control plane on 127.0.0.1 for end-to-end tests: etcd, kube-apiserver
 # (RBAC), kube-controller-manager, kube-scheduler (all built from the published Go modules by
 # kubernetes-install.sh) and kwok, which plays the kubelet of a few fake nodes (pods on them
-# become Running and Ready, Job pods Succeed). No container runtime, no kubelet.
+# become Running and Ready, Job pods Succeed; `exec` runs a local command and `logs` reads a
+# local file, as a kwok Exec or Logs object for the pod says). No container runtime, no kubelet.
 #
 #   kubernetes.sh create CLUSTER [--nodes N] [--agent-node NAME]
 #                                  N kwok nodes kwok-node-1..N (default 3, 1..9); --agent-node
@@ -33,6 +34,8 @@ SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
 POD_CIDR=10.244.0.1/16
 KWOK_NODE_ANNOTATION="kwok.x-k8s.io/node=fake"
+# The kwok CRDs installed (from KWOK_CRDS) and watched by kwok.
+KWOK_ENABLED_CRDS="Exec,ClusterExec,Logs,ClusterLogs"
 AGENT_TAINT_KEY="runbook.testbed/agent-node"
 
 load_cluster() { tb_load_cluster "$1" kubernetes; }
@@ -188,6 +191,11 @@ write_member_cmds() {
     --authorization-kubeconfig "$C/kube-scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false --profiling=false
 
+  # --enable-crds: kwok serves `kubectl exec` and `kubectl logs` of a pod (the API server reaches
+  # it as the node's kubelet on --node-port) from the Exec/ClusterExec and Logs/ClusterLogs
+  # objects in the cluster, read as they change: a test creates one for its pod, naming a local
+  # command's working directory or a log file. Without a matching object exec and logs fail
+  # with kwok's "no exec found for container …".
   # kwok reads ~/.kwok/kwok.yaml too when it exists; a HOME of its own keeps it to ours.
   # --node-lease-duration-seconds: kwok renews each node's Lease in kube-node-lease as a kubelet
   # does (kwokctl's default, 40 s). Without it the node lifecycle controller saw no heartbeat and
@@ -199,7 +207,7 @@ write_member_cmds() {
     --manage-all-nodes=false --manage-nodes-with-annotation-selector "$KWOK_NODE_ANNOTATION" \
     --node-ip 127.0.0.1 --node-port "$KWOK_PORT" --server-address "127.0.0.1:$KWOK_PORT" \
     --tls-cert-file "$C/pki/kwok-serving.crt" --tls-private-key-file "$C/pki/kwok-serving.key" \
-    --cidr "$POD_CIDR"
+    --cidr "$POD_CIDR" --enable-crds "$KWOK_ENABLED_CRDS"
 }
 
 write_kwok_config() {
@@ -340,7 +348,7 @@ cmd_create() {
     || tb_die "--agent-node must be a DNS label (lower-case letters, digits, '-'), got '$agent'"
   [[ ! "$agent" =~ ^kwok-node-[0-9]+$ ]] || tb_die "--agent-node must not be named like a kwok node"
   command -v openssl >/dev/null || tb_die "openssl not found (Debian: apt-get install openssl)"
-  TB_NEED="KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES" \
+  TB_NEED="KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES KWOK_CRDS" \
     source "$HERE/paths.sh" || exit 1
   local t0; t0=$(tb_now)
   C="$(tb_abs "$dir")"
@@ -360,6 +368,7 @@ cmd_create() {
     echo "ETCD36_BIN=$ETCD36"
     echo "KWOK_BIN=$KWOK"
     echo "KWOK_STAGES=$KWOK_STAGES"
+    echo "KWOK_CRDS=$KWOK_CRDS"
     echo "HELM=$HELM"
     echo "ETCD_CLIENT_PORT=${ports[0]}"
     echo "ETCD_PEER_PORT=${ports[1]}"
@@ -383,6 +392,12 @@ cmd_create() {
   trap 'rc=$?; if (( rc != 0 )); then stop_all 10; tb_log "create failed; left $C for inspection (kubernetes.sh destroy $C removes it)"; fi' EXIT
   start_member etcd 60
   start_member kube-apiserver 180
+  # kwok watches these from its start: they must be served before it runs.
+  local tc; tc=$(tb_now)
+  kc apply -f "$KWOK_CRDS" >/dev/null || tb_die "could not install kwok's CRDs (kubectl apply -f $KWOK_CRDS)"
+  kc wait --for condition=Established --timeout 60s -f "$KWOK_CRDS" >/dev/null \
+    || tb_die "kwok's CRDs were not established within 60 s"
+  tb_log "kwok's Exec/ClusterExec/Logs/ClusterLogs CRDs established in $(tb_since "$tc")s"
   # Independent of each other; started together, awaited in turn.
   local m t; t=$(tb_now)
   for m in kube-controller-manager kube-scheduler kwok; do

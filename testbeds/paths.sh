@@ -3,7 +3,7 @@
 #
 # Source it:   TB_NEED="ETCD ETCDCTL" source testbeds/paths.sh
 #   - sets BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR, the Kubernetes testbed's
-#     KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES HELM,
+#     KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES KWOK_CRDS HELM,
 #     and Cassandra's CASSANDRA_HOME JAVA CQLSH (empty when not found)
 #     and TESTBEDS_HOME (default <repo>/.testbeds, override by exporting it first);
 #   - fails (return 1 with a message) when one of the names in TB_NEED is missing;
@@ -63,6 +63,9 @@ KWOK="$(_tb_first_exec "$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/bin/kwok")"
 # kwok's Stage definitions (node and pod lifecycles) copied from the kwok module at build time.
 KWOK_STAGES=""
 [[ -d "$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/stages" ]] && KWOK_STAGES="$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/stages"
+# ... and its Exec/ClusterExec/Logs/ClusterLogs CRDs (how kwok routes a pod's exec and logs).
+KWOK_CRDS=""
+[[ -f "$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/crds/kwok.x-k8s.io_execs.yaml" ]] && KWOK_CRDS="$TESTBEDS_HOME/kwok-$TB_KWOK_VERSION/crds"
 HELM="$(_tb_first_exec "$TESTBEDS_HOME/helm-$TB_HELM_VERSION/bin/helm")"
 unset _tb_kube
 # Cassandra: the jars from Maven Central (cassandra-install.sh), Java from Debian, cqlsh from PyPI.
@@ -78,7 +81,7 @@ for _tb_d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n); d
 done
 unset _tb_d
 
-TB_ALL_NAMES="BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES HELM CASSANDRA_HOME JAVA CQLSH"
+TB_ALL_NAMES="BAO_262 BAO_272 NATS_29 NATS_215 ETCD ETCDCTL PG_BINDIR KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES KWOK_CRDS HELM CASSANDRA_HOME JAVA CQLSH"
 
 _tb_paths_check() {
   local need="${TB_NEED-$TB_ALL_NAMES}" name missing=""

@@ -27,7 +27,7 @@ TB_NEED="" source "$HERE/paths.sh"
 # What each case needs installed.
 declare -A NEEDS=(
   [openbao]="BAO_262 BAO_272" [etcd]="ETCD ETCDCTL" [nats]="NATS_29 NATS_215" [pg]="PG_BINDIR"
-  [kubernetes]="KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES HELM"
+  [kubernetes]="KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBECTL ETCD36 KWOK KWOK_STAGES KWOK_CRDS HELM"
   [cassandra]="CASSANDRA_HOME JAVA CQLSH"
 )
 TB_NEED=""
@@ -41,7 +41,7 @@ cleanup() {
   "$HERE/postgres.sh" destroy "$BASE/pg" >/dev/null 2>&1 || true
   "$HERE/kubernetes.sh" destroy "$BASE/kubernetes" >/dev/null 2>&1 || true
   "$HERE/cassandra.sh" destroy "$BASE/cassandra" >/dev/null 2>&1 || true
-  rm -rf "$BASE/chart"
+  rm -rf "$BASE/chart" "$BASE/node"
   rm -f "$BASE"/*.out
   rmdir "$BASE" 2>/dev/null || true
 }
@@ -127,6 +127,7 @@ sts_images() {
   k get pods -l app=db -o jsonpath='{range .items[*]}{.metadata.name}={.spec.containers[0].image}:{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | sort | tr '\n' ' '
 }
 sts_images_are() { [[ "$(sts_images)" == "$1" ]]; }
+exec_runs_in() { [[ "$(k exec "$1" -- pwd)" == "$2" ]]; } # pod dir
 ns_gone() { ! k get namespace stuck >/dev/null 2>&1; }
 ns_finalizers_remaining() {
   [[ "$(k get namespace stuck -o jsonpath='{.status.phase} {.status.conditions[?(@.type=="NamespaceFinalizersRemaining")].status}')" == "Terminating True" ]]
@@ -188,6 +189,27 @@ EOF
   until_ok 120 "every db pod on the new image" sts_images_are "$all"
   k rollout status statefulset/db --timeout=60s
   echo "statefulset after partition 2 then 0: $(sts_images)"
+
+  # exec and logs reach kwok through the API server: a local command in the directory an Exec
+  # object names, the file a Logs object names.
+  local web; web="$(k get pods -l app=web -o jsonpath='{.items[0].metadata.name}')"
+  mkdir -p "$BASE/node"
+  printf '%s stdout F hello from the node\n' "$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)" >"$BASE/node/web.log"
+  k apply -f - <<EOF
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Exec
+metadata: {name: $web, namespace: default}
+spec: {execs: [{local: {workDir: "$BASE/node"}}]}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Logs
+metadata: {name: $web, namespace: default}
+spec: {logs: [{logsFile: "$BASE/node/web.log"}]}
+EOF
+  until_ok 30 "kubectl exec in $web to run in $BASE/node" exec_runs_in "$web" "$BASE/node"
+  out="$(k logs "$web" 2>&1)"
+  [[ "$out" == "hello from the node" ]] || { echo "kubectl logs $web: $out"; return 1; }
+  echo "exec and logs of $web served by kwok"
 
   # Job: kwok runs its pod to Succeeded, the Job controller marks the Job Complete.
   k create job once --image=registry.local/once:1
