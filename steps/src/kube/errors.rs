@@ -26,13 +26,15 @@ fn status_output(response: &ErrorResponse) -> Value {
     })
 }
 
-/// The server's message without the "Operation cannot be fulfilled on x: " preamble and
-/// the "; please apply your changes…" advice.
+/// A conflict's message without the `Operation cannot be fulfilled on KIND "NAME": ` preamble
+/// and the "; please apply your changes…" advice. Other conflicts (a server-side apply's
+/// `Apply failed with 1 conflict: conflict with "kubectl": .data.state`) are kept whole.
 fn short(message: &str) -> &str {
-    let message = message
-        .rsplit_once("\": ")
-        .map_or(message, |(_, rest)| rest);
-    message.split(';').next().unwrap_or(message).trim()
+    let Some(rest) = message.strip_prefix("Operation cannot be fulfilled on ") else {
+        return message.trim();
+    };
+    let rest = rest.split_once("\": ").map_or(rest, |(_, rest)| rest);
+    rest.split(';').next().unwrap_or(rest).trim()
 }
 
 /// A failed API call. `verb` is the gerund ("patching"); `object` what it was on.
@@ -47,22 +49,92 @@ pub(crate) fn api_error(conn: &Conn, verb: &str, object: &str, error: ::kube::Er
         }
         ::kube::Error::UpgradeConnection(
             ::kube::client::UpgradeConnectionError::ProtocolSwitch(status),
-        ) => {
-            let code = status.as_u16();
-            let reason = status.canonical_reason().unwrap_or("").to_owned();
-            let response = ErrorResponse {
-                status: "Failure".into(),
-                message: format!("the server answered {status} instead of upgrading"),
-                reason: reason.replace(' ', ""),
-                code,
-            };
-            StepError::Failed {
-                message: response_message(conn, verb, object, &response),
-                output: Some(status_output(&response)),
-            }
-        }
+        ) => refused_upgrade(
+            conn,
+            verb,
+            object,
+            (status.as_u16(), status.canonical_reason().unwrap_or("")),
+            format!("the server answered {status} instead of upgrading"),
+        ),
         other => transport_error(conn, verb, object, &other),
     }
+}
+
+/// An exec (or other upgrade) the server refused with `(code, reason phrase)`: the HTTP client
+/// keeps the status of a refused upgrade but not the server's `Status` body, so `why` is said
+/// instead.
+pub(crate) fn refused_upgrade(
+    conn: &Conn,
+    verb: &str,
+    object: &str,
+    (code, phrase): (u16, &str),
+    why: String,
+) -> StepError {
+    let response = ErrorResponse {
+        status: "Failure".into(),
+        message: why,
+        reason: phrase.replace(' ', ""),
+        code,
+    };
+    StepError::Failed {
+        message: response_message(conn, verb, object, &response),
+        output: Some(status_output(&response)),
+    }
+}
+
+/// Why the API server refuses an exec into `pod` (a Pod as JSON) for `container`, as it says
+/// itself in the body of its 400 answer: the container is not the pod's, none was named in a
+/// pod of several, or the pod is not on a node yet. `None` when the pod looks fine.
+pub(crate) fn exec_refusal(pod: &Value, container: Option<&str>) -> Option<String> {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let names = |key: &str| -> Vec<&str> {
+        pod.pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = names("containers");
+    match container {
+        Some(wanted) => {
+            let known = ["containers", "initContainers", "ephemeralContainers"]
+                .iter()
+                .any(|key| names(key).contains(&wanted));
+            if !known {
+                return Some(format!(
+                    "container {wanted} is not valid for pod {name} (its containers: {})",
+                    containers.join(", ")
+                ));
+            }
+        }
+        None if containers.len() > 1 => {
+            return Some(format!(
+                "a container name must be specified for pod {name}, choose one of: {}",
+                containers.join(", ")
+            ));
+        }
+        None => {}
+    }
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() {
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("Unknown");
+        return Some(format!(
+            "pod {name} does not have a host assigned (phase {phase})"
+        ));
+    }
+    None
 }
 
 /// A failure to talk to the server at all (connection refused, TLS, a body that is not JSON).
@@ -167,7 +239,53 @@ mod tests {
             "the object has been modified"
         );
         assert_eq!(short("plain"), "plain");
+        // Regression: the server-side apply conflict of a real API server was cut to
+        // `.data.state`, the text after its last `": `.
+        assert_eq!(
+            short("Apply failed with 1 conflict: conflict with \"operator\": .data.state"),
+            "Apply failed with 1 conflict: conflict with \"operator\": .data.state"
+        );
+        assert_eq!(
+            short(
+                "Operation cannot be fulfilled on namespaces \"ops\": the object has been \
+                 modified; please apply your changes to the latest version and try again"
+            ),
+            "the object has been modified"
+        );
         assert_eq!(what("Pod", Some("ns"), "p"), "Pod ns/p");
         assert_eq!(what("Namespace", None, "ops"), "Namespace ops");
+    }
+
+    #[test]
+    fn a_refused_exec_is_explained_from_the_pod() {
+        let pod = |containers: &[&str], node: Option<&str>, phase: &str| {
+            let containers: Vec<Value> = containers.iter().map(|c| json!({"name": c})).collect();
+            let mut spec = json!({"containers": containers,
+                                  "initContainers": [{"name": "init"}]});
+            if let Some(node) = node {
+                spec["nodeName"] = json!(node);
+            }
+            json!({"metadata": {"name": "p"}, "spec": spec, "status": {"phase": phase}})
+        };
+        let running = pod(&["main", "sidecar"], Some("kwok-node-1"), "Running");
+        assert_eq!(
+            exec_refusal(&running, Some("nope")).as_deref(),
+            Some("container nope is not valid for pod p (its containers: main, sidecar)")
+        );
+        assert_eq!(
+            exec_refusal(&running, None).as_deref(),
+            Some("a container name must be specified for pod p, choose one of: main, sidecar")
+        );
+        assert_eq!(exec_refusal(&running, Some("sidecar")), None);
+        assert_eq!(exec_refusal(&running, Some("init")), None);
+        let pending = pod(&["main"], None, "Pending");
+        assert_eq!(
+            exec_refusal(&pending, None).as_deref(),
+            Some("pod p does not have a host assigned (phase Pending)")
+        );
+        assert_eq!(
+            exec_refusal(&pod(&["main"], Some("n"), "Running"), None),
+            None
+        );
     }
 }

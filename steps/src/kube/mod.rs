@@ -8,6 +8,7 @@
 //! kube: { get: StatefulSet, name: openbao, namespace: vault-system }          # → the object
 //! kube: { list: Pod, namespace: vault-system, labels: { app: openbao },
 //!         fields: "status.phase=Running" }                                     # → {items}
+//! kube: { list: "*", namespace: stuck }   # every kind the server lists there → {items}
 //! kube: { apply: { apiVersion: v1, kind: ConfigMap, metadata: { name: x }, data: {} },
 //!         namespace: ops, force: false }             # server-side apply as `runbook` → object
 //! kube: { patch: StatefulSet, name: openbao, merge: { spec: { replicas: 3 } },
@@ -50,6 +51,7 @@
 mod client;
 mod conditions;
 mod errors;
+mod every_kind;
 mod ops;
 mod resources;
 mod spec;
@@ -227,7 +229,11 @@ fn describe(spec: &Value) -> String {
     match op {
         "get" | "restart" => format!("{op} {}", object(spec, &kind, name)),
         "list" => {
-            let mut text = format!("list {}", resources::canonical_kind(&kind));
+            let mut text = if kind.trim() == spec::EVERY_KIND {
+                "list every kind".to_owned()
+            } else {
+                format!("list {}", resources::canonical_kind(&kind))
+            };
             if let Some(ns) = field(spec, "namespace") {
                 text = format!("{text} in {ns}");
             }
@@ -403,6 +409,42 @@ mod tests {
                                        "metadata": {"name": "{{params.name}}"}}})),
             []
         );
+    }
+
+    #[test]
+    fn listing_every_kind_takes_a_namespace_and_no_api_version() {
+        assert_eq!(
+            problems(&json!({"list": "*", "namespace": "stuck", "labels": {"app": "x"}})),
+            []
+        );
+        assert_eq!(
+            problems(&json!({"list": "*", "namespace": "{{params.ns}}"})),
+            []
+        );
+        let needs_namespace = p(
+            "list",
+            "`list: \"*\"` needs `namespace`: it lists every kind in one namespace",
+        );
+        assert_eq!(
+            problems(&json!({"list": "*"})),
+            std::slice::from_ref(&needs_namespace)
+        );
+        assert_eq!(
+            problems(&json!({"list": "*", "namespace": ""})),
+            [needs_namespace]
+        );
+        assert_eq!(
+            problems(&json!({"list": "*", "namespace": "x", "api_version": "v1"})),
+            [p(
+                "api_version",
+                "`api_version` does not apply to `list: \"*\"` (every kind is listed)"
+            )]
+        );
+        assert_eq!(
+            Kube.describe(&json!({"list": "*", "namespace": "stuck", "fields": "metadata.name=x"})),
+            "list every kind in stuck (metadata.name=x)"
+        );
+        assert!(Kube.idempotent(&json!({"list": "*", "namespace": "stuck"})));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ::kube::api::{
     Api, AttachParams, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
     PropagationPolicy,
 };
+use ::kube::client::UpgradeConnectionError;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -14,8 +15,9 @@ use tokio::time::Instant;
 
 use super::client::{Conn, Resolved, connect};
 use super::conditions::{Verdict, Want};
-use super::errors::{api_error, transient, what};
-use super::spec::{KindRef, Op, PatchBody, Spec, Until};
+use super::errors::{api_error, exec_refusal, refused_upgrade, transient, what};
+use super::every_kind::list_every_kind;
+use super::spec::{EVERY_KIND, KindRef, Op, PatchBody, Spec, Until};
 use super::spec_error;
 use crate::util::excerpt;
 use crate::{StepContext, StepError};
@@ -210,6 +212,12 @@ async fn list(
     labels: Option<String>,
     fields: Option<String>,
 ) -> Result<Value, StepError> {
+    if kind.kind == EVERY_KIND {
+        let ns = ns.filter(|n| !n.is_empty()).ok_or_else(|| {
+            spec_error("`list: \"*\"` needs `namespace`: it lists every kind in one namespace")
+        })?;
+        return list_every_kind(conn, ns, labels.as_deref(), fields.as_deref()).await;
+    }
     let resolved = conn
         .resolve(&kind.kind, kind.api_version.as_deref())
         .await?;
@@ -587,10 +595,28 @@ async fn exec(
         params = params.container(c.clone());
     }
     let api = Api::<Pod>::namespaced(conn.client.clone(), ns);
-    let mut process = api
-        .exec(pod, command.to_vec(), &params)
-        .await
-        .map_err(|e| api_error(conn, "running a command in", &shown_pod, e))?;
+    let mut process = match api.exec(pod, command.to_vec(), &params).await {
+        Ok(process) => process,
+        // The server's reason for a refused upgrade is lost on the way (only the status is
+        // kept): look at the pod for it. A 404 already says what is wrong.
+        Err(::kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(status)))
+            if status.is_client_error() && status.as_u16() != 404 =>
+        {
+            let observed = api.get_opt(pod).await.ok().flatten();
+            let why = observed
+                .and_then(|p| serde_json::to_value(p).ok())
+                .and_then(|p| exec_refusal(&p, container.as_deref()))
+                .unwrap_or_else(|| format!("the server answered {status} instead of upgrading"));
+            return Err(refused_upgrade(
+                conn,
+                "running a command in",
+                &shown_pod,
+                (status.as_u16(), status.canonical_reason().unwrap_or("")),
+                why,
+            ));
+        }
+        Err(e) => return Err(api_error(conn, "running a command in", &shown_pod, e)),
+    };
     let stdout = process.stdout();
     let stderr = process.stderr();
     let writer = process.stdin();

@@ -17,6 +17,9 @@ pub(crate) const OPS: &[&str] = &[
     "get", "list", "apply", "patch", "delete", "scale", "restart", "wait", "exec", "logs",
 ];
 
+/// `list: "*"`: every kind in a namespace.
+pub(crate) const EVERY_KIND: &str = "*";
+
 /// Fields every operation takes.
 const COMMON: &[&str] = &["kubeconfig", "context"];
 
@@ -388,6 +391,23 @@ pub(crate) fn check(spec: &Value, rendered: bool) -> Vec<(String, String)> {
 
     match op {
         "list" => {
+            if op_value.and_then(Value::as_str).map(str::trim) == Some(EVERY_KIND) {
+                match given(map, "namespace") {
+                    Some(v) if !text(v).is_some_and(|s| s.trim().is_empty()) => {}
+                    _ => push(
+                        "list",
+                        "`list: \"*\"` needs `namespace`: it lists every kind in one namespace"
+                            .into(),
+                    ),
+                }
+                if given(map, "api_version").is_some() {
+                    push(
+                        "api_version",
+                        "`api_version` does not apply to `list: \"*\"` (every kind is listed)"
+                            .into(),
+                    );
+                }
+            }
             if let Some(v) = judge("labels") {
                 if let Err(e) = labels(v) {
                     push("labels", e);
