@@ -1627,6 +1627,12 @@ steps:
              invalid peer certificate: UnknownIssuer"
         ),
     );
+    // Said once, by the step: not again by the HTTP client's log without its context.
+    assert!(
+        !out.stderr.contains("failed with error"),
+        "{}",
+        out.explain("no log line of kube-client")
+    );
 }
 
 #[test]

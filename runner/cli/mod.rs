@@ -530,7 +530,11 @@ fn gate_mode(yes: bool, detach: bool) -> crate::engine::GateMode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUNBOOK_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // kube-client logs every failed request at error level ("failed with error client error
+    // (Connect)"), without saying what was asked of which server; the kube step reports the
+    // same failure with both, so by default that line is left out.
+    let filter = EnvFilter::try_from_env("RUNBOOK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
