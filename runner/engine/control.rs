@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use crate::engine::GateMode;
 use crate::engine::ctx::{Ctx, short};
+use crate::engine::decide;
 use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop};
 use crate::model::{Action, Check, Expr, Step, Template, Wait};
 
@@ -290,9 +291,7 @@ impl Exec<'_> {
                         .await;
                 }
             };
-            let expires_at = timeout.map(|t| {
-                Utc::now() + chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)
-            });
+            let expires_at = timeout.map(|t| decide::after(self.clock.now(), t));
             self.emit(&[
                 Event::StepStarted {
                     path: path.to_owned(),
@@ -312,39 +311,47 @@ impl Exec<'_> {
         }
         loop {
             let gate = self.view.gates[path].clone();
-            if let Some((approved, by, comment)) = gate.decision {
-                if approved {
-                    let output = json!({ "approved": true, "by": by, "comment": comment });
-                    self.emit(&[Event::StepSucceeded {
-                        path: path.to_owned(),
-                        attempt: 1,
-                        output: output.clone(),
-                        duration_ms: duration_since(gate.opened_at),
-                    }])
-                    .await?;
-                    ctx.set(step, output, "succeeded");
-                    return Ok(Flow::Next);
+            let state = decide::gate(
+                gate.decision.as_ref().map(|(approved, _, _)| *approved),
+                gate.expires_at,
+                four_eyes,
+                self.who == self.view.started.started_by,
+                self.clock.now(),
+            );
+            let self_approval = match state {
+                decide::Gate::Decided { approved } => {
+                    let (_, by, comment) = gate.decision.expect("decided");
+                    if approved {
+                        let output = json!({ "approved": true, "by": by, "comment": comment });
+                        self.emit(&[Event::StepSucceeded {
+                            path: path.to_owned(),
+                            attempt: 1,
+                            output: output.clone(),
+                            duration_ms: duration_since(gate.opened_at),
+                        }])
+                        .await?;
+                        ctx.set(step, output, "succeeded");
+                        return Ok(Flow::Next);
+                    }
+                    let error = match comment {
+                        Some(c) => format!("rejected by {by}: {c}"),
+                        None => format!("rejected by {by}"),
+                    };
+                    return self
+                        .gate_failed(step, path, ctx, error, gate.opened_at)
+                        .await;
                 }
-                let error = match comment {
-                    Some(c) => format!("rejected by {by}: {c}"),
-                    None => format!("rejected by {by}"),
-                };
-                return self
-                    .gate_failed(step, path, ctx, error, gate.opened_at)
-                    .await;
-            }
-            if let Some(expires_at) = gate.expires_at
-                && Utc::now() >= expires_at
-            {
-                let error = format!(
-                    "nobody decided before the gate expired at {}",
-                    expires_at.to_rfc3339()
-                );
-                return self
-                    .gate_failed(step, path, ctx, error, gate.opened_at)
-                    .await;
-            }
-            let self_approval = four_eyes && self.who == self.view.started.started_by;
+                decide::Gate::Expired(expires_at) => {
+                    let error = format!(
+                        "nobody decided before the gate expired at {}",
+                        expires_at.to_rfc3339()
+                    );
+                    return self
+                        .gate_failed(step, path, ctx, error, gate.opened_at)
+                        .await;
+                }
+                decide::Gate::Open { self_approval } => self_approval,
+            };
             match self.gates {
                 GateMode::Yes if !self_approval => {
                     self.emit(&[Event::GateDecided {
@@ -479,8 +486,7 @@ impl Exec<'_> {
                         .await;
                 }
             };
-            let wake_at =
-                Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+            let wake_at = decide::after(self.clock.now(), d);
             self.emit(&[
                 Event::StepStarted {
                     path: path.to_owned(),
@@ -497,7 +503,7 @@ impl Exec<'_> {
             .await?;
         }
         let wake_at = self.view.timers[path];
-        if Utc::now() < wake_at {
+        if !decide::remaining(wake_at, self.clock.now()).is_zero() {
             self.set_state(
                 RunState::Sleeping,
                 Some(format!("`{path}` sleeps until {}", wake_at.to_rfc3339())),
@@ -510,7 +516,8 @@ impl Exec<'_> {
         if self.view.state != RunState::Running {
             self.set_state(RunState::Running, None).await?;
         }
-        let output = json!({ "wake_at": wake_at.to_rfc3339(), "woke_at": Utc::now().to_rfc3339() });
+        let output =
+            json!({ "wake_at": wake_at.to_rfc3339(), "woke_at": self.clock.now().to_rfc3339() });
         let started = self
             .view
             .step(path)

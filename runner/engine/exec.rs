@@ -6,6 +6,7 @@
 //! step it reaches is compared with the journal's record at the same replay position; a
 //! difference is an error naming the position, the expected and the recorded step.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::engine::GateMode;
 use crate::engine::ctx::Ctx;
+use crate::engine::decide::{self, AfterFailure, Attention, Class, Clock, Facts, Next, Record};
 use crate::engine::log::RunLog;
 use crate::engine::view::{RunView, StepStatus, TransitionError};
 use crate::link::Book;
@@ -122,6 +124,8 @@ pub struct Exec<'a> {
     pub pending: Vec<Event>,
     /// The seq of the last record made durable.
     pub committed: u64,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The kinds of steps whose start rides on the next commit: they have no effect of their own,
@@ -270,58 +274,109 @@ impl Exec<'_> {
                 .view
                 .step(&path)
                 .map(|s| (s.status.clone(), s.attempts));
-            match recorded {
-                Some((StepStatus::Succeeded { output }, attempts)) => {
-                    self.skip_descendants(&path, false);
-                    if step.secret && output == Value::String(MASK.into()) {
-                        return self.recover_secret(step, &path, ctx, attempts).await;
-                    }
-                    // A script's output was journaled with what derives from secrets masked;
-                    // scripts have no effect, so the value is computed again for later steps.
-                    let output = match &step.action {
-                        Action::Script(expr) if holds_mask(&output) => {
-                            ctx.eval(expr, None, &self.book.sources).unwrap_or(output)
-                        }
-                        _ => output,
-                    };
-                    ctx.set(step, output, "succeeded");
-                    Ok(Flow::Next)
-                }
-                Some((StepStatus::Skipped { .. }, _)) => {
-                    self.skip_descendants(&path, false);
-                    ctx.set(step, Value::Null, "skipped");
-                    Ok(Flow::Next)
-                }
-                Some((
-                    StepStatus::Failed {
-                        error,
-                        output,
-                        tolerated,
-                    },
-                    _,
-                )) => {
-                    self.skip_descendants(&path, !step.on_failure.is_empty());
-                    self.failure_tail(step, &path, ctx, error, output, tolerated)
-                        .await
-                }
+            let record = match &recorded {
+                None => Record::None,
+                Some((StepStatus::Succeeded { output }, attempts)) => Record::Succeeded {
+                    attempts: *attempts,
+                    masked: step.secret && *output == Value::String(MASK.into()),
+                },
+                Some((StepStatus::Skipped { .. }, _)) => Record::Skipped,
+                Some((StepStatus::Failed { .. }, _)) => Record::Failed,
                 Some((
                     StepStatus::RetryPending {
                         attempt, retry_at, ..
                     },
                     _,
-                )) => {
-                    if let Err(signal) = self.pause_until(retry_at).await {
-                        return Ok(Flow::Stop(Stop::Interrupted { signal }));
-                    }
-                    self.begin(step, &path, ctx, attempt + 1).await
-                }
+                )) => Record::RetryPending {
+                    attempt: *attempt,
+                    retry_at: *retry_at,
+                },
                 Some((
                     StepStatus::Started { attempt } | StepStatus::Interrupted { attempt, .. },
                     _,
-                )) => self.in_flight(step, &path, ctx, attempt).await,
-                None => self.fresh(step, &path, ctx).await,
+                )) => Record::InFlight { attempt: *attempt },
+            };
+            let facts = self.facts(step, &path);
+            match decide::next(record, facts, self.clock.now()) {
+                Next::Fresh => self.fresh(step, &path, ctx).await,
+                Next::Replay => self.replay(step, &path, ctx, recorded).await,
+                Next::Begin { attempt, after } => {
+                    if let Some(at) = after
+                        && let Err(signal) = self.pause_until(at).await
+                    {
+                        return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                    }
+                    self.begin(step, &path, ctx, attempt).await
+                }
+                Next::AskCheck { attempt } => self.in_flight_check(step, &path, ctx, attempt).await,
+                Next::Attention(why) => Ok(Flow::Stop(Stop::Attention {
+                    detail: self.attention(why, &path),
+                    path,
+                })),
             }
         })
+    }
+
+    /// What the decisions need to know of a step besides its record.
+    fn facts(&self, step: &Step, path: &str) -> Facts {
+        Facts {
+            class: Class::of(&step.action),
+            idempotent: self.view.step(path).is_some_and(|s| s.idempotent),
+            has_check: step.check.is_some(),
+            operator_retry: self.view.decisions.get(path) == Some(&OperatorAction::Retry),
+        }
+    }
+
+    /// What a stop for an operator says about the step.
+    fn attention(&self, why: Attention, path: &str) -> String {
+        match why {
+            Attention::InFlight => self
+                .view
+                .step(path)
+                .map_or_else(String::new, |s| describe_intent(&s.intent)),
+            Attention::SecretOutput => "its output is secret and was not journaled, and running \
+                                        it again is not known to be safe"
+                .into(),
+        }
+    }
+
+    /// Replays a journaled outcome: nothing runs, later steps see what it gave.
+    async fn replay(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        recorded: Option<(StepStatus, u32)>,
+    ) -> Result<Flow, ExecError> {
+        match recorded.map(|(status, _)| status) {
+            Some(StepStatus::Succeeded { output }) => {
+                self.skip_descendants(path, false);
+                // A script's output was journaled with what derives from secrets masked;
+                // scripts have no effect, so the value is computed again for later steps.
+                let output = match &step.action {
+                    Action::Script(expr) if holds_mask(&output) => {
+                        ctx.eval(expr, None, &self.book.sources).unwrap_or(output)
+                    }
+                    _ => output,
+                };
+                ctx.set(step, output, "succeeded");
+                Ok(Flow::Next)
+            }
+            Some(StepStatus::Failed {
+                error,
+                output,
+                tolerated,
+            }) => {
+                self.skip_descendants(path, !step.on_failure.is_empty());
+                self.failure_tail(step, path, ctx, error, output, tolerated)
+                    .await
+            }
+            _ => {
+                self.skip_descendants(path, false);
+                ctx.set(step, Value::Null, "skipped");
+                Ok(Flow::Next)
+            }
+        }
     }
 
     /// A step the journal has never seen: decide `when`, ask `check`, then run it.
@@ -383,20 +438,18 @@ impl Exec<'_> {
         let Action::Effect { kind, spec } = &step.action else {
             return None;
         };
-        if step.check.is_some() || self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
-            return None;
-        }
+        let mut facts = self.facts(step, path);
+        decide::after_loss(facts)?;
         let registered = self.registry.get(kind).expect("kinds are checked at load");
         let rendered = ctx.render_effect(registered, spec).ok().map(|effect| {
             effect.learn_secrets(self.log.redactor());
             effect.spec
         });
-        let idempotent = step
+        // Never started as far as the journal knows: whether it is idempotent is its own say.
+        facts.idempotent = step
             .idempotent
             .unwrap_or_else(|| rendered.as_ref().is_some_and(|r| registered.idempotent(r)));
-        if idempotent {
-            return None;
-        }
+        decide::after_loss(facts)?;
         let what = rendered.map_or_else(
             || format!("a {kind} step"),
             |r| format!("{kind}: {}", registered.describe(&r)),
@@ -438,77 +491,35 @@ impl Exec<'_> {
         }
     }
 
-    /// A step that started and never finished: the in-flight policy.
-    async fn in_flight(
+    /// An effect that started and never finished, with a `check`: present skips it, absent
+    /// runs attempt `attempt`, no answer stops for an operator.
+    async fn in_flight_check(
         &mut self,
         step: &Step,
         path: &str,
         ctx: &mut Ctx,
         attempt: u32,
     ) -> Result<Flow, ExecError> {
-        if !matches!(step.action, Action::Effect { .. }) {
-            // Control steps resume where they stand; waits and scripts only read.
-            let next = if matches!(step.action, Action::Wait(_) | Action::Script(_)) {
-                attempt + 1
-            } else {
-                attempt
-            };
-            return self.begin(step, path, ctx, next).await;
-        }
-        if self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
-            return self.begin(step, path, ctx, attempt + 1).await;
-        }
-        let view = self.view.step(path).expect("in flight").clone();
-        if view.idempotent {
-            return self.begin(step, path, ctx, attempt + 1).await;
-        }
-        if step.check.is_some() {
-            return match self.check(step, path, ctx).await {
-                Ok(true) => {
-                    self.emit(&[Event::StepSkipped {
-                        path: path.to_owned(),
-                        reason: SkipReason::Check,
-                    }])
-                    .await?;
-                    ctx.set(step, Value::Null, "skipped");
-                    Ok(Flow::Next)
-                }
-                Ok(false) => self.begin(step, path, ctx, attempt + 1).await,
-                Err(CheckError::Interrupted(signal)) => {
-                    Ok(Flow::Stop(Stop::Interrupted { signal }))
-                }
-                Err(CheckError::Failed(e)) => Ok(Flow::Stop(Stop::Attention {
+        match self.check(step, path, ctx).await {
+            Ok(true) => {
+                self.emit(&[Event::StepSkipped {
                     path: path.to_owned(),
-                    detail: format!(
-                        "{}; its `check` could not tell whether the effect is in place: {e}",
-                        describe_intent(&view.intent)
-                    ),
-                })),
-            };
+                    reason: SkipReason::Check,
+                }])
+                .await?;
+                ctx.set(step, Value::Null, "skipped");
+                Ok(Flow::Next)
+            }
+            Ok(false) => self.begin(step, path, ctx, attempt).await,
+            Err(CheckError::Interrupted(signal)) => Ok(Flow::Stop(Stop::Interrupted { signal })),
+            Err(CheckError::Failed(e)) => Ok(Flow::Stop(Stop::Attention {
+                path: path.to_owned(),
+                detail: format!(
+                    "{}; its `check` could not tell whether the effect is in place: {e}",
+                    self.attention(Attention::InFlight, path)
+                ),
+            })),
         }
-        Ok(Flow::Stop(Stop::Attention {
-            path: path.to_owned(),
-            detail: describe_intent(&view.intent),
-        }))
-    }
-
-    /// A succeeded step whose output was secret and so not journaled: get it again.
-    async fn recover_secret(
-        &mut self,
-        step: &Step,
-        path: &str,
-        ctx: &mut Ctx,
-        attempts: u32,
-    ) -> Result<Flow, ExecError> {
-        let idempotent = self.view.step(path).is_some_and(|s| s.idempotent);
-        if idempotent || self.view.decisions.get(path) == Some(&OperatorAction::Retry) {
-            return self.begin(step, path, ctx, attempts + 1).await;
-        }
-        Ok(Flow::Stop(Stop::Attention {
-            path: path.to_owned(),
-            detail: "its output is secret and was not journaled, and running it again is not known to be safe"
-                .into(),
-        }))
     }
 
     /// Runs attempts of an effect, wait or script until one succeeds or retries run out.
@@ -596,29 +607,35 @@ impl Exec<'_> {
                 }
                 other => other,
             };
-            if retryable
-                && let Some(retry) = &step.retry
-                && attempt < retry.attempts
-            {
-                let delay = retry.delay_after(attempt);
-                let retry_at = Utc::now()
-                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                self.emit(&[Event::StepFailed {
-                    path: path.to_owned(),
-                    attempt,
-                    error,
-                    output,
-                    retry_at: Some(retry_at),
-                    duration_ms,
-                    tolerated: false,
-                }])
-                .await?;
-                if let Err(signal) = self.pause_until(retry_at).await {
-                    return Ok(Flow::Stop(Stop::Interrupted { signal }));
+            let tolerated = match decide::after_failure(
+                step.retry.as_ref(),
+                attempt,
+                retryable,
+                step.continue_on_error,
+                self.clock.now(),
+            ) {
+                AfterFailure::Retry {
+                    attempt: next,
+                    at: retry_at,
+                } => {
+                    self.emit(&[Event::StepFailed {
+                        path: path.to_owned(),
+                        attempt,
+                        error,
+                        output,
+                        retry_at: Some(retry_at),
+                        duration_ms,
+                        tolerated: false,
+                    }])
+                    .await?;
+                    if let Err(signal) = self.pause_until(retry_at).await {
+                        return Ok(Flow::Stop(Stop::Interrupted { signal }));
+                    }
+                    attempt = next;
+                    continue;
                 }
-                attempt += 1;
-                continue;
-            }
+                AfterFailure::Fail { tolerated } => tolerated,
+            };
             self.emit(&[Event::StepFailed {
                 path: path.to_owned(),
                 attempt,
@@ -626,11 +643,11 @@ impl Exec<'_> {
                 output: output.clone(),
                 retry_at: None,
                 duration_ms,
-                tolerated: step.continue_on_error,
+                tolerated,
             }])
             .await?;
             return self
-                .failure_tail(step, path, ctx, error, output, step.continue_on_error)
+                .failure_tail(step, path, ctx, error, output, tolerated)
                 .await;
         }
     }
@@ -756,8 +773,7 @@ impl Exec<'_> {
 
     /// Sleeps until `when`, or returns the signal's name if interrupted first.
     pub(crate) async fn pause_until(&self, when: chrono::DateTime<Utc>) -> Result<(), String> {
-        let wait = (when - Utc::now()).to_std().unwrap_or_default();
-        self.pause(wait).await
+        self.pause(decide::remaining(when, self.clock.now())).await
     }
 
     /// Sleeps `wait`, or returns the signal's name if interrupted first.

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod ctx;
+pub mod decide;
 pub mod exec;
 pub mod log;
 pub mod plan;
@@ -604,7 +605,7 @@ impl Engine {
                 }
             },
         };
-        if gate.expires_at.is_some_and(|t| chrono::Utc::now() >= t) {
+        if decide::too_late(gate.expires_at, chrono::Utc::now()) {
             // Too late: the gate has failed by itself, and continuing the run records that.
             return self.prepare_resume(id, &resume);
         }
@@ -755,6 +756,7 @@ impl Engine {
             who: self.who.clone(),
             pending: Vec::new(),
             committed,
+            clock: Arc::new(decide::SystemClock),
         };
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
             // Errors go to the terminal as they are, not through the journal: mask them here.

@@ -131,6 +131,7 @@ impl Engine {
                 who: self.who.clone(),
                 pending: Vec::new(),
                 committed: records.last().map_or(0, |r| r.seq),
+                clock: std::sync::Arc::new(crate::engine::decide::SystemClock),
             };
             let failed = self.prechecks(&mut exec, &main, &mut ctx).await?;
             for (i, check) in main.prechecks.iter().enumerate() {
