@@ -296,7 +296,12 @@ member_up() {
 }
 fail_member() {
   tb_check_port_clash "$C/$1.log"
-  alive "$1" || tb_log "$1 is not running"
+  if alive "$1"; then
+    # Running but not healthy: what it is doing (state, CPU time, where it waits) and the load.
+    tb_log "$1 is running but not healthy: $(ps -o pid=,stat=,etime=,time=,wchan:20= -p "$(cat "$C/$1.pid")" 2>/dev/null); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  else
+    tb_log "$1 is not running"
+  fi
   tb_tail_log "$C/$1.log"
   tb_die "$1 did not come up"
 }
