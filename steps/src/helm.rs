@@ -95,6 +95,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::orphans::{self, Attempt};
 use crate::shell::{Capture, Reader, drain, signal_name, stop};
 use crate::util::{duration_ms, excerpt, json_type, parse_duration};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
@@ -1425,13 +1426,15 @@ impl Helmsman<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own group: a Ctrl-C at the terminal reaches only runbook, which then stops
-            // helm (and any plugin or post-renderer it started) deliberately.
-            .process_group(0)
             .kill_on_drop(true);
         if let Some(kubeconfig) = &self.cluster.env {
             cmd.env("KUBECONFIG", kubeconfig);
         }
+        // Its own group (a Ctrl-C at the terminal reaches only runbook, which then stops helm
+        // and any plugin or post-renderer it started deliberately), and the attempt it
+        // belongs to, so that it dies with this executor (see `orphans`).
+        let attempt = Attempt::of(self.ctx);
+        orphans::mark(&mut cmd, &attempt);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| StepError::Failed {
             message: format!(
@@ -1444,6 +1447,7 @@ impl Helmsman<'_> {
         let pid = child.id().expect("a child that was just spawned has a pid");
         // The child leads its own group, so the group id is its pid.
         let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in an i32"));
+        let tracked = orphans::track(pid, &attempt, self.grace);
         tracing::debug!(pid, ?args, "helm started");
         let readers = [
             Reader::start(child.stdout.take(), CAPTURE_LIMIT),
@@ -1456,6 +1460,8 @@ impl Helmsman<'_> {
         };
         match ended {
             Ok(Ok(status)) => {
+                // Helm was waited for: what it left running on purpose is its own business.
+                tracked.reaped();
                 let [stdout, stderr] = drain(readers).await;
                 Ok(Outcome::Ran(Ran {
                     exit_code: status.code(),
@@ -1467,6 +1473,7 @@ impl Helmsman<'_> {
             }
             Ok(Err(e)) => {
                 stop(&mut child, group, Duration::ZERO).await;
+                tracked.reaped();
                 drain(readers).await;
                 Err(StepError::Failed {
                     message: format!("failed to wait for helm: {e}"),
@@ -1476,6 +1483,7 @@ impl Helmsman<'_> {
             Err(reason) => {
                 tracing::info!(%reason, "stopping helm");
                 let stopped = stop(&mut child, group, self.grace).await;
+                tracked.reaped();
                 let [stdout, stderr] = drain(readers).await;
                 Ok(Outcome::Stopped {
                     ran: Ran {

@@ -23,6 +23,7 @@ mod helm;
 mod http;
 mod kube;
 mod nats;
+pub mod orphans;
 mod posix_shell;
 mod shell;
 #[cfg(test)]

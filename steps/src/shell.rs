@@ -23,7 +23,9 @@
 //! The child runs in its own process group, so a Ctrl-C at the terminal reaches only runbook,
 //! which then stops the command deliberately: SIGTERM to the whole group (the child and
 //! everything it started), up to `grace` for the group to go, then SIGKILL to whatever is left.
-//! `kill_on_drop` is only a last resort for when the step's future is dropped mid-flight.
+//! If the step's future is dropped mid-flight, the whole group is killed with SIGKILL. If
+//! runbook itself dies, the group goes the same way through its watchdog, and the command
+//! carries its attempt in its environment for a later resume to find (see [`crate::orphans`]).
 //!
 //! # Reading output
 //!
@@ -54,6 +56,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::orphans::{self, Attempt};
 use crate::util::{duration_ms, duration_problem, excerpt, json_type, parse_duration, parse_json};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 
@@ -292,7 +295,7 @@ impl Spec {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, attempt: &Attempt) -> Command {
         let mut cmd = match &self.program {
             Program::Args(argv) => {
                 let mut cmd = Command::new(&argv[0]);
@@ -313,6 +316,10 @@ impl Spec {
             }
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Its own group (a Ctrl-C at the terminal reaches only runbook, and stopping the
+        // command can signal everything it started at once), and the attempt it belongs to,
+        // so that it dies with this executor (see `orphans`).
+        orphans::mark(&mut cmd, attempt);
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
@@ -323,9 +330,6 @@ impl Spec {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group: the terminal's Ctrl-C reaches only runbook, and stopping the command
-        // can signal everything it started at once.
-        .process_group(0)
         .kill_on_drop(true);
         cmd
     }
@@ -482,7 +486,8 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
     }
 
     let started = Instant::now();
-    let mut child = spec.command().spawn().map_err(|e| {
+    let attempt = Attempt::of(ctx);
+    let mut child = spec.command(&attempt).spawn().map_err(|e| {
         let program = spec.program_name();
         let message = match &spec.cwd {
             Some(cwd) => format!("failed to spawn `{program}` in `{cwd}`: {e}"),
@@ -496,6 +501,7 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
     let pid = child.id().expect("a child that was just spawned has a pid");
     // The child leads its own group, so the group id is its pid.
     let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in an i32"));
+    let tracked = orphans::track(pid, &attempt, spec.grace);
     tracing::debug!(pid, "command started");
 
     let readers = [
@@ -551,6 +557,8 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
             Err((stopped, message, Some(reason)))
         }
     };
+    // The child was waited for: what it left running on purpose is its own business.
+    tracked.reaped();
     if let Some(task) = stdin_task {
         task.abort();
     }
@@ -696,10 +704,11 @@ fn only_zombies_left(pgid: Pid) -> bool {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((state, pgrp)) = parse_stat(&stat) {
-            if pgrp == pgid.as_raw() && !matches!(state, 'Z' | 'X') {
-                return false;
-            }
+        if let Some(stat) = orphans::parse_stat(&stat)
+            && stat.pgrp == pgid.as_raw()
+            && !stat.is_dead()
+        {
+            return false;
         }
     }
     true
@@ -709,17 +718,6 @@ fn only_zombies_left(pgid: Pid) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn only_zombies_left(_pgid: Pid) -> bool {
     false
-}
-
-/// The state and process group from a `/proc/PID/stat` line: `pid (comm) state ppid pgrp …`.
-/// `comm` may hold spaces and parentheses, so fields are counted from the last `)`.
-#[cfg(target_os = "linux")]
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
 }
 
 #[cfg(test)]
@@ -872,7 +870,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn clear_env_keeps_only_path_and_the_given_env() {
+    async fn clear_env_keeps_only_path_the_given_env_and_the_attempt() {
         let out = run(json!({"args": ["env"], "clear_env": true, "env": {"ONLY": "me"}}))
             .await
             .unwrap();
@@ -883,7 +881,16 @@ mod tests {
             .map(|line| line.split('=').next().unwrap())
             .collect();
         names.sort_unstable();
-        assert_eq!(names, ["ONLY", "PATH"]);
+        assert_eq!(
+            names,
+            [
+                "ONLY",
+                "PATH",
+                "RUNBOOK_RUN_ID",
+                "RUNBOOK_STEP_ATTEMPT",
+                "RUNBOOK_STEP_PATH"
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1133,15 +1140,5 @@ mod tests {
         assert!(long.ends_with('…'));
         assert!(!Shell.idempotent(&json!({"args": ["true"]})));
         assert_eq!(Shell.name(), "shell");
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn stat_lines_with_odd_command_names_parse() {
-        assert_eq!(
-            parse_stat("4242 (my (odd) cmd) S 1 4240 4240 0 -1 4194560 …"),
-            Some(('S', 4240))
-        );
-        assert_eq!(parse_stat("garbage"), None);
     }
 }
