@@ -27,7 +27,28 @@ pub mod yaml;
 
 use std::ffi::OsString;
 
+use runbook_steps::orphans;
+
 /// Runs the command line given by `args` (the program name first) and returns the exit code.
+///
+/// The same binary is also the watchdog that stops a step's processes if this process dies
+/// (see [`runbook_steps::orphans`]): started with that role's hidden first argument, it is
+/// nothing else.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == orphans::WATCHDOG_ARG) {
+        return orphans::watchdog_main();
+    }
+    orphans::install(own_executable(), "runbook");
     cli::main(args)
+}
+
+/// This process's executable, in a way that still works once the file was replaced (an
+/// upgrade while `serve` runs): `/proc/self/exe` names the running image itself.
+fn own_executable() -> std::path::PathBuf {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return proc_exe.to_path_buf();
+    }
+    std::env::current_exe().unwrap_or_else(|_| "runbook".into())
 }

@@ -140,6 +140,19 @@ pub struct Drift {
     pub change: String,
 }
 
+/// Processes of one attempt that outlived the executor that started them, and were stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphans {
+    /// The step (a probe's path for a probe's processes).
+    pub path: String,
+    /// The attempt that started them.
+    pub attempt: u32,
+    /// Their process ids.
+    pub pids: Vec<u32>,
+    /// How they ended ("2 stopped with SIGTERM").
+    pub how: String,
+}
+
 /// Why a step did not run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -225,6 +238,10 @@ pub enum Event {
         /// Files that changed since the run was pinned.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         drift: Vec<Drift>,
+        /// Processes of attempts in flight that outlived the run's previous executor, stopped
+        /// before anything was decided about those attempts.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        orphans: Vec<Orphans>,
     },
     /// Intent: a step's effect is about to begin. Durable before the effect starts.
     StepStarted {
@@ -469,5 +486,46 @@ impl RunSummary {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_record_written_before_orphans_were_kept_still_reads() {
+        let old = r#"{"seq":5,"at":"2025-01-02T03:04:05Z","event":"resumed","by":"ops"}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            record.event,
+            Event::Resumed {
+                by: "ops".into(),
+                drift: Vec::new(),
+                orphans: Vec::new(),
+            }
+        );
+        // Written again, it is byte for byte what it was: nothing stopped, nothing added.
+        assert_eq!(serde_json::to_string(&record).unwrap(), old);
+    }
+
+    #[test]
+    fn stopped_orphans_are_kept_with_the_resume() {
+        let event = Event::Resumed {
+            by: "ops".into(),
+            drift: Vec::new(),
+            orphans: vec![Orphans {
+                path: "slow".into(),
+                attempt: 1,
+                pids: vec![4242, 4243],
+                how: "2 stopped with SIGTERM".into(),
+            }],
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"event":"resumed","by":"ops","orphans":[{"path":"slow","attempt":1,"pids":[4242,4243],"how":"2 stopped with SIGTERM"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
     }
 }

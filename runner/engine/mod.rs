@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod decide;
 pub mod exec;
 pub mod log;
+mod orphans;
 pub mod plan;
 pub mod prompt;
 pub mod readonly;
@@ -401,6 +402,9 @@ impl Engine {
                 view.state
             )));
         }
+        // Before anything is decided about a step in flight: nothing of its earlier attempt
+        // may still be running beside what is decided.
+        let stopped = orphans::stop_left_over(id, &records);
         let mut events = Vec::new();
         let decision = match (&req.retry_step, &req.skip_step) {
             (Some(_), Some(_)) => {
@@ -507,6 +511,7 @@ impl Engine {
         let mut resume_events = vec![Event::Resumed {
             by: self.who.clone(),
             drift,
+            orphans: stopped,
         }];
         resume_events.extend(events);
         resume_events.push(Event::StateChanged {
@@ -663,10 +668,15 @@ impl Engine {
                 view.state
             )));
         }
-        let why = match reason {
+        let mut why = match reason {
             Some(r) => format!("aborted by {}: {r}", self.who),
             None => format!("aborted by {}", self.who),
         };
+        // What an executor that died left running of the run goes with it.
+        for line in orphans::describe(&orphans::stop_left_over(id, &records)) {
+            why.push_str("; ");
+            why.push_str(&line);
+        }
         let aborted = Event::StateChanged {
             state: RunState::Aborted,
             reason: Some(why),
@@ -952,6 +962,11 @@ pub fn loss_message(id: RunId, seq: u64, detail: &str) -> String {
          intact records; the next step is treated as possibly started\n    runbook abort {id}    \
          # end the run"
     )
+}
+
+/// One line per attempt whose processes outlived their executor and were stopped.
+pub fn orphans_stopped(orphans: &[runbook_journals::Orphans]) -> Vec<String> {
+    orphans::describe(orphans)
 }
 
 /// The message for a run stopped on a step that needs a decision.

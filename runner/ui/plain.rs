@@ -47,8 +47,11 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
         Event::SourceReloaded { .. } => {
             "  the run now follows the runbook files as they are on disk".into()
         }
-        Event::Resumed { by, drift } => {
+        Event::Resumed { by, drift, orphans } => {
             let mut line = format!("run {run}: resumed by {by}");
+            for text in crate::engine::orphans_stopped(orphans) {
+                let _ = write!(line, "\n  warning: {text}");
+            }
             for d in drift {
                 let _ = write!(
                     line,

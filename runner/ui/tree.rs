@@ -141,8 +141,11 @@ impl Observer for TreeView {
                     .unwrap_or_default();
                 self.line(format!("{}{verdict} by {by}{comment}", pad(path)));
             }
-            Event::Resumed { by, drift } => {
+            Event::Resumed { by, drift, orphans } => {
                 self.line(format!("run {run}: resumed by {by}"));
+                for text in crate::engine::orphans_stopped(orphans) {
+                    self.line(format!("  warning: {text}"));
+                }
                 for d in drift {
                     self.line(format!(
                         "  warning: {} was {} since the run started; the run continues with its pinned copy",
