@@ -22,6 +22,7 @@ mod locks;
 mod memory;
 mod nats;
 mod openbao;
+mod orphans;
 mod rotation;
 mod secret_taint;
 mod secrets;
