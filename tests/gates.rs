@@ -199,7 +199,9 @@ const EXPIRING: &str = r#"
 runbook: expiring
 steps:
   - id: confirm
-    gate: { prompt: "Approve quickly", timeout: 200ms }
+    # Long enough that a loaded machine parks the run before the gate expires (a commit can
+    # take hundreds of milliseconds there), short enough to wait out.
+    gate: { prompt: "Approve quickly", timeout: 1500ms }
   - id: after
     shell: { run: "echo after >> out.txt" }
 on_failure:
@@ -219,7 +221,7 @@ fn expired(sb: &Sandbox) -> String {
         .expect("a gate with a timeout journals when it expires")
         .parse()
         .expect("an RFC 3339 time");
-    wait_for("the gate to expire", Duration::from_secs(5), || {
+    wait_for("the gate to expire", Duration::from_secs(10), || {
         Utc::now() > expires_at
     });
     run
