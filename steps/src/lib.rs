@@ -26,6 +26,7 @@ mod nats;
 pub mod orphans;
 mod posix_shell;
 mod shell;
+mod ssh;
 #[cfg(test)]
 mod test_support;
 mod util;

@@ -3,7 +3,11 @@
 //! ```yaml
 //! shell: { args: [kubectl, get, pods, -o, json], timeout: 30s }   # argv, no shell (preferred)
 //! shell: { run: "pg_dump app | gzip > /backup/app.sql.gz" }       # a string for `sh -c`
+//! shell: { host: db-2, user: ops, known_hosts: ./known_hosts, args: [uptime] }   # over SSH
 //! ```
+//!
+//! With `host`, the same command runs on that host through the OpenSSH client, with the same
+//! output and the same way of ending; [`crate::ssh`] says how.
 //!
 //! The output is `{exit_code, stdout, stderr, duration_ms}`, plus `json` when stdout parses as
 //! JSON, `signal` when a signal ended the command, and `stdout_truncated` / `stderr_truncated`
@@ -57,6 +61,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::orphans::{self, Attempt};
+use crate::ssh::{self, Remote};
 use crate::util::{duration_ms, duration_problem, excerpt, json_type, parse_duration, parse_json};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 
@@ -94,7 +99,15 @@ static FIELDS: &[Field] = &[
     Field::optional("ok_codes", FieldType::List),
     Field::optional("grace", FieldType::Duration),
     Field::optional("capture_limit", FieldType::Int),
+    Field::optional("host", FieldType::String),
+    Field::optional("user", FieldType::String),
+    Field::optional("port", FieldType::Int),
+    Field::optional("identity", FieldType::String),
+    Field::optional("known_hosts", FieldType::String),
 ];
+
+/// The fields that only mean something with `host`.
+const REMOTE_ONLY: [&str; 4] = ["user", "port", "identity", "known_hosts"];
 
 impl StepKind for Shell {
     fn name(&self) -> &'static str {
@@ -124,6 +137,20 @@ impl StepKind for Shell {
         for field in ["timeout", "grace"] {
             problems.extend(duration_problem(spec, field));
         }
+        if given("host") {
+            if given("clear_env") {
+                problems.push(("clear_env".into(), REMOTE_CLEAR_ENV.into()));
+            }
+            if let Some(env) = spec.get("env").and_then(Value::as_object) {
+                for name in env.keys().filter(|name| !ssh::is_env_name(name)) {
+                    problems.push((format!("env.{name}"), remote_env_name(name)));
+                }
+            }
+        } else {
+            for field in REMOTE_ONLY.into_iter().filter(|&field| given(field)) {
+                problems.push((field.into(), format!("`{field}` needs `host`")));
+            }
+        }
         problems
     }
 
@@ -151,7 +178,10 @@ impl StepKind for Shell {
         } else {
             KIND.to_owned()
         };
-        excerpt(&line)
+        match remote_of(spec) {
+            Some(remote) => excerpt(&format!("ssh {} {line}", remote.target())),
+            None => excerpt(&line),
+        }
     }
 
     fn run<'a>(
@@ -172,6 +202,42 @@ impl StepKind for Shell {
 const BOTH: &str = "give either `args` or `run`, not both";
 const NEITHER: &str = "needs `args` or `run`";
 const EMPTY_ARGS: &str = "`args` must not be empty";
+const REMOTE_CLEAR_ENV: &str =
+    "`clear_env` is not supported with `host`: a remote command gets its account's environment";
+
+fn remote_env_name(name: &str) -> String {
+    format!("`{name}` cannot be exported by a remote shell (letters, digits and `_` only)")
+}
+
+/// Where a spec's `host` fields say to run, as far as they can be read (for `describe`).
+fn remote_of(spec: &Value) -> Option<Remote> {
+    let text = |field: &str| spec.get(field).and_then(Value::as_str).map(str::to_owned);
+    Some(Remote {
+        host: text("host")?,
+        user: text("user"),
+        port: spec
+            .get("port")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .and_then(|p| u16::try_from(p).ok()),
+        identity: text("identity"),
+        known_hosts: text("known_hosts"),
+    })
+}
+
+/// Reads `port` as a number or a template that rendered to digits.
+fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let raw: Option<Value> = Option::deserialize(d)?;
+    raw.map(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("`port` must be a port number, not {v}"))
+            })
+    })
+    .transpose()
+}
 
 /// Reads `args`, turning numbers and booleans into words: `args: [sleep, 30]` means what it
 /// says. Anything else (a list, a map, null) is refused.
@@ -212,6 +278,12 @@ struct RawSpec {
     #[serde(default, deserialize_with = "crate::util::duration_text")]
     grace: Option<String>,
     capture_limit: Option<usize>,
+    host: Option<String>,
+    user: Option<String>,
+    #[serde(default, deserialize_with = "port")]
+    port: Option<u16>,
+    identity: Option<String>,
+    known_hosts: Option<String>,
 }
 
 /// What to run.
@@ -235,6 +307,8 @@ struct Spec {
     ok_codes: Vec<i32>,
     grace: Duration,
     capture_limit: usize,
+    /// The host to run on, or `None` for here.
+    remote: Option<Remote>,
 }
 
 fn spec_error(message: impl Into<String>) -> StepError {
@@ -271,8 +345,40 @@ impl Spec {
                 };
                 Ok((name, value))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<(String, String)>, _>>()?;
+        let remote = match raw.host {
+            Some(host) => {
+                if raw.clear_env {
+                    return Err(spec_error(REMOTE_CLEAR_ENV));
+                }
+                if let Some((name, _)) = env.iter().find(|(name, _)| !ssh::is_env_name(name)) {
+                    return Err(spec_error(remote_env_name(name)));
+                }
+                if host.is_empty() || host.starts_with('-') {
+                    return Err(spec_error(format!("`host` is not a host name: {host:?}")));
+                }
+                Some(Remote {
+                    host,
+                    user: raw.user,
+                    port: raw.port,
+                    identity: raw.identity,
+                    known_hosts: raw.known_hosts,
+                })
+            }
+            None => {
+                if let Some(field) = [&raw.user, &raw.identity, &raw.known_hosts]
+                    .into_iter()
+                    .zip(["user", "identity", "known_hosts"])
+                    .find_map(|(value, name)| value.as_ref().map(|_| name))
+                    .or(raw.port.map(|_| "port"))
+                {
+                    return Err(spec_error(format!("`{field}` needs `host`")));
+                }
+                None
+            }
+        };
         Ok(Self {
+            remote,
             program,
             env,
             clear_env: raw.clear_env,
@@ -287,15 +393,43 @@ impl Spec {
         })
     }
 
-    /// The program that is executed (`sh` for `run`).
+    /// The program that is executed (`sh` for `run`, `ssh` on another host).
     fn program_name(&self) -> &str {
-        match &self.program {
-            Program::Args(argv) => &argv[0],
-            Program::Run(_) => "sh",
+        match (&self.remote, &self.program) {
+            (Some(_), _) => "ssh",
+            (None, Program::Args(argv)) => &argv[0],
+            (None, Program::Run(_)) => "sh",
         }
     }
 
-    fn command(&self, attempt: &Attempt) -> Command {
+    /// The argv the program amounts to (`run` is `sh -c SCRIPT`).
+    fn argv(&self) -> Vec<String> {
+        match &self.program {
+            Program::Args(argv) => argv.clone(),
+            Program::Run(script) => vec!["sh".into(), "-c".into(), script.clone()],
+        }
+    }
+
+    /// What the command reads on stdin: the wrapper's preamble on another host.
+    fn input(&self) -> Option<Vec<u8>> {
+        match &self.remote {
+            Some(_) => Some(ssh::preamble(&self.env, self.stdin.as_deref())),
+            None => self.stdin.as_ref().map(|s| s.clone().into_bytes()),
+        }
+    }
+
+    fn command(&self, attempt: &Attempt) -> Result<Command, ssh::ConnectError> {
+        if let Some(remote) = &self.remote {
+            let line = ssh::remote_command(&self.argv(), self.cwd.as_deref(), self.grace);
+            let mut cmd = remote.command(&line)?;
+            orphans::mark(&mut cmd, attempt);
+            // The session's input stays open while the command runs: its end stops it.
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            return Ok(cmd);
+        }
         let mut cmd = match &self.program {
             Program::Args(argv) => {
                 let mut cmd = Command::new(&argv[0]);
@@ -331,7 +465,7 @@ impl Spec {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-        cmd
+        Ok(cmd)
     }
 }
 
@@ -486,8 +620,29 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
     }
 
     let started = Instant::now();
+    if let Some(remote) = &spec.remote {
+        let connected = tokio::select! {
+            biased;
+            reason = ctx.cancel.cancelled() => {
+                return Err(StepError::Cancelled {
+                    message: format!("{reason} while connecting to {}; the command was not started", remote.target()),
+                    reason,
+                    output: None,
+                });
+            }
+            connected = remote.connect() => connected,
+        };
+        connected.map_err(|e| StepError::Failed {
+            message: e.to_string(),
+            output: None,
+        })?;
+    }
     let attempt = Attempt::of(ctx);
-    let mut child = spec.command(&attempt).spawn().map_err(|e| {
+    let mut command = spec.command(&attempt).map_err(|e| StepError::Failed {
+        message: e.to_string(),
+        output: None,
+    })?;
+    let mut child = command.spawn().map_err(|e| {
         let program = spec.program_name();
         let message = match &spec.cwd {
             Some(cwd) => format!("failed to spawn `{program}` in `{cwd}`: {e}"),
@@ -508,13 +663,19 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
         Reader::start(child.stdout.take(), spec.capture_limit),
         Reader::start(child.stderr.take(), spec.capture_limit),
     ];
-    let stdin_task = match (child.stdin.take(), spec.stdin.clone()) {
+    let remote = spec.remote.is_some();
+    let mut stdin_task = match (child.stdin.take(), spec.input()) {
         (Some(mut pipe), Some(data)) => Some(tokio::spawn(
             async move {
                 // A child that exits without reading its input makes this fail; that is its
                 // business, not an error of the step.
-                if let Err(e) = pipe.write_all(data.as_bytes()).await {
+                if let Err(e) = pipe.write_all(&data).await {
                     tracing::debug!(error = %e, "the command did not read all of its stdin");
+                }
+                if remote {
+                    // The remote wrapper stops the command when its input ends, so the pipe
+                    // stays open until this task is aborted.
+                    std::future::pending::<()>().await;
                 }
                 // Dropping `pipe` closes it, so the child sees the end of its input.
             }
@@ -552,7 +713,12 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
         }
         Ended::Stop(reason) => {
             tracing::info!(%reason, "stopping the command");
-            let stopped = stop(&mut child, group, spec.grace).await;
+            let stopped = match &spec.remote {
+                Some(remote) => {
+                    stop_remote(&mut child, group, stdin_task.take(), spec.grace, remote).await
+                }
+                None => stop(&mut child, group, spec.grace).await,
+            };
             let message = format!("{reason}; {}", stopped.how);
             Err((stopped, message, Some(reason)))
         }
@@ -609,6 +775,54 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
             }
         }
     }
+}
+
+/// How long past `grace` a remote command may take to report that it stopped (the wrapper
+/// looks once a second whether the command's group is gone, and the news crosses the network).
+const REMOTE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Stops a command on another host: closing the session's input makes the remote wrapper
+/// stop the command's group (SIGTERM, then SIGKILL after `grace`) and exit with its status.
+/// If ssh has not ended by `grace` plus [`REMOTE_MARGIN`], it is killed here, which closes the
+/// session all the same.
+async fn stop_remote(
+    child: &mut Child,
+    group: Pid,
+    input: Option<JoinHandle<()>>,
+    grace: Duration,
+    remote: &Remote,
+) -> Stopped {
+    if let Some(task) = input {
+        task.abort();
+        // Wait for the abort to drop the pipe, so the remote side sees its input end now.
+        let _ = task.await;
+    }
+    let target = remote.target();
+    if let Ok(Ok(status)) = tokio::time::timeout(grace + REMOTE_MARGIN, child.wait()).await {
+        let (signal, how) = match status.code() {
+            Some(143) => (Signal::SIGTERM, format!("stopped with SIGTERM on {target}")),
+            Some(137) => (
+                Signal::SIGKILL,
+                format!(
+                    "did not stop within {} on {target} and was killed with SIGKILL",
+                    humantime::format_duration(grace)
+                ),
+            ),
+            _ => (Signal::SIGTERM, format!("stopped on {target}")),
+        };
+        return Stopped {
+            status: Some(status),
+            signal,
+            how,
+        };
+    }
+    let mut stopped = stop(child, group, Duration::ZERO).await;
+    stopped.how = format!(
+        "{target} did not report the command stopped; ssh was killed (which ends the remote \
+         session); {}",
+        stopped.how
+    );
+    stopped
 }
 
 /// Stops the child's process group: SIGTERM, up to `grace` for the whole group to go, then
