@@ -179,12 +179,7 @@ impl Remote {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&opened.stderr);
-        let mut reason = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut reason = last_words(&stderr);
         if reason.is_empty() {
             reason = format!("ssh ended with {}", opened.status);
         }
@@ -210,6 +205,18 @@ impl Remote {
             .arg(remote_command);
         Ok(cmd)
     }
+}
+
+/// ssh's last two lines: the cause and its verdict ("Host key for … has changed and you have
+/// requested strict checking. Host key verification failed."), without the banner of `@`s and
+/// the advice before them.
+fn last_words(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('@'))
+        .collect();
+    lines[lines.len().saturating_sub(2)..].join(" ")
 }
 
 /// A path for an `ssh -o` value: `%` doubled (ssh expands `%` tokens in these paths), then
@@ -251,7 +258,9 @@ stop() {
   exit "$r"
 }
 trap stop USR1
-{ while IFS= read -r _; do :; done; kill -USR1 $$; } >/dev/null 2>&1 &
+# An asynchronous list reads /dev/null unless told otherwise: watch the session's input.
+exec 3<&0
+{ while IFS= read -r _; do :; done; kill -USR1 $$; } <&3 >/dev/null 2>&1 &
 w=$!
 wait "$p"
 r=$?
@@ -325,6 +334,26 @@ pub(crate) fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_gives_the_cause_and_the_verdict_not_the_banner() {
+        let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+            @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+            @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+            IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n\
+            Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n\
+            Host key verification failed.\n";
+        assert_eq!(
+            last_words(changed),
+            "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking. \
+             Host key verification failed."
+        );
+        assert_eq!(
+            last_words("ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n"),
+            "ssh: connect to host 127.0.0.1 port 1: Connection refused"
+        );
+        assert_eq!(last_words(""), "");
+    }
 
     /// Runs `words` as a login shell would run the command line, with the preamble as input.
     fn through_sh(line: &str, input: &[u8]) -> std::process::Output {
