@@ -2,7 +2,9 @@
 # A local Apache Cassandra cluster (cassandra-all 5.0 from Maven Central, Java 17) on loopback,
 # node N listening on 127.0.0.N, for end-to-end tests.
 #
-#   cassandra.sh create CLUSTER [--nodes N]        (1..3, default 1)
+#   cassandra.sh create CLUSTER [--nodes N] [--auth]  (1..3 nodes, default 1; --auth: logins
+#                                                  with PasswordAuthenticator, superuser
+#                                                  cassandra/cassandra)
 #   cassandra.sh stop CLUSTER N
 #   cassandra.sh start CLUSTER N                   (waits until the node is UN in nodetool status)
 #   cassandra.sh restart CLUSTER N
@@ -22,7 +24,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-usage() { sed -n '2,17p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 
 load_cluster() { tb_load_cluster "$1" cassandra; }
 check_node() { tb_check_node "$1" node; }
@@ -122,8 +124,8 @@ hints_directory: $C/n$n/hints
 cdc_raw_directory: $C/n$n/cdc_raw
 commitlog_sync: periodic
 commitlog_sync_period: 10000ms
-authenticator: AllowAllAuthenticator
-authorizer: AllowAllAuthorizer
+authenticator: $( [[ "$AUTH" == 1 ]] && echo PasswordAuthenticator || echo AllowAllAuthenticator )
+authorizer: $( [[ "$AUTH" == 1 ]] && echo CassandraAuthorizer || echo AllowAllAuthorizer )
 EOF
   cat >"$C/n$n.cmd" <<EOF
 #!/usr/bin/env bash
@@ -137,6 +139,7 @@ exec "$JAVA" -Xms$HEAP -Xmx$HEAP -Xss256k -XX:TieredStopAtLevel=1 -XX:+PerfDisab
   -Dlogback.configurationFile=file://$C/logback.xml \\
   -Dcassandra.jmx.local.port=$(port JMX "$n") \\
   -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \\
+  -Dcassandra.superuser_setup_delay_ms=0 \\
   -cp "$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon
 EOF
 }
@@ -158,9 +161,11 @@ EOF
 
 cmd_create() {
   local dir="" nodes=1
+  AUTH=0
   while (( $# )); do
     case "$1" in
       --nodes) nodes="${2:?--nodes needs a value}"; shift 2 ;;
+      --auth) AUTH=1; shift ;;
       -*) tb_die "unknown option $1" ;;
       *) [[ -z "$dir" ]] || tb_die "unexpected argument $1"; dir="$1"; shift ;;
     esac
@@ -180,6 +185,7 @@ cmd_create() {
     echo "KIND=cassandra"
     echo "CLUSTER=$C"
     echo "NODES=$nodes"
+    echo "AUTH=$AUTH"
     echo "CASSANDRA_VERSION=$CASSANDRA_VERSION"
     echo "CASSANDRA_HOME=$CASSANDRA_HOME"
     echo "JAVA=$JAVA"
@@ -207,10 +213,20 @@ cmd_create() {
     tb_wait 240 "n$n to serve CQL on $(addr "$n"):$(port CQL "$n")" node_serving "$n" || fail_node "$n"
   done
   tb_wait 120 "all $nodes nodes UN in nodetool status" ring_up 1 "$nodes" || fail_node 1
+  if [[ "$AUTH" == 1 ]]; then
+    # The default superuser is created just after start-up (superuser_setup_delay_ms=0).
+    tb_wait 60 "the superuser cassandra to log in" superuser_login || fail_node 1
+  fi
   trap - EXIT
   echo "cassandra cluster with $nodes node(s) ready in $(tb_since "$t0")s at $C"
   echo "cqlsh: $CQLSH $(addr 1) $(port CQL 1)"
   status_body
+}
+
+# The default superuser logs in on node 1 (with --auth).
+superuser_login() {
+  "$CQLSH" -u cassandra -p cassandra "$(addr 1)" "$(port CQL 1)" \
+    -e "SELECT release_version FROM system.local" >/dev/null 2>&1
 }
 
 # Running and accepting CQL connections; fails at once when the process has died.
@@ -274,7 +290,10 @@ case "${1:-}" in
     echo "n$N not running"; exit 1 ;;
   status) shift; [[ $# == 1 ]] || usage; load_cluster "$1"; status_body ;;
   nodetool) shift; tool_args "$@"; nodetool_on "$N" "${ARGS[@]}" ;;
-  cqlsh) shift; tool_args "$@"; exec "$CQLSH" "$(addr "$N")" "$(port CQL "$N")" "${ARGS[@]}" ;;
+  cqlsh)
+    shift; tool_args "$@"
+    login=(); [[ "${AUTH:-0}" == 1 ]] && login=(-u cassandra -p cassandra)
+    exec "$CQLSH" "${login[@]}" "$(addr "$N")" "$(port CQL "$N")" "${ARGS[@]}" ;;
   env)
     shift; [[ $# == 1 ]] || usage; load_cluster "$1"
     echo "export CQLSH_HOST=$(addr 1) CQLSH_PORT=$(port CQL 1)" ;;

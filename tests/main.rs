@@ -5,6 +5,7 @@ mod support;
 
 mod check;
 mod corrupt;
+mod cql;
 mod disk_full;
 mod drift;
 mod durability;
@@ -30,4 +31,5 @@ mod semantics;
 mod serve;
 mod sleep;
 mod ssh;
+mod sql;
 mod web;

@@ -532,9 +532,10 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // kube-client logs every failed request at error level ("failed with error client error
     // (Connect)"), without saying what was asked of which server; the kube step reports the
-    // same failure with both, so by default that line is left out.
+    // same failure with both, so by default that line is left out. The CQL driver logs each
+    // warning a server sends at WARN; the cql step's output holds them.
     let filter = EnvFilter::try_from_env("RUNBOOK_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,kube_client::client::builder=off,scylla=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -597,7 +597,21 @@ impl Loader<'_> {
         let shell = shell_scalars(&step_kind.shell_scripts(&spec), node, None);
         self.templates_in(node, scope, &shell);
         for (field, message) in step_kind.validate(&spec) {
-            if reported.contains(&field.as_str()) {
+            // A JSON Pointer (`/statements/1/sq`) names a place inside a field.
+            let top = field
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if reported.contains(&top) {
+                continue;
+            }
+            if field.starts_with('/') {
+                match pointed(node, &field) {
+                    Some(Pointed::Key(k)) => self.f.error_at(k, message),
+                    Some(Pointed::Node(n)) => self.f.error(n, message),
+                    None => self.f.error_at(key, message),
+                }
                 continue;
             }
             match map.key(&field) {
@@ -844,4 +858,34 @@ fn shell_scalars(pointers: &[String], node: &Node, wrapped: Option<&str>) -> Vec
             current.as_scalar().map(|s| s.pos)
         })
         .collect()
+}
+
+/// What a JSON Pointer from a kind's `validate` names in the spec as written.
+enum Pointed<'n> {
+    /// A mapping's key (the pointer's last step names it).
+    Key(&'n Scalar),
+    /// A list's item, or the value at the pointer.
+    Node(&'n Node),
+}
+
+/// The key or item `pointer` (`/statements/1/sq`) names inside `node`, if it is there: a
+/// mapping's key when the pointer ends at one, so the caret is under the key.
+fn pointed<'n>(node: &'n Node, pointer: &str) -> Option<Pointed<'n>> {
+    let steps: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        // JSON Pointer escapes: `~1` is `/`, `~0` is `~`.
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut current = node;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        current = match current {
+            Node::Map(m) if last => return m.key(step).map(Pointed::Key),
+            Node::Map(m) => m.get(step)?,
+            Node::Seq(s) => s.items.get(step.parse::<usize>().ok()?)?,
+            Node::Scalar(_) => return None,
+        };
+    }
+    Some(Pointed::Node(current))
 }

@@ -19,14 +19,18 @@
 //! step's `idempotent` field.
 
 mod cancel;
+mod cql;
 mod helm;
 mod http;
+mod iso8601;
 mod kube;
 mod nats;
 pub mod orphans;
 mod posix_shell;
 mod shell;
 mod ssh;
+mod sql;
+mod statements;
 #[cfg(test)]
 mod test_support;
 mod util;
@@ -40,11 +44,13 @@ use serde_json::Value;
 
 pub use self::kube::Kube;
 pub use cancel::{Cancel, CancelReason, CancelSource};
+pub use cql::Cql;
 pub use helm::Helm;
 pub use http::Http;
 pub use nats::Nats;
 pub use posix_shell::{ScriptSource, script_source};
 pub use shell::Shell;
+pub use sql::Sql;
 pub use util::install_crypto_provider;
 
 /// A boxed future, as the object-safe [`StepKind::run`] returns.
@@ -193,7 +199,9 @@ pub trait StepKind: Send + Sync {
     fn fields(&self) -> &'static [Field];
 
     /// Checks a spec's shape beyond field names and types; returns problems as
-    /// `(field, message)`. Templates are not rendered yet, so string values may be templates.
+    /// `(field, message)`, where `field` is a field's name or a JSON Pointer to a place inside
+    /// one (`/statements/1/sq`: the key `sq` of the second statement), which `check` points
+    /// at. Templates are not rendered yet, so string values may be templates.
     fn validate(&self, spec: &Value) -> Vec<(String, String)> {
         let _ = spec;
         Vec::new()
@@ -244,6 +252,8 @@ impl Registry {
         registry.register(Box::new(Kube));
         registry.register(Box::new(Helm));
         registry.register(Box::new(Nats));
+        registry.register(Box::new(Sql));
+        registry.register(Box::new(Cql));
         registry
     }
 

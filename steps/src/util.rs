@@ -72,6 +72,24 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// The closest of `candidates` to `word`, if close enough to be a likely typo (the rule the
+/// runbook loader's "did you mean" follows).
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
+        .filter(|(score, c)| {
+            *score > 0.8 || (word.chars().count() > 2 && strsim::osa_distance(word, c) <= 1)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 /// A duration: `30s`, `1h30m`, `250ms`, or a bare number of seconds (the rule the runbook's own
 /// durations follow); the error is humantime's.
 fn duration(text: &str) -> Result<Duration, String> {

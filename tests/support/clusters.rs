@@ -76,6 +76,12 @@ impl Cluster {
         Self::create("nats.sh", &["--version", version])
     }
 
+    /// Apache Cassandra (`testbeds/cassandra.sh`); `args` as the script takes them
+    /// (`--nodes N`, `--auth`).
+    pub fn cassandra(args: &[&str]) -> Self {
+        Self::create("cassandra.sh", args)
+    }
+
     /// A Kubernetes control plane (`testbeds/kubernetes.sh`): etcd, kube-apiserver with RBAC,
     /// the controller-manager, the scheduler and kwok nodes; `args` as the script takes them
     /// (`--nodes N`, `--agent-node NAME`).
