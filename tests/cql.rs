@@ -333,3 +333,53 @@ fn cql_steps_bind_values_honour_the_consistency_level_and_read_rows_as_typed_jso
     assert_eq!(paged["rows"].as_array().map(Vec::len), Some(10), "{paged}");
     assert_eq!(paged["results"][0]["rows_truncated"], true, "{paged}");
 }
+
+#[test]
+fn check_points_at_each_bad_field_of_a_cql_step() {
+    let sb = Sandbox::new();
+    sb.write(
+        "bad.yaml",
+        r#"runbook: bad
+steps:
+  - id: keys
+    cql:
+      hosts: ["db-1:9042", "db-2:x"]
+      consistency: QUORAM
+      batch: logged
+      statements: { cql: "SELECT * FROM keys.master", params: 3 }
+"#,
+    );
+    let out = sb.cmd(&["check", "bad.yaml"]).run();
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr,
+        r#"error: host `db-2:x` has an invalid port `x`
+ --> bad.yaml:5:29
+  |
+5 |       hosts: ["db-1:9042", "db-2:x"]
+  |                             ^^^^^^
+
+error: unknown consistency level `QUORAM` (did you mean `QUORUM`?); one of ANY, ONE, TWO, THREE, QUORUM, ALL, LOCAL_QUORUM, EACH_QUORUM, LOCAL_ONE, SERIAL, LOCAL_SERIAL
+ --> bad.yaml:6:7
+  |
+6 |       consistency: QUORAM
+  |       ^^^^^^^^^^^
+
+error: a batch cannot hold a SELECT (statement 1)
+ --> bad.yaml:7:7
+  |
+7 |       batch: logged
+  |       ^^^^^
+
+error: the `params` of the statement must be a list or a mapping, not a number
+ --> bad.yaml:8:55
+  |
+8 |       statements: { cql: "SELECT * FROM keys.master", params: 3 }
+  |                                                       ^^^^^^
+
+error: 4 problems found
+"#,
+        "{}",
+        out.explain("unexpected stderr")
+    );
+}

@@ -518,3 +518,301 @@ fn a_timeout_cancels_the_running_statement_on_the_server() {
     );
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM marks"), "0");
 }
+
+/// Runs `openssl ARGS…` in `dir`; panics with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (testbeds/install.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    /// Turns TLS on with a server certificate for `localhost` (not for 127.0.0.1) signed by a
+    /// CA of the test's own, and makes `role` log in over TLS only; returns the CA's PEM file.
+    fn enable_tls(&self, role: &str, dir: &std::path::Path) -> PathBuf {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=runbook test CA",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n")
+            .expect("write san.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+        // The server reads its key as its own user, and only from a file no one else reads.
+        let data = PathBuf::from(self.var("PGDATA"));
+        for (from, to, mode) in [
+            ("server.pem", "server.crt", 0o644),
+            ("server.key", "server.key", 0o600),
+        ] {
+            let target = data.join(to);
+            std::fs::copy(dir.join(from), &target).expect("copy into PGDATA");
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("chmod");
+            let owner = Command::new("chown")
+                .arg(format!("{}:", self.var("PG_OS_USER")))
+                .arg(&target)
+                .status()
+                .expect("chown");
+            assert!(owner.success(), "chown {}", target.display());
+        }
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let rules = format!(
+            "hostssl all {role} 127.0.0.1/32 trust\nhostnossl all {role} 127.0.0.1/32 reject\n"
+        );
+        if !old.contains(&rules) {
+            std::fs::write(&hba, format!("{rules}{old}")).expect("write pg_hba.conf");
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
+        wait_for("the server to take TLS on", Duration::from_secs(10), || {
+            self.psql("postgres", "SHOW ssl") == "on"
+        });
+        dir.join("ca.pem")
+    }
+}
+
+const TLS: &str = r#"
+runbook: tls
+params:
+  port: { type: string, required: true }
+  ca: { type: string, required: true }
+  host: { type: string, default: localhost }
+  mode: { type: string, default: verify-full }
+steps:
+  - id: query
+    sql:
+      host: "{{params.host}}"
+      port: "{{params.port}}"
+      dbname: postgres
+      user: tls_only
+      sslmode: "{{params.mode}}"
+      ca_file: "{{params.ca}}"
+      statements: "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+"#;
+
+#[test]
+fn tls_modes_encrypt_and_check_the_server_certificate() {
+    let pg = server();
+    pg.psql(
+        "postgres",
+        "DROP ROLE IF EXISTS tls_only; CREATE ROLE tls_only LOGIN",
+    );
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = pg.enable_tls("tls_only", certs.path());
+    let sb = Sandbox::new();
+    sb.write("tls.yaml", TLS);
+    let port = format!("port={}", pg.port());
+    let ca = format!("ca={}", ca.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "tls.yaml", "-p", &port, "-p", &ca];
+        args.extend_from_slice(extra);
+        sb.cmd(&args).run()
+    };
+
+    // verify-full: the certificate is signed by the CA and names the host.
+    let out = run(&[]);
+    out.expect_code(0);
+    let history = sb.cmd(&["history", "--output", "json"]).ok();
+    let last_run = |history: &str| {
+        history
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .next()
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+            .expect("a run")
+    };
+    let records = sb.records(&last_run(&history.stdout));
+    let query = &record(&records, "step_succeeded", "query")["output"];
+    // The server says the session is encrypted (and the role may log in over TLS only).
+    assert_eq!(query["rows"][0]["ssl"], true, "{query}");
+    assert!(
+        query["rows"][0]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{query}"
+    );
+
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses it there, while
+    // verify-ca (the CA's signature only) and require (encryption only) accept it.
+    let out = run(&["-p", "host=127.0.0.1"]);
+    out.expect_code(1);
+    assert_contains(
+        &out,
+        &format!(
+            "failed to connect to postgres://tls_only@127.0.0.1:{}/postgres: invalid peer \
+             certificate: certificate not valid for name \"127.0.0.1\"",
+            pg.port()
+        ),
+    );
+    run(&["-p", "host=127.0.0.1", "-p", "mode=verify-ca"]).expect_code(0);
+    run(&["-p", "host=127.0.0.1", "-p", "mode=require"]).expect_code(0);
+
+    // disable: the server refuses a plain connection for this role.
+    let out = run(&["-p", "mode=disable"]);
+    out.expect_code(1);
+    assert_contains(
+        &out,
+        "rejects connection for host \"127.0.0.1\", user \"tls_only\"",
+    );
+
+    // A CA that did not sign the certificate is refused under verify-ca.
+    let other = tempfile::tempdir().expect("tempdir");
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=another CA",
+        ],
+    );
+    let other_ca = format!("ca={}", other.path().join("ca.pem").display());
+    let out = sb
+        .cmd(&[
+            "run",
+            "tls.yaml",
+            "-p",
+            &port,
+            "-p",
+            &other_ca,
+            "-p",
+            "mode=verify-ca",
+        ])
+        .run();
+    out.expect_code(1);
+    assert_contains(&out, "/postgres: invalid peer certificate: UnknownIssuer");
+}
+
+#[test]
+fn check_points_at_each_bad_field_of_a_sql_step() {
+    let sb = Sandbox::new();
+    sb.write(
+        "bad.yaml",
+        r#"runbook: bad
+params:
+  url: { type: string, default: "postgres://db/app" }
+steps:
+  - id: migrate
+    sql:
+      url: mysql://db/app
+      sslmode: verify_full
+      statements:
+        - "CREATE TABLE t (a int)"
+        - { sql: "INSERT INTO t VALUES ($1)", parms: [1] }
+        - " "
+  - id: fine
+    sql: { url: "{{params.url}}", port: "{{params.port}}", statements: "SELECT 1" }
+"#,
+    );
+    let out = sb.cmd(&["check", "bad.yaml"]).run();
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr,
+        r#"error: `url` must start with postgres:// or postgresql://, not `mysql://db/app`
+ --> bad.yaml:7:7
+  |
+7 |       url: mysql://db/app
+  |       ^^^
+
+error: unknown sslmode `verify_full` (did you mean `verify-full`?); one of disable, prefer, require, verify-ca, verify-full
+ --> bad.yaml:8:7
+  |
+8 |       sslmode: verify_full
+  |       ^^^^^^^
+
+error: statement 2 has an unknown field `parms` (did you mean `params`?); a statement is `{ sql, params }`
+  --> bad.yaml:11:47
+   |
+11 |         - { sql: "INSERT INTO t VALUES ($1)", parms: [1] }
+   |                                               ^^^^^
+
+error: statement 3 is empty
+  --> bad.yaml:12:12
+   |
+12 |         - " "
+   |            ^
+
+error: unknown parameter `port`
+  --> bad.yaml:14:51
+   |
+14 |     sql: { url: "{{params.url}}", port: "{{params.port}}", statements: "SELECT 1" }
+   |                                                   ^^^^
+   |
+help: parameters are: url
+
+error: 5 problems found
+"#,
+        "{}",
+        out.explain("unexpected stderr")
+    );
+}
