@@ -13,6 +13,7 @@ pub mod link;
 pub mod load;
 mod memory;
 pub mod model;
+pub mod openbao;
 pub mod params;
 pub mod refs;
 pub mod resupply;

@@ -74,6 +74,7 @@ pub fn resolve(
         }
     }
     let mut out = Values::default();
+    let mut reader = crate::openbao::Reader::new();
     for param in &book.params {
         let given_value = given
             .iter()
@@ -87,7 +88,7 @@ pub fn resolve(
         {
             Ok(Some(prev.clone()))
         } else {
-            from_sources(param)
+            from_sources(param, &mut reader)
         };
         let value = match value {
             Ok(Some(v)) => v,
@@ -149,6 +150,7 @@ pub fn resolve_json(book: &Runbook, given: &Map<String, Value>) -> Result<Values
         }
     }
     let mut out = Values::default();
+    let mut reader = crate::openbao::Reader::new();
     for param in &book.params {
         let value = match given.get(&param.name) {
             Some(Value::String(s)) if param.ty != ParamType::String => match parse_text(param, s) {
@@ -159,7 +161,7 @@ pub fn resolve_json(book: &Runbook, given: &Map<String, Value>) -> Result<Values
                 }
             },
             Some(v) => v.clone(),
-            None => match from_sources(param) {
+            None => match from_sources(param, &mut reader) {
                 Ok(Some(v)) => v,
                 Ok(None) if param.required => {
                     errors.push(format!("missing required parameter `{}`", param.name));
@@ -196,11 +198,17 @@ fn where_from(param: &Param) -> String {
     if let Some(file) = &param.file {
         ways.push(format!("write it to {file}"));
     }
+    if let Some(source) = &param.from {
+        ways.push(format!("store it in OpenBao at {}", source.describe()));
+    }
     ways.join(", or ")
 }
 
-/// The value from the declared environment variable, file or default, if any.
-fn from_sources(param: &Param) -> Result<Option<Value>, String> {
+/// The value from the declared environment variable, file, secret store or default, if any.
+fn from_sources(
+    param: &Param,
+    reader: &mut crate::openbao::Reader,
+) -> Result<Option<Value>, String> {
     if let Some(env) = &param.env
         && let Ok(text) = std::env::var(env)
     {
@@ -214,6 +222,20 @@ fn from_sources(param: &Param) -> Result<Option<Value>, String> {
         return parse_text(param, text.trim_end_matches(['\n', '\r']))
             .map(Some)
             .map_err(|e| format!("{e} (from {file})"));
+    }
+    if let Some(source) = &param.from {
+        let cannot = |e: String| {
+            format!(
+                "parameter `{}`: cannot read it from OpenBao ({}): {e}",
+                param.name,
+                source.describe()
+            )
+        };
+        return match reader.read(source).map_err(cannot)? {
+            Value::String(text) => parse_text(param, &text).map(Some),
+            value => check(param, &value).map(|()| Some(value)),
+        }
+        .map_err(|e| format!("{e} (from OpenBao {})", source.describe()));
     }
     Ok(param.default.clone().filter(|v| !v.is_null()))
 }

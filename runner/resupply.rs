@@ -190,6 +190,7 @@ mod tests {
             secret,
             env: env.map(str::to_owned),
             file: None,
+            from: None,
             description: None,
             pos: crate::source::Pos::default(),
         }

@@ -23,6 +23,7 @@ mod locks;
 mod memory;
 mod nats;
 mod openbao;
+mod openbao_secret;
 mod orphans;
 mod rotation;
 mod secret_taint;

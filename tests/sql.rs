@@ -675,8 +675,7 @@ fn tls_modes_encrypt_and_check_the_server_certificate() {
     let last_run = |history: &str| {
         history
             .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .next()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
             .and_then(|r| r["id"].as_str().map(str::to_owned))
             .expect("a run")
     };

@@ -4,6 +4,7 @@
 //! All problems of a file are reported in one pass.
 
 mod fields;
+mod param_from;
 mod refs;
 pub mod schedule;
 mod step;
@@ -48,6 +49,7 @@ const PARAM_FIELDS: &[&str] = &[
     "secret",
     "env",
     "file",
+    "from",
     "description",
 ];
 
@@ -326,6 +328,7 @@ impl Loader<'_> {
                 secret: false,
                 env: None,
                 file: None,
+                from: None,
                 description: None,
                 pos: key.pos,
             });
@@ -367,6 +370,17 @@ impl Loader<'_> {
             .get("file")
             .and_then(|n| self.f.string(n, "`file`"))
             .map(|s| s.text.clone());
+        let from = map.get("from").and_then(|n| self.param_from(n));
+        if from.is_some()
+            && let Some(n) = map.get("secret")
+            && !secret
+        {
+            self.f.error(
+                n,
+                format!("parameter `{name}` comes from OpenBao, so it is always secret"),
+            );
+        }
+        let secret = secret || from.is_some();
         let description = map
             .get("description")
             .and_then(|n| self.f.string(n, "`description`"))
@@ -445,6 +459,7 @@ impl Loader<'_> {
             secret,
             env,
             file,
+            from,
             description,
             pos: key.pos,
         })

@@ -76,6 +76,8 @@ pub struct Param {
     pub env: Option<String>,
     /// A file to read the value from (trimmed) when none is given.
     pub file: Option<String>,
+    /// A secret store to read the value from when none is given (after `env` and `file`).
+    pub from: Option<crate::openbao::Source>,
     /// One line on what it is for.
     pub description: Option<String>,
     /// Where it is declared.

@@ -66,6 +66,11 @@ impl Cluster {
         Self::create("openbao.sh", &["--version", version])
     }
 
+    /// A single OpenBao node on `version`.
+    pub fn openbao_single(version: &str) -> Self {
+        Self::create("openbao.sh", &["--version", version, "--nodes", "1"])
+    }
+
     /// A 3-member etcd cluster.
     pub fn etcd() -> Self {
         Self::create("etcd.sh", &[])
