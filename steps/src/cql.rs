@@ -8,7 +8,7 @@
 //!   user: rotation                              # with PasswordAuthenticator
 //!   password: "{{params.cassandra_password}}"   # a secret parameter; never in the intent line
 //!   consistency: QUORUM                         # the default: LOCAL_QUORUM
-//!   statements:                                 # one string, or a list: one statement each
+//!   statements:                                 # one statement (a string or a mapping), or a list
 //!     - { cql: "SELECT version FROM master_keys WHERE id = ?", params: ["{{params.id}}"] }
 //!     - { cql: "UPDATE master_keys SET version = :v WHERE id = :id",
 //!         params: { v: 8, id: "{{params.id}}" } }
@@ -25,14 +25,14 @@
 //!
 //! # Statements and values
 //!
-//! Each item of `statements` is one statement — a string, or `{ cql, params }` — prepared and
-//! executed with its `?` markers bound to `params` in order, or its `:name` markers bound to a
-//! mapping by name (with a single string statement, the step's own `params`). Values are
+//! `statements` is one statement — a string, or `{ cql, params }` — or a list of them, each
+//! prepared and executed with its `?` markers bound to `params` in order, or its `:name` markers
+//! bound to a mapping by name (with a single string statement, the step's own `params`). Values are
 //! bound, never spliced into the text; see [`values`] for how JSON becomes each CQL type.
-//! `consistency` (`ANY`, `ONE`, `TWO`, `THREE`, `QUORUM`, `ALL`, `LOCAL_QUORUM`,
-//! `EACH_QUORUM`, `LOCAL_ONE`, `SERIAL`, `LOCAL_SERIAL`) applies to every statement, and
-//! `serial_consistency` (`SERIAL`, `LOCAL_SERIAL`) to the Paxos phase of lightweight
-//! transactions (`IF NOT EXISTS`, `IF col = …`).
+//! `consistency` (`ANY`, `ONE`, `TWO`, `THREE`, `QUORUM`, `ALL`, `LOCAL_QUORUM`, `EACH_QUORUM`,
+//! `LOCAL_ONE`, `SERIAL`, `LOCAL_SERIAL`) applies to every statement, and `serial_consistency`
+//! (`SERIAL`, `LOCAL_SERIAL`) to the Paxos phase of lightweight transactions (`IF NOT EXISTS`, `IF
+//! col = …`).
 //!
 //! CQL has no transactions: statements run one after another, and a failure stops the step
 //! with the statements before it applied. `batch: logged` sends every statement as one logged

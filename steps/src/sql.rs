@@ -6,7 +6,7 @@
 //!   password: "{{params.db_password}}"         # a secret parameter; never in the intent line
 //!   sslmode: verify-full                       # disable | prefer (default) | require | verify-ca | verify-full
 //!   ca_file: /etc/db/ca.pem
-//!   statements:                                # one string, or a list: one statement each
+//!   statements:                                # one statement (a string or a mapping), or a list
 //!     - "CREATE TABLE IF NOT EXISTS audit (id bigint PRIMARY KEY, who text, at timestamptz)"
 //!     - { sql: "INSERT INTO audit VALUES ($1, $2, now())", params: [7, "{{run.started_by}}"] }
 //!   transaction: true                          # the default for several statements
@@ -27,12 +27,12 @@
 //!
 //! # Statements and parameters
 //!
-//! Each item of `statements` is one statement — a string, or `{ sql, params }` — prepared and
-//! run with the extended protocol, its `$1`, `$2`, … bound to `params` (with a single string
-//! statement, the step's own `params`). Values are bound, never spliced into the text, so a
+//! `statements` is one statement — a string, or `{ sql, params }` — or a list of them, each
+//! prepared and run with the extended protocol, its `$1`, `$2`, … bound to `params` (with a single
+//! string statement, the step's own `params`). Values are bound, never spliced into the text, so a
 //! value cannot change the statement; see [`values`] for how JSON becomes each type. Several
-//! statements run in one transaction by default (`transaction: false` runs each on its own);
-//! when one fails, the transaction is rolled back and none of them has an effect.
+//! statements run in one transaction by default (`transaction: false` runs each on its own); when
+//! one fails, the transaction is rolled back and none of them has an effect.
 //!
 //! # Output
 //!
