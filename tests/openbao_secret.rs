@@ -4,10 +4,12 @@
 //! everything printed, and is never in the journal. What the steps used is read from the files
 //! they wrote, not from the runbook's output.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::clusters::{Cluster, http};
-use crate::support::{Output, Sandbox};
+use crate::support::{Output, Sandbox, wait_for};
 
 const FIRST: &str = "bao-S3cret-first-71c";
 const SECOND: &str = "bao-S3cret-second-3d9";
@@ -41,8 +43,8 @@ impl Bao {
         bao
     }
 
-    /// A request as root; panics unless OpenBao answers 2xx.
-    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+    /// A request as root; the error says what OpenBao answered.
+    fn try_call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
         let url = format!("{}/v1/{path}", self.addr);
         let request = http()
             .request(method, &url)
@@ -51,17 +53,30 @@ impl Bao {
             request.call()
         } else {
             request.send_json(body.clone())
+        };
+        match response {
+            Ok(r) => Ok(r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(code, r)) => Err(format!(
+                "{method} {url}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )),
+            Err(e) => Err(format!("{method} {url}: {e}")),
         }
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        response.into_json().unwrap_or(Value::Null)
     }
 
+    /// A request as root; panics unless OpenBao answers 2xx.
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Writes a new version of `secret/app/db`. A KV v2 mount just made answers "upgrading
+    /// from non-versioned to versioned data" for a moment: the first write waits that out.
     fn write_secret(&self, password: &str) {
-        self.call(
-            "POST",
-            "secret/data/app/db",
-            &json!({"data": {"password": password, "port": "5432"}}),
-        );
+        let body = json!({"data": {"password": password, "port": "5432"}});
+        wait_for("KV v2 to take a write", Duration::from_secs(15), || {
+            self.try_call("POST", "secret/data/app/db", &body).is_ok()
+        });
     }
 }
 
