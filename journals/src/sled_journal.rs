@@ -1305,13 +1305,43 @@ fn sync_path(path: &Path, action: &'static str) -> Result<(), JournalError> {
         .map_err(|source| io_error(action, path, source))
 }
 
-/// "pid 1234: runbook run hello", for whoever finds the journal busy.
+/// "pid 1234: runbook run hello -p to=2.7.2", for whoever finds the journal busy.
 fn holder_description() -> String {
     let args: Vec<String> = std::env::args().collect();
-    format!("pid {}: {}", std::process::id(), args.join(" "))
+    format!("pid {}: {}", std::process::id(), describe_args(&args))
         .chars()
         .take(200)
         .collect()
+}
+
+/// A command line as the holder file shows it: parameter values (`-p NAME=VALUE`,
+/// `--param NAME=VALUE`, `-pNAME=VALUE`, `--param=NAME=VALUE`) are left out — any of them may
+/// be a secret, and the file outlives a killed process.
+fn describe_args(args: &[String]) -> String {
+    fn masked(assignment: &str) -> String {
+        match assignment.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None => "***".to_owned(),
+        }
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_next = false;
+    for arg in args {
+        if value_next {
+            out.push(masked(arg));
+            value_next = false;
+        } else if arg == "-p" || arg == "--param" {
+            out.push(arg.clone());
+            value_next = true;
+        } else if let Some(rest) = arg.strip_prefix("--param=") {
+            out.push(format!("--param={}", masked(rest)));
+        } else if let Some(rest) = arg.strip_prefix("-p").filter(|r| !r.is_empty()) {
+            out.push(format!("-p{}", masked(rest)));
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out.join(" ")
 }
 
 fn read_holder(dir: &Path) -> Option<String> {
@@ -1877,6 +1907,28 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let _journal = open(&dir);
         assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn the_holder_file_never_shows_a_parameter_value() {
+        let args: Vec<String> = [
+            "runbook",
+            "run",
+            "deploy",
+            "-p",
+            "token=s3cret",
+            "--param",
+            "pin=1234",
+            "-pkey=abc",
+            "--param=pass=xyz",
+            "--yes",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            describe_args(&args),
+            "runbook run deploy -p token=*** --param pin=*** -pkey=*** --param=pass=*** --yes"
+        );
     }
 
     #[test]
