@@ -1,9 +1,9 @@
 //! What kind of failure an operation met: the one classification of engine and journal errors.
 //!
-//! The command line derives its exit code from a [`Kind`] (`cli::CliError::exit_code`) and
-//! `serve` its HTTP status; `serve` sends the kind with every error answer ([`ErrorBody`]), so
-//! the command line talking to a `serve` exits exactly as it would have run locally — a held
-//! lock is 1 either way — without reading meaning into message text.
+//! The command line derives its exit code from a [`Kind`] (`cli::exit`) and the API its HTTP
+//! status; the holder of the journal sends the kind with every error answer
+//! ([`crate::wire::ErrorBody`]), so the command line talking to it exits exactly as it would
+//! have run locally — a held lock is 1 either way — without reading meaning into message text.
 
 use runbook_journals::JournalError;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub enum Kind {
     PrecheckFailed,
     /// No or an unknown bearer token.
     Unauthorized,
+    /// The holder of the journal is letting it go (a `serve` stopping, a `runbook run` whose
+    /// runs are done): the command is to be taken up again once it has.
+    Unavailable,
     /// Anything else: the journal, I/O, a run that does not fit its runbook.
     Failed,
 }
@@ -58,17 +61,6 @@ impl Kind {
     }
 }
 
-/// The body of every error answer of the HTTP API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong, for people.
-    pub error: String,
-    /// What kind of failure it is, for programs. Absent from answers of a `serve` older than
-    /// this field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Kind>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,24 +76,5 @@ mod tests {
             Kind::of_engine(&EngineError::Journal(held())),
             Kind::LockHeld
         );
-    }
-
-    #[test]
-    fn the_kind_travels_as_a_kebab_case_word_and_may_be_absent() {
-        let body = ErrorBody {
-            error: "run x needs attention".into(),
-            kind: Some(Kind::NeedsDecision),
-        };
-        let text = serde_json::to_string(&body).expect("serializes");
-        assert_eq!(
-            text,
-            r#"{"error":"run x needs attention","kind":"needs-decision"}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<ErrorBody>(&text).expect("parses"),
-            body
-        );
-        let old: ErrorBody = serde_json::from_str(r#"{"error":"boom"}"#).expect("parses");
-        assert_eq!(old.kind, None);
     }
 }

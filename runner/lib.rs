@@ -24,6 +24,7 @@ pub mod serve;
 pub mod source;
 pub mod template;
 pub mod ui;
+pub mod wire;
 pub mod yaml;
 
 use std::ffi::OsString;

@@ -22,7 +22,7 @@ steps:
 /// A run parked at its gate; returns it and its number of records.
 fn parked(sb: &Sandbox) -> (String, usize) {
     sb.write("gated.yaml", GATED);
-    sb.cmd(&["run", "gated.yaml", "--detach"]).code(3);
+    sb.cmd(&["run", "gated.yaml"]).code(3);
     let run = sb.only_run();
     let count = sb.records(&run).len();
     (run, count)

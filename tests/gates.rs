@@ -27,7 +27,7 @@ on_failure:
 /// Starts `gated.yaml` detached and returns the parked run's id.
 fn parked(sb: &Sandbox) -> String {
     sb.write("gated.yaml", GATED);
-    let out = sb.cmd(&["run", "gated.yaml", "--detach"]).code(3);
+    let out = sb.cmd(&["run", "gated.yaml"]).code(3);
     let run = sb.only_run();
     assert!(
         out.stdout
@@ -212,7 +212,7 @@ on_failure:
 /// Parks `expiring.yaml` and waits until its gate has expired; returns the run.
 fn expired(sb: &Sandbox) -> String {
     sb.write("expiring.yaml", EXPIRING);
-    sb.cmd(&["run", "expiring.yaml", "--detach"]).code(3);
+    sb.cmd(&["run", "expiring.yaml"]).code(3);
     let run = sb.only_run();
     let records = sb.records(&run);
     let opened = events(&records, "gate_opened");

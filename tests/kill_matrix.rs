@@ -194,11 +194,7 @@ fn kill_after_every_commit_of_run_and_resume_finishes_every_run_exactly_once() {
     let points = matrix(
         "run",
         || (sandbox(), None),
-        |_| {
-            ["run", "matrix.yaml", "--detach"]
-                .map(String::from)
-                .to_vec()
-        },
+        |_| ["run", "matrix.yaml"].map(String::from).to_vec(),
     );
     // One commit creates the run, one starts each effect (carrying the outcome before it:
     // a, b and the three items) and one parks it at the gate.
@@ -211,7 +207,7 @@ fn kill_after_every_commit_of_approve_and_resume_finishes_every_run_exactly_once
         "approve",
         || {
             let sb = sandbox();
-            sb.cmd(&["run", "matrix.yaml", "--detach"]).code(3);
+            sb.cmd(&["run", "matrix.yaml"]).code(3);
             let run = sb.only_run();
             (sb, Some(run))
         },

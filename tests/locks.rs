@@ -62,8 +62,7 @@ fn assert_refused(sb: &Sandbox, target: &str, holder: &str) {
 fn a_run_parked_at_a_gate_holds_its_lock_until_it_is_aborted() {
     let sb = Sandbox::new();
     sb.write("locked.yaml", LOCKED);
-    sb.cmd(&["run", "locked.yaml", "-p", "target=a", "--detach"])
-        .code(3);
+    sb.cmd(&["run", "locked.yaml", "-p", "target=a"]).code(3);
     let first = sb.only_run();
 
     assert_refused(&sb, "a", &first);

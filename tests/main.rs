@@ -3,6 +3,7 @@
 
 mod support;
 
+mod beside;
 mod check;
 mod corrupt;
 mod cql;

@@ -111,7 +111,7 @@ fn no_form_of_a_secret_reaches_the_journal_the_mirror_the_terminal_or_json_outpu
     };
 
     let run = show(
-        sb.cmd(&["run", "leaky.yaml", "--detach"])
+        sb.cmd(&["run", "leaky.yaml"])
             .env("LEAKY_TOK", SECRET)
             .code(3),
     );

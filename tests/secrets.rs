@@ -228,14 +228,8 @@ steps:
     shell: { run: "echo {{params.token}} > seen.txt" }
 "#,
     );
-    sb.cmd(&[
-        "run",
-        "gated.yaml",
-        "--detach",
-        "-p",
-        &format!("token={TOKEN}"),
-    ])
-    .code(3);
+    sb.cmd(&["run", "gated.yaml", "-p", &format!("token={TOKEN}")])
+        .code(3);
     let run = sb.only_run();
     let count = sb.records(&run).len();
 

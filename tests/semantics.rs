@@ -417,7 +417,7 @@ fn output_json_is_one_object_per_line_ending_with_the_exit_code() {
     for (yaml, args, code) in [
         ("steps:\n  - shell: { run: \"echo ok\" }\n", &[][..], 0),
         ("steps:\n  - shell: { run: \"exit 1\" }\n", &[][..], 1),
-        ("steps:\n  - gate: \"go?\"\n", &["--detach"][..], 3),
+        ("steps:\n  - gate: \"go?\"\n", &[][..], 3),
         (
             "steps:\n  - shell: { run: \"echo ok\" }\n",
             &["-p", "nope=1"][..],

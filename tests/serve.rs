@@ -1914,7 +1914,7 @@ fn a_decision_or_a_resume_cannot_change_a_parameter_and_journals_nothing_when_re
     serve.stop();
 
     // The command line on its own (no serve): the same rule, exit 2 and nothing journaled.
-    sb.cmd(&["run", "pinned", "--detach", "-p", &format!("token={TOKEN}")])
+    sb.cmd(&["run", "pinned", "-p", &format!("token={TOKEN}")])
         .code(3);
     let local = history(&sb)[0]["id"].as_str().expect("id").to_owned();
     let before = sb.records(&local);

@@ -1,56 +1,43 @@
-//! `status`, `log`, `history`.
+//! `status`, `log`, `history`: from a read-only view of the journal, or — while another process
+//! holds it — from that process, over the journal's socket.
 
 use std::io::{BufRead as _, Write as _};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runbook_journals::{JournalError, Record, RunId, RunSummary};
 
+use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::Remote;
-
 use crate::cli::{CliError, Env};
 use crate::engine::view::RunView;
 use crate::ui::{OutputMode, report};
+use crate::wire::ListedRun;
 
-/// The runs and records of a `serve` holding the journal, as the local journal would give them.
-struct Served {
-    remote: Remote,
+/// How long `log` waits for a holder that does not answer before it reads the run's follow
+/// mirror instead.
+const LOG_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The runs of a holder, oldest first, as the local journal lists them.
+async fn remote_runs(remote: &Remote) -> Result<Vec<ListedRun>, CliError> {
+    let mut runs = remote.runs().await?;
+    runs.reverse();
+    Ok(runs)
 }
 
-impl Served {
-    fn find(env: &Env, err: CliError) -> Result<Self, CliError> {
-        Remote::instead_of(env, err).map(|remote| Self { remote })
-    }
-
-    async fn runs(&self) -> Result<Vec<RunSummary>, CliError> {
-        let list = self.remote.get("/runs?limit=100000").await?;
-        let mut runs: Vec<RunSummary> = serde_json::from_value(list)
-            .map_err(|e| CliError::Other(anyhow::anyhow!("serve sent runs I cannot read: {e}")))?;
-        runs.reverse();
-        Ok(runs)
-    }
-
-    async fn records(&self, run: &str) -> Result<(RunId, Vec<Record>), CliError> {
-        let list = self.remote.get(&format!("/runs/{run}/records")).await?;
-        let mut id = None;
-        let mut records = Vec::new();
-        for mut v in list.as_array().cloned().unwrap_or_default() {
-            id = id.or_else(|| v["run"].as_str().and_then(|s| s.parse().ok()));
-            if let Some(obj) = v.as_object_mut() {
-                obj.remove("run");
-            }
-            records.push(serde_json::from_value(v).map_err(|e| {
-                CliError::Other(anyhow::anyhow!("serve sent a record I cannot read: {e}"))
-            })?);
-        }
-        let id = id.ok_or_else(|| CliError::Journal(JournalError::NoSuchRun(run.to_owned())))?;
-        Ok((id, records))
-    }
+/// The runs of a journal nobody else holds: none executes.
+fn local_runs(runs: Vec<RunSummary>) -> Vec<ListedRun> {
+    runs.into_iter()
+        .map(|summary| ListedRun {
+            summary,
+            active: false,
+        })
+        .collect()
 }
 
-fn print_runs(env: &Env, runs: &[RunSummary], unfinished_only: bool) {
-    let runs: Vec<&RunSummary> = runs
+fn print_runs(env: &Env, runs: &[ListedRun], unfinished_only: bool) {
+    let runs: Vec<&ListedRun> = runs
         .iter()
-        .filter(|r| !unfinished_only || !r.state.is_terminal())
+        .filter(|r| !unfinished_only || !r.summary.state.is_terminal())
         .collect();
     if env.cli.output == OutputMode::Json {
         for r in &runs {
@@ -63,12 +50,24 @@ fn print_runs(env: &Env, runs: &[RunSummary], unfinished_only: bool) {
     }
 }
 
-fn print_detail(env: &Env, id: RunId, records: &[Record]) -> Result<(), CliError> {
+/// Prints a run; `active` is the holder's word on whether it executes it (`None`: nobody holds
+/// the journal).
+fn print_detail(
+    env: &Env,
+    id: RunId,
+    records: &[Record],
+    active: Option<bool>,
+) -> Result<(), CliError> {
     let view = RunView::from_records(id, records).map_err(crate::engine::EngineError::from)?;
     if env.cli.output == OutputMode::Json {
-        println!("{}", report::run_json(&view));
+        let mut detail = report::run_detail(&view);
+        detail.active = active;
+        println!(
+            "{}",
+            serde_json::to_string(&detail).expect("details serialize")
+        );
     } else {
-        print!("{}", report::detail(&view));
+        print!("{}", report::detail(&view, active == Some(true)));
     }
     Ok(())
 }
@@ -95,76 +94,127 @@ fn report_problems(journal: &dyn runbook_journals::Journal) -> i32 {
 
 /// `runbook status [RUN]`.
 pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
-    match (env.open_journal_read_only(), run) {
-        (Ok(journal), None) => {
-            print_runs(env, &journal.readable_runs(), true);
-            return Ok(report_problems(journal.as_ref()));
-        }
-        (Ok(journal), Some(run)) => {
-            let id = journal.resolve(run)?;
-            print_detail(env, id, &journal.read(id)?)?;
-        }
-        (Err(e), None) => print_runs(env, &Served::find(env, e)?.runs().await?, true),
-        (Err(e), Some(run)) => {
-            let (id, records) = Served::find(env, e)?.records(run).await?;
-            print_detail(env, id, &records)?;
+    let started = Instant::now();
+    loop {
+        let result = match access::find(env, Want::Read).await? {
+            Access::Local(journal) => {
+                return match run {
+                    None => {
+                        print_runs(env, &local_runs(journal.readable_runs()), true);
+                        Ok(report_problems(journal.as_ref()))
+                    }
+                    Some(run) => {
+                        let id = journal.resolve(run)?;
+                        print_detail(env, id, &journal.read(id)?, None)?;
+                        Ok(0)
+                    }
+                };
+            }
+            Access::Remote(remote) => match run {
+                None => remote_runs(&remote)
+                    .await
+                    .map(|runs| print_runs(env, &runs, true)),
+                Some(run) => match remote.records(run).await {
+                    Ok((id, records)) => match remote.detail(&id.to_string()).await {
+                        Ok(detail) => print_detail(env, id, &records, detail.active),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+            },
+        };
+        match result {
+            Err(e) if access::again(&e, started) => access::pause().await,
+            other => return other.map(|()| 0),
         }
     }
-    Ok(0)
 }
 
 /// `runbook history`.
 pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
-    let (mut runs, code) = match env.open_journal_read_only() {
-        Ok(journal) => (journal.readable_runs(), Some(journal)),
-        Err(e) => (Served::find(env, e)?.runs().await?, None),
-    };
-    runs.reverse();
-    runs.truncate(limit);
-    print_runs(env, &runs, false);
-    Ok(code.map_or(0, |journal| report_problems(journal.as_ref())))
+    let started = Instant::now();
+    loop {
+        let (mut runs, code) = match access::find(env, Want::Read).await? {
+            Access::Local(journal) => (local_runs(journal.readable_runs()), Some(journal)),
+            Access::Remote(remote) => match remote_runs(&remote).await {
+                Ok(runs) => (runs, None),
+                Err(e) if access::again(&e, started) => {
+                    access::pause().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        runs.reverse();
+        runs.truncate(limit);
+        print_runs(env, &runs, false);
+        return Ok(code.map_or(0, |journal| report_problems(journal.as_ref())));
+    }
 }
 
 fn print_record(env: &Env, id: RunId, r: &Record) {
     let mut out = std::io::stdout().lock();
     if env.cli.output == OutputMode::Json {
-        let _ = writeln!(out, "{}", crate::ui::json::record_json(id, r));
+        let _ = writeln!(out, "{}", crate::ui::json::record_line(id, r));
     } else if let Some(line) = report::log_line(id, r) {
         let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();
 }
 
-/// `runbook log RUN [--follow]`. While another process holds the journal (it is running the
-/// run), the run's follow file is read instead, and `--follow` keeps reading it.
+/// `runbook log RUN [--follow]`. While another process holds the journal, it tells the run's
+/// records; with `--follow` they are printed as they commit until the run ends — should the
+/// holder let the journal go first (the run parked, or was interrupted), what remains is read
+/// from the journal. A holder that does not answer leaves the run's follow mirror to read.
 pub async fn log(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
-    match env.open_journal_read_only() {
-        Ok(journal) => {
-            let id = journal.resolve(run)?;
-            for r in journal.read(id)? {
-                print_record(env, id, &r);
+    let started = Instant::now();
+    let mut seen = 0;
+    loop {
+        let access = match access::find_within(env, Want::Read, LOG_PATIENCE).await {
+            Ok(access) => access,
+            // Held by a process that does not answer (one from before the socket).
+            Err(CliError::Journal(JournalError::Busy { .. })) => {
+                return follow_file(env, run, follow).await;
             }
-            Ok(0)
-        }
-        Err(e @ CliError::Journal(JournalError::Busy { .. })) => match Served::find(env, e) {
-            Ok(served) => {
-                if follow {
-                    served
-                        .remote
-                        .follow(run, true, None, |id, r| print_record(env, id, r))
-                        .await?;
-                } else {
-                    let (id, records) = served.records(run).await?;
+            Err(e) => return Err(e),
+        };
+        let result = match access {
+            Access::Local(journal) => {
+                let id = journal.resolve(run)?;
+                for r in journal.read(id)?.iter().filter(|r| r.seq > seen) {
+                    print_record(env, id, r);
+                }
+                return Ok(0);
+            }
+            Access::Remote(remote) if follow => {
+                match remote
+                    .follow(run, true, None, seen, |id, r| print_record(env, id, r))
+                    .await
+                {
+                    Ok((Some(state), _)) if state.is_terminal() => return Ok(0),
+                    // The stream ended before the run did: the holder went away.
+                    Ok((_, last)) => {
+                        seen = last;
+                        access::pause().await;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Access::Remote(remote) => match remote.records(run).await {
+                Ok((id, records)) => {
                     for r in &records {
                         print_record(env, id, r);
                     }
+                    return Ok(0);
                 }
-                Ok(0)
-            }
-            // A plain `runbook run` holds the journal: read its follow file.
-            Err(_) => follow_file(env, run, follow).await,
-        },
-        Err(e) => Err(e),
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Err(e) if access::again(&e, started) => access::pause().await,
+            other => return other,
+        }
     }
 }
 

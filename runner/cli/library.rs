@@ -183,7 +183,8 @@ pub async fn plan(
     params: &[(String, String)],
     no_prechecks: bool,
 ) -> Result<i32, CliError> {
-    let journal: Arc<dyn runbook_journals::Journal> = match env.open_journal() {
+    // Read-only: a plan changes nothing, and must not keep a running holder's commands out.
+    let journal: Arc<dyn runbook_journals::Journal> = match env.open_journal_read_only() {
         Ok(j) => j,
         Err(_) => Arc::new(runbook_journals::MemoryJournal::new()),
     };

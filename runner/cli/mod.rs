@@ -1,5 +1,9 @@
-//! The command line: arguments, the subcommands, and the one place errors become exit codes.
+//! The command line: arguments, the subcommands, and the one place errors become exit codes
+//! ([`exit`]).
 
+mod access;
+mod detach;
+pub mod exit;
 mod inspect;
 mod library;
 pub mod remote;
@@ -14,23 +18,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use runbook_journals::{Journal, JournalError, SledJournal, SledOptions};
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, GateMode};
 use crate::failure::Kind;
+use crate::serve::ServeError;
+use crate::serve::runs::RunsError;
 use crate::ui::OutputMode;
-
-/// Exit codes, decided here once.
-pub mod exit {
-    /// Everything succeeded.
-    pub const OK: i32 = 0;
-    /// A step failed, or the operation failed.
-    pub const FAILED: i32 = 1;
-    /// Bad input: a broken runbook, a wrong parameter, a command that does not fit.
-    pub const BAD_INPUT: i32 = 2;
-    /// The run is parked at a gate.
-    pub const PARKED: i32 = 3;
-    /// The run needs an operator's decision.
-    pub const ATTENTION: i32 = 4;
-}
+use crate::wire::Operation;
 
 /// Runbooks as code, with a durable journal.
 #[derive(Debug, Parser)]
@@ -87,9 +80,10 @@ pub enum Command {
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
         /// Approve every gate.
-        #[arg(long, conflicts_with = "detach")]
+        #[arg(long)]
         yes: bool,
-        /// Park at gates instead of asking (exit code 3).
+        /// Return at once with the run's id; the run goes on in a background process (its
+        /// output in the journal directory's `logs/`), parking at gates.
         #[arg(long)]
         detach: bool,
     },
@@ -133,9 +127,9 @@ pub enum Command {
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
         /// Approve every gate.
-        #[arg(long, conflicts_with = "detach")]
+        #[arg(long)]
         yes: bool,
-        /// Park at gates instead of asking.
+        /// Return at once; the run goes on in a background process, parking at gates.
         #[arg(long)]
         detach: bool,
     },
@@ -152,7 +146,7 @@ pub enum Command {
         /// A parameter value (secret parameters must be given again).
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
-        /// Park at later gates instead of asking.
+        /// Return at once; the run goes on in a background process, parking at later gates.
         #[arg(long)]
         detach: bool,
     },
@@ -211,6 +205,13 @@ pub enum Command {
         #[arg(long = "schedules", value_name = "FILE", global = true)]
         schedules: Vec<PathBuf>,
     },
+    /// The background process of `--detach` (reads its operation on standard input).
+    #[command(name = detach::BACKGROUND, hide = true)]
+    Background {
+        /// Approve every gate.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `runbook schedule …`.
@@ -266,10 +267,14 @@ pub enum CliError {
     /// From the journal.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// From the `serve` that holds the journal, which said what kind of failure it met.
+    /// From `serve`.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// From the process that holds the journal (or its run registry here), which said what
+    /// kind of failure it met.
     #[error("{message}")]
-    Remote {
-        /// The kind, as `serve` classified it.
+    Holder {
+        /// The kind, as the holder classified it.
         kind: Kind,
         /// Its message.
         message: String,
@@ -282,24 +287,29 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
-impl CliError {
-    /// The exit code for this error: the same for a failure met here and one a `serve` met
-    /// for this command line.
-    pub fn exit_code(&self) -> i32 {
-        let kind = match self {
-            Self::Engine(e) => Kind::of_engine(e),
-            Self::Journal(e) => Kind::of_journal(e),
-            Self::Remote { kind, .. } => *kind,
-            Self::Usage(_) => return exit::BAD_INPUT,
-            Self::Other(_) => return exit::FAILED,
-        };
-        match kind {
-            Kind::BadInput | Kind::NotFound | Kind::Refused => exit::BAD_INPUT,
-            Kind::NeedsDecision => exit::ATTENTION,
-            Kind::LockHeld | Kind::PrecheckFailed | Kind::Unauthorized | Kind::Failed => {
-                exit::FAILED
-            }
+impl From<RunsError> for CliError {
+    fn from(e: RunsError) -> Self {
+        match e {
+            RunsError::Engine(e) => Self::Engine(e),
+            other @ RunsError::Unavailable(_) => Self::Holder {
+                kind: other.kind(),
+                message: other.to_string(),
+            },
         }
+    }
+}
+
+impl CliError {
+    /// The exit code for this error: the same for a failure met here and one the holder of
+    /// the journal met for this command line.
+    pub fn exit_code(&self) -> i32 {
+        exit::of_kind(match self {
+            Self::Engine(e) => Kind::of_engine(e),
+            Self::Journal(e) | Self::Serve(ServeError::Journal(e)) => Kind::of_journal(e),
+            Self::Holder { kind, .. } => *kind,
+            Self::Usage(_) | Self::Serve(ServeError::BadInput(_)) => Kind::BadInput,
+            Self::Other(_) | Self::Serve(ServeError::Io { .. }) => Kind::Failed,
+        })
     }
 }
 
@@ -324,7 +334,8 @@ impl Env {
         base.join("runbook").join("journal")
     }
 
-    /// Opens the journal for writing.
+    /// Opens the journal for writing, for a command that does not execute a run (it holds the
+    /// journal for an instant, and answers nobody meanwhile).
     pub fn open_journal(&self) -> Result<Arc<dyn Journal>, CliError> {
         let dir = self.journal_dir();
         let journal = SledJournal::open(&dir, SledOptions::default())?;
@@ -383,8 +394,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             code
         }
     };
-    // Blocking reads of a terminal prompt may still be pending; do not wait for them.
-    runtime.shutdown_background();
+    // Dropping the tasks lets go of the journal (whose holder file goes with it); a blocking
+    // read of a terminal prompt may still be pending: it is not waited for long.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
 }
 
@@ -425,7 +437,14 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             params,
             yes,
             detach,
-        } => runs::run(env, name, params, gate_mode(*yes, *detach)).await,
+        } => {
+            let op = Operation::Start {
+                target: name.clone(),
+                params: params.clone(),
+                id: None,
+            };
+            runs::operate(env, &op, mode(*yes, *detach)).await
+        }
         Command::Resume {
             run,
             retry_step,
@@ -436,14 +455,15 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             yes,
             detach,
         } => {
-            let req = crate::engine::Resume {
+            let op = Operation::Resume {
+                run: run.clone(),
                 retry_step: retry_step.clone(),
                 skip_step: skip_step.clone(),
                 reload: *reload,
-                params: crate::resupply::Given::now(params.clone()),
                 accept_loss: *accept_loss,
+                params: params.clone(),
             };
-            runs::resume(env, run, req, gate_mode(*yes, *detach)).await
+            runs::operate(env, &op, mode(*yes, *detach)).await
         }
         Command::Approve {
             run,
@@ -452,18 +472,14 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             params,
             detach,
         } => {
-            runs::decide(
-                env,
-                run,
-                runs::Decision {
-                    approved: true,
-                    step: step.as_deref(),
-                    comment: comment.clone(),
-                    params,
-                },
-                gate_mode(false, *detach),
-            )
-            .await
+            let op = Operation::Decide {
+                run: run.clone(),
+                approved: true,
+                step: step.clone(),
+                comment: comment.clone(),
+                params: params.clone(),
+            };
+            runs::operate(env, &op, mode(false, *detach)).await
         }
         Command::Reject {
             run,
@@ -471,18 +487,15 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             comment,
             params,
         } => {
-            runs::decide(
-                env,
-                run,
-                runs::Decision {
-                    approved: false,
-                    step: step.as_deref(),
-                    comment: comment.clone(),
-                    params,
-                },
-                gate_mode(false, true),
-            )
-            .await
+            // After a rejection only `on_failure` steps run: no gate to ask about.
+            let op = Operation::Decide {
+                run: run.clone(),
+                approved: false,
+                step: step.clone(),
+                comment: comment.clone(),
+                params: params.clone(),
+            };
+            runs::operate(env, &op, runs::Mode::Foreground(GateMode::Detach)).await
         }
         Command::Abort { run, reason } => runs::abort(env, run, reason.clone()).await,
         Command::Serve {
@@ -494,19 +507,19 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             base_url,
             tick,
         } => {
-            crate::serve::serve(
-                env,
-                crate::serve::Options {
-                    listen: *listen,
-                    schedules: schedule_files(schedules),
-                    tokens: tokens.clone(),
-                    webhooks: webhooks.clone(),
-                    webhook_events: webhook_events.clone(),
-                    base_url: base_url.clone(),
-                    tick: (*tick).into(),
-                },
-            )
-            .await
+            crate::serve::serve(crate::serve::Options {
+                journal_dir: env.journal_dir(),
+                output: env.cli.output,
+                listen: *listen,
+                schedules: schedule_files(schedules),
+                tokens: tokens.clone(),
+                webhooks: webhooks.clone(),
+                webhook_events: webhook_events.clone(),
+                base_url: base_url.clone(),
+                tick: (*tick).into(),
+            })
+            .await?;
+            Ok(exit::OK)
         }
         Command::Schedule { command, schedules } => {
             schedule::run(env, command, &schedule_files(schedules)).await
@@ -514,17 +527,21 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::Status { run } => inspect::status(env, run.as_deref()).await,
         Command::Log { run, follow } => inspect::log(env, run, *follow).await,
         Command::History { limit } => inspect::history(env, *limit).await,
+        Command::Background { yes } => detach::background(env, *yes).await,
     }
 }
 
-fn gate_mode(yes: bool, detach: bool) -> crate::engine::GateMode {
-    use crate::engine::GateMode;
-    if yes {
-        GateMode::Yes
-    } else if detach || !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
-        GateMode::Detach
+/// Where a run goes on: in the background with `--detach`; here otherwise, approving every gate
+/// with `--yes`, asking at each when stdin and stdout are a terminal, parking there if not.
+fn mode(yes: bool, detach: bool) -> runs::Mode {
+    if detach {
+        runs::Mode::Detach { yes }
+    } else if yes {
+        runs::Mode::Foreground(GateMode::Yes)
+    } else if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        runs::Mode::Foreground(GateMode::Prompt)
     } else {
-        GateMode::Prompt
+        runs::Mode::Foreground(GateMode::Detach)
     }
 }
 

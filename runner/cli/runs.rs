@@ -1,43 +1,204 @@
 //! `run`, `resume`, `approve`, `reject`, `abort`.
+//!
+//! A command that executes a run holds the journal while it does, and answers the other
+//! commands of this machine meanwhile ([`crate::serve::holder`]): its own run executes in the
+//! foreground, what others ask of it beside. When another process holds the journal, the
+//! command asks that process to execute the run instead and follows it to where it parks or
+//! ends, exiting as it would have here. With `--detach` the run goes on in a background
+//! process of its own ([`crate::cli::detach`]) and the command returns at once.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use runbook_journals::{RunId, RunState};
-use runbook_steps::{CancelReason, CancelSource, Registry};
+use runbook_journals::{Journal, RunId, RunState};
+use runbook_steps::{CancelSource, Registry};
 use serde_json::json;
 
+use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::{Remote, params_json};
-use crate::cli::{CliError, Env};
-use crate::engine::log::Observer;
-use crate::engine::{Engine, GateMode, Outcome, Resume, Start};
+use crate::cli::{CliError, Env, detach, exit};
+use crate::engine::{Engine, GateMode, Outcome, Resume};
+use crate::failure::Kind;
 use crate::library::Library;
 use crate::resupply::Given;
+use crate::serve::holder::Holder;
+use crate::serve::runs::{Here, Runs, Verdict};
 use crate::ui::{self, OutputMode};
+use crate::wire::{AbortRun, Accepted, Decide, Operation, ResumeRun, RunDetail, StartRun};
 
-/// Builds an engine for this process, with Ctrl-C / SIGTERM wired to its interrupt.
-fn engine(env: &Env, gates: GateMode) -> Result<Engine, CliError> {
-    let journal = env.open_journal()?;
-    let observers: Vec<Arc<dyn Observer>> = vec![
-        ui::observer(env.cli.output),
-        Arc::new(ui::FollowFile::new(&env.journal_dir())),
-    ];
-    Ok(Engine {
-        journal,
-        registry: Arc::new(Registry::builtin()),
-        observers,
-        interrupt: signals(),
-        who: env.who.clone(),
-        gates,
-        library: Library::from_env(),
-    })
+/// Where a run goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Here, in the foreground, its gates answered as given.
+    Foreground(GateMode),
+    /// In a background process: start one and return (`--detach`); it parks at gates, or
+    /// approves them with `yes`.
+    Detach {
+        /// Approve every gate.
+        yes: bool,
+    },
+    /// This is that background process.
+    Background {
+        /// Approve every gate.
+        yes: bool,
+    },
 }
 
-/// The first SIGINT or SIGTERM asks the run to stop at a safe point (the step in flight is
-/// stopped and journaled as interrupted); a second one ends the process at once.
-fn signals() -> runbook_steps::Cancel {
+impl Mode {
+    fn gates(self) -> GateMode {
+        match self {
+            Self::Foreground(gates) => gates,
+            Self::Detach { yes: true } | Self::Background { yes: true } => GateMode::Yes,
+            Self::Detach { yes: false } | Self::Background { yes: false } => GateMode::Detach,
+        }
+    }
+
+    fn background(self) -> bool {
+        matches!(self, Self::Background { .. })
+    }
+}
+
+/// `run`, `resume`, `approve`, `reject`: carries out `op`, where `mode` says.
+pub async fn operate(env: &Env, op: &Operation, mode: Mode) -> Result<i32, CliError> {
+    if let Mode::Detach { yes } = mode {
+        return detach::spawn(env, op, yes).await;
+    }
+    let started = Instant::now();
+    loop {
+        let result = match access::find(env, Want::Write).await? {
+            Access::Local(journal) => return hold(env, journal, op, mode).await,
+            Access::Remote(remote) => through(env, &remote, op, mode).await,
+        };
+        match result {
+            Err(e) if access::again(&e, started) => access::pause().await,
+            other => return other,
+        }
+    }
+}
+
+/// The command's name, as the holder tells others what it is.
+fn command(op: &Operation) -> &'static str {
+    match op {
+        Operation::Start { .. } => "run",
+        Operation::Resume { .. } => "resume",
+        Operation::Decide { approved: true, .. } => "approve",
+        Operation::Decide { .. } => "reject",
+    }
+}
+
+/// Carries out `op` holding the journal, answering other commands until nothing executes here
+/// any more; the socket goes before the journal does.
+async fn hold(
+    env: &Env,
+    journal: Arc<dyn Journal>,
+    op: &Operation,
+    mode: Mode,
+) -> Result<i32, CliError> {
+    let dir = env.journal_dir();
+    let holder = Holder::for_command(command(op), journal, &dir, env.cli.output)?;
+    let result = execute(env, &holder, op, mode).await;
+    holder.close().await;
+    result
+}
+
+async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Result<i32, CliError> {
+    let runs = holder.runs().clone();
+    signals(runs.clone());
+    let journal = runs.journal().clone();
+    let id = match op {
+        Operation::Start { id, .. } => id.unwrap_or_default(),
+        Operation::Resume { run, .. } | Operation::Decide { run, .. } => journal.resolve(run)?,
+    };
+    let log = runs.log_path(id);
+    let observers: Vec<Arc<dyn crate::engine::log::Observer>> = match (mode, &log) {
+        (Mode::Background { .. }, Some(log)) => {
+            vec![Arc::new(ui::LogFile::new(log, env.cli.output))]
+        }
+        _ => vec![ui::observer(env.cli.output)],
+    };
+    let here = Here {
+        gates: mode.gates(),
+        observers,
+    };
+    let done = tokio::task::block_in_place(|| match op {
+        Operation::Start { target, params, .. } => runs
+            .start_here(target, params, &env.who, Some(id), here)
+            .map(|(_, done)| done),
+        Operation::Resume {
+            retry_step,
+            skip_step,
+            reload,
+            accept_loss,
+            params,
+            ..
+        } => runs.resume_here(
+            id,
+            &Resume {
+                retry_step: retry_step.clone(),
+                skip_step: skip_step.clone(),
+                reload: *reload,
+                params: Given::now(params.clone()),
+                accept_loss: *accept_loss,
+            },
+            &env.who,
+            here,
+        ),
+        Operation::Decide {
+            approved,
+            step,
+            comment,
+            params,
+            ..
+        } => runs.decide_here(
+            id,
+            Verdict {
+                approved: *approved,
+                step: step.clone(),
+                comment: comment.clone(),
+            },
+            params,
+            &env.who,
+            here,
+        ),
+    })?;
+    if mode.background() {
+        detach::ready(id, std::process::id(), log.as_deref());
+    }
+    let outcome = done
+        .await
+        .map_err(|_| CliError::Other(anyhow::anyhow!("the execution of run {id} vanished")))
+        .and_then(|outcome| outcome.map_err(CliError::from));
+    let result = outcome.map(|outcome| {
+        let reason = journal.summary(id).ok().and_then(|s| s.reason);
+        finish(env, id, &outcome, reason.as_deref())
+    });
+    // Whatever became of this command's run, what others asked of this process goes on.
+    drain(&runs).await;
+    result
+}
+
+/// Waits until the runs this process executes for other commands park or end, saying so.
+async fn drain(runs: &Arc<Runs>) {
+    let others = runs.active();
+    if !others.is_empty() {
+        eprintln!(
+            "this process holds the journal until the runs it executes for other commands park or end (Ctrl-C stops them at a safe point):"
+        );
+        for id in others {
+            match runs.log_path(id) {
+                Some(log) => eprintln!("  run {id} (output: {})", log.display()),
+                None => eprintln!("  run {id}"),
+            }
+        }
+    }
+    runs.idle(true).await;
+}
+
+/// The first SIGINT or SIGTERM asks every run executing here to stop at a safe point (the step
+/// in flight is stopped and journaled as interrupted) and admits nothing more; a second one
+/// ends the process at once.
+fn signals(runs: Arc<Runs>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let source = CancelSource::new();
-    let token = source.token();
     tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),
@@ -53,96 +214,163 @@ fn signals() -> runbook_steps::Cancel {
             };
             if first {
                 eprintln!("\n{name}: stopping at a safe point (again to quit at once)");
-                source.cancel(CancelReason::Interrupted(name.into()));
+                let runs = runs.clone();
+                tokio::spawn(async move { runs.shutdown(name).await });
                 first = false;
             } else {
                 std::process::exit(code);
             }
         }
     });
-    token
 }
 
-fn resolve(engine: &Engine, run: &str) -> Result<RunId, CliError> {
-    Ok(engine.journal.resolve(run)?)
-}
-
-/// Follows a run executing in `serve` until it ends or parks, printing its records as a local
-/// run would, then how it settled; returns the exit code. `accepted` is `serve`'s answer to
-/// the action this command line took on the run (its `since` says where the action began).
-async fn follow_remote(
-    env: &Env,
-    remote: &Remote,
-    id: &str,
-    accepted: &serde_json::Value,
-) -> Result<i32, CliError> {
-    let observer = ui::observer(env.cli.output);
-    let since = accepted["since"].as_u64();
-    let state = remote
-        .follow(id, false, since, |run, record| observer.record(run, record))
-        .await?;
-    let detail = remote.get(&format!("/runs/{id}")).await?;
-    let run: RunId = detail["run"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| CliError::Other(anyhow::anyhow!("serve sent no run id")))?;
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    let outcome = match state {
-        Some(RunState::Succeeded) => Outcome::Succeeded,
-        Some(RunState::Waiting) => Outcome::Parked {
-            path: text(&detail["open_gate"]["path"]),
-            prompt: text(&detail["open_gate"]["prompt"]),
-        },
-        Some(RunState::NeedsAttention) => Outcome::NeedsAttention {
-            path: text(&detail["attention"]["path"]),
-            detail: text(&detail["attention"]["detail"]),
-        },
-        Some(RunState::Interrupted) => Outcome::Interrupted {
-            signal: detail["reason"].as_str().unwrap_or("a signal").to_owned(),
-        },
-        Some(RunState::Aborted) => Outcome::Aborted,
-        _ => Outcome::Failed {
-            path: None,
-            error: detail["reason"]
-                .as_str()
-                .unwrap_or("the run failed")
-                .to_owned(),
-        },
-    };
-    Ok(finish(env, run, &outcome))
-}
-
-/// `runbook run`.
-pub async fn run(
-    env: &Env,
-    name: &str,
-    params: &[(String, String)],
-    gates: GateMode,
-) -> Result<i32, CliError> {
-    let engine = match engine(env, gates) {
-        Ok(e) => e,
-        Err(e) => {
-            let remote = Remote::instead_of(env, e)?;
-            by_name_only(name)?;
-            let started = remote
-                .post(
-                    "/runs",
-                    json!({ "runbook": name, "params": params_json(params), "yes": gates == GateMode::Yes }),
+/// Carries out `op` through the holder of the journal.
+async fn through(env: &Env, remote: &Remote, op: &Operation, mode: Mode) -> Result<i32, CliError> {
+    let accepted = match op {
+        Operation::Start { target, params, .. } => {
+            by_name_only(remote, target)?;
+            remote
+                .start(&StartRun {
+                    runbook: target.clone(),
+                    params: params_json(params),
+                    yes: mode.gates() == GateMode::Yes,
+                })
+                .await?
+        }
+        Operation::Resume {
+            run,
+            retry_step,
+            skip_step,
+            reload,
+            accept_loss,
+            params,
+        } => {
+            remote
+                .resume(
+                    run,
+                    &ResumeRun {
+                        retry_step: retry_step.clone(),
+                        skip_step: skip_step.clone(),
+                        reload: *reload,
+                        accept_loss: *accept_loss,
+                        params: params_json(params),
+                    },
                 )
-                .await?;
-            let id = started["run"].as_str().unwrap_or_default().to_owned();
-            return follow_remote(env, &remote, &id, &started).await;
+                .await?
+        }
+        Operation::Decide {
+            run,
+            approved,
+            step,
+            comment,
+            params,
+        } => {
+            remote
+                .decide(
+                    run,
+                    *approved,
+                    &Decide {
+                        comment: comment.clone(),
+                        step: step.clone(),
+                        params: params_json(params),
+                    },
+                )
+                .await?
         }
     };
-    let (id, outcome) = engine.start(Start::new(name, params)).await?;
-    Ok(finish(env, id, &outcome))
+    // The holder took the run on: from here on nothing is asked of it again.
+    let settled = if mode.background() {
+        let pid = remote.holder().pid;
+        detach::ready(accepted.run, pid, accepted.log.as_deref());
+        Ok(exit::OK)
+    } else {
+        follow_remote(env, remote, &accepted).await
+    };
+    settled.map_err(|e| match e {
+        CliError::Holder {
+            kind: Kind::Unavailable,
+            message,
+        } => CliError::Holder {
+            kind: Kind::Failed,
+            message: format!(
+                "lost the process holding the journal while following run {}: {message}; see `runbook status {}`",
+                accepted.run, accepted.run
+            ),
+        },
+        other => other,
+    })
 }
 
-/// Refuses to hand `serve` a runbook file: `serve` runs runbooks by name only (its API would
-/// refuse a path, and a name is looked up in `serve`'s library, not beside this command line),
-/// so a file this command line would have run itself — a path, or a name that is a file here —
-/// is refused with what to do instead.
-fn by_name_only(name: &str) -> Result<(), CliError> {
+/// Follows a run executing in the holder until it ends or parks, printing its records from
+/// this command's action on (as a local run would), then how it settled; returns the exit
+/// code.
+async fn follow_remote(env: &Env, remote: &Remote, accepted: &Accepted) -> Result<i32, CliError> {
+    let observer = ui::observer(env.cli.output);
+    let id = accepted.run.to_string();
+    let (state, _) = remote
+        .follow(
+            &id,
+            false,
+            Some(accepted.since),
+            accepted.since,
+            |run, record| {
+                observer.record(run, record);
+            },
+        )
+        .await?;
+    let detail = remote.detail(&id).await?;
+    let outcome = outcome_of(&detail, state.unwrap_or(detail.state));
+    Ok(finish(
+        env,
+        accepted.run,
+        &outcome,
+        detail.reason.as_deref(),
+    ))
+}
+
+/// How a run settled, as its detail tells it.
+fn outcome_of(detail: &RunDetail, state: RunState) -> Outcome {
+    let reason = || detail.reason.clone().unwrap_or_default();
+    match state {
+        RunState::Succeeded => Outcome::Succeeded,
+        RunState::Waiting => {
+            let (path, prompt) = detail
+                .open_gate
+                .as_ref()
+                .map(|g| (g.path.clone(), g.prompt.clone()))
+                .unwrap_or_default();
+            Outcome::Parked { path, prompt }
+        }
+        RunState::NeedsAttention => {
+            let (path, detail) = detail
+                .attention
+                .as_ref()
+                .map(|a| (a.path.clone(), a.detail.clone()))
+                .unwrap_or_default();
+            Outcome::NeedsAttention { path, detail }
+        }
+        RunState::Interrupted => Outcome::Interrupted {
+            signal: reason()
+                .strip_prefix("interrupted by ")
+                .map_or_else(|| "a signal".to_owned(), str::to_owned),
+        },
+        RunState::Aborted => Outcome::Aborted,
+        _ => Outcome::Failed {
+            path: None,
+            error: detail
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("the run is {state}")),
+        },
+    }
+}
+
+/// Refuses to hand the holder a runbook file: the API runs runbooks by name only (a path
+/// would let any token holder of `serve` run any YAML file it can read, and a name is looked
+/// up in the holder's library, not beside this command line), so a file this command line
+/// would have run itself — a path, or a name that is a file here — is refused with what to do
+/// instead.
+fn by_name_only(remote: &Remote, name: &str) -> Result<(), CliError> {
     let what = if std::path::Path::new(name).is_file() {
         "a file here".to_owned()
     } else if let Err(why) = crate::library::check_name(name) {
@@ -150,120 +378,77 @@ fn by_name_only(name: &str) -> Result<(), CliError> {
     } else {
         return Ok(());
     };
+    let holder = remote.holder();
+    let (who, instead) = if holder.command == "serve" {
+        (
+            "`runbook serve`".to_owned(),
+            "or stop serve to run the file directly",
+        )
+    } else {
+        (
+            format!("`runbook {}` (pid {})", holder.command, holder.pid),
+            "or run the file once that process has let the journal go",
+        )
+    };
     Err(CliError::Usage(format!(
-        "the journal is held by `runbook serve`, which runs runbooks by name only, and `{name}` is {what}: \
-         put the runbook in ./runbooks or a $RUNBOOK_PATH directory of serve and run it by its name, \
-         or stop serve to run the file directly"
+        "the journal is held by {who}, which runs runbooks by name only, and `{name}` is {what}: \
+         put the runbook in ./runbooks or a $RUNBOOK_PATH directory of that process and run it by its name, \
+         {instead}"
     )))
-}
-
-/// `runbook resume`.
-pub async fn resume(env: &Env, run: &str, req: Resume, gates: GateMode) -> Result<i32, CliError> {
-    let engine = match engine(env, gates) {
-        Ok(e) => e,
-        Err(e) => {
-            let remote = Remote::instead_of(env, e)?;
-            let accepted = remote
-                .post(
-                    &format!("/runs/{run}/resume"),
-                    json!({
-                        "retry_step": req.retry_step,
-                        "skip_step": req.skip_step,
-                        "reload": req.reload,
-                        "accept_loss": req.accept_loss,
-                        "params": params_json(&req.params.now),
-                    }),
-                )
-                .await?;
-            return follow_remote(env, &remote, run, &accepted).await;
-        }
-    };
-    let id = resolve(&engine, run)?;
-    let outcome = engine.resume(id, req).await?;
-    Ok(finish(env, id, &outcome))
-}
-
-/// A verdict on a gate, as the command line gives it.
-pub struct Decision<'a> {
-    /// Approve (or reject).
-    pub approved: bool,
-    /// The gate's path, if the run has several open.
-    pub step: Option<&'a str>,
-    /// Why.
-    pub comment: Option<String>,
-    /// `-p name=value` pairs (secret parameters the run needs again).
-    pub params: &'a [(String, String)],
-}
-
-/// `runbook approve` / `runbook reject`.
-pub async fn decide(
-    env: &Env,
-    run: &str,
-    decision: Decision<'_>,
-    gates: GateMode,
-) -> Result<i32, CliError> {
-    let Decision {
-        approved,
-        step,
-        comment,
-        params,
-    } = decision;
-    let engine = match engine(env, gates) {
-        Ok(e) => e,
-        Err(e) => {
-            let remote = Remote::instead_of(env, e)?;
-            let verb = if approved { "approve" } else { "reject" };
-            let accepted = remote
-                .post(
-                    &format!("/runs/{run}/{verb}"),
-                    json!({ "step": step, "comment": comment, "params": params_json(params) }),
-                )
-                .await?;
-            return follow_remote(env, &remote, run, &accepted).await;
-        }
-    };
-    let id = resolve(&engine, run)?;
-    let given = Given::now(params.to_vec());
-    let outcome = engine.decide(id, approved, step, comment, &given).await?;
-    Ok(finish(env, id, &outcome))
 }
 
 /// `runbook abort`.
 pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, CliError> {
-    let journal = match env.open_journal() {
-        Ok(j) => j,
-        Err(e) => {
-            let remote = Remote::instead_of(env, e)?;
-            let out = remote
-                .post(&format!("/runs/{run}/abort"), json!({ "reason": reason }))
-                .await?;
-            let id: RunId = out["run"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| CliError::Other(anyhow::anyhow!("serve sent no run id")))?;
-            return Ok(finish(env, id, &Outcome::Aborted));
+    let started = Instant::now();
+    loop {
+        let result = match access::find(env, Want::Write).await? {
+            Access::Local(journal) => {
+                let engine = Engine {
+                    journal: journal.clone(),
+                    registry: Arc::new(Registry::builtin()),
+                    observers: vec![
+                        ui::observer(env.cli.output),
+                        Arc::new(ui::FollowFile::new(&env.journal_dir())),
+                    ],
+                    interrupt: CancelSource::new().token(),
+                    who: env.who.clone(),
+                    gates: GateMode::Detach,
+                    library: Library::from_env(),
+                };
+                let id = journal.resolve(run)?;
+                engine.abort(id, reason)?;
+                let why = journal.summary(id).ok().and_then(|s| s.reason);
+                return Ok(finished_abort(env, id, why.as_deref()));
+            }
+            Access::Remote(remote) => {
+                remote
+                    .abort(
+                        run,
+                        &AbortRun {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await
+            }
+        };
+        match result {
+            Ok(aborted) => return Ok(finished_abort(env, aborted.run, aborted.reason.as_deref())),
+            Err(e) if access::again(&e, started) => access::pause().await,
+            Err(e) => return Err(e),
         }
-    };
-    let engine = Engine {
-        journal,
-        registry: Arc::new(Registry::builtin()),
-        observers: vec![
-            ui::observer(env.cli.output),
-            Arc::new(ui::FollowFile::new(&env.journal_dir())),
-        ],
-        interrupt: CancelSource::new().token(),
-        who: env.who.clone(),
-        gates: GateMode::Detach,
-        library: Library::from_env(),
-    };
-    let id = resolve(&engine, run)?;
-    let outcome = engine.abort(id, reason)?;
-    Ok(finish(env, id, &outcome))
+    }
 }
 
-/// Prints how the run ended and returns its exit code.
-fn finish(env: &Env, id: RunId, outcome: &Outcome) -> i32 {
-    let code = outcome.exit_code();
+/// `abort` did what it was asked: exit 0.
+fn finished_abort(env: &Env, id: RunId, reason: Option<&str>) -> i32 {
+    finish(env, id, &Outcome::Aborted, reason);
+    exit::OK
+}
+
+/// Prints how the run settled and returns its exit code. `reason` is the run's own account
+/// of its state (who aborted it, and why).
+fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 {
+    let code = exit::of_outcome(outcome);
     if env.cli.output == OutputMode::Json {
         let (state, detail) = match outcome {
             Outcome::Succeeded => ("succeeded", json!(null)),
@@ -275,7 +460,10 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome) -> i32 {
                 ("needs-attention", json!({ "step": path, "detail": detail }))
             }
             Outcome::Interrupted { signal } => ("interrupted", json!({ "signal": signal })),
-            Outcome::Aborted => ("aborted", json!(null)),
+            Outcome::Aborted => (
+                "aborted",
+                reason.map_or(json!(null), |r| json!({ "reason": r })),
+            ),
         };
         println!(
             "{}",
@@ -300,7 +488,10 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome) -> i32 {
         Outcome::Interrupted { signal } => {
             println!("run {id} was interrupted by {signal}; continue with: runbook resume {id}");
         }
-        Outcome::Aborted => println!("run {id} aborted"),
+        Outcome::Aborted => match reason {
+            Some(reason) => println!("run {id} {reason}"),
+            None => println!("run {id} aborted"),
+        },
     }
     code
 }

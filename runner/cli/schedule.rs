@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use runbook_journals::Trigger;
 use runbook_steps::{CancelSource, Registry};
-use serde_json::{Value, json};
 
+use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::Remote;
 use crate::cli::{CliError, Env, ScheduleCommand, exit};
 use crate::engine::{Engine, GateMode, Start};
@@ -16,19 +17,23 @@ use crate::library::Library;
 use crate::schedule::Schedule;
 use crate::schedule::state::{FireOutcome, ScheduleState};
 use crate::ui::{self, OutputMode};
+use crate::wire::ScheduleStatus;
 
 /// Runs a schedule command.
 pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Result<i32, CliError> {
-    let opened = if matches!(command, ScheduleCommand::List) {
-        env.open_journal_read_only()
+    let want = if matches!(command, ScheduleCommand::List) {
+        Want::Read
     } else {
-        env.open_journal()
+        Want::Write
     };
-    let journal = match opened {
-        Ok(j) => j,
-        Err(e) => {
-            let remote = Remote::instead_of(env, e)?;
-            return remote_command(env, &remote, command).await;
+    let started = Instant::now();
+    let journal = loop {
+        match access::find(env, want).await? {
+            Access::Local(journal) => break journal,
+            Access::Remote(remote) => match remote_command(env, &remote, command).await {
+                Err(e) if access::again(&e, started) => access::pause().await,
+                other => return other,
+            },
         }
     };
     let library = Library::from_env();
@@ -44,11 +49,11 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
     };
     match command {
         ScheduleCommand::List => {
-            let list: Vec<Value> = schedules
+            let list: Vec<ScheduleStatus> = schedules
                 .iter()
                 .map(|s| {
                     ScheduleState::load(journal.as_ref(), &s.name)
-                        .map(|st| crate::schedule::status_json(s, &st))
+                        .map(|st| crate::schedule::status(s, &st))
                 })
                 .collect::<Result<_, _>>()?;
             print_list(env, &list);
@@ -97,7 +102,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
             st.record(now, FireOutcome::Started, Some(id));
             st.save(journal.as_ref(), &s.name)?;
             println!("run {id}: {outcome:?}");
-            return Ok(outcome.exit_code());
+            return Ok(exit::of_outcome(&outcome));
         }
     }
     Ok(exit::OK)
@@ -109,45 +114,33 @@ async fn remote_command(
     command: &ScheduleCommand,
 ) -> Result<i32, CliError> {
     match command {
-        ScheduleCommand::List => {
-            let list = remote.get("/schedules").await?;
-            print_list(env, list.as_array().map_or(&[][..], Vec::as_slice));
-        }
+        ScheduleCommand::List => print_list(env, &remote.schedules().await?),
         ScheduleCommand::Pause { name } => {
-            remote
-                .post(&format!("/schedules/{name}/pause"), json!({}))
-                .await?;
+            remote.schedule(name, "pause").await?;
             println!("schedule `{name}` paused");
         }
         ScheduleCommand::Resume { name } => {
-            remote
-                .post(&format!("/schedules/{name}/resume"), json!({}))
-                .await?;
+            remote.schedule(name, "resume").await?;
             println!("schedule `{name}` resumed");
         }
         ScheduleCommand::Trigger { name } => {
-            let fired = remote
-                .post(&format!("/schedules/{name}/trigger"), json!({}))
-                .await?;
-            match fired["run"].as_str() {
+            let fired = remote.trigger(name).await?;
+            match fired.run {
                 Some(run) => println!(
                     "schedule `{name}` fired: run {run} ({})",
-                    fired["outcome"].as_str().unwrap_or("started")
+                    fired.outcome.word()
                 ),
-                None => println!(
-                    "schedule `{name}` fired: {}",
-                    fired["outcome"].as_str().unwrap_or("?")
-                ),
+                None => println!("schedule `{name}` fired: {}", fired.outcome.word()),
             }
         }
     }
     Ok(exit::OK)
 }
 
-fn print_list(env: &Env, list: &[Value]) {
+fn print_list(env: &Env, list: &[ScheduleStatus]) {
     if env.cli.output == OutputMode::Json {
         for s in list {
-            println!("{s}");
+            println!("{}", serde_json::to_string(s).expect("schedules serialize"));
         }
         return;
     }
@@ -158,33 +151,30 @@ fn print_list(env: &Env, list: &[Value]) {
         return;
     }
     for s in list {
-        let state = if s["paused"] == true {
-            "paused"
-        } else {
-            "active"
-        };
+        let state = if s.paused { "paused" } else { "active" };
         println!(
             "{:<28} {:<10} {} ({}) → {}",
-            s["name"].as_str().unwrap_or("?"),
-            state,
-            s["cron"].as_str().unwrap_or("?"),
-            s["timezone"].as_str().unwrap_or("UTC"),
-            s["runbook"].as_str().unwrap_or("?"),
+            s.name, state, s.cron, s.timezone, s.runbook,
         );
-        if let Some(next) = s["next"].as_array().filter(|n| !n.is_empty()) {
-            let next: Vec<&str> = next.iter().filter_map(Value::as_str).collect();
+        if !s.next.is_empty() {
+            let next: Vec<String> = s.next.iter().map(|t| json_time(*t)).collect();
             println!("    next: {}", next.join(", "));
         }
-        if let Some(last) = s["history"].as_array().and_then(|h| h.first()) {
+        if let Some(last) = s.history.first() {
             println!(
                 "    last: {} {}{}",
-                last["fire"].as_str().unwrap_or("?"),
-                last["outcome"].as_str().unwrap_or("?"),
-                last["run"]
-                    .as_str()
-                    .map(|r| format!(" (run {r})"))
-                    .unwrap_or_default()
+                json_time(last.fire),
+                last.outcome.word(),
+                last.run.map(|r| format!(" (run {r})")).unwrap_or_default()
             );
         }
     }
+}
+
+/// A time as it reads in JSON (what `schedule list` always showed).
+fn json_time(t: chrono::DateTime<Utc>) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| t.to_rfc3339())
 }

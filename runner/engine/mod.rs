@@ -82,24 +82,6 @@ pub enum Outcome {
     Aborted,
 }
 
-impl Outcome {
-    /// The process exit code: 0 succeeded, 1 failed, 3 parked, 4 needs attention, 128+N for a
-    /// signal. Only `abort` ends a run aborted, and it did what it was asked: 0.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::Succeeded | Self::Aborted => 0,
-            Self::Failed { .. } => 1,
-            Self::Parked { .. } => 3,
-            Self::NeedsAttention { .. } => 4,
-            Self::Interrupted { signal } => match signal.as_str() {
-                "SIGTERM" => 128 + 15,
-                "SIGHUP" => 128 + 1,
-                _ => 128 + 2,
-            },
-        }
-    }
-}
-
 /// What can stop an engine operation before or outside the steps.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

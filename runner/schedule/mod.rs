@@ -119,22 +119,25 @@ impl Schedule {
 }
 
 /// A schedule with its journaled state and next fire times, for `schedule list` and the API.
-pub fn status_json(s: &Schedule, st: &state::ScheduleState) -> Value {
-    let history: Vec<_> = st.history.iter().rev().take(20).collect();
-    serde_json::json!({
-        "name": s.name,
-        "runbook": crate::library::display_origin(&s.runbook),
-        "cron": s.spec.cron_text,
-        "timezone": s.spec.timezone.name(),
-        "overlap": s.spec.overlap,
-        "catch_up": s.spec.catch_up,
-        "paused": st.paused,
-        "last_fire": st.last_fire,
-        "last_run": st.last_run,
-        "queued": st.queued,
-        "next": if st.paused { Vec::new() } else { s.upcoming(Utc::now(), 3) },
-        "history": history,
-    })
+pub fn status(s: &Schedule, st: &state::ScheduleState) -> crate::wire::ScheduleStatus {
+    crate::wire::ScheduleStatus {
+        name: s.name.clone(),
+        runbook: crate::library::display_origin(&s.runbook),
+        cron: s.spec.cron_text.clone(),
+        timezone: s.spec.timezone.name().to_owned(),
+        overlap: s.spec.overlap,
+        catch_up: s.spec.catch_up,
+        paused: st.paused,
+        last_fire: st.last_fire,
+        last_run: st.last_run,
+        queued: st.queued.clone(),
+        next: if st.paused {
+            Vec::new()
+        } else {
+            s.upcoming(Utc::now(), 3)
+        },
+        history: st.history.iter().rev().take(20).cloned().collect(),
+    }
 }
 
 /// Parses a cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6–7

@@ -1,7 +1,12 @@
-//! The HTTP API of `runbook serve`: runbooks, runs (start, inspect, follow, approve, reject,
-//! resume, abort), schedules, and Prometheus metrics. Every `/api` route needs a bearer token;
-//! a missing or wrong one gets 401 and changes nothing. Actions are recorded under the token's
-//! name.
+//! The API of the process that holds the journal: runbooks, runs (start, inspect, follow,
+//! approve, reject, resume, abort), schedules, and Prometheus metrics; its messages are the
+//! structs of [`crate::wire`].
+//!
+//! It is served two ways. Over HTTP by `serve` ([`router`]): every `/api` route needs a bearer
+//! token, a missing or wrong one gets 401 and changes nothing, and actions are recorded under
+//! the token's name. Over the owner-only local socket of every holder ([`local_router`]):
+//! the socket admits only processes of the holder's own user, and actions are recorded under
+//! the name the command line acts as (`X-Runbook-As`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,16 +27,19 @@ use tokio::sync::broadcast;
 use crate::engine::log::Observer;
 use crate::engine::view::RunView;
 use crate::engine::{EngineError, Resume};
-use crate::failure::{ErrorBody, Kind};
+use crate::failure::Kind;
 use crate::resupply::Given;
 use crate::schedule::scheduler::Scheduler;
-use crate::schedule::state::ScheduleState;
+use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
 use crate::serve::metrics::Metrics;
-use crate::serve::runs::{Runs, StartRequest};
+use crate::serve::runs::{Runs, RunsError, StartRequest, Verdict};
 use crate::serve::web;
-use crate::ui::json::record_json;
-use crate::ui::report::run_json;
+use crate::ui::report::run_detail;
+use crate::wire::{
+    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, ResumeRun, RunDetail,
+    RunRecord, ScheduleStatus, StartRun, Whoami,
+};
 
 /// Committed records, broadcast to live followers (the event streams).
 pub struct Bus {
@@ -62,8 +70,10 @@ pub struct App {
     pub bus: Arc<Bus>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The schedules.
-    pub scheduler: Arc<Scheduler>,
+    /// The schedules (`serve` only: a command-line holder fires none).
+    pub scheduler: Option<Arc<Scheduler>>,
+    /// What the holder is.
+    pub holder: HolderInfo,
     /// Webhook notifications (their counters are metrics).
     pub notifier: Arc<crate::serve::notify::Notifier>,
 }
@@ -71,6 +81,18 @@ pub struct App {
 impl App {
     fn journal(&self) -> &Arc<dyn Journal> {
         self.runs.journal()
+    }
+
+    fn scheduler(&self) -> ApiResult<&Arc<Scheduler>> {
+        self.scheduler.as_ref().ok_or_else(|| {
+            ApiError::new(
+                Kind::Refused,
+                format!(
+                    "the journal is held by `runbook {}` (pid {}), which fires no schedules; try again once it has finished, or use `runbook serve`",
+                    self.holder.command, self.holder.pid
+                ),
+            )
+        })
     }
 }
 
@@ -100,6 +122,7 @@ impl ApiError {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Refused | Kind::LockHeld | Kind::NeedsDecision => StatusCode::CONFLICT,
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::PrecheckFailed | Kind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +145,12 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<RunsError> for ApiError {
+    fn from(e: RunsError) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+
 impl From<JournalError> for ApiError {
     fn from(e: JournalError) -> Self {
         Self::new(Kind::of_journal(&e), e.to_string())
@@ -130,10 +159,11 @@ impl From<JournalError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The router.
-pub fn router(app: Arc<App>) -> Router {
-    let api = Router::new()
+/// The API's routes, below `/api/v1`.
+fn api() -> Router<Arc<App>> {
+    Router::new()
         .route("/whoami", get(whoami))
+        .route("/holder", get(holder))
         .route("/runbooks", get(runbooks))
         .route("/runs", get(list_runs).post(start_run))
         .route("/runs/{id}", get(get_run))
@@ -146,9 +176,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/schedules", get(schedules))
         .route("/schedules/{name}/pause", post(pause))
         .route("/schedules/{name}/resume", post(unpause))
-        .route("/schedules/{name}/trigger", post(trigger));
+        .route("/schedules/{name}/trigger", post(trigger))
+}
+
+/// The HTTP router of `serve`: the API and metrics behind bearer tokens, and the web page.
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .nest("/api/v1", api)
+        .nest("/api/v1", api())
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/", get(web::page))
@@ -159,6 +193,29 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/runs/app.css", get(web::style))
         .layer(middleware::map_response(web::security_headers))
         .with_state(app)
+}
+
+/// The router of the local socket: the API, for the command line of the holder's own user
+/// (the socket refuses every other user), acting as whom it says.
+pub fn local_router(app: Arc<App>) -> Router {
+    Router::new()
+        .nest("/api/v1", api())
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(local_identity))
+        .with_state(app)
+}
+
+/// Records who the command line acts as (its `--as`, or `$USER`).
+async fn local_identity(mut request: Request, next: Next) -> Response {
+    let name = request
+        .headers()
+        .get(ACT_AS)
+        .and_then(|v| v.to_str().ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("local")
+        .to_owned();
+    request.extensions_mut().insert(Identity { name });
+    next.run(request).await
 }
 
 /// Rejects requests without a known bearer token (401, nothing changes) and records who
@@ -195,8 +252,12 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
     }
 }
 
-async fn whoami(Extension(who): Extension<Identity>) -> Json<Value> {
-    Json(json!({ "name": who.name }))
+async fn whoami(Extension(who): Extension<Identity>) -> Json<Whoami> {
+    Json(Whoami { name: who.name })
+}
+
+async fn holder(State(app): State<Arc<App>>) -> Json<HolderInfo> {
+    Json(app.holder.clone())
 }
 
 async fn runbooks(State(app): State<Arc<App>>) -> Json<Value> {
@@ -234,37 +295,27 @@ struct ListQuery {
 async fn list_runs(
     State(app): State<Arc<App>>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> Json<Vec<ListedRun>> {
     // Damaged runs are listed as their summaries say; reading one reports its damage.
     let mut runs = app.journal().readable_runs();
     runs.reverse();
-    let runs: Vec<Value> = runs
-        .into_iter()
-        .filter(|r| q.state.as_deref().is_none_or(|s| r.state.as_str() == s))
-        .take(q.limit.unwrap_or(200))
-        .map(|r| {
-            let mut v = serde_json::to_value(&r).expect("summaries serialize");
-            v["active"] = json!(app.runs.is_active(r.id));
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(runs)))
-}
-
-#[derive(Deserialize)]
-struct StartBody {
-    runbook: String,
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
-    #[serde(default)]
-    yes: bool,
+    Json(
+        runs.into_iter()
+            .filter(|r| q.state.as_deref().is_none_or(|s| r.state.as_str() == s))
+            .take(q.limit.unwrap_or(200))
+            .map(|summary| ListedRun {
+                active: app.runs.is_active(summary.id),
+                summary,
+            })
+            .collect(),
+    )
 }
 
 async fn start_run(
     State(app): State<Arc<App>>,
     Extension(who): Extension<Identity>,
-    Json(body): Json<StartBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(body): Json<StartRun>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     // A caller names a runbook of the library; a path would let any token holder run any
     // YAML file the server can read.
     let runbook = app.runs.library().find_name(&body.runbook).map_err(|e| {
@@ -289,7 +340,12 @@ async fn start_run(
     // any park as the run's.
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "run": id.to_string(), "since": 0 })),
+        Json(Accepted {
+            run: id,
+            since: 0,
+            approved: None,
+            log: app.runs.log_path(id),
+        }),
     ))
 }
 
@@ -299,11 +355,14 @@ fn view(app: &App, id: &str) -> ApiResult<RunView> {
     RunView::from_records(id, &records).map_err(|e| ApiError::from(EngineError::from(e)))
 }
 
-async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
     let view = view(&app, &id)?;
-    let mut v = run_json(&view);
-    v["active"] = json!(app.runs.is_active(view.id));
-    Ok(Json(v))
+    let mut detail = run_detail(&view);
+    detail.active = Some(app.runs.is_active(view.id));
+    Ok(Json(detail))
 }
 
 #[derive(Deserialize)]
@@ -316,12 +375,15 @@ async fn get_records(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(q): Query<AfterQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<RunRecord>>> {
     let id = app.journal().resolve(&id)?;
     let records = app.journal().read_after(id, q.after)?;
-    Ok(Json(Value::Array(
-        records.iter().map(|r| record_json(id, r)).collect(),
-    )))
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|record| RunRecord { run: id, record })
+            .collect(),
+    ))
 }
 
 /// Whether a record ends what a follower waits for: the run ended or stopped for a person.
@@ -416,7 +478,7 @@ fn sse(run: RunId, record: &Record) -> SseEvent {
     SseEvent::default()
         .event("record")
         .id(record.seq.to_string())
-        .data(record_json(run, record).to_string())
+        .data(serde_json::to_string(&RunRecord { run, record }).expect("records serialize"))
 }
 
 /// The sequence number of run `id`'s last record (0 for none): where an action on the run
@@ -425,24 +487,13 @@ fn last_seq(app: &App, id: RunId) -> ApiResult<u64> {
     Ok(app.journal().read(id)?.last().map_or(0, |r| r.seq))
 }
 
-#[derive(Deserialize, Default)]
-struct DecideBody {
-    #[serde(default)]
-    comment: Option<String>,
-    #[serde(default)]
-    step: Option<String>,
-    /// Parameters given again (secret ones that this `serve` was not given).
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
-}
-
 async fn decide(
     app: Arc<App>,
     who: Identity,
     id: String,
-    body: DecideBody,
+    body: Decide,
     approved: bool,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = app.journal().resolve(&id)?;
     let since = last_seq(&app, id)?;
     let runs = app.runs.clone();
@@ -450,9 +501,11 @@ async fn decide(
         let params = crate::params::pairs_from_json(&body.params);
         runs.decide(
             id,
-            approved,
-            body.step.as_deref(),
-            body.comment,
+            Verdict {
+                approved,
+                step: body.step,
+                comment: body.comment,
+            },
             &params,
             &who.name,
         )
@@ -461,7 +514,12 @@ async fn decide(
     .map_err(|e| ApiError::join(&e))??;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run": id.to_string(), "approved": approved, "since": since })),
+        Json(Accepted {
+            run: id,
+            since,
+            approved: Some(approved),
+            log: app.runs.log_path(id),
+        }),
     ))
 }
 
@@ -469,8 +527,8 @@ async fn approve(
     State(app): State<Arc<App>>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
-    body: Option<Json<DecideBody>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Option<Json<Decide>>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     decide(app, who, id, body.map(|b| b.0).unwrap_or_default(), true).await
 }
 
@@ -478,31 +536,17 @@ async fn reject(
     State(app): State<Arc<App>>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
-    body: Option<Json<DecideBody>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Option<Json<Decide>>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     decide(app, who, id, body.map(|b| b.0).unwrap_or_default(), false).await
-}
-
-#[derive(Deserialize, Default)]
-struct ResumeBody {
-    #[serde(default)]
-    retry_step: Option<String>,
-    #[serde(default)]
-    skip_step: Option<String>,
-    #[serde(default)]
-    reload: bool,
-    #[serde(default)]
-    accept_loss: bool,
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
 }
 
 async fn resume(
     State(app): State<Arc<App>>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
-    body: Option<Json<ResumeBody>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Option<Json<ResumeRun>>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = app.journal().resolve(&id)?;
     let body = body.map(|b| b.0).unwrap_or_default();
     let req = Resume {
@@ -519,69 +563,79 @@ async fn resume(
         .map_err(|e| ApiError::join(&e))??;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run": id.to_string(), "since": since })),
+        Json(Accepted {
+            run: id,
+            since,
+            approved: None,
+            log: app.runs.log_path(id),
+        }),
     ))
-}
-
-#[derive(Deserialize, Default)]
-struct AbortBody {
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 async fn abort(
     State(app): State<Arc<App>>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
-    body: Option<Json<AbortBody>>,
-) -> ApiResult<Json<Value>> {
+    body: Option<Json<AbortRun>>,
+) -> ApiResult<Json<Aborted>> {
     let id = app.journal().resolve(&id)?;
     let reason = body.and_then(|b| b.0.reason);
     app.runs.abort(id, reason, &who.name).await?;
-    Ok(Json(json!({ "run": id.to_string(), "state": "aborted" })))
+    Ok(Json(Aborted {
+        run: id,
+        state: runbook_journals::RunState::Aborted,
+        reason: app.journal().summary(id).ok().and_then(|s| s.reason),
+    }))
 }
 
 fn no_schedule(name: &str) -> ApiError {
     ApiError::new(Kind::NotFound, format!("no schedule `{name}`"))
 }
 
-async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<ScheduleStatus>>> {
     let journal = app.journal();
-    let list: ApiResult<Vec<Value>> = app
-        .scheduler
+    let list: ApiResult<Vec<ScheduleStatus>> = app
+        .scheduler()?
         .schedules()
         .iter()
         .map(|s| {
             let st = ScheduleState::load(journal.as_ref(), &s.name)?;
-            Ok(crate::schedule::status_json(s, &st))
+            Ok(crate::schedule::status(s, &st))
         })
         .collect();
-    Ok(Json(Value::Array(list?)))
+    Ok(Json(list?))
 }
 
-fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<Value>> {
-    let s = app.scheduler.get(name).ok_or_else(|| no_schedule(name))?;
-    let st = app.scheduler.set_paused(name, paused)?;
-    Ok(Json(crate::schedule::status_json(s, &st)))
+fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<ScheduleStatus>> {
+    let scheduler = app.scheduler()?;
+    let s = scheduler.get(name).ok_or_else(|| no_schedule(name))?;
+    let st = scheduler.set_paused(name, paused)?;
+    Ok(Json(crate::schedule::status(s, &st)))
 }
 
-async fn pause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn pause(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, true)
 }
 
-async fn unpause(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn unpause(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, false)
 }
 
-async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let scheduler = app.scheduler.clone();
+async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Fired>> {
+    let scheduler = app.scheduler()?.clone();
     let fired = tokio::task::spawn_blocking(move || {
         let s = scheduler.get(&name).ok_or_else(|| no_schedule(&name))?;
         scheduler.trigger(s).map_err(ApiError::from)
     })
     .await
     .map_err(|e| ApiError::join(&e))??;
-    Ok(Json(serde_json::to_value(fired).expect("fires serialize")))
+    Ok(Json(fired))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -1,5 +1,7 @@
-//! `serve.json` in the journal directory: how the command line on this machine reaches the
-//! `serve` that holds the journal (its pid, its URL, and a token only the owner can read).
+//! `serve.json` in the journal directory: how a program of the journal's owner on this machine
+//! reaches the HTTP API of the `serve` that holds the journal (its pid, its URL, and a token
+//! only the owner can read, which may act for anyone). The command line itself goes through
+//! the journal's local socket instead ([`crate::serve::local`]).
 
 use std::path::{Path, PathBuf};
 
@@ -41,17 +43,6 @@ impl ServeInfo {
         )?;
         f.sync_all()?;
         std::fs::rename(tmp, p)
-    }
-
-    /// Reads the file, if a `serve` whose process still runs wrote it.
-    pub fn read_live(journal_dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(path(journal_dir)).ok()?;
-        let info: Self = serde_json::from_str(&text).ok()?;
-        let alive = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).is_ok_and(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-        });
-        alive.then_some(info)
     }
 
     /// Removes the file.

@@ -1,12 +1,18 @@
 //! `runbook serve`: one long-lived process that holds the journal, fires schedules, executes
 //! runs (parking them at gates, waking durable timers), resumes the runs a previous `serve`
-//! was executing when it died, and serves an HTTP API, a web page and Prometheus metrics.
-//! On SIGTERM it stops every run at a safe point — journaled as interrupted, resumed by the
-//! next `serve` — and exits.
+//! was executing when it died, and serves an HTTP API, a web page and Prometheus metrics —
+//! and, like every holder of the journal, the same API on the journal's local socket for the
+//! command line ([`holder`]). On SIGTERM it stops every run at a safe point — journaled as
+//! interrupted, resumed by the next `serve` — and exits.
+//!
+//! This module knows nothing of the command line: it is given its options and the journal
+//! directory, and returns a [`ServeError`] whose exit code the command line decides.
 
 pub mod api;
 pub mod auth;
+pub mod holder;
 pub mod info;
+pub mod local;
 pub mod metrics;
 pub mod notify;
 pub mod runs;
@@ -17,18 +23,41 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use runbook_journals::{JournalError, SledJournal, SledOptions};
 use runbook_steps::{CancelReason, CancelSource, Registry};
 
-use crate::cli::{CliError, Env, exit};
 use crate::engine::log::Observer;
 use crate::library::Library;
 use crate::schedule::scheduler::Scheduler;
 use crate::serve::api::{App, Bus};
 use crate::serve::auth::{Tokens, random_token};
+use crate::serve::holder::Holder;
 use crate::serve::info::ServeInfo;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::{Notifier, NotifyEvent, Webhook};
-use crate::serve::runs::{Runs, ScheduleLauncher};
+use crate::serve::runs::{Config, Runs, ScheduleLauncher};
+use crate::ui::OutputMode;
+use crate::wire::HolderInfo;
+
+/// Why `serve` could not start or went down.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Its options or files are wrong (schedules, tokens, webhooks, the address).
+    #[error("{0}")]
+    BadInput(String),
+    /// The journal could not be opened or read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Anything else it needs failed.
+    #[error("failed to {action}: {source}")]
+    Io {
+        /// What it was doing.
+        action: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How long a stopping `serve` waits for webhook notifications still being delivered.
 const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
@@ -36,6 +65,10 @@ const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 /// How `serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The journal directory.
+    pub journal_dir: PathBuf,
+    /// How runs' records are printed.
+    pub output: OutputMode,
     /// Where to listen.
     pub listen: SocketAddr,
     /// Schedules files.
@@ -53,9 +86,9 @@ pub struct Options {
 }
 
 /// Runs `serve` until SIGTERM or SIGINT.
-pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
+pub async fn serve(opts: Options) -> Result<(), ServeError> {
     let mut tokens = match &opts.tokens {
-        Some(path) => Tokens::from_file(path).map_err(CliError::Usage)?,
+        Some(path) => Tokens::from_file(path).map_err(ServeError::BadInput)?,
         None => Tokens::default(),
     };
     if let Ok(token) = std::env::var("RUNBOOK_API_TOKEN")
@@ -64,7 +97,7 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         tokens.add("api", token.trim());
     }
     if !opts.listen.ip().is_loopback() && !tokens.has_remote() {
-        return Err(CliError::Usage(format!(
+        return Err(ServeError::BadInput(format!(
             "refusing to listen on {} without API tokens: give --tokens FILE or $RUNBOOK_API_TOKEN, or listen on 127.0.0.1",
             opts.listen
         )));
@@ -78,16 +111,17 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         })
         .collect();
     for w in &webhooks {
-        w.check().map_err(CliError::Usage)?;
+        w.check().map_err(ServeError::BadInput)?;
     }
     let library = Library::from_env();
     let schedules = crate::schedule::load::load_all(&library, &opts.schedules).map_err(|e| {
         eprintln!("{e}");
-        CliError::Usage("the schedules have problems".into())
+        ServeError::BadInput("the schedules have problems".into())
     })?;
 
-    let journal = env.open_journal()?;
-    let dir = env.journal_dir();
+    let dir = opts.journal_dir.clone();
+    let journal: Arc<dyn runbook_journals::Journal> =
+        Arc::new(SledJournal::open(&dir, SledOptions::default())?);
     let local_token = random_token();
     tokens.set_local(local_token.clone());
 
@@ -100,18 +134,21 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         notifier.clone(),
         Arc::new(crate::ui::FollowFile::new(&dir)),
     ];
-    if env.cli.output == crate::ui::OutputMode::Json {
+    if opts.output == OutputMode::Json {
         observers.push(Arc::new(crate::ui::JsonLines));
     } else {
         observers.push(Arc::new(crate::ui::PlainLines::new()));
     }
-    let runs = Runs::new(
-        journal.clone(),
-        Arc::new(Registry::builtin()),
+    let runs = Runs::new(Config {
+        journal: journal.clone(),
+        registry: Arc::new(Registry::builtin()),
         library,
         observers,
-        Some(metrics.clone()),
-    )?;
+        metrics: Some(metrics.clone()),
+        owns: true,
+        logs: None,
+        log_mode: opts.output,
+    })?;
     let scheduler = Arc::new(Scheduler::new(
         schedules,
         journal.clone(),
@@ -121,10 +158,11 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", opts.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::Other(e.into()))?;
+        .map_err(|e| ServeError::BadInput(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        action: "read the address listened on".into(),
+        source,
+    })?;
     let url = format!("http://{addr}");
     ServeInfo {
         pid: std::process::id(),
@@ -132,11 +170,9 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         token: local_token,
     }
     .write(&dir)
-    .map_err(|e| {
-        CliError::Other(anyhow::anyhow!(
-            "cannot write {}: {e}",
-            info::path(&dir).display()
-        ))
+    .map_err(|source| ServeError::Io {
+        action: format!("write {}", info::path(&dir).display()),
+        source,
     })?;
     println!(
         "serving on {url} (journal {}; {} schedule{})",
@@ -149,6 +185,21 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
         }
     );
 
+    let app = Arc::new(App {
+        runs: runs.clone(),
+        tokens,
+        bus,
+        metrics: metrics.clone(),
+        scheduler: Some(scheduler.clone()),
+        notifier: notifier.clone(),
+        holder: HolderInfo {
+            pid: std::process::id(),
+            command: "serve".into(),
+            schedules: true,
+        },
+    });
+    let holder = Holder::listen(app.clone(), &dir);
+
     for (id, result) in runs.resume_owned() {
         match result {
             Ok(()) => println!("resuming run {id}, which a previous serve was executing"),
@@ -157,15 +208,7 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
     }
 
     let shutdown = CancelSource::new();
-    let scheduler_task = tokio::spawn(scheduler.clone().run(shutdown.token()));
-    let app = Arc::new(App {
-        runs: runs.clone(),
-        tokens,
-        bus,
-        metrics: metrics.clone(),
-        scheduler,
-        notifier: notifier.clone(),
-    });
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown.token()));
     let stop = shutdown.token();
     let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
         stop.cancelled().await;
@@ -188,8 +231,10 @@ pub async fn serve(env: &Env, opts: Options) -> Result<i32, CliError> {
     metrics.set_notifications(notifier.delivered(), notifier.failed());
     let _ = tokio::time::timeout(Duration::from_secs(10), server_task).await;
     ServeInfo::remove(&dir);
+    // The socket goes while this process still holds the journal (it does until it returns).
+    holder.close().await;
     println!("stopped");
-    Ok(exit::OK)
+    Ok(())
 }
 
 async fn wait_for_signal() -> String {

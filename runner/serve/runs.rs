@@ -1,22 +1,32 @@
-//! The runs `serve` executes: started by the API or a schedule, continued after approvals,
-//! and taken up again when a previous `serve` died while they ran.
+//! The runs the holder of the journal executes — `serve`, or a `runbook run` in a terminal:
+//! started by the API, a schedule or the holder's own command line, continued after approvals,
+//! aborted, and (in `serve`) taken up again when a previous `serve` died while they ran.
 //!
-//! Each execution is a task with its own stop switch. The runs a `serve` is executing are
-//! journaled as owned (`serve/owned`), so the next `serve` knows which runs to resume — those
-//! it was running — and leaves alone runs a person started and interrupted from the command
-//! line.
+//! Each execution is a task with its own stop switch. An operation that may start one is
+//! *admitted* first; once the holder stops admitting (it is letting the journal go), callers
+//! get [`RunsError::Unavailable`] and nothing changes, and no execution is started after the
+//! holder has seen the last one end — so a holder never exits under a run it accepted.
+//! An abort of a run executing here stops it at a safe point and is journaled by its own task,
+//! so whoever waits for that run's outcome sees it aborted, never merely interrupted.
+//!
+//! `serve` journals the runs it executes as owned (`serve/owned`), so the next `serve` knows
+//! which runs to resume — those it was running — and leaves alone runs a person started and
+//! interrupted from the command line. A command-line holder owns nothing: a run it executed
+//! that was interrupted waits for a person's `resume`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use runbook_journals::{Journal, JournalError, RunId, RunState, Trigger};
 use runbook_steps::{CancelReason, CancelSource, Registry};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, oneshot};
 
 use crate::engine::log::Observer;
 use crate::engine::{Created, Engine, EngineError, GateMode, Outcome, Resume, Start};
+use crate::failure::Kind;
 use crate::library::{Library, Named};
 use crate::resupply::Given;
 use crate::schedule::Schedule;
@@ -27,31 +37,142 @@ use crate::serve::metrics::Metrics;
 /// The meta key of the runs a `serve` is executing.
 const OWNED: &str = "serve/owned";
 
-/// How long a stopping `serve` waits for its runs to reach a safe point.
+/// How long a stopping holder, or an abort, waits for runs to reach a safe point.
 const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// What an operation on the runs met.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    /// The engine or the journal refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The holder is letting the journal go and admits nothing more.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<JournalError> for RunsError {
+    fn from(e: JournalError) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+impl RunsError {
+    /// The kind of failure, as the API and the command line name it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Engine(e) => Kind::of_engine(e),
+            Self::Unavailable(_) => Kind::Unavailable,
+        }
+    }
+}
+
+/// How an execution ended, for whoever started it here and waits for it.
+pub type Done = oneshot::Receiver<Result<Outcome, EngineError>>;
+
+/// An abort asked of a run that is executing: its task journals it once the run stopped.
+struct AbortRequest {
+    reason: Option<String>,
+    who: String,
+    reply: oneshot::Sender<Result<(), EngineError>>,
+}
 
 struct Active {
     stop: Arc<CancelSource>,
-    task: Option<JoinHandle<()>>,
+    abort: Option<AbortRequest>,
 }
 
-/// The runs a `serve` executes.
+#[derive(Default)]
+struct State {
+    active: HashMap<RunId, Active>,
+    /// Operations admitted and not yet done (each may start an execution).
+    admitted: usize,
+    /// Set once the holder admits nothing more.
+    stopping: bool,
+    /// Why every execution is being stopped (a signal), once it is.
+    stop_reason: Option<String>,
+}
+
+/// How runs of this holder are set up.
+pub struct Config {
+    /// The journal.
+    pub journal: Arc<dyn Journal>,
+    /// Step kinds.
+    pub registry: Arc<Registry>,
+    /// Where runbooks are found.
+    pub library: Library,
+    /// Who sees every run's records.
+    pub observers: Vec<Arc<dyn Observer>>,
+    /// Metrics, in `serve`.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Journal the runs it executes as owned, for the next `serve` to resume (`serve` only).
+    pub owns: bool,
+    /// Write the output of each run started or continued for another command to
+    /// `DIR/RUN.log` (a holder whose own output is one terminal).
+    pub logs: Option<PathBuf>,
+    /// How records are written to those files.
+    pub log_mode: crate::ui::OutputMode,
+}
+
+/// How a run started or continued by the holder's own command executes: its gates, and who
+/// sees its records (in place of its log file).
+pub struct Here {
+    /// How its gates are answered.
+    pub gates: GateMode,
+    /// Its observers besides every run's.
+    pub observers: Vec<Arc<dyn Observer>>,
+}
+
+/// How one execution is to run.
+struct Exec {
+    gates: GateMode,
+    observers: Option<Vec<Arc<dyn Observer>>>,
+    done: Option<oneshot::Sender<Result<Outcome, EngineError>>>,
+}
+
+impl Exec {
+    fn api(gates: GateMode) -> Self {
+        Self {
+            gates,
+            observers: None,
+            done: None,
+        }
+    }
+
+    fn here(here: Here) -> (Self, Done) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                gates: here.gates,
+                observers: Some(here.observers),
+                done: Some(tx),
+            },
+            rx,
+        )
+    }
+}
+
+/// The runs a holder executes.
 pub struct Runs {
     journal: Arc<dyn Journal>,
     registry: Arc<Registry>,
     library: Library,
     observers: Vec<Arc<dyn Observer>>,
     metrics: Option<Arc<Metrics>>,
-    active: Mutex<HashMap<RunId, Active>>,
-    /// Signalled whenever a run's task ends.
+    logs: Option<PathBuf>,
+    log_mode: crate::ui::OutputMode,
+    state: Mutex<State>,
+    /// Signalled whenever a run's execution ends (for threads).
     ended: std::sync::Condvar,
-    owned: Mutex<BTreeSet<RunId>>,
+    /// Signalled whenever an execution or an admitted operation ends (for tasks).
+    changed: Notify,
+    /// The runs this `serve` executes (`None`: a holder that owns none).
+    owned: Option<Mutex<BTreeSet<RunId>>>,
     /// The parameters given for each run this process started or continued, kept in memory
     /// only (never journaled: secret values among them) until the run ends, so that
-    /// approving, resuming or waking a run needs no secret given again while this `serve`
+    /// approving, resuming or waking a run needs no secret given again while this holder
     /// lives. After a restart they come from `env:` or must be given with the decision.
     given: Mutex<HashMap<RunId, Vec<(String, String)>>>,
-    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// How a caller of the API asks for a run.
@@ -66,41 +187,51 @@ pub struct StartRequest {
     pub yes: bool,
 }
 
-/// A run to create: from an API request, or from a schedule (whose runbook the operator
-/// wrote down, by name or path).
+/// A run to create: from an API request, from a schedule (whose runbook the operator
+/// wrote down, by name or path), or from the holder's own command line.
 struct Launch<'a> {
     target: &'a str,
     params: &'a [(String, String)],
     who: &'a str,
-    yes: bool,
     id: Option<RunId>,
     trigger: Option<Trigger>,
 }
 
+/// An admitted operation; dropping it lets the holder stop once nothing else runs.
+struct Ticket<'a>(&'a Runs);
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("runs").admitted -= 1;
+        self.0.changed.notify_waiters();
+    }
+}
+
 impl Runs {
-    /// A manager over `journal`, notifying `observers` of every record.
-    pub fn new(
-        journal: Arc<dyn Journal>,
-        registry: Arc<Registry>,
-        library: Library,
-        observers: Vec<Arc<dyn Observer>>,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Result<Arc<Self>, JournalError> {
-        let owned: BTreeSet<RunId> = match journal.get_meta(OWNED)? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            None => BTreeSet::new(),
+    /// A manager of the runs executed with `config`.
+    pub fn new(config: Config) -> Result<Arc<Self>, JournalError> {
+        let owned = if config.owns {
+            let owned: BTreeSet<RunId> = match config.journal.get_meta(OWNED)? {
+                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                None => BTreeSet::new(),
+            };
+            Some(Mutex::new(owned))
+        } else {
+            None
         };
         Ok(Arc::new(Self {
-            journal,
-            registry,
-            library,
-            observers,
-            metrics,
-            active: Mutex::new(HashMap::new()),
+            journal: config.journal,
+            registry: config.registry,
+            library: config.library,
+            observers: config.observers,
+            metrics: config.metrics,
+            logs: config.logs,
+            log_mode: config.log_mode,
+            state: Mutex::new(State::default()),
             ended: std::sync::Condvar::new(),
-            owned: Mutex::new(owned),
+            changed: Notify::new(),
+            owned,
             given: Mutex::new(HashMap::new()),
-            stopping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -114,11 +245,32 @@ impl Runs {
         &self.library
     }
 
-    fn engine(&self, who: &str, gates: GateMode, stop: &CancelSource) -> Engine {
+    /// Where the output of run `id` goes when it executes for another command, if to a file.
+    pub fn log_path(&self, id: RunId) -> Option<PathBuf> {
+        self.logs.as_ref().map(|dir| dir.join(format!("{id}.log")))
+    }
+
+    fn engine(
+        &self,
+        id: RunId,
+        who: &str,
+        gates: GateMode,
+        stop: &CancelSource,
+        own: Option<Vec<Arc<dyn Observer>>>,
+    ) -> Engine {
+        let mut observers = self.observers.clone();
+        match own {
+            Some(own) => observers.extend(own),
+            None => {
+                if let Some(path) = self.log_path(id) {
+                    observers.push(Arc::new(crate::ui::LogFile::new(&path, self.log_mode)));
+                }
+            }
+        }
         Engine {
             journal: self.journal.clone(),
             registry: self.registry.clone(),
-            observers: self.observers.clone(),
+            observers,
             interrupt: stop.token(),
             who: who.to_owned(),
             gates,
@@ -133,71 +285,156 @@ impl Runs {
         }
     }
 
-    /// Forgets run `id` as one this `serve` (or the next) is to execute.
-    fn disown(&self, id: RunId) {
-        let mut owned = self.owned.lock().expect("runs");
-        if owned.remove(&id) {
-            self.save_owned(&owned);
+    fn own(&self, id: RunId) {
+        if let Some(owned) = &self.owned {
+            let mut owned = owned.lock().expect("runs");
+            if owned.insert(id) {
+                self.save_owned(&owned);
+            }
         }
     }
 
-    /// Whether run `id` is executing in this `serve`.
-    pub fn is_active(&self, id: RunId) -> bool {
-        self.active.lock().expect("runs").contains_key(&id)
+    /// Forgets run `id` as one this `serve` (or the next) is to execute.
+    fn disown(&self, id: RunId) {
+        if let Some(owned) = &self.owned {
+            let mut owned = owned.lock().expect("runs");
+            if owned.remove(&id) {
+                self.save_owned(&owned);
+            }
+        }
     }
 
-    /// Refuses an operation on a run this `serve` is executing right now.
+    /// Whether run `id` is executing in this holder.
+    pub fn is_active(&self, id: RunId) -> bool {
+        self.state.lock().expect("runs").active.contains_key(&id)
+    }
+
+    /// The runs executing in this holder.
+    pub fn active(&self) -> Vec<RunId> {
+        let mut ids: Vec<RunId> = self
+            .state
+            .lock()
+            .expect("runs")
+            .active
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn admit(&self) -> Result<Ticket<'_>, RunsError> {
+        let mut state = self.state.lock().expect("runs");
+        if state.stopping {
+            return Err(RunsError::Unavailable(format!(
+                "the process holding the journal (pid {}) is letting it go; try again",
+                std::process::id()
+            )));
+        }
+        state.admitted += 1;
+        Ok(Ticket(self))
+    }
+
+    /// Refuses an operation on a run this holder is executing right now.
     fn not_active(&self, id: RunId) -> Result<(), EngineError> {
         // A run whose journal already says it parked or ended is only winding its task down
         // (its last commit is seen before the task returns): give it a moment.
         let settled = || self.journal.summary(id).is_ok_and(|s| s.state.is_settled());
-        let active = self.active.lock().expect("runs");
-        let (active, _) = self
+        let state = self.state.lock().expect("runs");
+        let (state, _) = self
             .ended
-            .wait_timeout_while(active, Duration::from_secs(2), |active| {
-                active.contains_key(&id) && settled()
+            .wait_timeout_while(state, Duration::from_secs(2), |state| {
+                state.active.contains_key(&id) && settled()
             })
             .expect("runs");
-        if active.contains_key(&id) {
-            return Err(EngineError::Refused(format!(
-                "run {id} is executing right now; wait until it parks or ends (or abort it)"
-            )));
-        }
-        drop(active);
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(EngineError::Refused("serve is stopping".into()));
+        if state.active.contains_key(&id) {
+            let asking = self
+                .journal
+                .summary(id)
+                .is_ok_and(|s| s.state == RunState::Waiting);
+            return Err(EngineError::Refused(if asking {
+                format!(
+                    "run {id} is asking for a verdict on the terminal of the process that executes it (pid {}); answer there, or abort the run",
+                    std::process::id()
+                )
+            } else {
+                format!(
+                    "run {id} is executing right now; wait until it parks or ends (or abort it)"
+                )
+            }));
         }
         Ok(())
     }
 
     /// Executes a prepared run in a task of its own.
-    fn spawn(self: &Arc<Self>, engine: Engine, stop: Arc<CancelSource>, created: Created) {
+    fn spawn(
+        self: &Arc<Self>,
+        engine: Engine,
+        stop: Arc<CancelSource>,
+        created: Created,
+        exec: Exec,
+    ) {
         let id = created.id;
-        {
-            let mut owned = self.owned.lock().expect("runs");
-            owned.insert(id);
-            self.save_owned(&owned);
-        }
+        self.own(id);
         let me = self.clone();
-        let mut active = self.active.lock().expect("runs");
-        let task = tokio::spawn(async move {
-            let outcome = engine.run_created(created).await;
+        let mut state = self.state.lock().expect("runs");
+        // Admitted before the holder began to stop: it stops with the others.
+        if let Some(reason) = &state.stop_reason {
+            stop.cancel(CancelReason::Interrupted(reason.clone()));
+        }
+        state.active.insert(id, Active { stop, abort: None });
+        drop(state);
+        tokio::spawn(async move {
+            let mut outcome = engine.run_created(created).await;
+            let abort = me
+                .state
+                .lock()
+                .expect("runs")
+                .active
+                .get_mut(&id)
+                .and_then(|a| a.abort.take());
+            if let Some(req) = abort {
+                let engine = me.engine(
+                    id,
+                    &req.who,
+                    GateMode::Detach,
+                    &CancelSource::new(),
+                    Some(Vec::new()),
+                );
+                let reason = req.reason;
+                let aborted = tokio::task::spawn_blocking(move || engine.abort(id, reason))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(EngineError::Refused(format!("the abort failed: {e}")))
+                    });
+                match aborted {
+                    Ok(o) => {
+                        let _ = req.reply.send(Ok(()));
+                        outcome = Ok(o);
+                    }
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e));
+                    }
+                }
+            }
             me.finished(id, &outcome);
+            if let Some(done) = exec.done {
+                let _ = done.send(outcome);
+            }
         });
-        active.insert(
-            id,
-            Active {
-                stop,
-                task: Some(task),
-            },
-        );
     }
 
     /// Bookkeeping when an execution returns: a run that parked, ended or needs a person is no
-    /// longer owned; one stopped by our shutdown stays owned so the next `serve` resumes it.
+    /// longer owned; one stopped by a `serve`'s shutdown stays owned so the next `serve`
+    /// resumes it.
     fn finished(&self, id: RunId, outcome: &Result<Outcome, EngineError>) {
-        self.active.lock().expect("runs").remove(&id);
+        let stopping = {
+            let mut state = self.state.lock().expect("runs");
+            state.active.remove(&id);
+            state.stop_reason.is_some()
+        };
         self.ended.notify_all();
+        self.changed.notify_waiters();
         if matches!(
             outcome,
             Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted)
@@ -205,9 +442,7 @@ impl Runs {
             self.given.lock().expect("runs").remove(&id);
         }
         let keep = match outcome {
-            Ok(Outcome::Interrupted { .. }) => {
-                self.stopping.load(std::sync::atomic::Ordering::SeqCst)
-            }
+            Ok(Outcome::Interrupted { .. }) => stopping,
             Ok(_) => false,
             Err(e) => {
                 tracing::warn!(run = %id, error = %e, "run stopped with an error");
@@ -219,38 +454,63 @@ impl Runs {
         }
     }
 
-    /// Starts a run; returns its id once it is created (its lock taken).
-    pub fn start(self: &Arc<Self>, req: &StartRequest) -> Result<RunId, EngineError> {
-        self.launch(&Launch {
-            target: req.runbook.origin(),
-            params: &req.params,
-            who: &req.who,
-            yes: req.yes,
-            id: None,
-            trigger: None,
-        })
-    }
-
-    fn launch(self: &Arc<Self>, req: &Launch<'_>) -> Result<RunId, EngineError> {
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(EngineError::Refused("serve is stopping".into()));
-        }
-        let stop = Arc::new(CancelSource::new());
+    /// Starts a run for a caller of the API; returns its id once it is created (its lock
+    /// taken).
+    pub fn start(self: &Arc<Self>, req: &StartRequest) -> Result<RunId, RunsError> {
         let gates = if req.yes {
             GateMode::Yes
         } else {
             GateMode::Detach
         };
-        let engine = self.engine(req.who, gates, &stop);
+        self.launch(
+            &Launch {
+                target: req.runbook.origin(),
+                params: &req.params,
+                who: &req.who,
+                id: None,
+                trigger: None,
+            },
+            Exec::api(gates),
+        )
+    }
+
+    /// Starts a run of `target` (a name or a file) for the holder's own command line, as
+    /// `here` says; returns its id once it is created, and how it ends.
+    pub fn start_here(
+        self: &Arc<Self>,
+        target: &str,
+        params: &[(String, String)],
+        who: &str,
+        id: Option<RunId>,
+        here: Here,
+    ) -> Result<(RunId, Done), RunsError> {
+        let (exec, done) = Exec::here(here);
+        let id = self.launch(
+            &Launch {
+                target,
+                params,
+                who,
+                id,
+                trigger: None,
+            },
+            exec,
+        )?;
+        Ok((id, done))
+    }
+
+    fn launch(self: &Arc<Self>, req: &Launch<'_>, exec: Exec) -> Result<RunId, RunsError> {
+        let _ticket = self.admit()?;
+        let id = req.id.unwrap_or_default();
+        let stop = Arc::new(CancelSource::new());
+        let engine = self.engine(id, req.who, exec.gates, &stop, exec.observers.clone());
         let created = engine.create(Start {
             target: req.target,
             params: req.params,
-            id: req.id,
+            id: Some(id),
             trigger: req.trigger.clone(),
         })?;
-        let id = created.id;
         self.remember(id, req.params);
-        self.spawn(engine, stop, created);
+        self.spawn(engine, stop, created, exec);
         Ok(id)
     }
 
@@ -281,9 +541,32 @@ impl Runs {
         }
     }
 
-    /// Resumes a run.
-    pub fn resume(self: &Arc<Self>, id: RunId, req: &Resume, who: &str) -> Result<(), EngineError> {
-        self.continue_run(id, who, &req.params.now, |engine, params| {
+    /// Resumes a run for a caller of the API.
+    pub fn resume(self: &Arc<Self>, id: RunId, req: &Resume, who: &str) -> Result<(), RunsError> {
+        self.resume_with(id, req, who, Exec::api(GateMode::Detach))
+    }
+
+    /// Resumes a run for the holder's own command line, as `here` says; returns how it ends.
+    pub fn resume_here(
+        self: &Arc<Self>,
+        id: RunId,
+        req: &Resume,
+        who: &str,
+        here: Here,
+    ) -> Result<Done, RunsError> {
+        let (exec, done) = Exec::here(here);
+        self.resume_with(id, req, who, exec)?;
+        Ok(done)
+    }
+
+    fn resume_with(
+        self: &Arc<Self>,
+        id: RunId,
+        req: &Resume,
+        who: &str,
+        exec: Exec,
+    ) -> Result<(), RunsError> {
+        self.continue_run(id, who, &req.params.now, exec, |engine, params| {
             engine.prepare_resume(
                 id,
                 &Resume {
@@ -294,18 +577,47 @@ impl Runs {
         })
     }
 
-    /// Approves or rejects a run's open gate and continues the run.
+    /// Approves or rejects a run's open gate for a caller of the API and continues the run.
     pub fn decide(
         self: &Arc<Self>,
         id: RunId,
-        approved: bool,
-        step: Option<&str>,
-        comment: Option<String>,
+        verdict: Verdict,
         params: &[(String, String)],
         who: &str,
-    ) -> Result<(), EngineError> {
-        self.continue_run(id, who, params, |engine, params| {
-            engine.prepare_decide(id, approved, step, comment, &params)
+    ) -> Result<(), RunsError> {
+        self.decide_with(id, verdict, params, who, Exec::api(GateMode::Detach))
+    }
+
+    /// Approves or rejects a run's open gate for the holder's own command line and continues
+    /// the run as `here` says; returns how it ends.
+    pub fn decide_here(
+        self: &Arc<Self>,
+        id: RunId,
+        verdict: Verdict,
+        params: &[(String, String)],
+        who: &str,
+        here: Here,
+    ) -> Result<Done, RunsError> {
+        let (exec, done) = Exec::here(here);
+        self.decide_with(id, verdict, params, who, exec)?;
+        Ok(done)
+    }
+
+    fn decide_with(
+        self: &Arc<Self>,
+        id: RunId,
+        verdict: Verdict,
+        params: &[(String, String)],
+        who: &str,
+        exec: Exec,
+    ) -> Result<(), RunsError> {
+        let Verdict {
+            approved,
+            step,
+            comment,
+        } = verdict;
+        self.continue_run(id, who, params, exec, |engine, params| {
+            engine.prepare_decide(id, approved, step.as_deref(), comment, &params)
         })
     }
 
@@ -316,44 +628,83 @@ impl Runs {
         id: RunId,
         who: &str,
         now: &[(String, String)],
+        exec: Exec,
         prepare: impl FnOnce(&Engine, Given) -> Result<Created, EngineError>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), RunsError> {
+        let _ticket = self.admit()?;
         self.not_active(id)?;
         let stop = Arc::new(CancelSource::new());
-        let engine = self.engine(who, GateMode::Detach, &stop);
+        let engine = self.engine(id, who, exec.gates, &stop, exec.observers.clone());
         let prepared = prepare(&engine, self.with_given(id, now))?;
         self.remember(id, now);
-        self.spawn(engine, stop, prepared);
+        self.spawn(engine, stop, prepared, exec);
         Ok(())
     }
 
-    /// Aborts a run; one executing now is stopped at a safe point first.
+    /// Aborts a run; one executing here is stopped at a safe point first, and its own task
+    /// journals the abort.
     pub async fn abort(
-        &self,
+        self: &Arc<Self>,
         id: RunId,
         reason: Option<String>,
         who: &str,
-    ) -> Result<(), EngineError> {
-        let task = {
-            let mut active = self.active.lock().expect("runs");
-            active.get_mut(&id).and_then(|a| {
-                a.stop
-                    .cancel(CancelReason::Interrupted(format!("an abort by {who}")));
-                a.task.take()
-            })
+    ) -> Result<(), RunsError> {
+        let asked = {
+            let mut state = self.state.lock().expect("runs");
+            match state.active.get_mut(&id) {
+                Some(active) if active.abort.is_some() => {
+                    return Err(
+                        EngineError::Refused(format!("run {id} is being aborted already")).into(),
+                    );
+                }
+                Some(active) => {
+                    let (reply, answer) = oneshot::channel();
+                    active.abort = Some(AbortRequest {
+                        reason: reason.clone(),
+                        who: who.to_owned(),
+                        reply,
+                    });
+                    active
+                        .stop
+                        .cancel(CancelReason::Interrupted(format!("an abort by {who}")));
+                    Some(answer)
+                }
+                None => None,
+            }
         };
-        if let Some(task) = task {
-            let _ = tokio::time::timeout(STOP_WAIT, task).await;
+        if let Some(answer) = asked {
+            return match tokio::time::timeout(STOP_WAIT, answer).await {
+                Ok(Ok(result)) => result.map_err(RunsError::from),
+                Ok(Err(_)) => Err(EngineError::Refused(format!(
+                    "run {id} stopped without journaling the abort; abort it again"
+                ))
+                .into()),
+                Err(_) => Err(EngineError::Refused(format!(
+                    "run {id} did not reach a safe point within {}; it is aborted once it does",
+                    humantime::format_duration(STOP_WAIT)
+                ))
+                .into()),
+            };
         }
-        let stop = CancelSource::new();
-        self.engine(who, GateMode::Detach, &stop)
-            .abort(id, reason)?;
+        let engine = self.engine(
+            id,
+            who,
+            GateMode::Detach,
+            &CancelSource::new(),
+            Some(Vec::new()),
+        );
+        tokio::task::spawn_blocking(move || engine.abort(id, reason))
+            .await
+            .map_err(|e| EngineError::Refused(format!("the abort failed: {e}")))??;
         Ok(())
     }
 
     /// Resumes the runs a previous `serve` was executing when it stopped or died.
-    pub fn resume_owned(self: &Arc<Self>) -> Vec<(RunId, Result<(), EngineError>)> {
-        let owned: Vec<RunId> = self.owned.lock().expect("runs").iter().copied().collect();
+    pub fn resume_owned(self: &Arc<Self>) -> Vec<(RunId, Result<(), RunsError>)> {
+        let Some(owned) = &self.owned else {
+            return Vec::new();
+        };
+        let owned: Vec<RunId> = owned.lock().expect("runs").iter().copied().collect();
         let mut out = Vec::new();
         for id in owned {
             let state = self.journal.summary(id).map(|s| s.state);
@@ -365,7 +716,7 @@ impl Runs {
                     self.disown(id);
                     continue;
                 }
-                Err(e) => Err(EngineError::Journal(e)),
+                Err(e) => Err(e.into()),
             };
             if let Err(e) = &result {
                 tracing::warn!(run = %id, error = %e, "could not resume a run");
@@ -376,26 +727,57 @@ impl Runs {
         out
     }
 
-    /// Stops every run at a safe point (journaled as interrupted, still owned) and waits for
-    /// them, at most a minute.
+    /// Stops admitting, stops every run at a safe point (journaled as interrupted; in `serve`
+    /// still owned) and waits for them, at most a minute.
     pub async fn shutdown(&self, signal: &str) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let tasks: Vec<JoinHandle<()>> = {
-            let mut active = self.active.lock().expect("runs");
-            active
-                .values_mut()
-                .filter_map(|a| {
-                    a.stop.cancel(CancelReason::Interrupted(signal.to_owned()));
-                    a.task.take()
-                })
-                .collect()
-        };
-        let all = futures_util::future::join_all(tasks);
-        if tokio::time::timeout(STOP_WAIT, all).await.is_err() {
+        {
+            let mut state = self.state.lock().expect("runs");
+            state.stopping = true;
+            state.stop_reason = Some(signal.to_owned());
+            for active in state.active.values() {
+                active
+                    .stop
+                    .cancel(CancelReason::Interrupted(signal.to_owned()));
+            }
+        }
+        if tokio::time::timeout(STOP_WAIT, self.idle(false))
+            .await
+            .is_err()
+        {
             tracing::warn!("some runs did not reach a safe point within a minute");
         }
     }
+
+    /// Waits until no run executes here and no admitted operation is under way; then, if
+    /// `close`, admits nothing more — in one step, so nothing slips in between.
+    pub async fn idle(&self, close: bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.state.lock().expect("runs");
+                if state.active.is_empty() && state.admitted == 0 {
+                    if close {
+                        state.stopping = true;
+                    }
+                    return;
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A verdict on a gate.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    /// Approve (or reject).
+    pub approved: bool,
+    /// The gate's path, if the run has several open.
+    pub step: Option<String>,
+    /// Why.
+    pub comment: Option<String>,
 }
 
 /// Schedules launch runs through the manager.
@@ -408,17 +790,19 @@ impl Launcher for ScheduleLauncher {
     fn launch(&self, schedule: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String> {
         let params = schedule.param_pairs();
         self.runs
-            .launch(&Launch {
-                target: &schedule.runbook,
-                params: &params,
-                who: &format!("schedule:{}", schedule.name),
-                yes: false,
-                id: Some(id),
-                trigger: Some(Trigger {
-                    schedule: schedule.name.clone(),
-                    fire_time: fire,
-                }),
-            })
+            .launch(
+                &Launch {
+                    target: &schedule.runbook,
+                    params: &params,
+                    who: &format!("schedule:{}", schedule.name),
+                    id: Some(id),
+                    trigger: Some(Trigger {
+                        schedule: schedule.name.clone(),
+                        fire_time: fire,
+                    }),
+                },
+                Exec::api(GateMode::Detach),
+            )
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

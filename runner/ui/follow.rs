@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use runbook_journals::{Record, RunId};
 
 use crate::engine::log::Observer;
-use crate::ui::json::record_json;
+use crate::ui::json::record_line;
 
 /// Where the follow file of a run lives.
 pub fn follow_path(journal_dir: &Path, run: RunId) -> PathBuf {
@@ -52,7 +52,7 @@ impl Observer for FollowFile {
             .mode(0o600)
             .open(path)
         {
-            let _ = writeln!(f, "{}", record_json(run, record));
+            let _ = writeln!(f, "{}", record_line(run, record));
         }
     }
 }

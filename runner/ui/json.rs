@@ -3,28 +3,21 @@
 use std::io::Write as _;
 
 use runbook_journals::{Record, RunId};
-use serde_json::{Value, json};
 
 use crate::engine::log::Observer;
 
 /// Prints records as JSON lines.
 pub struct JsonLines;
 
-/// A record as a JSON line object: `{"run": …, "seq": …, "at": …, "event": …, …}`.
-pub fn record_json(run: RunId, record: &Record) -> Value {
-    let mut v = serde_json::to_value(record).expect("records serialize");
-    if let Value::Object(map) = &mut v {
-        let mut out = serde_json::Map::new();
-        out.insert("run".into(), json!(run.to_string()));
-        out.extend(std::mem::take(map));
-        return Value::Object(out);
-    }
-    v
+/// A record as a JSON line: `{"run": …, "seq": …, "at": …, "event": …, …}`
+/// ([`crate::wire::RunRecord`]).
+pub fn record_line(run: RunId, record: &Record) -> String {
+    serde_json::to_string(&crate::wire::RunRecord { run, record }).expect("records serialize")
 }
 
 impl Observer for JsonLines {
     fn record(&self, run: RunId, record: &Record) {
-        let line = record_json(run, record).to_string();
+        let line = record_line(run, record);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();

@@ -5,6 +5,7 @@
 
 mod follow;
 pub mod json;
+mod logfile;
 pub mod plain;
 pub mod report;
 mod tree;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use follow::{FollowFile, follow_path};
 pub use json::JsonLines;
+pub use logfile::{LogFile, open_log};
 pub use plain::PlainLines;
 pub use tree::TreeView;
 

@@ -2,16 +2,19 @@
 
 use std::fmt::Write as _;
 
-use runbook_journals::{Record, RunId, RunState, RunSummary};
+use runbook_journals::{Record, RunId, RunState};
 
 use crate::engine::exec::describe_intent;
 use crate::engine::view::{RunView, StepStatus};
 use crate::ui::duration;
+use crate::wire::ListedRun;
 
 /// The state as users should read it: a run left `running` or `sleeping` by a process that
-/// is gone is interrupted (whoever can read the journal holds it, so no process runs it).
-pub fn effective_state(state: RunState) -> String {
+/// is gone is interrupted. `active` says the process holding the journal executes the run;
+/// otherwise none does (the journal's holder tells, and with no holder nobody runs anything).
+pub fn effective_state(state: RunState, active: bool) -> String {
     match state {
+        RunState::Running | RunState::Sleeping if active => state.to_string(),
         RunState::Running => "interrupted (process gone)".into(),
         RunState::Sleeping => "sleeping (process gone: resume to wake it)".into(),
         other => other.to_string(),
@@ -19,15 +22,16 @@ pub fn effective_state(state: RunState) -> String {
 }
 
 /// One line per run: id, runbook, state, started, by, reason.
-pub fn table<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> String {
+pub fn table<'a>(runs: impl IntoIterator<Item = &'a ListedRun>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<26}  {:<24}  {:<16}  {:<20}  {:<10}  REASON",
         "RUN", "RUNBOOK", "STATE", "STARTED", "BY"
     );
-    for r in runs {
+    for ListedRun { summary: r, active } in runs {
         let state = match r.state {
+            RunState::Running | RunState::Sleeping if *active => r.state.to_string(),
             RunState::Running | RunState::Sleeping => "interrupted".to_owned(),
             s => s.to_string(),
         };
@@ -46,14 +50,15 @@ pub fn table<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> String {
 }
 
 /// A run in detail: state, steps in order, open gate or needed decision with the commands.
-pub fn detail(view: &RunView) -> String {
+/// `active`: the process holding the journal executes it right now.
+pub fn detail(view: &RunView, active: bool) -> String {
     let id = view.id;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "run {id}  {}  {}",
         view.started.runbook,
-        effective_state(view.state)
+        effective_state(view.state, active)
     );
     let _ = writeln!(
         out,
@@ -129,74 +134,80 @@ pub fn detail(view: &RunView) -> String {
             "{}",
             crate::engine::attention_message(id, path, detail)
         );
-    } else if matches!(
-        view.state,
-        RunState::Running | RunState::Interrupted | RunState::Sleeping
-    ) || (view.state == RunState::Waiting && view.open_gate().is_none())
+    } else if !active
+        && (matches!(
+            view.state,
+            RunState::Running | RunState::Interrupted | RunState::Sleeping
+        ) || (view.state == RunState::Waiting && view.open_gate().is_none()))
     {
         let _ = writeln!(out, "  continue with: runbook resume {id}");
     }
     out
 }
 
-/// A run as JSON, for `status RUN --output json` and the HTTP API: its state, its steps in
-/// order (status, attempts, duration, what a step in flight was doing), its gates, and the
-/// decision it waits for, if any.
-pub fn run_json(view: &RunView) -> serde_json::Value {
-    use serde_json::json;
+/// A run as the API and `status RUN --output json` show it: its state, its steps in order
+/// (status, attempts, duration, what a step in flight was doing), its gates, and the decision
+/// it waits for, if any.
+pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
+    use crate::wire::{Attention, GateDetail, OpenGate, RunDetail, StepDetail, Verdict};
     let mut steps: Vec<_> = view.steps.iter().collect();
     steps.sort_by_key(|(_, s)| s.first_seq);
-    let steps: Vec<_> = steps
+    let steps = steps
         .into_iter()
-        .map(|(p, s)| {
-            json!({
-                "path": p,
-                "kind": s.kind,
-                "status": s.status.word(),
-                "attempts": s.attempts,
-                "duration_ms": s.duration_ms,
-                "describe": describe_intent(&s.intent),
-                "error": match &s.status {
-                    StepStatus::Failed { error, .. } | StepStatus::RetryPending { error, .. } => Some(error.clone()),
-                    _ => None,
-                },
-            })
+        .map(|(p, s)| StepDetail {
+            path: p.clone(),
+            kind: s.kind.clone(),
+            status: s.status.word().to_owned(),
+            attempts: s.attempts,
+            duration_ms: s.duration_ms,
+            describe: describe_intent(&s.intent),
+            error: match &s.status {
+                StepStatus::Failed { error, .. } | StepStatus::RetryPending { error, .. } => {
+                    Some(error.clone())
+                }
+                _ => None,
+            },
         })
         .collect();
-    let gates: Vec<_> = view
+    let gates = view
         .gates
         .iter()
-        .map(|(p, g)| {
-            json!({
-                "path": p,
-                "prompt": g.prompt,
-                "expires_at": g.expires_at,
-                "four_eyes": g.four_eyes,
-                "decision": g.decision.as_ref().map(|(approved, by, comment)| json!({
-                    "approved": approved, "by": by, "comment": comment,
-                })),
-            })
+        .map(|(p, g)| GateDetail {
+            path: p.clone(),
+            prompt: g.prompt.clone(),
+            expires_at: g.expires_at,
+            four_eyes: g.four_eyes,
+            decision: g.decision.as_ref().map(|(approved, by, comment)| Verdict {
+                approved: *approved,
+                by: by.clone(),
+                comment: comment.clone(),
+            }),
         })
         .collect();
-    json!({
-        "run": view.id.to_string(),
-        "runbook": view.started.runbook,
-        "state": view.state,
-        "reason": view.reason,
-        "started_by": view.started.started_by,
-        "created_at": view.created_at,
-        "updated_at": view.updated_at,
-        "trigger": view.started.trigger,
-        "lock": view.started.lock,
-        "steps": steps,
-        "gates": gates,
-        "open_gate": view.open_gate().map(|(p, g)| json!({ "path": p, "prompt": g.prompt, "four_eyes": g.four_eyes })),
-        "attention": view.attention.as_ref().map(|(p, d)| json!({
-            "path": p,
-            "detail": d,
-            "commands": crate::engine::attention_commands(view.id, p),
-        })),
-    })
+    RunDetail {
+        run: view.id,
+        runbook: view.started.runbook.clone(),
+        state: view.state,
+        reason: view.reason.clone(),
+        started_by: view.started.started_by.clone(),
+        created_at: view.created_at,
+        updated_at: view.updated_at,
+        trigger: view.started.trigger.clone(),
+        lock: view.started.lock.clone(),
+        steps,
+        gates,
+        open_gate: view.open_gate().map(|(p, g)| OpenGate {
+            path: p.to_owned(),
+            prompt: g.prompt.clone(),
+            four_eyes: g.four_eyes,
+        }),
+        attention: view.attention.as_ref().map(|(p, d)| Attention {
+            path: p.clone(),
+            detail: d.clone(),
+            commands: crate::engine::attention_commands(view.id, p).to_vec(),
+        }),
+        active: None,
+    }
 }
 
 /// One record as a log line: seq, time, what happened.

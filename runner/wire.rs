@@ -1,0 +1,413 @@
+//! The messages between the command line and the process that holds the journal — `runbook
+//! serve`, or a `runbook run` in a terminal — one set of serde structs that both sides use, for
+//! the HTTP API of `serve` and for the local socket every holder answers on (the same API).
+//!
+//! The contract: a field is added with a default (an older peer leaves it out), never renamed
+//! or given another meaning; errors travel as [`ErrorBody`], whose [`Kind`] is what the command
+//! line's exit code follows. Secret parameter values travel only in requests (`params`) and
+//! only over the owner-only socket or the API's authenticated connection; no answer carries
+//! one in clear (records and details are redacted before they are journaled).
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use runbook_journals::{Record, RunId, RunState, RunSummary, Trigger};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use crate::failure::Kind;
+use crate::schedule::state::Fired;
+use crate::schedule::{CatchUp, Overlap};
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// What kind of failure it is, for programs. Absent from answers of a `serve` older than
+    /// this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+}
+
+/// `GET /whoami`: who the caller acts as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// The name actions are recorded under.
+    pub name: String,
+}
+
+/// `GET /holder`: the process that holds the journal and answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    /// Its process id.
+    pub pid: u32,
+    /// What it is: `serve`, or the command that holds the journal (`run`, `resume`, …).
+    pub command: String,
+    /// Whether it fires schedules (only `serve` does).
+    #[serde(default)]
+    pub schedules: bool,
+}
+
+/// `POST /runs`: start a run of a runbook found by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartRun {
+    /// The runbook's name (never a path).
+    pub runbook: String,
+    /// Parameter values (strings, or JSON values for lists, maps, numbers).
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Approve every gate.
+    #[serde(default)]
+    pub yes: bool,
+}
+
+/// `POST /runs/{id}/approve` and `/reject`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decide {
+    /// Why.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// The gate's path, when the run has several open.
+    #[serde(default)]
+    pub step: Option<String>,
+    /// Secret parameters given again (only those the holder was not given).
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+/// `POST /runs/{id}/resume`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRun {
+    /// Run the in-flight step at this path again.
+    #[serde(default)]
+    pub retry_step: Option<String>,
+    /// Treat the in-flight step at this path as done.
+    #[serde(default)]
+    pub skip_step: Option<String>,
+    /// Adopt the runbook files as they are now.
+    #[serde(default)]
+    pub reload: bool,
+    /// Go on from what is intact of a damaged run.
+    #[serde(default)]
+    pub accept_loss: bool,
+    /// Secret parameters given again.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+/// `POST /runs/{id}/abort`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortRun {
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The answer to starting, approving, rejecting or resuming a run: the run now executes in
+/// the holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The run.
+    pub run: RunId,
+    /// The run's last record before this action: a follower that comes later counts a park
+    /// only after it.
+    pub since: u64,
+    /// For a verdict: whether it approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+    /// Where the holder writes the run's output, when it writes it to a file of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+}
+
+/// The answer to an abort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aborted {
+    /// The run.
+    pub run: RunId,
+    /// Its state now (`aborted`).
+    pub state: RunState,
+    /// Who aborted it, and why, as journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One run of `GET /runs` (newest first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedRun {
+    /// The run's summary.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// Whether the holder is executing it right now.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// A record with its run: an element of `GET /runs/{id}/records`, the data of an event of
+/// `GET /runs/{id}/events`, a line of `--output json` and of the follow mirror. `R` is
+/// [`Record`] to read and `&Record` to write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord<R = Record> {
+    /// The run.
+    pub run: RunId,
+    /// The record.
+    #[serde(flatten)]
+    pub record: R,
+}
+
+/// `GET /runs/{id}`, and `status RUN --output json`: a run as its records tell it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The run.
+    pub run: RunId,
+    /// The runbook's name.
+    pub runbook: String,
+    /// Its state.
+    pub state: RunState,
+    /// Why it is in that state, when known.
+    pub reason: Option<String>,
+    /// Who started it.
+    pub started_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its last record was written.
+    pub updated_at: DateTime<Utc>,
+    /// What started it, if not a person.
+    pub trigger: Option<Trigger>,
+    /// The lock key it holds (until it ends).
+    pub lock: Option<String>,
+    /// Its steps, in the order they started.
+    pub steps: Vec<StepDetail>,
+    /// Its gates, open or decided.
+    pub gates: Vec<GateDetail>,
+    /// The gate it waits at.
+    pub open_gate: Option<OpenGate>,
+    /// The step that needs an operator's decision.
+    pub attention: Option<Attention>,
+    /// Whether the holder is executing it right now (only in the holder's answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A step of a [`RunDetail`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDetail {
+    /// Its path.
+    pub path: String,
+    /// Its kind.
+    pub kind: Option<String>,
+    /// `running`, `succeeded`, `failed`, ….
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// How long it took.
+    pub duration_ms: Option<u64>,
+    /// What it does, in one line.
+    pub describe: String,
+    /// Why it failed (or will be retried).
+    pub error: Option<String>,
+}
+
+/// A gate of a [`RunDetail`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDetail {
+    /// Its path.
+    pub path: String,
+    /// What it asks.
+    pub prompt: String,
+    /// When it fails by itself.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the run's starter may not approve it.
+    pub four_eyes: bool,
+    /// The verdict, once given.
+    pub decision: Option<Verdict>,
+}
+
+/// A gate's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Approved (or rejected).
+    pub approved: bool,
+    /// By whom.
+    pub by: String,
+    /// Why.
+    pub comment: Option<String>,
+}
+
+/// The gate a run waits at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenGate {
+    /// Its path.
+    pub path: String,
+    /// What it asks.
+    pub prompt: String,
+    /// Whether the run's starter may not approve it.
+    pub four_eyes: bool,
+}
+
+/// The step a run needs a decision about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    /// Its path.
+    pub path: String,
+    /// What it was doing.
+    pub detail: String,
+    /// The two commands that decide.
+    pub commands: Vec<String>,
+}
+
+/// `GET /schedules` (and `schedule list --output json`): a schedule with its journaled state
+/// and next fire times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// Its name.
+    pub name: String,
+    /// The runbook it runs, as shown to people.
+    pub runbook: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// The time zone the expression is read in.
+    pub timezone: String,
+    /// What happens to a fire while a run of it is unfinished.
+    pub overlap: Overlap,
+    /// What happens to fires missed while nothing was serving.
+    pub catch_up: CatchUp,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Its latest fire time handled.
+    pub last_fire: Option<DateTime<Utc>>,
+    /// The run its latest fire started.
+    pub last_run: Option<RunId>,
+    /// Fires waiting for an unfinished run to end.
+    pub queued: Vec<DateTime<Utc>>,
+    /// Its next fire times (none while paused).
+    pub next: Vec<DateTime<Utc>>,
+    /// Its latest fires, newest first.
+    pub history: Vec<Fired>,
+}
+
+/// An operation that continues a run in the foreground of whoever holds the journal: what the
+/// command line asks for with `run`, `resume`, `approve` and `reject`, and what `--detach` hands
+/// the background process that goes on with it — on its standard input, never on its command
+/// line, where every user of the machine could read a secret parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Start a run.
+    Start {
+        /// A runbook name or file.
+        target: String,
+        /// `name=value` pairs.
+        params: Vec<(String, String)>,
+        /// The run's id, when chosen beforehand.
+        id: Option<RunId>,
+    },
+    /// Resume a run.
+    Resume {
+        /// A run id or prefix.
+        run: String,
+        /// Run the in-flight step at this path again.
+        retry_step: Option<String>,
+        /// Treat the in-flight step at this path as done.
+        skip_step: Option<String>,
+        /// Adopt the runbook files as they are now.
+        reload: bool,
+        /// Go on from what is intact of a damaged run.
+        accept_loss: bool,
+        /// `name=value` pairs.
+        params: Vec<(String, String)>,
+    },
+    /// Approve or reject a run's open gate and continue the run.
+    Decide {
+        /// A run id or prefix.
+        run: String,
+        /// Approve (or reject).
+        approved: bool,
+        /// The gate's path.
+        step: Option<String>,
+        /// Why.
+        comment: Option<String>,
+        /// `name=value` pairs.
+        params: Vec<(String, String)>,
+    },
+}
+
+/// The line the background process of `--detach` writes on its standard output once the run
+/// executes (or the holder of the journal took it on): the command line that started it
+/// prints where the run goes on, and returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachedReady {
+    /// The run.
+    pub run: RunId,
+    /// The process that executes it.
+    pub pid: u32,
+    /// Where its output goes, when to a file of its own.
+    pub log: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_travels_with_its_run_first_and_reads_back_the_same() {
+        let record = Record {
+            seq: 3,
+            at: DateTime::from_timestamp(1_700_000_000, 0).expect("a time"),
+            event: runbook_journals::Event::StateChanged {
+                state: RunState::Waiting,
+                reason: Some("waiting for approval at `confirm`".into()),
+            },
+        };
+        let run = RunId(ulid::Ulid::nil());
+        let text = serde_json::to_string(&RunRecord {
+            run,
+            record: &record,
+        })
+        .expect("serializes");
+        assert!(
+            text.starts_with(r#"{"run":"00000000000000000000000000","seq":3,"#),
+            "{text}"
+        );
+        let back: RunRecord = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, RunRecord { run, record });
+    }
+
+    #[test]
+    fn the_error_kind_travels_as_a_kebab_case_word_and_may_be_absent() {
+        let body = ErrorBody {
+            error: "run x needs attention".into(),
+            kind: Some(Kind::NeedsDecision),
+        };
+        let text = serde_json::to_string(&body).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"error":"run x needs attention","kind":"needs-decision"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ErrorBody>(&text).expect("parses"),
+            body
+        );
+        let old: ErrorBody = serde_json::from_str(r#"{"error":"boom"}"#).expect("parses");
+        assert_eq!(old.kind, None);
+    }
+
+    #[test]
+    fn requests_from_an_older_or_terser_caller_take_their_defaults() {
+        let start: StartRun = serde_json::from_str(r#"{"runbook":"hello"}"#).expect("parses");
+        assert_eq!(
+            start,
+            StartRun {
+                runbook: "hello".into(),
+                ..StartRun::default()
+            }
+        );
+        let decide: Decide = serde_json::from_str("{}").expect("parses");
+        assert_eq!(decide, Decide::default());
+        let accepted: Accepted =
+            serde_json::from_str(r#"{"run":"00000000000000000000000000","since":0}"#)
+                .expect("parses");
+        assert_eq!(accepted.log, None);
+    }
+}
