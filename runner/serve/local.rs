@@ -249,6 +249,60 @@ mod tests {
         assert_eq!(probe(&address), Probe::Absent);
     }
 
+    /// Needs root (as the e2e suite and CI run): the connection comes from another user.
+    #[tokio::test]
+    async fn a_connection_of_another_user_is_closed_unanswered() {
+        use std::os::unix::process::CommandExt as _;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test connects as another user (nobody), which needs root"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = LocalSocket::bind(dir.path(), router()).expect("bind");
+        // Only for this test: let the other user reach the socket at all, so that what keeps
+        // them out is the peer check alone (a journal directory is 0700, the socket 0600).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod dir");
+        std::fs::set_permissions(
+            dir.path().join(SOCKET),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .expect("chmod socket");
+        let client = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+answer = b""
+try:
+    s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+except (BrokenPipeError, ConnectionResetError):
+    pass
+sys.stdout.write(answer.decode())
+"#;
+        let path = dir.path().join(SOCKET);
+        let run = move |uid: Option<u32>| {
+            let mut command = std::process::Command::new("/usr/bin/python3");
+            command.arg("-c").arg(client).arg(&path);
+            if let Some(uid) = uid {
+                command.uid(uid).gid(uid);
+            }
+            let out = command.output().expect("run /usr/bin/python3");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let (other, owner) = tokio::task::spawn_blocking(move || (run(Some(65534)), run(None)))
+            .await
+            .expect("clients");
+        assert_eq!(other, "", "another user gets no answer");
+        assert!(owner.ends_with("pong"), "the owner does: {owner:?}");
+        socket.close(Duration::from_secs(5)).await;
+    }
+
     #[tokio::test]
     async fn a_holder_never_removes_a_socket_it_did_not_bind() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use runbook_journals::{Record, RunId};
@@ -17,8 +17,16 @@ use crate::ui::{OutputMode, depth};
 
 /// Appends one run's records to its output file.
 pub struct LogFile {
-    file: Mutex<Option<File>>,
+    path: PathBuf,
+    /// Opened at the first line: a run that is never created leaves no file.
+    file: Mutex<Opened>,
     mode: OutputMode,
+}
+
+enum Opened {
+    NotYet,
+    Open(File),
+    Failed,
 }
 
 /// Opens (creating it and its directory, owner-only) the output file at `path` for appending.
@@ -40,21 +48,25 @@ impl LogFile {
     /// Writes to `path` as `mode` says. A file that cannot be opened is reported once, and the
     /// run goes on: its journal is the record that counts.
     pub fn new(path: &Path, mode: OutputMode) -> Self {
-        let file = match open_log(path) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write a run's output file");
-                None
-            }
-        };
         Self {
-            file: Mutex::new(file),
+            path: path.to_path_buf(),
+            file: Mutex::new(Opened::NotYet),
             mode,
         }
     }
 
     fn write(&self, line: &str) {
-        if let Some(f) = self.file.lock().expect("log file").as_mut() {
+        let mut file = self.file.lock().expect("log file");
+        if let Opened::NotYet = *file {
+            *file = match open_log(&self.path) {
+                Ok(f) => Opened::Open(f),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write a run's output file");
+                    Opened::Failed
+                }
+            };
+        }
+        if let Opened::Open(f) = &mut *file {
             // One write per line: lines of several writers (this, and the background process's
             // own messages) never interleave inside a line.
             let _ = f.write_all(format!("{line}\n").as_bytes());
