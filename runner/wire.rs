@@ -49,6 +49,37 @@ pub struct HolderInfo {
     pub schedules: bool,
 }
 
+/// One runbook of `GET /runbooks`: what a caller may start by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunbookInfo {
+    /// The name it is started by.
+    pub name: String,
+    /// Where it was found, as shown to people.
+    pub origin: String,
+    /// Its description, if it loads.
+    pub description: Option<String>,
+    /// Its parameters, if it loads (`None`: it does not).
+    pub params: Option<Vec<ParamInfo>>,
+}
+
+/// A parameter of a [`RunbookInfo`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// Its name.
+    pub name: String,
+    /// `string`, `int`, `bool`, `list` or `map`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Whether a value must be given.
+    pub required: bool,
+    /// Its default value.
+    pub default: Option<Value>,
+    /// Whether it is secret (never shown, never journaled).
+    pub secret: bool,
+    /// What it is for.
+    pub description: Option<String>,
+}
+
 /// `POST /runs`: start a run of a runbook found by name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StartRun {

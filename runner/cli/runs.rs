@@ -208,9 +208,9 @@ fn signals(runs: Arc<Runs>) {
         };
         let mut first = true;
         loop {
-            let (name, code) = tokio::select! {
-                _ = int.recv() => ("SIGINT", 130),
-                _ = term.recv() => ("SIGTERM", 143),
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
             };
             if first {
                 eprintln!("\n{name}: stopping at a safe point (again to quit at once)");
@@ -218,7 +218,9 @@ fn signals(runs: Arc<Runs>) {
                 tokio::spawn(async move { runs.shutdown(name).await });
                 first = false;
             } else {
-                std::process::exit(code);
+                std::process::exit(exit::of_outcome(&Outcome::Interrupted {
+                    signal: name.to_owned(),
+                }));
             }
         }
     });

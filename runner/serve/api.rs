@@ -21,7 +21,6 @@ use axum::{Extension, Json, Router};
 use futures_util::Stream;
 use runbook_journals::{Event, Journal, JournalError, Record, RunId};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::engine::log::Observer;
@@ -37,8 +36,8 @@ use crate::serve::runs::{Runs, RunsError, StartRequest, Verdict};
 use crate::serve::web;
 use crate::ui::report::run_detail;
 use crate::wire::{
-    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, ResumeRun, RunDetail,
-    RunRecord, ScheduleStatus, StartRun, Whoami,
+    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, ParamInfo, ResumeRun,
+    RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
 };
 
 /// Committed records, broadcast to live followers (the event streams).
@@ -260,9 +259,9 @@ async fn holder(State(app): State<Arc<App>>) -> Json<HolderInfo> {
     Json(app.holder.clone())
 }
 
-async fn runbooks(State(app): State<Arc<App>>) -> Json<Value> {
+async fn runbooks(State(app): State<Arc<App>>) -> Json<Vec<RunbookInfo>> {
     let registry = runbook_steps::Registry::builtin();
-    let list: Vec<Value> = app
+    let list = app
         .runs
         .library()
         .list()
@@ -270,18 +269,28 @@ async fn runbooks(State(app): State<Arc<App>>) -> Json<Value> {
         .map(|e| {
             let book =
                 crate::engine::load_live(&e.origin, app.runs.library(), &registry, None).ok();
-            json!({
-                "name": e.name,
-                "origin": crate::library::display_origin(&e.origin),
-                "description": book.as_ref().and_then(|b| b.main().description.clone()),
-                "params": book.as_ref().map(|b| b.main().params.iter().map(|p| json!({
-                    "name": p.name, "type": p.ty.as_str(), "required": p.required,
-                    "default": p.default, "secret": p.secret, "description": p.description,
-                })).collect::<Vec<_>>()),
-            })
+            RunbookInfo {
+                name: e.name,
+                origin: crate::library::display_origin(&e.origin),
+                description: book.as_ref().and_then(|b| b.main().description.clone()),
+                params: book.as_ref().map(|b| {
+                    b.main()
+                        .params
+                        .iter()
+                        .map(|p| ParamInfo {
+                            name: p.name.clone(),
+                            ty: p.ty.as_str().to_owned(),
+                            required: p.required,
+                            default: p.default.clone(),
+                            secret: p.secret,
+                            description: p.description.clone(),
+                        })
+                        .collect()
+                }),
+            }
         })
         .collect();
-    Json(Value::Array(list))
+    Json(list)
 }
 
 #[derive(Deserialize)]
