@@ -70,6 +70,15 @@ steps:
     shell: { run: "while [ ! -e go ]; do sleep 0.05; done; echo done > done.txt" }
 "#;
 
+/// A run whose step waits for `go` and may run again: stopped and resumed.
+const RESUMABLE: &str = r#"
+runbook: resumable
+steps:
+  - id: work
+    idempotent: true
+    shell: { run: "while [ ! -e go ]; do sleep 0.05; done; echo resumed > resumed.txt" }
+"#;
+
 const SECRET: &str = "beside-s3cr3t-7f1e9a";
 
 /// A `runbook` command that holds the journal while the test looks on.
@@ -323,6 +332,7 @@ fn a_run_parked_by_a_terminal_run_is_approved_from_another_shell_while_a_third_h
     let sb = Sandbox::new();
     sb.write("runbooks/long.yaml", LONG);
     sb.write("runbooks/gated.yaml", GATED);
+    sb.write("runbooks/resumable.yaml", RESUMABLE);
     let parked = sb.cmd(&["run", "gated"]).code(3);
     let gated = history(&sb)[0]["id"].as_str().expect("id").to_owned();
     assert!(
@@ -332,6 +342,18 @@ fn a_run_parked_by_a_terminal_run_is_approved_from_another_shell_while_a_third_h
         "{}",
         parked.explain("the terminal run parked")
     );
+    sb.cmd(&["run", "gated"]).code(3);
+    let rejected = history(&sb)[0]["id"].as_str().expect("id").to_owned();
+    // A run stopped at a safe point by a SIGTERM in its terminal: interrupted, to be resumed.
+    let mut stopped = Holder::start(&sb, &["run", "resumable"]);
+    let resumable = wait_in_step(&sb, "resumable", "work");
+    kill(
+        Pid::from_raw(i32::try_from(stopped.child.as_ref().expect("running").id()).expect("pid")),
+        Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let (code, output) = stopped.exit();
+    assert_eq!(code, Some(143), "{output}");
 
     let mut holder = Holder::start(&sb, &["run", "long"]);
     let long = wait_in_step(&sb, "long", "long");
@@ -372,6 +394,30 @@ fn a_run_parked_by_a_terminal_run_is_approved_from_another_shell_while_a_third_h
         step(&sb.status(&long), "long").map(|s| s["status"].clone()),
         Some("running".into())
     );
+
+    // A rejection and a resume of other runs go through the holder too, with the exit codes
+    // of a local command.
+    let reject = sb
+        .cmd(&["reject", &rejected, "--comment", "not now"])
+        .code(1);
+    assert!(
+        reject.stdout.contains(&format!(
+            "run {rejected} failed: step `confirm` failed: rejected by tester: not now"
+        )),
+        "{}",
+        reject.explain("reject follows the run to its failure")
+    );
+    sb.write("go", "");
+    let resume = sb.cmd(&["resume", &resumable]).ok();
+    assert!(
+        resume
+            .stdout
+            .contains(&format!("run {resumable} succeeded")),
+        "{}",
+        resume.explain("resume follows the run to its end")
+    );
+    assert_eq!(sb.read("resumed.txt"), "resumed\n");
+    assert!(holder.running(), "the holder's own run goes on meanwhile");
 
     sb.cmd(&["abort", &long]).ok();
     let (code, output) = holder.exit();
