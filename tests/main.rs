@@ -32,6 +32,6 @@ mod secrets;
 mod semantics;
 mod serve;
 mod sleep;
-mod ssh;
 mod sql;
+mod ssh;
 mod web;

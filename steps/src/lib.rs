@@ -28,8 +28,8 @@ mod nats;
 pub mod orphans;
 mod posix_shell;
 mod shell;
-mod ssh;
 mod sql;
+mod ssh;
 mod statements;
 #[cfg(test)]
 mod test_support;
