@@ -35,7 +35,7 @@ fn agent_config(bao: &Bao) -> Value {
         "command": ["bash", "-c",
             "echo {tag} > {dir}/node-{n1}.version; echo $$ > {dir}/node-{n1}.pid; exec bash {dir}/node-{n1}.cmd"],
         "log": "{dir}/node-{n1}.log",
-        "readiness_url": "{addr}{probe_path}",
+        "probe_url": "{addr}{probe_path}",
         "vars": {"dir": dir},
         "members": bao.addrs.iter().map(|a| json!({"addr": a})).collect::<Vec<_>>(),
     }]})

@@ -8,6 +8,8 @@
 //! - a pod without a process gets one started; a process that ended is restarted per the
 //!   pod's `restartPolicy` (`Always`; `OnFailure` unless it exited 0; `Never`) after a back-off
 //!   of 1 s doubling to 30 s (reset once a process ran for 30 s), reported `CrashLoopBackOff`;
+//! - a process whose startup probe failed (see [`crate::probe`]) is stopped as below and then
+//!   restarted per the pod's `restartPolicy`, as a kubelet kills and restarts such a container;
 //! - a pod being deleted (it has a `deletionTimestamp`) gets `SIGTERM` sent to its process
 //!   group, then `SIGKILL` once the grace period is over (the backend's `grace_period`, else the pod's
 //!   `deletionGracePeriodSeconds`, else its `terminationGracePeriodSeconds`); once the process
@@ -38,7 +40,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Binding, Config};
 use crate::pods::Cache;
-use crate::probe::Prober;
+use crate::probe::{Prober, Probes};
 use crate::process::Process;
 use crate::retry::retry;
 use crate::status::{self, Observed, State, Terminated};
@@ -195,7 +197,8 @@ impl Runtime {
                 self.previous_exit.clone()
             },
             restart_count: self.restart_count,
-            ready: self.prober.as_ref().is_none_or(Prober::ready),
+            started: self.prober.as_ref().is_none_or(|p| p.health().started),
+            ready: self.prober.as_ref().is_none_or(|p| p.health().ready),
             ever_started: self.process.is_some(),
             container_id: self
                 .process
@@ -362,6 +365,16 @@ impl Agent {
             }
         } else {
             let rt = self.runtimes.get_mut(uid).expect("present");
+            let startup_failed = rt
+                .prober
+                .as_ref()
+                .is_some_and(|p| p.health().startup_failed);
+            if rt.running() && (startup_failed || rt.stopping.is_some()) {
+                if rt.stopping.is_none() {
+                    tracing::warn!(pod = %who, "the startup probe failed; restarting the process");
+                }
+                stop_step(rt, &who);
+            }
             let due = rt.restart_at.is_none_or(|at| Instant::now() >= at);
             if rt.binding.is_ok() && !rt.done && !rt.running() && due {
                 self.start(uid);
@@ -384,10 +397,10 @@ impl Agent {
                     rt.restart_count += 1;
                     rt.backoff = doubled(rt.backoff);
                 }
-                rt.prober = b
-                    .readiness
-                    .clone()
-                    .map(|r| Prober::start(r, self.http.clone(), self.changed.clone()));
+                rt.prober = (b.probes != Probes::default()).then(|| {
+                    Prober::start(b.probes.clone(), self.http.clone(), self.changed.clone())
+                });
+                rt.stopping = None;
                 rt.process = Some(p);
                 rt.exit_seen = false;
                 rt.restart_at = None;

@@ -11,7 +11,7 @@
 //!   "command": ["bash", "-c", "echo {tag} > {dir}/node-{n1}.version; exec bash {dir}/node-{n1}.cmd"],
 //!   "env": {"BAO_LOG_LEVEL": "info"},
 //!   "log": "{dir}/node-{n1}.log",
-//!   "readiness_url": "{addr}{probe_path}",
+//!   "probe_url": "{addr}{probe_path}",
 //!   "grace_period": "30s",
 //!   "vars": {"dir": "/tmp/bao"},
 //!   "members": [{"addr": "http://127.0.0.1:20001"}, {"addr": "…"}, {"addr": "…"}]
@@ -22,15 +22,16 @@
 //!   and `labels` (all must match).
 //! - `container`: the container the process stands for (default: the pod's first); the pod's
 //!   other containers are reported as never started.
-//! - `command`, `env`, `log`, `readiness_url` are templates (see [`crate::template`]) over the
+//! - `command`, `env`, `log`, `probe_url` are templates (see [`crate::template`]) over the
 //!   pod's variables: `pod`, `namespace`, `uid`, `node`, `container`, `image`, `tag` (the image
 //!   tag: what picks the binary version), `n` and `n1` (the StatefulSet ordinal and ordinal + 1),
 //!   every key of `vars`, and every key of `members[n]` (per-ordinal values such as addresses);
-//!   `readiness_url` also has `probe_scheme`, `probe_port` and `probe_path` from the pod's
-//!   `readinessProbe.httpGet`.
-//! - Readiness: a pod without a `readinessProbe` is Ready once its process runs, as with a
-//!   kubelet. With one, the agent probes `readiness_url` (or, without it, the probe's own
-//!   `httpGet` on the node's address) with the probe's period, timeout and thresholds.
+//!   `probe_url` is rendered once for each of the container's probes, with `probe_scheme`,
+//!   `probe_port` and `probe_path` from that probe's `httpGet`.
+//! - Probes (see [`crate::probe`]): the container's `startupProbe` and `readinessProbe`, each
+//!   at `probe_url` (or, without it, the probe's own `httpGet` on the node's address) with the
+//!   probe's period, timeout and thresholds. Without either, a pod is Ready once its process
+//!   runs, as with a kubelet. Liveness probes are not run.
 //! - `grace_period` overrides the pod's grace period when it is deleted.
 //!
 //! Every problem is reported as `FILE:LINE:COLUMN: message` when the file is loaded; unknown
@@ -40,12 +41,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 
 use crate::image;
-use crate::probe::Readiness;
+use crate::probe::{HttpProbe, Probes};
 use crate::template::Template;
 
 /// Variables every template has.
@@ -60,7 +61,7 @@ const POD_VARS: &[&str] = &[
     "n",
     "n1",
 ];
-/// Variables `readiness_url` has besides.
+/// Variables `probe_url` has besides (from the probe it is rendered for).
 const PROBE_VARS: &[&str] = &["probe_scheme", "probe_port", "probe_path"];
 
 /// The label the StatefulSet controller puts the ordinal in (Kubernetes 1.28+).
@@ -121,7 +122,7 @@ pub struct Backend {
     command: Vec<Template>,
     env: BTreeMap<String, Template>,
     log: Option<Template>,
-    readiness_url: Option<Template>,
+    probe_url: Option<Template>,
     grace_period: Option<Duration>,
     vars: BTreeMap<String, String>,
     members: Vec<BTreeMap<String, String>>,
@@ -140,7 +141,7 @@ struct RawBackend {
     #[serde(default)]
     log: Option<Template>,
     #[serde(default)]
-    readiness_url: Option<Template>,
+    probe_url: Option<Template>,
     #[serde(default)]
     grace_period: Option<String>,
     #[serde(default)]
@@ -242,8 +243,8 @@ impl TryFrom<RawBackend> for Backend {
         if let Some(t) = &raw.log {
             check("log".into(), t, &pod_vars)?;
         }
-        if let Some(t) = &raw.readiness_url {
-            check("readiness_url".into(), t, &probe_vars)?;
+        if let Some(t) = &raw.probe_url {
+            check("probe_url".into(), t, &probe_vars)?;
         }
         let grace_period = raw
             .grace_period
@@ -263,7 +264,7 @@ impl TryFrom<RawBackend> for Backend {
             command: raw.command,
             env: raw.env,
             log: raw.log,
-            readiness_url: raw.readiness_url,
+            probe_url: raw.probe_url,
             grace_period,
             vars: raw.vars,
             members: raw.members,
@@ -370,8 +371,8 @@ pub struct Binding {
     pub env: Vec<(String, String)>,
     /// Where the process's output is appended (None: the agent's stderr).
     pub log: Option<PathBuf>,
-    /// The readiness probe (None: Ready once running).
-    pub readiness: Option<Readiness>,
+    /// The startup and readiness probes (neither: Ready once running).
+    pub probes: Probes,
     /// The backend's grace period, overriding the pod's.
     pub grace_period: Option<Duration>,
 }
@@ -485,40 +486,15 @@ impl Backend {
             .as_ref()
             .map(|t| render(t, &vars).map(PathBuf::from))
             .transpose()?;
-        let readiness = match &container.readiness_probe {
-            None => None,
-            Some(probe) => {
-                let url = match &probe.http_get {
-                    Some(get) => {
-                        vars.insert(
-                            "probe_scheme",
-                            get.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase(),
-                        );
-                        vars.insert("probe_port", port_number(&get.port, container)?.to_string());
-                        vars.insert("probe_path", get.path.clone().unwrap_or_else(|| "/".into()));
-                        match &self.readiness_url {
-                            Some(t) => render(t, &vars)?,
-                            None => format!(
-                                "{}://{}:{}{}",
-                                vars["probe_scheme"],
-                                get.host.as_deref().unwrap_or(node_ip),
-                                vars["probe_port"],
-                                vars["probe_path"]
-                            ),
-                        }
-                    }
-                    None => match &self.readiness_url {
-                        Some(t) => render(t, &vars)?,
-                        None => {
-                            return Err(format!(
-                                "the node agent probes readiness over HTTP only: container `{}` has a readinessProbe without httpGet and backend `{}` has no readiness_url",
-                                container.name, self.name
-                            ));
-                        }
-                    },
-                };
-                Some(Readiness::from_probe(url, probe))
-            }
+        let mut probe = |probe: &Option<Probe>, what: &str| {
+            probe
+                .as_ref()
+                .map(|p| self.http_probe(p, what, container, node_ip, &mut vars, &render))
+                .transpose()
+        };
+        let probes = Probes {
+            startup: probe(&container.startup_probe, "startupProbe")?,
+            readiness: probe(&container.readiness_probe, "readinessProbe")?,
         };
         Ok(Binding {
             backend: self.name.clone(),
@@ -527,14 +503,63 @@ impl Backend {
             argv,
             env,
             log,
-            readiness,
+            probes,
             grace_period: self.grace_period,
         })
     }
 }
 
+impl Backend {
+    /// `probe` of `container` (`what` names it in errors) as an HTTP probe: at `probe_url`
+    /// rendered with the probe's `httpGet` (`vars` gets its `probe_*`), else at that `httpGet`
+    /// on the node's address.
+    fn http_probe(
+        &self,
+        probe: &Probe,
+        what: &str,
+        container: &Container,
+        node_ip: &str,
+        vars: &mut BTreeMap<&str, String>,
+        render: &impl Fn(&Template, &BTreeMap<&str, String>) -> Result<String, String>,
+    ) -> Result<HttpProbe, String> {
+        let url = match &probe.http_get {
+            Some(get) => {
+                vars.insert(
+                    "probe_scheme",
+                    get.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase(),
+                );
+                vars.insert(
+                    "probe_port",
+                    port_number(&get.port, container, what)?.to_string(),
+                );
+                vars.insert("probe_path", get.path.clone().unwrap_or_else(|| "/".into()));
+                match &self.probe_url {
+                    Some(t) => render(t, vars)?,
+                    None => format!(
+                        "{}://{}:{}{}",
+                        vars["probe_scheme"],
+                        get.host.as_deref().unwrap_or(node_ip),
+                        vars["probe_port"],
+                        vars["probe_path"]
+                    ),
+                }
+            }
+            None => match &self.probe_url {
+                Some(t) => render(t, vars)?,
+                None => {
+                    return Err(format!(
+                        "the node agent probes over HTTP only: container `{}` has a {what} without httpGet and backend `{}` has no probe_url",
+                        container.name, self.name
+                    ));
+                }
+            },
+        };
+        Ok(HttpProbe::from_probe(url, probe))
+    }
+}
+
 /// A probe's port: a number, or the name of one of the container's ports.
-fn port_number(port: &IntOrString, container: &Container) -> Result<i32, String> {
+fn port_number(port: &IntOrString, container: &Container, what: &str) -> Result<i32, String> {
     match port {
         IntOrString::Int(n) => Ok(*n),
         IntOrString::String(name) => container
@@ -545,7 +570,7 @@ fn port_number(port: &IntOrString, container: &Container) -> Result<i32, String>
             .map(|p| p.container_port)
             .ok_or_else(|| {
                 format!(
-                    "the readinessProbe names port `{name}`, which container `{}` does not declare",
+                    "the {what} names port `{name}`, which container `{}` does not declare",
                     container.name
                 )
             }),
@@ -568,7 +593,7 @@ mod tests {
             "selector": {"namespace": "vault-system", "statefulset": "openbao"},
             "command": ["bash", "-c", "echo {tag} > {dir}/node-{n1}.version; exec bash {dir}/node-{n1}.cmd"],
             "log": "{dir}/node-{n1}.log",
-            "readiness_url": "{addr}{probe_path}",
+            "probe_url": "{addr}{probe_path}",
             "vars": {"dir": "/tmp/bao"},
             "members": [{"addr": "http://127.0.0.1:1"}, {"addr": "http://127.0.0.1:2"}, {"addr": "http://127.0.0.1:3"}],
         })
@@ -611,12 +636,47 @@ mod tests {
             ]
         );
         assert_eq!(b.log, Some(PathBuf::from("/tmp/bao/node-3.log")));
-        let r = b.readiness.expect("probed");
+        let r = b.probes.readiness.expect("probed");
         assert_eq!(r.url, "http://127.0.0.1:3/v1/sys/health?standbyok=true");
         assert_eq!(r.period, Duration::from_secs(1));
         assert_eq!(r.failure_threshold, 2);
         assert_eq!(r.success_threshold, 1);
         assert_eq!(r.timeout, Duration::from_secs(1));
+        assert_eq!(b.probes.startup, None);
+    }
+
+    #[test]
+    fn each_probe_renders_the_probe_url_with_its_own_path_and_port() {
+        // The NATS chart: startup on the strict /healthz, readiness on the server alone.
+        let c = config(&json!([{
+            "name": "nats", "selector": {"statefulset": "nats"}, "command": ["run"],
+            "probe_url": "http://127.0.0.1:1{probe_port}{probe_path}",
+        }]))
+        .expect("valid");
+        let p = pod(&json!({
+            "metadata": {"name": "nats-0", "namespace": "nats",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "nats", "uid": "s"}]},
+            "spec": {"containers": [{
+                "name": "nats", "image": "nats:2.15",
+                "ports": [{"name": "monitor", "containerPort": 8222}],
+                "startupProbe": {"httpGet": {"path": "/healthz", "port": "monitor"},
+                                 "periodSeconds": 2, "failureThreshold": 90},
+                "readinessProbe": {"httpGet": {"path": "/healthz?js-server-only=true", "port": 8223}},
+            }]},
+        }));
+        let b = c.backends[0].bind(&p, "n", "127.0.0.1").expect("binds");
+        let startup = b.probes.startup.expect("startup probe");
+        assert_eq!(startup.url, "http://127.0.0.1:18222/healthz");
+        assert_eq!(
+            (startup.period, startup.failure_threshold),
+            (Duration::from_secs(2), 90)
+        );
+        let readiness = b.probes.readiness.expect("readiness probe");
+        assert_eq!(
+            readiness.url,
+            "http://127.0.0.1:18223/healthz?js-server-only=true"
+        );
+        assert_eq!(readiness.failure_threshold, 3);
     }
 
     #[test]
@@ -640,7 +700,7 @@ mod tests {
     }
 
     #[test]
-    fn without_readiness_url_the_pods_own_http_probe_is_used_on_the_node_address() {
+    fn without_probe_url_the_pods_own_http_probe_is_used_on_the_node_address() {
         let c = config(&json!([{
             "name": "web", "selector": {"labels": {"app": "web"}}, "command": ["serve", "{pod}"],
         }]))
@@ -655,7 +715,7 @@ mod tests {
         }));
         let b = c.backends[0].bind(&p, "n", "127.0.0.2").expect("binds");
         assert_eq!(b.argv, ["serve", "web-x"]);
-        let r = b.readiness.expect("probed");
+        let r = b.probes.readiness.expect("probed");
         assert_eq!(r.url, "http://127.0.0.2:8080/ready");
         // The kubelet's defaults when the probe gives none.
         assert_eq!(
@@ -697,7 +757,7 @@ mod tests {
             c.backends[0]
                 .bind(&p, "n", "127.0.0.1")
                 .expect_err("exec probe")
-                .starts_with("the node agent probes readiness over HTTP only")
+                .starts_with("the node agent probes over HTTP only")
         );
     }
 
@@ -753,7 +813,7 @@ mod tests {
         assert_eq!(
             bad(&good.replace(r#""vars""#, r#""comand": [], "vars""#)),
             "agent.json:6:11: unknown field `comand`, expected one of `name`, `selector`, `container`, \
-             `command`, `env`, `log`, `readiness_url`, `grace_period`, `vars`, `members`"
+             `command`, `env`, `log`, `probe_url`, `grace_period`, `vars`, `members`"
         );
         assert_eq!(
             bad(&good.replace("{addr}", "${HOME}")),

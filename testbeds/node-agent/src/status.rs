@@ -90,6 +90,8 @@ pub struct Observed {
     pub last: Option<Terminated>,
     /// How many times it was restarted.
     pub restart_count: i32,
+    /// The startup probe succeeded (or there is none; only counts while running).
+    pub started: bool,
     /// The readiness verdict (only counts while running).
     pub ready: bool,
     /// Whether a process has ever been started for this pod.
@@ -160,7 +162,7 @@ fn backed_status(image: String, o: &Observed) -> ContainerStatus {
         image_id: o.image_id.clone(),
         container_id: o.container_id.clone(),
         ready: running && o.ready && !o.terminating,
-        started: Some(running),
+        started: Some(running && o.started),
         restart_count: o.restart_count,
         state: Some(state),
         last_state: Some(o.last.as_ref().map_or_else(ContainerState::default, |t| {
@@ -370,6 +372,7 @@ mod tests {
             state,
             last: None,
             restart_count: 0,
+            started: true,
             ready: false,
             ever_started: true,
             container_id: Some("runbook-node-agent://4242".into()),
@@ -423,6 +426,17 @@ mod tests {
             "2027-01-15T08:00:00Z"
         );
         assert_eq!(s["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn a_process_whose_startup_probe_has_not_succeeded_is_running_but_neither_started_nor_ready() {
+        let mut o = observed(State::Running { started_at: at(3) });
+        o.started = false;
+        let s = json_of(&pod_status(&pod(&json!({})), &o, at(5)));
+        assert_eq!(s["phase"], "Running");
+        let c = &s["containerStatuses"][0];
+        assert_eq!((&c["started"], &c["ready"]), (&json!(false), &json!(false)));
+        assert_eq!(condition_of(&s, "Ready")["status"], "False");
     }
 
     #[test]
