@@ -3,17 +3,15 @@
 //! 100 ms, and a client writing keys throughout whose every acknowledged write must survive.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::Sandbox;
-use crate::support::clusters::{Cluster, Sampler, http};
+use crate::support::clusters::{Cluster, Sampler, get_json, http};
 
 /// One member in one sample: answering /health ok, leading, its pid.
-type MemberSample = (bool, bool, Option<u32>);
+pub(crate) type MemberSample = (bool, bool, Option<u32>);
 
 fn b64(s: &str) -> String {
     use std::fmt::Write as _;
@@ -55,18 +53,30 @@ fn sample(agent: &ureq::Agent, endpoint: &str) -> (bool, bool) {
     (healthy, leader)
 }
 
-#[test]
-fn rolling_restart_on_a_real_cluster_keeps_quorum_moves_the_leader_first_and_loses_no_write() {
-    let etcd = Cluster::etcd();
-    let endpoints: Vec<String> = (1..=3)
-        .map(|i| etcd.var(&format!("ETCD_ENDPOINT_{i}")))
-        .collect();
-    let sb = Sandbox::new();
+/// A 3-member testbed etcd cluster, observed from its servers.
+pub(crate) struct Etcd {
+    pub(crate) cluster: Cluster,
+    /// Client URL of each member by ordinal.
+    pub(crate) endpoints: Vec<String>,
+}
 
-    let monitor = {
-        let (endpoints, dir) = (endpoints.clone(), etcd.dir.clone());
+/// Where each member's log ended at some moment (bytes).
+pub(crate) struct LogMark(Vec<usize>);
+
+impl Etcd {
+    /// A cluster made by `Cluster::etcd`.
+    pub(crate) fn from_cluster(cluster: Cluster) -> Self {
+        let endpoints = (1..=3)
+            .map(|i| cluster.var(&format!("ETCD_ENDPOINT_{i}")))
+            .collect();
+        Self { cluster, endpoints }
+    }
+
+    /// Samples every member's health, leadership and pid every 20 ms (etcd restarts in a
+    /// fraction of a second).
+    pub(crate) fn monitor(&self) -> Sampler<Vec<MemberSample>> {
+        let (endpoints, dir) = (self.endpoints.clone(), self.cluster.dir.clone());
         let agent = http();
-        // etcd restarts in a fraction of a second: sample often.
         Sampler::start(Duration::from_millis(20), move || {
             endpoints
                 .iter()
@@ -78,104 +88,137 @@ fn rolling_restart_on_a_real_cluster_keeps_quorum_moves_the_leader_first_and_los
                         .and_then(|s| s.trim().parse().ok());
                     (up, leader, pid)
                 })
-                .collect::<Vec<MemberSample>>()
+                .collect()
         })
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let (endpoints, stop, acked) = (endpoints.clone(), stop.clone(), acked.clone());
-        std::thread::spawn(move || {
-            let agent = http();
-            let deadline = Instant::now() + Duration::from_secs(600);
-            let mut n = 0usize;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                for e in endpoints.iter().cycle().skip(n % 3).take(3) {
-                    let r = agent.post(&format!("{e}/v3/kv/put")).send_json(
-                        json!({ "key": b64(&format!("k{n}")), "value": b64(&n.to_string()) }),
-                    );
-                    if r.is_ok_and(|resp| resp.status() == 200) {
-                        acked.lock().expect("acks").push(n);
-                        break;
-                    }
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-
-    let out = sb
-        .cmd(&[
-            "run",
-            "rolling-restart-etcd",
-            "-p",
-            &format!("cluster_dir={}", etcd.path()),
-            "-p",
-            &format!("snapshot_dir={}", sb.path().display()),
-            "-p",
-            &format!("etcdctl={}", etcd.var("ETCDCTL_BIN")),
-        ])
-        .ok();
-    stop.store(true, Ordering::SeqCst);
-    writer.join().expect("writer");
-    let samples = monitor.finish();
-    let acked = acked.lock().expect("acks").clone();
-
-    // Never more than one member down; each restarted once; none stopped while it led: the
-    // last time its old process answered, it was not the leader.
-    for (i, (_, members)) in samples.iter().enumerate() {
-        let down = members.iter().filter(|(up, _, _)| !up).count();
-        assert!(
-            down <= 1,
-            "sample {i}: {down} members down at once\n{}",
-            out.stdout
-        );
     }
-    let mut led_at_start = 0;
-    for m in 0..3 {
-        let pids: BTreeSet<u32> = samples.iter().filter_map(|(_, s)| s[m].2).collect();
-        assert_eq!(pids.len(), 2, "member m{} restarted exactly once", m + 1);
-        if samples[0].1[m].1 {
-            led_at_start += 1;
-            // The leader at the start handed leadership over while its old process still ran:
-            // its own log says it was a follower when the stop signal came (etcd, stopped as
-            // the leader, would transfer leadership itself and log that instead). The samples
-            // (every 20 ms) can miss the few milliseconds between the hand-over and the stop.
-            let log = std::fs::read_to_string(etcd.dir.join(format!("m{}.log", m + 1)))
-                .expect("the member's log");
+
+    /// A client putting `kN = N` through any member that answers, every 10 ms; each sample is
+    /// the N that was acknowledged, if any.
+    pub(crate) fn writer(&self) -> Sampler<Option<usize>> {
+        let endpoints = self.endpoints.clone();
+        let agent = http();
+        let mut n = 0usize;
+        Sampler::start(Duration::from_millis(10), move || {
+            let put = |e: &String| {
+                agent
+                    .post(&format!("{e}/v3/kv/put"))
+                    .send_json(
+                        json!({ "key": b64(&format!("k{n}")), "value": b64(&n.to_string()) }),
+                    )
+                    .is_ok_and(|resp| resp.status() == 200)
+            };
+            let acked = endpoints
+                .iter()
+                .cycle()
+                .skip(n % 3)
+                .take(3)
+                .any(put)
+                .then_some(n);
+            n += 1;
+            acked
+        })
+    }
+
+    /// Marks the end of each member's log now.
+    pub(crate) fn log_mark(&self) -> LogMark {
+        LogMark((1..=3).map(|m| self.log(m).len()).collect())
+    }
+
+    fn log(&self, member: usize) -> String {
+        std::fs::read_to_string(self.cluster.dir.join(format!("m{member}.log")))
+            .expect("the member's log")
+    }
+
+    /// The server version each member reports (`/version`).
+    pub(crate) fn versions(&self) -> Vec<String> {
+        let agent = http();
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let v = get_json(&agent, &format!("{e}/version"));
+                v["etcdserver"].as_str().expect("etcdserver").to_owned()
+            })
+            .collect()
+    }
+
+    /// What a rolling restart since `mark` must look like from the servers: never more than
+    /// one member down; each restarted exactly once; the one leader at the start handed
+    /// leadership over while its old process still ran.
+    pub(crate) fn assert_rolled(&self, samples: &[(Instant, Vec<MemberSample>)], mark: &LogMark) {
+        for (i, (_, members)) in samples.iter().enumerate() {
+            let down = members.iter().filter(|(up, _, _)| !up).count();
+            assert!(down <= 1, "sample {i}: {down} members down at once");
+        }
+        let mut led_at_start = 0;
+        for m in 0..3 {
+            let pids: BTreeSet<u32> = samples.iter().filter_map(|(_, s)| s[m].2).collect();
+            assert_eq!(pids.len(), 2, "member m{} restarted exactly once", m + 1);
+            if samples[0].1[m].1 {
+                led_at_start += 1;
+                // Its own log says it was a follower when the stop signal came (etcd, stopped
+                // as the leader, would transfer leadership itself and log that instead). The
+                // samples (every 20 ms) can miss the few milliseconds between the hand-over
+                // and the stop.
+                let log = self.log(m + 1);
+                let log = &log[mark.0[m]..];
+                assert_eq!(
+                    raft_role_at_first_stop(log),
+                    Some("follower"),
+                    "member m{} led at the start; its log at the first stop:\n{}",
+                    m + 1,
+                    log.lines()
+                        .filter(|l| l.contains("became")
+                            || l.contains("leadership")
+                            || l.contains("received signal"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                assert!(
+                    log.contains("skipped leadership transfer; local server is not leader"),
+                    "member m{} was not a follower when it shut down",
+                    m + 1
+                );
+            }
+        }
+        assert_eq!(led_at_start, 1, "one leader at the start");
+    }
+
+    /// Every acknowledged write reads back with its value.
+    pub(crate) fn assert_writes(&self, acked: &[usize]) {
+        assert!(
+            acked.len() > 20,
+            "the client made little progress: {}",
+            acked.len()
+        );
+        let agent = http();
+        for n in acked {
+            let v: Value = agent
+                .post(&format!("{}/v3/kv/range", self.endpoints[0]))
+                .send_json(json!({ "key": b64(&format!("k{n}")) }))
+                .expect("range")
+                .into_json()
+                .expect("json");
             assert_eq!(
-                raft_role_at_first_stop(&log),
-                Some("follower"),
-                "member m{} led at the start; its log at the first stop:\n{}",
-                m + 1,
-                log.lines()
-                    .filter(|l| l.contains("became")
-                        || l.contains("leadership")
-                        || l.contains("received signal"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            assert!(
-                log.contains("skipped leadership transfer; local server is not leader"),
-                "member m{} was not a follower when it shut down",
-                m + 1
+                v["kvs"][0]["value"],
+                json!(b64(&n.to_string())),
+                "acknowledged write k{n} is lost"
             );
         }
     }
-    assert_eq!(led_at_start, 1, "one leader at the start");
-    // The leader at the start handed leadership over before its restart (journaled).
+}
+
+/// The run moved leadership at least once, and its last look before each restart found the
+/// member a follower (from the journal).
+pub(crate) fn assert_journaled_handovers(sb: &Sandbox) {
     let run = sb.only_run();
-    let moved = sb
-        .records(&run)
+    let records = sb.records(&run);
+    let moved = records
         .iter()
         .filter(|r| r["event"] == "step_succeeded")
-        .filter_map(|r| r["path"].as_str().map(str::to_owned))
+        .filter_map(|r| r["path"].as_str())
         .filter(|p| p.rsplit('.').next() == Some("moved"))
         .count();
     assert!(moved >= 1, "leadership was never moved");
-    // The runbook's last look before each restart found the member a follower.
-    let records = sb.records(&run);
     for i in 0..3 {
         let follower = records
             .iter()
@@ -187,32 +230,55 @@ fn rolling_restart_on_a_real_cluster_keeps_quorum_moves_the_leader_first_and_los
             follower["output"]["json"]["header"]["member_id"]
         );
     }
+}
 
-    assert!(
-        acked.len() > 20,
-        "the client made little progress: {}",
-        acked.len()
+/// The acknowledged N among a writer's samples.
+pub(crate) fn acknowledged(samples: Vec<(Instant, Option<usize>)>) -> Vec<usize> {
+    samples.into_iter().filter_map(|(_, n)| n).collect()
+}
+
+#[test]
+fn rolling_restart_on_a_real_cluster_keeps_quorum_moves_the_leader_first_and_loses_no_write() {
+    let etcd = Etcd::from_cluster(Cluster::etcd());
+    let sb = Sandbox::new();
+    let mark = etcd.log_mark();
+    let monitor = etcd.monitor();
+    let writer = etcd.writer();
+    let out = sb
+        .cmd(&[
+            "run",
+            "rolling-restart-etcd",
+            "-p",
+            &format!("cluster_dir={}", etcd.cluster.path()),
+            "-p",
+            &format!("snapshot_dir={}", sb.path().display()),
+            "-p",
+            &format!("etcdctl={}", etcd.cluster.var("ETCDCTL_BIN")),
+        ])
+        .ok();
+    let acked = acknowledged(writer.finish());
+    let samples = monitor.finish();
+
+    // Never more than one member down; each restarted once; none stopped while it led.
+    etcd.assert_rolled(&samples, &mark);
+    // The leader at the start handed leadership over before its restart (journaled).
+    assert_journaled_handovers(&sb);
+    etcd.assert_writes(&acked);
+    assert_eq!(
+        snapshots(&sb),
+        1,
+        "the snapshot is saved first\n{}",
+        out.stdout
     );
-    let agent = http();
-    for n in &acked {
-        let v: Value = agent
-            .post(&format!("{}/v3/kv/range", endpoints[0]))
-            .send_json(json!({ "key": b64(&format!("k{n}")) }))
-            .expect("range")
-            .into_json()
-            .expect("json");
-        assert_eq!(
-            v["kvs"][0]["value"],
-            json!(b64(&n.to_string())),
-            "acknowledged write k{n} is lost"
-        );
-    }
-    let snapshots = std::fs::read_dir(sb.path())
+}
+
+/// The etcd snapshots the run saved in the sandbox.
+pub(crate) fn snapshots(sb: &Sandbox) -> usize {
+    std::fs::read_dir(sb.path())
         .expect("sandbox")
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("etcd-"))
-        .count();
-    assert_eq!(snapshots, 1, "the snapshot is saved first");
+        .count()
 }
 
 /// The raft role an etcd member's zap log last reported (`became leader` / `became follower` /

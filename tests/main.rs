@@ -19,6 +19,8 @@ mod interrupt;
 mod journal_integrity;
 mod kill_matrix;
 mod kube;
+mod kube_etcd;
+mod kube_nats;
 mod kube_openbao;
 mod locks;
 mod memory;

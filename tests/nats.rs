@@ -3,18 +3,19 @@
 //! stream throughout; every message the stream acknowledged must still be in it afterwards.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::Sandbox;
-use crate::support::clusters::{Cluster, Sampler, http, status_of};
+use crate::support::clusters::{Cluster, Sampler, get_json, http, status_of};
 
 /// One server in one sample: /healthz status, pid, and whether it sees itself as the
 /// JetStream meta leader.
-type ServerSample = (Option<u16>, Option<u32>, bool);
+pub(crate) type ServerSample = (Option<u16>, Option<u32>, bool);
+
+/// A message the stream acknowledged: its sequence and payload.
+pub(crate) type Ack = (u64, String);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -23,51 +24,84 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-#[test]
-fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_message() {
-    let nats = Cluster::nats("2.9");
-    let urls: Vec<String> = (1..=3)
-        .map(|i| nats.var(&format!("NATS_URL_{i}")))
-        .collect();
-    let monitors: Vec<String> = (1..=3)
-        .map(|i| nats.var(&format!("MONITOR_URL_{i}")))
-        .collect();
-    let sb = Sandbox::new();
+/// A 3-node testbed NATS cluster with JetStream, observed from its servers, and a client
+/// connected to it (the application account).
+pub(crate) struct Nats {
+    pub(crate) cluster: Cluster,
+    /// Client and monitoring URL of each server by ordinal.
+    pub(crate) urls: Vec<String>,
+    pub(crate) monitors: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    client: async_nats::Client,
+}
 
-    // An R3 stream, created as the application account (the no-auth user).
-    let rt = runtime();
-    let client = rt
-        .block_on(async_nats::connect(addrs(&urls)))
-        .expect("connect");
-    let created = rt.block_on(async {
-        let mut last = None;
-        for _ in 0..50 {
-            match client
-                .request(
-                    "$JS.API.STREAM.CREATE.ORDERS",
-                    json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3})
-                        .to_string()
-                        .into(),
-                )
-                .await
-            {
-                Ok(reply) => {
-                    let v: Value = serde_json::from_slice(&reply.payload).expect("json");
-                    if v.get("error").is_none() {
-                        return Ok(v);
-                    }
-                    last = Some(v.to_string());
-                }
-                Err(e) => last = Some(e.to_string()),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+impl Nats {
+    /// A cluster made by `Cluster::nats`; connects once any server answers.
+    pub(crate) fn from_cluster(cluster: Cluster) -> Self {
+        let urls: Vec<String> = (1..=3)
+            .map(|i| cluster.var(&format!("NATS_URL_{i}")))
+            .collect();
+        let monitors = (1..=3)
+            .map(|i| cluster.var(&format!("MONITOR_URL_{i}")))
+            .collect();
+        let rt = runtime();
+        let client = rt
+            .block_on(
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connect(addrs(&urls)),
+            )
+            .expect("connect");
+        Self {
+            cluster,
+            urls,
+            monitors,
+            rt,
+            client,
         }
-        Err(last.unwrap_or_default())
-    });
-    created.expect("create stream");
+    }
 
-    let monitor = {
-        let (monitors, dir) = (monitors.clone(), nats.dir.clone());
+    /// `runbook ARGS` with the accounts' passwords the runbook reads from the environment.
+    pub(crate) fn runbook(&self, sb: &Sandbox, args: &[&str]) -> crate::support::Cmd {
+        sb.cmd(args)
+            .env("NATS_SYS_PASSWORD", self.cluster.var("NATS_SYS_PASSWORD"))
+            .env("NATS_APP_PASSWORD", self.cluster.var("NATS_APP_PASSWORD"))
+    }
+
+    /// Creates the R3 stream ORDERS (subjects `orders.>`), retrying while JetStream settles.
+    pub(crate) fn create_stream(&self) {
+        let created = self.rt.block_on(async {
+            let mut last = None;
+            for _ in 0..50 {
+                match self
+                    .client
+                    .request(
+                        "$JS.API.STREAM.CREATE.ORDERS",
+                        json!({"name": "ORDERS", "subjects": ["orders.>"], "num_replicas": 3})
+                            .to_string()
+                            .into(),
+                    )
+                    .await
+                {
+                    Ok(reply) => {
+                        let v: Value = serde_json::from_slice(&reply.payload).expect("json");
+                        if v.get("error").is_none() {
+                            return Ok(v);
+                        }
+                        last = Some(v.to_string());
+                    }
+                    Err(e) => last = Some(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(last.unwrap_or_default())
+        });
+        created.expect("create stream");
+    }
+
+    /// Samples every server's /healthz, pid and meta leadership every 50 ms.
+    pub(crate) fn monitor(&self) -> Sampler<Vec<ServerSample>> {
+        let (monitors, dir) = (self.monitors.clone(), self.cluster.dir.clone());
         let agent = http();
         Sampler::start(Duration::from_millis(50), move || {
             monitors
@@ -85,80 +119,96 @@ fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_messa
                         .is_some_and(|v| v["meta_cluster"]["leader"] == format!("n{}", i + 1));
                     (status_of(&agent, &format!("{m}/healthz")), pid, leads)
                 })
-                .collect::<Vec<ServerSample>>()
+                .collect()
         })
-    };
-
-    // The publisher: JetStream publishes are requests answered with the stored sequence.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
-    let publisher = {
-        let (urls, stop, acked) = (urls.clone(), stop.clone(), acked.clone());
-        std::thread::spawn(move || {
-            let rt = runtime();
-            rt.block_on(async move {
-                let client = async_nats::ConnectOptions::new()
-                    .retry_on_initial_connect()
-                    .connect(addrs(&urls))
-                    .await
-                    .expect("connect");
-                let deadline = Instant::now() + Duration::from_secs(600);
-                let mut n = 0u64;
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let payload = format!("order-{n}");
-                    let reply = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.request(format!("orders.{n}"), payload.clone().into()),
-                    )
-                    .await;
-                    if let Ok(Ok(reply)) = reply
-                        && let Ok(v) = serde_json::from_slice::<Value>(&reply.payload)
-                        && let Some(seq) = v["seq"].as_u64()
-                    {
-                        acked.lock().expect("acks").push((seq, payload));
-                    }
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-        })
-    };
-
-    let out = sb
-        .cmd(&[
-            "run",
-            "rolling-restart-nats",
-            "-p",
-            &format!("cluster_dir={}", nats.path()),
-            "-p",
-            "version=2.15",
-        ])
-        .env("NATS_SYS_PASSWORD", nats.var("NATS_SYS_PASSWORD"))
-        .env("NATS_APP_PASSWORD", nats.var("NATS_APP_PASSWORD"))
-        .ok();
-    stop.store(true, Ordering::SeqCst);
-    publisher.join().expect("publisher");
-    let samples = monitor.finish();
-    let acked = acked.lock().expect("acks").clone();
-
-    // Every server on 2.15 now (read from the servers).
-    let agent = http();
-    for m in &monitors {
-        let v: Value = agent
-            .get(&format!("{m}/varz"))
-            .call()
-            .expect("varz")
-            .into_json()
-            .expect("json");
-        assert!(
-            v["version"].as_str().is_some_and(|s| s.starts_with("2.15")),
-            "{m} runs {}\n{}",
-            v["version"],
-            out.stdout
-        );
     }
-    // One server down at most; each restarted once; the meta leader at the start handed over
-    // while its old process still ran.
+
+    /// A publisher to `orders.N` every 20 ms; JetStream publishes are requests answered with
+    /// the stored sequence, and each sample is what was acknowledged, if anything.
+    pub(crate) fn publisher(&self) -> Sampler<Option<Ack>> {
+        // A worker thread of its own keeps the connection serviced between publishes.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt
+            .block_on(
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connect(addrs(&self.urls)),
+            )
+            .expect("connect");
+        let mut n = 0u64;
+        Sampler::start(Duration::from_millis(20), move || {
+            let payload = format!("order-{n}");
+            let request = client.request(format!("orders.{n}"), payload.clone().into());
+            let reply =
+                rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), request).await });
+            n += 1;
+            let reply = reply.ok()?.ok()?;
+            let seq = serde_json::from_slice::<Value>(&reply.payload).ok()?["seq"].as_u64()?;
+            Some((seq, payload))
+        })
+    }
+
+    /// The version each server reports (`/varz`).
+    pub(crate) fn versions(&self) -> Vec<String> {
+        let agent = http();
+        self.monitors
+            .iter()
+            .map(|m| {
+                let v = get_json(&agent, &format!("{m}/varz"));
+                v["version"].as_str().expect("version").to_owned()
+            })
+            .collect()
+    }
+
+    /// Every acknowledged message is in the stream with its payload.
+    pub(crate) fn assert_messages(&self, acked: &[Ack]) {
+        assert!(
+            acked.len() > 20,
+            "the publisher made little progress: {}",
+            acked.len()
+        );
+        let lost: Vec<u64> = self.rt.block_on(async {
+            let mut lost = Vec::new();
+            for (seq, payload) in acked {
+                // Right after a rolling restart the stream API may not answer at once: retry.
+                let mut reply = None;
+                for _ in 0..20 {
+                    match self
+                        .client
+                        .request(
+                            "$JS.API.STREAM.MSG.GET.ORDERS",
+                            json!({ "seq": seq }).to_string().into(),
+                        )
+                        .await
+                    {
+                        Ok(r) => {
+                            reply = Some(r);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+                let reply = reply.expect("the stream answers a message get");
+                let v: Value = serde_json::from_slice(&reply.payload).expect("json");
+                let data = v["message"]["data"].as_str().unwrap_or_default();
+                if decode_b64(data) != payload.as_bytes() {
+                    lost.push(*seq);
+                }
+            }
+            lost
+        });
+        assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
+    }
+}
+
+/// What a rolling restart must look like from the servers: one server down at most; each
+/// restarted exactly once; the meta leader at the start handed over while its old process
+/// still ran.
+pub(crate) fn assert_rolled(samples: &[(Instant, Vec<ServerSample>)]) {
     for (i, (_, servers)) in samples.iter().enumerate() {
         let down = servers.iter().filter(|(s, _, _)| s.is_none()).count();
         assert!(down <= 1, "sample {i}: {down} servers down at once");
@@ -177,43 +227,10 @@ fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_messa
             );
         }
     }
+}
 
-    // Every acknowledged message is in the stream with its payload.
-    assert!(
-        acked.len() > 20,
-        "the publisher made little progress: {}",
-        acked.len()
-    );
-    let lost: Vec<u64> = rt.block_on(async {
-        let mut lost = Vec::new();
-        for (seq, payload) in &acked {
-            // Right after a rolling restart the stream API may not answer at once: retry.
-            let mut reply = None;
-            for _ in 0..20 {
-                match client
-                    .request(
-                        "$JS.API.STREAM.MSG.GET.ORDERS",
-                        json!({ "seq": seq }).to_string().into(),
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        reply = Some(r);
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
-            let reply = reply.expect("the stream answers a message get");
-            let v: Value = serde_json::from_slice(&reply.payload).expect("json");
-            let data = v["message"]["data"].as_str().unwrap_or_default();
-            if decode_b64(data) != payload.as_bytes() {
-                lost.push(*seq);
-            }
-        }
-        lost
-    });
-    assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
+/// The run stepped the meta leader and stream leaders down (from the journal).
+pub(crate) fn assert_journaled_stepdowns(sb: &Sandbox) {
     let run = sb.only_run();
     let stepped = sb
         .records(&run)
@@ -223,6 +240,43 @@ fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_messa
         .filter(|p| p.ends_with(".stepdown"))
         .count();
     assert!(stepped >= 2, "meta and stream leaders were stepped down");
+}
+
+/// The acknowledged messages among a publisher's samples.
+pub(crate) fn acknowledged(samples: Vec<(Instant, Option<Ack>)>) -> Vec<Ack> {
+    samples.into_iter().filter_map(|(_, a)| a).collect()
+}
+
+#[test]
+fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_message() {
+    let nats = Nats::from_cluster(Cluster::nats("2.9"));
+    let sb = Sandbox::new();
+    nats.create_stream();
+    let monitor = nats.monitor();
+    let publisher = nats.publisher();
+    let out = nats
+        .runbook(
+            &sb,
+            &[
+                "run",
+                "rolling-restart-nats",
+                "-p",
+                &format!("cluster_dir={}", nats.cluster.path()),
+                "-p",
+                "version=2.15",
+            ],
+        )
+        .ok();
+    let acked = acknowledged(publisher.finish());
+    let samples = monitor.finish();
+
+    // Every server on 2.15 now (read from the servers).
+    for (m, v) in nats.monitors.iter().zip(nats.versions()) {
+        assert!(v.starts_with("2.15"), "{m} runs {v}\n{}", out.stdout);
+    }
+    assert_rolled(&samples);
+    nats.assert_messages(&acked);
+    assert_journaled_stepdowns(&sb);
 }
 
 fn addrs(urls: &[String]) -> Vec<async_nats::ServerAddr> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::clusters::{Cluster, Sampler, http, status_of};
+use crate::support::clusters::{Cluster, Sampler, get_json, http, status_of};
 use crate::support::{Sandbox, wait_for};
 
 /// What one sample saw of one node: its /v1/sys/health status (None: not answering) and pid.
@@ -57,12 +57,7 @@ impl Bao {
         self.addrs
             .iter()
             .map(|a| {
-                let v: Value = agent
-                    .get(&format!("{a}/v1/sys/seal-status"))
-                    .call()
-                    .expect("seal-status")
-                    .into_json()
-                    .expect("json");
+                let v = get_json(&agent, &format!("{a}/v1/sys/seal-status"));
                 v["version"].as_str().expect("version").to_owned()
             })
             .collect()

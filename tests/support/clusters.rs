@@ -153,6 +153,16 @@ pub fn http() -> ureq::Agent {
         .build()
 }
 
+/// The JSON a GET of `url` answers with; panics naming `url` when it does not.
+pub fn get_json(agent: &ureq::Agent, url: &str) -> serde_json::Value {
+    agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_json()
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// The status of a GET (None when the server does not answer).
 pub fn status_of(agent: &ureq::Agent, url: &str) -> Option<u16> {
     match agent.get(url).call() {

@@ -8,6 +8,7 @@ pub mod captured;
 pub mod clusters;
 pub mod kubernetes;
 pub mod node_agent;
+pub mod rollout;
 pub mod rusage;
 
 use std::ffi::OsString;
