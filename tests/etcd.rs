@@ -1,16 +1,17 @@
 //! `rolling-restart-etcd` on a real 3-member etcd cluster (Debian's etcd 3.4, started by
-//! testbeds/etcd.sh on loopback), observed from the servers: health and leadership sampled every
-//! 100 ms, and a client writing keys throughout whose every acknowledged write must survive.
+//! testbeds/etcd.sh on loopback), observed from the servers: whether each member answers, and
+//! whether it leads, sampled every 20 ms, and a client writing keys throughout whose every
+//! acknowledged write must survive.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::Sandbox;
-use crate::support::clusters::{Cluster, Sampler, get_json, http};
+use crate::support::clusters::{Cluster, Sampler, get_json, http, status_of};
+use crate::support::{Sandbox, wait_for};
 
-/// One member in one sample: answering /health ok, leading, its pid.
+/// One member in one sample: answering, leading, its pid.
 pub(crate) type MemberSample = (bool, bool, Option<u32>);
 
 fn b64(s: &str) -> String {
@@ -37,20 +38,18 @@ fn b64(s: &str) -> String {
     out
 }
 
+/// Whether the member answers its status (served by the member itself, without consensus:
+/// `/health` is false on every member while leadership moves, which is no member being down),
+/// and whether it says it leads.
 fn sample(agent: &ureq::Agent, endpoint: &str) -> (bool, bool) {
-    let healthy = agent
-        .get(&format!("{endpoint}/health"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_json::<Value>().ok())
-        .is_some_and(|v| v["health"] == "true");
-    let leader = agent
+    agent
         .post(&format!("{endpoint}/v3/maintenance/status"))
         .send_json(json!({}))
         .ok()
         .and_then(|r| r.into_json::<Value>().ok())
-        .is_some_and(|v| v["leader"] == v["header"]["member_id"]);
-    (healthy, leader)
+        .map_or((false, false), |v| {
+            (true, v["leader"] == v["header"]["member_id"])
+        })
 }
 
 /// A 3-member testbed etcd cluster, observed from its servers.
@@ -72,23 +71,32 @@ impl Etcd {
         Self { cluster, endpoints }
     }
 
-    /// Samples every member's health, leadership and pid every 20 ms (etcd restarts in a
-    /// fraction of a second).
+    /// Samples whether every member answers, whether it leads, and its pid every 20 ms (etcd
+    /// restarts in a fraction of a second). The members are asked at the same moment and give
+    /// up after a second, so that a sample is one moment, not the sum of the members' answers.
     pub(crate) fn monitor(&self) -> Sampler<Vec<MemberSample>> {
         let (endpoints, dir) = (self.endpoints.clone(), self.cluster.dir.clone());
-        let agent = http();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .build();
         Sampler::start(Duration::from_millis(20), move || {
-            endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let (up, leader) = sample(&agent, e);
-                    let pid = std::fs::read_to_string(dir.join(format!("m{}.pid", i + 1)))
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok());
-                    (up, leader, pid)
-                })
-                .collect()
+            std::thread::scope(|s| {
+                let asked: Vec<_> = endpoints
+                    .iter()
+                    .map(|e| s.spawn(|| sample(&agent, e)))
+                    .collect();
+                asked
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, answer)| {
+                        let (up, leader) = answer.join().expect("sample");
+                        let pid = std::fs::read_to_string(dir.join(format!("m{}.pid", i + 1)))
+                            .ok()
+                            .and_then(|s| s.trim().parse().ok());
+                        (up, leader, pid)
+                    })
+                    .collect()
+            })
         })
     }
 
@@ -142,12 +150,28 @@ impl Etcd {
     }
 
     /// What a rolling restart since `mark` must look like from the servers: never more than
-    /// one member down; each restarted exactly once; the one leader at the start handed
-    /// leadership over while its old process still ran.
+    /// one member not answering; each restarted exactly once; the one leader at the start
+    /// handed leadership over while its old process still ran; every member healthy at the
+    /// end.
     pub(crate) fn assert_rolled(&self, samples: &[(Instant, Vec<MemberSample>)], mark: &LogMark) {
+        let start = samples.first().map(|(t, _)| *t);
+        let around = |i: usize| {
+            samples[i.saturating_sub(10)..(i + 10).min(samples.len())]
+                .iter()
+                .map(|(t, m)| {
+                    let at = start.map_or(0.0, |s| t.duration_since(s).as_secs_f64());
+                    format!("{at:>8.3}s {m:?}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         for (i, (_, members)) in samples.iter().enumerate() {
             let down = members.iter().filter(|(up, _, _)| !up).count();
-            assert!(down <= 1, "sample {i}: {down} members down at once");
+            assert!(
+                down <= 1,
+                "sample {i}: {down} members down at once (answering, leading, pid):\n{}",
+                around(i)
+            );
         }
         let mut led_at_start = 0;
         for m in 0..3 {
@@ -181,6 +205,16 @@ impl Etcd {
             }
         }
         assert_eq!(led_at_start, 1, "one leader at the start");
+        let agent = http();
+        wait_for(
+            "every member healthy after the roll",
+            Duration::from_secs(10),
+            || {
+                self.endpoints
+                    .iter()
+                    .all(|e| status_of(&agent, &format!("{e}/health")) == Some(200))
+            },
+        );
     }
 
     /// Every acknowledged write reads back with its value.

@@ -59,8 +59,8 @@ impl Workload {
 
     /// The agent's backend: pod `NAME-N` is the testbed's member N+1, started by its `.cmd` on
     /// the version the image tag names (when the testbed picks versions), probed at
-    /// `readiness[N]` + the probe's path.
-    pub fn agent_config(&self, cluster: &Cluster, readiness: &[String]) -> Value {
+    /// `bases[N]` + each probe's path.
+    pub fn agent_config(&self, cluster: &Cluster, bases: &[String]) -> Value {
         let member = format!("{{dir}}/{}{{n1}}", self.stem);
         let version = if self.versioned {
             format!("echo {{tag}} > {member}.version; ")
@@ -76,7 +76,7 @@ impl Workload {
             "log": format!("{member}.log"),
             "probe_url": "{base}{probe_path}",
             "vars": {"dir": cluster.path()},
-            "members": readiness.iter().map(|b| json!({"base": b})).collect::<Vec<_>>(),
+            "members": bases.iter().map(|b| json!({"base": b})).collect::<Vec<_>>(),
         }]})
     }
 
@@ -379,6 +379,8 @@ impl Deployment<'_> {
         let at = Instant::now();
         let out = against(cmd, self.k8s).run();
         let took = at.elapsed();
+        // Shown with --nocapture: what testbeds/README.md reports.
+        eprintln!("{what} took {took:.1?}");
         assert_eq!(out.code(), Some(0), "{}", self.explain(&out.explain(what)));
         self.wait_all_ready(
             &format!("the three pods to be Ready after {what}"),
