@@ -8,8 +8,8 @@
 //! The runbook moves leadership, patches the StatefulSet and waits; which pod is deleted and
 //! recreated, and when, is the StatefulSet controller's doing. What the test asserts it reads
 //! from the API server (a pod watch) and from the members (health, leadership, pids, their
-//! logs, every acknowledged write). Only one etcd version is installed (3.4; the control
-//! plane's own etcd 3.6 cannot join a 3.4 cluster), so the roll is a restart, not an upgrade.
+//! logs, every acknowledged write). The roll is a restart, not an upgrade: etcd upgrades one
+//! minor version at a time, and only 3.4 and the control plane's 3.6 are installed.
 
 use std::time::Duration;
 
