@@ -89,7 +89,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::statements::{self, Shape, Statement as Item};
-use crate::util::{duration_ms, excerpt, json_type, parse_duration, suggest};
+use crate::util::{duration_ms, is_template, json_type, parse_duration, suggest};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 
 const KIND: &str = "cql";
@@ -162,16 +162,11 @@ impl StepKind for Cql {
     }
 
     fn idempotent(&self, spec: &Value) -> bool {
-        statements::texts(spec, SHAPE)
-            .is_some_and(|texts| !texts.is_empty() && texts.iter().all(|t| is_read(t)))
+        statements::only_reads(spec, SHAPE, is_read)
     }
 
     fn describe(&self, spec: &Value) -> String {
-        let target = target(spec);
-        match statements::texts(spec, SHAPE) {
-            Some(texts) => excerpt(&format!("{target}: {}", statements::summary(&texts))),
-            None => target,
-        }
+        statements::describe(spec, SHAPE, target(spec))
     }
 
     fn run<'a>(
@@ -194,10 +189,6 @@ fn spec_error(message: impl Into<String>) -> StepError {
         kind: KIND,
         message: message.into(),
     }
-}
-
-fn is_template(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
 /// Whether `cql` only reads: its first word is `SELECT`.

@@ -97,7 +97,7 @@ use tracing::Instrument;
 
 use crate::orphans::{self, Attempt};
 use crate::shell::{Capture, Reader, drain, signal_name, stop};
-use crate::util::{duration_ms, excerpt, json_type, parse_duration};
+use crate::util::{duration_ms, excerpt, is_template, json_type, parse_duration};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 
 const KIND: &str = "helm";
@@ -420,10 +420,6 @@ impl Spec {
             None => self.release.clone(),
         }
     }
-}
-
-fn is_template(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
 /// A scalar as text (templates render numbers as numbers).

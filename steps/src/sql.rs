@@ -81,7 +81,7 @@ use tokio_postgres::{Client, Config, Statement};
 use tracing::Instrument;
 
 use crate::statements::{self, Shape, Statement as Item};
-use crate::util::{cause, duration_ms, excerpt, parse_duration};
+use crate::util::{cause, duration_ms, excerpt, is_template, parse_duration};
 use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
 use tls::SslMode;
 use values::{Bind, Cell, Unbindable, Unreadable};
@@ -140,16 +140,11 @@ impl StepKind for Sql {
     }
 
     fn idempotent(&self, spec: &Value) -> bool {
-        statements::texts(spec, SHAPE)
-            .is_some_and(|texts| !texts.is_empty() && texts.iter().all(|t| is_read(t)))
+        statements::only_reads(spec, SHAPE, is_read)
     }
 
     fn describe(&self, spec: &Value) -> String {
-        let target = target(spec);
-        match statements::texts(spec, SHAPE) {
-            Some(texts) => excerpt(&format!("{target}: {}", statements::summary(&texts))),
-            None => target,
-        }
+        statements::describe(spec, SHAPE, target(spec))
     }
 
     fn run<'a>(
@@ -172,10 +167,6 @@ fn spec_error(message: impl Into<String>) -> StepError {
         kind: KIND,
         message: message.into(),
     }
-}
-
-fn is_template(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
 /// The spec as written. Every field is judged by [`check`], so load time and run time agree.

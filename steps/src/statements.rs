@@ -71,6 +71,19 @@ pub(crate) fn texts(spec: &Value, shape: Shape) -> Option<Vec<String>> {
     }
 }
 
+/// Whether every statement of a spec only reads (`is_read`): such a step may run twice.
+pub(crate) fn only_reads(spec: &Value, shape: Shape, is_read: impl Fn(&str) -> bool) -> bool {
+    texts(spec, shape).is_some_and(|texts| !texts.is_empty() && texts.iter().all(|t| is_read(t)))
+}
+
+/// A statement step's one-line description: where it goes and what it runs first.
+pub(crate) fn describe(spec: &Value, shape: Shape, target: String) -> String {
+    match texts(spec, shape) {
+        Some(texts) => crate::util::excerpt(&format!("{target}: {}", summary(&texts))),
+        None => target,
+    }
+}
+
 /// `describe`'s text for the statements: the first one on one line, and how many follow.
 pub(crate) fn summary(texts: &[String]) -> String {
     let first = texts

@@ -154,3 +154,8 @@ pub(crate) fn parse_json(text: &str) -> Option<Value> {
     }
     serde_json::from_str(trimmed).ok()
 }
+
+/// Whether a spec value is still a template (rendered later, so not judged yet).
+pub(crate) fn is_template(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.contains("{{"))
+}
