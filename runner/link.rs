@@ -338,7 +338,9 @@ fn collect_calls<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
     for step in steps {
         match &step.action {
             Action::Call { .. } => out.push(step),
-            Action::Foreach { steps, .. } => collect_calls(steps, out),
+            Action::Foreach { steps, .. } | Action::Parallel { branches: steps } => {
+                collect_calls(steps, out);
+            }
             _ => {}
         }
         collect_calls(&step.on_failure, out);

@@ -28,6 +28,7 @@ mod nats;
 mod openbao;
 mod openbao_secret;
 mod orphans;
+mod parallel;
 mod rotation;
 mod secret_taint;
 mod secrets;

@@ -106,8 +106,11 @@ fn tree(steps: &[Step], depth: usize) {
             .map(|n| format!("  {n}"))
             .unwrap_or_default();
         println!("{pad}{:<24} {}{name}", s.segment(i), s.action.kind());
-        if let Action::Foreach { steps, .. } = &s.action {
-            tree(steps, depth + 1);
+        match &s.action {
+            Action::Foreach { steps, .. } | Action::Parallel { branches: steps } => {
+                tree(steps, depth + 1);
+            }
+            _ => {}
         }
     }
 }

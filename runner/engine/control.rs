@@ -553,10 +553,16 @@ impl Exec<'_> {
         step: &Step,
         path: &str,
         ctx: &mut Ctx,
-        items: &Expr,
-        var: &str,
-        children: &[Step],
     ) -> Result<Flow, ExecError> {
+        let Action::Foreach {
+            items,
+            var,
+            steps: children,
+            concurrency,
+        } = &step.action
+        else {
+            unreachable!("foreach() is for loops")
+        };
         let list = if let Some(list) = self.view.items.get(path) {
             list.clone()
         } else {
@@ -579,6 +585,9 @@ impl Exec<'_> {
             ]).await?;
             list
         };
+        if concurrency.overlaps() {
+            return self.foreach_parallel(step, path, ctx, list).await;
+        }
         let started = self
             .view
             .step(path)

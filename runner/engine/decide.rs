@@ -46,6 +46,7 @@ impl Class {
             Action::Gate { .. }
             | Action::Sleep(_)
             | Action::Foreach { .. }
+            | Action::Parallel { .. }
             | Action::Call { .. } => Self::Control,
         }
     }

@@ -126,11 +126,17 @@ pub struct Exec<'a> {
     pub committed: u64,
     /// The time.
     pub clock: Arc<dyn Clock>,
+    /// Set while this execution is one of several running at once (a parallel loop's
+    /// iteration or branch): commits go through the shared ledger, not `pending`/`committed`.
+    pub ledger: Option<crate::engine::parallel::SharedLedger>,
+    /// What this execution journaled through the ledger (redacted, with when), for its
+    /// parent's view.
+    pub journaled_at: Vec<(chrono::DateTime<Utc>, Event)>,
 }
 
 /// The kinds of steps whose start rides on the next commit: they have no effect of their own,
 /// and what they lead to (a gate opening, a timer, an effect's start) commits.
-const RIDING_STARTS: &[&str] = &["script", "foreach", "call", "gate", "sleep"];
+const RIDING_STARTS: &[&str] = &["script", "foreach", "parallel", "call", "gate", "sleep"];
 
 /// Whether an event must be durable before the run goes on: an effect is about to start, the
 /// run is about to wait (a gate, a timer, a poll, a retry's back-off) or stop. Everything else
@@ -171,9 +177,21 @@ impl Exec<'_> {
                 event: self.log.redact(event),
             };
             self.view.apply(&record)?;
+            if self.ledger.is_some() {
+                self.journaled_at.push((at, record.event));
+            }
+        }
+        let must = events.iter().any(must_commit);
+        if let Some(ledger) = &self.ledger {
+            let mut ledger = ledger.lock().await;
+            ledger.pending.extend_from_slice(events);
+            if must {
+                ledger.flush(self.log, self.id).await?;
+            }
+            return Ok(());
         }
         self.pending.extend_from_slice(events);
-        if events.iter().any(must_commit) {
+        if must {
             self.flush().await?;
         }
         Ok(())
@@ -181,6 +199,9 @@ impl Exec<'_> {
 
     /// Makes every riding event durable.
     pub async fn flush(&mut self) -> Result<(), ExecError> {
+        if let Some(ledger) = &self.ledger {
+            return Ok(ledger.lock().await.flush(self.log, self.id).await?);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -246,7 +267,7 @@ impl Exec<'_> {
     /// Moves the replay cursor past the recorded descendants of a step whose outcome is
     /// replayed without running it (a finished loop or call is not walked again). Descendants
     /// under `PATH.on_failure.` stay when `keep_handlers`: a replayed failure runs its handlers.
-    fn skip_descendants(&mut self, path: &str, keep_handlers: bool) {
+    pub(crate) fn skip_descendants(&mut self, path: &str, keep_handlers: bool) {
         let nested = format!("{path}[");
         let child = format!("{path}.");
         let handlers = format!("{path}.on_failure.");
@@ -261,7 +282,7 @@ impl Exec<'_> {
     }
 
     /// Runs (or replays) one step.
-    fn step<'s>(
+    pub(crate) fn step<'s>(
         &'s mut self,
         step: &'s Step,
         index: usize,
@@ -484,9 +505,8 @@ impl Exec<'_> {
                     .await
             }
             Action::Sleep(duration) => self.sleep(step, path, ctx, duration).await,
-            Action::Foreach { items, var, steps } => {
-                self.foreach(step, path, ctx, items, var, steps).await
-            }
+            Action::Foreach { .. } => self.foreach(step, path, ctx).await,
+            Action::Parallel { branches } => self.branches(step, path, ctx, branches).await,
             Action::Call { runbook, params } => self.call(step, path, ctx, runbook, params).await,
         }
     }

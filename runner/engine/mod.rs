@@ -11,6 +11,7 @@ pub mod decide;
 pub mod exec;
 pub mod log;
 mod orphans;
+pub mod parallel;
 pub mod plan;
 pub mod prompt;
 pub mod readonly;
@@ -749,6 +750,8 @@ impl Engine {
             pending: Vec::new(),
             committed,
             clock: Arc::new(decide::SystemClock),
+            ledger: None,
+            journaled_at: Vec::new(),
         };
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
             // Errors go to the terminal as they are, not through the journal: mask them here.

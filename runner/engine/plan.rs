@@ -132,6 +132,8 @@ impl Engine {
                 pending: Vec::new(),
                 committed: records.last().map_or(0, |r| r.seq),
                 clock: std::sync::Arc::new(crate::engine::decide::SystemClock),
+                ledger: None,
+                journaled_at: Vec::new(),
             };
             let failed = self.prechecks(&mut exec, &main, &mut ctx).await?;
             for (i, check) in main.prechecks.iter().enumerate() {
@@ -227,6 +229,9 @@ fn lines(
                     ),
                 }
             }
+            Action::Parallel { branches } => {
+                format!("parallel ({} branches at once)", branches.len())
+            }
             Action::Call { runbook, .. } => format!(
                 "call {}",
                 ctx.render(&runbook.text, None)
@@ -249,6 +254,17 @@ fn lines(
                 registry,
                 depth + 1,
                 &format!("{path}[*]."),
+                redactor,
+                out,
+            );
+        }
+        if let Action::Parallel { branches } = &step.action {
+            lines(
+                branches,
+                ctx,
+                registry,
+                depth + 1,
+                &format!("{path}."),
                 redactor,
                 out,
             );

@@ -35,7 +35,9 @@ impl Exec<'_> {
                         return Err(format!("interrupted by {signal}"));
                     }
                 },
-                Action::Foreach { items, var, steps } => {
+                Action::Foreach {
+                    items, var, steps, ..
+                } => {
                     let list = self.foreach_items(items, ctx)?;
                     let mut outputs = Vec::with_capacity(list.len());
                     for (i, item) in list.into_iter().enumerate() {

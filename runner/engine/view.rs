@@ -14,7 +14,9 @@ use runbook_journals::{
 use serde_json::Value;
 
 /// The kinds of steps without an external effect of their own.
-const CONTROL_KINDS: &[&str] = &["script", "wait", "gate", "sleep", "foreach", "call"];
+const CONTROL_KINDS: &[&str] = &[
+    "script", "wait", "gate", "sleep", "foreach", "parallel", "call",
+];
 
 /// Where a step stands.
 #[derive(Clone, Debug, PartialEq)]

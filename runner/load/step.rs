@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::diag::Diagnostic;
 use crate::load::Loader;
 use crate::load::refs::Scope;
-use crate::model::{Action, Check, Expr, Retry, Step, Template, Wait};
+use crate::model::{Action, Amount, Check, Concurrency, Expr, Retry, Step, Template, Wait};
 use crate::source::Pos;
 use crate::yaml::{Map, Node, Scalar};
 
@@ -31,7 +31,12 @@ const COMMON: &[&str] = &[
 ];
 
 /// Actions the engine implements itself.
-const CONTROL: &[&str] = &["script", "wait", "gate", "sleep", "foreach", "call"];
+const CONTROL: &[&str] = &[
+    "script", "wait", "gate", "sleep", "foreach", "parallel", "call",
+];
+
+/// What a `foreach` may say about overlapping iterations.
+const CONCURRENCY: &[&str] = &["parallel", "batch", "max_failures", "max_unavailable"];
 
 /// Ids that would clash with the segments the engine adds to paths.
 const RESERVED_IDS: &[&str] = &["on_failure", "prechecks", "probe", "check"];
@@ -110,6 +115,8 @@ impl Loader<'_> {
             .iter()
             .map(|(k, _)| k)
             .filter(|k| CONTROL.contains(&k.text.as_str()) || self.registry.get(&k.text).is_some())
+            // On a loop, `parallel: N` says how many iterations overlap: not an action.
+            .filter(|k| k.text != "parallel" || map.get("foreach").is_none())
             .collect();
         let kinds: Vec<&str> = self
             .registry
@@ -148,6 +155,7 @@ impl Loader<'_> {
         allowed.extend(kinds.iter().copied());
         if action_key.as_ref().is_some_and(|k| k.text == "foreach") {
             allowed.extend(["as", "steps"]);
+            allowed.extend(CONCURRENCY);
         }
         self.f.known_keys(map, &allowed, "a step");
 
@@ -350,7 +358,7 @@ impl Loader<'_> {
         let kind = key.text.as_str();
         let allowed_here = match role {
             Role::Step => true,
-            Role::Precheck => !matches!(kind, "gate" | "sleep" | "call"),
+            Role::Precheck => !matches!(kind, "gate" | "sleep" | "call" | "parallel"),
             Role::Probe => !CONTROL.contains(&kind) || kind == "script",
         };
         if !allowed_here {
@@ -375,6 +383,15 @@ impl Loader<'_> {
                 self.template(node, "`sleep`", scope).map(Action::Sleep)
             }
             "foreach" => self.foreach(map, node, role, scope),
+            "parallel" => {
+                let branches = self.steps(node, "`parallel`", role, scope);
+                if branches.is_empty() {
+                    self.f
+                        .error(node, "`parallel` needs a list of steps (its branches)");
+                    return None;
+                }
+                Some(Action::Parallel { branches })
+            }
             "call" => self.call(node, scope),
             _ => self.effect(key, node, scope),
         }
@@ -507,11 +524,82 @@ impl Loader<'_> {
         let mut inner = scope.clone();
         inner.vars.push(var.clone());
         let steps = self.steps(steps_node, "`steps`", role, &inner);
+        let concurrency = self.concurrency(map)?;
         Some(Action::Foreach {
             items: items?,
             var,
             steps,
+            concurrency,
         })
+    }
+
+    /// `parallel`, `batch`, `max_failures` and `max_unavailable` of a loop.
+    fn concurrency(&mut self, map: &Map) -> Option<Concurrency> {
+        let mut ok = true;
+        let mut count = |this: &mut Self, key: &str, min: u64| -> Option<u32> {
+            let node = map.get(key)?;
+            let n = this.f.uint(node, &format!("`{key}`"));
+            match n {
+                Some(n) if n >= min && u32::try_from(n).is_ok() => Some(n as u32),
+                Some(_) => {
+                    this.f
+                        .error(node, format!("`{key}` must be at least {min}"));
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let parallel = count(self, "parallel", 1);
+        let max_unavailable = count(self, "max_unavailable", 1);
+        let batch = map.get("batch").map(|n| self.amount(n, "`batch`", 1));
+        let max_failures = map
+            .get("max_failures")
+            .map(|n| self.amount(n, "`max_failures`", 0));
+        if !ok || batch == Some(None) || max_failures == Some(None) {
+            return None;
+        }
+        Some(Concurrency {
+            parallel,
+            batch: batch.flatten(),
+            max_failures: max_failures.flatten(),
+            max_unavailable,
+        })
+    }
+
+    /// A count (at least `min`) or a percentage `"P%"` (1 to 100).
+    fn amount(&mut self, node: &Node, what: &str, min: u64) -> Option<Amount> {
+        let help =
+            format!("{what} is a whole number (at least {min}) or a percentage such as \"25%\"");
+        let Some(scalar) = node.as_scalar() else {
+            self.f.error(node, help);
+            return None;
+        };
+        if let Some(pct) = scalar.text.trim().strip_suffix('%') {
+            return match pct.trim().parse::<u32>() {
+                Ok(p) if (1..=100).contains(&p) => Some(Amount::Percent(p)),
+                _ => {
+                    self.f
+                        .error(node, format!("{what}: a percentage goes from 1% to 100%"));
+                    None
+                }
+            };
+        }
+        match scalar.to_json() {
+            Value::Number(n)
+                if n.as_u64()
+                    .is_some_and(|n| n >= min && u32::try_from(n).is_ok()) =>
+            {
+                Some(Amount::Count(n.as_u64().expect("checked") as u32))
+            }
+            _ => {
+                self.f.error(node, help);
+                None
+            }
+        }
     }
 
     fn call(&mut self, node: &Node, scope: &Scope) -> Option<Action> {

@@ -1,11 +1,13 @@
 //! The runbook model: what a loaded, validated runbook is. Produced by `crate::load`, executed
 //! by `crate::engine`. Every node keeps its position for messages.
 
+mod concurrency;
 mod param;
 mod step;
 
 use std::sync::Arc;
 
+pub use concurrency::{Amount, Concurrency, End, Limits, Move, Progress, next_move};
 pub use param::{Param, ParamType};
 pub use step::{Action, Check, Expr, Retry, Step, Template, Wait};
 

@@ -114,6 +114,13 @@ pub enum Action {
         var: String,
         /// The nested steps.
         steps: Vec<Step>,
+        /// How iterations may overlap (none: one after the other).
+        concurrency: crate::model::Concurrency,
+    },
+    /// Run the branches at once; the step fails if a branch fails (after all have finished).
+    Parallel {
+        /// One step per branch.
+        branches: Vec<Step>,
     },
     /// Run another runbook's steps under this step's path.
     Call {
@@ -134,6 +141,7 @@ impl Action {
             Self::Gate { .. } => "gate",
             Self::Sleep(_) => "sleep",
             Self::Foreach { .. } => "foreach",
+            Self::Parallel { .. } => "parallel",
             Self::Call { .. } => "call",
         }
     }

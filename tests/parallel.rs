@@ -1,0 +1,318 @@
+//! Parallel loops and branches: how many iterations overlap, waves and failure thresholds, a
+//! kill at every commit of a parallel loop, and the loader's errors for bad settings.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt as _;
+
+use crate::support::Sandbox;
+
+/// One line per iteration start and end: `start N NANOS` / `end N NANOS`.
+fn timeline(sb: &Sandbox) -> Vec<(String, u32, u128)> {
+    sb.read("times")
+        .lines()
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let what = f.next().expect("what").to_owned();
+            let n = f.next().expect("item").parse().expect("item number");
+            let t = f.next().expect("time").parse().expect("nanos");
+            (what, n, t)
+        })
+        .collect()
+}
+
+/// The most iterations that ran at the same instant.
+fn max_overlap(events: &[(String, u32, u128)]) -> usize {
+    let mut sorted: Vec<(u128, i32)> = events
+        .iter()
+        .map(|(w, _, t)| (*t, if w == "start" { 1 } else { -1 }))
+        .collect();
+    // An end at the same instant as a start counts first: they did not overlap.
+    sorted.sort_unstable();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in sorted {
+        now += d;
+        max = max.max(now);
+    }
+    usize::try_from(max).expect("non-negative")
+}
+
+const TIMED_STEP: &str = r#"
+      - id: work
+        shell:
+          run: |
+            echo "start {{n}} $(date +%s%N)" >> times
+            sleep 0.3
+            if grep -qx "{{n}}" fail 2>/dev/null; then echo "end {{n}} $(date +%s%N)" >> times; exit 1; fi
+            echo "end {{n}} $(date +%s%N)" >> times
+"#;
+
+fn looped(settings: &str) -> String {
+    format!(
+        "runbook: par\nsteps:\n  - id: roll\n    foreach: \"[1, 2, 3, 4, 5, 6, 7, 8]\"\n    as: n\n{settings}    steps:{TIMED_STEP}"
+    )
+}
+
+#[test]
+fn a_loop_with_parallel_three_never_runs_more_than_three_and_reaches_three() {
+    let sb = Sandbox::new();
+    sb.write("par.yaml", &looped("    parallel: 3\n"));
+    sb.cmd(&["run", "par.yaml"]).ok();
+    let events = timeline(&sb);
+    assert_eq!(
+        events.len(),
+        16,
+        "every item started and ended once: {events:?}"
+    );
+    assert_eq!(max_overlap(&events), 3, "{events:?}");
+    // Iterations start in item order: item 4 once one of the first three has ended, item 8
+    // once five have — three waves of a window of three over eight items.
+    let time = |what: &str, n: u32| {
+        events
+            .iter()
+            .find(|(w, m, _)| w == what && *m == n)
+            .map(|(.., t)| *t)
+            .expect("event")
+    };
+    let first_end = (1..=3).map(|n| time("end", n)).min().expect("ends");
+    assert!(time("start", 4) >= first_end, "{events:?}");
+    let fifth_end = {
+        let mut ends: Vec<u128> = (1..=7).map(|n| time("end", n)).collect();
+        ends.sort_unstable();
+        ends[4]
+    };
+    assert!(
+        time("start", 8) >= fifth_end,
+        "the eighth item waits until five have ended: {events:?}"
+    );
+    let status = sb.status(&sb.only_run());
+    assert_eq!(status["state"], "succeeded", "{status}");
+}
+
+#[test]
+fn batches_go_in_waves_and_too_many_failures_stop_later_waves() {
+    let sb = Sandbox::new();
+    sb.write("par.yaml", &looped("    batch: 2\n    max_failures: 1\n"));
+    sb.write("fail", "3\n4\n");
+    let out = sb.cmd(&["run", "par.yaml"]).code(1);
+    let events = timeline(&sb);
+    let started: Vec<u32> = events
+        .iter()
+        .filter(|(w, ..)| w == "start")
+        .map(|(_, n, _)| *n)
+        .collect();
+    assert_eq!(
+        started,
+        vec![1, 2, 3, 4],
+        "the wave with two failures ends the loop; later waves never start: {events:?}"
+    );
+    assert_eq!(max_overlap(&events), 2, "{events:?}");
+    let time = |what: &str, n: u32| {
+        events
+            .iter()
+            .find(|(w, m, _)| w == what && *m == n)
+            .map(|(.., t)| *t)
+            .expect("event")
+    };
+    assert!(
+        time("start", 3) >= time("end", 1).max(time("end", 2)),
+        "the second wave starts after the first has ended: {events:?}"
+    );
+    let status = sb.status(&sb.only_run());
+    assert_eq!(status["state"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("2 of 8 failed"),
+        "{reason}\n{}",
+        out.explain("run")
+    );
+    assert!(
+        reason.contains("roll[2].work") && reason.contains("roll[3].work"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn failures_within_max_failures_let_the_loop_finish() {
+    let sb = Sandbox::new();
+    let runbook = looped("    batch: \"25%\"\n    max_failures: \"25%\"\n")
+        + "  - id: failed\n    script: 'steps.roll.output.filter(|o| type_of(o) == \"()\").len()'\n";
+    sb.write("par.yaml", &runbook);
+    sb.write("fail", "2\n7\n");
+    sb.cmd(&["run", "par.yaml"]).ok();
+    let events = timeline(&sb);
+    assert_eq!(events.len(), 16, "{events:?}");
+    assert_eq!(
+        max_overlap(&events),
+        2,
+        "25% of 8 is waves of two: {events:?}"
+    );
+    let run = sb.only_run();
+    let records = sb.records(&run);
+    let failed = records
+        .iter()
+        .find(|r| r["event"] == "step_succeeded" && r["path"] == "failed")
+        .expect("the step after the loop ran");
+    assert_eq!(
+        failed["output"], 2,
+        "two tolerated failures leave null in the output"
+    );
+}
+
+#[test]
+fn branches_of_a_parallel_step_run_at_once() {
+    let sb = Sandbox::new();
+    // Each branch waits (bounded) for the other to have started: run one after the other they
+    // could not both succeed.
+    let branch = |me: &str, other: &str| {
+        format!(
+            "    - id: {me}\n      shell:\n        run: |\n          touch {me}.started\n          for i in $(seq 100); do [ -e {other}.started ] && echo {me}-saw-{other} && exit 0; sleep 0.05; done\n          exit 1\n"
+        )
+    };
+    sb.write(
+        "both.yaml",
+        &format!(
+            "runbook: both\nsteps:\n  - id: both\n    parallel:\n{}{}  - id: after\n    script: \"steps.both.output.a.stdout + steps.both.output.b.stdout\"\n",
+            branch("a", "b"),
+            branch("b", "a")
+        ),
+    );
+    sb.cmd(&["run", "both.yaml"]).ok();
+    let records = sb.records(&sb.only_run());
+    let after = records
+        .iter()
+        .find(|r| r["event"] == "step_succeeded" && r["path"] == "after")
+        .expect("after ran");
+    assert_eq!(after["output"], "a-saw-b\nb-saw-a\n");
+}
+
+const KILLED: &str = r#"
+runbook: par-kill
+steps:
+  - id: roll
+    foreach: "[1, 2, 3, 4]"
+    as: n
+    parallel: 2
+    steps:
+      - id: write
+        check:
+          probe: { shell: { args: [grep, -qx, "item-{{n}}", out.txt] } }
+          until: "output.exit_code == 0"
+        shell: { run: "echo item-{{n}} >> out.txt" }
+      - id: mark
+        shell: { run: "echo mark-{{n}} >> out.txt" }
+  - id: last
+    shell: { run: "echo last >> out.txt" }
+"#;
+
+/// Drives a killed run to the end as an operator would: resume; a step that needs attention is
+/// retried or skipped by looking whether its effect is there.
+fn drive(sb: &Sandbox, run: &str) -> Vec<i32> {
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let status = sb.status(run);
+        let out = match status["state"].as_str().unwrap_or_default() {
+            "succeeded" => return codes,
+            "needs-attention" => {
+                let path = status["attention"]["path"]
+                    .as_str()
+                    .expect("path")
+                    .to_owned();
+                let line = if path == "last" {
+                    "last".to_owned()
+                } else {
+                    // roll[i].mark
+                    let i: u32 = path[5..path.find(']').expect("index")].parse().expect("i");
+                    format!("mark-{}", i + 1)
+                };
+                let present = sb.read("out.txt").lines().any(|l| l == line);
+                let flag = if present {
+                    "--skip-step"
+                } else {
+                    "--retry-step"
+                };
+                sb.cmd(&["resume", run, flag, &path]).run()
+            }
+            "running" | "interrupted" => sb.cmd(&["resume", run]).run(),
+            other => panic!("unexpected state {other}: {status}"),
+        };
+        assert!(
+            matches!(out.code(), Some(0 | 4)),
+            "{}",
+            out.explain("driving")
+        );
+        codes.push(out.code().unwrap_or(-1));
+    }
+    panic!("run {run} did not finish within 20 commands");
+}
+
+#[test]
+fn kill_after_every_commit_of_a_parallel_loop_and_resume_does_every_effect_once() {
+    let mut kill = 1u64;
+    let mut attention = 0;
+    loop {
+        let sb = Sandbox::new();
+        sb.write("kill.yaml", KILLED);
+        let out = sb
+            .cmd(&["run", "kill.yaml"])
+            .env("RUNBOOK_TEST_KILL_AFTER_COMMIT", kill.to_string())
+            .run();
+        if out.status.signal().is_none() {
+            out.expect_code(0);
+            assert!(kill > 8, "suspiciously few commits ({kill})");
+            assert!(attention > 0, "no kill left a `mark` step in flight");
+            break;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{}",
+            out.explain("expected SIGKILL")
+        );
+        let run = sb.only_run();
+        let codes = drive(&sb, &run);
+        attention += codes.iter().filter(|c| **c == 4).count();
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        for line in sb.read("out.txt").lines() {
+            *seen.entry(line.to_owned()).or_default() += 1;
+        }
+        let expected: BTreeMap<String, u32> = (1..=4)
+            .flat_map(|n| [format!("item-{n}"), format!("mark-{n}")])
+            .chain(["last".to_owned()])
+            .map(|l| (l, 1))
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "killed after commit {kill}: every effect exactly once"
+        );
+        kill += 1;
+    }
+}
+
+#[test]
+fn bad_loop_settings_point_at_the_value() {
+    let table = [
+        ("    parallel: 0\n", "`parallel` must be at least 1", 6),
+        (
+            "    batch: \"150%\"\n",
+            "a percentage goes from 1% to 100%",
+            6,
+        ),
+        (
+            "    max_failures: lots\n",
+            "`max_failures` is a whole number",
+            6,
+        ),
+    ];
+    for (settings, message, line) in table {
+        let sb = Sandbox::new();
+        sb.write("bad.yaml", &looped(settings));
+        let out = sb.cmd(&["check", "bad.yaml"]).run();
+        assert_ne!(out.code(), Some(0), "{settings}");
+        assert!(out.stderr.contains(message), "{settings}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("bad.yaml:{line}:")),
+            "{settings}: {}",
+            out.stderr
+        );
+    }
+}
