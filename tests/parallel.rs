@@ -316,3 +316,49 @@ fn bad_loop_settings_point_at_the_value() {
         );
     }
 }
+
+#[test]
+fn gates_inside_a_parallel_loop_park_the_run_and_each_approval_continues_it() {
+    let sb = Sandbox::new();
+    sb.write(
+        "gate.yaml",
+        r#"
+runbook: pgate
+steps:
+  - id: roll
+    foreach: "[1, 2, 3]"
+    parallel: 2
+    steps:
+      - id: ok
+        gate: "go {{item}}?"
+      - id: work
+        shell: { run: "echo work-{{item}} >> out.txt" }
+"#,
+    );
+    sb.cmd(&["run", "gate.yaml"]).code(3);
+    let run = sb.only_run();
+    // Two iterations at once: both gates are open.
+    for (i, gate) in ["roll[0].ok", "roll[1].ok", "roll[2].ok"]
+        .iter()
+        .enumerate()
+    {
+        let status = sb.status(&run);
+        assert_eq!(
+            status["state"], "waiting",
+            "before approving {gate}: {status}"
+        );
+        let out = sb
+            .cmd(&["approve", &run, "--step", gate, "--comment", "ok"])
+            .run();
+        let expected = if i == 2 { 0 } else { 3 };
+        out.expect_code(expected);
+    }
+    let mut lines: Vec<String> = sb.read("out.txt").lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["work-1", "work-2", "work-3"],
+        "each iteration's effect once"
+    );
+    assert_eq!(sb.status(&run)["state"], "succeeded");
+}

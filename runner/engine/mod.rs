@@ -775,7 +775,11 @@ impl Engine {
             exec.emit(&resume_events).await?;
         }
         let flow = exec.steps(&main.steps, &mut ctx).await?;
-        self.finish(&mut exec, &main, &mut ctx, flow).await
+        let outcome = self.finish(&mut exec, &main, &mut ctx, flow).await?;
+        // What rode on a commit that never came: a parallel loop's iterations that finished
+        // after another parked the run at its gate.
+        exec.flush().await?;
+        Ok(outcome)
     }
 
     async fn finish(
