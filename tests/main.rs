@@ -5,6 +5,7 @@ mod support;
 
 mod beside;
 mod check;
+mod cli;
 mod corrupt;
 mod cql;
 mod disk_full;

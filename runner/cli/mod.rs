@@ -4,6 +4,7 @@
 mod access;
 mod detach;
 pub mod exit;
+mod help;
 mod inspect;
 mod library;
 pub mod remote;
@@ -25,20 +26,33 @@ use crate::serve::runs::RunsError;
 use crate::ui::OutputMode;
 use crate::wire::Operation;
 
+/// The version line: the crate's version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RUNBOOK_COMMIT"), ")");
+
 /// Runbooks as code, with a durable journal.
 #[derive(Debug, Parser)]
-#[command(name = "runbook", version, about, propagate_version = true)]
+#[command(name = "runbook", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The journal directory.
-    #[arg(long, global = true, env = "RUNBOOK_JOURNAL", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help = "The journal directory [env: RUNBOOK_JOURNAL; an empty value counts as unset]"
+    )]
     pub journal: Option<PathBuf>,
 
     /// Output for people, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub output: OutputMode,
 
-    /// Who is acting (recorded as starter, approver, resumer); defaults to $USER.
-    #[arg(long = "as", global = true, value_name = "NAME")]
+    /// Who is acting.
+    #[arg(
+        long = "as",
+        global = true,
+        value_name = "NAME",
+        help = "Who is acting (recorded as starter, approver, resumer); defaults to $RUNBOOK_USER, then $USER, then the login name of the user id"
+    )]
     pub who: Option<String>,
 
     /// The command.
@@ -205,6 +219,11 @@ pub enum Command {
         #[arg(long = "schedules", value_name = "FILE", global = true)]
         schedules: Vec<PathBuf>,
     },
+    /// Print a shell completion script (`source <(runbook completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// The background process of `--detach` (reads its operation on standard input).
     #[command(name = detach::BACKGROUND, hide = true)]
     Background {
@@ -313,6 +332,42 @@ impl CliError {
     }
 }
 
+/// Where the journal is when neither `--journal` nor `$RUNBOOK_JOURNAL` says.
+pub fn default_journal_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("runbook").join("journal")
+}
+
+/// The login name of the process's user id, from the user database.
+fn login_name() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+impl Command {
+    /// Commands that only print what they read: a closed pipe ends them quietly (SIGPIPE), as
+    /// it ends `ls`. Commands that execute steps or serve keep ignoring it, so that a step's
+    /// child closing its standard input cannot kill the executor.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Self::List
+                | Self::Show { .. }
+                | Self::Check { .. }
+                | Self::Status { .. }
+                | Self::Log { .. }
+                | Self::History { .. }
+                | Self::Completions { .. }
+        )
+    }
+}
+
 /// Everything a command needs.
 pub struct Env {
     /// Parsed arguments.
@@ -327,11 +382,10 @@ impl Env {
         if let Some(dir) = &self.cli.journal {
             return dir.clone();
         }
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join("runbook").join("journal")
+        if let Some(dir) = std::env::var_os("RUNBOOK_JOURNAL").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        default_journal_dir()
     }
 
     /// Opens the journal for writing, for a command that does not execute a run (it holds the
@@ -353,7 +407,10 @@ impl Env {
 
 /// Parses arguments, runs the command, prints any error, and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = help::command()
+        .try_get_matches_from(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -365,14 +422,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     init_tracing();
-    let who = cli
-        .who
-        .clone()
-        .or_else(|| std::env::var("RUNBOOK_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+    if cli.command.only_prints() {
+        sigpipe::reset();
+    }
+    let who = [
+        cli.who.clone(),
+        std::env::var("RUNBOOK_USER").ok(),
+        std::env::var("USER").ok(),
+        login_name(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|w| !w.is_empty())
+    .unwrap_or_else(|| "unknown".into());
     let env = Env { cli, who };
+    crate::ui::hint::set_journal(&env.journal_dir(), &default_journal_dir());
     // The runtime's default workers: nothing blocks them (journal writes are awaited, blocking
     // work runs on the blocking pool).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -528,6 +592,15 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::Log { run, follow } => inspect::log(env, run, *follow).await,
         Command::History { limit } => inspect::history(env, *limit).await,
         Command::Background { yes } => detach::background(env, *yes).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut help::command(),
+                "runbook",
+                &mut std::io::stdout(),
+            );
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -481,14 +481,18 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 
         },
         Outcome::Parked { path, prompt } => {
             println!("run {id} is waiting at gate `{path}`: {prompt}");
-            println!("  approve: runbook approve {id} --comment \"…\"");
-            println!("  reject:  runbook reject {id} --comment \"…\"");
+            let runbook = crate::ui::hint::runbook();
+            println!("  approve: {runbook} approve {id} --comment \"…\"");
+            println!("  reject:  {runbook} reject {id} --comment \"…\"");
         }
         Outcome::NeedsAttention { path, detail } => {
             println!("{}", crate::engine::attention_message(id, path, detail));
         }
         Outcome::Interrupted { signal } => {
-            println!("run {id} was interrupted by {signal}; continue with: runbook resume {id}");
+            println!(
+                "run {id} was interrupted by {signal}; continue with: {} resume {id}",
+                crate::ui::hint::runbook()
+            );
         }
         Outcome::Aborted => match reason {
             Some(reason) => println!("run {id} {reason}"),

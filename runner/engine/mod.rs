@@ -32,6 +32,7 @@ use crate::model::Runbook;
 use crate::resupply::{self, Given};
 use crate::secrets::Redactor;
 use crate::source::Sources;
+use crate::ui::hint;
 use ctx::Ctx;
 use exec::{Exec, ExecError, Flow, Stop};
 use log::{Observer, RunLog};
@@ -204,9 +205,17 @@ fn not_found(target: &str) -> String {
     let is_path = p.extension().is_some_and(|e| e == "yaml" || e == "yml")
         || target.contains('/') && (target.starts_with('.') || p.is_absolute());
     if is_path {
-        format!("no runbook file `{target}`")
-    } else {
-        format!("no runbook `{target}` in ./runbooks, $RUNBOOK_PATH or the bundled library")
+        return format!("no runbook file `{target}`");
+    }
+    let known = Library::from_env().list();
+    let names = known.iter().map(|e| e.name.as_str());
+    match crate::load::suggest(target, names) {
+        Some(name) => format!(
+            "no runbook `{target}` in ./runbooks, $RUNBOOK_PATH or the bundled library; did you mean `{name}`?"
+        ),
+        None => format!(
+            "no runbook `{target}` in ./runbooks, $RUNBOOK_PATH or the bundled library (`runbook list` shows them)"
+        ),
     }
 }
 
@@ -936,19 +945,20 @@ pub fn drift(view: &RunView) -> Vec<runbook_journals::Drift> {
 pub fn attention_commands(id: RunId, path: &str) -> [String; 2] {
     let quoted = shell_words::quote(path);
     [
-        format!("runbook resume {id} --retry-step {quoted}"),
-        format!("runbook resume {id} --skip-step {quoted}"),
+        format!("{} resume {id} --retry-step {quoted}", hint::runbook()),
+        format!("{} resume {id} --skip-step {quoted}", hint::runbook()),
     ]
 }
 
 /// The message for a resume refused because the run's journal cannot be trusted.
 pub fn loss_message(id: RunId, seq: u64, detail: &str) -> String {
+    let runbook = hint::runbook();
     format!(
         "journal of run {id} is corrupt at record {seq}: {detail}\n  its history cannot be \
          trusted, so nothing was run: a step whose start was journaled must not run again \
          without your decision\n  \
-         decide, then run one of:\n    runbook resume {id} --accept-loss   # go on from the \
-         intact records; the next step is treated as possibly started\n    runbook abort {id}    \
+         decide, then run one of:\n    {runbook} resume {id} --accept-loss   # go on from the \
+         intact records; the next step is treated as possibly started\n    {runbook} abort {id}    \
          # end the run"
     )
 }

@@ -4,6 +4,7 @@
 //! Every observer sees only committed, redacted records.
 
 mod follow;
+pub mod hint;
 pub mod json;
 mod logfile;
 pub mod plain;

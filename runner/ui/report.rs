@@ -113,8 +113,9 @@ pub fn detail(view: &RunView, active: bool) -> String {
         if let Some(exp) = gate.expires_at {
             let _ = writeln!(out, "    expires {}", exp.format("%Y-%m-%d %H:%M:%S UTC"));
         }
-        let _ = writeln!(out, "    approve: runbook approve {id} --comment \"…\"");
-        let _ = writeln!(out, "    reject:  runbook reject {id} --comment \"…\"");
+        let runbook = crate::ui::hint::runbook();
+        let _ = writeln!(out, "    approve: {runbook} approve {id} --comment \"…\"");
+        let _ = writeln!(out, "    reject:  {runbook} reject {id} --comment \"…\"");
     }
     for (path, gate) in &view.gates {
         if let Some((approved, by, comment)) = &gate.decision {
@@ -140,7 +141,11 @@ pub fn detail(view: &RunView, active: bool) -> String {
             RunState::Running | RunState::Interrupted | RunState::Sleeping
         ) || (view.state == RunState::Waiting && view.open_gate().is_none()))
     {
-        let _ = writeln!(out, "  continue with: runbook resume {id}");
+        let _ = writeln!(
+            out,
+            "  continue with: {} resume {id}",
+            crate::ui::hint::runbook()
+        );
     }
     out
 }

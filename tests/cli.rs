@@ -1,0 +1,161 @@
+//! The command line itself: a closed pipe, who acts without `$USER`, an empty
+//! `$RUNBOOK_JOURNAL`, a mistyped runbook name, `--version`, `--help`, completions, and hints that
+//! name the journal in use.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Command, Stdio};
+
+use crate::support::Sandbox;
+
+#[test]
+fn a_printing_command_on_a_closed_pipe_ends_quietly_by_sigpipe() {
+    let sb = Sandbox::new();
+    // `runbook list | head -1` once head has gone: the first write meets a closed pipe.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("list")
+        .current_dir(sb.path())
+        .env("RUNBOOK_JOURNAL", sb.journal())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run runbook list");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE like any Unix tool, not a panic (exit 101): {:?}\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn without_user_the_starter_is_the_login_name_of_the_uid() {
+    let sb = Sandbox::new();
+    sb.write("one.yaml", "runbook: one\nsteps:\n  - shell: \"true\"\n");
+    sb.cmd(&["run", "one.yaml"]).env_remove("USER").ok();
+    let login = Command::new("id").arg("-un").output().expect("id -un");
+    let login = String::from_utf8_lossy(&login.stdout).trim().to_owned();
+    assert!(!login.is_empty());
+    let status = sb.status(&sb.only_run());
+    assert_eq!(status["started_by"], login.as_str(), "{status}");
+}
+
+#[test]
+fn an_empty_runbook_journal_counts_as_unset() {
+    let sb = Sandbox::new();
+    sb.write("one.yaml", "runbook: one\nsteps:\n  - shell: \"true\"\n");
+    let dir = sb.journal();
+    let dir = dir.to_str().expect("utf-8");
+    sb.cmd(&["--journal", dir, "run", "one.yaml"])
+        .env("RUNBOOK_JOURNAL", "")
+        .ok();
+    let out = sb
+        .cmd(&["--journal", dir, "history", "--output", "json"])
+        .env("RUNBOOK_JOURNAL", "")
+        .ok();
+    assert!(out.stdout.contains("\"one\""), "{}", out.stdout);
+}
+
+#[test]
+fn a_mistyped_runbook_name_gets_a_suggestion() {
+    let sb = Sandbox::new();
+    let out = sb.cmd(&["run", "helo"]).run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("did you mean `hello`?"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn version_names_the_commit_and_help_the_exit_codes_and_the_journal() {
+    let sb = Sandbox::new();
+    let version = sb.cmd(&["--version"]).ok().stdout;
+    let (_, rest) = version
+        .trim()
+        .split_once(" (")
+        .expect("a commit in parentheses");
+    let commit = rest.trim_end_matches(')');
+    assert!(
+        commit == "unknown"
+            || commit
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-' || c.is_ascii_alphanumeric()),
+        "{version}"
+    );
+    assert_ne!(commit, "", "{version}");
+    let help = sb.cmd(&["--help"]).ok().stdout;
+    for want in [
+        "Examples:",
+        "Exit codes:",
+        "needs an operator's decision",
+        "Journal:",
+    ] {
+        assert!(help.contains(want), "--help lacks {want}:\n{help}");
+    }
+    let journal = sb.journal();
+    assert!(
+        help.contains(&format!("{} (from $RUNBOOK_JOURNAL)", journal.display())),
+        "{help}"
+    );
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish_know_the_subcommands() {
+    let sb = Sandbox::new();
+    for (shell, marker) in [
+        ("bash", "_runbook()"),
+        ("zsh", "#compdef runbook"),
+        ("fish", "complete -c runbook"),
+    ] {
+        let out = sb.cmd(&["completions", shell]).ok().stdout;
+        assert!(out.contains(marker), "{shell}: {out}");
+        for sub in ["approve", "resume", "serve", "retry-step"] {
+            assert!(out.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // bash accepts what it generated.
+    let script = sb.cmd(&["completions", "bash"]).ok().stdout;
+    let check = Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn hints_name_the_journal_when_it_is_not_the_default() {
+    let sb = Sandbox::new();
+    sb.write(
+        "gate.yaml",
+        "runbook: g\nsteps:\n  - id: ok\n    gate: \"go?\"\n",
+    );
+    let out = sb.cmd(&["run", "gate.yaml"]).code(3);
+    let journal = sb.journal();
+    let expected = format!("runbook --journal {} approve", journal.display());
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    let run = sb.only_run();
+    let status = sb.cmd(&["status", &run]).ok().stdout;
+    assert!(status.contains(&expected), "{status}");
+    // The hint works pasted into a shell without $RUNBOOK_JOURNAL.
+    let hint = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("approve: "))
+        .expect("an approve hint")
+        .replace('…', "ok");
+    let args = shell_words::split(&hint).expect("a shell command");
+    assert_eq!(args[0], "runbook");
+    let pasted: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    sb.cmd(&pasted).env_remove("RUNBOOK_JOURNAL").ok();
+    assert_eq!(sb.status(&run)["state"], "succeeded");
+}
