@@ -159,3 +159,61 @@ fn hints_name_the_journal_when_it_is_not_the_default() {
     sb.cmd(&pasted).env_remove("RUNBOOK_JOURNAL").ok();
     assert_eq!(sb.status(&run)["state"], "succeeded");
 }
+
+#[test]
+fn init_writes_a_runbook_that_checks_runs_and_is_never_overwritten() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path().join("tmp")).expect("tmp");
+    sb.cmd(&["init", "my-app"]).ok();
+    let text = sb.read("runbooks/my-app.yaml");
+    assert!(text.contains("runbook: my-app"), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+            > 5,
+        "commented"
+    );
+    sb.cmd(&["check", "my-app"]).ok();
+    let tmp = sb.path().join("tmp");
+    sb.cmd(&["run", "my-app", "--yes"]).env("TMPDIR", &tmp).ok();
+    for node in ["a", "b", "c"] {
+        assert!(tmp.join(format!("my-app-{node}.done")).exists(), "{node}");
+    }
+    // A second init refuses and leaves the file as it was.
+    std::fs::write(sb.path().join("runbooks/my-app.yaml"), "edited").expect("edit");
+    let again = sb.cmd(&["init", "my-app"]).run();
+    again.expect_code(2);
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
+    assert_eq!(sb.read("runbooks/my-app.yaml"), "edited");
+    sb.cmd(&["init", "../escape"]).code(2);
+    assert!(!sb.path().join("escape.yaml").exists());
+}
+
+#[test]
+fn list_puts_runbooks_before_the_parts_they_call_in_lines_that_fit() {
+    let sb = Sandbox::new();
+    let out = sb.cmd(&["list"]).ok().stdout;
+    let runbooks = out.find("runbooks:").expect("a runbooks group");
+    let parts = out
+        .find("called by other runbooks:")
+        .expect("a parts group");
+    assert!(runbooks < parts, "{out}");
+    assert!(out[runbooks..parts].contains("upgrade-openbao"), "{out}");
+    assert!(!out[runbooks..parts].contains("drivers/"), "{out}");
+    assert!(out[parts..].contains("drivers/local/etcd"), "{out}");
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 110,
+            "too long ({}): {line}",
+            line.chars().count()
+        );
+    }
+    let json = sb.cmd(&["list", "--output", "json"]).ok().stdout;
+    let first: serde_json::Value =
+        serde_json::from_str(json.lines().next().expect("a line")).expect("json");
+    assert!(
+        first["kind"] == "runbook" || first["kind"] == "part",
+        "{first}"
+    );
+}

@@ -11,30 +11,109 @@ use crate::library::Library;
 use crate::model::{Action, Step};
 use crate::ui::OutputMode;
 
-/// `runbook list`.
+/// `runbook list`: the runbooks people run first, then the parts other runbooks call (names
+/// with a `/`: drivers, per-member procedures), each with the first sentence of its description.
 pub fn list(env: &Env) -> i32 {
     let library = Library::from_env();
     let registry = Registry::builtin();
-    for entry in library.list() {
-        let description = load_live(&entry.origin, &library, &registry, None)
-            .ok()
-            .and_then(|b| b.main().description.clone())
-            .unwrap_or_default();
-        if env.cli.output == OutputMode::Json {
+    let entries: Vec<(bool, String, String, String)> = library
+        .list()
+        .into_iter()
+        .map(|entry| {
+            let description = load_live(&entry.origin, &library, &registry, None)
+                .ok()
+                .and_then(|b| b.main().description.clone())
+                .unwrap_or_default();
+            (
+                entry.name.contains('/'),
+                entry.name,
+                entry.origin,
+                description,
+            )
+        })
+        .collect();
+    if env.cli.output == OutputMode::Json {
+        for (part, name, origin, description) in &entries {
+            let kind = if *part { "part" } else { "runbook" };
             println!(
                 "{}",
-                json!({ "name": entry.name, "origin": entry.origin, "description": description })
+                json!({ "name": name, "kind": kind, "origin": origin, "description": description })
             );
-        } else {
-            println!("{:<32} {}", entry.name, first_line(&description));
+        }
+        return exit::OK;
+    }
+    for (heading, part) in [("runbooks:", false), ("called by other runbooks:", true)] {
+        let group: Vec<_> = entries.iter().filter(|e| e.0 == part).collect();
+        if group.is_empty() {
+            continue;
+        }
+        if part {
+            println!();
+        }
+        println!("{heading}");
+        for (_, name, _, description) in group {
+            let line = format!("  {name:<32} {}", summary(description, LIST_WIDTH - 35));
+            println!("{}", line.trim_end());
         }
     }
     exit::OK
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
+/// How wide a line of `list` gets (`--output json` has the whole description).
+const LIST_WIDTH: usize = 110;
+
+/// The first sentence of a description (or its first line), cut to `max` characters.
+fn summary(description: &str, max: usize) -> String {
+    let text = description.split_whitespace().collect::<Vec<_>>().join(" ");
+    let sentence = text.find(". ").map_or(text.as_str(), |end| &text[..=end]);
+    if sentence.chars().count() <= max {
+        return sentence.to_owned();
+    }
+    let cut: String = sentence.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
 }
+
+/// `runbook init NAME`: a commented runbook in ./runbooks that passes `check` and runs without
+/// servers. Never overwrites a file.
+pub fn init(name: &str) -> Result<i32, CliError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !valid {
+        return Err(CliError::Usage(format!(
+            "`{name}` is not a runbook name: use letters, digits, `-` and `_`, starting with a letter"
+        )));
+    }
+    let dir = std::path::Path::new("runbooks");
+    let path = dir.join(format!("{name}.yaml"));
+    if path.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists already; nothing was written",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        })
+        .and_then(|mut f| {
+            use std::io::Write as _;
+            f.write_all(INIT.replace("__NAME__", name).as_bytes())
+        })
+        .map_err(|e| CliError::Usage(format!("failed to write {}: {e}", path.display())))?;
+    println!("wrote {}", path.display());
+    println!("  check it:  runbook check {name}");
+    println!("  run it:    runbook run {name}");
+    Ok(exit::OK)
+}
+
+/// The runbook `init` writes.
+const INIT: &str = include_str!("templates/init.yaml");
 
 /// `runbook show NAME`.
 pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
@@ -241,4 +320,23 @@ pub async fn plan(
         return Ok(exit::FAILED);
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn a_listed_description_is_its_first_sentence_within_the_width() {
+        assert_eq!(summary("Restart etcd. Then more.", 60), "Restart etcd.");
+        assert_eq!(
+            summary("One line\nwrapped on two", 60),
+            "One line wrapped on two"
+        );
+        let long = "word ".repeat(40);
+        let cut = summary(&long, 30);
+        assert_eq!(cut.chars().count(), 30, "{cut}");
+        assert!(cut.ends_with('…'));
+        assert_eq!(summary("", 30), "");
+    }
 }

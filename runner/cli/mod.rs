@@ -219,6 +219,11 @@ pub enum Command {
         #[arg(long = "schedules", value_name = "FILE", global = true)]
         schedules: Vec<PathBuf>,
     },
+    /// Write a commented starting runbook to ./runbooks/NAME.yaml (it passes `check`).
+    Init {
+        /// The runbook's name (letters, digits, `-`, `_`).
+        name: String,
+    },
     /// Print a shell completion script (`source <(runbook completions bash)`).
     Completions {
         /// The shell.
@@ -592,6 +597,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::Log { run, follow } => inspect::log(env, run, *follow).await,
         Command::History { limit } => inspect::history(env, *limit).await,
         Command::Background { yes } => detach::background(env, *yes).await,
+        Command::Init { name } => library::init(name),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
