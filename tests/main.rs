@@ -12,6 +12,7 @@ mod disk_full;
 mod drift;
 mod durability;
 mod etcd;
+mod examples;
 mod fake_kube;
 mod gates;
 mod helm;
