@@ -19,8 +19,7 @@ fn step_output(sb: &Sandbox, run: &str, path: &str) -> serde_json::Value {
     sb.records(run)
         .into_iter()
         .find(|r| r["event"] == "step_succeeded" && r["path"] == path)
-        .map(|r| r["output"].clone())
-        .unwrap_or_else(|| panic!("no success of {path}"))
+        .map_or_else(|| panic!("no success of {path}"), |r| r["output"].clone())
 }
 
 #[test]
