@@ -217,6 +217,41 @@ pub fn time_limit() -> Duration {
     Duration::from_millis(TIME_LIMIT_MS.load(Ordering::Relaxed))
 }
 
+/// Every function name an expression may call: the engine's own (the registered ones and Rhai's
+/// packages) and the ones Rhai resolves itself.
+pub fn known_functions() -> &'static std::collections::HashSet<String> {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut names: std::collections::HashSet<String> = engine()
+            .gen_fn_signatures(true)
+            .into_iter()
+            .filter_map(|sig| sig.split('(').next().map(str::trim).map(str::to_owned))
+            .map(|name| {
+                // Property getters and setters (`get$len`) are also callable by their name.
+                name.strip_prefix("get$")
+                    .or_else(|| name.strip_prefix("set$"))
+                    .map_or_else(|| name.clone(), str::to_owned)
+            })
+            .collect();
+        // Resolved by Rhai itself, not registered.
+        for name in [
+            "Fn",
+            "call",
+            "curry",
+            "type_of",
+            "print",
+            "debug",
+            "is_def_var",
+            "is_def_fn",
+            "is_shared",
+            "eval",
+        ] {
+            names.insert(name.to_owned());
+        }
+        names
+    })
+}
+
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(build_engine)
@@ -732,9 +767,37 @@ fn refs(src: &str, root: &[u8]) -> Vec<StepRef> {
         text: src,
         root,
         out: &mut out,
+        calls: None,
     };
     scanner.code(0, false);
     out
+}
+
+/// A function or method called in an expression, as written (`name(` or `.name(`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FnCall {
+    /// The name.
+    pub name: String,
+    /// Byte offset of the name in the source.
+    pub offset: usize,
+    /// Called as a method (`x.name(…)`).
+    pub method: bool,
+}
+
+/// The calls an expression makes, skipping strings, comments, keywords (`if (`), function
+/// definitions (`fn name(`) and code inside `${…}` scanned like the rest.
+pub fn fn_calls(src: &str) -> Vec<FnCall> {
+    let mut refs = Vec::new();
+    let mut calls = Vec::new();
+    let mut scanner = Scanner {
+        src: src.as_bytes(),
+        text: src,
+        root: b"",
+        out: &mut refs,
+        calls: Some(&mut calls),
+    };
+    scanner.code(0, false);
+    calls
 }
 
 struct Scanner<'a> {
@@ -743,7 +806,16 @@ struct Scanner<'a> {
     /// The name whose properties are collected (`steps`, `params`).
     root: &'a [u8],
     out: &'a mut Vec<StepRef>,
+    /// Where calls go, when they are collected.
+    calls: Option<&'a mut Vec<FnCall>>,
 }
+
+/// Words that may stand before `(` without being calls.
+const KEYWORDS: &[&str] = &[
+    "if", "else", "while", "loop", "for", "in", "do", "until", "switch", "return", "throw", "try",
+    "catch", "let", "const", "fn", "private", "import", "export", "as", "global", "break",
+    "continue", "true", "false", "this",
+];
 
 fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
@@ -764,6 +836,8 @@ impl Scanner<'_> {
         let mut depth = 0usize;
         // The last significant (non-space, non-comment) byte before `i`.
         let mut prev = 0u8;
+        // The last identifier or keyword (`fn` before a name defines it).
+        let mut last_word = "";
         while i < self.src.len() {
             let b = self.src[i];
             match b {
@@ -823,6 +897,22 @@ impl Scanner<'_> {
                     if &self.src[start..i] == self.root && prev != b'.' {
                         self.step_ref(i);
                     }
+                    let after = self.skip_space(i);
+                    let defining = last_word == "fn";
+                    let text = self.text;
+                    let word = &text[start..i];
+                    if let Some(calls) = self.calls.as_deref_mut()
+                        && self.src.get(after) == Some(&b'(')
+                        && !defining
+                        && !KEYWORDS.contains(&word)
+                    {
+                        calls.push(FnCall {
+                            name: word.to_owned(),
+                            offset: start,
+                            method: prev == b'.',
+                        });
+                    }
+                    last_word = word;
                     prev = b'a';
                     continue;
                 }

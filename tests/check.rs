@@ -1662,9 +1662,39 @@ fn check_of_an_unknown_name_is_bad_input() {
     let out = sb.cmd(&["check", "nosuch"]).code(2);
     assert_eq!(
         out.stderr,
-        "error: no runbook `nosuch` in ./runbooks, $RUNBOOK_PATH or the bundled library\n\n\
+        "error: no runbook `nosuch` in ./runbooks, $RUNBOOK_PATH or the bundled library (`runbook list` shows them)\n\n\
          error: 1 problem found\n",
         "{}",
         out.explain("not found")
+    );
+}
+
+#[test]
+fn an_unknown_function_or_method_is_named_where_it_is_called() {
+    expect(
+        r#"
+runbook: t
+steps:
+  - id: a
+    script: "semver_gtt('1', '0') || `${type_of(1)}`.len() > 0"
+  - id: b
+    when: "fn sq(x) { x * x } let f = |x| x; sq(2) + f.call(1) + [1].map(|x| x).len() > 0"
+    script: 'let s = "x"; s.trimm(); s'
+"#,
+        r#"
+error: unknown function `semver_gtt`
+ --> broken.yaml:4:14
+  |
+4 |     script: "semver_gtt('1', '0') || `${type_of(1)}`.len() > 0"
+  |              ^^^^^^^^^^ did you mean `semver_gt`?
+
+error: unknown method `trimm`
+ --> broken.yaml:7:29
+  |
+7 |     script: 'let s = "x"; s.trimm(); s'
+  |                             ^^^^^ did you mean `trim`?
+
+error: 2 problems found
+"#,
     );
 }

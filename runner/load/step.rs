@@ -881,6 +881,7 @@ impl Loader<'_> {
                 let params = self.param_names.clone();
                 self.f
                     .check_expr_refs(s, &crate::load::refs::Names { params: &params }, scope);
+                self.check_calls(s, &ast);
                 Some(Expr {
                     src: s.text.clone(),
                     refs: crate::refs::in_expression(&s.text),
@@ -897,6 +898,37 @@ impl Loader<'_> {
                 ));
                 None
             }
+        }
+    }
+
+    /// Every function an expression calls exists: a misspelt name otherwise passes `check` and
+    /// fails only when the run reaches it.
+    fn check_calls(&mut self, s: &Scalar, ast: &rhai::AST) {
+        let known = crate::script::known_functions();
+        let own: Vec<String> = ast.iter_functions().map(|f| f.name.to_owned()).collect();
+        for call in crate::script::fn_calls(&s.text) {
+            if known.contains(&call.name) || own.contains(&call.name) {
+                continue;
+            }
+            // A variable holding a function pointer is called like a function.
+            let bound = [format!("let {}", call.name), format!("const {}", call.name)];
+            if bound.iter().any(|b| s.text.contains(b.as_str())) {
+                continue;
+            }
+            let what = if call.method { "method" } else { "function" };
+            let candidates = known
+                .iter()
+                .map(String::as_str)
+                .chain(own.iter().map(String::as_str));
+            let mut d = Diagnostic::new(
+                s.pos_at_offset(call.offset),
+                call.name.chars().count(),
+                format!("unknown {what} `{}`", call.name),
+            );
+            if let Some(near) = crate::load::suggest(&call.name, candidates) {
+                d = d.label(format!("did you mean `{near}`?"));
+            }
+            self.f.push(d);
         }
     }
 
