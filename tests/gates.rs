@@ -86,8 +86,8 @@ fn status_of_a_parked_run_shows_the_commands_that_decide_it() {
     let out = sb.cmd(&["status", &run]).ok();
     for line in [
         "gate `confirm` is open: Check the dashboards, then approve.".to_owned(),
-        format!("approve: runbook approve {run} --comment"),
-        format!("reject:  runbook reject {run} --comment"),
+        format!("approve: {} approve {run} --comment", sb.hint()),
+        format!("reject:  {} reject {run} --comment", sb.hint()),
     ] {
         assert!(
             out.stdout.contains(&line),
@@ -247,7 +247,7 @@ fn a_gate_nobody_decides_in_time_fails_the_run_on_resume() {
     );
     let human = sb.cmd(&["status", &run]).ok();
     assert!(
-        !human.stdout.contains("runbook approve"),
+        !human.stdout.contains(" approve "),
         "{}",
         human.explain("a failed run must not offer approval")
     );

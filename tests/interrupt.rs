@@ -87,7 +87,8 @@ fn ctrl_c_is_recorded_as_interrupted_and_stops_the_command() {
     );
     assert!(
         stdout.contains(&format!(
-            "run {run} was interrupted by SIGINT; continue with: runbook resume {run}"
+            "run {run} was interrupted by SIGINT; continue with: {} resume {run}",
+            sb.hint()
         )),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
@@ -114,7 +115,7 @@ fn ctrl_c_is_recorded_as_interrupted_and_stops_the_command() {
     let out = sb.cmd(&["resume", &run]).code(4);
     assert!(
         out.stdout
-            .contains(&format!("runbook resume {run} --retry-step work")),
+            .contains(&format!("{} resume {run} --retry-step work", sb.hint())),
         "{}",
         out.explain("resume must offer --retry-step")
     );

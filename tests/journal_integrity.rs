@@ -488,7 +488,7 @@ fn a_lost_tail_stops_resume_until_the_operator_accepts_it_and_the_step_is_not_ru
     assert_eq!(out.code(), Some(4), "{}", out.explain("resume refuses"));
     assert!(
         out.stderr
-            .contains(&format!("runbook resume {run} --accept-loss"))
+            .contains(&format!("{} resume {run} --accept-loss", sb.hint()))
     );
     assert_eq!(sb.read("effects.txt").matches("t:three").count(), 1);
 
@@ -505,7 +505,7 @@ fn a_lost_tail_stops_resume_until_the_operator_accepts_it_and_the_step_is_not_ru
     );
     assert!(
         out.stdout
-            .contains(&format!("runbook resume {run} --skip-step three")),
+            .contains(&format!("{} resume {run} --skip-step three", sb.hint())),
         "{}",
         out.explain("offers the decision")
     );

@@ -59,6 +59,15 @@ impl Sandbox {
         std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
     }
 
+    /// How the commands the binary suggests start for this sandbox's journal (not the default
+    /// one, so they name it).
+    pub fn hint(&self) -> String {
+        format!(
+            "runbook --journal {}",
+            shell_words::quote(&self.journal().to_string_lossy())
+        )
+    }
+
     /// A `runbook` command in this sandbox.
     pub fn cmd(&self, args: &[&str]) -> Cmd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
