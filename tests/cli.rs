@@ -175,6 +175,13 @@ fn init_writes_a_runbook_that_checks_runs_and_is_never_overwritten() {
         "commented"
     );
     sb.cmd(&["check", "my-app"]).ok();
+    // The schema its modeline names is there for editors, and is `runbook schema`'s.
+    assert!(
+        text.starts_with("# yaml-language-server: $schema=runbook.schema.json\n"),
+        "{text}"
+    );
+    let schema = sb.cmd(&["schema"]).ok().stdout;
+    assert_eq!(sb.read("runbooks/runbook.schema.json"), schema);
     let tmp = sb.path().join("tmp");
     sb.cmd(&["run", "my-app", "--yes"]).env("TMPDIR", &tmp).ok();
     for node in ["a", "b", "c"] {

@@ -103,14 +103,30 @@ pub fn init(name: &str) -> Result<i32, CliError> {
         })
         .and_then(|mut f| {
             use std::io::Write as _;
-            f.write_all(INIT.replace("__NAME__", name).as_bytes())
+            let text = INIT
+                .replace("__NAME__", name)
+                .replace("__SCHEMA__", SCHEMA_FILE);
+            f.write_all(text.as_bytes())
         })
         .map_err(|e| CliError::Usage(format!("failed to write {}: {e}", path.display())))?;
     println!("wrote {}", path.display());
+    // The schema the file's modeline names, for editors (yaml-language-server); kept if there.
+    let schema_path = dir.join(SCHEMA_FILE);
+    if !schema_path.exists() {
+        let schema = crate::load::schema::runbook(&Registry::builtin());
+        let text = serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n";
+        std::fs::write(&schema_path, text).map_err(|e| {
+            CliError::Usage(format!("failed to write {}: {e}", schema_path.display()))
+        })?;
+        println!("wrote {} (for editors)", schema_path.display());
+    }
     println!("  check it:  runbook check {name}");
     println!("  run it:    runbook run {name}");
     Ok(exit::OK)
 }
+
+/// The schema file `init` writes beside the runbook (`runbook schema`).
+const SCHEMA_FILE: &str = "runbook.schema.json";
 
 /// The runbook `init` writes.
 const INIT: &str = include_str!("templates/init.yaml");

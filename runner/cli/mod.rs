@@ -224,6 +224,8 @@ pub enum Command {
         /// The runbook's name (letters, digits, `-`, `_`).
         name: String,
     },
+    /// Print a JSON Schema of the runbook format, for editors (see the README).
+    Schema,
     /// Print a shell completion script (`source <(runbook completions bash)`).
     Completions {
         /// The shell.
@@ -369,6 +371,7 @@ impl Command {
                 | Self::Log { .. }
                 | Self::History { .. }
                 | Self::Completions { .. }
+                | Self::Schema
         )
     }
 }
@@ -598,6 +601,14 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::History { limit } => inspect::history(env, *limit).await,
         Command::Background { yes } => detach::background(env, *yes).await,
         Command::Init { name } => library::init(name),
+        Command::Schema => {
+            let schema = crate::load::schema::runbook(&runbook_steps::Registry::builtin());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema serializes")
+            );
+            Ok(exit::OK)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -7,6 +7,7 @@ mod fields;
 mod param_from;
 mod refs;
 pub mod schedule;
+pub mod schema;
 mod step;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use refs::Scope;
 use step::Role;
 
 /// Top-level fields of a runbook.
-const TOP: &[&str] = &[
+pub(crate) const TOP: &[&str] = &[
     "runbook",
     "description",
     "params",
@@ -40,7 +41,7 @@ const TOP: &[&str] = &[
 ];
 
 /// Fields of a parameter declaration.
-const PARAM_FIELDS: &[&str] = &[
+pub(crate) const PARAM_FIELDS: &[&str] = &[
     "type",
     "required",
     "default",

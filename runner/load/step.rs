@@ -15,7 +15,7 @@ use crate::source::Pos;
 use crate::yaml::{Map, Node, Scalar};
 
 /// Fields every step may have.
-const COMMON: &[&str] = &[
+pub(crate) const COMMON: &[&str] = &[
     "id",
     "name",
     "when",
@@ -36,7 +36,14 @@ const CONTROL: &[&str] = &[
 ];
 
 /// What a `foreach` may say about overlapping iterations.
-const CONCURRENCY: &[&str] = &["parallel", "batch", "max_failures", "max_unavailable"];
+pub(crate) const CONCURRENCY: &[&str] = &["parallel", "batch", "max_failures", "max_unavailable"];
+
+/// The fields of `retry`, `check`, `wait`, `gate` and `call` (also `runbook schema`'s).
+pub(crate) const RETRY_FIELDS: &[&str] = &["attempts", "backoff", "factor", "max_backoff"];
+pub(crate) const CHECK_FIELDS: &[&str] = &["probe", "until"];
+pub(crate) const WAIT_FIELDS: &[&str] = &["probe", "until", "every", "timeout"];
+pub(crate) const GATE_FIELDS: &[&str] = &["prompt", "timeout", "four_eyes"];
+pub(crate) const CALL_FIELDS: &[&str] = &["runbook", "params"];
 
 /// Ids that would clash with the segments the engine adds to paths.
 const RESERVED_IDS: &[&str] = &["on_failure", "prechecks", "probe", "check"];
@@ -275,11 +282,7 @@ impl Loader<'_> {
 
     fn retry(&mut self, node: &Node) -> Option<Retry> {
         let map = self.f.map(node, "`retry`")?;
-        self.f.known_keys(
-            map,
-            &["attempts", "backoff", "factor", "max_backoff"],
-            "`retry`",
-        );
+        self.f.known_keys(map, RETRY_FIELDS, "`retry`");
         let attempts = match map.get("attempts") {
             Some(n) => match self.f.uint(n, "`attempts`")? {
                 0 => {
@@ -320,7 +323,7 @@ impl Loader<'_> {
             return self.expr(node, "`check`", scope).map(Check::Expr);
         }
         let map = self.f.map(node, "`check`")?;
-        self.f.known_keys(map, &["probe", "until"], "`check`");
+        self.f.known_keys(map, CHECK_FIELDS, "`check`");
         let probe = self.probe(map, "`check`", scope);
         let until = match map.get("until") {
             Some(n) => self.expr(n, "`until`", &scope.with_output()),
@@ -417,8 +420,7 @@ impl Loader<'_> {
 
     fn wait(&mut self, node: &Node, scope: &Scope) -> Option<Wait> {
         let map = self.f.map(node, "`wait`")?;
-        self.f
-            .known_keys(map, &["probe", "until", "every", "timeout"], "`wait`");
+        self.f.known_keys(map, WAIT_FIELDS, "`wait`");
         let probe = self.probe(map, "`wait`", scope);
         let until = match map.get("until") {
             Some(n) => self.expr(n, "`until`", &scope.with_output()),
@@ -457,8 +459,7 @@ impl Loader<'_> {
             });
         }
         let map = self.f.map(node, "`gate`")?;
-        self.f
-            .known_keys(map, &["prompt", "timeout", "four_eyes"], "`gate`");
+        self.f.known_keys(map, GATE_FIELDS, "`gate`");
         let prompt = match map.get("prompt") {
             Some(n) => self.template(n, "`prompt`", scope),
             None => {
@@ -611,7 +612,7 @@ impl Loader<'_> {
             });
         }
         let map = self.f.map(node, "`call`")?;
-        self.f.known_keys(map, &["runbook", "params"], "`call`");
+        self.f.known_keys(map, CALL_FIELDS, "`call`");
         let runbook = match map.get("runbook") {
             Some(n) => self.template(n, "`runbook`", scope),
             None => {

@@ -31,6 +31,11 @@ impl ParamType {
         }
     }
 
+    /// Every name [`ParamType::parse`] accepts.
+    pub const NAMES: &[&str] = &[
+        "string", "str", "int", "integer", "bool", "boolean", "list", "array", "map", "object",
+    ];
+
     /// Parses the name used in runbooks.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
