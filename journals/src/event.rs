@@ -175,6 +175,50 @@ pub enum OperatorAction {
     Skip,
 }
 
+/// What a gate's expiry means when nobody decided in time (`on_timeout:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateTimeout {
+    /// The gate counts as approved and the run goes on.
+    Approve,
+    /// The gate counts as rejected, as if a person had rejected it.
+    Reject,
+    /// The gate step fails with an expiry error (the behaviour before `on_timeout` existed).
+    #[default]
+    Fail,
+}
+
+impl GateTimeout {
+    /// The kebab-case name used in runbooks and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Fail => "fail",
+        }
+    }
+
+    /// Whether this is the default (`fail`), for leaving it out of records.
+    pub fn is_default(&self) -> bool {
+        *self == Self::Fail
+    }
+}
+
+impl fmt::Display for GateTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 /// The first event of every run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunStarted {
@@ -322,8 +366,18 @@ pub enum Event {
         /// The approver must not be the person who started the run.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         four_eyes: bool,
+        /// How many distinct people must approve (at least 1).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        approvals: u32,
+        /// Who may decide; empty means anyone.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
+        /// What the expiry means.
+        #[serde(default, skip_serializing_if = "GateTimeout::is_default")]
+        on_timeout: GateTimeout,
     },
-    /// Decision: a gate's verdict.
+    /// Decision: one person's verdict on a gate. A rejection decides the gate; an approval
+    /// decides it once `approvals` distinct people have approved.
     GateDecided {
         /// The gate step's path.
         path: String,
@@ -334,6 +388,15 @@ pub enum Event {
         /// The decider's comment.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+    },
+    /// Decision: nobody decided a gate before it expired; `outcome` is what that means.
+    GateExpired {
+        /// The gate step's path.
+        path: String,
+        /// When it expired (its journaled expiry, not when the expiry was noticed).
+        expired_at: DateTime<Utc>,
+        /// What the expiry means for the gate.
+        outcome: GateTimeout,
     },
     /// Decision: a durable timer's wake time, fixed when the sleep starts.
     TimerSet {
@@ -391,6 +454,7 @@ impl Event {
             | Self::ItemsDecided { path, .. }
             | Self::GateOpened { path, .. }
             | Self::GateDecided { path, .. }
+            | Self::GateExpired { path, .. }
             | Self::TimerSet { path, .. }
             | Self::AttentionNeeded { path, .. }
             | Self::OperatorDecided { path, .. } => Some(path),
@@ -418,6 +482,7 @@ impl Event {
             Self::ItemsDecided { .. } => "items_decided",
             Self::GateOpened { .. } => "gate_opened",
             Self::GateDecided { .. } => "gate_decided",
+            Self::GateExpired { .. } => "gate_expired",
             Self::TimerSet { .. } => "timer_set",
             Self::AttentionNeeded { .. } => "attention_needed",
             Self::OperatorDecided { .. } => "operator_decided",

@@ -31,8 +31,8 @@ pub mod witness;
 use std::path::PathBuf;
 
 pub use event::{
-    Drift, Event, OperatorAction, Orphans, Record, RunId, RunStarted, RunState, RunSummary,
-    SkipReason, SourceFile, Trigger,
+    Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,
+    RunSummary, SkipReason, SourceFile, Trigger,
 };
 pub use memory::MemoryJournal;
 pub use sled_journal::{SledJournal, SledOptions};

@@ -197,7 +197,8 @@ pub enum Command {
         /// API tokens, one `name: token` per line; the name is the caller's identity.
         #[arg(long, env = "RUNBOOK_TOKENS", value_name = "FILE")]
         tokens: Option<PathBuf>,
-        /// A webhook (Slack-compatible) told when a gate opens and a run fails or succeeds.
+        /// A webhook (Slack-compatible) told when a gate opens or expires, and a run needs
+        /// attention, is aborted, fails or succeeds.
         #[arg(long = "webhook", value_name = "URL")]
         webhooks: Vec<String>,
         /// Only these events go to the webhooks.
@@ -263,8 +264,13 @@ pub enum ScheduleCommand {
 }
 
 fn parse_notify_event(s: &str) -> Result<crate::serve::notify::NotifyEvent, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("`{s}` is not one of gate-opened, run-failed, run-succeeded"))
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        let names: Vec<&str> = crate::serve::notify::NotifyEvent::ALL
+            .iter()
+            .map(|e| e.as_str())
+            .collect();
+        format!("`{s}` is not one of {}", names.join(", "))
+    })
 }
 
 /// The schedules files to use: those given, or ./schedules.yaml if it exists.

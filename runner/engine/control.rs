@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use runbook_journals::{Event, RunState};
+use runbook_journals::{Event, GateTimeout, RunState};
 use runbook_steps::{CancelReason, CancelSource, StepContext, StepError, StepKind};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
@@ -266,17 +266,24 @@ impl Exec<'_> {
         }
     }
 
-    /// A gate: open it (journaled), then wait for a verdict by `--yes`, the terminal, or
-    /// `approve`/`reject` later (parking the run).
+    /// A gate: open it (journaled, with who must approve and what its expiry means), then
+    /// wait for a verdict by `--yes`, the terminal, or `approve`/`reject` later (parking the
+    /// run). Reached after its expiry, it journals the expiry and does what `on_timeout` says.
     pub(crate) async fn gate(
         &mut self,
         step: &Step,
         path: &str,
         ctx: &mut Ctx,
-        prompt: &Template,
-        timeout: Option<Duration>,
-        four_eyes: bool,
     ) -> Result<Flow, ExecError> {
+        let Action::Gate {
+            prompt,
+            timeout,
+            four_eyes,
+            rules,
+        } = &step.action
+        else {
+            unreachable!("the walker calls gate for gates only")
+        };
         if !self.view.gates.contains_key(path) {
             let text = match ctx.render(&prompt.text, None) {
                 Ok(t) => t,
@@ -304,7 +311,10 @@ impl Exec<'_> {
                     path: path.to_owned(),
                     prompt: text,
                     expires_at,
-                    four_eyes,
+                    four_eyes: *four_eyes,
+                    approvals: rules.approvals,
+                    approvers: rules.approvers.clone(),
+                    on_timeout: rules.on_timeout,
                 },
             ])
             .await?;
@@ -313,25 +323,24 @@ impl Exec<'_> {
             let gate = self.view.gates[path].clone();
             let state = decide::gate(
                 gate.decision.as_ref().map(|(approved, _, _)| *approved),
+                gate.expired,
                 gate.expires_at,
-                four_eyes,
-                self.who == self.view.started.started_by,
+                gate.on_timeout,
                 self.clock.now(),
             );
-            let self_approval = match state {
+            match state {
                 decide::Gate::Decided { approved } => {
                     let (_, by, comment) = gate.decision.expect("decided");
                     if approved {
-                        let output = json!({ "approved": true, "by": by, "comment": comment });
-                        self.emit(&[Event::StepSucceeded {
-                            path: path.to_owned(),
-                            attempt: 1,
-                            output: output.clone(),
-                            duration_ms: duration_since(gate.opened_at),
-                        }])
-                        .await?;
-                        ctx.set(step, output, "succeeded");
-                        return Ok(Flow::Next);
+                        let approvals: Vec<Value> = gate
+                            .approved_by
+                            .iter()
+                            .map(|(by, comment, at)| json!({ "by": by, "comment": comment, "at": at }))
+                            .collect();
+                        let output = json!({ "approved": true, "by": by, "comment": comment, "approvals": approvals });
+                        return self
+                            .gate_passed(step, path, ctx, output, gate.opened_at)
+                            .await;
                     }
                     let error = match comment {
                         Some(c) => format!("rejected by {by}: {c}"),
@@ -341,19 +350,65 @@ impl Exec<'_> {
                         .gate_failed(step, path, ctx, error, gate.opened_at)
                         .await;
                 }
-                decide::Gate::Expired(expires_at) => {
-                    let error = format!(
-                        "nobody decided before the gate expired at {}",
-                        expires_at.to_rfc3339()
-                    );
+                decide::Gate::Expired {
+                    at,
+                    outcome,
+                    journaled,
+                } => {
+                    if !journaled {
+                        self.emit(&[Event::GateExpired {
+                            path: path.to_owned(),
+                            expired_at: at,
+                            outcome,
+                        }])
+                        .await?;
+                    }
+                    let at = at.to_rfc3339();
+                    let error = match outcome {
+                        GateTimeout::Approve => {
+                            let output = json!({
+                                "approved": true,
+                                "by": "timeout",
+                                "expired_at": at,
+                                "on_timeout": "approve",
+                            });
+                            return self
+                                .gate_passed(step, path, ctx, output, gate.opened_at)
+                                .await;
+                        }
+                        GateTimeout::Reject => format!(
+                            "rejected by its timeout: nobody decided before the gate expired at {at} (on_timeout: reject)"
+                        ),
+                        GateTimeout::Fail => {
+                            format!("nobody decided before the gate expired at {at}")
+                        }
+                    };
                     return self
                         .gate_failed(step, path, ctx, error, gate.opened_at)
                         .await;
                 }
-                decide::Gate::Open { self_approval } => self_approval,
+                decide::Gate::Open => {}
+            }
+            // Whether the one executing may approve now (`--yes`, the terminal): the same
+            // rules as an `approve` command.
+            let approved_by: Vec<&str> = gate
+                .approved_by
+                .iter()
+                .map(|(b, _, _)| b.as_str())
+                .collect();
+            let facts = decide::GateFacts {
+                four_eyes: gate.four_eyes,
+                approvals: gate.approvals,
+                approvers: &gate.approvers,
+                approved_by: &approved_by,
+                decided: None,
+                expired: false,
+                expires_at: gate.expires_at,
+                starter: &self.view.started.started_by,
             };
+            let mine = decide::verdict(&facts, &self.who, true, self.clock.now());
             match self.gates {
-                GateMode::Yes if !self_approval => {
+                GateMode::Yes if mine.is_ok() => {
                     self.emit(&[Event::GateDecided {
                         path: path.to_owned(),
                         approved: true,
@@ -362,46 +417,16 @@ impl Exec<'_> {
                     }])
                     .await?;
                 }
-                GateMode::Prompt if !self_approval => {
-                    self.set_state(
-                        RunState::Waiting,
-                        Some(format!("waiting for approval at `{path}`")),
-                    )
-                    .await?;
-                    match crate::engine::prompt::ask(&gate.prompt, gate.expires_at, &self.interrupt)
-                        .await
-                    {
-                        crate::engine::prompt::Answer::Yes(comment) => {
-                            self.emit(&[
-                                Event::GateDecided {
-                                    path: path.to_owned(),
-                                    approved: true,
-                                    by: self.who.clone(),
-                                    comment,
-                                },
-                                Event::StateChanged {
-                                    state: RunState::Running,
-                                    reason: None,
-                                },
-                            ])
-                            .await?;
-                        }
-                        crate::engine::prompt::Answer::No(comment) => {
-                            self.emit(&[
-                                Event::GateDecided {
-                                    path: path.to_owned(),
-                                    approved: false,
-                                    by: self.who.clone(),
-                                    comment,
-                                },
-                                Event::StateChanged {
-                                    state: RunState::Running,
-                                    reason: None,
-                                },
-                            ])
-                            .await?;
-                        }
-                        crate::engine::prompt::Answer::Expired => {}
+                GateMode::Prompt if mine.is_ok() => {
+                    self.set_state(RunState::Waiting, Some(waiting_reason(path, &gate, None)))
+                        .await?;
+                    let answer =
+                        crate::engine::prompt::ask(&gate.prompt, gate.expires_at, &self.interrupt)
+                            .await;
+                    let (approved, comment) = match answer {
+                        crate::engine::prompt::Answer::Yes(comment) => (true, comment),
+                        crate::engine::prompt::Answer::No(comment) => (false, comment),
+                        crate::engine::prompt::Answer::Expired => continue,
                         crate::engine::prompt::Answer::Closed => {
                             return Ok(Flow::Stop(Stop::Parked {
                                 path: path.to_owned(),
@@ -410,17 +435,28 @@ impl Exec<'_> {
                         crate::engine::prompt::Answer::Interrupted(signal) => {
                             return Ok(Flow::Stop(Stop::Interrupted { signal }));
                         }
-                    }
+                    };
+                    self.emit(&[
+                        Event::GateDecided {
+                            path: path.to_owned(),
+                            approved,
+                            by: self.who.clone(),
+                            comment,
+                        },
+                        Event::StateChanged {
+                            state: RunState::Running,
+                            reason: None,
+                        },
+                    ])
+                    .await?;
                 }
                 _ => {
-                    let reason = if self_approval && self.gates != GateMode::Detach {
-                        format!(
-                            "waiting for approval at `{path}` by someone other than {}, who started the run (four-eyes gate)",
-                            self.who
-                        )
-                    } else {
-                        format!("waiting for approval at `{path}`")
+                    let refusal = match (self.gates, mine) {
+                        (GateMode::Detach, _) | (_, Ok(_)) => None,
+                        (_, Err(r)) => Some(r),
                     };
+                    let reason =
+                        waiting_reason(path, &gate, refusal.map(|r| (r, self.who.as_str())));
                     self.set_state(RunState::Waiting, Some(reason)).await?;
                     return Ok(Flow::Stop(Stop::Parked {
                         path: path.to_owned(),
@@ -428,6 +464,29 @@ impl Exec<'_> {
                 }
             }
         }
+    }
+
+    /// A gate approved (by its approvers, or by its expiry): the step succeeds with `output`.
+    async fn gate_passed(
+        &mut self,
+        step: &Step,
+        path: &str,
+        ctx: &mut Ctx,
+        output: Value,
+        opened_at: chrono::DateTime<Utc>,
+    ) -> Result<Flow, ExecError> {
+        if self.view.state == RunState::Waiting {
+            self.set_state(RunState::Running, None).await?;
+        }
+        self.emit(&[Event::StepSucceeded {
+            path: path.to_owned(),
+            attempt: 1,
+            output: output.clone(),
+            duration_ms: duration_since(opened_at),
+        }])
+        .await?;
+        ctx.set(step, output, "succeeded");
+        Ok(Flow::Next)
     }
 
     async fn gate_failed(
@@ -835,6 +894,52 @@ fn summary(output: &Value) -> String {
             .to_owned();
     }
     short(output)
+}
+
+/// Why a run waits at a gate, in words: who may still approve, how many approvals are in,
+/// and — when the one executing could not approve it (`refused`) — why not.
+fn waiting_reason(
+    path: &str,
+    gate: &crate::engine::view::GateView,
+    refused: Option<(decide::Refusal, &str)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut reason = format!("waiting for approval at `{path}`");
+    if gate.approvals > 1 {
+        let names: Vec<&str> = gate
+            .approved_by
+            .iter()
+            .map(|(b, _, _)| b.as_str())
+            .collect();
+        let _ = write!(reason, " ({} of {} approvals", names.len(), gate.approvals);
+        if !names.is_empty() {
+            let _ = write!(reason, ": {}", names.join(", "));
+        }
+        reason.push(')');
+    }
+    match refused {
+        Some((decide::Refusal::Starter, who)) => {
+            let _ = write!(
+                reason,
+                " by someone other than {who}, who started the run (four-eyes gate)"
+            );
+        }
+        Some((decide::Refusal::NotAnApprover, who)) => {
+            let _ = write!(
+                reason,
+                " by one of {} ({who} is not among them)",
+                gate.approvers.join(", ")
+            );
+        }
+        Some((decide::Refusal::Twice { .. }, who)) => {
+            let _ = write!(reason, " by someone other than {who}, who approved already");
+        }
+        _ if !gate.approvers.is_empty() => {
+            let _ = write!(reason, " by one of {}", gate.approvers.join(", "));
+        }
+        _ => {}
+    }
+    reason
 }
 
 /// Milliseconds since `t`.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use runbook_journals::GateTimeout;
+
 use crate::model::{Action, Retry};
 
 /// The time, as the executor sees it (a port, so that decisions can be driven by a test clock).
@@ -216,38 +218,140 @@ pub fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 /// Where an open gate stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gate {
-    /// Someone decided: approved or rejected.
+    /// Decided: rejected by someone, or approved by as many people as it needs.
     Decided { approved: bool },
-    /// Nobody decided before it expired at this time: the step fails.
-    Expired(DateTime<Utc>),
-    /// Still open; `self_approval` when the one executing started the run and the gate wants
-    /// four eyes (so `--yes` cannot approve it).
-    Open { self_approval: bool },
+    /// Nobody decided before it expired at `at`; `outcome` is what that means. `journaled`
+    /// when the expiry is on record already (a replay), else it is to be journaled now.
+    Expired {
+        at: DateTime<Utc>,
+        outcome: GateTimeout,
+        journaled: bool,
+    },
+    /// Still open.
+    Open,
 }
 
-/// Where a gate stands: a journaled verdict wins over expiry (it was taken in time, or the
-/// approval was refused); otherwise it expires at its journaled time.
+/// Where a gate stands: a journaled verdict or expiry wins (it was taken in time, and is
+/// replayed as it was); otherwise the gate expires at its journaled time, meaning what its
+/// `on_timeout` says.
 pub fn gate(
     decision: Option<bool>,
+    expired: Option<GateTimeout>,
     expires_at: Option<DateTime<Utc>>,
-    four_eyes: bool,
-    executor_started_it: bool,
+    on_timeout: GateTimeout,
     now: DateTime<Utc>,
 ) -> Gate {
     if let Some(approved) = decision {
         return Gate::Decided { approved };
     }
-    match expires_at {
-        Some(at) if now >= at => Gate::Expired(at),
-        _ => Gate::Open {
-            self_approval: four_eyes && executor_started_it,
+    match (expired, expires_at) {
+        (Some(outcome), at) => Gate::Expired {
+            at: at.unwrap_or(now),
+            outcome,
+            journaled: true,
         },
+        (None, Some(at)) if now >= at => Gate::Expired {
+            at,
+            outcome: on_timeout,
+            journaled: false,
+        },
+        _ => Gate::Open,
     }
 }
 
 /// Whether a verdict given at `now` comes too late for a gate expiring at `expires_at`.
 pub fn too_late(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     expires_at.is_some_and(|t| now >= t)
+}
+
+/// The person behind a journaled `by`: `--yes` approvals are journaled as `NAME (--yes)`.
+pub fn identity(by: &str) -> &str {
+    by.strip_suffix(" (--yes)").unwrap_or(by)
+}
+
+/// A gate as the journal has it, for judging one person's verdict on it.
+#[derive(Clone, Copy, Debug)]
+pub struct GateFacts<'a> {
+    /// The run's starter may not approve.
+    pub four_eyes: bool,
+    /// Distinct people who must approve.
+    pub approvals: u32,
+    /// Who may decide; empty means anyone.
+    pub approvers: &'a [String],
+    /// Who approved so far (as journaled).
+    pub approved_by: &'a [&'a str],
+    /// A verdict that decided it, if any.
+    pub decided: Option<bool>,
+    /// Whether its expiry is journaled.
+    pub expired: bool,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Who started the run.
+    pub starter: &'a str,
+}
+
+/// What a person's verdict does to a gate that accepts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// It decides the gate (a rejection, or the last approval it needed).
+    Decides,
+    /// It is approval `have` of the `need` the gate waits for.
+    Counts { have: u32, need: u32 },
+}
+
+/// Why a person's verdict on a gate is refused (and nothing is journaled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gate was decided already.
+    Decided { approved: bool },
+    /// The gate expired (its expiry journaled, or its time passed and it is about to be).
+    Expired { at: Option<DateTime<Utc>> },
+    /// The gate names its approvers, and this person is not one of them.
+    NotAnApprover,
+    /// A four-eyes gate, and this person started the run.
+    Starter,
+    /// This person approved already; `have` of `need` approvals are in.
+    Twice { have: u32, need: u32 },
+}
+
+/// Whether `who`'s verdict (`approved` or not) on a gate is accepted at `now`, and what it
+/// does. Rejections are subject to the same list of approvers (a person who may not approve
+/// may not veto either) but not to four eyes (a starter may always stop their own run).
+pub fn verdict(
+    g: &GateFacts<'_>,
+    who: &str,
+    approved: bool,
+    now: DateTime<Utc>,
+) -> Result<Counted, Refusal> {
+    if let Some(approved) = g.decided {
+        return Err(Refusal::Decided { approved });
+    }
+    if g.expired || too_late(g.expires_at, now) {
+        return Err(Refusal::Expired { at: g.expires_at });
+    }
+    let who = identity(who);
+    if !g.approvers.is_empty() && !g.approvers.iter().any(|a| a == who) {
+        return Err(Refusal::NotAnApprover);
+    }
+    if !approved {
+        return Ok(Counted::Decides);
+    }
+    if g.four_eyes && who == identity(g.starter) {
+        return Err(Refusal::Starter);
+    }
+    let have = u32::try_from(g.approved_by.len()).unwrap_or(u32::MAX);
+    let need = g.approvals.max(1);
+    if g.approved_by.iter().any(|b| identity(b) == who) {
+        return Err(Refusal::Twice { have, need });
+    }
+    if have + 1 >= need {
+        Ok(Counted::Decides)
+    } else {
+        Ok(Counted::Counts {
+            have: have + 1,
+            need,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -473,78 +577,222 @@ mod tests {
 
     #[test]
     fn gates_are_decided_expired_or_open() {
-        for (decision, expires, four_eyes, starter, now, want) in [
+        use GateTimeout::{Approve, Fail, Reject};
+        // (decision, journaled expiry, expires at, on_timeout, now) → where it stands
+        for (decision, expired, expires, on_timeout, now, want) in [
             (
                 Some(true),
                 None,
-                false,
-                false,
+                None,
+                Fail,
                 t(0),
                 Gate::Decided { approved: true },
             ),
             (
                 Some(false),
                 None,
-                false,
-                false,
+                None,
+                Fail,
                 t(0),
                 Gate::Decided { approved: false },
             ),
             // A verdict journaled before the expiry wins even when the run resumes later.
             (
                 Some(true),
+                None,
                 Some(t(5)),
-                false,
-                false,
+                Fail,
                 t(9),
                 Gate::Decided { approved: true },
             ),
-            (None, Some(t(5)), false, false, t(5), Gate::Expired(t(5))),
+            // Expiry: at the journaled time exactly, meaning what on_timeout says.
             (
+                None,
                 None,
                 Some(t(5)),
-                false,
-                false,
-                t(4),
-                Gate::Open {
-                    self_approval: false,
+                Fail,
+                t(5),
+                Gate::Expired {
+                    at: t(5),
+                    outcome: Fail,
+                    journaled: false,
                 },
             ),
             (
                 None,
                 None,
-                true,
-                true,
-                t(4),
-                Gate::Open {
-                    self_approval: true,
+                Some(t(5)),
+                Approve,
+                t(50),
+                Gate::Expired {
+                    at: t(5),
+                    outcome: Approve,
+                    journaled: false,
                 },
             ),
+            // A journaled expiry replays what it meant then, even if on_timeout differs now.
             (
                 None,
-                None,
-                true,
-                false,
-                t(4),
-                Gate::Open {
-                    self_approval: false,
+                Some(Reject),
+                Some(t(5)),
+                Approve,
+                t(50),
+                Gate::Expired {
+                    at: t(5),
+                    outcome: Reject,
+                    journaled: true,
                 },
             ),
-            (
-                None,
-                None,
-                false,
-                true,
-                t(4),
-                Gate::Open {
-                    self_approval: false,
-                },
-            ),
+            (None, None, Some(t(5)), Reject, t(4), Gate::Open),
+            (None, None, None, Fail, t(4000), Gate::Open),
         ] {
-            assert_eq!(gate(decision, expires, four_eyes, starter, now), want);
+            assert_eq!(gate(decision, expired, expires, on_timeout, now), want);
         }
         assert!(too_late(Some(t(5)), t(5)));
         assert!(!too_late(Some(t(5)), t(4)));
         assert!(!too_late(None, t(4)));
+    }
+
+    #[test]
+    fn a_persons_verdict_counts_once_and_only_while_the_gate_is_open() {
+        let listed = ["alice".to_owned(), "bob".to_owned(), "carol".to_owned()];
+        let open = GateFacts {
+            four_eyes: false,
+            approvals: 2,
+            approvers: &[],
+            approved_by: &[],
+            decided: None,
+            expired: false,
+            expires_at: Some(t(10)),
+            starter: "dave",
+        };
+        let alice_in = GateFacts {
+            approved_by: &["alice"],
+            ..open
+        };
+        let alice_yes_in = GateFacts {
+            approved_by: &["alice (--yes)"],
+            ..open
+        };
+        let listed_gate = GateFacts {
+            approvers: &listed,
+            ..open
+        };
+        let four = GateFacts {
+            four_eyes: true,
+            approvals: 1,
+            ..open
+        };
+        // (gate, who, approved, now) → accepted and what it does, or why not
+        for (g, who, approved, now, want) in [
+            // The first of two approvals counts; the second distinct one decides.
+            (
+                open,
+                "alice",
+                true,
+                t(0),
+                Ok(Counted::Counts { have: 1, need: 2 }),
+            ),
+            (alice_in, "bob", true, t(0), Ok(Counted::Decides)),
+            // The same person twice counts once, whatever way they approved.
+            (
+                alice_in,
+                "alice",
+                true,
+                t(0),
+                Err(Refusal::Twice { have: 1, need: 2 }),
+            ),
+            (
+                alice_yes_in,
+                "alice",
+                true,
+                t(0),
+                Err(Refusal::Twice { have: 1, need: 2 }),
+            ),
+            // A rejection decides at once, even after approvals.
+            (alice_in, "bob", false, t(0), Ok(Counted::Decides)),
+            (alice_in, "alice", false, t(0), Ok(Counted::Decides)),
+            // Only listed approvers decide, either way.
+            (
+                listed_gate,
+                "mallory",
+                true,
+                t(0),
+                Err(Refusal::NotAnApprover),
+            ),
+            (
+                listed_gate,
+                "mallory",
+                false,
+                t(0),
+                Err(Refusal::NotAnApprover),
+            ),
+            (
+                listed_gate,
+                "carol",
+                true,
+                t(0),
+                Ok(Counted::Counts { have: 1, need: 2 }),
+            ),
+            // Four eyes: the starter may not approve, but may reject.
+            (four, "dave", true, t(0), Err(Refusal::Starter)),
+            (four, "dave (--yes)", true, t(0), Err(Refusal::Starter)),
+            (four, "dave", false, t(0), Ok(Counted::Decides)),
+            (four, "erin", true, t(0), Ok(Counted::Decides)),
+            // Too late: at the expiry or after, even before the expiry is journaled.
+            (
+                open,
+                "alice",
+                true,
+                t(10),
+                Err(Refusal::Expired { at: Some(t(10)) }),
+            ),
+            (
+                open,
+                "alice",
+                false,
+                t(11),
+                Err(Refusal::Expired { at: Some(t(10)) }),
+            ),
+            (
+                GateFacts {
+                    expired: true,
+                    ..open
+                },
+                "alice",
+                true,
+                t(0),
+                Err(Refusal::Expired { at: Some(t(10)) }),
+            ),
+            // Decided already: refused, either way.
+            (
+                GateFacts {
+                    decided: Some(true),
+                    ..open
+                },
+                "bob",
+                true,
+                t(0),
+                Err(Refusal::Decided { approved: true }),
+            ),
+            (
+                GateFacts {
+                    decided: Some(false),
+                    ..open
+                },
+                "bob",
+                true,
+                t(20),
+                Err(Refusal::Decided { approved: false }),
+            ),
+        ] {
+            assert_eq!(
+                verdict(&g, who, approved, now),
+                want,
+                "{who} {approved} {g:?}"
+            );
+        }
+        assert_eq!(identity("alice (--yes)"), "alice");
+        assert_eq!(identity("alice"), "alice");
     }
 }

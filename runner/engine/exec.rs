@@ -160,6 +160,7 @@ pub fn must_commit(event: &Event) -> bool {
         | Event::StepSkipped { .. }
         | Event::ItemsDecided { .. }
         | Event::GateDecided { .. }
+        | Event::GateExpired { .. }
         | Event::OperatorDecided { .. } => false,
     }
 }
@@ -496,14 +497,7 @@ impl Exec<'_> {
             Action::Effect { .. } | Action::Wait(_) | Action::Script(_) => {
                 self.attempts(step, path, ctx, attempt).await
             }
-            Action::Gate {
-                prompt,
-                timeout,
-                four_eyes,
-            } => {
-                self.gate(step, path, ctx, prompt, *timeout, *four_eyes)
-                    .await
-            }
+            Action::Gate { .. } => self.gate(step, path, ctx).await,
             Action::Sleep(duration) => self.sleep(step, path, ctx, duration).await,
             Action::Foreach { .. } => self.foreach(step, path, ctx).await,
             Action::Parallel { branches } => self.branches(step, path, ctx, branches).await,

@@ -160,6 +160,7 @@ impl RunLog {
             | Event::Resumed { .. }
             | Event::StepSkipped { .. }
             | Event::TimerSet { .. }
+            | Event::GateExpired { .. }
             | Event::OperatorDecided { .. } => {}
         }
         event

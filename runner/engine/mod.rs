@@ -15,6 +15,7 @@ pub mod parallel;
 pub mod plan;
 pub mod prompt;
 pub mod readonly;
+mod verdict;
 pub mod view;
 
 use std::sync::Arc;
@@ -563,19 +564,17 @@ impl Engine {
         };
         let records = self.journal.read(id)?;
         let view = RunView::from_records(id, &records)?;
-        if view.state.is_terminal() {
-            return Err(EngineError::Refused(format!(
-                "run {id} has ended ({}); there is nothing to approve",
-                view.state
-            )));
-        }
         let open = view.open_gates();
         let (path, gate) = match step {
-            Some(p) => open
-                .iter()
-                .find(|(gp, _)| *gp == p)
-                .copied()
-                .ok_or_else(|| EngineError::Refused(format!("run {id} has no open gate `{p}`")))?,
+            Some(p) => match open.iter().find(|(gp, _)| *gp == p) {
+                Some(found) => *found,
+                None => {
+                    return Err(EngineError::Refused(match view.gates.get(p) {
+                        Some(g) => verdict::closed(id, p, g, &view),
+                        None => format!("run {id} has no gate `{p}`"),
+                    }));
+                }
+            },
             None => match open.as_slice() {
                 [one] => *one,
                 [] => {
@@ -588,10 +587,16 @@ impl Engine {
                     if pending.is_some() {
                         return self.prepare_resume(id, &resume);
                     }
-                    return Err(EngineError::Refused(format!(
-                        "run {id} is not waiting at a gate (it is {})",
-                        view.state
-                    )));
+                    // The gate the run last opened, if any, says why there is nothing to
+                    // decide: decided already, or expired.
+                    let last = view
+                        .gates
+                        .iter()
+                        .max_by_key(|(_, g)| g.opened_at)
+                        .map(|(p, g)| verdict::closed(id, p, g, &view));
+                    return Err(EngineError::Refused(last.unwrap_or_else(|| {
+                        format!("run {id} is not waiting at a gate (it is {})", view.state)
+                    })));
                 }
                 many => {
                     let names: Vec<&str> = many.iter().map(|(p, _)| *p).collect();
@@ -602,16 +607,24 @@ impl Engine {
                 }
             },
         };
-        if decide::too_late(gate.expires_at, chrono::Utc::now()) {
-            // Too late: the gate has failed by itself, and continuing the run records that.
-            return self.prepare_resume(id, &resume);
-        }
-        if approved && gate.four_eyes && self.who == view.started.started_by {
+        if view.state.is_terminal() {
             return Err(EngineError::Refused(format!(
-                "gate `{path}` needs a second person: {} started run {id} and cannot approve it",
-                self.who
+                "run {id} has ended ({}); there is nothing to approve",
+                view.state
             )));
         }
+        // Refused (too late, not an approver, the starter of a four-eyes gate, a second
+        // approval by one person): nothing is journaled and the run stays as it is.
+        verdict::judge(
+            id,
+            path,
+            gate,
+            &view,
+            &self.who,
+            approved,
+            chrono::Utc::now(),
+        )
+        .map_err(EngineError::Refused)?;
         // The run must be able to go on (its secret parameters given again, its runbook still
         // loading) before the verdict is journaled: a verdict that cannot be acted on would
         // leave the gate decided and the run stuck.

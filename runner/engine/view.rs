@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use runbook_journals::{
-    Event, OperatorAction, Record, RunId, RunStarted, RunState, SkipReason, SourceFile,
+    Event, GateTimeout, OperatorAction, Record, RunId, RunStarted, RunState, SkipReason, SourceFile,
 };
 use serde_json::Value;
 
@@ -124,6 +124,24 @@ pub struct GateView {
     pub opened_at: DateTime<Utc>,
     /// The approver must not be the person who started the run.
     pub four_eyes: bool,
+    /// Distinct people who must approve.
+    pub approvals: u32,
+    /// Who may decide; empty means anyone.
+    pub approvers: Vec<String>,
+    /// What its expiry means.
+    pub on_timeout: GateTimeout,
+    /// The approvals given so far, in order: who, their comment, when.
+    pub approved_by: Vec<(String, Option<String>, DateTime<Utc>)>,
+    /// Set once its expiry was journaled: what the expiry meant.
+    pub expired: Option<GateTimeout>,
+}
+
+impl GateView {
+    /// Whether a person's approval would still count: nobody rejected it, it has not
+    /// expired (as journaled) and it lacks approvals.
+    pub fn undecided(&self) -> bool {
+        self.decision.is_none() && self.expired.is_none()
+    }
 }
 
 /// The whole run as journaled.
@@ -405,6 +423,9 @@ impl RunView {
                 prompt,
                 expires_at,
                 four_eyes,
+                approvals,
+                approvers,
+                on_timeout,
             } => {
                 if self.gates.contains_key(path) {
                     return Err(Self::fail(record, format!("gate `{path}` opened twice")));
@@ -417,6 +438,11 @@ impl RunView {
                         decision: None,
                         opened_at: at,
                         four_eyes: *four_eyes,
+                        approvals: (*approvals).max(1),
+                        approvers: approvers.clone(),
+                        on_timeout: *on_timeout,
+                        approved_by: Vec::new(),
+                        expired: None,
                     },
                 );
             }
@@ -435,7 +461,54 @@ impl RunView {
                         format!("gate `{path}` was decided already"),
                     ));
                 }
-                gate.decision = Some((*approved, by.clone(), comment.clone()));
+                if gate.expired.is_some() {
+                    return Err(Self::fail(record, format!("gate `{path}` has expired")));
+                }
+                if !*approved {
+                    gate.decision = Some((false, by.clone(), comment.clone()));
+                } else {
+                    let who = crate::engine::decide::identity(by);
+                    if gate
+                        .approved_by
+                        .iter()
+                        .any(|(b, _, _)| crate::engine::decide::identity(b) == who)
+                    {
+                        return Err(Self::fail(
+                            record,
+                            format!("{who} approved gate `{path}` twice"),
+                        ));
+                    }
+                    gate.approved_by.push((by.clone(), comment.clone(), at));
+                    if gate.approved_by.len() >= usize::try_from(gate.approvals).unwrap_or(1) {
+                        let names: Vec<&str> = gate
+                            .approved_by
+                            .iter()
+                            .map(|(b, _, _)| b.as_str())
+                            .collect();
+                        let comments: Vec<&str> = gate
+                            .approved_by
+                            .iter()
+                            .filter_map(|(_, c, _)| c.as_deref())
+                            .collect();
+                        gate.decision = Some((
+                            true,
+                            names.join(", "),
+                            (!comments.is_empty()).then(|| comments.join("; ")),
+                        ));
+                    }
+                }
+            }
+            Event::GateExpired { path, outcome, .. } => {
+                let Some(gate) = self.gates.get_mut(path) else {
+                    return Err(Self::fail(record, format!("gate `{path}` is not open")));
+                };
+                if gate.decision.is_some() || gate.expired.is_some() {
+                    return Err(Self::fail(
+                        record,
+                        format!("gate `{path}` was decided already"),
+                    ));
+                }
+                gate.expired = Some(*outcome);
             }
             Event::TimerSet { path, wake_at } => {
                 if self.timers.contains_key(path) {
@@ -511,9 +584,7 @@ impl RunView {
     pub fn open_gates(&self) -> Vec<(&str, &GateView)> {
         self.gates
             .iter()
-            .filter(|(p, g)| {
-                g.decision.is_none() && !self.step(p).is_some_and(|s| s.status.is_final())
-            })
+            .filter(|(p, g)| g.undecided() && !self.step(p).is_some_and(|s| s.status.is_final()))
             .map(|(p, g)| (p.as_str(), g))
             .collect()
     }

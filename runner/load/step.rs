@@ -10,9 +10,12 @@ use serde_json::Value;
 use crate::diag::Diagnostic;
 use crate::load::Loader;
 use crate::load::refs::Scope;
-use crate::model::{Action, Amount, Check, Concurrency, Expr, Retry, Step, Template, Wait};
+use crate::model::{
+    Action, Amount, Check, Concurrency, Expr, GateRules, Retry, Step, Template, Wait,
+};
 use crate::source::Pos;
 use crate::yaml::{Map, Node, Scalar};
+use runbook_journals::GateTimeout;
 
 /// Fields every step may have.
 pub(crate) const COMMON: &[&str] = &[
@@ -42,7 +45,14 @@ pub(crate) const CONCURRENCY: &[&str] = &["parallel", "batch", "max_failures", "
 pub(crate) const RETRY_FIELDS: &[&str] = &["attempts", "backoff", "factor", "max_backoff"];
 pub(crate) const CHECK_FIELDS: &[&str] = &["probe", "until"];
 pub(crate) const WAIT_FIELDS: &[&str] = &["probe", "until", "every", "timeout"];
-pub(crate) const GATE_FIELDS: &[&str] = &["prompt", "timeout", "four_eyes"];
+pub(crate) const GATE_FIELDS: &[&str] = &[
+    "prompt",
+    "timeout",
+    "four_eyes",
+    "approvals",
+    "approvers",
+    "on_timeout",
+];
 pub(crate) const CALL_FIELDS: &[&str] = &["runbook", "params"];
 
 /// Ids that would clash with the segments the engine adds to paths.
@@ -456,6 +466,7 @@ impl Loader<'_> {
                 prompt,
                 timeout: None,
                 four_eyes: false,
+                rules: GateRules::default(),
             });
         }
         let map = self.f.map(node, "`gate`")?;
@@ -475,11 +486,130 @@ impl Loader<'_> {
             .get("four_eyes")
             .and_then(|n| self.f.bool(n, "`four_eyes`"))
             .unwrap_or(false);
+        let rules = self.gate_rules(map);
+        if let (Some(rules), None) = (&rules, timeout)
+            && rules.on_timeout != GateTimeout::default()
+        {
+            let key = map.key("on_timeout").expect("present");
+            self.f.error_at(
+                key,
+                "`on_timeout` needs a `timeout`: without one the gate never expires",
+            );
+        }
         Some(Action::Gate {
             prompt: prompt?,
             timeout,
             four_eyes,
+            rules: rules?,
         })
+    }
+
+    /// `approvals`, `approvers` and `on_timeout` of a gate; every problem is recorded.
+    fn gate_rules(&mut self, map: &Map) -> Option<GateRules> {
+        let mut ok = true;
+        let mut rules = GateRules::default();
+        if let Some(n) = map.get("approvals") {
+            match self.f.uint(n, "`approvals`") {
+                Some(0) => {
+                    self.f.error(
+                        n,
+                        "`approvals` must be at least 1 (how many distinct people must approve)",
+                    );
+                    ok = false;
+                }
+                Some(k) => match u32::try_from(k) {
+                    Ok(k) => rules.approvals = k,
+                    Err(_) => {
+                        self.f.error(
+                            n,
+                            format!("`approvals` of {k} is more than anyone can give"),
+                        );
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        if let Some(n) = map.get("approvers") {
+            match self.f.list(n, "`approvers`") {
+                Some(items) => {
+                    for item in items {
+                        match self.f.string(item, "an approver") {
+                            Some(s) if s.text.trim().is_empty() => {
+                                self.f.error_at(s, "an approver's name cannot be empty");
+                                ok = false;
+                            }
+                            Some(s) if rules.approvers.contains(&s.text) => {
+                                self.f.error_at(
+                                    s,
+                                    format!("`{}` is listed twice in `approvers`", s.text),
+                                );
+                                ok = false;
+                            }
+                            Some(s) => rules.approvers.push(s.text.clone()),
+                            None => ok = false,
+                        }
+                    }
+                    if ok && rules.approvers.is_empty() {
+                        self.f.error(
+                            n,
+                            "`approvers` is empty: nobody could approve; leave it out to let anyone approve",
+                        );
+                        ok = false;
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        if ok
+            && !rules.approvers.is_empty()
+            && usize::try_from(rules.approvals).is_ok_and(|k| k > rules.approvers.len())
+        {
+            let n = map
+                .get("approvals")
+                .or_else(|| map.get("approvers"))
+                .expect("present");
+            self.f.error(
+                n,
+                format!(
+                    "`approvals: {}` cannot be met: only {} {} listed in `approvers`",
+                    rules.approvals,
+                    rules.approvers.len(),
+                    if rules.approvers.len() == 1 {
+                        "person is"
+                    } else {
+                        "people are"
+                    }
+                ),
+            );
+            ok = false;
+        }
+        if let Some(n) = map.get("on_timeout") {
+            const CHOICES: [&str; 3] = ["reject", "approve", "fail"];
+            match self.f.string(n, "`on_timeout`") {
+                Some(s) => match s.text.as_str() {
+                    "approve" => rules.on_timeout = GateTimeout::Approve,
+                    "reject" => rules.on_timeout = GateTimeout::Reject,
+                    "fail" => rules.on_timeout = GateTimeout::Fail,
+                    other => {
+                        let mut d = Diagnostic::new(
+                            s.content,
+                            s.text.chars().count().max(1),
+                            format!(
+                                "`on_timeout` must be one of reject, approve, fail, not `{other}`"
+                            ),
+                        );
+                        if let Some(g) = crate::load::fields::suggest(other, CHOICES) {
+                            d = d.label(format!("did you mean `{g}`?"));
+                        }
+                        self.f.push(d);
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some(rules)
     }
 
     fn foreach(&mut self, map: &Map, node: &Node, role: Role, scope: &Scope) -> Option<Action> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 pub use concurrency::{Amount, Concurrency, End, Limits, Move, Progress, next_move};
 pub use param::{Param, ParamType};
-pub use step::{Action, Check, Expr, Retry, Step, Template, Wait};
+pub use step::{Action, Check, Expr, GateRules, Retry, Step, Template, Wait};
 
 use crate::script::LibScript;
 use crate::source::{FileId, Pos};

@@ -81,6 +81,28 @@ pub struct Wait {
     pub timeout: Duration,
 }
 
+/// `gate: { approvals, approvers, on_timeout }`: how many people must approve, who may decide,
+/// and what it means when nobody decides in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateRules {
+    /// Distinct people who must approve (≥ 1).
+    pub approvals: u32,
+    /// Who may approve or reject; empty means anyone.
+    pub approvers: Vec<String>,
+    /// What the gate's expiry means.
+    pub on_timeout: runbook_journals::GateTimeout,
+}
+
+impl Default for GateRules {
+    fn default() -> Self {
+        Self {
+            approvals: 1,
+            approvers: Vec::new(),
+            on_timeout: runbook_journals::GateTimeout::default(),
+        }
+    }
+}
+
 /// What a step does.
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -103,6 +125,8 @@ pub enum Action {
         timeout: Option<Duration>,
         /// The approver must not be the person who started the run.
         four_eyes: bool,
+        /// Who must approve, and what the expiry means.
+        rules: GateRules,
     },
     /// A durable timer.
     Sleep(Template),

@@ -1,4 +1,6 @@
-//! Webhook notifications: a gate opened, a run failed, a run succeeded.
+//! Notifications of what an on-call person must hear about — a gate opened, a gate expired, a
+//! run needs attention, was aborted, failed, succeeded — derived from journal records by one
+//! function ([`Notice::from_record`]) for webhooks and for the web page alike.
 //!
 //! The [`Notifier`] is an engine [`Observer`]: it sees every committed, already-redacted
 //! journal record, picks the few that people want to hear about and queues them. Its
@@ -18,8 +20,11 @@
 //!  "url": "https://runbook.example/runs/01J…"}
 //! ```
 //!
-//! A gate's message also carries `step` (the gate's path), `prompt`, and `expires_at` and
-//! `four_eyes` when the gate has them. `url` is there only when a base URL is configured.
+//! A gate's message also carries `step` (the gate's path), `prompt`, and `expires_at`,
+//! `four_eyes`, `approvals` and `approvers` when the gate has them; a gate-expired message
+//! carries `step`, `expired_at` and `on_timeout` (what the expiry meant); the others carry
+//! `reason`, the run's reason as journaled (already scrubbed of secrets, as every record is).
+//! `url` is there only when a base URL is configured.
 //!
 //! Webhook URLs are secrets (a Slack webhook's path is its credential): logs name only the
 //! URL's scheme, host and port.
@@ -30,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use runbook_journals::{Event, Journal, Record, RunId, RunState, RunSummary};
+use runbook_journals::{Event, GateTimeout, Journal, Record, RunId, RunState, RunSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -45,33 +50,53 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WEBHOOK_QUEUE: usize = 1024;
 
 /// What a webhook can be told about.
+///
+/// Adding one: a variant here, in [`NotifyEvent::ALL`] and [`NotifyEvent::as_str`], the record
+/// it comes from in [`Notice::from_record`], and its words in [`Notice::text`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyEvent {
     /// A gate opened and waits for approval.
     GateOpened,
+    /// Nobody decided a gate before it expired; its `on_timeout` applies.
+    GateExpired,
+    /// A run stopped for an operator's decision (a step in flight when its process died).
+    RunNeedsAttention,
+    /// An operator aborted a run.
+    RunAborted,
     /// A run ended failed.
     RunFailed,
     /// A run ended succeeded.
     RunSucceeded,
+    // RunPaused: `paused` comes with the run-control work (pause/unpause); when it lands, add
+    // `RunPaused` here ("run-paused", from `StateChanged { state: Paused }`).
 }
 
 impl NotifyEvent {
     /// Every event, in declaration order.
-    pub const ALL: [Self; 3] = [Self::GateOpened, Self::RunFailed, Self::RunSucceeded];
+    pub const ALL: [Self; 6] = [
+        Self::GateOpened,
+        Self::GateExpired,
+        Self::RunNeedsAttention,
+        Self::RunAborted,
+        Self::RunFailed,
+        Self::RunSucceeded,
+    ];
 
     fn index(self) -> usize {
-        match self {
-            Self::GateOpened => 0,
-            Self::RunFailed => 1,
-            Self::RunSucceeded => 2,
-        }
+        Self::ALL
+            .iter()
+            .position(|e| *e == self)
+            .expect("every event is in ALL")
     }
 
     /// The kebab-case name used in configuration and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GateOpened => "gate-opened",
+            Self::GateExpired => "gate-expired",
+            Self::RunNeedsAttention => "run-needs-attention",
+            Self::RunAborted => "run-aborted",
             Self::RunFailed => "run-failed",
             Self::RunSucceeded => "run-succeeded",
         }
@@ -167,31 +192,43 @@ impl Retry {
     }
 }
 
-/// What a record is worth telling, before the journal is consulted.
-#[derive(Debug)]
-struct Pending {
-    run: RunId,
-    event: NotifyEvent,
+/// What a record is worth telling, before the journal is consulted: for a webhook's message
+/// and for the web page's list of what happened to a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// What happened.
+    pub event: NotifyEvent,
     /// When the record was committed.
-    at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
     /// The gate's path.
-    step: Option<String>,
-    /// The gate's prompt, or why the run ended.
-    detail: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
-    four_eyes: bool,
+    pub step: Option<String>,
+    /// The gate's prompt, or why the run is in its state (as journaled, scrubbed).
+    pub detail: Option<String>,
+    /// When the gate expires (gate-opened) or expired (gate-expired).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A four-eyes gate.
+    pub four_eyes: bool,
+    /// Distinct approvals the gate needs.
+    pub approvals: u32,
+    /// Who may decide the gate (empty: anyone).
+    pub approvers: Vec<String>,
+    /// What the gate's expiry meant.
+    pub on_timeout: Option<GateTimeout>,
 }
 
-impl Pending {
-    fn from_record(run: RunId, record: &Record) -> Option<Self> {
-        let pending = |event, step, detail| Self {
-            run,
+impl Notice {
+    /// The notice a record gives, if it is worth one.
+    pub fn from_record(record: &Record) -> Option<Self> {
+        let notice = |event, step, detail| Self {
             event,
             at: record.at,
             step,
             detail,
             expires_at: None,
             four_eyes: false,
+            approvals: 1,
+            approvers: Vec::new(),
+            on_timeout: None,
         };
         match &record.event {
             Event::GateOpened {
@@ -199,35 +236,140 @@ impl Pending {
                 prompt,
                 expires_at,
                 four_eyes,
+                approvals,
+                approvers,
+                on_timeout,
             } => Some(Self {
                 expires_at: *expires_at,
                 four_eyes: *four_eyes,
-                ..pending(
+                approvals: *approvals,
+                approvers: approvers.clone(),
+                on_timeout: expires_at.map(|_| *on_timeout),
+                ..notice(
                     NotifyEvent::GateOpened,
                     Some(path.clone()),
                     Some(prompt.clone()),
                 )
             }),
-            Event::StateChanged {
-                state: RunState::Failed,
-                reason,
-            } => Some(pending(NotifyEvent::RunFailed, None, reason.clone())),
-            Event::StateChanged {
-                state: RunState::Succeeded,
-                reason,
-            } => Some(pending(NotifyEvent::RunSucceeded, None, reason.clone())),
+            Event::GateExpired {
+                path,
+                expired_at,
+                outcome,
+            } => Some(Self {
+                expires_at: Some(*expired_at),
+                on_timeout: Some(*outcome),
+                ..notice(NotifyEvent::GateExpired, Some(path.clone()), None)
+            }),
+            Event::StateChanged { state, reason } => {
+                let event = match state {
+                    RunState::NeedsAttention => NotifyEvent::RunNeedsAttention,
+                    RunState::Aborted => NotifyEvent::RunAborted,
+                    RunState::Failed => NotifyEvent::RunFailed,
+                    RunState::Succeeded => NotifyEvent::RunSucceeded,
+                    RunState::Running
+                    | RunState::Waiting
+                    | RunState::Sleeping
+                    | RunState::Interrupted => return None,
+                };
+                Some(notice(event, None, reason.clone()))
+            }
             _ => None,
         }
     }
 
-    /// The state the event puts the run in (not what the summary says by the time it is read).
-    fn state(&self) -> RunState {
+    /// Every notice of a run's records, in order: what the web page lists as what happened.
+    pub fn of_records(records: &[Record]) -> Vec<Self> {
+        records.iter().filter_map(Self::from_record).collect()
+    }
+
+    /// The state the event puts the run in (not what the summary says by the time it is
+    /// read). An expired gate's run is running again: the expiry is being applied.
+    pub fn state(&self) -> RunState {
         match self.event {
             NotifyEvent::GateOpened => RunState::Waiting,
+            NotifyEvent::GateExpired => RunState::Running,
+            NotifyEvent::RunNeedsAttention => RunState::NeedsAttention,
+            NotifyEvent::RunAborted => RunState::Aborted,
             NotifyEvent::RunFailed => RunState::Failed,
             NotifyEvent::RunSucceeded => RunState::Succeeded,
         }
     }
+
+    /// What happened, in words, after the run's name (`waits for approval at …`); `escape`
+    /// applies to free text (Slack's control characters for a webhook).
+    pub fn text(&self, escape: impl Fn(&str) -> String) -> String {
+        let step = self.step.as_deref().unwrap_or("?");
+        let detail = self.detail.as_deref().filter(|d| !d.trim().is_empty());
+        let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match self.event {
+            NotifyEvent::GateOpened => {
+                let mut text = format!("waits for approval at `{step}`");
+                if let Some(prompt) = detail {
+                    let _ = write!(text, ": {}", escape(prompt));
+                }
+                if self.approvals > 1 {
+                    let _ = write!(text, " ({} distinct approvals needed)", self.approvals);
+                }
+                if !self.approvers.is_empty() {
+                    let _ = write!(text, " (approvers: {})", escape(&self.approvers.join(", ")));
+                }
+                if self.four_eyes {
+                    text.push_str(
+                        " (four eyes: someone other than who started the run must approve)",
+                    );
+                }
+                if let Some(expires) = self.expires_at {
+                    let _ = write!(text, " (expires {}", secs(expires));
+                    if let Some(outcome) = self.on_timeout {
+                        let _ = write!(text, ", then on_timeout: {outcome}");
+                    }
+                    text.push(')');
+                }
+                text
+            }
+            NotifyEvent::GateExpired => {
+                let meant = match self.on_timeout.unwrap_or_default() {
+                    GateTimeout::Approve => "it counts as approved and the run goes on",
+                    GateTimeout::Reject => "it counts as rejected",
+                    GateTimeout::Fail => "the gate step fails",
+                };
+                let at = self.expires_at.map(secs).unwrap_or_default();
+                format!("gate `{step}` expired at {at} with nobody deciding: {meant}")
+            }
+            NotifyEvent::RunNeedsAttention => match detail {
+                Some(reason) => format!("needs attention: {}", escape(reason)),
+                None => "needs attention".to_owned(),
+            },
+            NotifyEvent::RunAborted => match detail {
+                Some(reason) => format!("was {}", escape(reason)),
+                None => "was aborted".to_owned(),
+            },
+            NotifyEvent::RunFailed => match detail {
+                Some(reason) => format!("failed: {}", escape(reason)),
+                None => "failed".to_owned(),
+            },
+            NotifyEvent::RunSucceeded => "succeeded".to_owned(),
+        }
+    }
+
+    /// The emoji that starts the event's Slack text.
+    fn emoji(&self) -> &'static str {
+        match self.event {
+            NotifyEvent::GateOpened => ":pause_button:",
+            NotifyEvent::GateExpired => ":hourglass:",
+            NotifyEvent::RunNeedsAttention => ":warning:",
+            NotifyEvent::RunAborted => ":octagonal_sign:",
+            NotifyEvent::RunFailed => ":x:",
+            NotifyEvent::RunSucceeded => ":white_check_mark:",
+        }
+    }
+}
+
+/// A notice queued for the webhooks.
+#[derive(Debug)]
+struct Pending {
+    run: RunId,
+    notice: Notice,
 }
 
 /// Delivery counters, shared with the workers.
@@ -257,7 +399,7 @@ pub struct Notifier {
     queue: mpsc::UnboundedSender<Pending>,
     /// How many webhooks want each event (by [`NotifyEvent::index`]): events nobody wants
     /// are not even queued.
-    subscribers: [u64; 3],
+    subscribers: [u64; NotifyEvent::ALL.len()],
     counters: Arc<Counters>,
 }
 
@@ -329,10 +471,11 @@ impl Notifier {
 
 impl Observer for Notifier {
     fn record(&self, run: RunId, record: &Record) {
-        let Some(pending) = Pending::from_record(run, record) else {
+        let Some(notice) = Notice::from_record(record) else {
             return;
         };
-        let deliveries = self.subscribers[pending.event.index()];
+        let pending = Pending { run, notice };
+        let deliveries = self.subscribers[pending.notice.event.index()];
         if deliveries == 0 {
             return;
         }
@@ -393,7 +536,7 @@ impl Dispatcher {
             };
             let message = Arc::new(message(&p, summary.as_ref(), self.base_url.as_deref()));
             for (webhook, tx) in &workers {
-                if !webhook.wants(p.event) {
+                if !webhook.wants(p.notice.event) {
                     continue;
                 }
                 if tx.try_send(Arc::clone(&message)).is_err() {
@@ -401,7 +544,7 @@ impl Dispatcher {
                     tracing::warn!(
                         webhook = %webhook.display_url(),
                         run = %p.run,
-                        event = %p.event,
+                        event = %p.notice.event,
                         "notification dropped: {WEBHOOK_QUEUE} messages are already waiting for this webhook"
                     );
                 }
@@ -527,6 +670,7 @@ fn slack_escape(text: &str) -> String {
 
 /// The JSON message for `p`.
 fn message(p: &Pending, summary: Option<&RunSummary>, base_url: Option<&str>) -> Value {
+    let n = &p.notice;
     let runbook = summary.map_or("?", |s| s.runbook.as_str());
     let started_by = summary.map(|s| s.started_by.as_str());
     let url = base_url.map(|base| format!("{base}/runs/{}", p.run));
@@ -536,34 +680,7 @@ fn message(p: &Pending, summary: Option<&RunSummary>, base_url: Option<&str>) ->
         let _ = write!(who, ", started by {}", slack_escape(by));
     }
     who.push(')');
-    let detail = p.detail.as_deref().filter(|d| !d.trim().is_empty());
-    let mut text = match p.event {
-        NotifyEvent::GateOpened => {
-            let mut text = format!(
-                ":pause_button: {who} waits for approval at `{}`",
-                p.step.as_deref().unwrap_or("?")
-            );
-            if let Some(prompt) = detail {
-                let _ = write!(text, ": {}", slack_escape(prompt));
-            }
-            if p.four_eyes {
-                text.push_str(" (four eyes: someone other than who started the run must approve)");
-            }
-            if let Some(expires) = p.expires_at {
-                let _ = write!(
-                    text,
-                    " (expires {})",
-                    expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                );
-            }
-            text
-        }
-        NotifyEvent::RunFailed => match detail {
-            Some(reason) => format!(":x: {who} failed: {}", slack_escape(reason)),
-            None => format!(":x: {who} failed"),
-        },
-        NotifyEvent::RunSucceeded => format!(":white_check_mark: {who} succeeded"),
-    };
+    let mut text = format!("{} {who} {}", n.emoji(), n.text(slack_escape));
     if let Some(url) = &url {
         let _ = write!(text, "\n<{url}>");
     }
@@ -575,22 +692,39 @@ fn message(p: &Pending, summary: Option<&RunSummary>, base_url: Option<&str>) ->
     if let Some(by) = started_by {
         out.insert("started_by".into(), Value::String(by.to_owned()));
     }
-    out.insert("event".into(), Value::String(p.event.as_str().to_owned()));
-    out.insert("state".into(), Value::String(p.state().as_str().to_owned()));
-    out.insert("at".into(), json!(p.at));
-    match p.event {
+    out.insert("event".into(), Value::String(n.event.as_str().to_owned()));
+    out.insert("state".into(), Value::String(n.state().as_str().to_owned()));
+    out.insert("at".into(), json!(n.at));
+    match n.event {
         NotifyEvent::GateOpened => {
-            out.insert("step".into(), json!(p.step));
-            out.insert("prompt".into(), json!(p.detail));
-            if let Some(expires) = p.expires_at {
+            out.insert("step".into(), json!(n.step));
+            out.insert("prompt".into(), json!(n.detail));
+            if let Some(expires) = n.expires_at {
                 out.insert("expires_at".into(), json!(expires));
             }
-            if p.four_eyes {
+            if let Some(outcome) = n.on_timeout {
+                out.insert("on_timeout".into(), json!(outcome));
+            }
+            if n.four_eyes {
                 out.insert("four_eyes".into(), Value::Bool(true));
             }
+            if n.approvals > 1 {
+                out.insert("approvals".into(), json!(n.approvals));
+            }
+            if !n.approvers.is_empty() {
+                out.insert("approvers".into(), json!(n.approvers));
+            }
         }
-        NotifyEvent::RunFailed | NotifyEvent::RunSucceeded => {
-            if let Some(reason) = &p.detail {
+        NotifyEvent::GateExpired => {
+            out.insert("step".into(), json!(n.step));
+            out.insert("expired_at".into(), json!(n.expires_at));
+            out.insert("on_timeout".into(), json!(n.on_timeout));
+        }
+        NotifyEvent::RunNeedsAttention
+        | NotifyEvent::RunAborted
+        | NotifyEvent::RunFailed
+        | NotifyEvent::RunSucceeded => {
+            if let Some(reason) = &n.detail {
                 out.insert("reason".into(), Value::String(reason.clone()));
             }
         }
@@ -726,6 +860,9 @@ mod tests {
             prompt: "All pods on 2.7.2. Check dashboards, then approve.".into(),
             expires_at: None,
             four_eyes: false,
+            approvals: 1,
+            approvers: Vec::new(),
+            on_timeout: GateTimeout::Fail,
         })
     }
 
@@ -768,7 +905,8 @@ mod tests {
     fn events_parse_by_their_kebab_case_names() {
         let hook: Webhook = serde_json::from_value(json!({
             "url": "https://hooks.example/x",
-            "events": ["gate-opened", "run-failed", "run-succeeded"]
+            "events": ["gate-opened", "gate-expired", "run-needs-attention", "run-aborted",
+                       "run-failed", "run-succeeded"]
         }))
         .unwrap();
         assert_eq!(hook.events, NotifyEvent::ALL);
@@ -791,6 +929,142 @@ mod tests {
             .display_url(),
             "https://hooks.slack.com/…"
         );
+    }
+
+    #[test]
+    fn every_event_an_on_call_person_must_hear_about_comes_from_its_record() {
+        let at = |event| Record {
+            seq: 7,
+            at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            event,
+        };
+        let state = |state, reason: Option<&str>| {
+            at(Event::StateChanged {
+                state,
+                reason: reason.map(str::to_owned),
+            })
+        };
+        let expires = DateTime::from_timestamp(1_800_000_030, 0).unwrap();
+        let opened = at(Event::GateOpened {
+            path: "confirm".into(),
+            prompt: "Go?".into(),
+            expires_at: Some(expires),
+            four_eyes: true,
+            approvals: 2,
+            approvers: vec!["alice".into(), "bob".into(), "carol".into()],
+            on_timeout: GateTimeout::Reject,
+        });
+        let expired = at(Event::GateExpired {
+            path: "confirm".into(),
+            expired_at: expires,
+            outcome: GateTimeout::Approve,
+        });
+        // (record, event, state, text after the run's name)
+        for (record, event, run_state, text) in [
+            (
+                opened,
+                NotifyEvent::GateOpened,
+                RunState::Waiting,
+                "waits for approval at `confirm`: Go? (2 distinct approvals needed) \
+                 (approvers: alice, bob, carol) (four eyes: someone other than who started \
+                 the run must approve) (expires 2027-01-15T08:00:30Z, then on_timeout: reject)",
+            ),
+            (
+                expired,
+                NotifyEvent::GateExpired,
+                RunState::Running,
+                "gate `confirm` expired at 2027-01-15T08:00:30Z with nobody deciding: it \
+                 counts as approved and the run goes on",
+            ),
+            (
+                state(
+                    RunState::NeedsAttention,
+                    Some("step `restart` was in flight"),
+                ),
+                NotifyEvent::RunNeedsAttention,
+                RunState::NeedsAttention,
+                "needs attention: step `restart` was in flight",
+            ),
+            (
+                state(RunState::Aborted, Some("aborted by alice: wrong cluster")),
+                NotifyEvent::RunAborted,
+                RunState::Aborted,
+                "was aborted by alice: wrong cluster",
+            ),
+            (
+                state(RunState::Failed, Some("step `x` failed")),
+                NotifyEvent::RunFailed,
+                RunState::Failed,
+                "failed: step `x` failed",
+            ),
+            (
+                state(RunState::Succeeded, None),
+                NotifyEvent::RunSucceeded,
+                RunState::Succeeded,
+                "succeeded",
+            ),
+        ] {
+            let notice = Notice::from_record(&record).expect("worth a notice");
+            assert_eq!(notice.event, event);
+            assert_eq!(notice.state(), run_state);
+            assert_eq!(notice.text(str::to_owned), text);
+            assert_eq!(notice.at, record.at);
+        }
+        for quiet in [
+            RunState::Running,
+            RunState::Waiting,
+            RunState::Sleeping,
+            RunState::Interrupted,
+        ] {
+            assert_eq!(Notice::from_record(&state(quiet, None)), None, "{quiet}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gate_expiry_and_an_abort_are_delivered_with_their_json() {
+        let (url, mut rx) = receiver(vec![200]).await;
+        let (journal, run) = journal_with_run("rotate");
+        let notifier = Notifier::new(
+            vec![Webhook {
+                url,
+                events: vec![],
+            }],
+            journal,
+            None,
+        );
+        let expires = DateTime::from_timestamp(1_800_000_030, 0).unwrap();
+        notifier.record(
+            run,
+            &record(Event::GateExpired {
+                path: "confirm".into(),
+                expired_at: expires,
+                outcome: GateTimeout::Reject,
+            }),
+        );
+        notifier.record(
+            run,
+            &record(Event::StateChanged {
+                state: RunState::Aborted,
+                reason: Some("aborted by bob".into()),
+            }),
+        );
+        let expired = next(&mut rx).await;
+        assert_eq!(expired["event"], "gate-expired");
+        assert_eq!(expired["step"], "confirm");
+        assert_eq!(expired["on_timeout"], "reject");
+        assert_eq!(expired["expired_at"], json!(expires));
+        assert_eq!(
+            expired["text"],
+            format!(
+                ":hourglass: rotate (run {run}, started by alice) gate `confirm` expired at \
+                 2027-01-15T08:00:30Z with nobody deciding: it counts as rejected"
+            )
+        );
+        let aborted = next(&mut rx).await;
+        assert_eq!(aborted["event"], "run-aborted");
+        assert_eq!(aborted["state"], "aborted");
+        assert_eq!(aborted["reason"], "aborted by bob");
+        settle(&notifier, 2, 0).await;
     }
 
     #[test]
@@ -1020,7 +1294,7 @@ mod tests {
             journal,
             None,
         );
-        assert_eq!(notifier.subscribers, [0, 0, 1]);
+        assert_eq!(notifier.subscribers, [0, 0, 0, 0, 0, 1]);
         notifier.record(run, &gate());
         notifier.record(run, &failed());
         notifier.record(run, &succeeded());

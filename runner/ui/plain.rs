@@ -140,6 +140,15 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
                 .unwrap_or_default();
             format!("{}{verdict} {path} by {by}{comment}", pad(path))
         }
+        Event::GateExpired {
+            path,
+            expired_at,
+            outcome,
+        } => format!(
+            "{}expired {path} at {} with nobody deciding (on_timeout: {outcome})",
+            pad(path),
+            expired_at.to_rfc3339()
+        ),
         Event::TimerSet { path, wake_at } => {
             format!("{}sleep  {path} until {}", pad(path), wake_at.to_rfc3339())
         }

@@ -141,6 +141,12 @@ impl Observer for TreeView {
                     .unwrap_or_default();
                 self.line(format!("{}{verdict} by {by}{comment}", pad(path)));
             }
+            Event::GateExpired { path, outcome, .. } => {
+                self.line(format!(
+                    "{}expired with nobody deciding (on_timeout: {outcome})",
+                    pad(path)
+                ));
+            }
             Event::Resumed { by, drift, orphans } => {
                 self.line(format!("run {run}: resumed by {by}"));
                 for text in crate::engine::orphans_stopped(orphans) {
