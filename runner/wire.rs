@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use runbook_journals::{Record, RunId, RunState, RunSummary, Trigger};
+use runbook_journals::{GateTimeout, Record, RunId, RunState, RunSummary, Trigger};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -216,6 +216,10 @@ pub struct RunDetail {
     pub open_gate: Option<OpenGate>,
     /// The step that needs an operator's decision.
     pub attention: Option<Attention>,
+    /// What happened that an on-call person must hear about, oldest first: the events webhooks
+    /// are told (only in the holder's answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub happened: Vec<Happened>,
     /// Whether the holder is executing it right now (only in the holder's answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
@@ -240,6 +244,21 @@ pub struct StepDetail {
     pub error: Option<String>,
 }
 
+/// An event of a run worth telling an on-call person (a webhook's `event`, on the web page).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Happened {
+    /// `gate-opened`, `gate-expired`, `run-needs-attention`, `run-aborted`, `run-failed`,
+    /// `run-succeeded`.
+    pub event: String,
+    /// When it was journaled.
+    pub at: DateTime<Utc>,
+    /// The gate, for gate events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// What happened, in words (the webhook's text without the run's name).
+    pub text: String,
+}
+
 /// A gate of a [`RunDetail`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateDetail {
@@ -253,6 +272,25 @@ pub struct GateDetail {
     pub four_eyes: bool,
     /// The verdict, once given.
     pub decision: Option<Verdict>,
+    /// Distinct people who must approve.
+    #[serde(default = "one")]
+    pub approvals: u32,
+    /// Who may decide (empty: anyone).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Who approved so far.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    /// What its expiry means (`approve`, `reject`, `fail`).
+    #[serde(default)]
+    pub on_timeout: GateTimeout,
+    /// Set once it expired with nobody deciding: what that meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<GateTimeout>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A gate's verdict.
@@ -275,6 +313,21 @@ pub struct OpenGate {
     pub prompt: String,
     /// Whether the run's starter may not approve it.
     pub four_eyes: bool,
+    /// When it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What its expiry means.
+    #[serde(default)]
+    pub on_timeout: GateTimeout,
+    /// Distinct people who must approve.
+    #[serde(default = "one")]
+    pub approvals: u32,
+    /// Who may decide (empty: anyone).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Who approved so far.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
 }
 
 /// The step a run needs a decision about.

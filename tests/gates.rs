@@ -1,7 +1,9 @@
 //! Gates: a run parks at a gate and outlives its process; a later `approve` or `reject` from
 //! another process decides it, and who decided (and why) is journaled. Four-eyes gates refuse
-//! the person who started the run, `--yes` approves in the open, and a gate nobody decides in
-//! time fails the run.
+//! the person who started the run, `--yes` approves in the open, a gate nobody decides in time
+//! fails the run (and a late verdict is refused), `approvals: N` needs N distinct people, and
+//! bad gate fields are reported where they are written. Gates on time in `serve`:
+//! tests/gate_timers.rs.
 
 use std::time::Duration;
 
@@ -254,23 +256,151 @@ fn a_gate_nobody_decides_in_time_fails_the_run_on_resume() {
 }
 
 #[test]
-fn approving_an_expired_gate_does_not_approve_it() {
+fn approving_an_expired_gate_is_refused_and_changes_nothing_until_resume_applies_the_expiry() {
     let sb = Sandbox::new();
     let run = expired(&sb);
-    let out = sb
-        .cmd(&["approve", &run, "--comment", "sorry, late"])
-        .code(1);
+    let records = sb.records(&run);
+    for verb in ["approve", "reject"] {
+        let out = sb.cmd(&[verb, &run, "--comment", "sorry, late"]).code(2);
+        assert!(
+            out.stderr
+                .contains(&format!("error: gate `confirm` of run {run} expired at "))
+                && out
+                    .stderr
+                    .contains("with nobody deciding; it can no longer be decided"),
+            "{}",
+            out.explain("a late verdict must be refused, saying the gate expired")
+        );
+        assert_eq!(sb.records(&run), records, "a refused {verb} writes nothing");
+    }
+    assert!(!sb.path().join("out.txt").exists(), "nothing ran");
+    assert_eq!(sb.status(&run)["state"], "waiting");
+    // The expiry is applied by the next resume (or by `serve` on time: tests/gate_timers.rs).
+    let out = sb.cmd(&["resume", &run]).code(1);
     assert!(
         out.stdout
             .contains("nobody decided before the gate expired"),
         "{}",
-        out.explain("a late approval must fail the gate")
+        out.explain("resume applies the expiry")
     );
     assert_eq!(
         sb.read("out.txt"),
         "cleanup\n",
         "the step after the gate never runs"
     );
-    assert!(events(&sb.records(&run), "gate_decided").is_empty());
+    let records = sb.records(&run);
+    assert!(events(&records, "gate_decided").is_empty());
+    assert_eq!(events(&records, "gate_expired").len(), 1);
     assert_eq!(sb.status(&run)["state"], "failed");
+    // Now ended: a verdict names what became of the gate.
+    let out = sb.cmd(&["approve", &run]).code(2);
+    assert!(
+        out.stderr.contains("which failed it (on_timeout: fail)"),
+        "{}",
+        out.explain("a verdict on an expired gate says what the expiry did")
+    );
+}
+
+#[test]
+fn bad_gate_fields_are_reported_at_file_line_column() {
+    let sb = Sandbox::new();
+    sb.write(
+        "bad.yaml",
+        r#"runbook: bad-gates
+steps:
+  - id: none
+    gate: { prompt: "A?", approvals: 0 }
+  - id: maybe
+    gate: { prompt: "B?", timeout: 1m, on_timeout: maybe }
+  - id: scalar
+    gate: { prompt: "C?", approvers: alice }
+  - id: never
+    gate: { prompt: "D?", on_timeout: approve }
+  - id: too-many
+    gate: { prompt: "E?", approvals: 3, approvers: [alice, bob] }
+"#,
+    );
+    let out = sb.cmd(&["check", "bad.yaml"]).code(2);
+    let want = r#"error: `approvals` must be at least 1 (how many distinct people must approve)
+ --> bad.yaml:4:38
+  |
+4 |     gate: { prompt: "A?", approvals: 0 }
+  |                                      ^
+
+error: `on_timeout` must be one of reject, approve, fail, not `maybe`
+ --> bad.yaml:6:52
+  |
+6 |     gate: { prompt: "B?", timeout: 1m, on_timeout: maybe }
+  |                                                    ^^^^^
+
+error: `approvers` must be a list, not a scalar
+ --> bad.yaml:8:38
+  |
+8 |     gate: { prompt: "C?", approvers: alice }
+  |                                      ^^^^^
+
+error: `on_timeout` needs a `timeout`: without one the gate never expires
+  --> bad.yaml:10:27
+   |
+10 |     gate: { prompt: "D?", on_timeout: approve }
+   |                           ^^^^^^^^^^
+
+error: `approvals: 3` cannot be met: only 2 people are listed in `approvers`
+  --> bad.yaml:12:38
+   |
+12 |     gate: { prompt: "E?", approvals: 3, approvers: [alice, bob] }
+   |                                      ^
+
+error: 5 problems found
+"#;
+    assert_eq!(out.stderr, want, "{}", out.explain("the whole message"));
+}
+
+const TWO_APPROVERS: &str = r#"
+runbook: two-approvers
+steps:
+  - id: confirm
+    gate: { prompt: "Go?", approvals: 2, approvers: [alice, bob] }
+  - id: after
+    shell: { run: "echo after >> out.txt" }
+"#;
+
+#[test]
+fn from_the_command_line_two_approvals_need_two_people_and_one_counts_once() {
+    let sb = Sandbox::new();
+    sb.write("two.yaml", TWO_APPROVERS);
+    sb.cmd(&["run", "two.yaml"]).code(3);
+    let run = sb.only_run();
+    // The first approval parks the run again (exit 3), waiting for the second.
+    let out = sb.cmd(&["approve", &run, "--as", "alice"]).code(3);
+    assert!(
+        !sb.path().join("out.txt").exists(),
+        "{}",
+        out.explain("not yet")
+    );
+    let status = sb.cmd(&["status", &run]).ok();
+    assert!(
+        status.stdout.contains("approvals: 1 of 2 (alice)")
+            && status.stdout.contains("approvers: alice, bob"),
+        "{}",
+        status.explain("status shows the approvals so far")
+    );
+    let records = sb.records(&run);
+    let out = sb.cmd(&["approve", &run, "--as", "alice"]).code(2);
+    assert!(
+        out.stderr.contains("alice has approved gate `confirm`")
+            && out.stderr.contains("an approval counts once per person"),
+        "{}",
+        out.explain("the same person twice is refused")
+    );
+    let out = sb.cmd(&["approve", &run, "--as", "mallory"]).code(2);
+    assert!(
+        out.stderr.contains("mallory may not decide gate `confirm`"),
+        "{}",
+        out.explain("someone not listed is refused")
+    );
+    assert_eq!(sb.records(&run), records, "refusals write nothing");
+    sb.cmd(&["approve", &run, "--as", "bob"]).ok();
+    assert_eq!(sb.read("out.txt"), "after\n");
+    assert_eq!(sb.status(&run)["state"], "succeeded");
 }

@@ -14,6 +14,7 @@ mod durability;
 mod etcd;
 mod examples;
 mod fake_kube;
+mod gate_timers;
 mod gates;
 mod helm;
 mod injection;

@@ -29,18 +29,18 @@ use crate::support::captured::Captured;
 use crate::support::{Sandbox, wait_for};
 
 /// How long a `serve` may take to come up or go down, and a run to settle, on a loaded machine.
-const SETTLE: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // The harness: a `serve` child process, and HTTP calls to it.
 
 /// A running `runbook serve` in a sandbox.
-struct Serve {
+pub(crate) struct Serve {
     child: Option<Child>,
     /// Its base URL, from `serve.json`.
-    url: String,
+    pub(crate) url: String,
     /// The local command line's token, from `serve.json`.
-    token: String,
+    pub(crate) token: String,
     /// Its stdout and stderr so far (drained by threads, so the pipes never fill).
     output: Captured,
 }
@@ -48,7 +48,7 @@ struct Serve {
 impl Serve {
     /// Starts `runbook serve --listen 127.0.0.1:0 --tick 100ms ARGS…` in `sb` and waits until
     /// it has written `serve.json` (with its own pid: a killed predecessor's file is ignored).
-    fn start(sb: &Sandbox, args: &[&str]) -> Self {
+    pub(crate) fn start(sb: &Sandbox, args: &[&str]) -> Self {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--tick", "100ms"];
         all.extend_from_slice(args);
         let mut child = sb.cmd(&all).spawn();
@@ -95,7 +95,7 @@ impl Serve {
     }
 
     /// What the process printed so far.
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.output.text()
     }
 
@@ -119,7 +119,7 @@ impl Serve {
     }
 
     /// SIGTERM: runs stop at a safe point; waits for the exit (code 0).
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         self.end(Signal::SIGTERM)
     }
 
@@ -129,35 +129,35 @@ impl Serve {
     }
 
     /// GET with the local token.
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let (status, body) = call("GET", &self.api(path), Some(&self.token), None);
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
     /// POST with the local token.
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         call("POST", &self.api(path), Some(&self.token), Some(body))
     }
 
-    fn api(&self, path: &str) -> String {
+    pub(crate) fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)
     }
 
     /// Starts a run of `runbook` through the API; returns its id.
-    fn start_run(&self, runbook: &str) -> String {
+    pub(crate) fn start_run(&self, runbook: &str) -> String {
         let (status, body) = self.post("/runs", &json!({ "runbook": runbook }));
         assert_eq!(status, 201, "POST /runs {runbook}: {body}");
         body["run"].as_str().expect("a run id").to_owned()
     }
 
     /// The run as the API shows it.
-    fn run(&self, id: &str) -> Value {
+    pub(crate) fn run(&self, id: &str) -> Value {
         self.get(&format!("/runs/{id}"))
     }
 
     /// Waits until the run is in `state`.
-    fn wait_state(&self, id: &str, state: &str) -> Value {
+    pub(crate) fn wait_state(&self, id: &str, state: &str) -> Value {
         let mut run = Value::Null;
         wait_for(&format!("run {id} to be {state}"), SETTLE, || {
             run = self.run(id);
@@ -167,7 +167,7 @@ impl Serve {
     }
 
     /// The run's records, through the API.
-    fn records(&self, id: &str) -> Vec<Value> {
+    pub(crate) fn records(&self, id: &str) -> Vec<Value> {
         array(&self.get(&format!("/runs/{id}/records")))
     }
 
@@ -198,7 +198,12 @@ impl Drop for Serve {
 }
 
 /// An HTTP call; the status and the body (JSON, or the text as a JSON string).
-fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let mut request = ureq::request(method, url).timeout(Duration::from_secs(60));
     if let Some(token) = token {
         request = request.set("Authorization", &format!("Bearer {token}"));
@@ -217,23 +222,23 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (
     (status, body)
 }
 
-fn array(v: &Value) -> Vec<Value> {
+pub(crate) fn array(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
-fn time(v: &Value) -> DateTime<Utc> {
+pub(crate) fn time(v: &Value) -> DateTime<Utc> {
     v.as_str()
         .unwrap_or_else(|| panic!("not a time: {v}"))
         .parse()
         .unwrap_or_else(|e| panic!("not an RFC 3339 time: {v}: {e}"))
 }
 
-fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+pub(crate) fn events<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == name).collect()
 }
 
 /// Waits until the wall clock has passed `t`.
-fn wait_until(what: &str, t: DateTime<Utc>) {
+pub(crate) fn wait_until(what: &str, t: DateTime<Utc>) {
     let limit = (t - Utc::now()).to_std().unwrap_or_default() + SETTLE;
     wait_for(what, limit, || Utc::now() >= t);
 }
@@ -1222,15 +1227,15 @@ steps:
 
 /// A webhook receiver: one thread answering each POST with 200 — or 500 while `failing` — and
 /// keeping the bodies it accepted.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     accepted: Arc<Mutex<Vec<Value>>>,
     attempts: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    fn start(failing: bool) -> Self {
+    pub(crate) fn start(failing: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -1266,7 +1271,7 @@ impl Receiver {
         }
     }
 
-    fn accepted(&self) -> Vec<Value> {
+    pub(crate) fn accepted(&self) -> Vec<Value> {
         self.accepted.lock().expect("bodies").clone()
     }
 }

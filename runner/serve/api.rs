@@ -32,12 +32,13 @@ use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
 use crate::serve::metrics::Metrics;
+use crate::serve::notify::Notice;
 use crate::serve::runs::{Runs, RunsError, StartRequest, Verdict};
 use crate::serve::web;
 use crate::ui::report::run_detail;
 use crate::wire::{
-    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, ParamInfo, ResumeRun,
-    RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
+    AbortRun, Aborted, Accepted, Decide, ErrorBody, Happened, HolderInfo, ListedRun, ParamInfo,
+    ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
 };
 
 /// Committed records, broadcast to live followers (the event streams).
@@ -358,19 +359,25 @@ async fn start_run(
     ))
 }
 
-fn view(app: &App, id: &str) -> ApiResult<RunView> {
-    let id = app.journal().resolve(id)?;
-    let records = app.journal().read(id)?;
-    RunView::from_records(id, &records).map_err(|e| ApiError::from(EngineError::from(e)))
-}
-
 async fn get_run(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunDetail>> {
-    let view = view(&app, &id)?;
+    let id = app.journal().resolve(&id)?;
+    let records = app.journal().read(id)?;
+    let view =
+        RunView::from_records(id, &records).map_err(|e| ApiError::from(EngineError::from(e)))?;
     let mut detail = run_detail(&view);
     detail.active = Some(app.runs.is_active(view.id));
+    detail.happened = Notice::of_records(&records)
+        .into_iter()
+        .map(|n| Happened {
+            event: n.event.as_str().to_owned(),
+            at: n.at,
+            step: n.step.clone(),
+            text: n.text(str::to_owned),
+        })
+        .collect();
     Ok(Json(detail))
 }
 

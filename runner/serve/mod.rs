@@ -1,5 +1,6 @@
 //! `runbook serve`: one long-lived process that holds the journal, fires schedules, executes
-//! runs (parking them at gates, waking durable timers), resumes the runs a previous `serve`
+//! runs (parking them at gates, waking durable timers, applying gates' expiries on time —
+//! [`gate_timers`]), resumes the runs a previous `serve`
 //! was executing when it died, and serves an HTTP API, a web page and Prometheus metrics —
 //! and, like every holder of the journal, the same API on the journal's local socket for the
 //! command line ([`holder`]). On SIGTERM it stops every run at a safe point — journaled as
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod gate_timers;
 pub mod holder;
 pub mod info;
 pub mod local;
@@ -31,6 +33,7 @@ use crate::library::Library;
 use crate::schedule::scheduler::Scheduler;
 use crate::serve::api::{App, Bus};
 use crate::serve::auth::{Tokens, random_token};
+use crate::serve::gate_timers::GateTimers;
 use crate::serve::holder::Holder;
 use crate::serve::info::ServeInfo;
 use crate::serve::metrics::Metrics;
@@ -128,10 +131,12 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let bus = Bus::new(4096);
     let notifier = Notifier::new(webhooks, journal.clone(), opts.base_url.clone());
+    let gate_timers = GateTimers::new(journal.clone());
     let mut observers: Vec<Arc<dyn Observer>> = vec![
         bus.clone(),
         metrics.clone(),
         notifier.clone(),
+        gate_timers.clone(),
         Arc::new(crate::ui::FollowFile::new(&dir)),
     ];
     if opts.output == OutputMode::Json {
@@ -149,6 +154,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
         logs: None,
         log_mode: opts.output,
     })?;
+    gate_timers.attach(&runs);
     let scheduler = Arc::new(Scheduler::new(
         schedules,
         journal.clone(),
@@ -205,6 +211,14 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
             Ok(()) => println!("resuming run {id}, which a previous serve was executing"),
             Err(e) => eprintln!("could not resume run {id}: {e}"),
         }
+    }
+    // Runs parked at gates outlive a serve: their expiries are armed again (one that passed
+    // while serve was down is applied at once).
+    for (id, path, at) in gate_timers.arm_waiting().await {
+        println!(
+            "gate `{path}` of run {id} expires at {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
 
     let shutdown = CancelSource::new();

@@ -111,13 +111,45 @@ pub fn detail(view: &RunView, active: bool) -> String {
     if let Some((path, gate)) = view.open_gate() {
         let _ = writeln!(out, "  gate `{path}` is open: {}", gate.prompt);
         if let Some(exp) = gate.expires_at {
-            let _ = writeln!(out, "    expires {}", exp.format("%Y-%m-%d %H:%M:%S UTC"));
+            let _ = writeln!(
+                out,
+                "    expires {} (then on_timeout: {})",
+                exp.format("%Y-%m-%d %H:%M:%S UTC"),
+                gate.on_timeout
+            );
+        }
+        if gate.approvals > 1 {
+            let names: Vec<&str> = gate
+                .approved_by
+                .iter()
+                .map(|(b, _, _)| b.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "    approvals: {} of {}{}",
+                names.len(),
+                gate.approvals,
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", names.join(", "))
+                }
+            );
+        }
+        if !gate.approvers.is_empty() {
+            let _ = writeln!(out, "    approvers: {}", gate.approvers.join(", "));
         }
         let runbook = crate::ui::hint::runbook();
         let _ = writeln!(out, "    approve: {runbook} approve {id} --comment \"…\"");
         let _ = writeln!(out, "    reject:  {runbook} reject {id} --comment \"…\"");
     }
     for (path, gate) in &view.gates {
+        if let (None, Some(outcome)) = (&gate.decision, gate.expired) {
+            let _ = writeln!(
+                out,
+                "  gate `{path}` expired with nobody deciding (on_timeout: {outcome})"
+            );
+        }
         if let Some((approved, by, comment)) = &gate.decision {
             let verdict = if *approved { "approved" } else { "rejected" };
             let comment = comment
@@ -187,6 +219,11 @@ pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
                 by: by.clone(),
                 comment: comment.clone(),
             }),
+            approvals: g.approvals,
+            approvers: g.approvers.clone(),
+            approved_by: g.approved_by.iter().map(|(b, _, _)| b.clone()).collect(),
+            on_timeout: g.on_timeout,
+            expired: g.expired,
         })
         .collect();
     RunDetail {
@@ -205,7 +242,13 @@ pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
             path: p.to_owned(),
             prompt: g.prompt.clone(),
             four_eyes: g.four_eyes,
+            expires_at: g.expires_at,
+            on_timeout: g.on_timeout,
+            approvals: g.approvals,
+            approvers: g.approvers.clone(),
+            approved_by: g.approved_by.iter().map(|(b, _, _)| b.clone()).collect(),
         }),
+        happened: Vec::new(),
         attention: view.attention.as_ref().map(|(p, d)| Attention {
             path: p.clone(),
             detail: d.clone(),

@@ -457,6 +457,7 @@
       case 'state_changed':
       case 'gate_opened':
       case 'gate_decided':
+      case 'gate_expired':
       case 'attention_needed':
       case 'operator_decided':
       case 'resumed':
@@ -670,6 +671,15 @@
           (me && me === starter ? ' That is you, so the server will refuse your approval.' : ''));
       }
       show(fe, !!g.four_eyes);
+      // Who must approve, how many approvals are in, and what the expiry will mean.
+      const rules = [];
+      const need = Number(g.approvals || 1);
+      const have = (g.approved_by || []).map(String);
+      if (need > 1) rules.push(have.length + ' of ' + need + ' distinct approvals' + (have.length ? ' (' + have.join(', ') + ')' : '') + '.');
+      if ((g.approvers || []).length) rules.push('Only ' + g.approvers.map(String).join(', ') + ' may decide.');
+      if (g.expires_at) rules.push('Expires ' + fmtTime(g.expires_at) + '; then on_timeout: ' + String(g.on_timeout || 'fail') + '.');
+      setText($('gate-rules'), rules.join(' '));
+      show($('gate-rules'), rules.length > 0);
       if ($('gate').dataset.path !== g.path) {
         $('gate').dataset.path = g.path;
         $('comment').value = '';
@@ -688,6 +698,13 @@
       setText($('attention-commands'), (att.commands || []).join('\n'));
     }
     show($('attention'), state === 'needs-attention' && !!att);
+
+    // What happened: the events webhooks are told of, with their times.
+    const happened = d.happened || [];
+    $('happened').replaceChildren(...happened.map((e) => h('li', { dataset: { event: String(e.event) } },
+      h('time', { class: 'muted', datetime: String(e.at) }, fmtTime(e.at)), ' ',
+      badge(String(e.event)), ' ', String(e.text || ''))));
+    show($('happened-panel'), happened.length > 0);
 
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
