@@ -3,7 +3,7 @@
 //! the person who started the run, `--yes` approves in the open, a gate nobody decides in time
 //! fails the run (and a late verdict is refused), `approvals: N` needs N distinct people, and
 //! bad gate fields are reported where they are written. Gates on time in `serve`:
-//! tests/gate_timers.rs.
+//! `tests/gate_timers.rs`.
 
 use std::time::Duration;
 

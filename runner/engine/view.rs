@@ -464,9 +464,7 @@ impl RunView {
                 if gate.expired.is_some() {
                     return Err(Self::fail(record, format!("gate `{path}` has expired")));
                 }
-                if !*approved {
-                    gate.decision = Some((false, by.clone(), comment.clone()));
-                } else {
+                if *approved {
                     let who = crate::engine::decide::identity(by);
                     if gate
                         .approved_by
@@ -496,6 +494,8 @@ impl RunView {
                             (!comments.is_empty()).then(|| comments.join("; ")),
                         ));
                     }
+                } else {
+                    gate.decision = Some((false, by.clone(), comment.clone()));
                 }
             }
             Event::GateExpired { path, outcome, .. } => {
