@@ -741,6 +741,120 @@ mod tests {
     }
 
     #[test]
+    fn a_gate_is_approved_once_enough_distinct_people_approved_and_closes_to_more_verdicts() {
+        let opened = Event::GateOpened {
+            path: "g".into(),
+            prompt: "Go?".into(),
+            expires_at: None,
+            four_eyes: false,
+            approvals: 2,
+            approvers: vec![],
+            on_timeout: GateTimeout::Reject,
+        };
+        let decided = |by: &str, approved: bool| Event::GateDecided {
+            path: "g".into(),
+            approved,
+            by: by.into(),
+            comment: Some(format!("{by} says so")),
+        };
+        let mut records = vec![
+            rec(1, started()),
+            rec(2, opened),
+            rec(3, decided("alice", true)),
+        ];
+        let view = RunView::from_records(RunId::new(), &records).unwrap();
+        let gate = &view.gates["g"];
+        assert_eq!(gate.decision, None, "one of two approvals decides nothing");
+        assert_eq!(gate.approved_by.len(), 1);
+        assert_eq!(view.open_gates().len(), 1);
+
+        // The same person again (even through --yes) does not fit the journal.
+        records.push(rec(4, decided("alice (--yes)", true)));
+        let err = RunView::from_records(RunId::new(), &records).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "journal record 4 (gate_decided) does not fit the run's state: alice approved gate `g` twice"
+        );
+
+        records[3] = rec(4, decided("bob", true));
+        let view = RunView::from_records(RunId::new(), &records).unwrap();
+        assert_eq!(
+            view.gates["g"].decision,
+            Some((
+                true,
+                "alice, bob".to_owned(),
+                Some("alice says so; bob says so".to_owned())
+            ))
+        );
+        assert!(view.open_gates().is_empty());
+
+        // Decided: neither a verdict nor an expiry fits any more.
+        for (late, name) in [
+            (decided("carol", false), "gate_decided"),
+            (
+                Event::GateExpired {
+                    path: "g".into(),
+                    expired_at: Utc::now(),
+                    outcome: GateTimeout::Reject,
+                },
+                "gate_expired",
+            ),
+        ] {
+            let mut more = records.clone();
+            more.push(rec(5, late));
+            let err = RunView::from_records(RunId::new(), &more).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "journal record 5 ({name}) does not fit the run's state: gate `g` was decided already"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn an_expired_gate_is_no_longer_open_and_takes_no_verdict() {
+        let records = vec![
+            rec(1, started()),
+            rec(
+                2,
+                Event::GateOpened {
+                    path: "g".into(),
+                    prompt: "Go?".into(),
+                    expires_at: Some(Utc::now()),
+                    four_eyes: false,
+                    approvals: 1,
+                    approvers: vec![],
+                    on_timeout: GateTimeout::Approve,
+                },
+            ),
+            rec(
+                3,
+                Event::GateExpired {
+                    path: "g".into(),
+                    expired_at: Utc::now(),
+                    outcome: GateTimeout::Approve,
+                },
+            ),
+        ];
+        let view = RunView::from_records(RunId::new(), &records).unwrap();
+        assert_eq!(view.gates["g"].expired, Some(GateTimeout::Approve));
+        assert!(view.open_gates().is_empty());
+        let mut more = records.clone();
+        more.push(rec(
+            4,
+            Event::GateDecided {
+                path: "g".into(),
+                approved: true,
+                by: "alice".into(),
+                comment: None,
+            },
+        ));
+        let err = RunView::from_records(RunId::new(), &more).unwrap_err();
+        assert!(err.to_string().ends_with("gate `g` has expired"), "{err}");
+    }
+
+    #[test]
     fn state_machine_edges() {
         assert!(transition_allowed(RunState::Waiting, RunState::Running));
         assert!(!transition_allowed(RunState::Succeeded, RunState::Running));

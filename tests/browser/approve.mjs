@@ -5,7 +5,8 @@
 //
 // Default: enters a wrong token first (the page must say the token is not known), then TOKEN;
 // opens the run by clicking it in the runs list; waits for the gate prompt; types COMMENT; clicks
-// Approve; waits until the page shows the run `succeeded` (live, no reload); takes a screenshot.
+// Approve; waits until the page shows the run `succeeded` (live, no reload) and lists what happened
+// (gate-opened, then run-succeeded, each with its time); takes a screenshot.
 //
 // --expect-refusal TEXT: opens the run by its address (/runs/RUN_ID) instead, clicks Approve and
 // waits until the page shows the API's refusal containing TEXT, with the run still `waiting` and
@@ -198,6 +199,19 @@ try {
     const decided = page.locator('#steps .note.decision');
     await decided.filter({ hasText: comment }).waitFor();
     say(`the step tree says: ${(await decided.first().innerText()).trim()}`);
+
+    say('reading what happened, as webhooks are told it');
+    await page.locator('#happened [data-event="run-succeeded"]').waitFor({ state: 'visible' });
+    const happened = await page.locator('#happened li').evaluateAll((items) => items.map((li) => ({
+      event: li.dataset.event,
+      at: li.querySelector('time') && li.querySelector('time').getAttribute('datetime'),
+      text: li.textContent.replace(/\s+/g, ' ').trim(),
+    })));
+    const events = happened.map((e) => e.event).join(', ');
+    if (events !== 'gate-opened, run-succeeded') throw new Error(`"What happened" should list gate-opened, run-succeeded, lists: ${events}`);
+    if (happened.some((e) => !e.at || Number.isNaN(Date.parse(e.at)))) throw new Error(`every event needs its time: ${JSON.stringify(happened)}`);
+    if (!happened[0].text.includes('waits for approval at `confirm`')) throw new Error(`the gate-opened line should name the gate: ${happened[0].text}`);
+    say(`what happened: ${happened.map((e) => e.text).join(' | ')}`);
   }
 
   if (!(await page.evaluate(() => window.__sameDocument === true))) {
