@@ -385,17 +385,20 @@ fn approvals_two_needs_two_distinct_listed_approvers_and_refusals_change_nothing
         json!({ "comment": "backup verified" }),
     );
     assert_eq!(status, 202, "{body}");
+    // The approval is journaled before the 202; the run then parks again, saying so.
     let mut one = Value::Null;
-    wait_for("alice's approval to be counted", SETTLE, || {
-        one = serve.run(&run);
-        one["state"] == "waiting" && one["open_gate"]["approved_by"] == json!(["alice"])
-    });
-    assert!(
-        one["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("1 of 2 approvals: alice")),
-        "{one:#}"
+    wait_for(
+        "the run to park again with alice's approval counted",
+        SETTLE,
+        || {
+            one = serve.run(&run);
+            one["state"] == "waiting"
+                && one["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("(1 of 2 approvals: alice)"))
+        },
     );
+    assert_eq!(one["open_gate"]["approved_by"], json!(["alice"]), "{one:#}");
     assert!(
         !sb.path().join(format!("out-{run}.txt")).exists(),
         "nothing past the gate ran"
@@ -502,13 +505,11 @@ fn a_gate_that_expired_while_serve_was_down_is_applied_when_serve_starts_and_oth
     assert_eq!(sb.read(&format!("out-{short}.txt")), "before\ncleanup\n");
 
     // The long one was armed again at start and expires on time.
-    assert!(
+    wait_for("serve to say it armed the long gate again", SETTLE, || {
         second
             .output()
-            .contains(&format!("gate `confirm` of run {long} expires at")),
-        "{}",
-        second.output()
-    );
+            .contains(&format!("gate `confirm` of run {long} expires at"))
+    });
     assert_eq!(second.run(&long)["state"], "waiting");
     let limit = (long_due + ON_TIME - Utc::now())
         .to_std()

@@ -29,7 +29,7 @@ use crate::engine::Resume;
 use crate::engine::decide;
 use crate::engine::log::Observer;
 use crate::engine::view::RunView;
-use crate::serve::runs::Runs;
+use crate::serve::runs::{Runs, RunsError};
 
 /// How often a timer that fired looks again while the run is executing (it may be parking).
 const BUSY_POLL: Duration = Duration::from_millis(100);
@@ -169,6 +169,8 @@ impl GateTimers {
                     }
                     // Taken up by someone in between: go round and look again.
                     Ok(Err(_)) if runs.is_active(id) => {}
+                    // serve is stopping: the next one arms the gate again.
+                    Ok(Err(RunsError::Unavailable(_))) => return,
                     Ok(Err(e)) => {
                         eprintln!(
                             "could not apply the expiry of gate `{path}` of run {id}: {e}; `runbook resume {id}` applies it"

@@ -213,13 +213,17 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
         }
     }
     // Runs parked at gates outlive a serve: their expiries are armed again (one that passed
-    // while serve was down is applied at once).
-    for (id, path, at) in gate_timers.arm_waiting().await {
-        println!(
-            "gate `{path}` of run {id} expires at {}",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-    }
+    // while serve was down is applied at once) — in the background, as reading every parked
+    // run must not hold up the API.
+    let rearm = gate_timers.clone();
+    tokio::spawn(async move {
+        for (id, path, at) in rearm.arm_waiting().await {
+            println!(
+                "gate `{path}` of run {id} expires at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+    });
 
     let shutdown = CancelSource::new();
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.token()));

@@ -727,6 +727,9 @@
     const r = run;
     if (!r || !r.detail || !r.detail.open_gate || deciding) return;
     const path = r.detail.open_gate.path;
+    // An approval short of the number the gate needs is counted, and the gate stays open.
+    const need = Number(r.detail.open_gate.approvals || 1);
+    const have = (r.detail.open_gate.approved_by || []).length + 1;
     const comment = $('comment').value.trim();
     showError('');
     setDeciding(true, approved ? 'Approving…' : 'Rejecting…');
@@ -738,7 +741,8 @@
       setDeciding(false, '');
       $('comment').value = '';
       askSecrets([]);
-      showNotice((approved ? 'Approved ' : 'Rejected ') + path + (approved ? ': the run goes on.' : ': the run fails.'));
+      if (approved && have < need) showNotice('Your approval of ' + path + ' is counted (' + have + ' of ' + need + '): the gate waits for another person.');
+      else showNotice((approved ? 'Approved ' : 'Rejected ') + path + (approved ? ': the run goes on.' : ': the run fails.'));
       refreshDetail();
     } catch (e) {
       if (e.name === 'AbortError' || r !== run) return;
