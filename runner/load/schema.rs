@@ -162,6 +162,7 @@ fn step(registry: &Registry) -> Value {
                 "four_eyes" => json!({ "type": "boolean" }),
                 "approvals" => json!({ "type": "integer", "minimum": 1 }),
                 "approvers" => json!({ "type": "array", "items": { "type": "string" } }),
+            "on_timeout" => json!({ "enum": ["reject", "approve", "fail"] }),
                 _ => json!({ "type": "string" }),
             }, &["prompt"])
         ]}),
