@@ -144,6 +144,7 @@ pub fn link(
         let mut calls = Vec::new();
         collect_calls(&book.steps, &mut calls);
         collect_calls(&book.on_failure, &mut calls);
+        collect_calls(&book.on_abort, &mut calls);
         for step in calls {
             let Action::Call { runbook, params } = &step.action else {
                 continue;

@@ -122,6 +122,12 @@ pub struct ResumeRun {
     /// Go on from what is intact of a damaged run.
     #[serde(default)]
     pub accept_loss: bool,
+    /// Continue a paused run (`POST /runs/{id}/unpause` sets it).
+    #[serde(default)]
+    pub unpause: bool,
+    /// Why (journaled with the operator's decision).
+    #[serde(default)]
+    pub comment: Option<String>,
     /// Secret parameters given again.
     #[serde(default)]
     pub params: Map<String, Value>,
@@ -132,6 +138,30 @@ pub struct ResumeRun {
 pub struct AbortRun {
     /// Why.
     #[serde(default)]
+    pub reason: Option<String>,
+    /// Skip the runbook's cleanup steps.
+    #[serde(default)]
+    pub no_cleanup: bool,
+}
+
+/// `POST /runs/{id}/pause`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRun {
+    /// Why.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The answer to a pause: the run's state now — `paused`, or still `running` or `sleeping`
+/// when its step in flight had not finished within a minute (it pauses once it does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedRun {
+    /// The run.
+    pub run: RunId,
+    /// Its state now.
+    pub state: RunState,
+    /// Why it is in that state, as journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -399,6 +429,10 @@ pub enum Operation {
         reload: bool,
         /// Go on from what is intact of a damaged run.
         accept_loss: bool,
+        /// Continue a paused run.
+        unpause: bool,
+        /// Why.
+        comment: Option<String>,
         /// `name=value` pairs.
         params: Vec<(String, String)>,
     },

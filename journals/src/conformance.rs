@@ -36,6 +36,10 @@ pub fn all(make: &dyn Fn() -> Fresh) {
             "a run ended in its first write takes no lock",
             no_lock_for_a_run_ended_at_once,
         ),
+        (
+            "a reopened run takes its lock again, unless another run holds it",
+            reopening_takes_the_lock_again,
+        ),
         ("summaries follow the records", summaries_follow_the_records),
         ("runs are found by id prefix", runs_are_found_by_prefix),
         ("meta values round trip", meta_round_trips),
@@ -173,6 +177,29 @@ fn locks_until_the_end(j: &dyn Journal) {
     );
     j.create(c, Some("k"), &[started(Some("k"))]).unwrap();
     assert_eq!(j.lock_holder("k").unwrap(), Some(c));
+}
+
+fn reopening_takes_the_lock_again(j: &dyn Journal) {
+    let (a, b) = (RunId::new(), RunId::new());
+    let reopen = || Event::RunReopened {
+        by: "ops".into(),
+        comment: None,
+    };
+    j.create(a, Some("k"), &[started(Some("k"))]).unwrap();
+    j.append(a, 1, &[state(RunState::Failed)]).unwrap();
+    j.create(b, Some("k"), &[started(Some("k"))]).unwrap();
+    match j.append(a, 2, &[reopen(), state(RunState::Running)]) {
+        Err(JournalError::LockHeld { key, holder }) => assert_eq!((key.as_str(), holder), ("k", b)),
+        other => panic!("expected LockHeld, got {other:?}"),
+    }
+    assert_eq!(j.summary(a).unwrap().last_seq, 2, "nothing was written");
+    j.append(b, 1, &[state(RunState::Succeeded)]).unwrap();
+    j.append(a, 2, &[reopen(), state(RunState::Running)])
+        .unwrap();
+    assert_eq!(j.lock_holder("k").unwrap(), Some(a));
+    assert_eq!(j.summary(a).unwrap().state, RunState::Running);
+    j.append(a, 4, &[state(RunState::Succeeded)]).unwrap();
+    assert_eq!(j.lock_holder("k").unwrap(), None);
 }
 
 fn no_lock_for_a_run_ended_at_once(j: &dyn Journal) {

@@ -82,6 +82,8 @@ pub enum RunState {
     Failed,
     /// An operator aborted the run.
     Aborted,
+    /// An operator paused the run at a step boundary; `unpause` continues it. It keeps its lock.
+    Paused,
 }
 
 impl RunState {
@@ -95,7 +97,7 @@ impl RunState {
         self.is_terminal()
             || matches!(
                 self,
-                Self::Waiting | Self::NeedsAttention | Self::Interrupted
+                Self::Waiting | Self::NeedsAttention | Self::Interrupted | Self::Paused
             )
     }
 
@@ -110,6 +112,7 @@ impl RunState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Aborted => "aborted",
+            Self::Paused => "paused",
         }
     }
 }
@@ -412,7 +415,8 @@ pub enum Event {
         /// What the step was doing (its journaled intent).
         detail: String,
     },
-    /// Decision: an operator's verdict on a step that needed attention.
+    /// Decision: an operator's verdict on a step that needed attention, or on the failed step
+    /// of a run taken up again ([`Event::RunReopened`]).
     OperatorDecided {
         /// The step's path.
         path: String,
@@ -420,6 +424,45 @@ pub enum Event {
         action: OperatorAction,
         /// Who decided.
         by: String,
+        /// Why, in the operator's words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Decision: an operator took up a run that had ended failed, to retry or skip the step
+    /// that failed. The failure stays in the history before this record; what failed (the step,
+    /// the loops and calls around it, and the `on_failure` steps that ran for it) counts as
+    /// not finished from here on. The run takes its lock again in the same write.
+    RunReopened {
+        /// Who took the run up.
+        by: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Decision: an operator paused the run; it stopped at a step boundary.
+    Paused {
+        /// Who paused it.
+        by: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Decision: an operator continued a paused run.
+    Unpaused {
+        /// Who continued it.
+        by: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Decision: an operator aborted the run and its cleanup steps (`on_abort`, or `on_failure`
+    /// when the runbook has no `on_abort`) run next; the run ends aborted after them.
+    AbortStarted {
+        /// Who aborted it.
+        by: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Decision: an operator accepted that the run's history is what is intact of it — the
     /// records after `kept` were lost or damaged (and are set aside, not deleted). The step the
@@ -463,6 +506,10 @@ impl Event {
             | Self::Precheck { .. }
             | Self::Resumed { .. }
             | Self::LossAccepted { .. }
+            | Self::RunReopened { .. }
+            | Self::Paused { .. }
+            | Self::Unpaused { .. }
+            | Self::AbortStarted { .. }
             | Self::StateChanged { .. } => None,
         }
     }
@@ -487,6 +534,10 @@ impl Event {
             Self::AttentionNeeded { .. } => "attention_needed",
             Self::OperatorDecided { .. } => "operator_decided",
             Self::LossAccepted { .. } => "loss_accepted",
+            Self::RunReopened { .. } => "run_reopened",
+            Self::Paused { .. } => "paused",
+            Self::Unpaused { .. } => "unpaused",
+            Self::AbortStarted { .. } => "abort_started",
             Self::StateChanged { .. } => "state_changed",
         }
     }

@@ -137,6 +137,39 @@ fn check_first(id: RunId, events: &[Event]) -> Result<(), JournalError> {
     }
 }
 
+/// What a write does to the run's lock: the last state it moves the run to decides; a write
+/// that reopens an ended run ([`Event::RunReopened`]) takes it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockChange {
+    /// The lock stays as it is.
+    Keep,
+    /// The run ends: its lock is released.
+    Release,
+    /// The run was over and goes on: it takes its lock again, unless another run holds it
+    /// ([`JournalError::LockHeld`], nothing written).
+    Retake,
+}
+
+impl LockChange {
+    /// What writing `events` does to the lock.
+    pub fn of(events: &[Event]) -> Self {
+        let last = events.iter().rev().find_map(|e| match e {
+            Event::StateChanged { state, .. } => Some(*state),
+            _ => None,
+        });
+        match last {
+            Some(state) if state.is_terminal() => Self::Release,
+            _ if events
+                .iter()
+                .any(|e| matches!(e, Event::RunReopened { .. })) =>
+            {
+                Self::Retake
+            }
+            _ => Self::Keep,
+        }
+    }
+}
+
 /// Whether `events` move the run to a terminal state (which releases its lock).
 pub fn ends_run(events: &[Event]) -> bool {
     events
@@ -181,7 +214,8 @@ pub trait Journal: Send + Sync {
     /// Appends events to run `id`, whose last record must be `expected` (the seq the writer
     /// last saw); fails with [`JournalError::Conflict`] otherwise, writing nothing. Atomic and
     /// durable on return; returns the records as stored. A `StateChanged` to a terminal state
-    /// releases the run's lock in the same write.
+    /// releases the run's lock in the same write; a `RunReopened` takes it again (failing with
+    /// [`JournalError::LockHeld`], nothing written, if another run holds it meanwhile).
     fn append(
         &self,
         id: RunId,
@@ -192,7 +226,7 @@ pub trait Journal: Send + Sync {
             self.summary(id)?;
             return Ok(Vec::new());
         }
-        self.write(id, expected, events, ends_run(events))
+        self.write(id, expected, events, LockChange::of(events))
     }
 
     /// [`Journal::append`] without blocking the caller's thread: the future resolves once the
@@ -213,13 +247,13 @@ pub trait Journal: Send + Sync {
     ) -> Result<Vec<Record>, JournalError>;
 
     /// Backend: appends non-empty `events` to run `id` if its last record is `expected`,
-    /// releasing its lock when `release_lock`.
+    /// releasing or taking its lock again as `lock` says (refusing a lock another run holds).
     fn write(
         &self,
         id: RunId,
         expected: u64,
         events: &[Event],
-        release_lock: bool,
+        lock: LockChange,
     ) -> Result<Vec<Record>, JournalError>;
 
     /// Every record of run `id`, in order, verified.

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 
-use crate::{Event, Journal, JournalError, JournalStats, Record, RunId, RunState, RunSummary};
+use crate::{
+    Event, Journal, JournalError, JournalStats, LockChange, Record, RunId, RunState, RunSummary,
+};
 
 /// A journal that forgets everything when dropped.
 #[derive(Debug, Default)]
@@ -30,7 +32,7 @@ impl MemoryJournal {
     }
 }
 
-fn add(inner: &mut Inner, id: RunId, events: &[Event], release_lock: bool) -> Vec<Record> {
+fn add(inner: &mut Inner, id: RunId, events: &[Event], lock: LockChange) -> Vec<Record> {
     let now = Utc::now();
     let summary = inner.summaries.get_mut(&id).expect("run exists");
     let mut out = Vec::with_capacity(events.len());
@@ -43,11 +45,16 @@ fn add(inner: &mut Inner, id: RunId, events: &[Event], release_lock: bool) -> Ve
         summary.apply(&record);
         out.push(record);
     }
-    if release_lock
-        && let Some(lock) = &summary.lock
-        && inner.locks.get(lock) == Some(&id)
-    {
-        inner.locks.remove(lock);
+    if let Some(key) = &summary.lock {
+        match lock {
+            LockChange::Release if inner.locks.get(key) == Some(&id) => {
+                inner.locks.remove(key);
+            }
+            LockChange::Retake => {
+                inner.locks.insert(key.clone(), id);
+            }
+            _ => {}
+        }
     }
     inner
         .records
@@ -97,7 +104,7 @@ impl Journal for MemoryJournal {
         if let Some(key) = lock.filter(|_| take_lock) {
             inner.locks.insert(key.to_owned(), id);
         }
-        let records = add(&mut inner, id, events, false);
+        let records = add(&mut inner, id, events, LockChange::Keep);
         if let Some(s) = inner.summaries.get_mut(&id) {
             s.lock = lock.map(str::to_owned);
         }
@@ -109,7 +116,7 @@ impl Journal for MemoryJournal {
         id: RunId,
         expected: u64,
         events: &[Event],
-        release_lock: bool,
+        lock: LockChange,
     ) -> Result<Vec<Record>, JournalError> {
         let mut inner = self.inner.lock().expect("journal mutex poisoned");
         let Some(summary) = inner.summaries.get(&id) else {
@@ -122,7 +129,17 @@ impl Journal for MemoryJournal {
                 found: summary.last_seq,
             });
         }
-        Ok(add(&mut inner, id, events, release_lock))
+        if lock == LockChange::Retake
+            && let Some(key) = &summary.lock
+            && let Some(holder) = inner.locks.get(key)
+            && *holder != id
+        {
+            return Err(JournalError::LockHeld {
+                key: key.clone(),
+                holder: *holder,
+            });
+        }
+        Ok(add(&mut inner, id, events, lock))
     }
 
     fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {

@@ -796,13 +796,13 @@ impl Journal for SledJournal {
         id: RunId,
         expected: u64,
         events: &[Event],
-        release_lock: bool,
+        lock: crate::LockChange,
     ) -> Result<Vec<Record>, JournalError> {
         self.writer()?.call(Op::Write {
             id,
             expected,
             events: events.to_vec(),
-            release_lock,
+            lock,
         })
     }
 
@@ -815,14 +815,14 @@ impl Journal for SledJournal {
             let result = self.summary(id).map(|_| Vec::new());
             return Box::pin(std::future::ready(result));
         }
-        let release_lock = crate::ends_run(&events);
+        let lock = crate::LockChange::of(&events);
         let (tx, rx) = tokio::sync::oneshot::channel();
         writer.submit(
             Op::Write {
                 id,
                 expected,
                 events,
-                release_lock,
+                lock,
             },
             Reply::Async(tx),
         );

@@ -39,8 +39,8 @@ pub enum Op {
         expected: u64,
         /// The events.
         events: Vec<Event>,
-        /// Whether the events end the run.
-        release_lock: bool,
+        /// What the events do to the run's lock.
+        lock: crate::LockChange,
     },
     /// Continue a damaged run from its intact prefix.
     AcceptLoss {
@@ -194,8 +194,8 @@ fn apply(store: &Store, op: Op) -> Result<(Vec<Record>, Option<witness::Entry>),
             id,
             expected,
             events,
-            release_lock,
-        } => write(store, id, expected, &events, release_lock),
+            lock,
+        } => write(store, id, expected, &events, lock),
         Op::AcceptLoss { id, events } => store.accept_loss_batch(id, &events),
         Op::PutMeta { key, value } => {
             store.check_space(key.len() + value.len())?;
@@ -267,7 +267,7 @@ fn write(
     id: RunId,
     expected: u64,
     events: &[Event],
-    release_lock: bool,
+    lock: crate::LockChange,
 ) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
     use crate::sled_journal::{add_records, batch_bytes, encode, lock_key, summary_key};
     if let Some(problem) = store.problem(id) {
@@ -295,11 +295,21 @@ fn write(
     let records = make_records(events, summary.last_seq + 1, Utc::now());
     let mut batch = sled::Batch::default();
     let chain = add_records(&mut batch, id, start, &records, &mut summary)?;
-    if release_lock
-        && let Some(key) = &summary.lock
-        && store.lock_value(key)? == Some(id)
-    {
-        batch.remove(lock_key(key));
+    if let Some(key) = summary.lock.clone() {
+        let holder = store.lock_value(&key)?;
+        match lock {
+            crate::LockChange::Release if holder == Some(id) => {
+                batch.remove(lock_key(&key));
+            }
+            crate::LockChange::Retake => match holder {
+                Some(other) if other != id => {
+                    return Err(JournalError::LockHeld { key, holder: other });
+                }
+                Some(_) => {}
+                None => batch.insert(lock_key(&key), &id.to_bytes()[..]),
+            },
+            _ => {}
+        }
     }
     let encoded = encode(&summary)?;
     store.check_space(batch_bytes(&records) + encoded.len())?;

@@ -11,19 +11,19 @@ pub const OK: i32 = 0;
 pub const FAILED: i32 = 1;
 /// Bad input: a broken runbook, a wrong parameter, a command that does not fit.
 pub const BAD_INPUT: i32 = 2;
-/// The run is parked at a gate.
+/// The run is parked at a gate, or paused.
 pub const PARKED: i32 = 3;
 /// The run needs an operator's decision.
 pub const ATTENTION: i32 = 4;
 
 /// The exit code of a command that executed a run until `outcome`: 0 succeeded, 1 failed or
-/// aborted (from another shell: the run did not do what was asked of it), 3 parked, 4 needs
+/// aborted (from another shell: the run did not do what was asked of it), 3 parked or paused, 4 needs
 /// attention, 128+N for signal N. (`abort` itself exits 0: it did what it was asked.)
 pub fn of_outcome(outcome: &Outcome) -> i32 {
     match outcome {
         Outcome::Succeeded => OK,
         Outcome::Failed { .. } | Outcome::Aborted => FAILED,
-        Outcome::Parked { .. } => PARKED,
+        Outcome::Parked { .. } | Outcome::Paused { .. } => PARKED,
         Outcome::NeedsAttention { .. } => ATTENTION,
         Outcome::Interrupted { signal } => match signal.as_str() {
             "SIGTERM" => 128 + 15,

@@ -182,6 +182,7 @@ pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
         ("prechecks", &main.prechecks),
         ("steps", &main.steps),
         ("on_failure", &main.on_failure),
+        ("on_abort", &main.on_abort),
     ];
     for (title, steps) in sections {
         if !steps.is_empty() {
@@ -291,6 +292,7 @@ pub async fn plan(
         registry: Arc::new(Registry::builtin()),
         observers: Vec::new(),
         interrupt: CancelSource::new().token(),
+        pause: crate::engine::pause::Pause::new(),
         who: env.who.clone(),
         gates: GateMode::Detach,
         library: Library::from_env(),

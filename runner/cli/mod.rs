@@ -120,16 +120,19 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Continue a run that stopped.
+    /// Continue a run that stopped, or take up a failed run again at the step that failed.
     Resume {
         /// A run id (or a unique prefix).
         run: String,
-        /// Run the step that was in flight again.
+        /// Run the step that was in flight (or that failed) again.
         #[arg(long, value_name = "PATH", conflicts_with = "skip_step")]
         retry_step: Option<String>,
-        /// Treat the step that was in flight as done.
+        /// Treat the step that was in flight (or that failed) as done.
         #[arg(long, value_name = "PATH")]
         skip_step: Option<String>,
+        /// Why (journaled with the decision).
+        #[arg(long)]
+        comment: Option<String>,
         /// Use the runbook files as they are now instead of the copies pinned by the run.
         #[arg(long)]
         reload: bool,
@@ -178,13 +181,43 @@ pub enum Command {
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
     },
-    /// Abort a run that is not finished and release its lock.
+    /// Abort a run that is not finished: stop its step in flight, run its cleanup steps
+    /// (`on_abort`, else `on_failure`), and release its lock.
     Abort {
         /// A run id (or a unique prefix).
         run: String,
         /// Why.
-        #[arg(long)]
+        #[arg(long, alias = "comment")]
         reason: Option<String>,
+        /// Do not run the cleanup steps (when the cleanup itself is the problem).
+        #[arg(long)]
+        no_cleanup: bool,
+    },
+    /// Pause a run at its next step boundary (the step in flight finishes; a wait or sleep is
+    /// cut short); it keeps its lock until `unpause`.
+    Pause {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Continue a paused run (its prechecks run again first).
+    Unpause {
+        /// A run id (or a unique prefix).
+        run: String,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+        /// A parameter value (secret parameters must be given again).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Approve every gate.
+        #[arg(long)]
+        yes: bool,
+        /// Return at once; the run goes on in a background process, parking at gates.
+        #[arg(long)]
+        detach: bool,
     },
     /// Hold the journal: fire schedules, execute runs, serve the HTTP API and the web page.
     Serve {
@@ -527,6 +560,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             run,
             retry_step,
             skip_step,
+            comment,
             reload,
             accept_loss,
             params,
@@ -539,10 +573,32 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
                 skip_step: skip_step.clone(),
                 reload: *reload,
                 accept_loss: *accept_loss,
+                unpause: false,
+                comment: comment.clone(),
                 params: params.clone(),
             };
             runs::operate(env, &op, mode(*yes, *detach)).await
         }
+        Command::Unpause {
+            run,
+            comment,
+            params,
+            yes,
+            detach,
+        } => {
+            let op = Operation::Resume {
+                run: run.clone(),
+                retry_step: None,
+                skip_step: None,
+                reload: false,
+                accept_loss: false,
+                unpause: true,
+                comment: comment.clone(),
+                params: params.clone(),
+            };
+            runs::operate(env, &op, mode(*yes, *detach)).await
+        }
+        Command::Pause { run, comment } => runs::pause(env, run, comment.clone()).await,
         Command::Approve {
             run,
             step,
@@ -575,7 +631,11 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             };
             runs::operate(env, &op, runs::Mode::Foreground(GateMode::Detach)).await
         }
-        Command::Abort { run, reason } => runs::abort(env, run, reason.clone()).await,
+        Command::Abort {
+            run,
+            reason,
+            no_cleanup,
+        } => runs::abort(env, run, reason.clone(), *no_cleanup).await,
         Command::Serve {
             listen,
             schedules,

@@ -15,8 +15,8 @@ use crate::schedule::state::Fired;
 use crate::serve::auth::ACT_AS;
 use crate::serve::local::{self, Address, Probe};
 use crate::wire::{
-    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, ResumeRun, RunDetail,
-    RunRecord, ScheduleStatus, StartRun,
+    AbortRun, Aborted, Accepted, Decide, ErrorBody, HolderInfo, ListedRun, PauseRun, PausedRun,
+    ResumeRun, RunDetail, RunRecord, ScheduleStatus, StartRun,
 };
 
 /// How long a request may take. An abort waits for the run to reach a safe point, which the
@@ -165,6 +165,11 @@ impl Remote {
     /// Aborts a run.
     pub async fn abort(&self, run: &str, body: &AbortRun) -> Result<Aborted, CliError> {
         self.post(&format!("/runs/{run}/abort"), body).await
+    }
+
+    /// Pauses a run.
+    pub async fn pause(&self, run: &str, body: &PauseRun) -> Result<PausedRun, CliError> {
+        self.post(&format!("/runs/{run}/pause"), body).await
     }
 
     /// Every schedule with its state.

@@ -17,14 +17,16 @@ use serde_json::json;
 use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::{Remote, params_json};
 use crate::cli::{CliError, Env, detach, exit};
-use crate::engine::{Engine, GateMode, Outcome, Resume};
+use crate::engine::{Abort, Aborting, Engine, GateMode, Outcome, Resume};
 use crate::failure::Kind;
 use crate::library::Library;
 use crate::resupply::Given;
 use crate::serve::holder::Holder;
 use crate::serve::runs::{Here, Runs, Verdict};
 use crate::ui::{self, OutputMode};
-use crate::wire::{AbortRun, Accepted, Decide, Operation, ResumeRun, RunDetail, StartRun};
+use crate::wire::{
+    AbortRun, Accepted, Decide, Operation, PauseRun, ResumeRun, RunDetail, StartRun,
+};
 
 /// Where a run goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,7 @@ pub async fn operate(env: &Env, op: &Operation, mode: Mode) -> Result<i32, CliEr
 fn command(op: &Operation) -> &'static str {
     match op {
         Operation::Start { .. } => "run",
+        Operation::Resume { unpause: true, .. } => "unpause",
         Operation::Resume { .. } => "resume",
         Operation::Decide { approved: true, .. } => "approve",
         Operation::Decide { .. } => "reject",
@@ -129,6 +132,8 @@ async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Resu
             skip_step,
             reload,
             accept_loss,
+            unpause,
+            comment,
             params,
             ..
         } => runs.resume_here(
@@ -139,6 +144,8 @@ async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Resu
                 reload: *reload,
                 params: Given::now(params.clone()),
                 accept_loss: *accept_loss,
+                unpause: *unpause,
+                comment: comment.clone(),
             },
             &env.who,
             here,
@@ -245,6 +252,8 @@ async fn through(env: &Env, remote: &Remote, op: &Operation, mode: Mode) -> Resu
             skip_step,
             reload,
             accept_loss,
+            unpause,
+            comment,
             params,
         } => {
             remote
@@ -255,6 +264,8 @@ async fn through(env: &Env, remote: &Remote, op: &Operation, mode: Mode) -> Resu
                         skip_step: skip_step.clone(),
                         reload: *reload,
                         accept_loss: *accept_loss,
+                        unpause: *unpause,
+                        comment: comment.clone(),
                         params: params_json(params),
                     },
                 )
@@ -357,6 +368,19 @@ fn outcome_of(detail: &RunDetail, state: RunState) -> Outcome {
                 .map_or_else(|| "a signal".to_owned(), str::to_owned),
         },
         RunState::Aborted => Outcome::Aborted,
+        RunState::Paused => {
+            let (by, comment) = detail
+                .reason
+                .as_deref()
+                .and_then(|r| r.strip_prefix("paused by "))
+                .map_or(("an operator".to_owned(), None), |rest| {
+                    match rest.split_once(": ") {
+                        Some((by, c)) => (by.to_owned(), Some(c.to_owned())),
+                        None => (rest.to_owned(), None),
+                    }
+                });
+            Outcome::Paused { by, comment }
+        }
         _ => Outcome::Failed {
             path: None,
             error: detail
@@ -399,8 +423,14 @@ fn by_name_only(remote: &Remote, name: &str) -> Result<(), CliError> {
     )))
 }
 
-/// `runbook abort`.
-pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, CliError> {
+/// `runbook abort`: stops the step in flight, runs the cleanup steps (unless `no_cleanup`),
+/// and ends the run aborted.
+pub async fn abort(
+    env: &Env,
+    run: &str,
+    reason: Option<String>,
+    no_cleanup: bool,
+) -> Result<i32, CliError> {
     let started = Instant::now();
     loop {
         let result = match access::find(env, Want::Write).await? {
@@ -413,12 +443,24 @@ pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, 
                         Arc::new(ui::FollowFile::new(&env.journal_dir())),
                     ],
                     interrupt: CancelSource::new().token(),
+                    pause: crate::engine::pause::Pause::new(),
                     who: env.who.clone(),
                     gates: GateMode::Detach,
                     library: Library::from_env(),
                 };
                 let id = journal.resolve(run)?;
-                engine.abort(id, reason)?;
+                let req = Abort {
+                    reason,
+                    no_cleanup,
+                    params: Given::default(),
+                };
+                // The reads and the checks block; the cleanup steps run as steps do.
+                match tokio::task::block_in_place(|| engine.prepare_abort(id, &req))? {
+                    Aborting::Done(_) => {}
+                    Aborting::Cleanup(cleanup) => {
+                        engine.clean_up(*cleanup).await?;
+                    }
+                }
                 let why = journal.summary(id).ok().and_then(|s| s.reason);
                 return Ok(finished_abort(env, id, why.as_deref()));
             }
@@ -428,6 +470,7 @@ pub async fn abort(env: &Env, run: &str, reason: Option<String>) -> Result<i32, 
                         run,
                         &AbortRun {
                             reason: reason.clone(),
+                            no_cleanup,
                         },
                     )
                     .await
@@ -466,6 +509,7 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 
                 "aborted",
                 reason.map_or(json!(null), |r| json!({ "reason": r })),
             ),
+            Outcome::Paused { by, comment } => ("paused", json!({ "by": by, "comment": comment })),
         };
         println!(
             "{}",
@@ -498,6 +542,82 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 
             Some(reason) => println!("run {id} {reason}"),
             None => println!("run {id} aborted"),
         },
+        Outcome::Paused { by, comment } => {
+            println!(
+                "run {id} is {}; it keeps its lock",
+                crate::engine::paused_reason(by, comment.as_deref())
+            );
+            let rb = crate::ui::hint::runbook();
+            println!("  continue: {rb} unpause {id} --comment \"…\"");
+            println!("  abort:    {rb} abort {id}");
+        }
     }
     code
+}
+
+/// `runbook pause`: the run stops at its next step boundary, keeping its lock, until
+/// `runbook unpause`.
+pub async fn pause(env: &Env, run: &str, comment: Option<String>) -> Result<i32, CliError> {
+    let started = Instant::now();
+    loop {
+        let result = match access::find(env, Want::Write).await? {
+            Access::Local(journal) => {
+                // Nobody holds the journal, so nobody executes the run: it is paused where it
+                // stopped.
+                let engine = Engine {
+                    journal: journal.clone(),
+                    registry: Arc::new(Registry::builtin()),
+                    observers: vec![Arc::new(ui::FollowFile::new(&env.journal_dir()))],
+                    interrupt: CancelSource::new().token(),
+                    pause: crate::engine::pause::Pause::new(),
+                    who: env.who.clone(),
+                    gates: GateMode::Detach,
+                    library: Library::from_env(),
+                };
+                let id = journal.resolve(run)?;
+                tokio::task::block_in_place(|| engine.pause_stopped(id, comment.clone()))?;
+                let summary = journal.summary(id)?;
+                Ok((id, summary.state, summary.reason))
+            }
+            Access::Remote(remote) => remote
+                .pause(
+                    run,
+                    &PauseRun {
+                        comment: comment.clone(),
+                    },
+                )
+                .await
+                .map(|p| (p.run, p.state, p.reason)),
+        };
+        match result {
+            Ok((id, state, reason)) => return Ok(paused(env, id, state, reason.as_deref())),
+            Err(e) if access::again(&e, started) => access::pause().await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Prints where a pause left the run: paused, or pausing once its step in flight ends.
+fn paused(env: &Env, id: RunId, state: RunState, reason: Option<&str>) -> i32 {
+    if env.cli.output == OutputMode::Json {
+        println!(
+            "{}",
+            json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason })
+        );
+    } else if state == RunState::Paused {
+        println!(
+            "run {id} is {}; it keeps its lock",
+            reason.unwrap_or("paused")
+        );
+        println!(
+            "  continue: {} unpause {id} --comment \"…\"",
+            crate::ui::hint::runbook()
+        );
+    } else {
+        println!(
+            "run {id} pauses once its step in flight ends (it is {state}); `{} status {id}` shows when",
+            crate::ui::hint::runbook()
+        );
+    }
+    exit::OK
 }

@@ -80,6 +80,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
                     Arc::new(ui::FollowFile::new(&env.journal_dir())),
                 ],
                 interrupt: CancelSource::new().token(),
+                pause: crate::engine::pause::Pause::new(),
                 who: format!("schedule:{}", s.name),
                 gates: GateMode::Detach,
                 library,

@@ -18,6 +18,7 @@ use crate::engine::GateMode;
 use crate::engine::ctx::Ctx;
 use crate::engine::decide::{self, AfterFailure, Attention, Class, Clock, Facts, Next, Record};
 use crate::engine::log::RunLog;
+use crate::engine::pause::{Pause, PauseRequest};
 use crate::engine::view::{RunView, StepStatus, TransitionError};
 use crate::link::Book;
 use crate::model::{Action, Step};
@@ -59,7 +60,13 @@ pub enum Stop {
         /// The signal's name.
         signal: String,
     },
+    /// An operator paused the run; it stopped at a step boundary.
+    Paused(PauseRequest),
 }
+
+/// What a wait cut short by a pause reports in place of a signal's name ("interrupted by a
+/// pause while waiting"); the run then stops as paused, not interrupted.
+pub const PAUSE: &str = "a pause";
 
 /// Errors that stop the executor itself (not a step).
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +123,8 @@ pub struct Exec<'a> {
     pub cursor: usize,
     /// Fires on Ctrl-C / SIGTERM.
     pub interrupt: Cancel,
+    /// An operator's pause: the walk stops at the next step boundary.
+    pub pause: Pause,
     /// How gates are answered.
     pub gates: GateMode,
     /// Who is executing (for `--yes` approvals).
@@ -152,7 +161,11 @@ pub fn must_commit(event: &Event) -> bool {
         | Event::AttentionNeeded { .. }
         | Event::StepInterrupted { .. }
         | Event::LossAccepted { .. } => true,
-        Event::RunStarted(_)
+        Event::RunReopened { .. }
+        | Event::Paused { .. }
+        | Event::Unpaused { .. }
+        | Event::AbortStarted { .. }
+        | Event::RunStarted(_)
         | Event::SourceReloaded { .. }
         | Event::Precheck { .. }
         | Event::Resumed { .. }
@@ -319,7 +332,15 @@ impl Exec<'_> {
                 )) => Record::InFlight { attempt: *attempt },
             };
             let facts = self.facts(step, &path);
-            match decide::next(record, facts, self.clock.now()) {
+            let next = decide::next(record, facts, self.clock.now());
+            // A step boundary: nothing of this step starts or continues once a pause is asked
+            // (what is only replayed goes on, so the run stops where work would begin).
+            if !matches!(next, Next::Replay)
+                && let Some(request) = self.pause.asked()
+            {
+                return Ok(Flow::Stop(Stop::Paused(request)));
+            }
+            match next {
                 Next::Fresh => self.fresh(step, &path, ctx).await,
                 Next::Replay => self.replay(step, &path, ctx, recorded).await,
                 Next::Begin { attempt, after } => {
@@ -790,7 +811,8 @@ impl Exec<'_> {
         self.pause(decide::remaining(when, self.clock.now())).await
     }
 
-    /// Sleeps `wait`, or returns the signal's name if interrupted first.
+    /// Sleeps `wait`, or returns the signal's name if interrupted first ([`PAUSE`] if an
+    /// operator paused the run: waiting is cut short, to go on after the pause).
     pub(crate) async fn pause(&self, wait: std::time::Duration) -> Result<(), String> {
         if wait.is_zero() {
             return match self.interrupt.reason() {
@@ -801,6 +823,7 @@ impl Exec<'_> {
         tokio::select! {
             () = tokio::time::sleep(wait) => Ok(()),
             reason = self.interrupt.cancelled() => Err(signal_name(&reason)),
+            _ = self.pause.wait() => Err(PAUSE.to_owned()),
         }
     }
 }

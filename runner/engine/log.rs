@@ -154,14 +154,19 @@ impl RunLog {
             Event::AttentionNeeded { detail, .. } | Event::LossAccepted { detail, .. } => {
                 text(detail);
             }
-            Event::StateChanged { reason, .. } => reason.iter_mut().for_each(text),
+            Event::StateChanged { reason, .. } | Event::AbortStarted { reason, .. } => {
+                reason.iter_mut().for_each(text);
+            }
+            Event::OperatorDecided { comment, .. }
+            | Event::RunReopened { comment, .. }
+            | Event::Paused { comment, .. }
+            | Event::Unpaused { comment, .. } => comment.iter_mut().for_each(text),
             Event::Precheck { error, .. } => error.iter_mut().for_each(text),
             Event::SourceReloaded { .. }
             | Event::Resumed { .. }
             | Event::StepSkipped { .. }
             | Event::TimerSet { .. }
-            | Event::GateExpired { .. }
-            | Event::OperatorDecided { .. } => {}
+            | Event::GateExpired { .. } => {}
         }
         event
     }

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod log;
 mod orphans;
 pub mod parallel;
+pub mod pause;
 pub mod plan;
 pub mod prompt;
 pub mod readonly;
@@ -37,6 +38,7 @@ use crate::ui::hint;
 use ctx::Ctx;
 use exec::{Exec, ExecError, Flow, Stop};
 use log::{Observer, RunLog};
+use pause::{Pause, PauseRequest};
 use view::{RunView, TransitionError};
 
 /// How gates are answered when a run reaches one.
@@ -83,6 +85,13 @@ pub enum Outcome {
     },
     /// Aborted by an operator.
     Aborted,
+    /// Paused by an operator at a step boundary.
+    Paused {
+        /// Who paused it.
+        by: String,
+        /// Why.
+        comment: Option<String>,
+    },
 }
 
 /// What can stop an engine operation before or outside the steps.
@@ -164,6 +173,8 @@ pub struct Created {
     log: RunLog,
     /// The events a resume appends once the prechecks passed.
     resume_events: Vec<Event>,
+    /// The events that take up a failed run again, appended before its prechecks run.
+    reopen: Vec<Event>,
 }
 
 /// Resuming a run.
@@ -180,6 +191,41 @@ pub struct Resume {
     /// The operator accepts that a damaged run's history is what is intact of it, and the run
     /// continues from there (the next effect treated as possibly started).
     pub accept_loss: bool,
+    /// Continue a paused run (`unpause`).
+    pub unpause: bool,
+    /// Why, in the operator's words (journaled with the decision).
+    pub comment: Option<String>,
+}
+
+/// Aborting a run.
+#[derive(Clone, Default)]
+pub struct Abort {
+    /// Why.
+    pub reason: Option<String>,
+    /// Skip the runbook's cleanup steps (`--no-cleanup`).
+    pub no_cleanup: bool,
+    /// Parameter values given (secret ones the cleanup steps need again).
+    pub params: Given,
+}
+
+/// What an abort does next.
+pub enum Aborting {
+    /// It is journaled: there was no cleanup to run.
+    Done(Outcome),
+    /// The cleanup steps run, then the run ends aborted.
+    Cleanup(Box<CleanupRun>),
+}
+
+/// An aborted run's cleanup steps, ready to run.
+pub struct CleanupRun {
+    log: RunLog,
+    view: RunView,
+    book: Book,
+    params: Map<String, Value>,
+    /// Where their records go: `on_abort.` or `on_failure.`.
+    prefix: &'static str,
+    steps: Vec<crate::model::Step>,
+    why: String,
 }
 
 /// Runs runbooks against a journal.
@@ -192,6 +238,8 @@ pub struct Engine {
     pub observers: Vec<Arc<dyn Observer>>,
     /// Fires on Ctrl-C / SIGTERM.
     pub interrupt: Cancel,
+    /// An operator's pause of the run this engine executes.
+    pub pause: Pause,
     /// Who is acting.
     pub who: String,
     /// How gates are answered.
@@ -273,9 +321,11 @@ impl Engine {
             params,
             log,
             resume_events,
+            reopen,
             ..
         } = created;
-        self.execute(view, &book, params, &log, resume_events).await
+        self.execute(view, &book, params, &log, resume_events, reopen)
+            .await
     }
 
     /// Creates a run: loads and links the runbook, resolves its parameters, and journals its
@@ -354,6 +404,7 @@ impl Engine {
             params: values.clear,
             log,
             resume_events: Vec::new(),
+            reopen: Vec::new(),
         })
     }
 
@@ -389,16 +440,6 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let mut view = RunView::from_records(id, &records)?;
-        if view.state.is_terminal() {
-            return Err(EngineError::Refused(format!(
-                "run {id} has ended ({}); start a new run instead",
-                view.state
-            )));
-        }
-        // Before anything is decided about a step in flight: nothing of its earlier attempt
-        // may still be running beside what is decided.
-        let stopped = orphans::stop_left_over(id, &records);
-        let mut events = Vec::new();
         let decision = match (&req.retry_step, &req.skip_step) {
             (Some(_), Some(_)) => {
                 return Err(EngineError::Refused(
@@ -409,7 +450,67 @@ impl Engine {
             (None, Some(p)) => Some((p.clone(), OperatorAction::Skip)),
             (None, None) => None,
         };
-        if let Some((path, action)) = &decision {
+        let reopening = view.state == RunState::Failed;
+        if reopening {
+            self.check_reopen(&view, decision.as_ref())?;
+        } else if view.state.is_terminal() {
+            return Err(EngineError::Refused(format!(
+                "run {id} has ended ({}); start a new run instead",
+                view.state
+            )));
+        }
+        if view.state == RunState::Paused && !req.unpause {
+            return Err(EngineError::Refused(format!(
+                "run {id} is paused ({}); `{} unpause {id}` continues it",
+                view.reason.as_deref().unwrap_or("by an operator"),
+                hint::runbook()
+            )));
+        }
+        if req.unpause && view.state != RunState::Paused {
+            return Err(EngineError::Refused(format!(
+                "run {id} is not paused (it is {})",
+                view.state
+            )));
+        }
+        // Before anything is decided about a step in flight: nothing of its earlier attempt
+        // may still be running beside what is decided.
+        let stopped = orphans::stop_left_over(id, &records);
+        let mut events = Vec::new();
+        let mut reopen = Vec::new();
+        if reopening && let Some((path, action)) = &decision {
+            let verb = match action {
+                OperatorAction::Retry => "retry",
+                OperatorAction::Skip => "skip",
+            };
+            reopen.push(Event::RunReopened {
+                by: self.who.clone(),
+                comment: req.comment.clone(),
+            });
+            reopen.push(Event::StateChanged {
+                state: RunState::Running,
+                reason: Some(format!("reopened by {} to {verb} step `{path}`", self.who)),
+            });
+            // A retry of a loop or a call retries what failed inside it too.
+            let inner = format!("{path}[");
+            let child = format!("{path}.");
+            for failed in view.failed() {
+                let below = failed.starts_with(&inner) || failed.starts_with(&child);
+                if failed == path || (*action == OperatorAction::Retry && below) {
+                    events.push(Event::OperatorDecided {
+                        path: failed.to_owned(),
+                        action: *action,
+                        by: self.who.clone(),
+                        comment: req.comment.clone(),
+                    });
+                }
+            }
+            if *action == OperatorAction::Skip {
+                events.push(Event::StepSkipped {
+                    path: path.clone(),
+                    reason: SkipReason::Operator,
+                });
+            }
+        } else if let Some((path, action)) = &decision {
             let in_flight = view.in_flight();
             let attention = view.attention.as_ref().map(|(p, _)| p.as_str());
             // A step that needs attention without ever having started as far as the journal
@@ -432,6 +533,7 @@ impl Engine {
                 path: path.clone(),
                 action: *action,
                 by: self.who.clone(),
+                comment: req.comment.clone(),
             });
             if *action == OperatorAction::Skip {
                 events.push(Event::StepSkipped {
@@ -506,6 +608,12 @@ impl Engine {
             drift,
             orphans: stopped,
         }];
+        if req.unpause {
+            resume_events.push(Event::Unpaused {
+                by: self.who.clone(),
+                comment: req.comment.clone(),
+            });
+        }
         resume_events.extend(events);
         resume_events.push(Event::StateChanged {
             state: RunState::Running,
@@ -533,7 +641,65 @@ impl Engine {
             params: values.clear,
             log,
             resume_events,
+            reopen,
         })
+    }
+
+    /// Checks that a failed run may be taken up again as the operator asks: a decision on a
+    /// step whose failure ended the run, which is not a gate (a rejection is a verdict, not a
+    /// failure to retry), and the run's lock free.
+    fn check_reopen(
+        &self,
+        view: &RunView,
+        decision: Option<&(String, OperatorAction)>,
+    ) -> Result<(), EngineError> {
+        let id = view.id;
+        let failed = view.failed();
+        let Some((path, _)) = decision else {
+            let why = view.reason.as_deref().unwrap_or("it failed");
+            return Err(EngineError::Refused(match failed.last() {
+                Some(step) => {
+                    let [retry, skip] = attention_commands(id, step);
+                    format!(
+                        "run {id} ended failed ({why}); to take it up again, decide about the step that failed:\n    {retry} --comment \"…\"   # run it again\n    {skip} --comment \"…\"    # treat it as done"
+                    )
+                }
+                None => format!(
+                    "run {id} ended failed before any step failed ({why}); it can be taken up again with --retry-step or --skip-step only at a failed step, so start a new run instead"
+                ),
+            }));
+        };
+        if !failed.contains(&path.as_str()) {
+            let listed = if failed.is_empty() {
+                "no step failed".to_owned()
+            } else {
+                format!("failed: {}", failed.join(", "))
+            };
+            return Err(EngineError::Refused(format!(
+                "step `{path}` of run {id} did not fail ({listed})"
+            )));
+        }
+        if view
+            .step(path)
+            .and_then(|s| s.kind.as_deref())
+            .is_some_and(|k| k == "gate")
+            || view.gates.get(path).is_some_and(|g| g.decision.is_some())
+        {
+            return Err(EngineError::Refused(format!(
+                "step `{path}` of run {id} is a gate that was decided; a verdict is not retried: start a new run instead"
+            )));
+        }
+        if let Some(key) = &view.started.lock
+            && let Some(holder) = self.journal.lock_holder(key)?
+            && holder != id
+        {
+            return Err(JournalError::LockHeld {
+                key: key.clone(),
+                holder,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Approves or rejects the open gate of a run, then continues it.
@@ -646,8 +812,21 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// Aborts a run that is not finished, releasing its lock.
-    pub fn abort(&self, id: RunId, reason: Option<String>) -> Result<Outcome, EngineError> {
+    /// Aborts a run that is not finished, releasing its lock: its cleanup steps run first
+    /// (`on_abort`, or `on_failure` when the runbook has no `on_abort`), unless `no_cleanup`.
+    /// Reads and the abort without cleanup happen on this thread (call it where blocking is
+    /// fine); the cleanup steps run as any steps do.
+    pub async fn abort(&self, id: RunId, req: Abort) -> Result<Outcome, EngineError> {
+        match self.prepare_abort(id, &req)? {
+            Aborting::Done(outcome) => Ok(outcome),
+            Aborting::Cleanup(cleanup) => self.clean_up(*cleanup).await,
+        }
+    }
+
+    /// Checks that run `id` can be aborted and stops what an executor that died left running
+    /// of it. Without cleanup steps to run, journals the abort and is done; otherwise returns
+    /// the cleanup to run ([`Engine::clean_up`]).
+    pub fn prepare_abort(&self, id: RunId, req: &Abort) -> Result<Aborting, EngineError> {
         // Aborting is an operator's decision too: a run whose journal is damaged can be ended
         // from what is intact of it.
         let (records, loss) = match self.journal.read(id) {
@@ -673,7 +852,7 @@ impl Engine {
                 view.state
             )));
         }
-        let mut why = match reason {
+        let mut why = match &req.reason {
             Some(r) => format!("aborted by {}: {r}", self.who),
             None => format!("aborted by {}", self.who),
         };
@@ -681,6 +860,42 @@ impl Engine {
         for line in orphans::describe(&orphans::stop_left_over(id, &records)) {
             why.push_str("; ");
             why.push_str(&line);
+        }
+        // The cleanup runs over the run's pinned runbook and its parameters; a run whose
+        // history is damaged, or whose runbook or secrets cannot be had, is ended without it,
+        // saying why: an abort must always be possible.
+        let cleanup = if req.no_cleanup {
+            why.push_str(" (no cleanup: --no-cleanup)");
+            None
+        } else if loss.is_some() {
+            None
+        } else {
+            match self.pinned(&view, &req.params) {
+                Ok((book, values)) => {
+                    let main = book.main().clone();
+                    let (prefix, steps) = if main.on_abort.is_empty() {
+                        ("on_failure.", main.on_failure.clone())
+                    } else {
+                        ("on_abort.", main.on_abort.clone())
+                    };
+                    (!steps.is_empty()).then(|| CleanupRun {
+                        log: self.log(values.redactor()),
+                        view: view.clone(),
+                        book,
+                        params: values.clear,
+                        prefix,
+                        steps,
+                        why: why.clone(),
+                    })
+                }
+                Err(e) => {
+                    why.push_str(&format!("; its cleanup steps did not run: {e}"));
+                    None
+                }
+            }
+        };
+        if let Some(cleanup) = cleanup {
+            return Ok(Aborting::Cleanup(Box::new(cleanup)));
         }
         let aborted = Event::StateChanged {
             state: RunState::Aborted,
@@ -702,7 +917,139 @@ impl Engine {
                 ],
             )?,
         };
+        Ok(Aborting::Done(Outcome::Aborted))
+    }
+
+    /// Runs an aborted run's cleanup steps, then ends it aborted. The step that was in flight
+    /// was stopped before (its process group killed, journaled as interrupted); the cleanup
+    /// sees the outputs of the steps that had finished.
+    pub async fn clean_up(&self, cleanup: CleanupRun) -> Result<Outcome, EngineError> {
+        let CleanupRun {
+            log,
+            view,
+            book,
+            params,
+            prefix,
+            steps,
+            mut why,
+        } = cleanup;
+        let main = book.main().clone();
+        let mut ctx = Self::context(&view, &book, params, &log);
+        for (i, step) in main.steps.iter().enumerate() {
+            if let Some(view::StepStatus::Succeeded { output }) =
+                view.step(&step.segment(i)).map(|s| &s.status)
+            {
+                ctx.set(step, output.clone(), "succeeded");
+            }
+        }
+        ctx.prefix = prefix.to_owned();
+        let mut exec = self.executor(view, &book, &log);
+        // Nothing to compare: the cleanup steps are not part of the walk the journal replays.
+        exec.cursor = exec.replay_len;
+        exec.emit(&[
+            Event::AbortStarted {
+                by: self.who.clone(),
+                reason: Some(why.clone()),
+            },
+            Event::StateChanged {
+                state: RunState::Running,
+                reason: Some(format!("{why}; running its cleanup steps")),
+            },
+        ])
+        .await?;
+        use std::fmt::Write as _;
+        match exec.steps(&steps, &mut ctx).await? {
+            Flow::Next => {
+                let _ = write!(why, "; cleanup ran");
+            }
+            Flow::Stop(Stop::Failed { path, error }) => {
+                let _ = write!(why, "; cleanup step `{path}` failed: {error}");
+            }
+            Flow::Stop(Stop::Parked { path }) => {
+                let _ = write!(
+                    why,
+                    "; cleanup stopped at gate `{path}`, which nobody can approve once the run is aborted"
+                );
+            }
+            Flow::Stop(Stop::Attention { path, detail }) => {
+                let _ = write!(why, "; cleanup stopped at step `{path}`: {detail}");
+            }
+            Flow::Stop(Stop::Interrupted { signal }) => {
+                let _ = write!(why, "; cleanup interrupted by {signal}");
+            }
+            Flow::Stop(Stop::Paused(_)) => {}
+        }
+        exec.set_state(RunState::Aborted, Some(why)).await?;
         Ok(Outcome::Aborted)
+    }
+
+    /// The run's pinned runbook, and its parameters (secret ones from their source or as
+    /// given).
+    fn pinned(
+        &self,
+        view: &RunView,
+        given: &Given,
+    ) -> Result<(Book, crate::params::Values), EngineError> {
+        let id = view.id;
+        let pinned = PinnedFiles::new(
+            view.sources
+                .iter()
+                .map(|f| (f.origin.clone(), f.content.clone())),
+        );
+        let main_origin = view
+            .sources
+            .first()
+            .map(|f| f.origin.clone())
+            .ok_or_else(|| EngineError::Refused(format!("run {id} has no pinned source")))?;
+        let mut sources = Sources::new();
+        let main = crate::load::load(&main_origin, &pinned, &mut sources, &self.registry)
+            .map_err(|d| invalid(&d, &sources))?;
+        let given = resupply::merge(
+            &main.name,
+            &main.params,
+            &view.started.params,
+            given,
+            resupply::source_of,
+        )
+        .map_err(|refusals| {
+            EngineError::Params(refusals.iter().map(ToString::to_string).collect())
+        })?;
+        let values = crate::params::resolve(&main, &given, Some(&view.started.params))
+            .map_err(EngineError::Params)?;
+        let book = link::link(
+            &main_origin,
+            &pinned,
+            &Resolver::Pinned(&view.links),
+            &Assume::Values(&values.clear),
+            &self.registry,
+        )
+        .map_err(|e| invalid(&e.diags, &e.sources))?;
+        Ok((book, values))
+    }
+
+    /// Pauses a run that no process executes (interrupted, or stopped on a timer): it stays
+    /// put, keeping its lock, until `unpause`. One that executes is paused through its
+    /// executor ([`Pause`]).
+    pub fn pause_stopped(&self, id: RunId, comment: Option<String>) -> Result<(), EngineError> {
+        let records = self.journal.read(id)?;
+        let view = RunView::from_records(id, &records)?;
+        refuse_pause(&view)?;
+        let log = self.log(self.known_secrets(&view));
+        log.append(
+            id,
+            view.last_seq,
+            &[
+                Event::Paused {
+                    by: self.who.clone(),
+                    comment: comment.clone(),
+                },
+                Event::StateChanged {
+                    state: RunState::Paused,
+                    reason: Some(paused_reason(&self.who, comment.as_deref())),
+                },
+            ],
+        )?;
+        Ok(())
     }
 
     /// The run's secret parameters as far as this process can know them without being given
@@ -724,15 +1071,8 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Runs prechecks, then the steps, then decides how the run ends.
-    async fn execute(
-        &self,
-        view: RunView,
-        book: &Book,
-        params: Map<String, Value>,
-        log: &RunLog,
-        resume_events: Vec<Event>,
-    ) -> Result<Outcome, EngineError> {
+    /// The context steps are evaluated in, at the start of a walk.
+    fn context(view: &RunView, book: &Book, params: Map<String, Value>, log: &RunLog) -> Ctx {
         let main = book.main().clone();
         let run = json!({
             "id": view.id.to_string(),
@@ -745,8 +1085,8 @@ impl Engine {
             })),
         });
         let taint = ctx::Taint::new(&main, &params, log.redactor());
-        let mut ctx = Ctx {
-            book: main.clone(),
+        Ctx {
+            book: main,
             origin: book.origin.clone(),
             params: Arc::new(Value::Object(params)),
             steps: Value::Object(Map::new()),
@@ -754,19 +1094,22 @@ impl Engine {
             run: Arc::new(run),
             prefix: String::new(),
             taint,
-        };
-        let replay_len = view.order.len();
-        let resuming = !resume_events.is_empty();
+        }
+    }
+
+    /// An executor of the run as `view` has it, replaying what it holds.
+    fn executor<'a>(&'a self, view: RunView, book: &'a Book, log: &'a RunLog) -> Exec<'a> {
         let committed = view.last_seq;
-        let mut exec = Exec {
+        Exec {
             id: view.id,
             log,
+            replay_len: view.order.len(),
             view,
             book,
             registry: &self.registry,
-            replay_len,
             cursor: 0,
             interrupt: self.interrupt.clone(),
+            pause: self.pause.clone(),
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),
@@ -774,10 +1117,44 @@ impl Engine {
             clock: Arc::new(decide::SystemClock),
             ledger: None,
             journaled_at: Vec::new(),
-        };
+        }
+    }
+
+    /// Runs prechecks, then the steps, then decides how the run ends.
+    async fn execute(
+        &self,
+        view: RunView,
+        book: &Book,
+        params: Map<String, Value>,
+        log: &RunLog,
+        resume_events: Vec<Event>,
+        reopen: Vec<Event>,
+    ) -> Result<Outcome, EngineError> {
+        let main = book.main().clone();
+        let mut ctx = Self::context(&view, book, params, log);
+        let resuming = !resume_events.is_empty();
+        let mut exec = self.executor(view, book, log);
+        let reopened = !reopen.is_empty();
+        if reopened {
+            // Journaled first, taking the lock again: the prechecks' results belong to a run
+            // that goes on. The walk replays the history as the reopening leaves it.
+            exec.emit(&reopen).await?;
+            exec.replay_len = exec.view.order.len();
+        }
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
             // Errors go to the terminal as they are, not through the journal: mask them here.
             let error = log.redactor().text(&error);
+            if reopened {
+                // Taken up again and refused: it ends failed again, its lock released.
+                exec.set_state(
+                    RunState::Failed,
+                    Some(format!(
+                        "precheck `{pid}` refused taking the run up again: {error}"
+                    )),
+                )
+                .await?;
+                return Err(EngineError::Precheck { id: pid, error });
+            }
             if resuming {
                 // The refused resume is journaled (its prechecks' results), nothing else.
                 exec.flush().await?;
@@ -870,6 +1247,13 @@ impl Engine {
                 .await?;
                 Ok(Outcome::NeedsAttention { path, detail })
             }
+            Stop::Interrupted { signal } if signal == exec::PAUSE => {
+                let request = exec.pause.asked().unwrap_or_else(|| PauseRequest {
+                    by: "an operator".into(),
+                    comment: None,
+                });
+                Self::paused(exec, request).await
+            }
             Stop::Interrupted { signal } => {
                 exec.set_state(
                     RunState::Interrupted,
@@ -878,11 +1262,31 @@ impl Engine {
                 .await?;
                 Ok(Outcome::Interrupted { signal })
             }
+            Stop::Paused(request) => Self::paused(exec, request).await,
             Stop::Failed { path, error } => Ok(Outcome::Failed {
                 path: Some(path),
                 error: exec.log.redactor().text(&error),
             }),
         }
+    }
+
+    /// Journals a pause the walk stopped for.
+    async fn paused(exec: &mut Exec<'_>, request: PauseRequest) -> Result<Outcome, EngineError> {
+        exec.emit(&[
+            Event::Paused {
+                by: request.by.clone(),
+                comment: request.comment.clone(),
+            },
+            Event::StateChanged {
+                state: RunState::Paused,
+                reason: Some(paused_reason(&request.by, request.comment.as_deref())),
+            },
+        ])
+        .await?;
+        Ok(Outcome::Paused {
+            by: request.by,
+            comment: request.comment,
+        })
     }
 
     /// Runs every precheck (never memoized: they run again on every resume) and journals the
@@ -979,6 +1383,37 @@ pub fn loss_message(id: RunId, seq: u64, detail: &str) -> String {
 /// One line per attempt whose processes outlived their executor and were stopped.
 pub fn orphans_stopped(orphans: &[runbook_journals::Orphans]) -> Vec<String> {
     orphans::describe(orphans)
+}
+
+/// Refuses to pause a run that is not where a pause means anything: ended, paused already,
+/// or stopped for a person's decision (a gate, a step that needs attention).
+pub fn refuse_pause(view: &RunView) -> Result<(), EngineError> {
+    let id = view.id;
+    match view.state {
+        RunState::Running | RunState::Sleeping | RunState::Interrupted => Ok(()),
+        RunState::Paused => Err(EngineError::Refused(format!(
+            "run {id} is paused already ({})",
+            view.reason.as_deref().unwrap_or("by an operator")
+        ))),
+        RunState::Waiting => Err(EngineError::Refused(format!(
+            "run {id} is waiting at a gate: nothing runs until someone approves or rejects it, so there is nothing to pause"
+        ))),
+        RunState::NeedsAttention => Err(EngineError::Refused(format!(
+            "run {id} needs an operator's decision: nothing runs until `{} resume {id} --retry-step|--skip-step`, so there is nothing to pause",
+            hint::runbook()
+        ))),
+        state => Err(EngineError::Refused(format!(
+            "run {id} has ended ({state}); only a run that is not finished can be paused"
+        ))),
+    }
+}
+
+/// Why a paused run is paused, as its state says it.
+pub fn paused_reason(by: &str, comment: Option<&str>) -> String {
+    match comment {
+        Some(c) => format!("paused by {by}: {c}"),
+        None => format!("paused by {by}"),
+    }
 }
 
 /// The message for a run stopped on a step that needs a decision.

@@ -408,6 +408,7 @@ impl<'a> Exec<'a> {
             replay_len,
             cursor: 0,
             interrupt: self.interrupt.clone(),
+            pause: self.pause.clone(),
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),

@@ -127,6 +127,7 @@ impl Engine {
                 replay_len: 0,
                 cursor: 0,
                 interrupt: self.interrupt.clone(),
+                pause: self.pause.clone(),
                 gates: GateMode::Detach,
                 who: self.who.clone(),
                 pending: Vec::new(),

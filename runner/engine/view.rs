@@ -251,7 +251,9 @@ impl RunView {
 
     /// Applies one more record.
     pub fn apply(&mut self, record: &Record) -> Result<(), TransitionError> {
-        if self.state.is_terminal() {
+        let reopens =
+            self.state == RunState::Failed && matches!(record.event, Event::RunReopened { .. });
+        if self.state.is_terminal() && !reopens {
             return Err(Self::fail(
                 record,
                 format!("the run already ended ({})", self.state),
@@ -519,6 +521,22 @@ impl RunView {
             Event::AttentionNeeded { path, detail } => {
                 self.attention = Some((path.clone(), detail.clone()));
             }
+            Event::RunReopened { .. } => {
+                if !reopens {
+                    return Err(Self::fail(
+                        record,
+                        format!(
+                            "only a failed run can be reopened, and it is {}",
+                            self.state
+                        ),
+                    ));
+                }
+                self.reopen();
+                // The run goes on from here: `StateChanged` to running follows in the same write.
+                self.state = RunState::Running;
+                self.reason = None;
+            }
+            Event::Paused { .. } | Event::Unpaused { .. } | Event::AbortStarted { .. } => {}
             Event::OperatorDecided { path, action, .. } => {
                 self.decisions.insert(path.clone(), *action);
                 if self.attention.as_ref().is_some_and(|(p, _)| p == path) {
@@ -558,6 +576,57 @@ impl RunView {
         }
     }
 
+    /// The steps whose failure ended the run: every step that failed and was not tolerated,
+    /// leaving out `on_failure` steps (what ran because of a failure), in journal order. A
+    /// failed run has one such chain — the step that failed and the loops and calls around it.
+    pub fn failed(&self) -> Vec<&str> {
+        let failed: Vec<(&str, u64)> = self
+            .steps
+            .iter()
+            .filter(|(_, s)| {
+                matches!(
+                    s.status,
+                    StepStatus::Failed {
+                        tolerated: false,
+                        ..
+                    }
+                )
+            })
+            .map(|(p, s)| (p.as_str(), s.first_seq))
+            .collect();
+        let handlers = handler_prefixes(failed.iter().map(|(p, _)| *p));
+        let mut chain: Vec<(&str, u64)> = failed
+            .into_iter()
+            .filter(|(p, _)| !handlers.iter().any(|h| p.starts_with(h.as_str())))
+            .collect();
+        chain.sort_by_key(|(_, seq)| *seq);
+        chain.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// Takes up a failed run again: the failed chain ([`RunView::failed`]) counts as cut
+    /// short (in flight: walked again, the operator's decision applying), and what the
+    /// `on_failure` steps of the run and of that chain did is set aside — they run again only
+    /// if the run fails again. The records stay in the journal; only the fold forgets them.
+    fn reopen(&mut self) {
+        let chain: Vec<String> = self.failed().into_iter().map(str::to_owned).collect();
+        let handlers = handler_prefixes(chain.iter().map(String::as_str));
+        let handled = |p: &str| handlers.iter().any(|h| p.starts_with(h.as_str()));
+        self.steps.retain(|p, _| !handled(p));
+        self.order.retain(|(p, _)| !handled(p));
+        self.items.retain(|p, _| !handled(p));
+        self.gates.retain(|p, _| !handled(p));
+        self.timers.retain(|p, _| !handled(p));
+        self.decisions.retain(|p, _| !handled(p));
+        for path in &chain {
+            if let Some(step) = self.steps.get_mut(path) {
+                step.status = StepStatus::Interrupted {
+                    attempt: step.attempts.max(1),
+                    reason: "it failed, and the run was reopened".into(),
+                };
+            }
+        }
+    }
+
     /// Steps with an attempt in flight or cut short: the ones a resume must decide about.
     pub fn in_flight(&self) -> Vec<&str> {
         let mut paths: Vec<(&str, u64)> = self
@@ -590,17 +659,25 @@ impl RunView {
     }
 }
 
-/// The run state machine's edges.
+/// Where the `on_failure` steps of the run and of each of `failed` are journaled.
+fn handler_prefixes<'a>(failed: impl Iterator<Item = &'a str>) -> Vec<String> {
+    std::iter::once("on_failure.".to_owned())
+        .chain(failed.map(|p| format!("{p}.on_failure.")))
+        .collect()
+}
+
+/// The run state machine's edges. (A failed run goes on only through `RunReopened`.)
 pub fn transition_allowed(from: RunState, to: RunState) -> bool {
     use RunState::{
-        Aborted, Failed, Interrupted, NeedsAttention, Running, Sleeping, Succeeded, Waiting,
+        Aborted, Failed, Interrupted, NeedsAttention, Paused, Running, Sleeping, Succeeded, Waiting,
     };
     match from {
         Running => true,
         Waiting => matches!(to, Running | Waiting | Aborted | Failed | Interrupted),
-        Sleeping => matches!(to, Running | Sleeping | Interrupted | Aborted),
-        Interrupted => matches!(to, Running | Interrupted | Aborted),
+        Sleeping => matches!(to, Running | Sleeping | Interrupted | Aborted | Paused),
+        Interrupted => matches!(to, Running | Interrupted | Aborted | Paused),
         NeedsAttention => matches!(to, Running | NeedsAttention | Aborted),
+        Paused => matches!(to, Running | Paused | Aborted),
         Succeeded | Failed | Aborted => false,
     }
 }
@@ -740,6 +817,89 @@ mod tests {
         );
     }
 
+    fn failed(path: &str) -> Event {
+        Event::StepFailed {
+            path: path.into(),
+            attempt: 1,
+            error: "boom".into(),
+            output: None,
+            retry_at: None,
+            duration_ms: 1,
+            tolerated: false,
+        }
+    }
+
+    fn succeeded(path: &str) -> Event {
+        Event::StepSucceeded {
+            path: path.into(),
+            attempt: 1,
+            output: json!(1),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_reopened_run_walks_its_failed_steps_again_and_forgets_what_its_handlers_did() {
+        let events = vec![
+            started(),
+            step_started("a", 1),
+            succeeded("a"),
+            step_started("roll", 1),
+            step_started("roll[0].x", 1),
+            failed("roll[0].x"),
+            step_started("roll[0].x.on_failure.note", 1),
+            succeeded("roll[0].x.on_failure.note"),
+            failed("roll"),
+            step_started("on_failure.page", 1),
+            succeeded("on_failure.page"),
+            Event::StateChanged {
+                state: RunState::Failed,
+                reason: None,
+            },
+        ];
+        let mut records: Vec<Record> = (1..).zip(events).map(|(seq, e)| rec(seq, e)).collect();
+        let view = RunView::from_records(RunId::new(), &records).unwrap();
+        assert_eq!(view.failed(), vec!["roll", "roll[0].x"]);
+
+        let next = records.len() as u64 + 1;
+        records.push(rec(
+            next,
+            Event::RunReopened {
+                by: "ops".into(),
+                comment: Some("disk replaced".into()),
+            },
+        ));
+        records.push(rec(
+            next + 1,
+            Event::StateChanged {
+                state: RunState::Running,
+                reason: None,
+            },
+        ));
+        let view = RunView::from_records(RunId::new(), &records).unwrap();
+        assert_eq!(view.state, RunState::Running);
+        assert_eq!(view.in_flight(), vec!["roll", "roll[0].x"]);
+        assert!(view.step("a").unwrap().status.is_final());
+        let order: Vec<&str> = view.order.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(order, vec!["a", "roll", "roll[0].x"]);
+        assert!(view.failed().is_empty());
+
+        // Only a failed run reopens.
+        let mut twice = records.clone();
+        twice.push(rec(
+            next + 2,
+            Event::RunReopened {
+                by: "ops".into(),
+                comment: None,
+            },
+        ));
+        let err = RunView::from_records(RunId::new(), &twice).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only a failed run can be reopened")
+        );
+    }
+
     #[test]
     fn a_gate_is_approved_once_enough_distinct_people_approved_and_closes_to_more_verdicts() {
         let opened = Event::GateOpened {
@@ -856,6 +1016,11 @@ mod tests {
 
     #[test]
     fn state_machine_edges() {
+        assert!(transition_allowed(RunState::Running, RunState::Paused));
+        assert!(transition_allowed(RunState::Paused, RunState::Running));
+        assert!(transition_allowed(RunState::Paused, RunState::Aborted));
+        assert!(!transition_allowed(RunState::Paused, RunState::Succeeded));
+        assert!(!transition_allowed(RunState::Failed, RunState::Running));
         assert!(transition_allowed(RunState::Waiting, RunState::Running));
         assert!(!transition_allowed(RunState::Succeeded, RunState::Running));
         assert!(!transition_allowed(RunState::Sleeping, RunState::Waiting));

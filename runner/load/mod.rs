@@ -35,6 +35,7 @@ pub(crate) const TOP: &[&str] = &[
     "prechecks",
     "steps",
     "on_failure",
+    "on_abort",
     "output",
     "functions",
     "schedule",
@@ -227,6 +228,10 @@ impl Loader<'_> {
             .get("on_failure")
             .map(|n| self.steps(n, "`on_failure`", Role::Step, &all))
             .unwrap_or_default();
+        let on_abort = map
+            .get("on_abort")
+            .map(|n| self.steps(n, "`on_abort`", Role::Step, &all))
+            .unwrap_or_default();
         let output = map
             .get("output")
             .and_then(|n| self.expr(n, "`output`", &all));
@@ -243,6 +248,7 @@ impl Loader<'_> {
             prechecks,
             steps,
             on_failure,
+            on_abort,
             output,
             schedules,
             functions: self.functions.clone(),

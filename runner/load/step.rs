@@ -56,7 +56,7 @@ pub(crate) const GATE_FIELDS: &[&str] = &[
 pub(crate) const CALL_FIELDS: &[&str] = &["runbook", "params"];
 
 /// Ids that would clash with the segments the engine adds to paths.
-const RESERVED_IDS: &[&str] = &["on_failure", "prechecks", "probe", "check"];
+const RESERVED_IDS: &[&str] = &["on_failure", "on_abort", "prechecks", "probe", "check"];
 
 /// Where a step appears, which limits what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,6 +31,8 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     /// Steps that run once if the run fails.
     pub on_failure: Vec<Step>,
+    /// Steps that run when an operator aborts the run (absent: `on_failure` runs instead).
+    pub on_abort: Vec<Step>,
     /// A Rhai expression over `steps` whose value is the runbook's output (what a `call` gets).
     pub output: Option<Expr>,
     /// When `serve` runs it by itself.

@@ -38,7 +38,8 @@ use crate::serve::web;
 use crate::ui::report::run_detail;
 use crate::wire::{
     AbortRun, Aborted, Accepted, Decide, ErrorBody, Happened, HolderInfo, ListedRun, ParamInfo,
-    ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
+    PauseRun, PausedRun, ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun,
+    Whoami,
 };
 
 /// Committed records, broadcast to live followers (the event streams).
@@ -173,6 +174,8 @@ fn api() -> Router<Arc<App>> {
         .route("/runs/{id}/reject", post(reject))
         .route("/runs/{id}/resume", post(resume))
         .route("/runs/{id}/abort", post(abort))
+        .route("/runs/{id}/pause", post(pause_run))
+        .route("/runs/{id}/unpause", post(unpause_run))
         .route("/schedules", get(schedules))
         .route("/schedules/{name}/pause", post(pause))
         .route("/schedules/{name}/resume", post(unpause))
@@ -563,14 +566,45 @@ async fn resume(
     Path(id): Path<String>,
     body: Option<Json<ResumeRun>>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    let id = app.journal().resolve(&id)?;
     let body = body.map(|b| b.0).unwrap_or_default();
+    resume_with(app, who, id, body).await
+}
+
+/// `POST /runs/{id}/unpause`: a resume of a paused run.
+async fn unpause_run(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<ResumeRun>>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    resume_with(
+        app,
+        who,
+        id,
+        ResumeRun {
+            unpause: true,
+            ..body
+        },
+    )
+    .await
+}
+
+async fn resume_with(
+    app: Arc<App>,
+    who: Identity,
+    id: String,
+    body: ResumeRun,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    let id = app.journal().resolve(&id)?;
     let req = Resume {
         retry_step: body.retry_step,
         skip_step: body.skip_step,
         reload: body.reload,
         params: Given::now(crate::params::pairs_from_json(&body.params)),
         accept_loss: body.accept_loss,
+        unpause: body.unpause,
+        comment: body.comment,
     };
     let since = last_seq(&app, id)?;
     let runs = app.runs.clone();
@@ -595,11 +629,30 @@ async fn abort(
     body: Option<Json<AbortRun>>,
 ) -> ApiResult<Json<Aborted>> {
     let id = app.journal().resolve(&id)?;
-    let reason = body.and_then(|b| b.0.reason);
-    app.runs.abort(id, reason, &who.name).await?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    app.runs
+        .abort(id, body.reason, body.no_cleanup, &who.name)
+        .await?;
     Ok(Json(Aborted {
         run: id,
         state: runbook_journals::RunState::Aborted,
+        reason: app.journal().summary(id).ok().and_then(|s| s.reason),
+    }))
+}
+
+/// `POST /runs/{id}/pause`: the run stops at its next step boundary.
+async fn pause_run(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Option<Json<PauseRun>>,
+) -> ApiResult<Json<PausedRun>> {
+    let id = app.journal().resolve(&id)?;
+    let comment = body.and_then(|b| b.0.comment);
+    let state = app.runs.pause(id, comment, &who.name).await?;
+    Ok(Json(PausedRun {
+        run: id,
+        state,
         reason: app.journal().summary(id).ok().and_then(|s| s.reason),
     }))
 }

@@ -48,7 +48,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const MAX_OPEN_STEPS: usize = 10_000;
 
 /// Every run state, in the order they are listed.
-const STATES: [RunState; 8] = [
+const STATES: [RunState; 9] = [
     RunState::Running,
     RunState::Waiting,
     RunState::Sleeping,
@@ -57,6 +57,7 @@ const STATES: [RunState; 8] = [
     RunState::Succeeded,
     RunState::Failed,
     RunState::Aborted,
+    RunState::Paused,
 ];
 
 /// Upper bounds of the step duration buckets, in seconds: from a quick HTTP call to an
@@ -437,6 +438,7 @@ mod tests {
             RunState::Succeeded => 5,
             RunState::Failed => 6,
             RunState::Aborted => 7,
+            RunState::Paused => 8,
         };
         for (i, state) in STATES.into_iter().enumerate() {
             assert_eq!(index(state), i);
@@ -656,7 +658,7 @@ mod tests {
             _: RunId,
             _: u64,
             _: &[Event],
-            _: bool,
+            _: runbook_journals::LockChange,
         ) -> Result<Vec<Record>, runbook_journals::JournalError> {
             unreachable!()
         }

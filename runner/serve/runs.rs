@@ -25,7 +25,10 @@ use runbook_steps::{CancelReason, CancelSource, Registry};
 use tokio::sync::{Notify, oneshot};
 
 use crate::engine::log::Observer;
-use crate::engine::{Created, Engine, EngineError, GateMode, Outcome, Resume, Start};
+use crate::engine::pause::{Pause, PauseRequest};
+use crate::engine::{
+    Abort, Aborting, Created, Engine, EngineError, GateMode, Outcome, Resume, Start,
+};
 use crate::failure::Kind;
 use crate::library::{Library, Named};
 use crate::resupply::Given;
@@ -73,6 +76,7 @@ pub type Done = oneshot::Receiver<Result<Outcome, EngineError>>;
 /// An abort asked of a run that is executing: its task journals it once the run stopped.
 struct AbortRequest {
     reason: Option<String>,
+    no_cleanup: bool,
     who: String,
     reply: oneshot::Sender<Result<(), EngineError>>,
 }
@@ -80,6 +84,8 @@ struct AbortRequest {
 struct Active {
     stop: Arc<CancelSource>,
     abort: Option<AbortRequest>,
+    /// Its executor stops at the next step boundary once this is asked.
+    pause: Pause,
 }
 
 #[derive(Default)]
@@ -272,6 +278,7 @@ impl Runs {
             registry: self.registry.clone(),
             observers,
             interrupt: stop.token(),
+            pause: crate::engine::pause::Pause::new(),
             who: who.to_owned(),
             gates,
             library: self.library.clone(),
@@ -382,7 +389,14 @@ impl Runs {
         if let Some(reason) = &state.stop_reason {
             stop.cancel(CancelReason::Interrupted(reason.clone()));
         }
-        state.active.insert(id, Active { stop, abort: None });
+        state.active.insert(
+            id,
+            Active {
+                stop,
+                abort: None,
+                pause: engine.pause.clone(),
+            },
+        );
         drop(state);
         tokio::spawn(async move {
             let mut outcome = engine.run_created(created).await;
@@ -394,19 +408,20 @@ impl Runs {
                 .get_mut(&id)
                 .and_then(|a| a.abort.take());
             if let Some(req) = abort {
+                // The cleanup's records go where this execution's went.
                 let engine = me.engine(
                     id,
                     &req.who,
                     GateMode::Detach,
                     &CancelSource::new(),
-                    Some(Vec::new()),
+                    exec.observers.clone(),
                 );
-                let reason = req.reason;
-                let aborted = tokio::task::spawn_blocking(move || engine.abort(id, reason))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(EngineError::Refused(format!("the abort failed: {e}")))
-                    });
+                let abort = Abort {
+                    reason: req.reason,
+                    no_cleanup: req.no_cleanup,
+                    params: me.with_given(id, &[]),
+                };
+                let aborted = abort_run(engine, id, abort).await;
                 match aborted {
                     Ok(o) => {
                         let _ = req.reply.send(Ok(()));
@@ -641,12 +656,14 @@ impl Runs {
         Ok(())
     }
 
-    /// Aborts a run; one executing here is stopped at a safe point first, and its own task
-    /// journals the abort.
+    /// Aborts a run; one executing here is stopped at a safe point first (its step in flight
+    /// stopped), and its own task runs the cleanup steps (unless `no_cleanup`) and journals the
+    /// abort.
     pub async fn abort(
         self: &Arc<Self>,
         id: RunId,
         reason: Option<String>,
+        no_cleanup: bool,
         who: &str,
     ) -> Result<(), RunsError> {
         let asked = {
@@ -661,6 +678,7 @@ impl Runs {
                     let (reply, answer) = oneshot::channel();
                     active.abort = Some(AbortRequest {
                         reason: reason.clone(),
+                        no_cleanup,
                         who: who.to_owned(),
                         reply,
                     });
@@ -686,17 +704,77 @@ impl Runs {
                 .into()),
             };
         }
-        let engine = self.engine(
-            id,
-            who,
-            GateMode::Detach,
-            &CancelSource::new(),
-            Some(Vec::new()),
-        );
-        tokio::task::spawn_blocking(move || engine.abort(id, reason))
-            .await
-            .map_err(|e| EngineError::Refused(format!("the abort failed: {e}")))??;
+        let _ticket = self.admit()?;
+        let engine = self.engine(id, who, GateMode::Detach, &CancelSource::new(), None);
+        let abort = Abort {
+            reason,
+            no_cleanup,
+            params: self.with_given(id, &[]),
+        };
+        abort_run(engine, id, abort).await?;
+        self.given.lock().expect("runs").remove(&id);
         Ok(())
+    }
+
+    /// Pauses a run: one executing here stops at its next step boundary (the step in flight
+    /// finishes; a wait or sleep is cut short) and its own task journals the pause — this waits
+    /// for that, a minute at most; one that no process executes is paused at once.
+    pub async fn pause(
+        self: &Arc<Self>,
+        id: RunId,
+        comment: Option<String>,
+        who: &str,
+    ) -> Result<RunState, RunsError> {
+        let asked = {
+            let state = self.state.lock().expect("runs");
+            match state.active.get(&id) {
+                Some(active) if active.abort.is_some() => {
+                    return Err(EngineError::Refused(format!(
+                        "run {id} is being aborted; there is nothing to pause"
+                    ))
+                    .into());
+                }
+                Some(active) => {
+                    let request = PauseRequest {
+                        by: who.to_owned(),
+                        comment: comment.clone(),
+                    };
+                    if !active.pause.ask(request) {
+                        return Err(EngineError::Refused(format!(
+                            "run {id} is pausing already: it stops at its next step boundary"
+                        ))
+                        .into());
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if asked {
+            self.until_inactive(id, STOP_WAIT).await;
+            return Ok(self.journal.summary(id)?.state);
+        }
+        let engine = self.engine(id, who, GateMode::Detach, &CancelSource::new(), None);
+        tokio::task::spawn_blocking(move || engine.pause_stopped(id, comment))
+            .await
+            .map_err(|e| EngineError::Refused(format!("the pause failed: {e}")))??;
+        Ok(self.journal.summary(id)?.state)
+    }
+
+    /// Waits until run `id` no longer executes here, at most `within`.
+    async fn until_inactive(&self, id: RunId, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if !self.is_active(id) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
     }
 
     /// Resumes the runs a previous `serve` was executing when it stopped or died.
@@ -766,6 +844,21 @@ impl Runs {
             }
             changed.await;
         }
+    }
+}
+
+/// Aborts run `id` with `engine`: the checks and the journal's reads on the blocking pool,
+/// then its cleanup steps, if it has any to run.
+async fn abort_run(engine: Engine, id: RunId, req: Abort) -> Result<Outcome, EngineError> {
+    let (engine, prepared) = tokio::task::spawn_blocking(move || {
+        let prepared = engine.prepare_abort(id, &req);
+        (engine, prepared)
+    })
+    .await
+    .map_err(|e| EngineError::Refused(format!("the abort failed: {e}")))?;
+    match prepared? {
+        Aborting::Done(outcome) => Ok(outcome),
+        Aborting::Cleanup(cleanup) => engine.clean_up(*cleanup).await,
     }
 }
 

@@ -43,7 +43,7 @@ pub fn observer(mode: OutputMode) -> Arc<dyn Observer> {
 /// How deep a step path is nested (`a` 0, `a[1].b` 1, `a[1].b.on_failure.c` 2).
 pub fn depth(path: &str) -> usize {
     path.split('.')
-        .filter(|s| *s != "on_failure" && *s != "prechecks")
+        .filter(|s| *s != "on_failure" && *s != "on_abort" && *s != "prechecks")
         .count()
         .saturating_sub(1)
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use runbook_journals::{Event, Record, RunId, SkipReason};
+use runbook_journals::{Event, OperatorAction, Record, RunId, SkipReason};
 
 use crate::engine::exec::describe_intent;
 use crate::engine::log::Observer;
@@ -23,6 +23,11 @@ impl Default for PlainLines {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// An operator's comment as it follows what they did (`: why`), or nothing.
+fn said(comment: Option<&str>) -> String {
+    comment.map(|c| format!(": {c}")).unwrap_or_default()
 }
 
 /// The plain line for a record, if it deserves one.
@@ -155,8 +160,32 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
         Event::AttentionNeeded { path, detail } => {
             format!("  ATTENTION {path}: was in flight ({detail})")
         }
-        Event::OperatorDecided { path, action, by } => {
-            format!("  decided {path}: {action:?} by {by}").to_lowercase()
+        Event::OperatorDecided {
+            path,
+            action,
+            by,
+            comment,
+        } => {
+            let action = match action {
+                OperatorAction::Retry => "retry",
+                OperatorAction::Skip => "skip",
+            };
+            format!(
+                "  decided {path}: {action} by {by}{}",
+                said(comment.as_deref())
+            )
+        }
+        Event::RunReopened { by, comment } => {
+            format!("run {run}: reopened by {by}{}", said(comment.as_deref()))
+        }
+        Event::Paused { by, comment } => {
+            format!("run {run}: paused by {by}{}", said(comment.as_deref()))
+        }
+        Event::Unpaused { by, comment } => {
+            format!("run {run}: unpaused by {by}{}", said(comment.as_deref()))
+        }
+        Event::AbortStarted { by, .. } => {
+            format!("run {run}: aborted by {by}; running its cleanup steps")
         }
         Event::LossAccepted { kept, detail, by } => format!(
             "run {run}: {by} accepted the loss of its journal after record {kept} ({detail}); \

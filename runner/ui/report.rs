@@ -178,6 +178,17 @@ pub fn detail(view: &RunView, active: bool) -> String {
             "  continue with: {} resume {id}",
             crate::ui::hint::runbook()
         );
+    } else if view.state == RunState::Paused {
+        let rb = crate::ui::hint::runbook();
+        let _ = writeln!(out, "  continue with: {rb} unpause {id} --comment \"…\"");
+        let _ = writeln!(out, "  or end it:     {rb} abort {id}");
+    } else if view.state == RunState::Failed
+        && let Some(path) = view.failed().last()
+    {
+        let [retry, skip] = crate::engine::attention_commands(id, path);
+        let _ = writeln!(out, "  take it up again once the cause is fixed:");
+        let _ = writeln!(out, "    {retry} --comment \"…\"   # run it again");
+        let _ = writeln!(out, "    {skip} --comment \"…\"    # treat it as done");
     }
     out
 }

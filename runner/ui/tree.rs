@@ -175,6 +175,10 @@ impl Observer for TreeView {
             | Event::TimerSet { .. }
             | Event::AttentionNeeded { .. }
             | Event::OperatorDecided { .. }
+            | Event::RunReopened { .. }
+            | Event::Paused { .. }
+            | Event::Unpaused { .. }
+            | Event::AbortStarted { .. }
             | Event::SourceReloaded { .. } => {}
             Event::LossAccepted { kept, by, .. } => {
                 self.line(format!(
