@@ -6,6 +6,7 @@ mod support;
 mod beside;
 mod check;
 mod cli;
+mod control;
 mod corrupt;
 mod cql;
 mod disk_full;
