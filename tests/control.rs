@@ -685,15 +685,12 @@ fn pause_during_an_etcd_rolling_restart_touches_no_member_until_unpause_finishes
     let mut running = Running::start(&sb, &args);
     let run = the_run(&sb);
 
-    // Once the first member (the highest ordinal) is restarted and healthy, pause.
+    // As the first member (the highest ordinal) is restarted, pause: a `call` is one step to
+    // the run, so the pause is taken after the restart, never between its stop and its start.
     wait_for(
-        "the first member to be restarted",
+        "the first member's restart to start",
         Duration::from_secs(120),
-        || {
-            sb.records(&run)
-                .iter()
-                .any(|r| r["event"] == "step_succeeded" && r["path"] == "roll[2].healthy")
-        },
+        || running.output.text().contains("start  roll[0].restart:"),
     );
     let pause = sb
         .cmd(&[
@@ -714,10 +711,24 @@ fn pause_during_an_etcd_rolling_restart_touches_no_member_until_unpause_finishes
     assert_eq!(code, Some(3), "{output}");
 
     // While paused: no member is restarted (their start times stay), nothing is journaled.
-    let paused_starts = starts();
+    // The restarted member comes up by itself (its process was started before the pause).
+    let mut paused_starts = Vec::new();
+    wait_for("every member to answer while paused", SETTLE, || {
+        paused_starts = starts();
+        paused_starts.iter().all(Option::is_some)
+    });
     assert_ne!(
         paused_starts[2], before[2],
         "the first member was restarted"
+    );
+    assert!(
+        paused_starts
+            .iter()
+            .zip(&before)
+            .filter(|(p, b)| p != b)
+            .count()
+            < 3,
+        "paused before the roll ended: {before:?} -> {paused_starts:?}"
     );
     let seq = sb.records(&run).len();
     let watch_until = Instant::now() + Duration::from_secs(3);

@@ -125,6 +125,8 @@ pub struct Exec<'a> {
     pub interrupt: Cancel,
     /// An operator's pause: the walk stops at the next step boundary.
     pub pause: Pause,
+    /// The step being walked belongs to a called runbook: no pause is taken there.
+    pub in_call: bool,
     /// How gates are answered.
     pub gates: GateMode,
     /// Who is executing (for `--yes` approvals).
@@ -333,9 +335,13 @@ impl Exec<'_> {
             };
             let facts = self.facts(step, &path);
             let next = decide::next(record, facts, self.clock.now());
+            // A `call` is one step to its caller (a driver's "stop, start" must not be left
+            // half done): a pause is taken before it or after it, never inside.
+            self.in_call = !Arc::ptr_eq(&ctx.book, self.book.main());
             // A step boundary: nothing of this step starts or continues once a pause is asked
             // (what is only replayed goes on, so the run stops where work would begin).
             if !matches!(next, Next::Replay)
+                && !self.in_call
                 && let Some(request) = self.pause.asked()
             {
                 return Ok(Flow::Stop(Stop::Paused(request)));
@@ -823,7 +829,7 @@ impl Exec<'_> {
         tokio::select! {
             () = tokio::time::sleep(wait) => Ok(()),
             reason = self.interrupt.cancelled() => Err(signal_name(&reason)),
-            _ = self.pause.wait() => Err(PAUSE.to_owned()),
+            _ = self.pause.wait(), if !self.in_call => Err(PAUSE.to_owned()),
         }
     }
 }

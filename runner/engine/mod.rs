@@ -1110,6 +1110,7 @@ impl Engine {
             cursor: 0,
             interrupt: self.interrupt.clone(),
             pause: self.pause.clone(),
+            in_call: false,
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),

@@ -128,6 +128,7 @@ impl Engine {
                 cursor: 0,
                 interrupt: self.interrupt.clone(),
                 pause: self.pause.clone(),
+                in_call: false,
                 gates: GateMode::Detach,
                 who: self.who.clone(),
                 pending: Vec::new(),
