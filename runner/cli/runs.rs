@@ -575,7 +575,7 @@ pub async fn pause(env: &Env, run: &str, comment: Option<String>) -> Result<i32,
                     library: Library::from_env(),
                 };
                 let id = journal.resolve(run)?;
-                tokio::task::block_in_place(|| engine.pause_stopped(id, comment.clone()))?;
+                tokio::task::block_in_place(|| engine.pause_stopped(id, comment.as_deref()))?;
                 let summary = journal.summary(id)?;
                 Ok((id, summary.state, summary.reason))
             }

@@ -150,14 +150,14 @@ impl RunLog {
                 }
             }
             Event::GateOpened { prompt, .. } => text(prompt),
-            Event::GateDecided { comment, .. } => comment.iter_mut().for_each(text),
             Event::AttentionNeeded { detail, .. } | Event::LossAccepted { detail, .. } => {
                 text(detail);
             }
             Event::StateChanged { reason, .. } | Event::AbortStarted { reason, .. } => {
                 reason.iter_mut().for_each(text);
             }
-            Event::OperatorDecided { comment, .. }
+            Event::GateDecided { comment, .. }
+            | Event::OperatorDecided { comment, .. }
             | Event::RunReopened { comment, .. }
             | Event::Paused { comment, .. }
             | Event::Unpaused { comment, .. } => comment.iter_mut().for_each(text),

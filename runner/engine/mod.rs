@@ -19,6 +19,7 @@ pub mod readonly;
 mod verdict;
 pub mod view;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use runbook_journals::{
@@ -889,7 +890,7 @@ impl Engine {
                     })
                 }
                 Err(e) => {
-                    why.push_str(&format!("; its cleanup steps did not run: {e}"));
+                    let _ = write!(why, "; its cleanup steps did not run: {e}");
                     None
                 }
             }
@@ -957,7 +958,6 @@ impl Engine {
             },
         ])
         .await?;
-        use std::fmt::Write as _;
         match exec.steps(&steps, &mut ctx).await? {
             Flow::Next => {
                 let _ = write!(why, "; cleanup ran");
@@ -1030,7 +1030,7 @@ impl Engine {
     /// Pauses a run that no process executes (interrupted, or stopped on a timer): it stays
     /// put, keeping its lock, until `unpause`. One that executes is paused through its
     /// executor ([`Pause`]).
-    pub fn pause_stopped(&self, id: RunId, comment: Option<String>) -> Result<(), EngineError> {
+    pub fn pause_stopped(&self, id: RunId, comment: Option<&str>) -> Result<(), EngineError> {
         let records = self.journal.read(id)?;
         let view = RunView::from_records(id, &records)?;
         refuse_pause(&view)?;
@@ -1041,11 +1041,11 @@ impl Engine {
             &[
                 Event::Paused {
                     by: self.who.clone(),
-                    comment: comment.clone(),
+                    comment: comment.map(str::to_owned),
                 },
                 Event::StateChanged {
                     state: RunState::Paused,
-                    reason: Some(paused_reason(&self.who, comment.as_deref())),
+                    reason: Some(paused_reason(&self.who, comment)),
                 },
             ],
         )?;

@@ -275,7 +275,6 @@ impl RunView {
                 self.sources.clone_from(sources);
                 self.links.clone_from(links);
             }
-            Event::Precheck { .. } => {}
             Event::Resumed { .. } => {
                 self.attention = None;
             }
@@ -536,7 +535,12 @@ impl RunView {
                 self.state = RunState::Running;
                 self.reason = None;
             }
-            Event::Paused { .. } | Event::Unpaused { .. } | Event::AbortStarted { .. } => {}
+            // Records of what was checked or decided; the state changes that go with them
+            // come as their own records.
+            Event::Precheck { .. }
+            | Event::Paused { .. }
+            | Event::Unpaused { .. }
+            | Event::AbortStarted { .. } => {}
             Event::OperatorDecided { path, action, .. } => {
                 self.decisions.insert(path.clone(), *action);
                 if self.attention.as_ref().is_some_and(|(p, _)| p == path) {

@@ -436,9 +436,15 @@ async fn events(
     let rx = app.bus.tx.subscribe();
     let records = app.journal().read(id)?;
     let last = records.last().map_or(0, |r| r.seq);
+    // The last state counts: a failed run taken up again goes on after its first end.
     let done_already = records
         .iter()
-        .any(|r| matches!(&r.event, Event::StateChanged { state, .. } if state.is_terminal()));
+        .rev()
+        .find_map(|r| match &r.event {
+            Event::StateChanged { state, .. } => Some(state.is_terminal()),
+            _ => None,
+        })
+        .unwrap_or(false);
     let until_end = q.until_end;
     let parked_since = !until_end
         && q.since.is_some_and(|since| {

@@ -755,7 +755,7 @@ impl Runs {
             return Ok(self.journal.summary(id)?.state);
         }
         let engine = self.engine(id, who, GateMode::Detach, &CancelSource::new(), None);
-        tokio::task::spawn_blocking(move || engine.pause_stopped(id, comment))
+        tokio::task::spawn_blocking(move || engine.pause_stopped(id, comment.as_deref()))
             .await
             .map_err(|e| EngineError::Refused(format!("the pause failed: {e}")))??;
         Ok(self.journal.summary(id)?.state)

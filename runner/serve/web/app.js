@@ -706,6 +706,8 @@
       badge(String(e.event)), ' ', String(e.text || ''))));
     show($('happened-panel'), happened.length > 0);
 
+    renderControl(d, state);
+
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
     const roots = buildTree(r);
@@ -796,6 +798,95 @@
     rejectArmed = 0;
     $('reject').classList.remove('confirm');
     $('reject').textContent = 'Reject';
+  }
+
+  // ------------------------------------------------------------------ pause / unpause / retry / abort
+  // The step whose failure ended a failed run: the last failed step that is not an
+  // `on_failure` step (what ran because of the failure).
+  function failedStep(d) {
+    const failed = (d.steps || []).filter((s) => s.status === 'failed' && !/(^|\.)on_failure\./.test(s.path));
+    return failed.length ? failed[failed.length - 1].path : null;
+  }
+
+  function renderControl(d, state) {
+    const executing = (state === 'running' || state === 'sleeping') && d.active !== false;
+    const failed = state === 'failed' ? failedStep(d) : null;
+    const open = !TERMINAL.has(state);
+    show($('pause'), executing || state === 'interrupted');
+    show($('unpause'), state === 'paused');
+    show($('retry'), !!failed);
+    show($('skip'), !!failed);
+    show($('abort'), open);
+    show($('no-cleanup-label'), open);
+    if (failed) {
+      $('retry').textContent = 'Retry ' + failed;
+      $('skip').textContent = 'Skip ' + failed;
+    }
+    setText($('control-text'),
+      state === 'paused' ? 'Paused: nothing runs, the lock stays held. Unpause runs the prechecks again, then goes on.'
+        : failed ? 'The run failed at ' + failed + '. Once the cause is fixed, retry that step (the steps before it are not run again) or skip it.'
+          : open ? 'Pause stops the run at the next step boundary (the step in flight finishes). Abort stops the step in flight and runs the cleanup steps.'
+            : '');
+    show($('control'), open || !!failed);
+  }
+
+  let controlling = false;
+  async function control(verb, body, doing, done) {
+    const r = run;
+    if (!r || !r.detail || controlling) return;
+    const comment = $('control-comment').value.trim();
+    controlling = true;
+    for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = true;
+    setText($('control-status'), doing);
+    showError('');
+    try {
+      await api('/runs/' + encodeURIComponent(r.id) + '/' + verb, {
+        method: 'POST', body: Object.assign({}, body, verb === 'abort' ? { reason: comment || null } : { comment: comment || null }), signal: r.ctrl.signal,
+      });
+      if (r !== run) return;
+      $('control-comment').value = '';
+      showNotice(done);
+      // A failed run taken up again goes on: follow it anew (its stream had ended).
+      if (verb === 'resume') { openRun(r.id); return; }
+    } catch (e) {
+      if (e.name === 'AbortError' || r !== run) return;
+      if (e.status !== 401) showError(e.message);
+    } finally {
+      controlling = false;
+      for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = false;
+      setText($('control-status'), '');
+      refreshDetail();
+    }
+  }
+
+  $('pause').addEventListener('click', () => control('pause', {}, 'Pausing at the next step boundary…', 'Paused.'));
+  $('unpause').addEventListener('click', () => control('unpause', {}, 'Unpausing…', 'Unpaused: the run goes on.'));
+  $('retry').addEventListener('click', () => {
+    const step = run && run.detail && failedStep(run.detail);
+    if (step) control('resume', { retry_step: step }, 'Retrying ' + step + '…', 'Retrying ' + step + ': the run goes on.');
+  });
+  $('skip').addEventListener('click', () => {
+    const step = run && run.detail && failedStep(run.detail);
+    if (step) control('resume', { skip_step: step }, 'Skipping ' + step + '…', 'Skipped ' + step + ': the run goes on.');
+  });
+  let abortArmed = 0;
+  $('abort').addEventListener('click', () => {
+    // Aborting ends the run: ask for a second tap rather than a dialog.
+    const btn = $('abort');
+    if (!abortArmed) {
+      btn.classList.add('confirm');
+      btn.textContent = 'Tap again to abort';
+      abortArmed = setTimeout(disarmAbort, 4000);
+      return;
+    }
+    disarmAbort();
+    control('abort', { no_cleanup: $('no-cleanup').checked }, 'Aborting…', 'Aborted.');
+  });
+  function disarmAbort() {
+    clearTimeout(abortArmed);
+    abortArmed = 0;
+    $('abort').classList.remove('confirm');
+    $('abort').textContent = 'Abort';
   }
 
   // ------------------------------------------------------------------ start
