@@ -533,7 +533,7 @@ error: unknown field `owner` in a runbook
 3 | owner: me
   | ^^^^^
   |
-help: the fields of a runbook are: runbook, description, params, lock, prechecks, steps, on_failure, output, functions, schedule
+help: the fields of a runbook are: runbook, description, params, lock, prechecks, steps, on_failure, on_abort, output, functions, schedule
 
 error: 2 problems found
 ",
