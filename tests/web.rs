@@ -230,9 +230,14 @@ fn screenshot(name: &str) -> PathBuf {
 
 /// Runs `node tests/browser/approve.mjs ARGS…`, at most 90 s (the script bounds itself to 60 s).
 fn page_script(args: &[&str]) -> (Option<ExitStatus>, String) {
+    script("approve.mjs", args)
+}
+
+/// Runs `node tests/browser/SCRIPT ARGS…`, at most 90 s (the scripts bound themselves to 60 s).
+fn script(name: &str, args: &[&str]) -> (Option<ExitStatus>, String) {
     let dir = browser_dir();
     let mut child = Command::new("node")
-        .arg(dir.join("approve.mjs"))
+        .arg(dir.join(name))
         .args(args)
         .current_dir(&dir)
         .stdin(Stdio::null())
@@ -406,4 +411,121 @@ fn after_a_serve_restart_the_page_asks_for_the_secret_the_approval_needs() {
         !serve.output.text().contains(SECRET),
         "serve printed the secret"
     );
+}
+
+/// A run that fails at `flaky` until `fixed` exists.
+const FAILING_BOOK: &str = r#"
+runbook: web-failing
+steps:
+  - id: first
+    shell: { run: "echo x >> first.txt" }
+  - id: flaky
+    shell: { run: "test -f fixed && echo x >> flaky.txt" }
+"#;
+
+/// A run that works a moment, then waits for `ready`.
+const PAUSABLE_BOOK: &str = r#"
+runbook: web-pausable
+steps:
+  - id: work
+    shell: { run: "sleep 1; echo x >> work.txt" }
+  - id: ready
+    wait:
+      every: 100ms
+      timeout: 5m
+      probe: { shell: { run: "test -e ready && echo yes || echo no" } }
+      until: 'output.stdout.contains("yes")'
+  - id: after
+    shell: { run: "echo x >> after.txt" }
+"#;
+
+#[test]
+fn an_operator_retries_a_failed_run_from_the_page() {
+    browser_dir();
+    let sb = Sandbox::new();
+    sb.write("runbooks/web-failing.yaml", FAILING_BOOK);
+    let serve = Serve::start(&sb);
+    let (status, body) = serve.post(BOB, "/api/v1/runs", &json!({ "runbook": "web-failing" }));
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("a run id").to_owned();
+    wait_for("the run to fail", Duration::from_secs(30), || {
+        serve.get(BOB, &format!("/api/v1/runs/{run}"))["state"] == "failed"
+    });
+    sb.write("fixed", "");
+
+    let shot = screenshot("web-retry.png");
+    let (status, out) = script(
+        "control.mjs",
+        &[
+            "retry",
+            &serve.url,
+            ALICE,
+            &run,
+            "flaky",
+            shot.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "control.mjs should retry the failed step and see the run succeed; it ended {status:?}:\n{out}\n--- serve ---\n{}",
+        serve.output.text()
+    );
+    assert_eq!(
+        (sb.read("first.txt"), sb.read("flaky.txt")),
+        ("x\n".into(), "x\n".into())
+    );
+    let records = serve.records(BOB, &run);
+    let decided = records
+        .iter()
+        .find(|r| r["event"] == "operator_decided")
+        .unwrap_or_else(|| panic!("a decision: {records:#?}"));
+    assert_eq!(decided["by"], "alice", "recorded under the token's name");
+    assert_eq!(decided["action"], "retry");
+    assert_eq!(decided["comment"], "fixed, retried from the browser");
+}
+
+#[test]
+fn an_operator_pauses_and_unpauses_a_run_from_the_page() {
+    browser_dir();
+    let sb = Sandbox::new();
+    sb.write("runbooks/web-pausable.yaml", PAUSABLE_BOOK);
+    let serve = Serve::start(&sb);
+    let (status, body) = serve.post(BOB, "/api/v1/runs", &json!({ "runbook": "web-pausable" }));
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("a run id").to_owned();
+
+    let shot = screenshot("web-pause.png");
+    let ready = sb.path().join("ready");
+    let (status, out) = script(
+        "control.mjs",
+        &[
+            "pause",
+            &serve.url,
+            ALICE,
+            &run,
+            ready.to_str().expect("utf-8 path"),
+            shot.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "control.mjs should pause and unpause the run and see it succeed; it ended {status:?}:\n{out}\n--- serve ---\n{}",
+        serve.output.text()
+    );
+    assert_eq!(
+        (sb.read("work.txt"), sb.read("after.txt")),
+        ("x\n".into(), "x\n".into())
+    );
+    let records = serve.records(BOB, &run);
+    for (event, comment) in [
+        ("paused", "paused from the browser"),
+        ("unpaused", "unpaused from the browser"),
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == event && r["by"] == "alice" && r["comment"] == comment),
+            "{event} by alice: {records:#?}"
+        );
+    }
 }
