@@ -82,9 +82,7 @@ fn a_failed_run_is_retried_from_its_failed_step_once_the_cause_is_fixed() {
     let refused = sb.cmd(&["resume", &run]).code(2);
     for flag in ["--retry-step three", "--skip-step three"] {
         assert!(
-            refused
-                .stderr
-                .contains(&format!("runbook resume {run} {flag}")),
+            refused.stderr.contains(&format!(" resume {run} {flag}")),
             "{}",
             refused.explain(&format!("the refusal names `{flag}`"))
         );
@@ -492,7 +490,7 @@ fn pause_waits_for_the_step_in_flight_cuts_a_wait_short_and_unpause_goes_on() {
     assert!(
         refused
             .stderr
-            .contains(&format!("`runbook unpause {run}` continues it")),
+            .contains(&format!(" unpause {run}` continues it")),
         "{}",
         refused.explain("resume of a paused run names unpause")
     );

@@ -409,6 +409,7 @@ impl<'a> Exec<'a> {
             cursor: 0,
             interrupt: self.interrupt.clone(),
             pause: self.pause.clone(),
+            in_call: self.in_call,
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),
