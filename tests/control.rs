@@ -18,11 +18,15 @@ use crate::support::{Sandbox, wait_for};
 /// How long anything may take to come about on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Five steps, each appending a line to its own file (`did-STEP`); `three` fails until `fixed` exists. The
+/// A precheck that counts its runs in `prechecked`; five steps, each appending a line to its own
+/// file (`did-STEP`); `three` fails until `fixed` exists. The
 /// run's `on_failure` step appends to `failed`.
 const FIVE: &str = r#"
 runbook: five
 lock: "five"
+prechecks:
+  - id: looked
+    shell: { run: "echo x >> prechecked" }
 steps:
   - id: one
     shell: { run: "echo x >> did-one" }
@@ -77,6 +81,7 @@ fn a_failed_run_is_retried_from_its_failed_step_once_the_cause_is_fixed() {
     sb.cmd(&["run", "five"]).code(1);
     let run = sb.only_run();
     assert_eq!(counts(&sb), [1, 1, 0, 0, 0, 1]);
+    assert_eq!(count(&sb, "prechecked"), 1);
 
     // Without a decision: refused, naming both ways on.
     let refused = sb.cmd(&["resume", &run]).code(2);
@@ -88,11 +93,38 @@ fn a_failed_run_is_retried_from_its_failed_step_once_the_cause_is_fixed() {
         );
     }
     assert_eq!(sb.status(&run)["state"], "failed", "nothing changed");
+    assert_eq!(count(&sb, "prechecked"), 1, "nothing ran");
+
+    // The lock went with the failure; while another run holds it, the run is not taken up.
+    sb.write(
+        "runbooks/blocker.yaml",
+        "runbook: blocker\nlock: \"five\"\nsteps:\n  - id: hold\n    gate: \"hold the lock\"\n",
+    );
+    sb.cmd(&["run", "blocker"]).code(3);
+    let blocker = sb
+        .cmd(&["history", "--output", "json"])
+        .ok()
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["runbook"] == "blocker")
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .expect("the blocker's id");
+    let held = sb.cmd(&["resume", &run, "--retry-step", "three"]).code(1);
+    assert!(
+        held.stderr
+            .contains(&format!("lock `five` is held by run {blocker}")),
+        "{}",
+        held.explain("the lock's holder is named")
+    );
+    assert_eq!(count(&sb, "prechecked"), 1, "nothing ran");
+    sb.cmd(&["abort", &blocker]).ok();
 
     // Retried before the cause is fixed: it fails again, and its on_failure runs again.
     sb.cmd(&["--as", "ann", "resume", &run, "--retry-step", "three"])
         .code(1);
     assert_eq!(counts(&sb), [1, 1, 0, 0, 0, 2]);
+    assert_eq!(count(&sb, "prechecked"), 2, "the prechecks ran again first");
 
     // Fixed: steps 1–2 are not run again, 3–5 run, the run succeeds, on_failure stays at two.
     sb.write("fixed", "");
@@ -114,6 +146,7 @@ fn a_failed_run_is_retried_from_its_failed_step_once_the_cause_is_fixed() {
         out.explain("success")
     );
     assert_eq!(counts(&sb), [1, 1, 1, 1, 1, 2]);
+    assert_eq!(count(&sb, "prechecked"), 3);
     assert_eq!(sb.status(&run)["state"], "succeeded");
 
     // The log says who took the run up, and why; the failures stay in the history before it.
@@ -408,6 +441,9 @@ fn abort_no_cleanup_kills_the_step_in_flight_and_runs_no_cleanup() {
 const PAUSABLE: &str = r#"
 runbook: pausable
 lock: "pausable"
+prechecks:
+  - id: looked
+    shell: { run: "echo x >> prechecked" }
 steps:
   - id: work
     shell: { run: "while [ ! -e go ]; do sleep 0.05; done; echo x >> work" }
@@ -469,6 +505,7 @@ fn pause_waits_for_the_step_in_flight_cuts_a_wait_short_and_unpause_goes_on() {
     let (code, output) = running.exit();
     assert_eq!(code, Some(3), "a paused run exits 3:\n{output}");
     assert_eq!(count(&sb, "work"), 1, "the step in flight finished");
+    assert_eq!(count(&sb, "prechecked"), 1);
     assert_eq!(state(&sb, &run), "paused");
     let list = sb.cmd(&["status"]).ok();
     assert!(
@@ -516,6 +553,11 @@ fn pause_waits_for_the_step_in_flight_cuts_a_wait_short_and_unpause_goes_on() {
     );
     assert_eq!(state(&sb, &run), "paused");
     assert_eq!(count(&sb, "after"), 0);
+    assert_eq!(
+        count(&sb, "prechecked"),
+        2,
+        "unpause ran the prechecks again"
+    );
 
     // Unpaused once `ready` exists: the wait polls again and the run finishes; `work` ran once.
     sb.write("ready", "");
