@@ -599,11 +599,19 @@ pub async fn pause(env: &Env, run: &str, comment: Option<String>) -> Result<i32,
 
 /// Prints where a pause left the run: paused, or pausing once its step in flight ends.
 fn paused(env: &Env, id: RunId, state: RunState, reason: Option<&str>) -> i32 {
+    // A run that ended while its last step was in flight reached no boundary to pause at.
+    let code = if state.is_terminal() {
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    };
     if env.cli.output == OutputMode::Json {
         println!(
             "{}",
-            json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason })
+            json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason, "code": code })
         );
+    } else if state.is_terminal() {
+        println!("run {id} ended ({state}) before it reached a step boundary: it was not paused");
     } else if state == RunState::Paused {
         println!(
             "run {id} is {}; it keeps its lock",
@@ -619,5 +627,5 @@ fn paused(env: &Env, id: RunId, state: RunState, reason: Option<&str>) -> i32 {
             crate::ui::hint::runbook()
         );
     }
-    exit::OK
+    code
 }

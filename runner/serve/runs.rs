@@ -734,6 +734,18 @@ impl Runs {
                     ))
                     .into());
                 }
+                Some(_)
+                    if self
+                        .journal
+                        .summary(id)
+                        .is_ok_and(|s| s.state == RunState::Waiting) =>
+                {
+                    return Err(EngineError::Refused(format!(
+                        "run {id} is asking for a verdict on the terminal of the process that executes it (pid {}); nothing runs until it is answered, so there is nothing to pause",
+                        std::process::id()
+                    ))
+                    .into());
+                }
                 Some(active) => {
                     let request = PauseRequest {
                         by: who.to_owned(),
