@@ -68,19 +68,20 @@ pub enum NotifyEvent {
     RunFailed,
     /// A run ended succeeded.
     RunSucceeded,
-    // RunPaused: `paused` comes with the run-control work (pause/unpause); when it lands, add
-    // `RunPaused` here ("run-paused", from `StateChanged { state: Paused }`).
+    /// An operator paused a run (it holds its lock until unpaused or aborted).
+    RunPaused,
 }
 
 impl NotifyEvent {
     /// Every event, in declaration order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::GateOpened,
         Self::GateExpired,
         Self::RunNeedsAttention,
         Self::RunAborted,
         Self::RunFailed,
         Self::RunSucceeded,
+        Self::RunPaused,
     ];
 
     fn index(self) -> usize {
@@ -99,6 +100,7 @@ impl NotifyEvent {
             Self::RunAborted => "run-aborted",
             Self::RunFailed => "run-failed",
             Self::RunSucceeded => "run-succeeded",
+            Self::RunPaused => "run-paused",
         }
     }
 }
@@ -266,6 +268,7 @@ impl Notice {
                     RunState::Aborted => NotifyEvent::RunAborted,
                     RunState::Failed => NotifyEvent::RunFailed,
                     RunState::Succeeded => NotifyEvent::RunSucceeded,
+                    RunState::Paused => NotifyEvent::RunPaused,
                     RunState::Running
                     | RunState::Waiting
                     | RunState::Sleeping
@@ -292,6 +295,7 @@ impl Notice {
             NotifyEvent::RunAborted => RunState::Aborted,
             NotifyEvent::RunFailed => RunState::Failed,
             NotifyEvent::RunSucceeded => RunState::Succeeded,
+            NotifyEvent::RunPaused => RunState::Paused,
         }
     }
 
@@ -349,6 +353,10 @@ impl Notice {
                 None => "failed".to_owned(),
             },
             NotifyEvent::RunSucceeded => "succeeded".to_owned(),
+            NotifyEvent::RunPaused => match detail {
+                Some(reason) => format!("was {}", escape(reason)),
+                None => "was paused".to_owned(),
+            },
         }
     }
 
@@ -361,6 +369,7 @@ impl Notice {
             NotifyEvent::RunAborted => ":octagonal_sign:",
             NotifyEvent::RunFailed => ":x:",
             NotifyEvent::RunSucceeded => ":white_check_mark:",
+            NotifyEvent::RunPaused => ":double_vertical_bar:",
         }
     }
 }
@@ -723,7 +732,8 @@ fn message(p: &Pending, summary: Option<&RunSummary>, base_url: Option<&str>) ->
         NotifyEvent::RunNeedsAttention
         | NotifyEvent::RunAborted
         | NotifyEvent::RunFailed
-        | NotifyEvent::RunSucceeded => {
+        | NotifyEvent::RunSucceeded
+        | NotifyEvent::RunPaused => {
             if let Some(reason) = &n.detail {
                 out.insert("reason".into(), Value::String(reason.clone()));
             }
@@ -906,7 +916,7 @@ mod tests {
         let hook: Webhook = serde_json::from_value(json!({
             "url": "https://hooks.example/x",
             "events": ["gate-opened", "gate-expired", "run-needs-attention", "run-aborted",
-                       "run-failed", "run-succeeded"]
+                       "run-failed", "run-succeeded", "run-paused"]
         }))
         .unwrap();
         assert_eq!(hook.events, NotifyEvent::ALL);
@@ -990,6 +1000,15 @@ mod tests {
                 NotifyEvent::RunAborted,
                 RunState::Aborted,
                 "was aborted by alice: wrong cluster",
+            ),
+            (
+                state(
+                    RunState::Paused,
+                    Some("paused by alice: restoring a snapshot"),
+                ),
+                NotifyEvent::RunPaused,
+                RunState::Paused,
+                "was paused by alice: restoring a snapshot",
             ),
             (
                 state(RunState::Failed, Some("step `x` failed")),
@@ -1294,7 +1313,7 @@ mod tests {
             journal,
             None,
         );
-        assert_eq!(notifier.subscribers, [0, 0, 0, 0, 0, 1]);
+        assert_eq!(notifier.subscribers, [0, 0, 0, 0, 0, 1, 0]);
         notifier.record(run, &gate());
         notifier.record(run, &failed());
         notifier.record(run, &succeeded());
