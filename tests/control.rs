@@ -823,3 +823,35 @@ fn pause_during_an_etcd_rolling_restart_touches_no_member_until_unpause_finishes
         BTreeSet::from(["roll[0].restart", "roll[1].restart", "roll[2].restart"])
     );
 }
+
+#[test]
+fn an_abort_reason_naming_a_secret_given_through_the_api_is_journaled_masked() {
+    use crate::serve::Serve;
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/secretive.yaml",
+        "runbook: secretive\nparams:\n  password: { type: string, secret: true }\n  target: { type: string, default: db1 }\nsteps:\n  - id: confirm\n    gate: \"go?\"\n",
+    );
+    let serve = Serve::start(&sb, &[]);
+    let (status, body) = serve.post(
+        "/runs",
+        &json!({ "runbook": "secretive", "params": { "password": "hunter2-Xq9" } }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"].as_str().expect("id").to_owned();
+    serve.wait_state(&run, "waiting");
+    let (status, body) = serve.post(
+        &format!("/runs/{run}/abort"),
+        &json!({ "reason": "the password hunter2-Xq9 leaked on db1", "no_cleanup": true }),
+    );
+    assert!(status < 300, "{status} {body}");
+    let detail = serve.wait_state(&run, "aborted");
+    let shown = detail.to_string();
+    assert!(!shown.contains("hunter2-Xq9"), "{shown}");
+    assert!(
+        shown.contains("the password *** leaked on db1"),
+        "masked, and a non-secret value stays readable: {shown}"
+    );
+    serve.stop();
+    assert!(!String::from_utf8_lossy(&sb.journal_bytes()).contains("hunter2-Xq9"));
+}

@@ -902,8 +902,18 @@ impl Engine {
             state: RunState::Aborted,
             reason: Some(why),
         };
-        // The reason is free text: scrubbed of the run's secrets this process can know.
-        let log = self.log(self.known_secrets(&view));
+        // The reason is free text: scrubbed of the run's secrets this process can know — those
+        // from `env:`/`file:` and those given with this abort (or held for the run by `serve`).
+        let secrets = self.known_secrets(&view);
+        let masked = |name: &str| {
+            view.started.params.get(name) == Some(&Value::String(crate::secrets::MASK.into()))
+        };
+        for (name, value) in req.params.now.iter().chain(&req.params.held) {
+            if masked(name) {
+                secrets.add(value);
+            }
+        }
+        let log = self.log(secrets);
         match loss {
             None => log.append(id, view.last_seq, &[aborted])?,
             Some(detail) => log.accept_loss(
