@@ -364,3 +364,52 @@ steps:
     );
     assert_eq!(sb.status(&run)["state"], "succeeded");
 }
+
+#[test]
+fn status_from_another_shell_shows_every_iteration_in_flight() {
+    let sb = Sandbox::new();
+    // Each iteration waits (bounded) until the test lets it go: three are in flight at once.
+    sb.write(
+        "slow.yaml",
+        "runbook: slow\nsteps:\n  - id: roll\n    foreach: \"[1, 2, 3, 4, 5]\"\n    parallel: 3\n    steps:\n      - id: work\n        shell: 'for i in $(seq 400); do [ -e go ] && exit 0; sleep 0.05; done; exit 1'\n",
+    );
+    let mut child = sb.cmd(&["run", "slow.yaml"]).spawn();
+    let mut run = String::new();
+    crate::support::wait_for("the run to exist", std::time::Duration::from_secs(10), || {
+        let out = sb.cmd(&["history", "--output", "json"]).run();
+        run = out
+            .stdout
+            .lines()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["run"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        !run.is_empty()
+    });
+    let running = |status: &serde_json::Value| -> Vec<String> {
+        status["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["status"] == "running" && s["kind"] == "shell")
+            .map(|s| s["path"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    crate::support::wait_for("three iterations in flight", std::time::Duration::from_secs(10), || {
+        seen = running(&sb.status(&run));
+        seen.len() == 3
+    });
+    seen.sort();
+    assert_eq!(seen, ["roll[0].work", "roll[1].work", "roll[2].work"]);
+    let human = sb.cmd(&["status", &run]).ok().stdout;
+    for path in &seen {
+        assert!(
+            human.lines().any(|l| l.contains("running") && l.contains(path.as_str())),
+            "{human}"
+        );
+    }
+    sb.write("go", "");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sb.status(&run)["state"], "succeeded");
+}
