@@ -289,9 +289,14 @@ member_healthy() {
     kwok) kwok_healthy ;;
   esac
 }
-# Running and healthy; fails at once (with its log) when the process has died.
+# Running and healthy; fails at once (with its log) when the process has died. Right after the
+# fork the child is still a copy of this script (its command line not yet the member's): that is
+# "not up yet", not "died" — under load the first check can land in that instant.
 member_up() {
-  alive "$1" || fail_member "$1"
+  if ! alive "$1"; then
+    tb_pid_alive "$(tb_pidfile_pid "$C/$1.pid")" "" && return 1
+    fail_member "$1"
+  fi
   member_healthy "$1"
 }
 fail_member() {

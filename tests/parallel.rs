@@ -381,7 +381,7 @@ fn status_from_another_shell_shows_every_iteration_in_flight() {
             .stdout
             .lines()
             .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .and_then(|v| v["run"].as_str().map(str::to_owned))
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
             .unwrap_or_default();
         !run.is_empty()
     });
