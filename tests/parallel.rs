@@ -375,16 +375,20 @@ fn status_from_another_shell_shows_every_iteration_in_flight() {
     );
     let mut child = sb.cmd(&["run", "slow.yaml"]).spawn();
     let mut run = String::new();
-    crate::support::wait_for("the run to exist", std::time::Duration::from_secs(10), || {
-        let out = sb.cmd(&["history", "--output", "json"]).run();
-        run = out
-            .stdout
-            .lines()
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .and_then(|v| v["id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        !run.is_empty()
-    });
+    crate::support::wait_for(
+        "the run to exist",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = sb.cmd(&["history", "--output", "json"]).run();
+            run = out
+                .stdout
+                .lines()
+                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            !run.is_empty()
+        },
+    );
     let running = |status: &serde_json::Value| -> Vec<String> {
         status["steps"]
             .as_array()
@@ -395,16 +399,22 @@ fn status_from_another_shell_shows_every_iteration_in_flight() {
             .collect()
     };
     let mut seen = Vec::new();
-    crate::support::wait_for("three iterations in flight", std::time::Duration::from_secs(10), || {
-        seen = running(&sb.status(&run));
-        seen.len() == 3
-    });
+    crate::support::wait_for(
+        "three iterations in flight",
+        std::time::Duration::from_secs(10),
+        || {
+            seen = running(&sb.status(&run));
+            seen.len() == 3
+        },
+    );
     seen.sort();
     assert_eq!(seen, ["roll[0].work", "roll[1].work", "roll[2].work"]);
     let human = sb.cmd(&["status", &run]).ok().stdout;
     for path in &seen {
         assert!(
-            human.lines().any(|l| l.contains("running") && l.contains(path.as_str())),
+            human
+                .lines()
+                .any(|l| l.contains("running") && l.contains(path.as_str())),
             "{human}"
         );
     }
