@@ -20,6 +20,14 @@ fn timeline(sb: &Sandbox) -> Vec<(String, u32, u128)> {
         .collect()
 }
 
+/// When item `n` wrote `what` (`start` or `end`).
+fn at(events: &[(String, u32, u128)], what: &str, n: u32) -> u128 {
+    events
+        .iter()
+        .find(|(w, m, _)| w == what && *m == n)
+        .map_or_else(|| panic!("no {what} of item {n}: {events:?}"), |(.., t)| *t)
+}
+
 /// The most iterations that ran at the same instant.
 fn max_overlap(events: &[(String, u32, u128)]) -> usize {
     let mut sorted: Vec<(u128, i32)> = events
@@ -66,13 +74,7 @@ fn a_loop_with_parallel_three_never_runs_more_than_three_and_reaches_three() {
     assert_eq!(max_overlap(&events), 3, "{events:?}");
     // Iterations start in item order: item 4 once one of the first three has ended, item 8
     // once five have — three waves of a window of three over eight items.
-    let time = |what: &str, n: u32| {
-        events
-            .iter()
-            .find(|(w, m, _)| w == what && *m == n)
-            .map(|(.., t)| *t)
-            .expect("event")
-    };
+    let time = |what: &str, n: u32| at(&events, what, n);
     let first_end = (1..=3).map(|n| time("end", n)).min().expect("ends");
     assert!(time("start", 4) >= first_end, "{events:?}");
     let fifth_end = {
@@ -108,13 +110,7 @@ fn batches_go_in_waves_and_too_many_failures_stop_later_waves() {
         "the wave with two failures ends the loop; later waves never start: {events:?}"
     );
     assert_eq!(max_overlap(&events), 2, "{events:?}");
-    let time = |what: &str, n: u32| {
-        events
-            .iter()
-            .find(|(w, m, _)| w == what && *m == n)
-            .map(|(.., t)| *t)
-            .expect("event")
-    };
+    let time = |what: &str, n: u32| at(&events, what, n);
     assert!(
         time("start", 3) >= time("end", 1).max(time("end", 2)),
         "the second wave starts after the first has ended: {events:?}"

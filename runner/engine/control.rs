@@ -630,13 +630,11 @@ impl Exec<'_> {
                 Err(error) => return self.fail_unstarted(step, path, ctx, error).await,
             };
             self.emit(&[
-                Event::StepStarted {
-                    path: path.to_owned(),
-                    kind: "foreach".into(),
-                    attempt: 1,
-                    idempotent: true,
-                    intent: json!({ "describe": format!("foreach {var} in {} ({} items)", items.src.trim(), list.len()) }),
-                },
+                Self::control_started(
+                    path,
+                    "foreach",
+                    json!({ "describe": format!("foreach {var} in {} ({} items)", items.src.trim(), list.len()) }),
+                ),
                 Event::ItemsDecided {
                     path: path.to_owned(),
                     items: list.clone(),
@@ -757,13 +755,10 @@ impl Exec<'_> {
             self.log.redactor().add_value(s);
         }
         if self.view.step(path).is_none() {
-            self.emit(&[Event::StepStarted {
-                path: path.to_owned(),
-                kind: "call".into(),
-                attempt: 1,
-                idempotent: true,
-                intent: json!({ "describe": format!("call {target}"), "params": Value::Object(rendered) }),
-            }]).await?;
+            let intent =
+                json!({ "describe": format!("call {target}"), "params": Value::Object(rendered) });
+            self.emit(&[Self::control_started(path, "call", intent)])
+                .await?;
         }
         let started = self
             .view

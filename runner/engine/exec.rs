@@ -229,6 +229,18 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// The start of a control step (a loop, a call, a parallel step): journaled once, the first
+    /// time the walk reaches it; it rides on the next commit.
+    pub(crate) fn control_started(path: &str, kind: &str, intent: Value) -> Event {
+        Event::StepStarted {
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+            attempt: 1,
+            idempotent: true,
+            intent,
+        }
+    }
+
     /// Moves the run to `state` unless it is there already.
     pub async fn set_state(
         &mut self,

@@ -149,13 +149,12 @@ impl<'a> Exec<'a> {
         branches: &[Step],
     ) -> Result<Flow, ExecError> {
         if self.view.step(path).is_none() {
-            self.emit(&[Event::StepStarted {
-                path: path.to_owned(),
-                kind: "parallel".into(),
-                attempt: 1,
-                idempotent: true,
-                intent: json!({ "describe": format!("parallel: {} branches at once", branches.len()) }),
-            }])
+            let describe = format!("parallel: {} branches at once", branches.len());
+            self.emit(&[Self::control_started(
+                path,
+                "parallel",
+                json!({ "describe": describe }),
+            )])
             .await?;
         }
         let total = branches.len();
