@@ -500,18 +500,7 @@ impl Exec<'_> {
         if self.view.state == RunState::Waiting {
             self.set_state(RunState::Running, None).await?;
         }
-        self.emit(&[Event::StepFailed {
-            path: path.to_owned(),
-            attempt: 1,
-            error: error.clone(),
-            output: None,
-            retry_at: None,
-            duration_ms: duration_since(opened_at),
-            tolerated: step.continue_on_error,
-        }])
-        .await?;
-        self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
-            .await
+        self.fail_control(step, path, ctx, error, opened_at).await
     }
 
     /// A durable timer: the wake time is journaled when the sleep starts, so a resumed run wakes
@@ -670,19 +659,7 @@ impl Exec<'_> {
                     error,
                 }) => {
                     let error = format!("iteration {i} failed at `{failed}`: {error}");
-                    self.emit(&[Event::StepFailed {
-                        path: path.to_owned(),
-                        attempt: 1,
-                        error: error.clone(),
-                        output: None,
-                        retry_at: None,
-                        duration_ms: duration_since(started),
-                        tolerated: step.continue_on_error,
-                    }])
-                    .await?;
-                    return self
-                        .failure_tail(step, path, ctx, error, None, step.continue_on_error)
-                        .await;
+                    return self.fail_control(step, path, ctx, error, started).await;
                 }
                 stop @ Flow::Stop(_) => return Ok(stop),
             }
@@ -787,7 +764,7 @@ impl Exec<'_> {
                         Ok(v) => v,
                         Err(e) => {
                             let error = format!("the called runbook's `output` failed: {e}");
-                            return self.fail_call(step, path, ctx, error, started).await;
+                            return self.fail_control(step, path, ctx, error, started).await;
                         }
                     },
                     None => Value::Object(
@@ -828,13 +805,15 @@ impl Exec<'_> {
                         stop @ Flow::Stop(_) => return Ok(stop),
                     }
                 }
-                self.fail_call(step, path, ctx, error, started).await
+                self.fail_control(step, path, ctx, error, started).await
             }
             stop @ Flow::Stop(_) => Ok(stop),
         }
     }
 
-    async fn fail_call(
+    /// Records that a control step (a loop, a call, a gate, a parallel step) failed as a whole,
+    /// then runs its `on_failure` steps.
+    pub(crate) async fn fail_control(
         &mut self,
         step: &Step,
         path: &str,

@@ -214,13 +214,12 @@ impl<'a> Exec<'a> {
         output: Value,
         total: usize,
     ) -> Result<Flow, ExecError> {
-        let duration_ms = self
+        let started = self
             .view
             .step(path)
             .and_then(|s| s.started_at)
-            .map_or(0, |t| {
-                u64::try_from((Utc::now() - t).num_milliseconds()).unwrap_or(0)
-            });
+            .unwrap_or_else(Utc::now);
+        let duration_ms = u64::try_from((Utc::now() - started).num_milliseconds()).unwrap_or(0);
         let error = match end {
             (End::Halted, Some(stop)) => return Ok(Flow::Stop(stop)),
             (End::Halted, None) => unreachable!("a halt comes with the stop that caused it"),
@@ -246,18 +245,7 @@ impl<'a> Exec<'a> {
                 failures.join("; ")
             ),
         };
-        self.emit(&[Event::StepFailed {
-            path: path.to_owned(),
-            attempt: 1,
-            error: error.clone(),
-            output: None,
-            retry_at: None,
-            duration_ms,
-            tolerated: step.continue_on_error,
-        }])
-        .await?;
-        self.failure_tail(step, path, ctx, error, None, step.continue_on_error)
-            .await
+        self.fail_control(step, path, ctx, error, started).await
     }
 
     /// Runs `units` as [`next_move`] allows, each in its own execution over a shared ledger;
