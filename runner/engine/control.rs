@@ -391,20 +391,12 @@ impl Exec<'_> {
             }
             // Whether the one executing may approve now (`--yes`, the terminal): the same
             // rules as an `approve` command.
-            let approved_by: Vec<&str> = gate
-                .approved_by
-                .iter()
-                .map(|(b, _, _)| b.as_str())
-                .collect();
+            // The gate is open here: neither decided nor expired, whatever the view says.
+            let approved_by = crate::engine::verdict::approved_by(&gate);
             let facts = decide::GateFacts {
-                four_eyes: gate.four_eyes,
-                approvals: gate.approvals,
-                approvers: &gate.approvers,
-                approved_by: &approved_by,
                 decided: None,
                 expired: false,
-                expires_at: gate.expires_at,
-                starter: &self.view.started.started_by,
+                ..crate::engine::verdict::facts(&gate, &approved_by, &self.view.started.started_by)
             };
             let mine = decide::verdict(&facts, &self.who, true, self.clock.now());
             match self.gates {

@@ -497,19 +497,11 @@ impl Engine {
             for failed in view.failed() {
                 let below = failed.starts_with(&inner) || failed.starts_with(&child);
                 if failed == path || (*action == OperatorAction::Retry && below) {
-                    events.push(Event::OperatorDecided {
-                        path: failed.to_owned(),
-                        action: *action,
-                        by: self.who.clone(),
-                        comment: req.comment.clone(),
-                    });
+                    events.push(self.operator_decided(failed, *action, req.comment.as_ref()));
                 }
             }
             if *action == OperatorAction::Skip {
-                events.push(Event::StepSkipped {
-                    path: path.clone(),
-                    reason: SkipReason::Operator,
-                });
+                events.push(skipped_by_operator(path));
             }
         } else if let Some((path, action)) = &decision {
             let in_flight = view.in_flight();
@@ -530,17 +522,9 @@ impl Engine {
                     "step `{path}` of run {id} is not in flight ({listed})"
                 )));
             }
-            events.push(Event::OperatorDecided {
-                path: path.clone(),
-                action: *action,
-                by: self.who.clone(),
-                comment: req.comment.clone(),
-            });
+            events.push(self.operator_decided(path, *action, req.comment.as_ref()));
             if *action == OperatorAction::Skip {
-                events.push(Event::StepSkipped {
-                    path: path.clone(),
-                    reason: SkipReason::Operator,
-                });
+                events.push(skipped_by_operator(path));
             }
         } else if view.state == RunState::NeedsAttention
             && let Some((path, detail)) = &view.attention
@@ -701,6 +685,21 @@ impl Engine {
             .into());
         }
         Ok(())
+    }
+
+    /// This operator's decision about a step, journaled with who and why.
+    fn operator_decided(
+        &self,
+        path: &str,
+        action: OperatorAction,
+        comment: Option<&String>,
+    ) -> Event {
+        Event::OperatorDecided {
+            path: path.to_owned(),
+            action,
+            by: self.who.clone(),
+            comment: comment.cloned(),
+        }
     }
 
     /// Approves or rejects the open gate of a run, then continues it.
@@ -1376,6 +1375,14 @@ pub fn attention_commands(id: RunId, path: &str) -> [String; 2] {
         format!("{} resume {id} --retry-step {quoted}", hint::runbook()),
         format!("{} resume {id} --skip-step {quoted}", hint::runbook()),
     ]
+}
+
+/// The record of a step an operator said to treat as done.
+fn skipped_by_operator(path: &str) -> Event {
+    Event::StepSkipped {
+        path: path.to_owned(),
+        reason: SkipReason::Operator,
+    }
 }
 
 /// The message for a resume refused because the run's journal cannot be trusted.

@@ -9,6 +9,32 @@ use runbook_journals::{GateTimeout, RunId};
 use crate::engine::decide::{self, Refusal};
 use crate::engine::view::{GateView, RunView};
 
+/// Who has approved `gate` so far.
+pub(crate) fn approved_by(gate: &GateView) -> Vec<&str> {
+    gate.approved_by
+        .iter()
+        .map(|(b, _, _)| b.as_str())
+        .collect()
+}
+
+/// What a verdict on `gate` is judged from, as journaled; `approved_by` is [`approved_by`].
+pub(crate) fn facts<'a>(
+    gate: &'a GateView,
+    approved_by: &'a [&'a str],
+    starter: &'a str,
+) -> decide::GateFacts<'a> {
+    decide::GateFacts {
+        four_eyes: gate.four_eyes,
+        approvals: gate.approvals,
+        approvers: &gate.approvers,
+        approved_by,
+        decided: gate.decision.as_ref().map(|d| d.0),
+        expired: gate.expired.is_some(),
+        expires_at: gate.expires_at,
+        starter,
+    }
+}
+
 /// Whether `who`'s verdict on the open gate `path` is accepted at `now`; the refusal's
 /// message if not.
 pub(crate) fn judge(
@@ -20,21 +46,8 @@ pub(crate) fn judge(
     approved: bool,
     now: DateTime<Utc>,
 ) -> Result<decide::Counted, String> {
-    let approved_by: Vec<&str> = gate
-        .approved_by
-        .iter()
-        .map(|(b, _, _)| b.as_str())
-        .collect();
-    let facts = decide::GateFacts {
-        four_eyes: gate.four_eyes,
-        approvals: gate.approvals,
-        approvers: &gate.approvers,
-        approved_by: &approved_by,
-        decided: gate.decision.as_ref().map(|d| d.0),
-        expired: gate.expired.is_some(),
-        expires_at: gate.expires_at,
-        starter: &view.started.started_by,
-    };
+    let approved_by = approved_by(gate);
+    let facts = facts(gate, &approved_by, &view.started.started_by);
     decide::verdict(&facts, who, approved, now).map_err(|refusal| {
         let who = decide::identity(who);
         match refusal {
