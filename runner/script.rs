@@ -331,8 +331,17 @@ fn build_engine() -> Engine {
             .map(|l| rhai::Dynamic::from(l.to_owned()))
             .collect()
     });
+    engine.register_fn("unix_seconds", unix_seconds);
 
     engine
+}
+
+/// `unix_seconds("2026-12-01T15:04:05.25+00:00")`: seconds since the epoch of an RFC 3339
+/// time (`run.started_at`, an API's timestamp), with its fraction.
+fn unix_seconds(text: &str) -> RhaiResult<rhai::FLOAT> {
+    let t = chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map_err(|e| format!("unix_seconds: `{text}` is not an RFC 3339 time: {e}"))?;
+    Ok(t.timestamp() as rhai::FLOAT + f64::from(t.timestamp_subsec_nanos()) / 1e9)
 }
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;

@@ -103,28 +103,7 @@ impl Etcd {
     /// A client putting `kN = N` through any member that answers, every 10 ms; each sample is
     /// the N that was acknowledged, if any.
     pub(crate) fn writer(&self) -> Sampler<Option<usize>> {
-        let endpoints = self.endpoints.clone();
-        let agent = http();
-        let mut n = 0usize;
-        Sampler::start(Duration::from_millis(10), move || {
-            let put = |e: &String| {
-                agent
-                    .post(&format!("{e}/v3/kv/put"))
-                    .send_json(
-                        json!({ "key": b64(&format!("k{n}")), "value": b64(&n.to_string()) }),
-                    )
-                    .is_ok_and(|resp| resp.status() == 200)
-            };
-            let acked = endpoints
-                .iter()
-                .cycle()
-                .skip(n % 3)
-                .take(3)
-                .any(put)
-                .then_some(n);
-            n += 1;
-            acked
-        })
+        writer(self.endpoints.clone())
     }
 
     /// Marks the end of each member's log now.
@@ -219,25 +198,7 @@ impl Etcd {
 
     /// Every acknowledged write reads back with its value.
     pub(crate) fn assert_writes(&self, acked: &[usize]) {
-        assert!(
-            acked.len() > 20,
-            "the client made little progress: {}",
-            acked.len()
-        );
-        let agent = http();
-        for n in acked {
-            let v: Value = agent
-                .post(&format!("{}/v3/kv/range", self.endpoints[0]))
-                .send_json(json!({ "key": b64(&format!("k{n}")) }))
-                .expect("range")
-                .into_json()
-                .expect("json");
-            assert_eq!(
-                v["kvs"][0]["value"],
-                json!(b64(&n.to_string())),
-                "acknowledged write k{n} is lost"
-            );
-        }
+        assert_writes(&self.endpoints[0], acked);
     }
 }
 
@@ -330,4 +291,51 @@ fn raft_role_at_first_stop(log: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// A client putting `kN = N` through any of `endpoints` that answers, every 10 ms; each sample
+/// is the N that was acknowledged, if any.
+pub(crate) fn writer(endpoints: Vec<String>) -> Sampler<Option<usize>> {
+    let agent = http();
+    let mut n = 0usize;
+    Sampler::start(Duration::from_millis(10), move || {
+        let put = |e: &String| {
+            agent
+                .post(&format!("{e}/v3/kv/put"))
+                .send_json(json!({ "key": b64(&format!("k{n}")), "value": b64(&n.to_string()) }))
+                .is_ok_and(|resp| resp.status() == 200)
+        };
+        let acked = endpoints
+            .iter()
+            .cycle()
+            .skip(n % 3)
+            .take(3)
+            .any(put)
+            .then_some(n);
+        n += 1;
+        acked
+    })
+}
+
+/// Every acknowledged write is there, read through `endpoint`.
+pub(crate) fn assert_writes(endpoint: &str, acked: &[usize]) {
+    assert!(
+        acked.len() > 20,
+        "the client made little progress: {}",
+        acked.len()
+    );
+    let agent = http();
+    for n in acked {
+        let v: Value = agent
+            .post(&format!("{endpoint}/v3/kv/range"))
+            .send_json(json!({ "key": b64(&format!("k{n}")) }))
+            .expect("range")
+            .into_json()
+            .expect("json");
+        assert_eq!(
+            v["kvs"][0]["value"],
+            json!(b64(&n.to_string())),
+            "acknowledged write k{n} is lost"
+        );
+    }
 }

@@ -6,6 +6,7 @@ mod support;
 mod beside;
 mod check;
 mod cli;
+mod command_driver;
 mod control;
 mod corrupt;
 mod cql;

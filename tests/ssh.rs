@@ -14,9 +14,9 @@ use crate::support::{Sandbox, wait_for};
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// An sshd of the test's own, and the files a runbook needs to reach it.
-struct Sshd {
+pub(crate) struct Sshd {
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     child: Child,
 }
 
@@ -30,7 +30,7 @@ fn keygen(path: &Path) {
 }
 
 impl Sshd {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: testbeds/install.sh installs Debian openssh-server"
@@ -86,11 +86,11 @@ impl Sshd {
         sshd
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -106,7 +106,7 @@ impl Sshd {
     }
 
     /// How many connections were authenticated so far.
-    fn logins(&self) -> usize {
+    pub(crate) fn logins(&self) -> usize {
         self.log().matches("Accepted publickey").count()
     }
 }
@@ -122,7 +122,7 @@ impl Drop for Sshd {
 }
 
 /// The current user's name, whom the test's sshd lets in.
-fn user() -> String {
+pub(crate) fn user() -> String {
     let out = Command::new("id").arg("-un").output().expect("id");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -193,7 +193,17 @@ impl Exec<'_> {
 
     /// Polls a wait's probe until its condition holds or its timeout passes.
     pub(crate) async fn poll(&self, path: &str, ctx: &Ctx, wait: &Wait) -> Attempt {
-        let deadline = Instant::now() + wait.timeout;
+        let timeout = match wait_timeout(wait, ctx) {
+            Ok(t) => t,
+            Err(error) => {
+                return Attempt::Failed {
+                    error,
+                    output: None,
+                    retryable: false,
+                };
+            }
+        };
+        let deadline = Instant::now() + timeout;
         let mut polls = 0u32;
         let mut last_output = None;
         loop {
@@ -228,7 +238,7 @@ impl Exec<'_> {
                     error: format!(
                         "`{}` did not hold within {} ({polls} polls); last: {last}",
                         wait.until.src.trim(),
-                        humantime::format_duration(wait.timeout)
+                        humantime::format_duration(timeout)
                     ),
                     output: last_output,
                     retryable: true,
@@ -937,4 +947,20 @@ pub(crate) fn coerce(kind: &dyn StepKind, spec: Value) -> Value {
         }
     }
     Value::Object(map)
+}
+
+/// How long a wait may take: its `timeout`, or what its template renders to now.
+pub(crate) fn wait_timeout(wait: &Wait, ctx: &Ctx) -> Result<Duration, String> {
+    let Some(template) = &wait.timeout_template else {
+        return Ok(wait.timeout);
+    };
+    let text = ctx
+        .render(&template.text, None)
+        .map_err(|e| format!("failed to render the wait's `timeout`: {e}"))?;
+    crate::load::parse_duration(&text).map_err(|e| {
+        format!(
+            "the wait's `timeout` `{}` is `{text}`, not a duration: {e}",
+            template.text
+        )
+    })
 }

@@ -148,6 +148,11 @@ fn in_flight(attempt: u32, facts: Facts) -> Next {
         after: None,
     };
     match facts.class {
+        // A control step with a `check` (a driver's restart whose effect is checkable: the
+        // member runs the target version and is healthy) asks it first: present skips what
+        // is left of it — the member is not restarted again — absent continues where it
+        // stands. An operator's --retry-step continues without asking.
+        Class::Control if facts.has_check && !facts.operator_retry => Next::AskCheck { attempt },
         // Control steps continue where they stand (a gate stays open, a timer keeps its wake
         // time, a loop or a call replays what it did).
         Class::Control => Next::Begin {
@@ -406,6 +411,11 @@ mod tests {
             // Gates, sleeps, loops and calls continue where they stand (same attempt).
             (facts(Control, false, false, false), begin(2)),
             (facts(Control, true, true, true), begin(2)),
+            // …unless they have a check: present skips the rest, absent continues (attempt 2).
+            (
+                facts(Control, false, true, false),
+                Next::AskCheck { attempt: 2 },
+            ),
         ] {
             assert_eq!(next(flying, f, now), want, "{f:?}");
         }

@@ -544,8 +544,9 @@ impl Exec<'_> {
         }
     }
 
-    /// An effect that started and never finished, with a `check`: present skips it, absent
-    /// runs attempt `attempt`, no answer stops for an operator.
+    /// An effect (or a call, a loop…) that started and never finished, with a `check`:
+    /// present skips it, absent runs attempt `attempt` (a control step continues where it
+    /// stands), no answer stops for an operator.
     async fn in_flight_check(
         &mut self,
         step: &Step,
@@ -555,6 +556,8 @@ impl Exec<'_> {
     ) -> Result<Flow, ExecError> {
         match self.check(step, path, ctx).await {
             Ok(true) => {
+                // What a control step did before is left as journaled, not replayed.
+                self.skip_descendants(path, false);
                 self.emit(&[Event::StepSkipped {
                     path: path.to_owned(),
                     reason: SkipReason::Check,
@@ -600,7 +603,9 @@ impl Exec<'_> {
                             "describe": format!("wait until {} (every {}, up to {})",
                                 wait.until.src.trim(),
                                 humantime::format_duration(wait.every),
-                                humantime::format_duration(wait.timeout)),
+                                super::control::wait_timeout(wait, ctx).map_or_else(
+                                    |_| wait.timeout_template.as_ref().map_or_else(String::new, |t| t.text.clone()),
+                                    |t| humantime::format_duration(t).to_string())),
                         }),
                     }])
                     .await?;

@@ -1092,6 +1092,7 @@ impl Engine {
                 "schedule": t.schedule,
                 "fire_time": t.fire_time.to_rfc3339(),
             })),
+            "unfinished": unfinished(view),
         });
         let taint = ctx::Taint::new(&main, &params, log.redactor());
         Ctx {
@@ -1439,5 +1440,28 @@ pub fn attention_message(id: RunId, path: &str, detail: &str) -> String {
     let [retry, skip] = attention_commands(id, path);
     format!(
         "step `{path}` of run {id} was in flight when the run stopped, and it is not safe to run again\n  it was doing: {detail}\n  decide, then run one of:\n    {retry}   # run it again\n    {skip}    # treat it as done",
+    )
+}
+
+/// `run.unfinished`: the steps that started and never finished before this walk (a resume
+/// after a crash: the call restarting a member, the stop inside it), outermost first, each with
+/// its kind and journaled intent (a call's rendered params, secrets masked). Prechecks use it to
+/// tolerate what the run itself was doing — the one member it had stopped.
+fn unfinished(view: &RunView) -> Value {
+    let mut open: Vec<(&String, &view::StepView)> = view
+        .steps
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s.status,
+                view::StepStatus::Started { .. } | view::StepStatus::Interrupted { .. }
+            )
+        })
+        .collect();
+    open.sort_by_key(|(_, s)| s.first_seq);
+    Value::Array(
+        open.into_iter()
+            .map(|(path, s)| json!({ "path": path, "kind": s.kind, "intent": s.intent }))
+            .collect(),
     )
 }

@@ -212,7 +212,13 @@ fn lines(
                 "wait until {} (every {}, up to {})",
                 w.until.src.trim(),
                 humantime::format_duration(w.every),
-                humantime::format_duration(w.timeout)
+                crate::engine::control::wait_timeout(w, ctx).map_or_else(
+                    |_| w
+                        .timeout_template
+                        .as_ref()
+                        .map_or_else(String::new, |t| t.text.clone()),
+                    |t| humantime::format_duration(t).to_string()
+                )
             ),
             Action::Gate { prompt, .. } => match ctx.render(&prompt.text, None) {
                 Ok(p) => format!("gate: {p}"),

@@ -447,15 +447,25 @@ impl Loader<'_> {
             Some(n) => self.f.duration(n, "`every`")?,
             None => Duration::from_secs(5),
         };
-        let timeout = match map.get("timeout") {
-            Some(n) => self.f.duration(n, "`timeout`")?,
-            None => Duration::from_secs(300),
+        // A template (`timeout: "{{params.ready_timeout}}"`) is rendered when the wait starts.
+        let templated = map
+            .get("timeout")
+            .and_then(Node::as_scalar)
+            .is_some_and(|s| s.text.contains("{{"));
+        let (timeout, timeout_template) = match map.get("timeout") {
+            Some(n) if templated => (
+                Duration::from_secs(300),
+                Some(self.template(n, "`timeout`", scope)?),
+            ),
+            Some(n) => (self.f.duration(n, "`timeout`")?, None),
+            None => (Duration::from_secs(300), None),
         };
         Some(Wait {
             probe: Box::new(probe?),
             until: until?,
             every,
             timeout,
+            timeout_template,
         })
     }
 

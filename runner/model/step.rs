@@ -77,8 +77,11 @@ pub struct Wait {
     pub until: Expr,
     /// Time between polls.
     pub every: Duration,
-    /// Give up after this long.
+    /// Give up after this long (the default when `timeout_template` is given).
     pub timeout: Duration,
+    /// A `timeout` that is a template over `params` and outputs (a runbook's timeout taken
+    /// from a parameter), rendered and parsed when the wait starts.
+    pub timeout_template: Option<Template>,
 }
 
 /// `gate: { approvals, approvers, on_timeout }`: how many people must approve, who may decide,

@@ -1,0 +1,466 @@
+//! The `command` driver (issue 13): `rolling-restart-etcd` on a real 3-member etcd cluster that
+//! the test starts with a layout of its own — members named alpha, beta and gamma, data in
+//! `var/NAME`, pids in `run/NAME.pid`, one control script `ctl start|stop|status ORDINAL` —
+//! not `testbeds/etcd.sh`'s, so nothing of the local driver's conventions is there. The
+//! operator's commands go in as parameters; one member is reached over SSH (a real OpenSSH
+//! server on loopback). What happened is read from the servers and their processes: which
+//! members answered (every 20 ms), each member's pids (a restart is a new pid), the environment
+//! of the new processes (`SSH_CONNECTION` for the one started over SSH), and every write a
+//! client had acknowledged.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::etcd::{acknowledged, assert_writes, writer};
+use crate::ssh::{Sshd, user};
+use crate::support::clusters::{Sampler, http};
+use crate::support::{Sandbox, wait_for};
+
+const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+const ETCD: &str = "/usr/bin/etcd";
+
+/// The operator's own control script. `stop` waits while `hold-NAME` exists, so that a test
+/// can catch the run in the middle of a member's stop.
+const CTL: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+names=(alpha beta gamma)
+n=${names[$2]}
+. "$root/etc/cluster.conf"
+pidf="$root/run/$n.pid"
+running() {
+  [ -f "$pidf" ] || return 1
+  local pid; pid=$(cat "$pidf")
+  [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"
+}
+case $1 in
+  start)
+    if running; then echo "$n runs already"; exit 0; fi
+    state=new; [ -d "$root/var/$n/member" ] && state=existing
+    cport=CLIENT_$n; pport=PEER_$n
+    setsid nohup "$ETCD" --name "$n" --data-dir "$root/var/$n" \
+      --listen-client-urls "http://127.0.0.1:${!cport}" --advertise-client-urls "http://127.0.0.1:${!cport}" \
+      --listen-peer-urls "http://127.0.0.1:${!pport}" --initial-advertise-peer-urls "http://127.0.0.1:${!pport}" \
+      --initial-cluster "$INITIAL" --initial-cluster-token "$TOKEN" --initial-cluster-state "$state" \
+      --heartbeat-interval 100 --election-timeout 1000 >> "$root/log/$n.log" 2>&1 < /dev/null &
+    echo $! > "$pidf"
+    echo "$n started (pid $!)" ;;
+  stop)
+    touch "$root/run/$n.stopping"
+    while [ -e "$root/hold-$n" ]; do sleep 0.05; done
+    running || { echo "$n is not running"; exit 0; }
+    pid=$(cat "$pidf"); kill -TERM "$pid"
+    for _ in $(seq 1 300); do running || { echo "$n stopped"; exit 0; }; sleep 0.1; done
+    echo "$n did not stop" >&2; exit 1 ;;
+  status) running ;;
+  *) echo "usage: ctl start|stop|status ORDINAL" >&2; exit 2 ;;
+esac
+"#;
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// A 3-member etcd cluster in the operator's own layout.
+struct OwnEtcd {
+    dir: tempfile::TempDir,
+    endpoints: Vec<String>,
+}
+
+impl OwnEtcd {
+    fn start() -> Self {
+        assert!(
+            Path::new(ETCD).exists(),
+            "{ETCD} is missing: testbeds/install.sh installs Debian etcd-server"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("runbook-own-etcd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        for sub in ["etc", "run", "var", "log"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        let ports = free_ports(6);
+        let mut conf = format!("ETCD={ETCD}\nTOKEN=own-{}\nINITIAL=", std::process::id());
+        conf += &NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n}=http://127.0.0.1:{}", ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        conf.push('\n');
+        for (i, n) in NAMES.iter().enumerate() {
+            let _ = write!(
+                conf,
+                "CLIENT_{n}={}\nPEER_{n}={}\n",
+                ports[2 * i],
+                ports[2 * i + 1]
+            );
+        }
+        std::fs::write(dir.path().join("etc/cluster.conf"), conf).expect("conf");
+        let ctl = dir.path().join("ctl");
+        std::fs::write(&ctl, CTL).expect("ctl");
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&ctl)
+            .status()
+            .expect("chmod");
+        let own = Self {
+            endpoints: (0..3)
+                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i]))
+                .collect(),
+            dir,
+        };
+        for i in 0..3 {
+            own.ctl("start", i);
+        }
+        own.wait_healthy();
+        own
+    }
+
+    fn ctl_path(&self) -> PathBuf {
+        self.dir.path().join("ctl")
+    }
+
+    fn ctl(&self, action: &str, member: usize) {
+        let out = Command::new(self.ctl_path())
+            .args([action, &member.to_string()])
+            .output()
+            .expect("ctl");
+        assert!(
+            out.status.success(),
+            "ctl {action} {member}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_healthy(&self) {
+        let agent = http();
+        wait_for("every member healthy", Duration::from_secs(60), || {
+            self.endpoints.iter().all(|e| {
+                agent
+                    .get(&format!("{e}/health"))
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_json::<serde_json::Value>().ok())
+                    .is_some_and(|v| v["health"] == "true")
+            })
+        });
+    }
+
+    fn pid(&self, member: usize) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join(format!("run/{}.pid", NAMES[member])))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Every 20 ms: whether each member answers its status, and its pid.
+    fn monitor(&self) -> Sampler<Sample> {
+        let endpoints = self.endpoints.clone();
+        let run = self.dir.path().join("run");
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .build();
+        Sampler::start(Duration::from_millis(20), move || {
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let up = agent
+                        .post(&format!("{e}/v3/maintenance/status"))
+                        .send_json(json!({}))
+                        .is_ok();
+                    let pid = std::fs::read_to_string(run.join(format!("{}.pid", NAMES[i])))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    (up, pid)
+                })
+                .collect()
+        })
+    }
+
+    /// The parameters that make `rolling-restart-etcd` drive this cluster.
+    fn params(&self, sb: &Sandbox) -> Vec<String> {
+        let ctl = self.ctl_path();
+        let ctl = ctl.display();
+        vec![
+            "-p".into(),
+            "driver=command".into(),
+            "-p".into(),
+            format!("endpoints={}", json!(self.endpoints)),
+            "-p".into(),
+            format!("stop_command={ctl} stop {{{{member}}}}"),
+            "-p".into(),
+            format!("start_command={ctl} start {{{{ member }}}}"),
+            "-p".into(),
+            format!("status_command={ctl} status {{{{member}}}}"),
+            "-p".into(),
+            format!("snapshot_dir={}", sb.path().display()),
+            "-p".into(),
+            "etcdctl=/usr/bin/etcdctl".into(),
+        ]
+    }
+}
+
+impl Drop for OwnEtcd {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            if let Some(pid) = self.pid(i) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        if std::thread::panicking() {
+            for n in NAMES {
+                let log =
+                    std::fs::read_to_string(self.path(&format!("log/{n}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- {n} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// Never two members down at once, and each member's distinct pids over the samples.
+/// One sample: whether each member answers, and its pid.
+type Sample = Vec<(bool, Option<u32>)>;
+
+fn assert_quorum_and_pids(samples: &[(Instant, Sample)]) -> Vec<BTreeSet<u32>> {
+    assert!(samples.len() > 50, "too few samples: {}", samples.len());
+    for (_, s) in samples {
+        let down = s.iter().filter(|(up, _)| !up).count();
+        assert!(down <= 1, "two members down at once: {s:?}");
+    }
+    (0..3)
+        .map(|i| samples.iter().filter_map(|(_, s)| s[i].1).collect())
+        .collect()
+}
+
+fn environ(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_command_driver_rolls_a_cluster_of_the_operators_own_layout_one_member_over_ssh() {
+    let etcd = OwnEtcd::start();
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let before: Vec<u32> = (0..3).map(|i| etcd.pid(i).expect("pid")).collect();
+    let monitor = etcd.monitor();
+    let writes = writer(etcd.endpoints.clone());
+    let mut args: Vec<String> = vec!["run".into(), "rolling-restart-etcd".into()];
+    args.extend(etcd.params(&sb));
+    // beta (ordinal 1) lives on "another host": its commands run over SSH.
+    for p in [
+        format!("hosts={}", json!(["", "127.0.0.1", ""])),
+        format!("ssh_user={}", user()),
+        format!("ssh_port={}", sshd.port),
+        format!("ssh_identity={}", sshd.path("id").display()),
+        format!("ssh_known_hosts={}", sshd.path("known_hosts").display()),
+    ] {
+        args.push("-p".into());
+        args.push(p);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sb.cmd(&args).ok();
+    let acked = acknowledged(writes.finish());
+    let samples = monitor.finish();
+
+    let pids = assert_quorum_and_pids(&samples);
+    for (i, seen) in pids.iter().enumerate() {
+        assert_eq!(
+            seen.len(),
+            2,
+            "{} must be restarted exactly once (pids {seen:?})\n{}",
+            NAMES[i],
+            out.stdout
+        );
+        assert_ne!(
+            etcd.pid(i),
+            Some(before[i]),
+            "{} was not restarted",
+            NAMES[i]
+        );
+    }
+    etcd.wait_healthy();
+    assert_writes(&etcd.endpoints[0], &acked);
+    // The member over SSH was started by a remote session; the others here.
+    let beta = environ(etcd.pid(1).expect("beta's pid"));
+    assert!(
+        beta.contains("SSH_CONNECTION=127.0.0.1 "),
+        "beta's new process was not started over SSH:\n{beta}"
+    );
+    for i in [0, 2] {
+        assert!(!environ(etcd.pid(i).expect("pid")).contains("SSH_CONNECTION="));
+    }
+    assert!(sshd.logins() >= 1, "{}", sshd.log());
+}
+
+/// How `runbook` was started for one leg of the kill test: stopped with SIGKILL once `marker`
+/// appears (the member's stop is under way).
+fn run_until_stopping(sb: &Sandbox, args: &[&str], marker: &Path) {
+    let _ = std::fs::remove_file(marker);
+    let mut child = sb.cmd(args).spawn();
+    wait_for(
+        "the member's stop to begin",
+        Duration::from_secs(180),
+        || marker.exists(),
+    );
+    child.kill().expect("SIGKILL runbook");
+    child.wait().expect("reap runbook");
+}
+
+#[test]
+fn a_kill_in_the_middle_of_a_members_stop_then_resume_restarts_no_member_twice() {
+    let etcd = OwnEtcd::start();
+    let sb = Sandbox::new();
+    let monitor = etcd.monitor();
+    let writes = writer(etcd.endpoints.clone());
+    std::fs::write(etcd.path("hold-gamma"), "").unwrap();
+    std::fs::write(etcd.path("hold-beta"), "").unwrap();
+    let mut args: Vec<String> = vec!["run".into(), "rolling-restart-etcd".into()];
+    args.extend(etcd.params(&sb));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // 1. Killed while gamma (ordinal 2, the first) is being stopped; the stop completes
+    //    without the run (gamma is down when the run resumes).
+    run_until_stopping(&sb, &args, &etcd.path("run/gamma.stopping"));
+    let run = sb.only_run();
+    std::fs::remove_file(etcd.path("hold-gamma")).unwrap();
+    etcd.ctl("stop", 2);
+    // 2. The resume's prechecks let gamma be down — the run itself stopped it — and the run
+    //    goes on; killed again while beta is being stopped, then an operator restarts beta by
+    //    hand before resuming.
+    run_until_stopping(&sb, &["resume", &run], &etcd.path("run/beta.stopping"));
+    std::fs::remove_file(etcd.path("hold-beta")).unwrap();
+    etcd.ctl("stop", 1);
+    etcd.ctl("start", 1);
+    etcd.wait_healthy();
+    // 3. The last resume finds beta restarted already (its process is younger than the run)
+    //    and does not restart it again; alpha is restarted once.
+    let out = sb.cmd(&["resume", &run]).ok();
+    let acked = acknowledged(writes.finish());
+    let samples = monitor.finish();
+
+    assert_eq!(sb.status(&run)["state"], "succeeded", "{}", out.stdout);
+    let pids = assert_quorum_and_pids(&samples);
+    for (i, seen) in pids.iter().enumerate() {
+        assert_eq!(
+            seen.len(),
+            2,
+            "{} must be restarted exactly once (pids {seen:?})",
+            NAMES[i]
+        );
+    }
+    etcd.wait_healthy();
+    assert_writes(&etcd.endpoints[0], &acked);
+
+    // A fresh run on a cluster with a member down is still refused by its prechecks, and
+    // nothing is touched.
+    etcd.ctl("stop", 0);
+    let pids_before: Vec<_> = (1..3).map(|i| etcd.pid(i)).collect();
+    let refused = sb.cmd(&args).run();
+    assert_ne!(refused.code(), Some(0));
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains("precheck `health` refused the run") && text.contains(&etcd.endpoints[0]),
+        "{}",
+        refused.explain("the precheck names the member that is down")
+    );
+    assert_eq!((1..3).map(|i| etcd.pid(i)).collect::<Vec<_>>(), pids_before);
+}
+
+#[test]
+fn the_command_driver_refuses_values_that_would_change_the_operators_command() {
+    let sb = Sandbox::new();
+    let marker = sb.path().join("injected");
+    sb.write(
+        "roll.yaml",
+        &format!(
+            r#"
+runbook: roll
+params:
+  stop: {{ type: string }}
+  start: {{ type: string }}
+steps:
+  - id: restart
+    call:
+      runbook: drivers/command/etcd
+      params:
+        action: restart
+        member: 0
+        version: "3.5; touch {}"
+        command: {{ stop: "{{{{params.stop}}}}", start: "{{{{params.start}}}}" }}
+"#,
+            marker.display()
+        ),
+    );
+    let out = sb
+        .cmd(&[
+            "run",
+            "roll.yaml",
+            "-p",
+            "stop=true {{version}}",
+            "-p",
+            "start=true {{version}}",
+        ])
+        .code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("not allowed in a command"),
+        "{}",
+        out.explain("the version with shell syntax is refused")
+    );
+    assert!(!marker.exists(), "a value ran as a command");
+
+    // No start command: nothing is stopped.
+    let stopped = sb.path().join("stopped");
+    sb.write(
+        "half.yaml",
+        &format!(
+            r#"
+runbook: half
+steps:
+  - id: restart
+    call:
+      runbook: drivers/command/etcd
+      params:
+        action: restart
+        member: 0
+        command: {{ stop: "touch {}" }}
+"#,
+            stopped.display()
+        ),
+    );
+    let out = sb.cmd(&["run", "half.yaml"]).code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("needs start_command"),
+        "{}",
+        out.explain("a driver that cannot start the member again refuses to stop it")
+    );
+    assert!(
+        !stopped.exists(),
+        "the member was stopped without a way to start it"
+    );
+}
