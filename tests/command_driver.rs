@@ -464,3 +464,35 @@ steps:
         "the member was stopped without a way to start it"
     );
 }
+
+#[test]
+fn the_local_driver_records_no_state_without_a_cluster_directory() {
+    let sb = Sandbox::new();
+    sb.write(
+        "mark.yaml",
+        r"
+runbook: mark
+steps:
+  - id: mark
+    call:
+      runbook: drivers/local/openbao
+      params: { action: mark, state: Degraded, cluster_dir: '' }
+",
+    );
+    let before = std::fs::metadata("/upgrade-status")
+        .ok()
+        .map(|m| m.modified().ok());
+    let out = sb.cmd(&["run", "mark.yaml"]).code(1);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("no cluster_dir"),
+        "{}",
+        out.explain("an empty cluster_dir is refused")
+    );
+    let after = std::fs::metadata("/upgrade-status")
+        .ok()
+        .map(|m| m.modified().ok());
+    assert_eq!(
+        before, after,
+        "the state was written at the filesystem root"
+    );
+}
