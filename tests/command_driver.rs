@@ -496,3 +496,73 @@ steps:
         "the state was written at the filesystem root"
     );
 }
+
+#[test]
+fn a_driver_of_the_users_own_in_runbooks_rolls_a_real_cluster() {
+    let etcd = OwnEtcd::start();
+    let sb = Sandbox::new();
+    // The driver contract (README): `drivers/<driver>/<system>` with `action`, `member`,
+    // `version`, `state`, `command` and the bundled drivers' fields, found in ./runbooks.
+    sb.write(
+        "runbooks/drivers/mine/etcd.yaml",
+        r##"
+runbook: drivers/mine/etcd
+params:
+  action: { type: string, required: true }
+  member: { type: int, default: 0 }
+  version: { type: string, default: "" }
+  state: { type: string, default: "" }
+  command: { type: map, default: {} }
+  cluster_dir: { type: string, default: "" }
+  namespace: { type: string, default: "" }
+  release: { type: string, default: "" }
+  image: { type: string, default: "" }
+  ctl: { type: string, default: "" }
+steps:
+  - id: restart
+    when: 'params.action == "restart"'
+    shell: { args: [bash, -c, '"$CTL" stop "$1" && "$CTL" start "$1"', restart, "{{params.member}}"] }
+output: "#{ action: params.action, member: params.member }"
+"##,
+    );
+    let before: Vec<u32> = (0..3).map(|i| etcd.pid(i).expect("pid")).collect();
+    let monitor = etcd.monitor();
+    let endpoints = json!(etcd.endpoints).to_string();
+    let dir = sb.path().display().to_string();
+    let out = sb
+        .cmd(&[
+            "run",
+            "rolling-restart-etcd",
+            "-p",
+            "driver=mine",
+            "-p",
+            &format!("endpoints={endpoints}"),
+            "-p",
+            &format!("snapshot_dir={dir}"),
+            "-p",
+            "etcdctl=/usr/bin/etcdctl",
+        ])
+        .env("CTL", etcd.ctl_path())
+        .ok();
+    let samples = monitor.finish();
+    let pids = assert_quorum_and_pids(&samples);
+    for i in 0..3 {
+        assert_eq!(
+            pids[i].len(),
+            2,
+            "{}: {:?}\n{}",
+            NAMES[i],
+            pids[i],
+            out.stdout
+        );
+        assert_ne!(etcd.pid(i), Some(before[i]));
+    }
+    let records = sb.records(&sb.only_run());
+    assert!(
+        records.iter().any(|r| r["event"] == "step_started"
+            && r["path"] == "roll[0].restart"
+            && r["intent"]["describe"] == "call drivers/mine/etcd"),
+        "the user's driver was not the one called"
+    );
+    etcd.wait_healthy();
+}
