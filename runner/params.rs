@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::load::json_type;
 use crate::model::{Param, ParamType, Runbook};
-use crate::secrets::MASK;
+use crate::secrets::{MASK, MIN_ANYWHERE};
 
 /// Parameter values of a run.
 #[derive(Clone, Debug, Default)]
@@ -125,6 +125,10 @@ pub fn resolve(
             errors.push(e);
             continue;
         }
+        if let Err(e) = long_enough(param, &value) {
+            errors.push(e);
+            continue;
+        }
         if param.secret && !value.is_null() {
             out.secrets.push(value.clone());
             out.journaled
@@ -185,6 +189,69 @@ pub fn resolve_json(book: &Runbook, given: &Map<String, Value>) -> Result<Values
     }
     if errors.is_empty() {
         Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Refuses a secret value too short to mask without garbling output (an `x` would mask every
+/// `x` of every word) unless the parameter says `short_secret_ok: true`; such a secret is then
+/// masked only where it stands as a whole word ([`crate::secrets`]).
+fn long_enough(param: &Param, value: &Value) -> Result<(), String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Ok(()),
+    };
+    let len = text.chars().count();
+    if !param.secret || param.short_secret_ok || len >= MIN_ANYWHERE {
+        return Ok(());
+    }
+    let size = match len {
+        0 => "is empty".to_owned(),
+        1 => "is 1 character long".to_owned(),
+        n => format!("is {n} characters long"),
+    };
+    let from = param
+        .env
+        .as_ref()
+        .map(|e| format!(" (given by -p or ${e})"))
+        .unwrap_or_default();
+    Err(format!(
+        "secret parameter `{}`{from} {size}: a secret shorter than {MIN_ANYWHERE} characters is \
+         refused, as masking it would garble output; give the real secret, or mark the parameter \
+         `short_secret_ok: true` to accept it (it is then masked only where it stands as a whole word)",
+        param.name
+    ))
+}
+
+/// Refuses to start a run whose runbook reads a secret parameter that has no value: it would
+/// run with `null` in the secret's place (an empty token in a header, a password left out of a
+/// command line). `text` is the runbook's source, where its templates and expressions are.
+pub fn secrets_present<'a>(
+    book: &Runbook,
+    values: &Values,
+    text: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Vec<String>> {
+    let named: std::collections::BTreeSet<String> = text
+        .into_iter()
+        .flat_map(crate::refs::params_named)
+        .collect();
+    let errors: Vec<String> = book
+        .params
+        .iter()
+        .filter(|p| p.secret && named.contains(&p.name))
+        .filter(|p| values.clear.get(&p.name).is_none_or(Value::is_null))
+        .map(|p| {
+            format!(
+                "secret parameter `{}` has no value, and the runbook uses it: {}",
+                p.name,
+                where_from(p)
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
     } else {
         Err(errors)
     }

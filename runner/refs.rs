@@ -60,43 +60,72 @@ pub fn union(a: StepRefs, b: StepRefs) -> StepRefs {
 
 /// Every use of the word `steps` in `src` followed by a fixed name; `None` if any use is not.
 fn scan(src: &str, id_char: impl Fn(char) -> bool) -> StepRefs {
-    let mut out = BTreeSet::new();
+    uses(src, "steps", id_char).collect()
+}
+
+/// The parameters named as `params.NAME`, `params?.NAME` or `params["NAME"]` anywhere in a
+/// runbook's text (expressions, templates, or the words around them). Other uses of `params`
+/// (the `params:` key, `params[name]`) name none.
+pub fn params_named(src: &str) -> BTreeSet<String> {
+    let template = |c: char| {
+        !c.is_whitespace() && !matches!(c, '.' | '}' | ')' | '(' | '[' | ']' | '/' | '"' | '=')
+    };
+    // An expression's name stops at `-`, a template's does not: both readings count.
+    uses(src, "params", |c| c.is_ascii_alphanumeric() || c == '_')
+        .chain(uses(src, "params", template))
+        .flatten()
+        .collect()
+}
+
+/// Each use of the word `word` in `src`: the fixed name after it, or `None` where there is none.
+fn uses<'a>(
+    src: &'a str,
+    word: &'a str,
+    id_char: impl Fn(char) -> bool + 'a,
+) -> impl Iterator<Item = Option<String>> + 'a {
     let bytes = src.as_bytes();
     let mut from = 0;
-    while let Some(at) = src[from..].find("steps").map(|i| i + from) {
-        from = at + "steps".len();
-        let word = |i: usize| {
-            src[i..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
-        if (at > 0 && word(at - 1) && bytes[at - 1].is_ascii()) || word(from) {
-            // Part of another word (`my_steps`, `stepsize`).
-            continue;
+    std::iter::from_fn(move || {
+        loop {
+            let at = src[from..].find(word).map(|i| i + from)?;
+            from = at + word.len();
+            let word_char = |i: usize| {
+                src[i..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            // A byte before that is not ASCII belongs to a wider character, which is not a
+            // word character here (and not a place to slice at).
+            if (at > 0 && bytes[at - 1].is_ascii() && word_char(at - 1)) || word_char(from) {
+                // Part of another word (`my_steps`, `stepsize`).
+                continue;
+            }
+            return Some(name_after(&src[from..], &id_char));
         }
-        let after = src[from..].trim_start();
-        let name = if let Some(rest) = after.strip_prefix("?.").or_else(|| after.strip_prefix('.'))
-        {
-            let rest = rest.trim_start();
-            let len = rest
-                .chars()
-                .take_while(|c| id_char(*c))
-                .map(char::len_utf8)
-                .sum();
-            (len > 0).then(|| rest[..len].to_owned())
-        } else if let Some(rest) = after.strip_prefix('[') {
-            let rest = rest.trim_start();
-            rest.strip_prefix('"')
-                .and_then(|r| r.split_once('"'))
-                .filter(|(_, tail)| tail.trim_start().starts_with(']'))
-                .map(|(name, _)| name.to_owned())
-        } else {
-            None
-        };
-        out.insert(name?);
+    })
+}
+
+/// The fixed name a use continues with: `.name`, `?.name` or `["name"]`.
+fn name_after(after: &str, id_char: impl Fn(char) -> bool) -> Option<String> {
+    let after = after.trim_start();
+    if let Some(rest) = after.strip_prefix("?.").or_else(|| after.strip_prefix('.')) {
+        let rest = rest.trim_start();
+        let len = rest
+            .chars()
+            .take_while(|c| id_char(*c))
+            .map(char::len_utf8)
+            .sum();
+        (len > 0).then(|| rest[..len].to_owned())
+    } else if let Some(rest) = after.strip_prefix('[') {
+        let rest = rest.trim_start();
+        rest.strip_prefix('"')
+            .and_then(|r| r.split_once('"'))
+            .filter(|(_, tail)| tail.trim_start().starts_with(']'))
+            .map(|(name, _)| name.to_owned())
+    } else {
+        None
     }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -148,5 +177,16 @@ mod tests {
         let spec = serde_json::json!({"args": ["x", "{{steps.a.output}}"], "env": {"K": "{{steps.b.output}}"}});
         assert_eq!(in_templates(&spec), Some(names(&["a", "b"])));
         assert_eq!(union(Some(names(&["a"])), None), None);
+    }
+
+    #[test]
+    fn a_runbook_text_names_the_params_it_reads() {
+        let text = "params:\n  token: { secret: true }\n  db-pass: string\n# … params\nsteps:\n  \
+                    - shell: { run: \"echo {{params.db-pass}} {{sh params.token}}\" }\n  \
+                    - when: 'params?.flag && params[\"other\"] != my_params.no'\n";
+        assert_eq!(
+            params_named(text),
+            names(&["db", "db-pass", "flag", "other", "token"])
+        );
     }
 }

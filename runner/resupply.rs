@@ -188,6 +188,7 @@ mod tests {
             pattern: None,
             allowed: None,
             secret,
+            short_secret_ok: false,
             env: env.map(str::to_owned),
             file: None,
             from: None,

@@ -255,3 +255,131 @@ steps:
     assert_eq!(sb.status(&run)["state"], "succeeded");
     assert_clean("the journal directory", &sb.journal_bytes(), &[TOKEN]);
 }
+
+/// A runbook whose secret is short: `exited`, `axe` and `/v1/sys/` must survive its masking.
+const SHORT: &str = r#"
+runbook: short
+params:
+  token: { type: string, secret: true, env: TEST_TOKEN__MARK__ }
+steps:
+  - id: use
+    shell: { run: "echo exited {{params.token}} axe /v1/sys/{{params.token}}/ > used.txt; cat used.txt" }
+"#;
+
+#[test]
+fn issue_12_a_secret_shorter_than_four_characters_is_refused_naming_its_parameter() {
+    let sb = Sandbox::new();
+    sb.write("short.yaml", &SHORT.replace("__MARK__", ""));
+    for (args, stream) in [
+        (vec!["run", "short.yaml"], "stderr"),
+        (vec!["run", "short.yaml", "--output", "json"], "json"),
+    ] {
+        let out = sb.cmd(&args).env("TEST_TOKEN", "x").code(2);
+        let message = if stream == "json" {
+            let error: serde_json::Value =
+                serde_json::from_str(out.stdout.trim()).expect("one JSON error line");
+            assert_eq!(error["event"], "error", "{}", out.explain("the JSON error"));
+            assert_eq!(error["code"], 2);
+            error["message"].as_str().expect("a message").to_owned()
+        } else {
+            out.stderr.clone()
+        };
+        assert!(
+            message.contains(
+                "secret parameter `token` (given by -p or $TEST_TOKEN) is 1 character long: \
+                 a secret shorter than 4 characters is refused"
+            ) && message.contains("`short_secret_ok: true`"),
+            "{}",
+            out.explain("the refusal names the parameter, its variable and the way out")
+        );
+    }
+    assert!(!sb.path().join("used.txt").exists(), "no step ran");
+    let out = sb.cmd(&["history", "--output", "json"]).ok();
+    assert_eq!(out.stdout.trim(), "", "no run was created");
+}
+
+#[test]
+fn issue_12_a_short_secret_marked_ok_is_masked_only_as_a_whole_word() {
+    let sb = Sandbox::new();
+    sb.write(
+        "short.yaml",
+        &SHORT.replace("__MARK__", ", short_secret_ok: true"),
+    );
+    let human = sb.cmd(&["run", "short.yaml"]).env("TEST_TOKEN", "x").ok();
+    assert_eq!(
+        sb.read("used.txt").trim(),
+        "exited x axe /v1/sys/x/",
+        "the step gets the secret in clear"
+    );
+    let json = sb
+        .cmd(&["run", "short.yaml", "--output", "json"])
+        .env("TEST_TOKEN", "x")
+        .ok();
+    for (what, out) in [("run", &human), ("run --output json", &json)] {
+        assert!(
+            out.stdout.contains("exited") && !out.stdout.contains("e***"),
+            "{}",
+            out.explain(&format!("{what}: words around the secret stay whole"))
+        );
+    }
+    let masked = "exited *** axe /v1/sys/***/\n";
+    let succeeded = |lines: &str| -> serde_json::Value {
+        lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .find(|r| r["event"] == "step_succeeded" && r["path"] == "use")
+            .expect("`use` succeeded")
+    };
+    assert_eq!(succeeded(&json.stdout)["output"]["stdout"], masked);
+    let runs: Vec<serde_json::Value> = sb
+        .cmd(&["history", "--output", "json"])
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        let run = run["id"].as_str().expect("an id");
+        let log = sb.cmd(&["log", run, "--output", "json"]).ok();
+        assert_eq!(succeeded(&log.stdout)["output"]["stdout"], masked);
+        let log = sb.cmd(&["log", run]).ok();
+        assert!(
+            log.stdout.contains("exited") && !log.stdout.contains("e***"),
+            "{}",
+            log.explain("log: words around the secret stay whole")
+        );
+    }
+    let journal = String::from_utf8_lossy(&sb.journal_bytes()).into_owned();
+    assert!(
+        journal.contains("exited *** axe /v1/sys/***/") && !journal.contains("exited x axe"),
+        "the journal holds the output masked, whole words intact"
+    );
+}
+
+#[test]
+fn issue_12_a_secret_the_runbook_uses_with_no_value_refuses_the_run_naming_it() {
+    let sb = Sandbox::new();
+    sb.write("short.yaml", &SHORT.replace("__MARK__", ""));
+    let out = sb
+        .cmd(&["run", "short.yaml"])
+        .env_remove("TEST_TOKEN")
+        .code(2);
+    assert!(
+        out.stderr.contains(
+            "secret parameter `token` has no value, and the runbook uses it: pass -p token=…, or set $TEST_TOKEN"
+        ),
+        "{}",
+        out.explain("the refusal names the parameter and its variable")
+    );
+    assert!(!sb.path().join("used.txt").exists(), "no step ran");
+
+    // A secret the runbook never reads may stay unset.
+    sb.write(
+        "unused.yaml",
+        "runbook: unused\nparams:\n  token: { type: string, secret: true, env: TEST_TOKEN }\nsteps:\n  - id: a\n    shell: { run: \"echo fine\" }\n",
+    );
+    sb.cmd(&["run", "unused.yaml"])
+        .env_remove("TEST_TOKEN")
+        .ok();
+}

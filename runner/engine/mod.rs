@@ -341,6 +341,12 @@ impl Engine {
             .map_err(|d| invalid(&d, &sources))?;
         let values =
             crate::params::resolve(&main, req.params, None).map_err(EngineError::Params)?;
+        crate::params::secrets_present(
+            &main,
+            &values,
+            sources.files().iter().map(|f| f.text.as_str()),
+        )
+        .map_err(EngineError::Params)?;
         let book = load_live(
             req.target,
             &self.library,

@@ -49,6 +49,7 @@ pub(crate) const PARAM_FIELDS: &[&str] = &[
     "pattern",
     "enum",
     "secret",
+    "short_secret_ok",
     "env",
     "file",
     "from",
@@ -333,6 +334,7 @@ impl Loader<'_> {
                 pattern: None,
                 allowed: None,
                 secret: false,
+                short_secret_ok: false,
                 env: None,
                 file: None,
                 from: None,
@@ -388,6 +390,19 @@ impl Loader<'_> {
             );
         }
         let secret = secret || from.is_some();
+        let short_secret_ok = map
+            .get("short_secret_ok")
+            .and_then(|n| {
+                let ok = self.f.bool(n, "`short_secret_ok`")?;
+                if ok && !secret {
+                    self.f.error(
+                        n,
+                        format!("`short_secret_ok` applies only to secret parameters, and `{name}` is not one"),
+                    );
+                }
+                Some(ok)
+            })
+            .unwrap_or(false);
         let description = map
             .get("description")
             .and_then(|n| self.f.string(n, "`description`"))
@@ -464,6 +479,7 @@ impl Loader<'_> {
             pattern,
             allowed,
             secret,
+            short_secret_ok,
             env,
             file,
             from,

@@ -72,7 +72,7 @@ fn param() -> Value {
     for key in PARAM_FIELDS {
         let schema = match *key {
             "type" => json!({ "enum": crate::model::ParamType::NAMES }),
-            "required" | "secret" => json!({ "type": "boolean" }),
+            "required" | "secret" | "short_secret_ok" => json!({ "type": "boolean" }),
             "enum" => json!({ "type": "array" }),
             "default" => json!({}),
             "from" => json!({ "type": "object" }),

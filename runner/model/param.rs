@@ -77,6 +77,9 @@ pub struct Param {
     pub allowed: Option<Vec<Value>>,
     /// Never written or printed in clear.
     pub secret: bool,
+    /// A secret value shorter than [`crate::secrets::MIN_ANYWHERE`] characters is accepted
+    /// (and masked only as a whole word) instead of refused.
+    pub short_secret_ok: bool,
     /// An environment variable to take the value from when none is given.
     pub env: Option<String>,
     /// A file to read the value from (trimmed) when none is given.
