@@ -9,8 +9,9 @@ use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 use crate::source::{Pos, Sources};
 
-/// How bad a problem is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+/// How bad a problem is (`error` or `warning` in JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The runbook cannot run.
     #[default]
@@ -34,6 +35,8 @@ pub struct Diagnostic {
     pub label: Option<String>,
     /// A hint on how to fix it.
     pub help: Option<String>,
+    /// What was probably meant, for a misspelling.
+    pub suggestion: Option<String>,
 }
 
 impl Diagnostic {
@@ -46,6 +49,7 @@ impl Diagnostic {
             message: message.into(),
             label: None,
             help: None,
+            suggestion: None,
         }
     }
 
@@ -58,6 +62,7 @@ impl Diagnostic {
             message: message.into(),
             label: None,
             help: None,
+            suggestion: None,
         }
     }
 
@@ -80,11 +85,40 @@ impl Diagnostic {
         self
     }
 
+    /// Says what was probably meant, under the underlined text (`did you mean `x`?`).
+    #[must_use]
+    pub fn did_you_mean(mut self, meant: impl Into<String>) -> Self {
+        let meant = meant.into();
+        self.label = Some(format!("did you mean `{meant}`?"));
+        self.suggestion = Some(meant);
+        self
+    }
+
     /// Adds a hint.
     #[must_use]
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+
+    /// The problem with its place resolved against `sources`, for machines.
+    pub fn problem(&self, sources: &Sources) -> Problem {
+        let place = self.pos.map(|pos| {
+            let file = sources
+                .files()
+                .get(pos.file)
+                .map_or_else(|| "?".to_owned(), |f| f.origin.clone());
+            (file, pos.line, pos.column)
+        });
+        Problem {
+            severity: self.severity,
+            file: place.as_ref().map(|p| p.0.clone()),
+            line: place.as_ref().map(|p| p.1),
+            column: place.as_ref().map(|p| p.2),
+            message: self.message.clone(),
+            suggestion: self.suggestion.clone(),
+            help: self.help.clone(),
+        }
     }
 
     /// Renders the problem as `error: …` (or `warning: …`) with `--> file:line:col`, the
@@ -132,6 +166,42 @@ impl Diagnostic {
             let _ = write!(out, "\nhelp: {help}");
         }
         out
+    }
+}
+
+/// A problem as `--output json` prints it. The field names are a contract (see the README's
+/// "JSON output"): added to, never renamed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// `error` or `warning`.
+    pub severity: Severity,
+    /// The file as shown to people (a path, or `bundled:NAME` for the bundled library);
+    /// `None` for a problem that has no place (a runbook not found).
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column, in characters.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// What was probably meant, for a misspelling (`shell` for `shel`).
+    pub suggestion: Option<String>,
+    /// A hint on how to fix it.
+    pub help: Option<String>,
+}
+
+impl Problem {
+    /// A problem with no place: `message` is all there is.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            file: None,
+            line: None,
+            column: None,
+            message: message.into(),
+            suggestion: None,
+            help: None,
+        }
     }
 }
 
@@ -208,6 +278,11 @@ impl Diagnostics {
         self.items
             .sort_by_key(|d| d.pos.map(|p| (p.file, p.line, p.column)));
         self.items.dedup();
+    }
+
+    /// Every problem with its place resolved, for machines.
+    pub fn problems(&self, sources: &Sources) -> Vec<Problem> {
+        self.items.iter().map(|d| d.problem(sources)).collect()
     }
 
     /// Renders every problem, separated by blank lines.

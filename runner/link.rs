@@ -192,7 +192,7 @@ pub fn link(
                     if let Resolver::Library(lib) = resolver {
                         let names: Vec<String> = lib.list().into_iter().map(|e| e.name).collect();
                         d = match crate::load::suggest(&target, names.iter().map(String::as_str)) {
-                            Some(name) => d.label(format!("did you mean `{name}`?")),
+                            Some(name) => d.did_you_mean(name),
                             None => d.help(
                                 "runbooks are found by name in ./runbooks, $RUNBOOK_PATH and \
                                  the bundled library, or by a path starting with `./`",
@@ -318,7 +318,7 @@ fn check_call_params(
                 called.name
             ));
             diags.push(match crate::load::suggest(name, names.iter().copied()) {
-                Some(s) => d.label(format!("did you mean `{s}`?")),
+                Some(s) => d.did_you_mean(s),
                 None if names.is_empty() => d.help("it declares no `params`"),
                 None => d.help(format!("its parameters are: {}", names.join(", "))),
             });

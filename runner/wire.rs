@@ -78,6 +78,42 @@ pub struct ParamInfo {
     pub secret: bool,
     /// What it is for.
     pub description: Option<String>,
+    /// The environment variable its value may come from.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The file its value may come from.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The only values allowed.
+    #[serde(default, rename = "enum")]
+    pub allowed: Option<Vec<Value>>,
+    /// The regular expression a string value must match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+impl ParamInfo {
+    /// A declared parameter as callers see it: a secret's default is masked.
+    pub fn of(p: &crate::model::Param) -> Self {
+        Self {
+            name: p.name.clone(),
+            ty: p.ty.as_str().to_owned(),
+            required: p.required,
+            default: if p.secret {
+                p.default
+                    .as_ref()
+                    .map(|_| Value::String(crate::secrets::MASK.to_owned()))
+            } else {
+                p.default.clone()
+            },
+            secret: p.secret,
+            description: p.description.clone(),
+            env: p.env.clone(),
+            file: p.file.clone(),
+            allowed: p.allowed.clone(),
+            pattern: p.pattern.as_ref().map(|r| r.as_str().to_owned()),
+        }
+    }
 }
 
 /// `POST /runs`: start a run of a runbook found by name.

@@ -116,9 +116,8 @@ pub async fn spawn(env: &Env, op: &Operation, yes: bool) -> Result<i32, CliError
 fn announce(env: &Env, ready: &DetachedReady) {
     let DetachedReady { run, pid, log } = ready;
     if env.cli.output == OutputMode::Json {
-        println!(
-            "{}",
-            json!({ "event": "detached", "run": run.to_string(), "pid": pid, "log": log })
+        crate::ui::json::print(
+            &json!({ "event": "detached", "run": run.to_string(), "pid": pid, "log": log }),
         );
         return;
     }

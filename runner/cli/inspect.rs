@@ -41,7 +41,7 @@ fn print_runs(env: &Env, runs: &[ListedRun], unfinished_only: bool) {
         .collect();
     if env.cli.output == OutputMode::Json {
         for r in &runs {
-            println!("{}", serde_json::to_string(r).expect("summaries serialize"));
+            crate::ui::json::print(r);
         }
     } else if runs.is_empty() && unfinished_only {
         println!("no unfinished runs");
@@ -62,10 +62,7 @@ fn print_detail(
     if env.cli.output == OutputMode::Json {
         let mut detail = report::run_detail(&view);
         detail.active = active;
-        println!(
-            "{}",
-            serde_json::to_string(&detail).expect("details serialize")
-        );
+        crate::ui::json::print(&detail);
     } else {
         print!("{}", report::detail(&view, active == Some(true)));
     }

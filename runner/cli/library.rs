@@ -6,10 +6,12 @@ use runbook_steps::{CancelSource, Registry};
 use serde_json::json;
 
 use crate::cli::{CliError, Env, exit};
+use crate::diag::{Problem, Severity};
 use crate::engine::{Engine, EngineError, GateMode, load_live};
 use crate::library::Library;
 use crate::model::{Action, Step};
-use crate::ui::OutputMode;
+use crate::ui::{OutputMode, json};
+use crate::wire::ParamInfo;
 
 /// `runbook list`: the runbooks people run first, then the parts other runbooks call (names
 /// with a `/`: drivers, per-member procedures), each with the first sentence of its description.
@@ -35,9 +37,8 @@ pub fn list(env: &Env) -> i32 {
     if env.cli.output == OutputMode::Json {
         for (part, name, origin, description) in &entries {
             let kind = if *part { "part" } else { "runbook" };
-            println!(
-                "{}",
-                json!({ "name": name, "kind": kind, "origin": origin, "description": description })
+            json::print(
+                &json!({ "name": name, "kind": kind, "origin": origin, "description": description }),
             );
         }
         return exit::OK;
@@ -75,7 +76,7 @@ fn summary(description: &str, max: usize) -> String {
 
 /// `runbook init NAME`: a commented runbook in ./runbooks that passes `check` and runs without
 /// servers. Never overwrites a file.
-pub fn init(name: &str) -> Result<i32, CliError> {
+pub fn init(env: &Env, name: &str) -> Result<i32, CliError> {
     let valid = !name.is_empty()
         && name
             .chars()
@@ -109,15 +110,27 @@ pub fn init(name: &str) -> Result<i32, CliError> {
             f.write_all(text.as_bytes())
         })
         .map_err(|e| CliError::Usage(format!("failed to write {}: {e}", path.display())))?;
-    println!("wrote {}", path.display());
     // The schema the file's modeline names, for editors (yaml-language-server); kept if there.
     let schema_path = dir.join(SCHEMA_FILE);
-    if !schema_path.exists() {
+    let schema_written = !schema_path.exists();
+    if schema_written {
         let schema = crate::load::schema::runbook(&Registry::builtin());
         let text = serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n";
         std::fs::write(&schema_path, text).map_err(|e| {
             CliError::Usage(format!("failed to write {}: {e}", schema_path.display()))
         })?;
+    }
+    if env.cli.output == OutputMode::Json {
+        json::print(&json::Written {
+            event: "written",
+            runbook: name.to_owned(),
+            file: path.display().to_string(),
+            schema: schema_written.then(|| schema_path.display().to_string()),
+        });
+        return Ok(exit::OK);
+    }
+    println!("wrote {}", path.display());
+    if schema_written {
         println!("wrote {} (for editors)", schema_path.display());
     }
     println!("  check it:  runbook check {name}");
@@ -137,7 +150,20 @@ pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
     let registry = Registry::builtin();
     let book = load_live(name, &library, &registry, None)?;
     let main = book.main();
-    let _ = env;
+    if env.cli.output == OutputMode::Json {
+        json::print(&json::Shown {
+            runbook: main.name.clone(),
+            origin: crate::library::display_origin(&book.origin),
+            description: main.description.clone(),
+            params: main.params.iter().map(ParamInfo::of).collect(),
+            lock: main.lock.as_ref().map(|l| l.text.clone()),
+            prechecks: json::ShownStep::list(&main.prechecks),
+            steps: json::ShownStep::list(&main.steps),
+            on_failure: json::ShownStep::list(&main.on_failure),
+            on_abort: json::ShownStep::list(&main.on_abort),
+        });
+        return Ok(exit::OK);
+    }
     println!(
         "{}  ({})",
         main.name,
@@ -220,49 +246,60 @@ pub fn check(env: &Env, targets: &[String]) -> i32 {
     } else {
         targets.to_vec()
     };
+    let json = env.cli.output == OutputMode::Json;
     let mut problems = 0usize;
     for target in &targets {
-        match load_live(target, &library, &registry, None) {
+        // Human problems go to stderr in either mode: stdout carries the verdicts.
+        let (book, found, rendered, errors) = match load_live(target, &library, &registry, None) {
+            // Warnings do not fail the check; they are shown before the verdict.
             Ok(book) => {
-                // Warnings do not fail the check; they are shown before the verdict.
-                let warnings =
-                    (!book.warnings.is_empty()).then(|| book.warnings.render(&book.sources, false));
-                if let Some(text) = &warnings {
-                    eprintln!("{text}\n");
-                }
-                if env.cli.output == OutputMode::Json {
-                    let mut line = json!({
-                        "runbook": book.main().name,
-                        "origin": crate::library::display_origin(&book.origin),
-                        "ok": true,
-                    });
-                    if let Some(text) = warnings {
-                        line["warnings"] = json!(book.warnings.len());
-                        line["text"] = json!(text);
-                    }
-                    println!("{line}");
-                } else {
-                    println!(
-                        "ok: {} ({})",
-                        book.main().name,
-                        crate::library::display_origin(&book.origin)
-                    );
-                }
+                let found = book.warnings.problems(&book.sources);
+                let rendered = book.warnings.render(&book.sources, false);
+                (Some(book), found, rendered, 0)
             }
-            Err(EngineError::Invalid { rendered, count }) => {
-                problems += count;
-                if env.cli.output == OutputMode::Json {
-                    println!(
-                        "{}",
-                        json!({ "origin": target, "ok": false, "problems": count, "text": rendered })
-                    );
-                }
-                eprintln!("{rendered}\n");
-            }
+            Err(EngineError::Invalid {
+                rendered,
+                count,
+                problems,
+            }) => (None, problems, rendered, count),
             Err(e) => {
-                problems += 1;
-                eprintln!("error: {e}\n");
+                let mut problem = Problem::general(e.to_string());
+                if let EngineError::NotFound(target) = &e {
+                    problem.suggestion = crate::engine::runbook_meant(target);
+                }
+                (None, vec![problem], format!("error: {e}"), 1)
             }
+        };
+        problems += errors;
+        if !rendered.is_empty() {
+            eprintln!("{rendered}\n");
+        }
+        let name = book.as_ref().map(|b| b.main().name.as_str());
+        let origin = book
+            .as_ref()
+            .map(|b| crate::library::display_origin(&b.origin));
+        if json {
+            for problem in &found {
+                json::print(&json::CheckProblem {
+                    event: "problem",
+                    target,
+                    problem,
+                });
+            }
+            json::print(&json::Checked {
+                event: "checked",
+                target,
+                runbook: name,
+                origin,
+                ok: errors == 0,
+                errors,
+                warnings: found
+                    .iter()
+                    .filter(|p| p.severity == Severity::Warning)
+                    .count(),
+            });
+        } else if let (Some(name), Some(origin)) = (name, origin) {
+            println!("ok: {name} ({origin})");
         }
     }
     if problems > 0 {
@@ -299,7 +336,7 @@ pub async fn plan(
     };
     let plan = engine.plan(name, params, !no_prechecks).await?;
     if env.cli.output == OutputMode::Json {
-        println!("{}", serde_json::to_string(&plan).expect("plans serialize"));
+        json::print(&plan);
         return Ok(exit::OK);
     }
     println!("plan: {} ({})", plan.runbook, plan.origin);

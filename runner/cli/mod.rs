@@ -513,8 +513,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 fn report_error(env: &Env, e: &CliError) {
     if env.cli.output == OutputMode::Json {
-        let line = serde_json::json!({ "event": "error", "message": e.to_string(), "code": e.exit_code() });
-        println!("{line}");
+        let mut line = serde_json::json!({ "event": "error", "message": e.to_string(), "code": e.exit_code() });
+        if let CliError::Engine(EngineError::Invalid { problems, .. }) = e {
+            line["problems"] = serde_json::json!(problems);
+        }
+        crate::ui::json::print(&line);
     }
     match e {
         CliError::Engine(EngineError::Invalid { rendered, .. }) => eprintln!("{rendered}"),
@@ -666,7 +669,7 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::Log { run, follow } => inspect::log(env, run, *follow).await,
         Command::History { limit } => inspect::history(env, *limit).await,
         Command::Background { yes } => detach::background(env, *yes).await,
-        Command::Init { name } => library::init(name),
+        Command::Init { name } => library::init(env, name),
         Command::Schema => {
             let schema = crate::load::schema::runbook(&runbook_steps::Registry::builtin());
             println!(

@@ -492,7 +492,7 @@ fn finished_abort(env: &Env, id: RunId, reason: Option<&str>) -> i32 {
 
 /// Prints how the run settled and returns its exit code. `reason` is the run's own account
 /// of its state (who aborted it, and why).
-fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 {
+pub(super) fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 {
     let code = exit::of_outcome(outcome);
     if env.cli.output == OutputMode::Json {
         let (state, detail) = match outcome {
@@ -511,9 +511,8 @@ fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&str>) -> i32 
             ),
             Outcome::Paused { by, comment } => ("paused", json!({ "by": by, "comment": comment })),
         };
-        println!(
-            "{}",
-            json!({ "event": "exit", "run": id.to_string(), "state": state, "code": code, "detail": detail })
+        ui::json::print(
+            &json!({ "event": "exit", "run": id.to_string(), "state": state, "code": code, "detail": detail }),
         );
         return code;
     }
@@ -606,9 +605,8 @@ fn paused(env: &Env, id: RunId, state: RunState, reason: Option<&str>) -> i32 {
         exit::OK
     };
     if env.cli.output == OutputMode::Json {
-        println!(
-            "{}",
-            json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason, "code": code })
+        ui::json::print(
+            &json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason, "code": code }),
         );
     } else if state.is_terminal() {
         println!("run {id} ended ({state}) before it reached a step boundary: it was not paused");

@@ -64,10 +64,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
             let mut st = ScheduleState::load(journal.as_ref(), name)?;
             st.set_paused(paused);
             st.save(journal.as_ref(), name)?;
-            println!(
-                "schedule `{name}` {}",
-                if paused { "paused" } else { "resumed" }
-            );
+            changed(env, name, if paused { "paused" } else { "resumed" }, None);
         }
         ScheduleCommand::Trigger { name } => {
             // No serve: the fire runs here, in the foreground.
@@ -102,6 +99,10 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
             st.last_run = Some(id);
             st.record(now, FireOutcome::Started, Some(id));
             st.save(journal.as_ref(), &s.name)?;
+            if env.cli.output == OutputMode::Json {
+                changed(env, &s.name, FireOutcome::Started.word(), Some(id));
+                return Ok(crate::cli::runs::finish(env, id, &outcome, None));
+            }
             println!("run {id}: {outcome:?}");
             return Ok(exit::of_outcome(&outcome));
         }
@@ -118,14 +119,18 @@ async fn remote_command(
         ScheduleCommand::List => print_list(env, &remote.schedules().await?),
         ScheduleCommand::Pause { name } => {
             remote.schedule(name, "pause").await?;
-            println!("schedule `{name}` paused");
+            changed(env, name, "paused", None);
         }
         ScheduleCommand::Resume { name } => {
             remote.schedule(name, "resume").await?;
-            println!("schedule `{name}` resumed");
+            changed(env, name, "resumed", None);
         }
         ScheduleCommand::Trigger { name } => {
             let fired = remote.trigger(name).await?;
+            if env.cli.output == OutputMode::Json {
+                changed(env, name, fired.outcome.word(), fired.run);
+                return Ok(exit::OK);
+            }
             match fired.run {
                 Some(run) => println!(
                     "schedule `{name}` fired: run {run} ({})",
@@ -138,10 +143,24 @@ async fn remote_command(
     Ok(exit::OK)
 }
 
+/// Says what became of a schedule: `paused`, `resumed`, or how a fire went.
+fn changed(env: &Env, name: &str, action: &str, run: Option<runbook_journals::RunId>) {
+    if env.cli.output == OutputMode::Json {
+        ui::json::print(&ui::json::ScheduleChanged {
+            event: "schedule",
+            schedule: name,
+            action: action.to_owned(),
+            run,
+        });
+    } else {
+        println!("schedule `{name}` {action}");
+    }
+}
+
 fn print_list(env: &Env, list: &[ScheduleStatus]) {
     if env.cli.output == OutputMode::Json {
         for s in list {
-            println!("{}", serde_json::to_string(s).expect("schedules serialize"));
+            ui::json::print(s);
         }
         return;
     }

@@ -106,8 +106,10 @@ pub enum EngineError {
     Invalid {
         /// The problems, rendered.
         rendered: String,
-        /// How many.
+        /// How many are errors.
         count: usize,
+        /// Each problem (warnings too), for machines.
+        problems: Vec<crate::diag::Problem>,
     },
     /// Parameter values are missing or wrong.
     #[error("{}", .0.join("\n"))]
@@ -251,15 +253,10 @@ pub struct Engine {
 
 /// The message for a runbook that cannot be found by name or path.
 fn not_found(target: &str) -> String {
-    let p = std::path::Path::new(target);
-    let is_path = p.extension().is_some_and(|e| e == "yaml" || e == "yml")
-        || target.contains('/') && (target.starts_with('.') || p.is_absolute());
-    if is_path {
+    if is_path(target) {
         return format!("no runbook file `{target}`");
     }
-    let known = Library::from_env().list();
-    let names = known.iter().map(|e| e.name.as_str());
-    match crate::load::suggest(target, names) {
+    match runbook_meant(target) {
         Some(name) => format!(
             "no runbook `{target}` in ./runbooks, $RUNBOOK_PATH or the bundled library; did you mean `{name}`?"
         ),
@@ -269,11 +266,28 @@ fn not_found(target: &str) -> String {
     }
 }
 
+/// Whether a target not found names a file rather than a runbook.
+fn is_path(target: &str) -> bool {
+    let p = std::path::Path::new(target);
+    p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        || target.contains('/') && (target.starts_with('.') || p.is_absolute())
+}
+
+/// The runbook name a target that was not found probably meant.
+pub fn runbook_meant(target: &str) -> Option<String> {
+    if is_path(target) {
+        return None;
+    }
+    let known = Library::from_env().list();
+    crate::load::suggest(target, known.iter().map(|e| e.name.as_str())).map(str::to_owned)
+}
+
 /// Renders diagnostics into an [`EngineError::Invalid`].
 pub fn invalid(diags: &Diagnostics, sources: &Sources) -> EngineError {
     EngineError::Invalid {
         rendered: diags.render(sources, false),
         count: diags.errors(),
+        problems: diags.problems(sources),
     }
 }
 

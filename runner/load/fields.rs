@@ -70,7 +70,7 @@ impl Fields {
                 format!("unknown field `{}` in {what}", key.text),
             );
             if let Some(s) = suggest(&key.text, allowed.iter().copied()) {
-                d = d.label(format!("did you mean `{s}`?"));
+                d = d.did_you_mean(s);
             } else {
                 d = d.help(format!("the fields of {what} are: {}", allowed.join(", ")));
             }

@@ -496,7 +496,7 @@ impl Loader<'_> {
             format!("unknown parameter type `{}`", s.text),
         );
         d = match fields::suggest(&s.text, types) {
-            Some(t) => d.label(format!("did you mean `{t}`?")),
+            Some(t) => d.did_you_mean(t),
             None => d.help(format!("types are: {}", types.join(", "))),
         };
         let _ = node;

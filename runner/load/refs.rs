@@ -162,7 +162,7 @@ fn unknown_param(pos: crate::source::Pos, name: &str, names: &Names<'_>) -> Diag
         format!("unknown parameter `{name}`"),
     );
     match suggest(name, names.params.iter().map(String::as_str)) {
-        Some(s) => d.label(format!("did you mean `{s}`?")),
+        Some(s) => d.did_you_mean(s),
         None if names.params.is_empty() => d.help("the runbook declares no `params`"),
         None => d.help(format!("parameters are: {}", names.params.join(", "))),
     }
@@ -179,7 +179,7 @@ fn unknown_step(pos: crate::source::Pos, id: &str, scope: &Scope) -> Diagnostic 
     }
     let mut d = Diagnostic::new(pos, len, format!("unknown step `{id}`"));
     if let Some(s) = suggest(id, scope.ids()) {
-        d = d.label(format!("did you mean `{s}`?"));
+        d = d.did_you_mean(s);
     } else {
         d = d.label("no step with this id runs before this point");
     }

@@ -73,7 +73,7 @@ pub fn schedule_spec(
                         format!("`overlap` is skip, queue or allow, not `{other}`"),
                     );
                     if let Some(g) = suggest(other, ["skip", "queue", "allow"]) {
-                        d = d.label(format!("did you mean `{g}`?"));
+                        d = d.did_you_mean(g);
                     }
                     f.push(d);
                     return None;
@@ -113,7 +113,7 @@ pub fn schedule_spec(
                             format!("unknown parameter `{}`", k.text),
                         );
                         if let Some(g) = suggest(&k.text, declared.iter().map(String::as_str)) {
-                            d = d.label(format!("did you mean `{g}`?"));
+                            d = d.did_you_mean(g);
                         }
                         f.push(d);
                     }

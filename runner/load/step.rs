@@ -610,7 +610,7 @@ impl Loader<'_> {
                             ),
                         );
                         if let Some(g) = crate::load::fields::suggest(other, CHOICES) {
-                            d = d.label(format!("did you mean `{g}`?"));
+                            d = d.did_you_mean(g);
                         }
                         self.f.push(d);
                         ok = false;
@@ -1067,7 +1067,7 @@ impl Loader<'_> {
                 format!("unknown {what} `{}`", call.name),
             );
             if let Some(near) = crate::load::suggest(&call.name, candidates) {
-                d = d.label(format!("did you mean `{near}`?"));
+                d = d.did_you_mean(near);
             }
             self.f.push(d);
         }

@@ -277,20 +277,9 @@ async fn runbooks(State(app): State<Arc<App>>) -> Json<Vec<RunbookInfo>> {
                 name: e.name,
                 origin: crate::library::display_origin(&e.origin),
                 description: book.as_ref().and_then(|b| b.main().description.clone()),
-                params: book.as_ref().map(|b| {
-                    b.main()
-                        .params
-                        .iter()
-                        .map(|p| ParamInfo {
-                            name: p.name.clone(),
-                            ty: p.ty.as_str().to_owned(),
-                            required: p.required,
-                            default: p.default.clone(),
-                            secret: p.secret,
-                            description: p.description.clone(),
-                        })
-                        .collect()
-                }),
+                params: book
+                    .as_ref()
+                    .map(|b| b.main().params.iter().map(ParamInfo::of).collect()),
             }
         })
         .collect();

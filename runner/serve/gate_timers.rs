@@ -30,6 +30,8 @@ use crate::engine::decide;
 use crate::engine::log::Observer;
 use crate::engine::view::RunView;
 use crate::serve::runs::{Runs, RunsError};
+use crate::ui::OutputMode;
+use crate::ui::json::ServeEvent;
 
 /// How often a timer that fired looks again while the run is executing (it may be parking).
 const BUSY_POLL: Duration = Duration::from_millis(100);
@@ -48,19 +50,22 @@ pub struct GateTimers {
     armed: Mutex<HashSet<(RunId, String)>>,
     /// Runs that parked, for the task that reads their gates.
     parked: mpsc::UnboundedSender<RunId>,
+    /// How serve prints what it does.
+    output: OutputMode,
 }
 
 impl GateTimers {
     /// Timers over `journal`; they act once [`GateTimers::attach`] gave them the runs.
     ///
     /// Must be called inside a tokio runtime: it spawns the task that arms timers.
-    pub fn new(journal: Arc<dyn Journal>) -> Arc<Self> {
+    pub fn new(journal: Arc<dyn Journal>, output: OutputMode) -> Arc<Self> {
         let (parked, mut rx) = mpsc::unbounded_channel();
         let timers = Arc::new(Self {
             journal,
             runs: OnceLock::new(),
             armed: Mutex::new(HashSet::new()),
             parked,
+            output,
         });
         let weak = Arc::downgrade(&timers);
         tokio::spawn(async move {
@@ -164,7 +169,14 @@ impl GateTimers {
                 .await;
                 match resumed {
                     Ok(Ok(())) => {
-                        println!("gate `{path}` of run {id} expired: applying its on_timeout");
+                        let event = ServeEvent {
+                            run: Some(id),
+                            step: Some(path),
+                            ..ServeEvent::new("gate_expired")
+                        };
+                        crate::serve::say(self.output, &event, || {
+                            format!("gate `{path}` of run {id} expired: applying its on_timeout")
+                        });
                         return;
                     }
                     // Taken up by someone in between: go round and look again.

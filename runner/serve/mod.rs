@@ -40,6 +40,7 @@ use crate::serve::metrics::Metrics;
 use crate::serve::notify::{Notifier, NotifyEvent, Webhook};
 use crate::serve::runs::{Config, Runs, ScheduleLauncher};
 use crate::ui::OutputMode;
+use crate::ui::json::ServeEvent;
 use crate::wire::HolderInfo;
 
 /// Why `serve` could not start or went down.
@@ -131,7 +132,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let bus = Bus::new(4096);
     let notifier = Notifier::new(webhooks, journal.clone(), opts.base_url.clone());
-    let gate_timers = GateTimers::new(journal.clone());
+    let gate_timers = GateTimers::new(journal.clone(), opts.output);
     let mut observers: Vec<Arc<dyn Observer>> = vec![
         bus.clone(),
         metrics.clone(),
@@ -180,16 +181,20 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
         action: format!("write {}", info::path(&dir).display()),
         source,
     })?;
-    println!(
-        "serving on {url} (journal {}; {} schedule{})",
-        dir.display(),
-        scheduler.schedules().len(),
-        if scheduler.schedules().len() == 1 {
-            ""
-        } else {
-            "s"
-        }
-    );
+    let count = scheduler.schedules().len();
+    let event = ServeEvent {
+        url: Some(&url),
+        journal: Some(dir.display().to_string()),
+        schedules: Some(count),
+        ..ServeEvent::new("listening")
+    };
+    say(opts.output, &event, || {
+        format!(
+            "serving on {url} (journal {}; {count} schedule{})",
+            dir.display(),
+            if count == 1 { "" } else { "s" }
+        )
+    });
 
     let app = Arc::new(App {
         runs: runs.clone(),
@@ -208,7 +213,15 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
 
     for (id, result) in runs.resume_owned() {
         match result {
-            Ok(()) => println!("resuming run {id}, which a previous serve was executing"),
+            Ok(()) => {
+                let event = ServeEvent {
+                    run: Some(id),
+                    ..ServeEvent::new("resuming")
+                };
+                say(opts.output, &event, || {
+                    format!("resuming run {id}, which a previous serve was executing")
+                });
+            }
             Err(e) => eprintln!("could not resume run {id}: {e}"),
         }
     }
@@ -216,12 +229,21 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     // while serve was down is applied at once) — in the background, as reading every parked
     // run must not hold up the API.
     let rearm = gate_timers.clone();
+    let output = opts.output;
     tokio::spawn(async move {
         for (id, path, at) in rearm.arm_waiting().await {
-            println!(
-                "gate `{path}` of run {id} expires at {}",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
+            let event = ServeEvent {
+                run: Some(id),
+                step: Some(&path),
+                at: Some(at),
+                ..ServeEvent::new("gate_expires")
+            };
+            say(output, &event, || {
+                format!(
+                    "gate `{path}` of run {id} expires at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            });
         }
     });
 
@@ -234,7 +256,13 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     let server_task = tokio::spawn(async move { server.await });
 
     let signal = wait_for_signal().await;
-    println!("{signal}: stopping runs at a safe point");
+    let event = ServeEvent {
+        detail: Some(signal.clone()),
+        ..ServeEvent::new("stopping")
+    };
+    say(opts.output, &event, || {
+        format!("{signal}: stopping runs at a safe point")
+    });
     shutdown.cancel(CancelReason::Interrupted(signal.clone()));
     let _ = scheduler_task.await;
     runs.shutdown(&signal).await;
@@ -251,8 +279,16 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     ServeInfo::remove(&dir);
     // The socket goes while this process still holds the journal (it does until it returns).
     holder.close().await;
-    println!("stopped");
+    say(opts.output, &ServeEvent::new("stopped"), || "stopped".to_owned());
     Ok(())
+}
+
+/// Prints what serve does: a [`ServeEvent`] with `--output json`, a line for people otherwise.
+pub(crate) fn say(output: OutputMode, event: &ServeEvent<'_>, human: impl FnOnce() -> String) {
+    match output {
+        OutputMode::Json => crate::ui::json::print(event),
+        OutputMode::Human => println!("{}", human()),
+    }
 }
 
 async fn wait_for_signal() -> String {
