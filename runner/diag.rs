@@ -35,8 +35,6 @@ pub struct Diagnostic {
     pub label: Option<String>,
     /// A hint on how to fix it.
     pub help: Option<String>,
-    /// What was probably meant, for a misspelling.
-    pub suggestion: Option<String>,
 }
 
 impl Diagnostic {
@@ -49,7 +47,6 @@ impl Diagnostic {
             message: message.into(),
             label: None,
             help: None,
-            suggestion: None,
         }
     }
 
@@ -62,7 +59,6 @@ impl Diagnostic {
             message: message.into(),
             label: None,
             help: None,
-            suggestion: None,
         }
     }
 
@@ -87,11 +83,18 @@ impl Diagnostic {
 
     /// Says what was probably meant, under the underlined text (`did you mean `x`?`).
     #[must_use]
-    pub fn did_you_mean(mut self, meant: impl Into<String>) -> Self {
-        let meant = meant.into();
-        self.label = Some(format!("did you mean `{meant}`?"));
-        self.suggestion = Some(meant);
+    pub fn did_you_mean(mut self, meant: &str) -> Self {
+        self.label = Some(format!("{MEANT_BEFORE}{meant}{MEANT_AFTER}"));
         self
+    }
+
+    /// What a [`Diagnostic::did_you_mean`] label says was meant. (Read back from the label
+    /// rather than kept beside it: a diagnostic travels in `Result`s, and stays small.)
+    pub fn meant(&self) -> Option<&str> {
+        self.label
+            .as_deref()?
+            .strip_prefix(MEANT_BEFORE)?
+            .strip_suffix(MEANT_AFTER)
     }
 
     /// Adds a hint.
@@ -116,7 +119,7 @@ impl Diagnostic {
             line: place.as_ref().map(|p| p.1),
             column: place.as_ref().map(|p| p.2),
             message: self.message.clone(),
-            suggestion: self.suggestion.clone(),
+            suggestion: self.meant().map(str::to_owned),
             help: self.help.clone(),
         }
     }
@@ -168,6 +171,10 @@ impl Diagnostic {
         out
     }
 }
+
+/// How a label says what a misspelling probably meant: `did you mean `x`?`.
+const MEANT_BEFORE: &str = "did you mean `";
+const MEANT_AFTER: &str = "`?";
 
 /// A problem as `--output json` prints it. The field names are a contract (see the README's
 /// "JSON output"): added to, never renamed.

@@ -1567,7 +1567,7 @@ error: 1 problem found
 }
 
 #[test]
-fn machine_output_carries_the_same_text() {
+fn machine_output_is_one_object_per_problem_then_a_verdict_per_file() {
     let sb = Sandbox::new();
     sb.write("good.yaml", "runbook: good\nsteps:\n  - shell: echo\n");
     sb.write(
@@ -1585,14 +1585,21 @@ fn machine_output_carries_the_same_text() {
     assert_eq!(
         lines,
         [
-            serde_json::json!({ "runbook": "good", "origin": "good.yaml", "ok": true }),
+            serde_json::json!({ "event": "checked", "target": "good.yaml", "runbook": "good",
+                                "origin": "good.yaml", "ok": true, "errors": 0, "warnings": 0 }),
             serde_json::json!({
-                "origin": "bad.yaml",
-                "ok": false,
-                "problems": 1,
-                "text": "error: unknown field `whne` in a step\n --> bad.yaml:4:5\n  |\n\
-                         4 |     whne: x\n  |     ^^^^ did you mean `when`?",
+                "event": "problem",
+                "target": "bad.yaml",
+                "severity": "error",
+                "file": "bad.yaml",
+                "line": 4,
+                "column": 5,
+                "message": "unknown field `whne` in a step",
+                "suggestion": "when",
+                "help": null,
             }),
+            serde_json::json!({ "event": "checked", "target": "bad.yaml", "runbook": null,
+                                "origin": null, "ok": false, "errors": 1, "warnings": 0 }),
         ],
         "{}",
         out.explain("one JSON line per file")

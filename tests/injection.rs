@@ -287,10 +287,32 @@ help: write `{{params.v}}`: values in shell commands are quoted for their place
     );
     assert_eq!(out.stdout, "ok: raw (raw.yaml)\n");
     let json = sb.cmd(&["check", "raw.yaml", "--output", "json"]).ok();
-    let line: Value = serde_json::from_str(json.stdout.trim()).expect("one JSON line");
-    assert_eq!(line["ok"], true);
-    assert_eq!(line["warnings"], 1);
-    assert_eq!(line["text"], out.stderr.trim_end());
+    let lines: Vec<Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the warning, then the verdict: {}",
+        json.stdout
+    );
+    let warning = &lines[0];
+    assert_eq!(warning["event"], "problem");
+    assert_eq!(warning["severity"], "warning");
+    assert_eq!(
+        (&warning["line"], &warning["column"]),
+        (&8.into(), &32.into())
+    );
+    assert_eq!(
+        warning["help"],
+        "write `{{params.v}}`: values in shell commands are quoted for their place"
+    );
+    let verdict = &lines[1];
+    assert_eq!(verdict["event"], "checked");
+    assert_eq!(verdict["ok"], true);
+    assert_eq!(verdict["warnings"], 1);
     // The raw fragment is shell text: the pipe runs, and the quoted value goes through it
     // as one word; the raw parameter is split into two.
     sb.cmd(&["run", "raw.yaml", "-p", "v=a b"]).ok();

@@ -22,6 +22,7 @@ mod helm;
 mod injection;
 mod interrupt;
 mod journal_integrity;
+mod json_output;
 mod kill_matrix;
 mod kube;
 mod kube_etcd;

@@ -279,7 +279,9 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     ServeInfo::remove(&dir);
     // The socket goes while this process still holds the journal (it does until it returns).
     holder.close().await;
-    say(opts.output, &ServeEvent::new("stopped"), || "stopped".to_owned());
+    say(opts.output, &ServeEvent::new("stopped"), || {
+        "stopped".to_owned()
+    });
     Ok(())
 }
 
