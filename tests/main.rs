@@ -43,4 +43,5 @@ mod serve;
 mod sleep;
 mod sql;
 mod ssh;
+mod tty;
 mod web;

@@ -64,7 +64,10 @@ fn print_detail(
         detail.active = active;
         crate::ui::json::print(&detail);
     } else {
-        print!("{}", report::detail(&view, active == Some(true)));
+        print!(
+            "{}",
+            report::detail(&view, active == Some(true), env.cli.verbose)
+        );
     }
     Ok(())
 }
@@ -292,5 +295,60 @@ impl Rewind for std::io::BufReader<std::fs::File> {
     fn stream_position_back(mut self, n: usize) -> Self {
         let _ = self.seek_relative(-(i64::try_from(n).unwrap_or(0)));
         self
+    }
+}
+
+/// `runbook log RUN --step PATH`: every attempt of one step with its whole output.
+pub async fn step_output(env: &Env, run: &str, step: &str) -> Result<i32, CliError> {
+    let started = Instant::now();
+    loop {
+        let result = match access::find(env, Want::Read).await? {
+            Access::Local(journal) => {
+                let id = journal.resolve(run)?;
+                journal
+                    .read(id)
+                    .map(|records| (id, records))
+                    .map_err(CliError::from)
+            }
+            Access::Remote(remote) => remote.records(run).await,
+        };
+        let (id, records) = match result {
+            Err(e) if access::again(&e, started) => {
+                access::pause().await;
+                continue;
+            }
+            other => other?,
+        };
+        let mine: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.event.path() == Some(step))
+            .collect();
+        if env.cli.output == OutputMode::Json && !mine.is_empty() {
+            for r in mine {
+                print_record(env, id, r);
+            }
+            return Ok(0);
+        }
+        return match crate::ui::output::attempts(&records, step) {
+            Ok(lines) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "run {id} step {step}:");
+                for line in lines {
+                    let _ = writeln!(out, "  {line}");
+                }
+                Ok(0)
+            }
+            Err(near) if near.is_empty() => Err(CliError::Usage(format!(
+                "run {id} has no step `{step}`: no step of it has started yet"
+            ))),
+            Err(near) => Err(CliError::Usage(format!(
+                "run {id} has no step `{step}`; its steps nearest that path: {} (`{} status {id}` lists them all)",
+                near.iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::ui::hint::runbook()
+            ))),
+        };
     }
 }

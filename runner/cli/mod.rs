@@ -46,6 +46,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub output: OutputMode,
 
+    /// Show the last lines of every step's output (stdout, stderr), not only a failed step's.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     /// Who is acting.
     #[arg(
         long = "as",
@@ -113,6 +117,9 @@ pub enum Command {
         /// Keep printing as the run goes on.
         #[arg(long, short)]
         follow: bool,
+        /// Print this step's whole output (stdout and stderr of every attempt) instead.
+        #[arg(long, value_name = "PATH", conflicts_with = "follow")]
+        step: Option<String>,
     },
     /// List all runs, newest first.
     History {
@@ -666,7 +673,12 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             schedule::run(env, command, &schedule_files(schedules)).await
         }
         Command::Status { run } => inspect::status(env, run.as_deref()).await,
-        Command::Log { run, follow } => inspect::log(env, run, *follow).await,
+        Command::Log {
+            run,
+            step: Some(step),
+            ..
+        } => inspect::step_output(env, run, step).await,
+        Command::Log { run, follow, .. } => inspect::log(env, run, *follow).await,
         Command::History { limit } => inspect::history(env, *limit).await,
         Command::Background { yes } => detach::background(env, *yes).await,
         Command::Init { name } => library::init(env, name),

@@ -117,7 +117,7 @@ async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Resu
         (Mode::Background { .. }, Some(log)) => {
             vec![Arc::new(ui::LogFile::new(log, env.cli.output))]
         }
-        _ => vec![ui::observer(env.cli.output)],
+        _ => vec![ui::observer(env.cli.output, env.cli.verbose)],
     };
     let here = Here {
         gates: mode.gates(),
@@ -318,7 +318,7 @@ async fn through(env: &Env, remote: &Remote, op: &Operation, mode: Mode) -> Resu
 /// this command's action on (as a local run would), then how it settled; returns the exit
 /// code.
 async fn follow_remote(env: &Env, remote: &Remote, accepted: &Accepted) -> Result<i32, CliError> {
-    let observer = ui::observer(env.cli.output);
+    let observer = ui::observer(env.cli.output, env.cli.verbose);
     let id = accepted.run.to_string();
     let (state, _) = remote
         .follow(
@@ -439,7 +439,7 @@ pub async fn abort(
                     journal: journal.clone(),
                     registry: Arc::new(Registry::builtin()),
                     observers: vec![
-                        ui::observer(env.cli.output),
+                        ui::observer(env.cli.output, env.cli.verbose),
                         Arc::new(ui::FollowFile::new(&env.journal_dir())),
                     ],
                     interrupt: CancelSource::new().token(),
@@ -518,10 +518,16 @@ pub(super) fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&st
     }
     match outcome {
         Outcome::Succeeded => println!("run {id} succeeded"),
-        Outcome::Failed { error, path } => match path {
-            Some(p) => println!("run {id} failed: step `{p}` failed: {error}"),
-            None => println!("run {id} failed: {error}"),
-        },
+        // The step's failure was printed with its step (once); here only what to do next.
+        Outcome::Failed {
+            path: Some(p), ..
+        } => {
+            let [retry, skip] = crate::engine::attention_commands(id, p);
+            println!("run {id} failed at step `{p}`; once the cause is fixed:");
+            println!("  {retry} --comment \"…\"   # run it again");
+            println!("  {skip} --comment \"…\"    # treat it as done");
+        }
+        Outcome::Failed { error, path: None } => println!("run {id} failed: {error}"),
         Outcome::Parked { path, prompt } => {
             println!("run {id} is waiting at gate `{path}`: {prompt}");
             let runbook = crate::ui::hint::runbook();

@@ -73,7 +73,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
                 journal: journal.clone(),
                 registry: Arc::new(Registry::builtin()),
                 observers: vec![
-                    ui::observer(env.cli.output),
+                    ui::observer(env.cli.output, env.cli.verbose),
                     Arc::new(ui::FollowFile::new(&env.journal_dir())),
                 ],
                 interrupt: CancelSource::new().token(),

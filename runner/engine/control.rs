@@ -422,9 +422,11 @@ impl Exec<'_> {
                 GateMode::Prompt if mine.is_ok() => {
                     self.set_state(RunState::Waiting, Some(waiting_reason(path, &gate, None)))
                         .await?;
+                    self.log.prompting(self.id, true);
                     let answer =
                         crate::engine::prompt::ask(&gate.prompt, gate.expires_at, &self.interrupt)
                             .await;
+                    self.log.prompting(self.id, false);
                     let (approved, comment) = match answer {
                         crate::engine::prompt::Answer::Yes(comment) => (true, comment),
                         crate::engine::prompt::Answer::No(comment) => (false, comment),

@@ -18,6 +18,12 @@ pub trait Observer: Send + Sync {
     fn progress(&self, run: RunId, path: &str, note: &str) {
         let _ = (run, path, note);
     }
+
+    /// A gate's question is being asked on the terminal (`asking`), or was answered: an
+    /// observer that redraws the terminal must leave it alone meanwhile.
+    fn prompting(&self, run: RunId, asking: bool) {
+        let _ = (run, asking);
+    }
 }
 
 /// A journal plus the run's redactor and observers.
@@ -103,6 +109,13 @@ impl RunLog {
         let note = self.redactor.text(note);
         for o in &self.observers {
             o.progress(id, path, &note);
+        }
+    }
+
+    /// Tells observers that a gate's question is being asked on the terminal, or was answered.
+    pub fn prompting(&self, id: RunId, asking: bool) {
+        for o in &self.observers {
+            o.prompting(id, asking);
         }
     }
 

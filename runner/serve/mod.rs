@@ -143,7 +143,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     if opts.output == OutputMode::Json {
         observers.push(Arc::new(crate::ui::JsonLines));
     } else {
-        observers.push(Arc::new(crate::ui::PlainLines::new()));
+        observers.push(Arc::new(crate::ui::PlainLines::new(false)));
     }
     let runs = Runs::new(Config {
         journal: journal.clone(),

@@ -81,6 +81,9 @@ impl Observer for LogFile {
             OutputMode::Human => {
                 if let Some(line) = crate::ui::plain::line(run, record) {
                     self.write(&line);
+                    for more in crate::ui::plain::tail(record, false) {
+                        self.write(&more);
+                    }
                 }
             }
         }

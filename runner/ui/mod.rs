@@ -7,6 +7,7 @@ mod follow;
 pub mod hint;
 pub mod json;
 mod logfile;
+pub mod output;
 pub mod plain;
 pub mod report;
 mod tree;
@@ -31,12 +32,17 @@ pub enum OutputMode {
     Json,
 }
 
-/// The observer for the chosen output mode.
-pub fn observer(mode: OutputMode) -> Arc<dyn Observer> {
+/// The observer for the chosen output mode; `verbose` shows the last lines of every step's
+/// output in human output, not only a failed step's.
+pub fn observer(mode: OutputMode, verbose: bool) -> Arc<dyn Observer> {
     match mode {
         OutputMode::Json => Arc::new(JsonLines),
-        OutputMode::Human if std::io::stdout().is_terminal() => Arc::new(TreeView::new()),
-        OutputMode::Human => Arc::new(PlainLines::new()),
+        // The tree draws on standard error; its lines are for a person only when both
+        // streams reach the terminal.
+        OutputMode::Human if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() => {
+            Arc::new(TreeView::new(verbose))
+        }
+        OutputMode::Human => Arc::new(PlainLines::new(verbose)),
     }
 }
 

@@ -3,26 +3,34 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use runbook_journals::{Event, OperatorAction, Record, RunId, SkipReason};
+use runbook_journals::{Event, OperatorAction, Record, RunId, RunState, SkipReason};
 
 use crate::engine::exec::describe_intent;
 use crate::engine::log::Observer;
-use crate::ui::{depth, duration};
+use crate::ui::{depth, duration, output};
 
-/// Prints records as plain lines on stdout.
-pub struct PlainLines;
+/// Prints records as plain lines on stdout, a failed step's last lines of output under it
+/// (every step's with `verbose`).
+pub struct PlainLines {
+    verbose: bool,
+}
 
 impl PlainLines {
     /// A new printer.
-    pub fn new() -> Self {
-        Self
+    pub fn new(verbose: bool) -> Self {
+        Self { verbose }
     }
 }
 
-impl Default for PlainLines {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The lines of a step's output that follow its record's line: the last ones of a failed
+/// attempt (of every attempt with `verbose`), indented under the step.
+pub fn tail(record: &Record, verbose: bool) -> Vec<String> {
+    let Some(path) = record.event.path() else {
+        return Vec::new();
+    };
+    output::of_record(record, verbose)
+        .map(|o| output::tail(o, output::TAIL, &format!("{}       ", "  ".repeat(depth(path) + 1))))
+        .unwrap_or_default()
 }
 
 /// An operator's comment as it follows what they did (`: why`), or nothing.
@@ -191,6 +199,11 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
             "run {run}: {by} accepted the loss of its journal after record {kept} ({detail}); \
              the next step is treated as possibly started"
         ),
+        // The step's own line said why it failed; the run's line does not say it again.
+        Event::StateChanged {
+            state: RunState::Failed,
+            reason: Some(r),
+        } if r.starts_with("step `") => format!("run {run}: failed"),
         Event::StateChanged { state, reason } => match reason {
             Some(r) => format!("run {run}: {state}: {r}"),
             None => format!("run {run}: {state}"),
@@ -203,6 +216,9 @@ impl Observer for PlainLines {
         if let Some(line) = line(run, record) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
+            for more in tail(record, self.verbose) {
+                let _ = writeln!(out, "{more}");
+            }
             let _ = out.flush();
         }
     }

@@ -6,7 +6,7 @@ use runbook_journals::{Record, RunId, RunState};
 
 use crate::engine::exec::describe_intent;
 use crate::engine::view::{RunView, StepStatus};
-use crate::ui::duration;
+use crate::ui::{duration, output};
 use crate::wire::ListedRun;
 
 /// The state as users should read it: a run left `running` or `sleeping` by a process that
@@ -49,9 +49,10 @@ pub fn table<'a>(runs: impl IntoIterator<Item = &'a ListedRun>) -> String {
     out
 }
 
-/// A run in detail: state, steps in order, open gate or needed decision with the commands.
+/// A run in detail: state, steps in order (a failed step's last lines of output under it,
+/// every step's with `verbose`), open gate or needed decision with the commands.
 /// `active`: the process holding the journal executes it right now.
-pub fn detail(view: &RunView, active: bool) -> String {
+pub fn detail(view: &RunView, active: bool, verbose: bool) -> String {
     let id = view.id;
     let mut out = String::new();
     let _ = writeln!(
@@ -107,6 +108,17 @@ pub fn detail(view: &RunView, active: bool) -> String {
             "    {:<20} {path}{attempts} {took}{extra}",
             step.status.word()
         );
+        let shown = match &step.status {
+            StepStatus::Failed { output, .. } => output.as_ref(),
+            StepStatus::Succeeded { output } if verbose => Some(output),
+            _ => None,
+        };
+        for line in shown
+            .map(|o| output::tail(o, output::TAIL, "        "))
+            .unwrap_or_default()
+        {
+            let _ = writeln!(out, "{line}");
+        }
     }
     if let Some((path, gate)) = view.open_gate() {
         let _ = writeln!(out, "  gate `{path}` is open: {}", gate.prompt);
@@ -269,13 +281,20 @@ pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
     }
 }
 
-/// One record as a log line: seq, time, what happened.
+/// One record as a log line: seq, time, what happened; a failed attempt's last lines of
+/// output under it.
 pub fn log_line(run: RunId, r: &Record) -> Option<String> {
     let text = crate::ui::plain::line(run, r)?;
-    Some(format!(
+    let mut line = format!(
         "{:>4}  {}  {}",
         r.seq,
         r.at.format("%Y-%m-%d %H:%M:%S%.3f"),
         text.trim_start()
-    ))
+    );
+    if let Some(o) = output::of_record(r, false) {
+        for more in output::tail(o, output::TAIL, &" ".repeat(33)) {
+            let _ = write!(line, "\n{more}");
+        }
+    }
+    Some(line)
 }

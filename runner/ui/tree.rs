@@ -1,52 +1,134 @@
-//! The live step tree on a terminal: a spinner per running step, a tick or cross with its
-//! duration when it ends, and the latest poll of a wait.
+//! The live step tree on a terminal (standard error): a spinner per running step, a tick or
+//! cross with its duration when it ends, the latest poll of a wait, and the last lines of a
+//! failed step's output (of every step with `-v`).
+//!
+//! Contract:
+//! - The live region (the steps of the top-level steps not yet finished) is redrawn in place
+//!   and always fits the terminal ([`model`]); a top-level step's lines are printed once above
+//!   it when that step finishes, and everything still on show when the run stops.
+//! - While a gate's question is asked on the terminal ([`Observer::prompting`]) nothing is
+//!   drawn: the live region is cleared, lines to print wait, and drawing resumes under the
+//!   answer. A redraw would otherwise erase the question and the answer being typed.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+mod model;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use runbook_journals::{Event, Record, RunId, SkipReason};
 
 use crate::engine::exec::describe_intent;
 use crate::engine::log::Observer;
-use crate::ui::{depth, duration};
+use crate::ui::{depth, duration, output};
+
+use model::Model;
+
+/// How often spinners turn.
+const TICK: Duration = Duration::from_millis(120);
+
+/// Whether and how the live region is drawn.
+enum Region {
+    /// Nothing on show, nothing drawn.
+    Idle,
+    /// Drawn by this bar.
+    Live(ProgressBar),
+    /// A question is being asked: lines to print once it is answered.
+    Suspended(Vec<String>),
+}
 
 /// Draws the step tree.
 pub struct TreeView {
-    multi: MultiProgress,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    model: Arc<Mutex<Model>>,
+    region: Mutex<Region>,
+    verbose: bool,
 }
 
 impl TreeView {
-    /// A new tree.
-    pub fn new() -> Self {
+    /// A new tree; `verbose` shows the last lines of every step's output, not only a failed
+    /// one's.
+    pub fn new(verbose: bool) -> Self {
         Self {
-            multi: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
+            model: Arc::new(Mutex::new(Model::default())),
+            region: Mutex::new(Region::Idle),
+            verbose,
+        }
+    }
+
+    /// Changes the model, prints what it hands out above the live region, and starts or stops
+    /// drawing as the region fills or empties.
+    fn apply(&self, change: impl FnOnce(&mut Model) -> Vec<String>) {
+        // The region's lock is taken first and held while drawing; the bar's own draws take
+        // the model's lock (in `bar`), so the model's is never held while drawing.
+        let mut region = self.region.lock().expect("tree poisoned");
+        let (lines, empty) = {
+            let mut model = self.model.lock().expect("tree poisoned");
+            let lines = change(&mut model);
+            (lines, model.is_empty())
+        };
+        match &mut *region {
+            Region::Suspended(pending) => pending.extend(lines),
+            Region::Live(bar) => {
+                if !lines.is_empty() {
+                    bar.println(lines.join("\n"));
+                }
+                if empty {
+                    bar.finish_and_clear();
+                    *region = Region::Idle;
+                }
+            }
+            Region::Idle => {
+                print_lines(&lines);
+                if !empty {
+                    *region = Region::Live(bar(self.model.clone()));
+                }
+            }
         }
     }
 
     fn line(&self, text: String) {
-        let _ = self.multi.println(text);
+        self.apply(|_| vec![text]);
     }
 
-    fn finish(&self, path: &str, text: String) {
-        let bar = self.bars.lock().expect("tree poisoned").remove(path);
-        match bar {
-            Some(bar) => {
-                bar.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
-                bar.finish_with_message(text);
-            }
-            None => self.line(text),
-        }
+    fn tail(&self, record: &Record, path: &str) -> Vec<String> {
+        output::of_record(record, self.verbose)
+            .map(|o| output::tail(o, output::TAIL, &format!("{}    ", pad(path))))
+            .unwrap_or_default()
     }
 }
 
-impl Default for TreeView {
-    fn default() -> Self {
-        Self::new()
+/// A bar whose one line is the live region, as `model` renders it for the terminal's size.
+fn bar(model: Arc<Mutex<Model>>) -> ProgressBar {
+    let draw = move |_: &ProgressState, w: &mut dyn fmt::Write| {
+        let (rows, cols) = console::Term::stderr().size();
+        let lines = model.lock().expect("tree poisoned").render(
+            Instant::now(),
+            usize::from(rows).saturating_sub(1),
+            usize::from(cols),
+        );
+        let _ = w.write_str(&lines.join("\n"));
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{tree}")
+            .expect("valid template")
+            .with_key("tree", draw),
+    );
+    bar.enable_steady_tick(TICK);
+    bar
+}
+
+fn print_lines(lines: &[String]) {
+    use std::io::Write as _;
+    if lines.is_empty() {
+        return;
     }
+    let mut err = std::io::stderr().lock();
+    for line in lines {
+        let _ = writeln!(err, "{line}");
+    }
+    let _ = err.flush();
 }
 
 fn pad(path: &str) -> String {
@@ -63,30 +145,18 @@ impl Observer for TreeView {
                 ));
             }
             Event::StepStarted { path, intent, .. } => {
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("{prefix}{spinner} {msg} {elapsed:.dim}")
-                        .expect("valid template"),
-                );
-                bar.set_prefix(pad(path));
-                bar.set_message(format!("{path}  {}", describe_intent(intent)));
-                bar.enable_steady_tick(Duration::from_millis(120));
-                if let Some(old) = self
-                    .bars
-                    .lock()
-                    .expect("tree poisoned")
-                    .insert(path.clone(), bar)
-                {
-                    old.finish_and_clear();
-                }
+                let what = describe_intent(intent);
+                self.apply(|m| {
+                    m.start(path, what, Instant::now());
+                    Vec::new()
+                });
             }
             Event::StepSucceeded {
                 path, duration_ms, ..
             } => {
-                self.finish(
-                    path,
-                    format!("{}✓ {path}  {}", pad(path), duration(*duration_ms)),
-                );
+                let line = format!("{}✓ {path}  {}", pad(path), duration(*duration_ms));
+                let tail = self.tail(record, path);
+                self.apply(|m| m.finish(path, line, tail));
             }
             Event::StepFailed {
                 path,
@@ -94,14 +164,16 @@ impl Observer for TreeView {
                 retry_at: Some(at),
                 ..
             } => {
-                self.finish(
-                    path,
-                    format!(
-                        "{}↻ {path}  {error}; retrying at {}",
-                        pad(path),
-                        at.format("%H:%M:%S")
-                    ),
+                let line = format!(
+                    "{}↻ {path}  {error}; retrying at {}",
+                    pad(path),
+                    at.format("%H:%M:%S")
                 );
+                let tail = self.tail(record, path);
+                self.apply(|m| {
+                    m.retrying(path, line, tail);
+                    Vec::new()
+                });
             }
             Event::StepFailed {
                 path,
@@ -110,10 +182,13 @@ impl Observer for TreeView {
                 ..
             } => {
                 let mark = if *tolerated { "✗ (tolerated)" } else { "✗" };
-                self.finish(path, format!("{}{mark} {path}  {error}", pad(path)));
+                let line = format!("{}{mark} {path}  {error}", pad(path));
+                let tail = self.tail(record, path);
+                self.apply(|m| m.finish(path, line, tail));
             }
             Event::StepInterrupted { path, reason, .. } => {
-                self.finish(path, format!("{}■ {path}  {reason}", pad(path)));
+                let line = format!("{}■ {path}  {reason}", pad(path));
+                self.apply(|m| m.finish(path, line, Vec::new()));
             }
             Event::StepSkipped { path, reason } => {
                 let why = match reason {
@@ -121,12 +196,31 @@ impl Observer for TreeView {
                     SkipReason::Check => "already in place",
                     SkipReason::Operator => "skipped by an operator",
                 };
-                self.finish(path, format!("{}- {path}  ({why})", pad(path)));
+                let line = format!("{}- {path}  ({why})", pad(path));
+                self.apply(|m| m.finish(path, line, Vec::new()));
+            }
+            Event::ItemsDecided { path, items } => {
+                self.apply(|m| {
+                    m.items(path, items.len());
+                    Vec::new()
+                });
             }
             Event::GateOpened { path, prompt, .. } => {
-                if let Some(bar) = self.bars.lock().expect("tree poisoned").get(path) {
-                    bar.set_message(format!("{path}  ⏸ {prompt}"));
-                }
+                let what = format!("⏸ {prompt}");
+                self.apply(|m| {
+                    m.doing(path, what);
+                    Vec::new()
+                });
+            }
+            Event::TimerSet { path, wake_at } => {
+                let what = format!(
+                    "sleeping until {}",
+                    wake_at.with_timezone(&chrono::Local).format("%H:%M:%S")
+                );
+                self.apply(|m| {
+                    m.doing(path, what);
+                    Vec::new()
+                });
             }
             Event::GateDecided {
                 path,
@@ -139,26 +233,29 @@ impl Observer for TreeView {
                     .as_ref()
                     .map(|c| format!(": {c}"))
                     .unwrap_or_default();
-                self.line(format!("{}{verdict} by {by}{comment}", pad(path)));
+                let line = format!("{}    {verdict} by {by}{comment}", pad(path));
+                self.apply(|m| m.note(path, vec![line]));
             }
             Event::GateExpired { path, outcome, .. } => {
-                self.line(format!(
-                    "{}expired with nobody deciding (on_timeout: {outcome})",
+                let line = format!(
+                    "{}    expired with nobody deciding (on_timeout: {outcome})",
                     pad(path)
-                ));
+                );
+                self.apply(|m| m.note(path, vec![line]));
             }
             Event::Resumed { by, drift, orphans } => {
-                self.line(format!("run {run}: resumed by {by}"));
+                let mut lines = vec![format!("run {run}: resumed by {by}")];
                 for text in crate::engine::orphans_stopped(orphans) {
-                    self.line(format!("  warning: {text}"));
+                    lines.push(format!("  warning: {text}"));
                 }
                 for d in drift {
-                    self.line(format!(
+                    lines.push(format!(
                         "  warning: {} was {} since the run started; the run continues with its pinned copy",
                         crate::library::display_origin(&d.origin),
                         d.change
                     ));
                 }
+                self.apply(|_| lines);
             }
             Event::Precheck { id, ok, error } => {
                 if *ok {
@@ -170,9 +267,14 @@ impl Observer for TreeView {
                     ));
                 }
             }
+            // The run stopped: what is still on show is final. At a gate the run may go on
+            // (the question is asked here), so the tree stays.
+            Event::StateChanged { state, .. }
+                if state.is_settled() && *state != runbook_journals::RunState::Waiting =>
+            {
+                self.apply(Model::drain);
+            }
             Event::StateChanged { .. }
-            | Event::ItemsDecided { .. }
-            | Event::TimerSet { .. }
             | Event::AttentionNeeded { .. }
             | Event::OperatorDecided { .. }
             | Event::RunReopened { .. }
@@ -189,8 +291,31 @@ impl Observer for TreeView {
     }
 
     fn progress(&self, _run: RunId, path: &str, note: &str) {
-        if let Some(bar) = self.bars.lock().expect("tree poisoned").get(path) {
-            bar.set_message(format!("{path}  {note}"));
+        let what = note.to_owned();
+        self.apply(|m| {
+            m.doing(path, what);
+            Vec::new()
+        });
+    }
+
+    fn prompting(&self, _run: RunId, asking: bool) {
+        let mut region = self.region.lock().expect("tree poisoned");
+        if asking {
+            match std::mem::replace(&mut *region, Region::Suspended(Vec::new())) {
+                Region::Live(bar) => {
+                    bar.disable_steady_tick();
+                    bar.finish_and_clear();
+                }
+                Region::Suspended(pending) => *region = Region::Suspended(pending),
+                Region::Idle => {}
+            }
+        } else if let Region::Suspended(pending) =
+            std::mem::replace(&mut *region, Region::Idle)
+        {
+            print_lines(&pending);
+            if !self.model.lock().expect("tree poisoned").is_empty() {
+                *region = Region::Live(bar(self.model.clone()));
+            }
         }
     }
 }
