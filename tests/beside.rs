@@ -401,9 +401,12 @@ fn a_run_parked_by_a_terminal_run_is_approved_from_another_shell_while_a_third_h
         .cmd(&["reject", &rejected, "--comment", "not now"])
         .code(1);
     assert!(
-        reject.stdout.contains(&format!(
-            "run {rejected} failed: step `confirm` failed: rejected by tester: not now"
-        )),
+        reject
+            .stdout
+            .contains("FAILED confirm: rejected by tester: not now")
+            && reject
+                .stdout
+                .contains(&format!("run {rejected} failed at step `confirm`")),
         "{}",
         reject.explain("reject follows the run to its failure")
     );

@@ -246,7 +246,7 @@ fn cql_steps_bind_values_honour_the_consistency_level_and_read_rows_as_typed_jso
     assert_contains(
         &out,
         &format!(
-            "step `schema` failed: failed to connect to cql://ops@127.0.0.1:{}: Provided \
+            "FAILED schema: failed to connect to cql://ops@127.0.0.1:{}: Provided \
              username ops and/or password are incorrect (AuthenticationError)",
             cluster.var("CQL_PORT_1")
         ),

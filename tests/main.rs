@@ -43,5 +43,6 @@ mod serve;
 mod sleep;
 mod sql;
 mod ssh;
+mod step_output;
 mod tty;
 mod web;

@@ -90,10 +90,7 @@ steps:
 "#
     );
     let (out, run) = run(&sb, "broken", &yaml, &[], 1);
-    assert_contains(
-        &out,
-        "step `broken` failed: command exited with code 1: nope",
-    );
+    assert_contains(&out, "FAILED broken: command exited with code 1: nope");
     assert_eq!(
         sb.read("notified.txt"),
         "notified-2\n",
@@ -127,7 +124,7 @@ steps:
         started.elapsed() < std::time::Duration::from_secs(20),
         "the command was not stopped at its timeout"
     );
-    assert_contains(&out, "step `slow` failed: timed out after 300ms");
+    assert_contains(&out, "FAILED slow: timed out after 300ms");
     let records = sb.records(&run);
     let failed = events(&records, "step_failed", "slow");
     assert_eq!(failed.len(), 1, "a timeout is a failure: {records:?}");
@@ -229,7 +226,7 @@ steps:
     let (out, _) = run(&sb, "asserting", yaml, &[], 1);
     assert_contains(
         &out,
-        "step `health` failed: assertion failed: service is degraded\n but must be ready",
+        "FAILED health: assertion failed: service is degraded\n but must be ready",
     );
 }
 
@@ -320,7 +317,7 @@ fn a_failing_called_runbook_fails_the_call_after_its_own_on_failure() {
     let (out, run) = run(&sb, "caller", CALLER, &["-p", "fail=true"], 1);
     assert_contains(
         &out,
-        "step `callstep` failed: `./sub.yaml` failed at `callstep.inner`",
+        "FAILED callstep: `./sub.yaml` failed at `callstep.inner`",
     );
     assert_eq!(sb.read("out.txt"), "undo-mars\n");
     assert_eq!(sb.read("got.txt"), "", "the caller stopped at the call");
@@ -350,7 +347,7 @@ steps:
     let (out, run) = run(&sb, "waiting", yaml, &[], 1);
     assert_contains(
         &out,
-        "step `healthy` failed: `output.stdout.contains(\"green\")` did not hold within 300ms",
+        "FAILED healthy: `output.stdout.contains(\"green\")` did not hold within 300ms",
     );
     // The condition was evaluated and false, not broken.
     assert_contains(&out, "; last: not yet: ");

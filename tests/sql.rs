@@ -201,7 +201,7 @@ fn statements_run_in_one_transaction_and_a_failure_rolls_all_of_them_back() {
     let out = sb.cmd(&["run", "transfer.yaml", "-p", &param]).code(1);
     assert_contains(
         &out,
-        "step `move` failed: statement 3 of 3 failed: duplicate key value violates unique constraint \
+        "FAILED move: statement 3 of 3 failed: duplicate key value violates unique constraint \
          \"accounts_pkey\" (SQLSTATE 23505): Key (id)=(1) already exists.; the transaction was \
          rolled back",
     );

@@ -141,15 +141,13 @@ steps:
         let text = t.text();
         text.contains("Are the dashboards green?") && text.contains("approve? [y/n")
     };
-    wait_for("the gate's question", Duration::from_secs(20), || asked(&tty));
+    wait_for("the gate's question", Duration::from_secs(20), || {
+        asked(&tty)
+    });
     // The live tree redraws every 120 ms; a redraw over the question would erase it. It must
     // still be there many redraws later, nothing else having happened.
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(
-        asked(&tty),
-        "the question left the screen:\n{}",
-        tty.text()
-    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(asked(&tty), "the question left the screen:\n{}", tty.text());
     tty.type_line("y dashboards are green");
     assert_eq!(tty.wait(Duration::from_secs(30)), 0, "{}", tty.text());
     let status = sb.status(&sb.only_run());
@@ -203,8 +201,16 @@ steps:
     let mut at = Vec::new();
     for path in &finished {
         let mark = format!("✓ {path} ");
-        let shown: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].contains(&mark)).collect();
-        assert_eq!(shown.len(), 1, "`{mark}` shown {} times:\n{}", shown.len(), rows.join("\n"));
+        let shown: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].contains(&mark))
+            .collect();
+        assert_eq!(
+            shown.len(),
+            1,
+            "`{mark}` shown {} times:\n{}",
+            shown.len(),
+            rows.join("\n")
+        );
         at.push(shown[0]);
     }
     let ticks = rows.iter().filter(|r| r.contains('✓')).count();

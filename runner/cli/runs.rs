@@ -382,7 +382,11 @@ fn outcome_of(detail: &RunDetail, state: RunState) -> Outcome {
             Outcome::Paused { by, comment }
         }
         _ => Outcome::Failed {
-            path: None,
+            path: detail
+                .reason
+                .as_deref()
+                .and_then(crate::engine::failed_step)
+                .map(str::to_owned),
             error: detail
                 .reason
                 .clone()
@@ -519,9 +523,7 @@ pub(super) fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&st
     match outcome {
         Outcome::Succeeded => println!("run {id} succeeded"),
         // The step's failure was printed with its step (once); here only what to do next.
-        Outcome::Failed {
-            path: Some(p), ..
-        } => {
+        Outcome::Failed { path: Some(p), .. } => {
             let [retry, skip] = crate::engine::attention_commands(id, p);
             println!("run {id} failed at step `{p}`; once the cause is fixed:");
             println!("  {retry} --comment \"…\"   # run it again");

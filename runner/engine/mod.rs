@@ -1228,7 +1228,7 @@ impl Engine {
         };
         match stop {
             Stop::Failed { path, error } => {
-                let mut reason = format!("step `{path}` failed: {error}");
+                let mut reason = failed_reason(&path, &error);
                 if !main.on_failure.is_empty() {
                     let mut handler = ctx.clone();
                     handler.prefix = "on_failure.".into();
@@ -1386,6 +1386,21 @@ pub fn drift(view: &RunView) -> Vec<runbook_journals::Drift> {
             }),
         })
         .collect()
+}
+
+/// A failed run's reason when a step failed it (`step `roll` failed: …`); it may go on with
+/// what its `on_failure` steps met.
+fn failed_reason(path: &str, error: &str) -> String {
+    format!("step `{path}` failed: {error}")
+}
+
+/// The step a failed run's reason says failed it, if a step did (see [`failed_reason`]): human
+/// output says the failure with the step, and the run's end only names it.
+pub fn failed_step(reason: &str) -> Option<&str> {
+    reason
+        .strip_prefix("step `")?
+        .split_once("` failed: ")
+        .map(|(path, _)| path)
 }
 
 /// The two commands that decide about a step that needs attention: run it again, or treat it

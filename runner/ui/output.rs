@@ -56,7 +56,10 @@ pub fn tail(output: &Value, max: usize, indent: &str) -> Vec<String> {
 /// All of each stream of `output`, labelled (an empty stream says so); an output without
 /// streams is shown as JSON.
 pub fn whole(output: &Value, indent: &str) -> Vec<String> {
-    if !STREAMS.iter().any(|s| output.get(s).is_some_and(Value::is_string)) {
+    if !STREAMS
+        .iter()
+        .any(|s| output.get(s).is_some_and(Value::is_string))
+    {
         let json = serde_json::to_string_pretty(output).expect("values serialize");
         return std::iter::once(format!("{indent}output:"))
             .chain(json.lines().map(|l| format!("{indent}  {}", clean(l))))
@@ -91,7 +94,9 @@ pub fn attempts(records: &[Record], path: &str) -> Result<Vec<String>, Vec<Strin
                 attempt, intent, ..
             } => {
                 if let Some(n) = open.replace(*attempt) {
-                    out.push(format!("attempt {n}: did not finish (its process went away)"));
+                    out.push(format!(
+                        "attempt {n}: did not finish (its process went away)"
+                    ));
                 }
                 out.push(format!(
                     "attempt {attempt}: started {at}: {}",
@@ -181,7 +186,10 @@ mod tests {
 
     #[test]
     fn the_tail_keeps_the_last_lines_of_each_stream_and_says_how_many_there_were() {
-        let stdout: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        let stdout = (1..=20)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let output = json!({ "exit_code": 3, "stdout": stdout, "stderr": "bad thing\n" });
         assert_eq!(
             tail(&output, 3, "  "),
@@ -216,6 +224,9 @@ mod tests {
 
     #[test]
     fn escape_sequences_and_control_characters_cannot_reach_the_terminal() {
-        assert_eq!(clean("\u{1b}[31mred\u{1b}[0m\tand\u{7}bell\r"), "red and?bell?");
+        assert_eq!(
+            clean("\u{1b}[31mred\u{1b}[0m\tand\u{7}bell\r"),
+            "red and?bell?"
+        );
     }
 }

@@ -29,7 +29,13 @@ pub fn tail(record: &Record, verbose: bool) -> Vec<String> {
         return Vec::new();
     };
     output::of_record(record, verbose)
-        .map(|o| output::tail(o, output::TAIL, &format!("{}       ", "  ".repeat(depth(path) + 1))))
+        .map(|o| {
+            output::tail(
+                o,
+                output::TAIL,
+                &format!("{}       ", "  ".repeat(depth(path) + 1)),
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -203,7 +209,7 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
         Event::StateChanged {
             state: RunState::Failed,
             reason: Some(r),
-        } if r.starts_with("step `") => format!("run {run}: failed"),
+        } if crate::engine::failed_step(r).is_some() => format!("run {run}: failed"),
         Event::StateChanged { state, reason } => match reason {
             Some(r) => format!("run {run}: {state}: {r}"),
             None => format!("run {run}: {state}"),

@@ -309,9 +309,7 @@ impl Observer for TreeView {
                 Region::Suspended(pending) => *region = Region::Suspended(pending),
                 Region::Idle => {}
             }
-        } else if let Region::Suspended(pending) =
-            std::mem::replace(&mut *region, Region::Idle)
-        {
+        } else if let Region::Suspended(pending) = std::mem::replace(&mut *region, Region::Idle) {
             print_lines(&pending);
             if !self.model.lock().expect("tree poisoned").is_empty() {
                 *region = Region::Live(bar(self.model.clone()));

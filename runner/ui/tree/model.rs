@@ -116,10 +116,13 @@ impl Model {
     /// An attempt failed and another is due.
     pub fn retrying(&mut self, path: &str, line: String, notes: Vec<String>) {
         if !self.nodes.contains_key(path) {
-            self.insert(path, State::Running {
-                since: Instant::now(),
-                what: String::new(),
-            });
+            self.insert(
+                path,
+                State::Running {
+                    since: Instant::now(),
+                    what: String::new(),
+                },
+            );
         }
         let node = self.nodes.get_mut(path).expect("just inserted");
         node.state = State::Retrying { line, tail: notes };
@@ -262,7 +265,7 @@ impl Model {
                 shown.extend(group);
             }
         }
-        let mut line = self.own_line(path, node, now);
+        let mut line = Self::own_line(path, node, now);
         if done > 0 {
             match node.items {
                 Some(n) => {
@@ -289,7 +292,7 @@ impl Model {
         }
     }
 
-    fn own_line(&self, path: &str, node: &Node, now: Option<Instant>) -> String {
+    fn own_line(path: &str, node: &Node, now: Option<Instant>) -> String {
         let pad = "  ".repeat(depth(path) + 1);
         match (&node.state, now) {
             (State::Done(line) | State::Retrying { line, .. }, _) => line.clone(),
@@ -302,7 +305,10 @@ impl Model {
                 } else {
                     format!("{}m{:02}s", secs / 60, secs % 60)
                 };
-                format!("{pad}{frame} {path}  {what} {}", console::style(clock).dim())
+                format!(
+                    "{pad}{frame} {path}  {what} {}",
+                    console::style(clock).dim()
+                )
             }
             (State::Running { what, .. }, None) => format!("{pad}… {path}  {what}"),
         }
@@ -388,9 +394,20 @@ mod tests {
         let now = Instant::now();
         let mut m = Model::default();
         m.start("fetch", "http".into(), now);
-        m.retrying("fetch", "  ↻ fetch  503".into(), vec!["      stderr:".into()]);
+        m.retrying(
+            "fetch",
+            "  ↻ fetch  503".into(),
+            vec!["      stderr:".into()],
+        );
         m.start("fetch", "http".into(), now);
         let out = m.finish("fetch", done("fetch"), Vec::new());
-        assert_eq!(out, [done("fetch"), "    ↻ fetch  503".into(), "      stderr:".into()]);
+        assert_eq!(
+            out,
+            [
+                done("fetch"),
+                "    ↻ fetch  503".into(),
+                "      stderr:".into()
+            ]
+        );
     }
 }
