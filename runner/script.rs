@@ -332,6 +332,7 @@ fn build_engine() -> Engine {
             .collect()
     });
     engine.register_fn("unix_seconds", unix_seconds);
+    engine.register_fn("in_flight", in_flight);
 
     engine
 }
@@ -362,6 +363,23 @@ fn semver_cmp(a: &str, b: &str) -> RhaiResult<INT> {
         std::cmp::Ordering::Equal => 0,
         std::cmp::Ordering::Greater => 1,
     })
+}
+
+/// `in_flight(run, "restart", "member")`: on a resume, the `member` parameter of the call step
+/// `restart` (at any depth: `roll[2].restart`) that was in flight when the run stopped, from
+/// `run.unfinished`; `()` when there is none (a fresh run, or nothing of the kind unfinished).
+#[allow(clippy::needless_pass_by_value)] // Rhai passes script arguments by value
+fn in_flight(run: Dynamic, step: &str, param: &str) -> RhaiResult<Dynamic> {
+    let run = dynamic_to_json(&run).map_err(|e| format!("in_flight: {}", e.message))?;
+    let found = run["unfinished"].as_array().and_then(|open| {
+        open.iter().find_map(|s| {
+            let path = s["path"].as_str()?;
+            let last = path.rsplit('.').next()?;
+            (s["kind"] == "call" && last.split('[').next() == Some(step))
+                .then(|| s["intent"]["params"][param].clone())
+        })
+    });
+    Ok(found.map_or(Dynamic::UNIT, |v| json_to_dynamic(&v)))
 }
 
 fn parse_json(s: &str) -> RhaiResult<Dynamic> {
@@ -1101,6 +1119,37 @@ mod tests {
             run("output.stdout.lines()[1]", &[("output", &out)]).unwrap(),
             json!("second")
         );
+    }
+
+    #[test]
+    fn in_flight_finds_the_call_a_resumed_run_had_not_finished() {
+        let run = json!({ "unfinished": [
+            { "path": "roll", "kind": "foreach", "intent": {} },
+            { "path": "roll[0].restart", "kind": "call", "intent": { "params": { "member": 2 } } },
+            { "path": "roll[0].restart.member.stop", "kind": "shell", "intent": {} },
+        ]});
+        let fresh = json!({ "unfinished": [] });
+        for (src, r, want) in [
+            (r#"in_flight(run, "restart", "member")"#, &run, json!(2)),
+            (r#"in_flight(run, "restart", "version")"#, &run, json!(null)),
+            (r#"in_flight(run, "stop", "member")"#, &run, json!(null)),
+            (r#"in_flight(run, "roll", "member")"#, &run, json!(null)),
+            (
+                r#"in_flight(run, "restart", "member")"#,
+                &fresh,
+                json!(null),
+            ),
+        ] {
+            assert_eq!(run_with(src, r), want, "{src}");
+        }
+        assert_eq!(
+            ev(r#"unix_seconds("1970-01-01T00:01:40.5+00:00")"#),
+            json!(100.5)
+        );
+    }
+
+    fn run_with(src: &str, r: &Value) -> Value {
+        run(src, &[("run", r)]).unwrap()
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod kube;
 mod kube_etcd;
 mod kube_nats;
 mod kube_openbao;
+mod kube_partition;
 mod locks;
 mod memory;
 mod nats;
