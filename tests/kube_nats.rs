@@ -53,7 +53,10 @@ fn upgrade_with_the_kubernetes_driver_on_a_real_control_plane_steps_leaders_down
     let (cluster, k8s) = with_kubernetes(|| Cluster::nats("2.9"));
     NATS.hand_over(&cluster);
     let nats = Nats::from_cluster(cluster);
-    let agent = NodeAgent::start(&k8s, &NATS.agent_config(&nats.cluster, &nats.monitors));
+    let agent = NodeAgent::start(
+        &k8s,
+        &NATS.agent_config(nats.cluster.as_ref().expect("testbed"), &nats.monitors),
+    );
     let (old, new) = (format!("{REPOSITORY}:2.9"), format!("{REPOSITORY}:2.15"));
     let sts = NATS.deploy(&k8s, agent, &old);
     sts.wait_all_ready("the three pods to be Ready", Duration::from_secs(120));

@@ -7,6 +7,7 @@ mod beside;
 mod check;
 mod cli;
 mod command_driver;
+mod command_nats;
 mod control;
 mod corrupt;
 mod cql;

@@ -27,10 +27,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A 3-node testbed NATS cluster with JetStream, observed from its servers, and a client
 /// connected to it (the application account).
 pub(crate) struct Nats {
-    pub(crate) cluster: Cluster,
+    /// The testbed cluster, when the servers are one (`None`: a layout of the test's own).
+    pub(crate) cluster: Option<Cluster>,
     /// Client and monitoring URL of each server by ordinal.
     pub(crate) urls: Vec<String>,
     pub(crate) monitors: Vec<String>,
+    /// Each server's pid file, and each server's name (`server_name`), by ordinal.
+    pub(crate) pid_files: Vec<std::path::PathBuf>,
+    pub(crate) names: Vec<String>,
+    /// The passwords of the system and the application account.
+    pub(crate) passwords: (String, String),
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
 }
@@ -44,6 +50,26 @@ impl Nats {
         let monitors = (1..=3)
             .map(|i| cluster.var(&format!("MONITOR_URL_{i}")))
             .collect();
+        let pid_files = (1..=3)
+            .map(|i| cluster.dir.join(format!("n{i}.pid")))
+            .collect();
+        let names = (1..=3).map(|i| format!("n{i}")).collect();
+        let passwords = (
+            cluster.var("NATS_SYS_PASSWORD"),
+            cluster.var("NATS_APP_PASSWORD"),
+        );
+        Self::connect(Some(cluster), urls, monitors, pid_files, names, passwords)
+    }
+
+    /// Servers at `urls`, however they were started; connects once any answers.
+    pub(crate) fn connect(
+        cluster: Option<Cluster>,
+        urls: Vec<String>,
+        monitors: Vec<String>,
+        pid_files: Vec<std::path::PathBuf>,
+        names: Vec<String>,
+        passwords: (String, String),
+    ) -> Self {
         let rt = runtime();
         let client = rt
             .block_on(
@@ -56,6 +82,9 @@ impl Nats {
             cluster,
             urls,
             monitors,
+            pid_files,
+            names,
+            passwords,
             rt,
             client,
         }
@@ -64,8 +93,8 @@ impl Nats {
     /// `runbook ARGS` with the accounts' passwords the runbook reads from the environment.
     pub(crate) fn runbook(&self, sb: &Sandbox, args: &[&str]) -> crate::support::Cmd {
         sb.cmd(args)
-            .env("NATS_SYS_PASSWORD", self.cluster.var("NATS_SYS_PASSWORD"))
-            .env("NATS_APP_PASSWORD", self.cluster.var("NATS_APP_PASSWORD"))
+            .env("NATS_SYS_PASSWORD", &self.passwords.0)
+            .env("NATS_APP_PASSWORD", &self.passwords.1)
     }
 
     /// Creates the R3 stream ORDERS (subjects `orders.>`), retrying while JetStream settles.
@@ -101,14 +130,15 @@ impl Nats {
 
     /// Samples every server's /healthz, pid and meta leadership every 50 ms.
     pub(crate) fn monitor(&self) -> Sampler<Vec<ServerSample>> {
-        let (monitors, dir) = (self.monitors.clone(), self.cluster.dir.clone());
+        let (monitors, pid_files) = (self.monitors.clone(), self.pid_files.clone());
+        let names = self.names.clone();
         let agent = http();
         Sampler::start(Duration::from_millis(50), move || {
             monitors
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    let pid = std::fs::read_to_string(dir.join(format!("n{}.pid", i + 1)))
+                    let pid = std::fs::read_to_string(&pid_files[i])
                         .ok()
                         .and_then(|s| s.trim().parse().ok());
                     let leads = agent
@@ -116,7 +146,7 @@ impl Nats {
                         .call()
                         .ok()
                         .and_then(|r| r.into_json::<Value>().ok())
-                        .is_some_and(|v| v["meta_cluster"]["leader"] == format!("n{}", i + 1));
+                        .is_some_and(|v| v["meta_cluster"]["leader"] == names[i]);
                     (status_of(&agent, &format!("{m}/healthz")), pid, leads)
                 })
                 .collect()
@@ -261,7 +291,10 @@ fn rolling_upgrade_on_a_real_cluster_steps_leaders_down_first_and_loses_no_messa
                 "run",
                 "rolling-restart-nats",
                 "-p",
-                &format!("cluster_dir={}", nats.cluster.path()),
+                &format!(
+                    "cluster_dir={}",
+                    nats.cluster.as_ref().expect("testbed").path()
+                ),
                 "-p",
                 "version=2.15",
             ],
