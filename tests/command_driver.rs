@@ -17,30 +17,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::etcd::{acknowledged, assert_writes, writer};
-use crate::ssh::{Sshd, user};
+use crate::ssh::Sshd;
 use crate::support::clusters::{Sampler, http};
+use crate::support::own_layout;
 use crate::support::{Sandbox, wait_for};
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 const ETCD: &str = "/usr/bin/etcd";
 
-/// The operator's own control script. `stop` waits while `hold-NAME` exists, so that a test
-/// can catch the run in the middle of a member's stop.
-const CTL: &str = r#"#!/usr/bin/env bash
-set -euo pipefail
-root=$(cd "$(dirname "$0")" && pwd)
-names=(alpha beta gamma)
-n=${names[$2]}
-. "$root/etc/cluster.conf"
-pidf="$root/run/$n.pid"
-running() {
-  [ -f "$pidf" ] || return 1
-  local pid; pid=$(cat "$pidf")
-  [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"
-}
-case $1 in
-  start)
-    if running; then echo "$n runs already"; exit 0; fi
+/// How the operator's control script starts a member (see `own_layout::ctl_script`).
+const START: &str = r#"    if running; then echo "$n runs already"; exit 0; fi
     state=new; [ -d "$root/var/$n/member" ] && state=existing
     cport=CLIENT_$n; pport=PEER_$n
     setsid nohup "$ETCD" --name "$n" --data-dir "$root/var/$n" \
@@ -49,27 +35,7 @@ case $1 in
       --initial-cluster "$INITIAL" --initial-cluster-token "$TOKEN" --initial-cluster-state "$state" \
       --heartbeat-interval 100 --election-timeout 1000 >> "$root/log/$n.log" 2>&1 < /dev/null &
     echo $! > "$pidf"
-    echo "$n started (pid $!)" ;;
-  stop)
-    touch "$root/run/$n.stopping"
-    while [ -e "$root/hold-$n" ]; do sleep 0.05; done
-    running || { echo "$n is not running"; exit 0; }
-    pid=$(cat "$pidf"); kill -TERM "$pid"
-    for _ in $(seq 1 300); do running || { echo "$n stopped"; exit 0; }; sleep 0.1; done
-    echo "$n did not stop" >&2; exit 1 ;;
-  status) running ;;
-  *) echo "usage: ctl start|stop|status ORDINAL" >&2; exit 2 ;;
-esac
-"#;
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
+    echo "$n started (pid $!)""#;
 
 /// A 3-member etcd cluster in the operator's own layout.
 struct OwnEtcd {
@@ -87,10 +53,11 @@ impl OwnEtcd {
             .prefix("runbook-own-etcd-")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        for sub in ["etc", "run", "var", "log"] {
-            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
-        }
-        let ports = free_ports(6);
+        own_layout::install(
+            dir.path(),
+            &own_layout::ctl_script(&NAMES, r#". "$root/etc/cluster.conf""#, START),
+        );
+        let ports = own_layout::free_ports(6);
         let mut conf = format!("ETCD={ETCD}\nTOKEN=own-{}\nINITIAL=", std::process::id());
         conf += &NAMES
             .iter()
@@ -108,13 +75,6 @@ impl OwnEtcd {
             );
         }
         std::fs::write(dir.path().join("etc/cluster.conf"), conf).expect("conf");
-        let ctl = dir.path().join("ctl");
-        std::fs::write(&ctl, CTL).expect("ctl");
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&ctl)
-            .status()
-            .expect("chmod");
         let own = Self {
             endpoints: (0..3)
                 .map(|i| format!("http://127.0.0.1:{}", ports[2 * i]))
@@ -159,9 +119,7 @@ impl OwnEtcd {
     }
 
     fn pid(&self, member: usize) -> Option<u32> {
-        std::fs::read_to_string(self.dir.path().join(format!("run/{}.pid", NAMES[member])))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        own_layout::pid(self.dir.path(), NAMES[member])
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -218,24 +176,7 @@ impl OwnEtcd {
 
 impl Drop for OwnEtcd {
     fn drop(&mut self) {
-        for i in 0..3 {
-            if let Some(pid) = self.pid(i) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-        if std::thread::panicking() {
-            for n in NAMES {
-                let log =
-                    std::fs::read_to_string(self.path(&format!("log/{n}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                eprintln!(
-                    "--- {n} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
+        own_layout::tear_down(self.dir.path(), &NAMES);
     }
 }
 
@@ -254,12 +195,6 @@ fn assert_quorum_and_pids(samples: &[(Instant, Sample)]) -> Vec<BTreeSet<u32>> {
         .collect()
 }
 
-fn environ(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_command_driver_rolls_a_cluster_of_the_operators_own_layout_one_member_over_ssh() {
     let etcd = OwnEtcd::start();
@@ -271,16 +206,7 @@ fn the_command_driver_rolls_a_cluster_of_the_operators_own_layout_one_member_ove
     let mut args: Vec<String> = vec!["run".into(), "rolling-restart-etcd".into()];
     args.extend(etcd.params(&sb));
     // beta (ordinal 1) lives on "another host": its commands run over SSH.
-    for p in [
-        format!("hosts={}", json!(["", "127.0.0.1", ""])),
-        format!("ssh_user={}", user()),
-        format!("ssh_port={}", sshd.port),
-        format!("ssh_identity={}", sshd.path("id").display()),
-        format!("ssh_known_hosts={}", sshd.path("known_hosts").display()),
-    ] {
-        args.push("-p".into());
-        args.push(p);
-    }
+    args.extend(sshd.driver_params(&json!(["", "127.0.0.1", ""])));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = sb.cmd(&args).ok();
     let acked = acknowledged(writes.finish());
@@ -305,13 +231,13 @@ fn the_command_driver_rolls_a_cluster_of_the_operators_own_layout_one_member_ove
     etcd.wait_healthy();
     assert_writes(&etcd.endpoints[0], &acked);
     // The member over SSH was started by a remote session; the others here.
-    let beta = environ(etcd.pid(1).expect("beta's pid"));
+    let beta = own_layout::environ(etcd.pid(1).expect("beta's pid"));
     assert!(
         beta.contains("SSH_CONNECTION=127.0.0.1 "),
         "beta's new process was not started over SSH:\n{beta}"
     );
     for i in [0, 2] {
-        assert!(!environ(etcd.pid(i).expect("pid")).contains("SSH_CONNECTION="));
+        assert!(!own_layout::environ(etcd.pid(i).expect("pid")).contains("SSH_CONNECTION="));
     }
     assert!(sshd.logins() >= 1, "{}", sshd.log());
 }

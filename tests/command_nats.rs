@@ -14,28 +14,16 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::nats::{Nats, acknowledged, assert_journaled_stepdowns, assert_rolled};
-use crate::ssh::{Sshd, user};
+use crate::ssh::Sshd;
 use crate::support::clusters::{http, repo};
+use crate::support::own_layout;
 use crate::support::{Sandbox, wait_for};
 
 const NAMES: [&str; 3] = ["east", "west", "north"];
 
-/// The operator's own control script.
-const CTL: &str = r#"#!/usr/bin/env bash
-set -euo pipefail
-root=$(cd "$(dirname "$0")" && pwd)
-names=(east west north)
-n=${names[$2]}
-. "$root/etc/binaries"
-pidf="$root/run/$n.pid"
-running() {
-  [ -f "$pidf" ] || return 1
-  local pid; pid=$(cat "$pidf")
-  [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"
-}
-case $1 in
-  start)
-    version=${3:-}
+/// How the operator's control script starts a server, on `${3:-}` (the version; empty: the one
+/// it ran before), see `own_layout::ctl_script`.
+const START: &str = r#"    version=${3:-}
     [ -n "$version" ] || version=$(cat "$root/run/$n.version")
     case $version in
       2.9*) bin=$NATS_2_9 ;;
@@ -46,16 +34,7 @@ case $1 in
     echo "$version" > "$root/run/$n.version"
     setsid nohup "$bin" -c "$root/etc/$n.conf" >> "$root/log/$n.log" 2>&1 < /dev/null &
     echo $! > "$pidf"
-    echo "$n started on $version (pid $!)" ;;
-  stop)
-    running || { echo "$n is not running"; exit 0; }
-    pid=$(cat "$pidf"); kill -TERM "$pid"
-    for _ in $(seq 1 300); do running || { echo "$n stopped"; exit 0; }; sleep 0.1; done
-    echo "$n did not stop" >&2; exit 1 ;;
-  status) running ;;
-  *) echo "usage: ctl start|stop|status ORDINAL [VERSION]" >&2; exit 2 ;;
-esac
-"#;
+    echo "$n started on $version (pid $!)""#;
 
 /// The testbed's binaries of NATS 2.9 and 2.15 (`testbeds/paths.sh`).
 fn binaries() -> (String, String) {
@@ -78,15 +57,6 @@ fn binaries() -> (String, String) {
     (old, new)
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 /// A 3-server NATS 2.9 cluster in the operator's own layout, and a client of it.
 struct OwnNats {
     dir: tempfile::TempDir,
@@ -101,15 +71,16 @@ impl OwnNats {
             .tempdir_in("/tmp")
             .expect("tempdir");
         let root = dir.path();
-        for sub in ["etc", "run", "data", "log"] {
-            std::fs::create_dir(root.join(sub)).expect("mkdir");
-        }
+        own_layout::install(
+            root,
+            &own_layout::ctl_script(&NAMES, r#". "$root/etc/binaries""#, START),
+        );
         std::fs::write(
             root.join("etc/binaries"),
             format!("NATS_2_9={old}\nNATS_2_15={new}\n"),
         )
         .expect("binaries");
-        let ports = free_ports(9);
+        let ports = own_layout::free_ports(9);
         let (sys, app) = ("sys-password-0001", "app-password-0001");
         let routes = (0..3).fold(String::new(), |mut out, i| {
             let _ = writeln!(out, "    nats-route://127.0.0.1:{}", ports[3 * i + 1]);
@@ -134,12 +105,6 @@ impl OwnNats {
             std::fs::write(root.join(format!("run/{n}.version")), "2.9\n").expect("version");
         }
         let ctl = root.join("ctl");
-        std::fs::write(&ctl, CTL).expect("ctl");
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&ctl)
-            .status()
-            .expect("chmod");
         for i in 0..3 {
             let out = Command::new(&ctl)
                 .args(["start", &i.to_string()])
@@ -162,17 +127,13 @@ impl OwnNats {
             "every server healthy with a meta leader",
             Duration::from_secs(60),
             || {
-                monitors.iter().all(|m| {
-                    agent
-                        .get(&format!("{m}/healthz"))
+                all_healthy(&monitors)
+                    && agent
+                        .get(&format!("{}/jsz", monitors[0]))
                         .call()
-                        .is_ok_and(|r| r.status() == 200)
-                }) && agent
-                    .get(&format!("{}/jsz", monitors[0]))
-                    .call()
-                    .ok()
-                    .and_then(|r| r.into_json::<serde_json::Value>().ok())
-                    .is_some_and(|v| !v["meta_cluster"]["leader"].is_null())
+                        .ok()
+                        .and_then(|r| r.into_json::<serde_json::Value>().ok())
+                        .is_some_and(|v| !v["meta_cluster"]["leader"].is_null())
             },
         );
         let pid_files = NAMES
@@ -192,24 +153,20 @@ impl OwnNats {
     }
 }
 
+/// Every server answers /healthz 200 (JetStream current, every stream too).
+fn all_healthy(monitors: &[String]) -> bool {
+    let agent = http();
+    monitors.iter().all(|m| {
+        agent
+            .get(&format!("{m}/healthz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    })
+}
+
 impl Drop for OwnNats {
     fn drop(&mut self) {
-        for n in NAMES {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(format!("run/{n}.pid"))) {
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-            }
-        }
-        if std::thread::panicking() {
-            for n in NAMES {
-                let log = std::fs::read_to_string(self.dir.path().join(format!("log/{n}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(10).collect();
-                eprintln!(
-                    "--- {n} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
+        own_layout::tear_down(self.dir.path(), &NAMES);
     }
 }
 
@@ -220,44 +177,41 @@ fn the_command_driver_upgrades_a_nats_cluster_of_the_operators_own_layout_one_se
     let sshd = Sshd::start();
     let sb = Sandbox::new();
     nats.create_stream();
+    // A new R3 stream is current on every server a moment later; the runbook's prechecks
+    // rightly refuse a server that is not.
+    wait_for(
+        "the stream current everywhere",
+        Duration::from_secs(30),
+        || all_healthy(&nats.monitors),
+    );
     let monitor = nats.monitor();
     let publisher = nats.publisher();
     let ctl = own.dir.path().join("ctl");
     let ctl = ctl.display();
-    let out = nats
-        .runbook(
-            &sb,
-            &[
-                "run",
-                "rolling-restart-nats",
-                "-p",
-                "driver=command",
-                "-p",
-                "version=2.15.1",
-                "-p",
-                &format!("urls={}", json!(nats.urls)),
-                "-p",
-                &format!("monitor_urls={}", json!(nats.monitors)),
-                "-p",
-                &format!("stop_command={ctl} stop {{{{member}}}}"),
-                "-p",
-                &format!("start_command={ctl} start {{{{member}}}} {{{{version}}}}"),
-                "-p",
-                &format!("status_command={ctl} status {{{{member}}}}"),
-                // north (ordinal 2, the first restarted) lives on "another host".
-                "-p",
-                &format!("hosts={}", json!(["", "", "127.0.0.1"])),
-                "-p",
-                &format!("ssh_user={}", user()),
-                "-p",
-                &format!("ssh_port={}", sshd.port),
-                "-p",
-                &format!("ssh_identity={}", sshd.path("id").display()),
-                "-p",
-                &format!("ssh_known_hosts={}", sshd.path("known_hosts").display()),
-            ],
-        )
-        .ok();
+    // north (ordinal 2, the first restarted) lives on "another host".
+    let ssh = sshd.driver_params(&json!(["", "", "127.0.0.1"]));
+    let mut args: Vec<String> = [
+        "run",
+        "rolling-restart-nats",
+        "-p",
+        "driver=command",
+        "-p",
+        "version=2.15.1",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for p in [
+        format!("urls={}", json!(nats.urls)),
+        format!("monitor_urls={}", json!(nats.monitors)),
+        format!("stop_command={ctl} stop {{{{member}}}}"),
+        format!("start_command={ctl} start {{{{member}}}} {{{{version}}}}"),
+        format!("status_command={ctl} status {{{{member}}}}"),
+    ] {
+        args.extend(["-p".to_owned(), p]);
+    }
+    args.extend(ssh);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nats.runbook(&sb, &args).ok();
     let acked = acknowledged(publisher.finish());
     let samples = monitor.finish();
 
@@ -268,18 +222,8 @@ fn the_command_driver_upgrades_a_nats_cluster_of_the_operators_own_layout_one_se
     nats.assert_messages(&acked);
     assert_journaled_stepdowns(&sb);
     // north was started by a remote session, the others here.
-    let pid = |n: &str| {
-        std::fs::read_to_string(own.dir.path().join(format!("run/{n}.pid")))
-            .expect("pid")
-            .trim()
-            .to_owned()
-    };
-    let environ = |pid: String| {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
-            .unwrap_or_default()
-    };
-    assert!(environ(pid("north")).contains("SSH_CONNECTION=127.0.0.1 "));
-    assert!(!environ(pid("east")).contains("SSH_CONNECTION="));
+    let environ = |n| own_layout::environ(own_layout::pid(own.dir.path(), n).expect("pid"));
+    assert!(environ("north").contains("SSH_CONNECTION=127.0.0.1 "));
+    assert!(!environ("east").contains("SSH_CONNECTION="));
     assert!(sshd.logins() >= 1, "{}", sshd.log());
 }

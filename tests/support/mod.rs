@@ -8,6 +8,7 @@ pub mod captured;
 pub mod clusters;
 pub mod kubernetes;
 pub mod node_agent;
+pub mod own_layout;
 pub mod rollout;
 pub mod rusage;
 
