@@ -35,6 +35,7 @@ mod locks;
 mod memory;
 mod nats;
 mod openbao;
+mod openbao_command;
 mod openbao_secret;
 mod orphans;
 mod parallel;
