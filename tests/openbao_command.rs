@@ -593,7 +593,33 @@ fn an_openbao_upgrade_killed_in_a_members_stop_resumes_without_restarting_any_me
         "birch's restart was not found in place by its check"
     );
 
-    // 5. A fresh run on a cluster with a member down is still refused, and nothing touched.
+    // 5. The same for a rolling restart: killed in cedar's stop, the stop finished without
+    //    the run, resumed (its prechecks let cedar be down): each member restarted once more.
+    let monitor = bao.monitor();
+    std::fs::write(bao.path("hold-cedar"), "").unwrap();
+    let restart = args_of(&["run", "rolling-restart-openbao"], &params);
+    run_until_stopping(&bao, &sb, &restart, &bao.path("run/cedar.stopping"));
+    let restart_run = latest_run(&sb);
+    std::fs::remove_file(bao.path("hold-cedar")).unwrap();
+    bao.ctl("stop", 2, "");
+    let out = bao.runbook(&sb, &["resume", &restart_run]).ok();
+    let samples = monitor.finish();
+    assert_eq!(
+        sb.status(&restart_run)["state"],
+        "succeeded",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        pids_per_node(&samples),
+        [2, 2, 2],
+        "each member restarted exactly once by the rolling restart\n{}",
+        out.stdout
+    );
+    assert_one_down_at_most(&samples);
+    assert_eq!(bao.versions(), ["2.7.2"; 3]);
+
+    // 6. A fresh run on a cluster with a member down is still refused, and nothing touched.
     bao.ctl("stop", 0, "");
     let others: Vec<_> = (1..3).map(|i| bao.pid(i)).collect();
     let refused = bao.runbook(&sb, &upgrade).run();
