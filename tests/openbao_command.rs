@@ -460,6 +460,32 @@ fn upgrade_openbao_with_the_command_driver_on_the_operators_own_cluster_canary_g
     bao.ctl("start", 2, "");
     bao.unseal(2);
     bao.wait_healthy();
+
+    // 6. A canary rejected (a downgrade, as a rollout can be): the run fails at the canary gate
+    //    with cedar alone changed, and records Rejected; the others are never touched.
+    let kept = bao.pids();
+    let mut params = bao.params(&sb);
+    for p in [
+        "to_version=2.6.2",
+        "allow_downgrade=true",
+        "canary=true",
+        "snapshot=false",
+    ] {
+        params.push("-p".into());
+        params.push(p.into());
+    }
+    bao.runbook(&sb, &args_of(&["run", "upgrade-openbao"], &params))
+        .code(3);
+    let canary_run = latest_run(&sb);
+    let out = bao.runbook(&sb, &["reject", &canary_run]).run();
+    assert_eq!(sb.status(&canary_run)["state"], "failed", "{}", out.stdout);
+    assert_eq!(sb.read("marks"), "Rejected\nDegraded\nRejected\n");
+    assert_eq!(bao.versions(), ["2.7.2", "2.7.2", "2.6.2"]);
+    assert_eq!(
+        bao.pids()[..2],
+        kept[..2],
+        "a member after the canary was touched"
+    );
 }
 
 /// The run started last in the sandbox's journal (`history` lists the newest first).
