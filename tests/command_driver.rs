@@ -122,6 +122,14 @@ impl OwnEtcd {
         own_layout::pid(self.dir.path(), NAMES[member])
     }
 
+    /// Whether the member answers its health.
+    fn answers(&self, member: usize) -> bool {
+        http()
+            .get(&format!("{}/health", self.endpoints[member]))
+            .call()
+            .is_ok()
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -491,4 +499,124 @@ output: "#{ action: params.action, member: params.member }"
         "the user's driver was not the one called"
     );
     etcd.wait_healthy();
+}
+
+#[test]
+fn a_failed_roll_marks_the_cluster_degraded_by_the_operators_command_and_rolls_nothing_back() {
+    let etcd = OwnEtcd::start();
+    let sb = Sandbox::new();
+    let state = sb.path().join("state");
+    let mut args: Vec<String> = vec!["run".into(), "rolling-restart-etcd".into()];
+    args.extend(etcd.params(&sb));
+    // The start command of gamma (ordinal 2, the first) fails; the others would work.
+    let ctl = etcd.ctl_path();
+    for p in [
+        format!(
+            "start_command=[ {{{{member}}}} != 2 ] && {} start {{{{member}}}}",
+            ctl.display()
+        ),
+        format!(
+            "mark_command=echo \"$RUNBOOK_STATE $RUNBOOK_RUN\" > {}",
+            state.display()
+        ),
+    ] {
+        args.push("-p".into());
+        args.push(p);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let before: Vec<_> = (0..2).map(|i| etcd.pid(i)).collect();
+    let out = sb.cmd(&args).code(1);
+    let run = sb.only_run();
+    let marked = std::fs::read_to_string(&state).unwrap_or_default();
+    assert_eq!(
+        marked.trim(),
+        format!("Degraded {run}"),
+        "{}",
+        out.explain("on_failure records Degraded through the operator's mark command")
+    );
+    // gamma stays stopped (nothing is rolled back), alpha and beta were never touched.
+    assert!(!etcd.answers(2), "gamma was started again");
+    assert_eq!((0..2).map(|i| etcd.pid(i)).collect::<Vec<_>>(), before);
+    let records = sb.records(&run);
+    for path in ["on_failure.degraded", "on_failure.release"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "step_succeeded" && r["path"] == path),
+            "{path} did not run"
+        );
+    }
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["path"].as_str().is_some_and(|p| p.starts_with("verify"))),
+        "the final check ran after a failure"
+    );
+}
+
+#[test]
+fn every_runbook_that_changes_a_cluster_takes_its_one_lock() {
+    let sb = Sandbox::new();
+    let lock = |runbook: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["plan", runbook, "--no-prechecks", "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = sb
+            .cmd(&args)
+            .env("BAO_TOKEN", "root-token-for-the-plan")
+            .env("BAO_UNSEAL_KEY", "unseal-key-for-the-plan")
+            .env("NATS_SYS_PASSWORD", "sys-password")
+            .env("NATS_APP_PASSWORD", "app-password")
+            .ok();
+        let plan: serde_json::Value = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| !v["lock"].is_null())
+            .unwrap_or_else(|| panic!("no lock in the plan of {runbook}:\n{}", out.stdout));
+        plan["lock"].clone()
+    };
+    for cluster in [None, Some("eu-1")] {
+        let c = cluster.map(|c| format!("cluster={c}"));
+        let with = |base: &[&'static str]| -> Vec<String> {
+            let mut v: Vec<String> = base.iter().map(|s| (*s).to_owned()).collect();
+            if let Some(c) = &c {
+                v.extend(["-p".to_owned(), c.clone()]);
+            }
+            v
+        };
+        let name = cluster.unwrap_or("default");
+        // A scheduled rotation and an upgrade of the same cluster exclude each other.
+        for (runbook, base) in [
+            (
+                "upgrade-openbao",
+                vec!["-p", "to_version=2.7.2", "-p", "driver=kubernetes"],
+            ),
+            (
+                "rolling-restart-openbao",
+                vec!["-p", "cluster_dir=/srv/bao"],
+            ),
+            (
+                "rotate-openbao-barrier",
+                vec!["-p", "addr=http://127.0.0.1:8200"],
+            ),
+        ] {
+            let args = with(&base);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            assert_eq!(
+                lock(runbook, &args),
+                json!(format!("openbao/{name}")),
+                "{runbook}"
+            );
+        }
+        let args = with(&[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(
+            lock("rolling-restart-etcd", &args),
+            json!(format!("etcd/{name}"))
+        );
+        assert_eq!(
+            lock("rolling-restart-nats", &args),
+            json!(format!("nats/{name}"))
+        );
+    }
 }

@@ -451,3 +451,27 @@ fn output_json_is_one_object_per_line_ending_with_the_exit_code() {
         );
     }
 }
+
+#[test]
+fn a_wait_timeout_may_come_from_a_parameter_and_a_bad_one_is_named() {
+    let yaml = r#"
+runbook: w
+params:
+  patience: { type: string, default: 10m }
+steps:
+  - id: never
+    wait:
+      every: 100ms
+      timeout: "{{params.patience}}"
+      probe: { script: "1" }
+      until: "output == 2"
+"#;
+    // The parameter's value bounds the wait (the default, 10 minutes, would outlast the test).
+    let (out, _) = run(&Sandbox::new(), "w", yaml, &["-p", "patience=400ms"], 1);
+    assert_contains(&out, "did not hold within 400ms");
+    let (out, _) = run(&Sandbox::new(), "w", yaml, &["-p", "patience=soon"], 1);
+    assert_contains(
+        &out,
+        "the wait's `timeout` `{{params.patience}}` is `soon`, not a duration",
+    );
+}
