@@ -39,6 +39,7 @@ mod openbao_command;
 mod openbao_secret;
 mod orphans;
 mod parallel;
+mod restart_member;
 mod rotation;
 mod secret_taint;
 mod secrets;
