@@ -3,7 +3,7 @@
 //! goes on instead of passing and failing the next step on an unknown variable. The member is
 //! a small stand-in on loopback (Python's standard library) that answers the documented
 //! shapes — the one part here that is not a real OpenBao; the real-server rollouts are in
-//! tests/openbao.rs and tests/openbao_command.rs.
+//! `tests/openbao.rs` and `tests/openbao_command.rs`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
