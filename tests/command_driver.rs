@@ -134,7 +134,8 @@ impl OwnEtcd {
         self.dir.path().join(name)
     }
 
-    /// Every 20 ms: whether each member answers its status, and its pid.
+    /// Every 20 ms: whether each member is up (answers its status, or at least accepts the
+    /// connection), and its pid.
     fn monitor(&self) -> Sampler<Sample> {
         let endpoints = self.endpoints.clone();
         let run = self.dir.path().join("run");
@@ -146,10 +147,17 @@ impl OwnEtcd {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let up = agent
+                    // Down is refused, not slow: on a loaded machine an answer can take
+                    // longer than the sample's second while the member runs on.
+                    let up = match agent
                         .post(&format!("{e}/v3/maintenance/status"))
                         .send_json(json!({}))
-                        .is_ok();
+                    {
+                        Ok(_) | Err(ureq::Error::Status(..)) => true,
+                        Err(ureq::Error::Transport(t)) => {
+                            t.kind() != ureq::ErrorKind::ConnectionFailed
+                        }
+                    };
                     let pid = std::fs::read_to_string(run.join(format!("{}.pid", NAMES[i])))
                         .ok()
                         .and_then(|s| s.trim().parse().ok());
