@@ -126,6 +126,17 @@ impl Nats {
             Err(last.unwrap_or_default())
         });
         created.expect("create stream");
+        // The new R3 stream is current on every server a moment later.
+        let agent = http();
+        crate::support::wait_for(
+            "the stream current everywhere",
+            Duration::from_secs(30),
+            || {
+                self.monitors
+                    .iter()
+                    .all(|m| status_of(&agent, &format!("{m}/healthz")) == Some(200))
+            },
+        );
     }
 
     /// Samples every server's /healthz, pid and meta leadership every 50 ms.
