@@ -951,6 +951,21 @@ pub(crate) fn coerce(kind: &dyn StepKind, spec: Value) -> Value {
     Value::Object(map)
 }
 
+/// A wait in one line, for the journal's intent and `plan`: its condition, its interval and its
+/// timeout (the template's text when it cannot be rendered yet).
+pub(crate) fn describe_wait(wait: &Wait, ctx: &Ctx) -> String {
+    let timeout = match (wait_timeout(wait, ctx), &wait.timeout_template) {
+        (Ok(t), _) => humantime::format_duration(t).to_string(),
+        (Err(_), Some(template)) => template.text.clone(),
+        (Err(e), None) => e,
+    };
+    format!(
+        "wait until {} (every {}, up to {timeout})",
+        wait.until.src.trim(),
+        humantime::format_duration(wait.every)
+    )
+}
+
 /// How long a wait may take: its `timeout`, or what its template renders to now.
 pub(crate) fn wait_timeout(wait: &Wait, ctx: &Ctx) -> Result<Duration, String> {
     let Some(template) = &wait.timeout_template else {

@@ -600,12 +600,7 @@ impl Exec<'_> {
                         attempt,
                         idempotent: true,
                         intent: json!({
-                            "describe": format!("wait until {} (every {}, up to {})",
-                                wait.until.src.trim(),
-                                humantime::format_duration(wait.every),
-                                super::control::wait_timeout(wait, ctx).map_or_else(
-                                    |_| wait.timeout_template.as_ref().map_or_else(String::new, |t| t.text.clone()),
-                                    |t| humantime::format_duration(t).to_string())),
+                            "describe": super::control::describe_wait(wait, ctx),
                         }),
                     }])
                     .await?;

@@ -208,18 +208,7 @@ fn lines(
                 Err(_) => format!("{kind} {} (depends on earlier steps)", short(spec)),
             },
             Action::Script(e) => format!("script {}", e.src.trim()),
-            Action::Wait(w) => format!(
-                "wait until {} (every {}, up to {})",
-                w.until.src.trim(),
-                humantime::format_duration(w.every),
-                crate::engine::control::wait_timeout(w, ctx).map_or_else(
-                    |_| w
-                        .timeout_template
-                        .as_ref()
-                        .map_or_else(String::new, |t| t.text.clone()),
-                    |t| humantime::format_duration(t).to_string()
-                )
-            ),
+            Action::Wait(w) => crate::engine::control::describe_wait(w, ctx),
             Action::Gate { prompt, .. } => match ctx.render(&prompt.text, None) {
                 Ok(p) => format!("gate: {p}"),
                 Err(_) => format!("gate: {}", prompt.text),
