@@ -171,22 +171,15 @@ impl OwnEtcd {
     fn params(&self, sb: &Sandbox) -> Vec<String> {
         let ctl = self.ctl_path();
         let ctl = ctl.display();
-        vec![
-            "-p".into(),
-            "driver=command".into(),
-            "-p".into(),
+        own_layout::param_args([
+            "driver=command".to_owned(),
             format!("endpoints={}", json!(self.endpoints)),
-            "-p".into(),
             format!("stop_command={ctl} stop {{{{member}}}}"),
-            "-p".into(),
             format!("start_command={ctl} start {{{{ member }}}}"),
-            "-p".into(),
             format!("status_command={ctl} status {{{{member}}}}"),
-            "-p".into(),
             format!("snapshot_dir={}", sb.path().display()),
-            "-p".into(),
-            "etcdctl=/usr/bin/etcdctl".into(),
-        ]
+            "etcdctl=/usr/bin/etcdctl".to_owned(),
+        ])
     }
 }
 
@@ -518,7 +511,7 @@ fn a_failed_roll_marks_the_cluster_degraded_by_the_operators_command_and_rolls_n
     args.extend(etcd.params(&sb));
     // The start command of gamma (ordinal 2, the first) fails; the others would work.
     let ctl = etcd.ctl_path();
-    for p in [
+    args.extend(own_layout::param_args([
         format!(
             "start_command=[ {{{{member}}}} != 2 ] && {} start {{{{member}}}}",
             ctl.display()
@@ -527,10 +520,7 @@ fn a_failed_roll_marks_the_cluster_degraded_by_the_operators_command_and_rolls_n
             "mark_command=echo \"$RUNBOOK_STATE $RUNBOOK_RUN\" > {}",
             state.display()
         ),
-    ] {
-        args.push("-p".into());
-        args.push(p);
-    }
+    ]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let before: Vec<_> = (0..2).map(|i| etcd.pid(i)).collect();
     let out = sb.cmd(&args).code(1);

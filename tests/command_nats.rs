@@ -193,15 +193,13 @@ fn the_command_driver_upgrades_a_nats_cluster_of_the_operators_own_layout_one_se
     ]
     .map(str::to_owned)
     .to_vec();
-    for p in [
+    args.extend(own_layout::param_args([
         format!("urls={}", json!(nats.urls)),
         format!("monitor_urls={}", json!(nats.monitors)),
         format!("stop_command={ctl} stop {{{{member}}}}"),
         format!("start_command={ctl} start {{{{member}}}} {{{{version}}}}"),
         format!("status_command={ctl} status {{{{member}}}}"),
-    ] {
-        args.extend(["-p".to_owned(), p]);
-    }
+    ]));
     args.extend(ssh);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = nats.runbook(&sb, &args).ok();

@@ -285,7 +285,7 @@ impl OwnBao {
         let ctl = self.ctl_path();
         let ctl = ctl.display();
         let marks = sb.path().join("marks");
-        [
+        own_layout::param_args([
             "driver=command".to_owned(),
             format!("addrs={}", json!(self.addrs)),
             format!("stop_command={ctl} stop {{{{member}}}}"),
@@ -296,10 +296,7 @@ impl OwnBao {
                 marks.display()
             ),
             format!("snapshot_dir={}", sb.path().display()),
-        ]
-        .into_iter()
-        .flat_map(|p| ["-p".to_owned(), p])
-        .collect()
+        ])
     }
 }
 
@@ -435,15 +432,12 @@ fn upgrade_openbao_with_the_command_driver_on_the_operators_own_cluster_canary_g
     //    recorded as Degraded.
     let started = Instant::now();
     let mut params = bao.params(&sb);
-    for p in [
+    params.extend(own_layout::param_args([
         "start_command=true",
         "status_command=",
         "start_timeout=2s",
         "snapshot=false",
-    ] {
-        params.push("-p".into());
-        params.push(p.into());
-    }
+    ]));
     let out = bao
         .runbook(&sb, &args_of(&["run", "rolling-restart-openbao"], &params))
         .code(1);
@@ -465,15 +459,12 @@ fn upgrade_openbao_with_the_command_driver_on_the_operators_own_cluster_canary_g
     //    with cedar alone changed, and records Rejected; the others are never touched.
     let kept = bao.pids();
     let mut params = bao.params(&sb);
-    for p in [
+    params.extend(own_layout::param_args([
         "to_version=2.6.2",
         "allow_downgrade=true",
         "canary=true",
         "snapshot=false",
-    ] {
-        params.push("-p".into());
-        params.push(p.into());
-    }
+    ]));
     bao.runbook(&sb, &args_of(&["run", "upgrade-openbao"], &params))
         .code(3);
     let canary_run = latest_run(&sb);

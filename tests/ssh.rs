@@ -108,16 +108,13 @@ impl Sshd {
     /// The `-p` arguments that send the command driver's commands of the members whose
     /// entry in `hosts` is `127.0.0.1` to this server.
     pub(crate) fn driver_params(&self, hosts: &Value) -> Vec<String> {
-        [
+        crate::support::own_layout::param_args([
             format!("hosts={hosts}"),
             format!("ssh_user={}", user()),
             format!("ssh_port={}", self.port),
             format!("ssh_identity={}", self.path("id").display()),
             format!("ssh_known_hosts={}", self.path("known_hosts").display()),
-        ]
-        .into_iter()
-        .flat_map(|p| ["-p".to_owned(), p])
-        .collect()
+        ])
     }
 
     /// How many connections were authenticated so far.

@@ -102,3 +102,11 @@ pub fn tear_down(dir: &Path, names: &[&str]) {
         }
     }
 }
+
+/// `-p NAME=VALUE` for each of `params`, as command-line words.
+pub fn param_args<S: Into<String>>(params: impl IntoIterator<Item = S>) -> Vec<String> {
+    params
+        .into_iter()
+        .flat_map(|p| ["-p".to_owned(), p.into()])
+        .collect()
+}
