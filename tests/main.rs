@@ -30,6 +30,7 @@ mod kube_etcd;
 mod kube_nats;
 mod kube_openbao;
 mod kube_partition;
+mod library_core;
 mod local_driver;
 mod locks;
 mod memory;

@@ -53,7 +53,7 @@ impl Postgres {
         }
     }
 
-    fn var(&self, key: &str) -> &str {
+    pub(crate) fn var(&self, key: &str) -> &str {
         self.env
             .get(key)
             .unwrap_or_else(|| panic!("{key} not in pg.env"))
@@ -108,7 +108,7 @@ impl Drop for Postgres {
 }
 
 /// The server of this file's tests, created by the first that needs it.
-fn server() -> Arc<Postgres> {
+pub(crate) fn server() -> Arc<Postgres> {
     static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
     let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(pg) = shared.upgrade() {
