@@ -1,6 +1,6 @@
 //! The core-services runbooks of the library (issue 14) against real servers: `durability-proof`
 //! on a 3-member etcd cluster and on PostgreSQL, `rollout-soak` on etcd, `migrate-schema` on
-//! PostgreSQL (SIGKILLed in its backfill and resumed), and `restore-openbao-snapshot` with a
+//! PostgreSQL (killed by SIGKILL in its backfill, then resumed), and `restore-openbao-snapshot` with a
 //! real `upgrade-openbao` paused mid-roll. What a test claims is read from the servers — etcd's
 //! HTTP API and `/metrics`, `psql`, OpenBao's API — never from the runbook's own output.
 
@@ -105,8 +105,11 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(&needle)
+            })
         })
         .collect()
 }
@@ -166,7 +169,8 @@ fn durability_proof_on_etcd_reads_the_canary_back_from_a_scratch_member_and_a_co
     // holds the canary the live cluster holds.
     let mut keep = base.clone();
     keep.push(param("keep_scratch", "true"));
-    sb.cmd(&with_params(&["run", "durability-proof"], &keep)).ok();
+    sb.cmd(&with_params(&["run", "durability-proof"], &keep))
+        .ok();
     let canary = etcd_get(&ep, "runbook/durability-proof/canary").expect("canary written");
     let run = sb.only_run();
     assert!(canary.starts_with(&run), "{canary}");
@@ -198,7 +202,8 @@ fn durability_proof_on_etcd_reads_the_canary_back_from_a_scratch_member_and_a_co
     let sb = Sandbox::new();
     let mut base = base;
     base[2] = param("backup_dir", sb.path().to_string_lossy());
-    sb.cmd(&with_params(&["run", "durability-proof"], &base)).ok();
+    sb.cmd(&with_params(&["run", "durability-proof"], &base))
+        .ok();
     let run = sb.only_run();
     let scratch_dir = sb.path().join(format!("etcd-scratch-{run}"));
     assert!(!scratch_dir.exists(), "the scratch data is removed");
@@ -225,7 +230,9 @@ fi
     let mut bad = base.clone();
     bad[2] = param("backup_dir", sb.path().to_string_lossy());
     bad[3] = param("etcdctl", broken.to_string_lossy());
-    let out = sb.cmd(&with_params(&["run", "durability-proof"], &bad)).code(1);
+    let out = sb
+        .cmd(&with_params(&["run", "durability-proof"], &bad))
+        .code(1);
     let run = sb.only_run();
     let scratch_dir = sb.path().join(format!("etcd-scratch-{run}"));
     assert!(!scratch_dir.exists(), "{}", out.explain("scratch removed"));
@@ -252,7 +259,7 @@ fn pg_bin(pg: &Postgres, tool: &str) -> String {
 
 #[test]
 fn durability_proof_on_postgres_restores_the_canary_into_a_scratch_database_and_a_stale_dump_fails()
- {
+{
     let pg = server();
     let db = users_db(&pg, "durable", 300);
     let sb = Sandbox::new();
@@ -273,7 +280,18 @@ fn durability_proof_on_postgres_restores_the_canary_into_a_scratch_database_and_
     // A dump taken before any canary: what a stale backup looks like.
     let stale = sb.path().join("stale.dump");
     let dumped = Command::new(pg_bin(&pg, "pg_dump"))
-        .args(["-h", "127.0.0.1", "-p", pg.port(), "-U", "postgres", "-d", &db, "-Fc", "-f"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            pg.port(),
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+            "-Fc",
+            "-f",
+        ])
         .arg(&stale)
         .output()
         .expect("pg_dump");
@@ -281,7 +299,8 @@ fn durability_proof_on_postgres_restores_the_canary_into_a_scratch_database_and_
 
     let mut keep = base.clone();
     keep.push(param("keep_scratch", "true"));
-    sb.cmd(&with_params(&["run", "durability-proof"], &keep)).ok();
+    sb.cmd(&with_params(&["run", "durability-proof"], &keep))
+        .ok();
     let run = sb.only_run();
     let scratch = format!("durability_scratch_{}", run.to_lowercase());
     assert_eq!(scratch_dbs(), scratch, "the scratch database is kept");
@@ -337,11 +356,16 @@ fn durability_proof_on_postgres_restores_the_canary_into_a_scratch_database_and_
         .cmd(&with_params(&["run", "durability-proof"], &bad))
         .code(1);
     assert!(
-        out.stdout.contains("FAIL: the canary written before the backup"),
+        out.stdout
+            .contains("FAIL: the canary written before the backup"),
         "{}",
         out.explain("the verdict")
     );
-    assert_eq!(scratch_dbs(), "", "no scratch database is left after a failure");
+    assert_eq!(
+        scratch_dbs(),
+        "",
+        "no scratch database is left after a failure"
+    );
 }
 
 #[test]
@@ -358,9 +382,7 @@ fn rollout_soak_restarts_each_member_and_every_soak_write_reads_back_from_etcd()
         param("interval_seconds", "2"),
     ];
     let started = Instant::now();
-    let out = sb
-        .cmd(&with_params(&["run", "rollout-soak"], &params))
-        .ok();
+    let out = sb.cmd(&with_params(&["run", "rollout-soak"], &params)).ok();
     let took = started.elapsed();
     let run = sb.only_run();
 
@@ -395,7 +417,18 @@ impl Session {
     fn open(pg: &Postgres, db: &str) -> Self {
         Self(
             Command::new(pg_bin(pg, "psql"))
-                .args(["-X", "-q", "-h", "127.0.0.1", "-p", pg.port(), "-U", "postgres", "-d", db])
+                .args([
+                    "-X",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    pg.port(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
@@ -491,7 +524,10 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
     let mut holder = Session::open(&pg, &db);
     holder.send("SELECT pg_advisory_lock(42);");
     wait_for("the test's session to hold the lock", SETTLE, || {
-        pg.psql(&db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND granted") == "1"
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND granted",
+        ) == "1"
     });
     let mut child = sb
         .cmd(&with_params(&["run", "migrate-schema"], &params))
@@ -502,7 +538,10 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
         pg.psql(&db, blocked) == "1"
     });
     assert_eq!(
-        pg.psql(&db, "SELECT count(*) FROM users WHERE email_lower IS NOT NULL"),
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM users WHERE email_lower IS NOT NULL"
+        ),
         "2000",
         "two batches are done when the third blocks\n{}",
         output.text()
@@ -531,7 +570,10 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
         out.explain("parked at the destructive gate")
     );
     assert_eq!(
-        pg.psql(&db, "SELECT count(*) FROM users WHERE email_lower IS DISTINCT FROM lower(email)"),
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM users WHERE email_lower IS DISTINCT FROM lower(email)"
+        ),
         "0",
         "every row backfilled"
     );
@@ -549,7 +591,10 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
         "additive only, and nothing dropped before the approval"
     );
     assert_eq!(
-        pg.psql(&db, "SELECT indexdef FROM pg_indexes WHERE indexname = 'users_email_lower'"),
+        pg.psql(
+            &db,
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'users_email_lower'"
+        ),
         "CREATE INDEX users_email_lower ON public.users USING btree (email_lower)"
     );
     assert_eq!(
@@ -570,18 +615,27 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
     };
     let baseline = schema_of(&pre_migration);
     assert!(baseline.contains("email text NOT NULL") && !baseline.contains("email_lower"));
-    assert!(!pre_cleanup.exists(), "no second backup before the approval");
+    assert!(
+        !pre_cleanup.exists(),
+        "no second backup before the approval"
+    );
 
     // Approved: another fresh backup, then the destructive cleanup.
-    sb.cmd(&["approve", &run, "--comment", "reads on email_lower for a day"])
-        .ok();
+    sb.cmd(&[
+        "approve",
+        &run,
+        "--comment",
+        "reads on email_lower for a day",
+    ])
+    .ok();
     assert_eq!(
         pg.psql(&db, "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'users'"),
         "email_lower,id"
     );
     let before_cleanup = schema_of(&pre_cleanup);
     assert!(
-        before_cleanup.contains("email text NOT NULL") && before_cleanup.contains("email_lower text"),
+        before_cleanup.contains("email text NOT NULL")
+            && before_cleanup.contains("email_lower text"),
         "the cleanup's backup holds the schema just before it:\n{before_cleanup}"
     );
 }
@@ -649,13 +703,24 @@ fn restore_openbao_snapshot_with_an_upgrade_paused_mid_roll_rolls_data_back_and_
         || output.text().contains("start  first[0].member"),
     );
     let run = sb.only_run();
-    sb.cmd(&["--as", "ops", "pause", &run, "--comment", "restore from snapshot"])
-        .ok();
+    sb.cmd(&[
+        "--as",
+        "ops",
+        "pause",
+        &run,
+        "--comment",
+        "restore from snapshot",
+    ])
+    .ok();
     let mut code = None;
-    wait_for("the upgrade to stop paused", Duration::from_secs(180), || {
-        code = upgrade.try_wait().expect("wait").map(|s| s.code());
-        code.is_some()
-    });
+    wait_for(
+        "the upgrade to stop paused",
+        Duration::from_secs(180),
+        || {
+            code = upgrade.try_wait().expect("wait").map(|s| s.code());
+            code.is_some()
+        },
+    );
     assert_eq!(code, Some(Some(3)), "{}", output.text());
     let versions = bao.versions();
     assert_eq!(
@@ -691,7 +756,11 @@ fn restore_openbao_snapshot_with_an_upgrade_paused_mid_roll_rolls_data_back_and_
         "{}",
         refused.explain("the lock holder named")
     );
-    assert_eq!(status(&bao.addrs[0], "kv/after"), 200, "nothing restored yet");
+    assert_eq!(
+        status(&bao.addrs[0], "kv/after"),
+        200,
+        "nothing restored yet"
+    );
 
     let restored = restore(&[param("paused_run", &run)]);
     restored.expect_code(0);
