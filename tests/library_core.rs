@@ -506,7 +506,7 @@ fn migrate_schema_killed_in_its_backfill_resumes_backfilling_every_row_once_and_
     params.extend([
         param(
             "additive",
-            r#"["ALTER TABLE users ADD COLUMN IF NOT EXISTS email_lower text", "CREATE INDEX IF NOT EXISTS users_email_lower ON users (email_lower)", "CREATE TABLE IF NOT EXISTS app_flags (name text PRIMARY KEY, value text)"]"#,
+            r#"["ALTER TABLE users ADD COLUMN IF NOT EXISTS email_lower text", "CREATE INDEX IF NOT EXISTS users_email_lower ON users (email_lower)", "CREATE TABLE IF NOT EXISTS app_flags (name text PRIMARY KEY, value text NOT NULL)"]"#,
         ),
         param("backfill_table", "users"),
         param("backfill_set", "email_lower = lower(email)"),
