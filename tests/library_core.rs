@@ -408,6 +408,36 @@ fn rollout_soak_restarts_each_member_and_every_soak_write_reads_back_from_etcd()
         out.stdout
     );
     assert!(took >= Duration::from_secs(6), "the soak lasted {took:?}");
+
+    // A member lost during the soak (stopped once the restart is done): the summary says FAIL
+    // and the run fails, although the two members left agree on every write (quorum).
+    let sb = Sandbox::new();
+    let mut params = params;
+    params[1] = param("snapshot_dir", sb.path().to_string_lossy());
+    let mut child = sb
+        .cmd(&with_params(&["run", "rollout-soak"], &params))
+        .spawn();
+    let output = Captured::of(&mut child);
+    wait_for("the soak to start", SETTLE, || {
+        output.text().contains("start  soak[0].pause")
+    });
+    crate::support::clusters::testbed("etcd.sh", &["stop", etcd.cluster.path(), "1"]);
+    let mut status = None;
+    wait_for("the run to end", SETTLE, || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    let text = output.settle(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL: rounds [1, 2, 3] of 3 failed"),
+        "{text}"
+    );
+    assert_eq!(
+        crate::support::clusters::status_of(&http(), &format!("{}/health", etcd.endpoints[0])),
+        None,
+        "m1 is down"
+    );
 }
 
 /// A psql session the test keeps open (to hold a row lock), fed on stdin.
