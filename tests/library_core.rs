@@ -808,4 +808,18 @@ fn restore_openbao_snapshot_with_an_upgrade_paused_mid_roll_rolls_data_back_and_
         assert_eq!(status(a, "kv/after"), 404);
         assert_eq!(status(a, "kv/before"), 200);
     }
+
+    // A hand-over names a run that must be paused: the upgrade has ended, so it is refused
+    // and nothing is restored.
+    put("kv/later", 3);
+    let refused = restore(&[param("paused_run", &run)]);
+    refused.expect_code(1);
+    assert!(
+        refused
+            .stdout
+            .contains(&format!("run {run} must be paused")),
+        "{}",
+        refused.explain("the refusal")
+    );
+    assert_eq!(status(&bao.addrs[0], "kv/later"), 200, "nothing restored");
 }
