@@ -577,3 +577,49 @@ fn a_killed_holder_leaves_a_stale_socket_that_the_next_commands_handle() {
     assert!(!socket(&sb).exists());
     assert_eq!(sb.status(&run)["state"], "aborted");
 }
+
+/// A run whose step asks the journal, through `runbook` itself, about the run it is part of.
+const ASKS_ITSELF: &str = r#"
+runbook: asks-itself
+params:
+  runbook: { type: string, required: true }
+steps:
+  - id: ask
+    shell:
+      cwd: elsewhere
+      args: [sh, -c, 'echo "$RUNBOOK_JOURNAL" > ../journal-seen.txt; "$1" status "$RUNBOOK_RUN_ID" --output json > ../status.json', sh, "{{params.runbook}}"]
+"#;
+
+#[test]
+fn a_step_running_runbook_reaches_the_journal_of_its_own_run_whichever_way_it_was_given() {
+    let sb = Sandbox::new();
+    sb.write("asks-itself.yaml", ASKS_ITSELF);
+    std::fs::create_dir(sb.path().join("elsewhere")).expect("mkdir");
+    let journal = sb.path().join("given-by-flag");
+    let journal_arg = journal.to_string_lossy().into_owned();
+    // The journal named by --journal only, relatively, and no RUNBOOK_JOURNAL: the step's
+    // `runbook status` (run from another directory) must still find this run in it.
+    let out = sb
+        .cmd(&[
+            "--journal",
+            "given-by-flag",
+            "run",
+            "asks-itself.yaml",
+            "--yes",
+            "-p",
+            &format!("runbook={}", env!("CARGO_BIN_EXE_runbook")),
+        ])
+        .env_remove("RUNBOOK_JOURNAL")
+        .run();
+    out.expect_code(0);
+    assert_eq!(sb.read("journal-seen.txt").trim(), journal_arg);
+    let status: Value = serde_json::from_str(sb.read("status.json").lines().next().unwrap_or(""))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the step's status is not JSON ({e}): {}",
+                sb.read("status.json")
+            )
+        });
+    assert_eq!(status["runbook"], "asks-itself", "{status}");
+    assert_eq!(status["state"], "running", "{status}");
+}

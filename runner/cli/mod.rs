@@ -491,6 +491,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     .unwrap_or_else(|| "unknown".into());
     let env = Env { cli, who };
     crate::ui::hint::set_journal(&env.journal_dir(), &default_journal_dir());
+    runbook_steps::child_env::set_journal(&env.journal_dir());
     // The runtime's default workers: nothing blocks them (journal writes are awaited, blocking
     // work runs on the blocking pool).
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -19,6 +19,7 @@
 //! step's `idempotent` field.
 
 mod cancel;
+pub mod child_env;
 mod cql;
 mod helm;
 mod http;

@@ -62,6 +62,7 @@ pub fn install(program: impl Into<PathBuf>, arg0: impl Into<OsString>) {
 /// its environment (after any `env_clear`, so it is always there).
 pub(crate) fn mark(cmd: &mut tokio::process::Command, attempt: &Attempt) {
     cmd.process_group(0).envs(attempt.vars());
+    crate::child_env::apply(cmd);
 }
 
 impl Client {
