@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::openbao::Bao;
 use crate::support::clusters::{Cluster, repo};
 use crate::support::kubernetes::{PodEvent, PodWatch, kubectl, kubectl_json, pods_after};
 use crate::support::{Cmd, Sandbox, wait_for};
@@ -801,4 +802,92 @@ fn spot_upgrade_chart_upgrades_with_the_values_rolls_back_a_failure_and_never_up
         helm_json(&k8s, &["get", "values", release, "-n", ns]),
         operator_values
     );
+}
+
+/// A kwok `Exec` object: `exec` in pod `pod` runs a local process in `dir` with `BAO_ADDR` set
+/// to `addr`, so the pod's `bao status` asks that real OpenBao server.
+fn exec_as_openbao(pod: &str, dir: &Path, addr: &str) -> Value {
+    json!({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Exec", "metadata": {"name": pod},
+           "spec": {"execs": [{"local": {"workDir": dir.to_str().expect("utf-8"),
+                                         "envs": [{"name": "BAO_ADDR", "value": addr}]}}]}})
+}
+
+#[test]
+fn restart_service_on_openbao_checks_every_pod_unsealed_with_bao_status_and_fails_on_a_sealed_one()
+{
+    // The two testbeds come up together.
+    let bao = std::thread::spawn(|| Bao::from_cluster(Cluster::openbao("2.7.2")));
+    let k8s = cluster();
+    let bao = bao.join().expect("the OpenBao testbed");
+    let ns = "lib-openbao";
+    namespace(&k8s, ns);
+    let sts = statefulset(
+        "openbao-server",
+        &json!({"app.kubernetes.io/name": "openbao"}),
+    );
+    apply(&k8s, ns, &sts);
+    let sb = Sandbox::new();
+    for (n, addr) in bao.addrs.iter().enumerate() {
+        apply(
+            &k8s,
+            ns,
+            &exec_as_openbao(&format!("openbao-server-{n}"), sb.path(), addr),
+        );
+    }
+    wait_rolled_out(&k8s, "statefulset", "openbao-server", ns);
+    let pairs = [
+        format!("namespace={ns}"),
+        "name=openbao-server".into(),
+        "kind=StatefulSet".into(),
+        format!("bao={}", bao.cluster.var("BAO_BIN_2_7_2")),
+        "timeout=2m".into(),
+        "unseal_timeout=10s".into(),
+    ];
+
+    // Detected as OpenBao by its label: after the roll, `bao status` ran in each pod (served
+    // by the real server of its ordinal) and found it unsealed.
+    let before = get(&k8s, "statefulset", "openbao-server", ns)["status"]["updateRevision"].clone();
+    run_runbook(&sb, &k8s, "restart-service", &["--yes"], &pairs).ok();
+    let sts = get(&k8s, "statefulset", "openbao-server", ns);
+    assert_ne!(sts["status"]["updateRevision"], before, "{sts:#}");
+    assert_eq!(
+        sts["status"]["currentRevision"], sts["status"]["updateRevision"],
+        "{sts:#}"
+    );
+    let records = sb.records(&last_run(&sb));
+    for n in 0..3 {
+        let path = format!("unsealed[{n}].status");
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "step_succeeded" && r["path"] == path),
+            "no unsealed check of pod {n}: {records:#?}"
+        );
+    }
+
+    // One server sealed (as a pod whose auto-unseal failed would be): the run restarts the pods
+    // and then fails on that pod's seal status, naming it.
+    let sealed = Command::new(bao.cluster.var("BAO_BIN_2_7_2"))
+        .args(["operator", "seal"])
+        .env("BAO_ADDR", &bao.addrs[1])
+        .env("BAO_TOKEN", &bao.token)
+        .output()
+        .expect("bao operator seal");
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let out = run_runbook(&sb, &k8s, "restart-service", &["--yes"], &pairs).code(1);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("unsealed[1].status") && said.contains("openbao-server-1"),
+        "{}",
+        out.explain("the sealed pod named")
+    );
+    let status = crate::support::clusters::get_json(
+        &crate::support::clusters::http(),
+        &format!("{}/v1/sys/seal-status", bao.addrs[1]),
+    );
+    assert_eq!(status["sealed"], true, "{status}");
 }
