@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::openbao::Bao;
-use crate::support::clusters::{Cluster, repo};
+use crate::support::clusters::Cluster;
 use crate::support::kubernetes::{PodEvent, PodWatch, kubectl, kubectl_json, pods_after};
 use crate::support::{Cmd, Sandbox, wait_for};
 
@@ -33,16 +33,6 @@ fn cluster() -> Arc<Cluster> {
     cluster
 }
 
-/// A bundled runbook's file in this checkout.
-fn runbook(name: &str) -> String {
-    repo()
-        .join("runbooks")
-        .join(format!("{name}.yaml"))
-        .to_str()
-        .expect("utf-8 path")
-        .to_owned()
-}
-
 /// `runbook ARGS` in `sb` against `k8s`, with the testbed's helm.
 fn runbook_cmd(sb: &Sandbox, k8s: &Cluster, args: &[&str]) -> Cmd {
     sb.cmd(args)
@@ -53,7 +43,7 @@ fn runbook_cmd(sb: &Sandbox, k8s: &Cluster, args: &[&str]) -> Cmd {
 
 /// `runbook run FILE FLAGS -p PAIR…` of the bundled runbook `name`.
 fn run_runbook(sb: &Sandbox, k8s: &Cluster, name: &str, flags: &[&str], pairs: &[String]) -> Cmd {
-    let mut args = vec!["run".to_owned(), runbook(name)];
+    let mut args = vec!["run".to_owned(), name.to_owned()];
     args.extend(flags.iter().map(|f| (*f).to_owned()));
     args.extend(params(pairs));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -97,7 +87,7 @@ fn deployment(name: &str, replicas: u32, broken: bool) -> Value {
     d
 }
 
-/// A 3-pod StatefulSet with `labels` (OrderedReady, as the charts have it).
+/// A 3-pod `StatefulSet` with `labels` (`OrderedReady`, as the charts have it).
 fn statefulset(name: &str, labels: &Value) -> Value {
     let mut all = json!({"app": name});
     for (k, v) in labels.as_object().expect("a map") {
@@ -133,7 +123,7 @@ fn restarted_at(k8s: &Cluster, name: &str, ns: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The ReplicaSets of a Deployment: (pod-template-hash, spec.replicas, readyReplicas).
+/// The `ReplicaSets` of a Deployment: (`pod-template-hash`, `spec.replicas`, `readyReplicas`).
 fn replica_sets(k8s: &Cluster, name: &str, ns: &str) -> Vec<(String, u64, u64)> {
     let list = kubectl_json(
         k8s,
