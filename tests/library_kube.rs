@@ -376,7 +376,13 @@ fn restart_namespace_restarts_every_deployment_in_waves_and_stops_past_the_failu
         &k8s,
         "restart-namespace",
         &["--yes"],
-        &[format!("namespace={ns}"), "timeout=1m".into()],
+        &[
+            format!("namespace={ns}"),
+            "timeout=1m".into(),
+            // Waves of two, no failure tolerated (the parameters, not the defaults).
+            "batch=2".into(),
+            "max_failures=0".into(),
+        ],
     )
     .code(1);
     assert!(
@@ -384,11 +390,12 @@ fn restart_namespace_restarts_every_deployment_in_waves_and_stops_past_the_failu
         "{}",
         out.explain("the failed Deployment named")
     );
-    // The first wave (a, b, c) was restarted; the second (d, e) was not.
-    for n in ["a-api", "b-sis", "c-broken"] {
+    // The first two waves (a, b; c, d) were restarted; the third (e) was not.
+    for n in ["a-api", "b-sis", "c-broken", "d-ess"] {
         assert!(restarted_at(&k8s, n, ns).is_some(), "{n} not restarted");
     }
-    for n in ["d-ess", "e-invocation"] {
+    {
+        let n = "e-invocation";
         assert_eq!(
             restarted_at(&k8s, n, ns),
             None,
@@ -400,7 +407,7 @@ fn restart_namespace_restarts_every_deployment_in_waves_and_stops_past_the_failu
             "{n} has a new ReplicaSet"
         );
     }
-    for n in ["a-api", "b-sis"] {
+    for n in ["a-api", "b-sis", "d-ess"] {
         let d = get(&k8s, "deployment", n, ns);
         assert_eq!(d["status"]["updatedReplicas"], 1, "{n}: {d:#}");
         assert_eq!(d["status"]["availableReplicas"], 1, "{n}: {d:#}");

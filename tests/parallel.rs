@@ -129,6 +129,79 @@ fn batches_go_in_waves_and_too_many_failures_stop_later_waves() {
     );
 }
 
+/// The loop of [`looped`] with parameters for its settings.
+fn looped_with_params(settings: &str) -> String {
+    looped(settings).replacen(
+        "runbook: par\n",
+        "runbook: par\nparams:\n  batch: { type: string, default: \"1\" }\n  tolerate: { type: int, default: 0 }\n",
+        1,
+    )
+}
+
+#[test]
+fn loop_settings_from_parameters_are_rendered_when_the_loop_starts() {
+    let sb = Sandbox::new();
+    sb.write(
+        "par.yaml",
+        &looped_with_params(
+            "    batch: \"{{params.batch}}\"\n    max_failures: \"{{params.tolerate}}\"\n",
+        ),
+    );
+    sb.write("fail", "3\n4\n");
+    // Waves of two, one failure tolerated: the same as the fixed `batch: 2, max_failures: 1`.
+    sb.cmd(&["run", "par.yaml", "-p", "batch=2", "-p", "tolerate=1"])
+        .code(1);
+    let events = timeline(&sb);
+    let mut started: Vec<u32> = events
+        .iter()
+        .filter(|(w, ..)| w == "start")
+        .map(|(_, n, _)| *n)
+        .collect();
+    started.sort_unstable();
+    assert_eq!(started, vec![1, 2, 3, 4], "{events:?}");
+    assert_eq!(max_overlap(&events), 2, "{events:?}");
+
+    // Half the items per wave, two failures tolerated: the loop finishes.
+    let sb = Sandbox::new();
+    sb.write(
+        "par.yaml",
+        &looped_with_params(
+            "    batch: \"{{params.batch}}\"\n    max_failures: \"{{params.tolerate}}\"\n",
+        ),
+    );
+    sb.write("fail", "3\n4\n");
+    sb.cmd(&["run", "par.yaml", "-p", "batch=50%", "-p", "tolerate=2"])
+        .ok();
+    let events = timeline(&sb);
+    assert_eq!(events.len(), 16, "{events:?}");
+    assert_eq!(max_overlap(&events), 4, "{events:?}");
+}
+
+#[test]
+fn a_loop_setting_that_renders_to_a_bad_value_fails_the_loop_before_any_iteration() {
+    let sb = Sandbox::new();
+    sb.write(
+        "par.yaml",
+        &looped_with_params("    batch: \"{{params.batch}}\"\n"),
+    );
+    let out = sb.cmd(&["run", "par.yaml", "-p", "batch=0"]).code(1);
+    assert_eq!(sb.read("times"), "", "no iteration started");
+    let status = sb.status(&sb.only_run());
+    assert_eq!(status["state"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("`batch` must be at least 1") && reason.contains("{{params.batch}}"),
+        "{reason}\n{}",
+        out.explain("run")
+    );
+    // A template that does not compile is refused before anything runs, at its line.
+    let bad = looped_with_params("    parallel: \"{{params.nope\"\n");
+    sb.write("bad.yaml", &bad);
+    let out = sb.cmd(&["check", "bad.yaml"]).run();
+    assert_ne!(out.code(), Some(0));
+    assert!(out.stderr.contains("bad.yaml:9:"), "{}", out.stderr);
+}
+
 #[test]
 fn failures_within_max_failures_let_the_loop_finish() {
     let sb = Sandbox::new();

@@ -14,7 +14,7 @@ use crate::engine::GateMode;
 use crate::engine::ctx::{Ctx, short};
 use crate::engine::decide;
 use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop};
-use crate::model::{Action, Check, Expr, Step, Template, Wait};
+use crate::model::{Action, Check, Concurrency, Expr, Setting, Step, Template, Wait};
 
 /// How long a probe may take when it sets no `timeout` of its own.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -611,9 +611,16 @@ impl Exec<'_> {
             var,
             steps: children,
             concurrency,
+            templated,
         } = &step.action
         else {
             unreachable!("foreach() is for loops")
+        };
+        // Templated settings are rendered before anything starts; from the run's parameters and
+        // earlier outputs, so a resume renders the same values.
+        let concurrency = match loop_settings(*concurrency, templated, ctx) {
+            Ok(c) => c,
+            Err(error) => return self.fail_unstarted(step, path, ctx, error).await,
         };
         let list = if let Some(list) = self.view.items.get(path) {
             list.clone()
@@ -636,7 +643,9 @@ impl Exec<'_> {
             list
         };
         if concurrency.overlaps() {
-            return self.foreach_parallel(step, path, ctx, list).await;
+            return self
+                .foreach_parallel(step, path, ctx, list, concurrency)
+                .await;
         }
         let started = self
             .view
@@ -980,4 +989,22 @@ pub(crate) fn wait_timeout(wait: &Wait, ctx: &Ctx) -> Result<Duration, String> {
             template.text
         )
     })
+}
+
+/// A loop's overlap settings with its templated ones rendered and read by the rules of a value
+/// written in the YAML; the error names the setting, what it rendered and why it is refused.
+fn loop_settings(
+    mut concurrency: Concurrency,
+    templated: &[(Setting, Template)],
+    ctx: &Ctx,
+) -> Result<Concurrency, String> {
+    for (setting, template) in templated {
+        let text = ctx
+            .render(&template.text, None)
+            .map_err(|e| format!("`{}`: {e}", setting.key()))?;
+        concurrency
+            .set(*setting, &text)
+            .map_err(|e| format!("{e} (rendered from {:?})", template.text))?;
+    }
+    Ok(concurrency)
 }

@@ -86,11 +86,11 @@ impl<'a> Exec<'a> {
         path: &str,
         ctx: &mut Ctx,
         list: Vec<Value>,
+        concurrency: Concurrency,
     ) -> Result<Flow, ExecError> {
         let Action::Foreach {
             var,
             steps: children,
-            concurrency,
             ..
         } = &step.action
         else {

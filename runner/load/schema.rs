@@ -37,8 +37,17 @@ pub fn runbook(registry: &Registry) -> Value {
             "description": "a count, or a percentage of the items such as \"25%\"",
             "anyOf": [
                 { "type": "integer", "minimum": 0 },
-                { "type": "string", "pattern": "^\\s*[0-9]+\\s*%$" }
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*%$" },
+                { "$ref": "#/$defs/template_setting" }
             ]
+        }),
+    );
+    defs.insert(
+        "template_setting".into(),
+        json!({
+            "description": "a template rendered when the loop starts, e.g. \"{{params.batch}}\"",
+            "type": "string",
+            "pattern": "\\{\\{"
         }),
     );
     json!({
@@ -178,9 +187,13 @@ fn step(registry: &Registry) -> Value {
         let schema = match *key {
             "parallel" => json!({ "anyOf": [
                 { "type": "integer", "minimum": 1, "description": "on a foreach: iterations at once" },
+                { "$ref": "#/$defs/template_setting" },
                 { "$ref": "#/$defs/steps", "description": "branches that run at once" }
             ]}),
-            "max_unavailable" => json!({ "type": "integer", "minimum": 1 }),
+            "max_unavailable" => json!({ "anyOf": [
+                { "type": "integer", "minimum": 1 },
+                { "$ref": "#/$defs/template_setting" }
+            ]}),
             _ => json!({ "$ref": "#/$defs/amount" }),
         };
         props.insert((*key).to_owned(), schema);

@@ -11,7 +11,7 @@ use crate::diag::Diagnostic;
 use crate::load::Loader;
 use crate::load::refs::Scope;
 use crate::model::{
-    Action, Amount, Check, Concurrency, Expr, GateRules, Retry, Step, Template, Wait,
+    Action, Check, Concurrency, Expr, GateRules, Retry, Setting, Step, Template, Wait,
 };
 use crate::source::Pos;
 use crate::yaml::{Map, Node, Scalar};
@@ -665,82 +665,53 @@ impl Loader<'_> {
         let mut inner = scope.clone();
         inner.vars.push(var.clone());
         let steps = self.steps(steps_node, "`steps`", role, &inner);
-        let concurrency = self.concurrency(map)?;
+        let (concurrency, templated) = self.concurrency(map, scope)?;
         Some(Action::Foreach {
             items: items?,
             var,
             steps,
             concurrency,
+            templated,
         })
     }
 
-    /// `parallel`, `batch`, `max_failures` and `max_unavailable` of a loop.
-    fn concurrency(&mut self, map: &Map) -> Option<Concurrency> {
+    /// `parallel`, `batch`, `max_failures` and `max_unavailable` of a loop: each a value, read
+    /// now, or a template, rendered when the loop starts.
+    fn concurrency(
+        &mut self,
+        map: &Map,
+        scope: &Scope,
+    ) -> Option<(Concurrency, Vec<(Setting, Template)>)> {
         let mut ok = true;
-        let mut count = |this: &mut Self, key: &str, min: u64| -> Option<u32> {
-            let node = map.get(key)?;
-            let n = this.f.uint(node, &format!("`{key}`"));
-            match n {
-                Some(n) if n >= min && u32::try_from(n).is_ok() => Some(n as u32),
-                Some(_) => {
-                    this.f
-                        .error(node, format!("`{key}` must be at least {min}"));
-                    ok = false;
-                    None
-                }
-                None => {
-                    ok = false;
-                    None
-                }
-            }
-        };
-        let parallel = count(self, "parallel", 1);
-        let max_unavailable = count(self, "max_unavailable", 1);
-        let batch = map.get("batch").map(|n| self.amount(n, "`batch`", 1));
-        let max_failures = map
-            .get("max_failures")
-            .map(|n| self.amount(n, "`max_failures`", 0));
-        if !ok || batch == Some(None) || max_failures == Some(None) {
-            return None;
-        }
-        Some(Concurrency {
-            parallel,
-            batch: batch.flatten(),
-            max_failures: max_failures.flatten(),
-            max_unavailable,
-        })
-    }
-
-    /// A count (at least `min`) or a percentage `"P%"` (1 to 100).
-    fn amount(&mut self, node: &Node, what: &str, min: u64) -> Option<Amount> {
-        let help =
-            format!("{what} is a whole number (at least {min}) or a percentage such as \"25%\"");
-        let Some(scalar) = node.as_scalar() else {
-            self.f.error(node, help);
-            return None;
-        };
-        if let Some(pct) = scalar.text.trim().strip_suffix('%') {
-            return match pct.trim().parse::<u32>() {
-                Ok(p) if (1..=100).contains(&p) => Some(Amount::Percent(p)),
-                _ => {
-                    self.f
-                        .error(node, format!("{what}: a percentage goes from 1% to 100%"));
-                    None
-                }
+        let mut fixed = Concurrency::default();
+        let mut templated = Vec::new();
+        for setting in [
+            Setting::Parallel,
+            Setting::Batch,
+            Setting::MaxFailures,
+            Setting::MaxUnavailable,
+        ] {
+            let Some(node) = map.get(setting.key()) else {
+                continue;
             };
-        }
-        match scalar.to_json() {
-            Value::Number(n)
-                if n.as_u64()
-                    .is_some_and(|n| n >= min && u32::try_from(n).is_ok()) =>
-            {
-                Some(Amount::Count(n.as_u64().expect("checked") as u32))
+            let what = format!("`{}`", setting.key());
+            if node.as_scalar().is_some_and(|s| s.text.contains("{{")) {
+                match self.template(node, &what, scope) {
+                    Some(t) => templated.push((setting, t)),
+                    None => ok = false,
+                }
+                continue;
             }
-            _ => {
-                self.f.error(node, help);
-                None
+            let text = match node.as_scalar() {
+                Some(s) if !s.is_null() && !matches!(s.to_json(), Value::Bool(_)) => s.text.clone(),
+                _ => String::new(),
+            };
+            if let Err(message) = fixed.set(setting, &text) {
+                self.f.error(node, message);
+                ok = false;
             }
         }
+        ok.then_some((fixed, templated))
     }
 
     fn call(&mut self, node: &Node, scope: &Scope) -> Option<Action> {

@@ -14,6 +14,9 @@
 //!   loop fails.
 //!
 //! Iterations always start in item order, so a resume finds the started ones as a prefix.
+//!
+//! Each setting may be a template (`batch: "{{params.batch}}"`), rendered when the loop starts
+//! and read by the same rules as a value written in the YAML ([`Concurrency::set`]).
 
 /// A count, or a percentage of the items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +34,75 @@ impl Amount {
             Self::Count(n) => n as usize,
             Self::Percent(p) => total * p as usize / 100,
         }
+    }
+}
+
+/// One of a loop's overlap settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// `parallel`
+    Parallel,
+    /// `batch`
+    Batch,
+    /// `max_failures`
+    MaxFailures,
+    /// `max_unavailable`
+    MaxUnavailable,
+}
+
+impl Setting {
+    /// Its key in the YAML.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Parallel => "parallel",
+            Self::Batch => "batch",
+            Self::MaxFailures => "max_failures",
+            Self::MaxUnavailable => "max_unavailable",
+        }
+    }
+
+    /// The least count it takes.
+    pub fn min(self) -> u64 {
+        match self {
+            Self::MaxFailures => 0,
+            _ => 1,
+        }
+    }
+
+    /// Whether it takes a percentage of the items too.
+    pub fn takes_percent(self) -> bool {
+        matches!(self, Self::Batch | Self::MaxFailures)
+    }
+}
+
+/// Reads `text` as `setting`'s value: a whole number of at least its minimum or, where the
+/// setting takes one, a percentage from 1% to 100%. The error says what was wrong, naming the
+/// setting.
+pub fn parse_setting(setting: Setting, text: &str) -> Result<Amount, String> {
+    let key = setting.key();
+    let min = setting.min();
+    let text = text.trim();
+    if setting.takes_percent()
+        && let Some(pct) = text.strip_suffix('%')
+    {
+        return match pct.trim().parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Amount::Percent(p)),
+            _ => Err(format!(
+                "`{key}`: a percentage goes from 1% to 100%, not {text:?}"
+            )),
+        };
+    }
+    let what = if setting.takes_percent() {
+        format!(
+            "`{key}` is a whole number (at least {min}) or a percentage such as \"25%\", not {text:?}"
+        )
+    } else {
+        format!("`{key}` is a whole number (at least {min}), not {text:?}")
+    };
+    match text.parse::<u64>() {
+        Ok(n) if n < min => Err(format!("`{key}` must be at least {min}, not {n}")),
+        Ok(n) => u32::try_from(n).map(Amount::Count).map_err(|_| what),
+        Err(_) => Err(what),
     }
 }
 
@@ -64,6 +136,22 @@ impl Concurrency {
     /// Whether iterations may overlap at all (otherwise the loop runs them one by one).
     pub fn overlaps(&self) -> bool {
         self.parallel.is_some() || self.batch.is_some() || self.max_unavailable.is_some()
+    }
+
+    /// Sets `setting` from its text (a rendered template), by the rules of [`parse_setting`].
+    pub fn set(&mut self, setting: Setting, text: &str) -> Result<(), String> {
+        let amount = parse_setting(setting, text)?;
+        let count = match amount {
+            Amount::Count(n) => Some(n),
+            Amount::Percent(_) => None,
+        };
+        match setting {
+            Setting::Parallel => self.parallel = count,
+            Setting::Batch => self.batch = Some(amount),
+            Setting::MaxFailures => self.max_failures = Some(amount),
+            Setting::MaxUnavailable => self.max_unavailable = count,
+        }
+        Ok(())
     }
 
     /// The limits over `total` items.
@@ -160,6 +248,58 @@ pub fn next_move(limits: &Limits, p: &Progress) -> Move {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setting_reads_like_the_yaml_value() {
+        use Setting::{Batch, MaxFailures, MaxUnavailable, Parallel};
+        let table: [(Setting, &str, Result<Amount, &str>); 12] = [
+            (Parallel, "3", Ok(Amount::Count(3))),
+            (Parallel, " 3 ", Ok(Amount::Count(3))),
+            (Parallel, "0", Err("`parallel` must be at least 1, not 0")),
+            (
+                Parallel,
+                "50%",
+                Err("`parallel` is a whole number (at least 1)"),
+            ),
+            (
+                MaxUnavailable,
+                "x",
+                Err("`max_unavailable` is a whole number"),
+            ),
+            (Batch, "25%", Ok(Amount::Percent(25))),
+            (Batch, "0%", Err("a percentage goes from 1% to 100%")),
+            (Batch, "101%", Err("a percentage goes from 1% to 100%")),
+            (
+                Batch,
+                "",
+                Err("`batch` is a whole number (at least 1) or a percentage"),
+            ),
+            (MaxFailures, "0", Ok(Amount::Count(0))),
+            (
+                MaxFailures,
+                "-1",
+                Err("`max_failures` is a whole number (at least 0)"),
+            ),
+            (
+                MaxFailures,
+                "99999999999",
+                Err("`max_failures` is a whole number"),
+            ),
+        ];
+        for (setting, text, want) in table {
+            match (parse_setting(setting, text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{setting:?} {text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{setting:?} {text:?}: {got}"),
+                (got, want) => panic!("{setting:?} {text:?}: {got:?}, want {want:?}"),
+            }
+        }
+        let mut c = Concurrency::default();
+        c.set(Parallel, "2").unwrap();
+        c.set(MaxFailures, "10%").unwrap();
+        assert_eq!(c.parallel, Some(2));
+        assert_eq!(c.max_failures, Some(Amount::Percent(10)));
+        assert!(c.overlaps());
+    }
 
     fn limits(c: Concurrency, total: usize) -> Limits {
         c.limits(total)

@@ -7,7 +7,9 @@ mod step;
 
 use std::sync::Arc;
 
-pub use concurrency::{Amount, Concurrency, End, Limits, Move, Progress, next_move};
+pub use concurrency::{
+    Amount, Concurrency, End, Limits, Move, Progress, Setting, next_move, parse_setting,
+};
 pub use param::{Param, ParamType};
 pub use step::{Action, Check, Expr, GateRules, Retry, Step, Template, Wait};
 

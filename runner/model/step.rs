@@ -141,8 +141,11 @@ pub enum Action {
         var: String,
         /// The nested steps.
         steps: Vec<Step>,
-        /// How iterations may overlap (none: one after the other).
+        /// How iterations may overlap (none: one after the other), as far as written as
+        /// values.
         concurrency: crate::model::Concurrency,
+        /// The settings written as templates, rendered when the loop starts.
+        templated: Vec<(crate::model::Setting, Template)>,
     },
     /// Run the branches at once; the step fails if a branch fails (after all have finished).
     Parallel {
