@@ -30,6 +30,7 @@ mod kube_etcd;
 mod kube_nats;
 mod kube_openbao;
 mod kube_partition;
+mod library_bluegreen;
 mod library_core;
 mod library_kube;
 mod local_driver;
