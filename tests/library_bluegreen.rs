@@ -440,6 +440,91 @@ fn a_blue_green_upgrade_killed_after_the_first_removal_resumes_without_repeating
     out.expect_code(0);
     assert_eq!(bg.sb.status(&run)["state"], "succeeded");
     bg.assert_done(&blue_pids, &[]);
+    // The journal agrees: after the resume only the two other blue members' removals started
+    // (the first one, done or in flight at the kill, was not sent again), and no join.
+    let records = bg.sb.records(&run);
+    let resumed = records
+        .iter()
+        .position(|r| r["event"] == "resumed")
+        .expect("resumed record");
+    let started = |suffix: &str| {
+        records[resumed..]
+            .iter()
+            .filter(|r| r["event"] == "step_started")
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(suffix)))
+            .count()
+    };
+    assert_eq!(
+        started(".remove-peer"),
+        2,
+        "removals started after the resume"
+    );
+    assert_eq!(started(".raft-join"), 0, "joins started after the resume");
+}
+
+#[test]
+fn a_blue_green_upgrade_that_fails_before_the_cutover_leaves_blue_as_it_was() {
+    let bg = BlueGreen::new();
+    let blue_pids = bg.blue_pids();
+    // The third green member cannot start: the first two have joined by then.
+    bg.sb.write("green/fail-2", "");
+    let args = bg.args();
+    let mut all = vec!["run", "bluegreen-openbao", "--yes"];
+    all.extend(args.iter().map(String::as_str));
+    let out = bg.runbook(&all).run();
+    out.expect_code(1);
+    assert_eq!(
+        bg.sb.read("state").trim(),
+        "RolledBack",
+        "{}",
+        out.explain("the verdict")
+    );
+    for a in &bg.bao.addrs {
+        let servers = bg.raft_servers(a);
+        assert_eq!(
+            servers.into_iter().collect::<Vec<_>>(),
+            [
+                ("node-1".to_owned(), true),
+                ("node-2".to_owned(), true),
+                ("node-3".to_owned(), true)
+            ],
+            "the Raft configuration read from {a}"
+        );
+    }
+    assert_eq!(bg.blue_pids(), blue_pids, "no blue member was touched");
+    assert_eq!(
+        bg.bao.versions(),
+        ["2.6.2"; 3],
+        "every blue member runs, unsealed"
+    );
+    assert_eq!(
+        get_kv(&http(), &bg.bao.addrs[0], &bg.bao.token, "before"),
+        Some(json!("blue"))
+    );
+    for n in 0..GREEN {
+        let pid = std::fs::read_to_string(bg.sb.path().join(format!("green/green-{n}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        assert!(!pid.is_some_and(running), "green-{n} still runs");
+    }
+    for id in ["green-0", "green-1"] {
+        assert_eq!(bg.count("AddNonvoter", id), 1, "{id} joined once");
+        assert_eq!(
+            bg.count("RemoveServer", id),
+            1,
+            "{id} removed once by the rollback"
+        );
+    }
+    assert_eq!(
+        bg.count("AddNonvoter", "green-2"),
+        0,
+        "green-2 never started"
+    );
+    assert_eq!(
+        bg.sb.read("addrs").trim(),
+        bg.bao.addrs.join(" "),
+        "no cutover"
+    );
 }
 
 /// The cluster's audit device, in every server's configuration.
@@ -469,6 +554,7 @@ case $action in
     kill -KILL "$p" ;;
   start)
     alive && exit 0
+    [ ! -e "$root/fail-$n" ] || { echo "green-$n cannot start (the test says so)" >&2; exit 1; }
     [ "$4" = 2.7.2 ] || { echo "no binary for $4" >&2; exit 1; }
     mkdir -p "$root/green-$n/data"
     cat > "$root/green-$n.hcl" << HCL
