@@ -31,6 +31,7 @@ mod kube_nats;
 mod kube_openbao;
 mod kube_partition;
 mod library_bluegreen;
+mod library_agent;
 mod library_core;
 mod library_kube;
 mod local_driver;
