@@ -90,7 +90,7 @@ impl Drop for Operator {
     }
 }
 
-/// The command line of the bootstrap CLI in the operator pod (through kwok's ClusterExec).
+/// The command line of the bootstrap CLI in the operator pod (through kwok's `ClusterExec`).
 fn bootstrap_command() -> String {
     format!(
         "bootstrap_command={},bootstrap",
@@ -279,7 +279,7 @@ fn is_uuid(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
 
-/// Whether `kubectl get ARGS` finds the objects (false on NotFound).
+/// Whether `kubectl get ARGS` finds the objects (false on `NotFound`).
 fn exists(cluster: &Cluster, args: &[&str]) -> bool {
     let mut all = vec!["get"];
     all.extend_from_slice(args);
