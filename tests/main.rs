@@ -34,6 +34,7 @@ mod library_bluegreen;
 mod library_agent;
 mod library_core;
 mod library_kube;
+mod library_rotate;
 mod local_driver;
 mod locks;
 mod memory;
