@@ -224,8 +224,7 @@ fn rotate_signing_key_old_tokens_verify_during_the_overlap_and_are_refused_after
             .iter()
             .find(|r| r["event"] == event && r["path"] == path)
             .and_then(|r| r["at"].as_str())
-            .map(|t| t.to_owned())
-            .unwrap_or_else(|| panic!("no {event} of {path}"))
+            .map_or_else(|| panic!("no {event} of {path}"), str::to_owned)
     };
     let started = at("step_started", "overlap");
     let retired = at("step_started", "retire");
@@ -702,20 +701,32 @@ fn select_json(cluster: &Cluster, cql: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Every namespace key row: namespace → (wrapped key, rewraps).
-fn nek_rows(cluster: &Cluster) -> BTreeMap<String, (String, i64)> {
+/// A namespace key's row as Cassandra holds it.
+struct Nek {
+    wrapped: String,
+    /// The row's own count of rewraps (the runbook sets it to the count it read plus one).
+    rewraps: i64,
+    /// When the wrapped key was last written (`writetime`, microseconds): a second write of
+    /// the same value would move it.
+    written: i64,
+}
+
+/// Every namespace key row, by namespace.
+fn nek_rows(cluster: &Cluster) -> BTreeMap<String, Nek> {
     select_json(
         cluster,
-        "SELECT JSON namespace, wrapped_key, rewraps FROM ess.namespace_keys",
+        "SELECT JSON namespace, wrapped_key, rewraps, writetime(wrapped_key) AS written \
+         FROM ess.namespace_keys",
     )
     .into_iter()
     .map(|r| {
         (
             r["namespace"].as_str().expect("namespace").to_owned(),
-            (
-                r["wrapped_key"].as_str().expect("wrapped key").to_owned(),
-                r["rewraps"].as_i64().expect("rewraps"),
-            ),
+            Nek {
+                wrapped: r["wrapped_key"].as_str().expect("wrapped key").to_owned(),
+                rewraps: r["rewraps"].as_i64().expect("rewraps"),
+                written: r["written"].as_i64().expect("writetime"),
+            },
         )
     })
     .collect()
@@ -757,7 +768,7 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
     assert!(
         before
             .values()
-            .all(|(w, n)| w.starts_with("vault:v1:") && *n == 0)
+            .all(|k| k.wrapped.starts_with("vault:v1:") && k.rewraps == 0)
     );
 
     let sb = Sandbox::new();
@@ -804,7 +815,7 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
     let at_kill = nek_rows(&cassandra);
     let rewrapped = at_kill
         .values()
-        .filter(|(w, _)| w.starts_with("vault:v2:"))
+        .filter(|k| k.wrapped.starts_with("vault:v2:"))
         .count();
     assert!(
         (8..NAMESPACES).contains(&rewrapped),
@@ -823,15 +834,25 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
     // row), those rewrapped before the kill kept their ciphertext.
     let after = nek_rows(&cassandra);
     assert_eq!(after.len(), NAMESPACES);
-    for (ns, (wrapped, rewraps)) in &after {
+    for (ns, now) in &after {
+        let then = &at_kill[ns];
         assert!(
-            wrapped.starts_with("vault:v2:"),
-            "{ns} is not on version 2: {wrapped}"
+            now.wrapped.starts_with("vault:v2:"),
+            "{ns} is not on version 2: {}",
+            now.wrapped
         );
-        assert_eq!(*rewraps, 1, "{ns} was rewrapped {rewraps} times");
-        let (then, _) = &at_kill[ns];
-        if then.starts_with("vault:v2:") {
-            assert_eq!(then, wrapped, "{ns} was rewrapped again after the resume");
+        assert_eq!(now.rewraps, 1, "{ns} was rewrapped {} times", now.rewraps);
+        if then.wrapped.starts_with("vault:v2:") {
+            assert_eq!(
+                (&then.wrapped, then.written),
+                (&now.wrapped, now.written),
+                "{ns}, rewrapped before the kill, was written again after the resume"
+            );
+        } else {
+            assert!(
+                now.written > then.written,
+                "{ns} was written after the resume"
+            );
         }
     }
     // OpenBao: rotated once, the old version retired, and every NEK decrypts to the key it was.
@@ -843,7 +864,7 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
     assert_eq!(key["min_decryption_version"], 2, "{key}");
     let batch: Vec<Value> = after
         .values()
-        .map(|(w, _)| json!({"ciphertext": w}))
+        .map(|k| json!({"ciphertext": k.wrapped}))
         .collect();
     let decrypted = bao.call(
         "POST",
@@ -865,7 +886,7 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
             &bao.root,
             "POST",
             "transit/decrypt/mek",
-            &json!({"ciphertext": &before["ns-00"].0}),
+            &json!({"ciphertext": before["ns-00"].wrapped}),
         )
         .expect_err("a version 1 ciphertext after the retirement");
     assert_eq!(code, 400, "{body}");
