@@ -262,8 +262,9 @@ fn login(bao: &Bao, role_id: &str, secret_id: &str) -> Result<String, (u16, Stri
     })
 }
 
-#[test]
-fn rotate_credential_moves_the_client_to_a_new_secret_id_and_the_old_one_is_refused() {
+/// OpenBao with KV v2 (`secret/data/app/config`), a policy reading it and the `AppRole` role
+/// `app` holding that policy; the role's id.
+fn approle_bao() -> (Bao, String) {
     let bao = Bao::start();
     bao.call(
         "POST",
@@ -294,11 +295,28 @@ fn rotate_credential_moves_the_client_to_a_new_secret_id_and_the_old_one_is_refu
         .as_str()
         .expect("role id")
         .to_owned();
-    let old =
-        bao.call("POST", "auth/approle/role/app/secret-id", &Value::Null)["data"]["secret_id"]
-            .as_str()
-            .expect("secret id")
-            .to_owned();
+    (bao, role_id)
+}
+
+/// A secret-id minted the usual way (`role/app/secret-id`).
+fn mint(bao: &Bao) -> String {
+    bao.call("POST", "auth/approle/role/app/secret-id", &Value::Null)["data"]["secret_id"]
+        .as_str()
+        .expect("secret id")
+        .to_owned()
+}
+
+/// How many secret-ids the role `app` holds.
+fn secret_ids(bao: &Bao) -> usize {
+    bao.call("LIST", "auth/approle/role/app/secret-id", &Value::Null)["data"]["keys"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn rotate_credential_moves_the_client_to_a_new_secret_id_and_the_old_one_is_refused() {
+    let (bao, role_id) = approle_bao();
+    let old = mint(&bao);
     login(&bao, &role_id, &old).expect("the old secret-id logs in before the rotation");
 
     // The client: reads its secret-id from a file, logs in and reads its configuration.
@@ -346,12 +364,7 @@ fn rotate_credential_moves_the_client_to_a_new_secret_id_and_the_old_one_is_refu
     let (code, body) = login(&bao, &role_id, &old).expect_err("a login with the old secret-id");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("invalid role or secret ID"), "{body}");
-    let accessors =
-        bao.call("LIST", "auth/approle/role/app/secret-id", &Value::Null)["data"]["keys"]
-            .as_array()
-            .expect("accessors")
-            .len();
-    assert_eq!(accessors, 1, "no secret-id left behind");
+    assert_eq!(secret_ids(&bao), 1, "no secret-id left behind");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&file).expect("stat").permissions(),
     );
@@ -367,6 +380,87 @@ fn rotate_credential_moves_the_client_to_a_new_secret_id_and_the_old_one_is_refu
         &format!("{}{}", out.stdout, out.stderr),
         &[&old, new],
     );
+}
+
+#[test]
+fn rotate_credential_killed_after_any_commit_and_resumed_leaves_one_working_secret_id() {
+    let (bao, role_id) = approle_bao();
+    let addr = format!("addr={}", bao.addr);
+    let mut ends = 0;
+    // Killed after commit 1, 2, … until a run ends before its kill: every place a crash can
+    // stop it, each time a fresh client and journal.
+    for kill in 1..=60 {
+        let old = mint(&bao);
+        let sb = Sandbox::new();
+        let file = sb.write("client/secret-id", &format!("{old}\n"));
+        let file_param = format!("secret_id_file={}", file.display());
+        let args = [
+            "run",
+            "rotate-credential",
+            "-p",
+            &addr,
+            "-p",
+            "role=app",
+            "-p",
+            &file_param,
+        ];
+        let out = bao
+            .runbook(&sb, &args)
+            .env("RUNBOOK_TEST_KILL_AFTER_COMMIT", kill.to_string())
+            .run();
+        if out.code() == Some(0) {
+            ends = kill;
+            break;
+        }
+        assert_eq!(
+            out.signal(),
+            Some(9),
+            "{}",
+            out.explain(&format!("killed after commit {kill}"))
+        );
+        let history = sb.cmd(&["history", "--output", "json"]).ok();
+        if history.stdout.trim().is_empty() {
+            // Killed before the run was journaled: nothing to resume, nothing done.
+            assert_eq!(std::fs::read_to_string(&file).expect("file").trim(), old);
+            bao.call(
+                "POST",
+                "auth/approle/role/app/secret-id/destroy",
+                &json!({"secret_id": old}),
+            );
+            continue;
+        }
+        let run = sb.only_run();
+        let resumed = bao.runbook(&sb, &["resume", &run]).run();
+        let state = sb.status(&run)["state"].clone();
+        assert_eq!(
+            state,
+            "succeeded",
+            "{}",
+            resumed.explain(&format!("the resume after a kill after commit {kill}"))
+        );
+        // One secret-id for the role — the client's new one, which logs in — and the old
+        // one refused: nothing minted twice, nothing left behind.
+        let new = std::fs::read_to_string(&file).expect("file");
+        let new = new.trim();
+        assert_ne!(new, old, "kill {kill}: the client was not moved");
+        login(&bao, &role_id, new).unwrap_or_else(|e| panic!("kill {kill}: new login {e:?}"));
+        let (code, _) = login(&bao, &role_id, &old).expect_err("the old secret-id");
+        assert_eq!(code, 400, "kill {kill}: the old secret-id");
+        assert_eq!(secret_ids(&bao), 1, "kill {kill}: secret-ids of the role");
+        for leftover in [".previous", ".next", ".tmp"] {
+            assert!(
+                !Path::new(&format!("{}{leftover}", file.display())).exists(),
+                "kill {kill}: {leftover} left behind"
+            );
+        }
+        // The next round starts from this client's credential, as the only one.
+        bao.call(
+            "POST",
+            "auth/approle/role/app/secret-id/destroy",
+            &json!({"secret_id": new}),
+        );
+    }
+    assert!(ends > 5, "the run ended after only {ends} commits");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -552,8 +646,9 @@ impl Drop for Postgres {
     }
 }
 
-#[test]
-fn rotate_mtls_cuts_over_to_a_new_issuer_and_the_old_certificate_is_rejected_in_a_real_handshake() {
+/// OpenBao with a PKI mount (root issuer `clients-2025`, role `client`), PostgreSQL trusting
+/// that issuer for `app`, and the client's certificate and key from it (in `client`).
+fn mtls_setup() -> (Bao, Postgres, Sandbox, PathBuf, PathBuf) {
     let bao = Bao::start();
     bao.call(
         "POST",
@@ -576,52 +671,47 @@ fn rotate_mtls_cuts_over_to_a_new_issuer_and_the_old_certificate_is_rejected_in_
     let pg = Postgres::start(&format!("{old_root}\n"));
 
     // The client's certificate from the old issuer, accepted before the rotation.
-    let sb = Sandbox::new();
+    let client = Sandbox::new();
     let issued = bao.call(
         "POST",
         "pki/issue/client",
         &json!({"common_name": "app", "ttl": "24h"}),
     )["data"]
         .clone();
-    let cert = sb.write(
+    let cert = client.write(
         "client/app.crt",
         &format!("{}\n", issued["certificate"].as_str().expect("cert")),
     );
-    let key = sb.write(
+    let key = client.write(
         "client/app.key",
         &format!("{}\n", issued["private_key"].as_str().expect("key")),
     );
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
-    let old_cert = sb.write(
-        "old/app.crt",
-        &std::fs::read_to_string(&cert).expect("cert"),
-    );
-    let old_key = sb.write("old/app.key", &std::fs::read_to_string(&key).expect("key"));
-    std::fs::set_permissions(
-        &old_key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
     assert_eq!(
         pg.login_with(&cert, &key),
         Ok("/CN=app by /CN=clients 2025".into())
     );
 
+    (bao, pg, client, cert, key)
+}
+
+/// The parameters of `rotate-mtls` for this testbed, to a new issuer `new_issuer`.
+fn mtls_args(bao: &Bao, pg: &Postgres, cert: &Path, key: &Path, new_issuer: &str) -> Vec<String> {
     let reload = format!(
         "{} -X -At -h 127.0.0.1 -p {} -U postgres -c 'select pg_reload_conf()'",
         pg.psql_bin(),
         pg.var("PGPORT")
     );
-    let args = [
+    [
         "run".to_owned(),
         "rotate-mtls".to_owned(),
         "-p".to_owned(),
         format!("addr={}", bao.addr),
         "-p".to_owned(),
-        "new_issuer=clients-2026".to_owned(),
+        format!("new_issuer={new_issuer}"),
         "-p".to_owned(),
-        "new_issuer_common_name=clients 2026".to_owned(),
+        format!("new_issuer_common_name={}", new_issuer.replace('-', " ")),
         "-p".to_owned(),
         "role=client".to_owned(),
         "-p".to_owned(),
@@ -638,7 +728,31 @@ fn rotate_mtls_cuts_over_to_a_new_issuer_and_the_old_certificate_is_rejected_in_
         format!("server_reload_command={reload}"),
         "-p".to_owned(),
         format!("handshake_command={}", pg.handshake_command()),
-    ];
+    ]
+    .into()
+}
+
+/// Copies of the client's certificate and key as they are now.
+fn keep_copy(sb: &Sandbox, cert: &Path, key: &Path, dir: &str) -> (PathBuf, PathBuf) {
+    let c = sb.write(
+        &format!("{dir}/app.crt"),
+        &std::fs::read_to_string(cert).expect("cert"),
+    );
+    let k = sb.write(
+        &format!("{dir}/app.key"),
+        &std::fs::read_to_string(key).expect("key"),
+    );
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    (c, k)
+}
+
+#[test]
+fn rotate_mtls_cuts_over_to_a_new_issuer_and_the_old_certificate_is_rejected_in_a_real_handshake() {
+    let (bao, pg, client, cert, key) = mtls_setup();
+    let (old_cert, old_key) = keep_copy(&client, &cert, &key, "old");
+    let sb = Sandbox::new();
+    let args = mtls_args(&bao, &pg, &cert, &key, "clients-2026");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = bao.runbook(&sb, &args).ok();
 
@@ -681,6 +795,97 @@ fn rotate_mtls_cuts_over_to_a_new_issuer_and_the_old_certificate_is_rejected_in_
         &std::fs::metadata(&key).expect("stat").permissions(),
     );
     assert_eq!(mode & 0o077, 0, "the key file is the owner's only");
+}
+
+#[test]
+fn rotate_mtls_killed_after_any_commit_and_resumed_cuts_over_exactly_once() {
+    let (bao, pg, client, cert, key) = mtls_setup();
+    let mut ends = 0;
+    // Killed after commit 1, 2, … until a run ends before its kill; each round rotates from
+    // the issuer the round before left in place (`clients-K`).
+    for kill in 1..=80 {
+        let issuer = format!("clients-{kill}");
+        let (old_cert, old_key) = keep_copy(&client, &cert, &key, &format!("round-{kill}"));
+        let sb = Sandbox::new();
+        let args = mtls_args(&bao, &pg, &cert, &key, &issuer);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bao
+            .runbook(&sb, &args)
+            .env("RUNBOOK_TEST_KILL_AFTER_COMMIT", kill.to_string())
+            .run();
+        if out.code() != Some(0) {
+            assert_eq!(
+                out.signal(),
+                Some(9),
+                "{}",
+                out.explain(&format!("killed after commit {kill}"))
+            );
+            if sb
+                .cmd(&["history", "--output", "json"])
+                .ok()
+                .stdout
+                .trim()
+                .is_empty()
+            {
+                // Killed before the run was journaled: nothing done; the next round goes on.
+                continue;
+            }
+            let run = sb.only_run();
+            let resumed = bao.runbook(&sb, &["resume", &run]).run();
+            assert_eq!(
+                sb.status(&run)["state"],
+                "succeeded",
+                "{}",
+                resumed.explain(&format!("the resume after a kill after commit {kill}"))
+            );
+        }
+        // Real handshakes: the client's certificate is from this round's issuer and accepted,
+        // the one before it rejected; the server trusts this issuer alone, made once.
+        let cn = issuer.replace('-', " ");
+        assert_eq!(
+            pg.login_with(&cert, &key),
+            Ok(format!("/CN=app by /CN={cn}")),
+            "kill {kill}: the new certificate"
+        );
+        let refused = pg
+            .login_with(&old_cert, &old_key)
+            .expect_err("the certificate before the rotation");
+        assert!(
+            refused.contains("certificate") || refused.contains("unknown ca"),
+            "kill {kill}: {refused}"
+        );
+        let issuers = bao.call("LIST", "pki/issuers", &Value::Null)["data"]["key_info"].clone();
+        let named = issuers
+            .as_object()
+            .expect("issuers")
+            .values()
+            .filter(|i| i["issuer_name"] == issuer.as_str())
+            .count();
+        assert_eq!(named, 1, "kill {kill}: issuers named {issuer}: {issuers}");
+        let new_root =
+            bao.call("GET", &format!("pki/issuer/{issuer}"), &Value::Null)["data"]["certificate"]
+                .clone();
+        let trusted = std::fs::read_to_string(pg.trust_file()).expect("trust file");
+        assert_eq!(
+            trusted.trim(),
+            new_root.as_str().expect("cert").trim(),
+            "kill {kill}"
+        );
+        for leftover in [".previous", ".next", ".tmp"] {
+            for f in [&cert, &key] {
+                assert!(
+                    !Path::new(&format!("{}{leftover}", f.display())).exists(),
+                    "kill {kill}: {}{leftover} left behind",
+                    f.display()
+                );
+            }
+        }
+        if out.code() == Some(0) {
+            ends = kill;
+            break;
+        }
+    }
+    assert!(ends > 10, "the run ended after only {ends} commits");
 }
 
 // ---------------------------------------------------------------------------------------------
