@@ -1032,13 +1032,34 @@ fn rotate_mek_killed_in_the_middle_of_the_rewrap_resumes_without_rewrapping_a_ke
         "nothing retired at the kill: {key}"
     );
 
+    // While the executor is down, the last namespace (its iteration not started) is deleted:
+    // the resumed run passes over it.
+    let last = NAMESPACES - 1;
+    assert!(
+        !sb.records(&run).iter().any(|r| r["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("rewrap[{last}]")))),
+        "the last namespace's iteration had not started at the kill"
+    );
+    let deleted = format!("ns-{last:02}");
+    testbed(
+        "cassandra.sh",
+        &[
+            "cqlsh",
+            cassandra.path(),
+            "-e",
+            &format!("DELETE FROM ess.namespace_keys WHERE namespace = '{deleted}'"),
+        ],
+    );
+
     let out = runbook(&sb, &["resume", &run]).ok();
     assert_eq!(sb.status(&run)["state"], "succeeded", "{}", out.stdout);
 
     // Cassandra: every key is on version 2 and was written exactly once (the count of each
-    // row), those rewrapped before the kill kept their ciphertext.
+    // row), those rewrapped before the kill kept their ciphertext; the deleted one stays gone.
     let after = nek_rows(&cassandra);
-    assert_eq!(after.len(), NAMESPACES);
+    assert_eq!(after.len(), NAMESPACES - 1);
+    assert!(!after.contains_key(&deleted));
     for (ns, now) in &after {
         let then = &at_kill[ns];
         assert!(
