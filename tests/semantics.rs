@@ -231,6 +231,24 @@ steps:
 }
 
 #[test]
+fn a_message_that_cannot_be_rendered_says_so_instead_of_passing_for_a_rendered_one() {
+    let sb = Sandbox::new();
+    let yaml = r#"
+runbook: asserting
+steps:
+  - id: health
+    shell: { run: "echo degraded" }
+    assert: 'output.stdout == "ready"'
+    message: "{{output.nope.deeper}} pods are not ready"
+"#;
+    let (out, _) = run(&sb, "asserting", yaml, &[], 1);
+    assert_contains(
+        &out,
+        "assertion failed: {{output.nope.deeper}} pods are not ready (the message could not be rendered:",
+    );
+}
+
+#[test]
 fn a_check_that_holds_skips_the_step_without_running_it() {
     let sb = Sandbox::new();
     sb.write("marker", "");

@@ -713,9 +713,12 @@ impl Exec<'_> {
         match ctx.eval_bool(assert, Some(output), &self.book.sources) {
             Ok(true) => Ok(()),
             Ok(false) => {
+                // A message that cannot be rendered says so beside its text, rather than
+                // passing for a rendered one.
                 let message = step.message.as_ref().map(|m| {
-                    ctx.render(&m.text, Some(output))
-                        .unwrap_or_else(|_| m.text.clone())
+                    ctx.render(&m.text, Some(output)).unwrap_or_else(|e| {
+                        format!("{} (the message could not be rendered: {e})", m.text.trim())
+                    })
                 });
                 Err(match message {
                     Some(m) => format!("assertion failed: {m}"),
