@@ -20,6 +20,8 @@
 
 #[cfg(test)]
 pub mod conformance;
+mod etcd_journal;
+mod etcd_url;
 mod event;
 mod memory;
 mod sled_journal;
@@ -30,6 +32,8 @@ pub mod witness;
 
 use std::path::PathBuf;
 
+pub use etcd_journal::{EtcdError, EtcdJournal};
+pub use etcd_url::{EtcdTarget, EtcdTls, EtcdUrlError};
 pub use event::{
     Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,
     RunSummary, SkipReason, SourceFile, Trigger,

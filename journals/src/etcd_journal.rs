@@ -1,0 +1,1073 @@
+//! The etcd-backed [`Journal`]: runs kept in an etcd cluster, so that they outlive the machine
+//! that executes them.
+//!
+//! Layout, under the journal's prefix `P` ([`EtcdTarget::prefix`]):
+//!
+//! - `P/runs/<id>/e/<seq, 20 digits>` → one record: `r` + CRC32 (4 bytes LE) + JSON [`Record`],
+//!   or, for a record too large to travel inline, `b` + CRC32 + JSON [`BlobRef`] naming its blob;
+//! - `P/runs/<id>/b/<blob id>/<n, 6 digits>` → the n-th piece of a large record's `CRC32 + JSON`,
+//!   each at most [`CHUNK`] bytes, written before the commit that refers to them (an aborted
+//!   commit leaves them unreferenced, and they are deleted at once when etcd answers);
+//! - `P/runs/<id>/last` → the run's last sequence number, in decimal;
+//! - `P/summaries/<id>` → CRC32 + JSON [`RunSummary`], with the hash chain over the run's
+//!   records (the chain of the sled journal: [`witness::chain_next`] over each record's JSON);
+//! - `P/locks/<key>` → the id of the run holding the lock;
+//! - `P/meta/<key>` → raw bytes.
+//!
+//! Writes: every `create` and `append` is one etcd transaction. An append compares the run's
+//! `last` key with the sequence number the writer expects, and its summary's revision with the
+//! one it read, and only then writes the records, the summary and `last` together; otherwise
+//! nothing is written and the writer gets [`JournalError::Conflict`]. That comparison is the
+//! fencing point: run ownership under a lease (a later part of the multi-executor work) adds
+//! its own comparison to the same transaction. A create compares that the run's summary and its
+//! lock key do not exist (`create_revision == 0`); a terminal `StateChanged` deletes the lock in
+//! the same transaction, after comparing that it still names the run. A write is durable when
+//! etcd answers: etcd commits it to a quorum's write-ahead logs first.
+//!
+//! Size: etcd refuses requests over 1.5 MiB by default. A record whose stored form exceeds
+//! [`INLINE_MAX`] goes to a blob; so does the largest inline record while a commit would carry
+//! more than [`TXN_BUDGET`] bytes. A commit needing more than [`MAX_TXN_OPS`] operations
+//! (etcd's default `--max-txn-ops` is 128) is refused with [`EtcdError::TooLarge`], nothing
+//! written.
+//!
+//! Reads: a run's summary and records are read at one etcd revision, so a read never sees half
+//! of a commit. Every record is checked: its CRC, its sequence number against its key, the
+//! sequence without gaps up to the summary's `last_seq`, each blob piece present and the whole
+//! passing the CRC, and on a full read the hash chain against the summary's. A lost or changed
+//! record is a [`JournalError::Corrupt`] naming the run and the record, never a silently
+//! shorter history. (There is no witness file: what vouches for the records is the summary
+//! written atomically with them, in a replicated store.)
+//!
+//! Threads: the etcd client is asynchronous. The journal runs it on a small runtime of its own,
+//! so the synchronous methods work from any thread — a caller's own runtime included, whose
+//! worker then waits as it would on the sled journal's disk — and [`Journal::append_async`]
+//! waits for etcd's answer without holding any thread.
+//!
+//! Not here yet (later parts of the multi-executor work): leases and run ownership, watches
+//! for decisions, schedules shared between executors.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, TxnOp, TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::etcd_url::EtcdTarget;
+use crate::witness;
+use crate::{
+    Event, Journal, JournalError, JournalStats, LockChange, Pending, Record, RunId, RunState,
+    RunSummary,
+};
+
+/// A record whose stored form is larger goes to a blob.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// The bytes one commit may carry inline (etcd's default request limit is 1.5 MiB).
+pub const TXN_BUDGET: usize = 1024 * 1024;
+/// The size of a blob's pieces, each written by a request of its own.
+pub const CHUNK: usize = 1024 * 1024;
+/// The most operations one commit may need (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+/// Records read per request (at most [`INLINE_MAX`] bytes each, under gRPC's 4 MiB replies).
+const PAGE: i64 = 48;
+/// How many times a write re-reads and tries again when only a lock moved under it.
+const ATTEMPTS: usize = 5;
+
+const INLINE: u8 = b'r';
+const BLOB: u8 = b'b';
+
+/// What can go wrong talking to etcd (carried as [`JournalError::Storage`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// etcd refused the request or could not be reached.
+    #[error("etcd at {endpoints} failed to {action}")]
+    Request {
+        /// The cluster's endpoints.
+        endpoints: String,
+        /// What we asked.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// etcd did not answer in time (unreachable, or without quorum).
+    #[error("etcd at {endpoints} did not answer within {timeout:?} when asked to {action}")]
+    Timeout {
+        /// The cluster's endpoints.
+        endpoints: String,
+        /// What we asked.
+        action: &'static str,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A commit would exceed what one etcd transaction may carry.
+    #[error(
+        "a commit to run {run} is too large for one etcd transaction: {detail}; nothing was written"
+    )]
+    TooLarge {
+        /// The run.
+        run: RunId,
+        /// How large.
+        detail: String,
+    },
+    /// A TLS file could not be read.
+    #[error("failed to read the etcd {what} {path}")]
+    TlsFile {
+        /// Which file.
+        what: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS options are incomplete.
+    #[error("etcd TLS: {0}")]
+    TlsOptions(&'static str),
+    /// The journal's own runtime could not start or went away.
+    #[error("the etcd journal's runtime {0}")]
+    Runtime(String),
+    /// A write kept meeting concurrent changes of the run's lock.
+    #[error("run {0} kept changing under the write; nothing was written")]
+    Contended(RunId),
+    /// A key holds something this journal does not write.
+    #[error("key {key} holds an unexpected value: {detail}")]
+    Malformed {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl From<EtcdError> for JournalError {
+    fn from(e: EtcdError) -> Self {
+        JournalError::Storage(Box::new(e))
+    }
+}
+
+/// Where a large record's bytes are.
+#[derive(Debug, Serialize, Deserialize)]
+struct BlobRef {
+    /// The blob's id, unique per write.
+    blob: String,
+    /// How many pieces.
+    chunks: usize,
+    /// The total length of the record's `CRC32 + JSON`.
+    len: usize,
+}
+
+/// A journal in an etcd cluster.
+pub struct EtcdJournal {
+    inner: Arc<Inner>,
+    /// Taken on drop, to shut down without waiting (a drop may happen on a runtime's thread).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Inner {
+    client: Client,
+    prefix: String,
+    endpoints: String,
+    timeout: Duration,
+    commits: AtomicU64,
+}
+
+impl std::fmt::Debug for EtcdJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdJournal")
+            .field("endpoints", &self.inner.endpoints)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EtcdJournal {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl EtcdJournal {
+    /// Connects to the cluster `target` names; each request waits at most `timeout`.
+    pub fn open(target: &EtcdTarget, timeout: Duration) -> Result<Self, JournalError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd-journal")
+            .enable_all()
+            .build()
+            .map_err(|e| EtcdError::Runtime(format!("failed to start: {e}")))?;
+        let endpoints = target.endpoints.join(",");
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout);
+        if let Some((user, password)) = &target.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &target.tls {
+            options = options.with_tls(tls_options(tls)?);
+        }
+        let eps = target.endpoints.clone();
+        let ends = endpoints.clone();
+        let client = wait(&runtime, async move {
+            tokio::time::timeout(timeout, Client::connect(eps, Some(options)))
+                .await
+                .map_err(|_| EtcdError::Timeout {
+                    endpoints: ends.clone(),
+                    action: "connect",
+                    timeout,
+                })?
+                .map_err(|source| EtcdError::Request {
+                    endpoints: ends,
+                    action: "connect",
+                    source,
+                })
+                .map_err(JournalError::from)
+        })?;
+        let journal = Self {
+            inner: Arc::new(Inner {
+                client,
+                prefix: target.prefix.clone(),
+                endpoints,
+                timeout,
+                commits: AtomicU64::new(0),
+            }),
+            runtime: Some(runtime),
+        };
+        // A cluster that accepts the connection lazily answers here, or says why not.
+        journal.call(|inner| async move { inner.get(&inner.meta_key("")).await.map(drop) })?;
+        Ok(journal)
+    }
+
+    /// The key prefix everything of this journal is under.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// Runs `f` on the journal's runtime and waits for it.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<T, JournalError>> + Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        wait(runtime, f(self.inner.clone()))
+    }
+}
+
+/// Runs `fut` on `runtime` and blocks this thread (any thread) until it ends.
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    fut: impl Future<Output = Result<T, JournalError>> + Send + 'static,
+) -> Result<T, JournalError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| EtcdError::Runtime("stopped during a request".into()))?
+}
+
+fn tls_options(tls: &crate::etcd_url::EtcdTls) -> Result<etcd_client::TlsOptions, EtcdError> {
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut options = etcd_client::TlsOptions::new();
+    if let Some(ca) = &tls.ca_cert {
+        options = options.ca_certificate(etcd_client::Certificate::from_pem(read(
+            "CA certificate",
+            ca,
+        )?));
+    } else {
+        options = options.with_enabled_roots();
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            options = options.identity(etcd_client::Identity::from_pem(
+                read("client certificate", cert)?,
+                read("client key", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(EtcdError::TlsOptions(
+                "a client certificate needs its key, and a key its certificate (--etcd-cert and --etcd-key)",
+            ));
+        }
+    }
+    Ok(options)
+}
+
+/// The key just after every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// CRC32 (little-endian) of the JSON, then the JSON.
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
+    let json = serde_json::to_vec(value).map_err(|e| JournalError::Storage(Box::new(e)))?;
+    let mut out = Vec::with_capacity(4 + json.len());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The JSON of `CRC32 + JSON`, if the checksum holds.
+fn checked(bytes: &[u8]) -> Result<&[u8], String> {
+    let Some((crc, json)) = bytes.split_first_chunk::<4>() else {
+        return Err(format!("truncated value of {} bytes", bytes.len()));
+    };
+    if u32::from_le_bytes(*crc) != crc32fast::hash(json) {
+        return Err("checksum mismatch".to_owned());
+    }
+    Ok(json)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(checked(bytes)?).map_err(|e| format!("undecodable: {e}"))
+}
+
+fn corrupt(run: RunId, seq: u64, detail: String) -> JournalError {
+    JournalError::Corrupt { run, seq, detail }
+}
+
+fn make_records(events: &[Event], first: u64, at: DateTime<Utc>) -> Vec<Record> {
+    events
+        .iter()
+        .zip(first..)
+        .map(|(event, seq)| Record {
+            seq,
+            at,
+            event: event.clone(),
+        })
+        .collect()
+}
+
+/// A commit's writes.
+#[derive(Default)]
+struct Commit {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    bytes: usize,
+    /// Blobs written ahead, to delete if the commit does not happen.
+    blobs: Vec<String>,
+}
+
+impl Commit {
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.ops.push(TxnOp::put(key, value, None));
+    }
+}
+
+impl Inner {
+    fn run_dir(&self, id: RunId) -> String {
+        format!("{}/runs/{id}/", self.prefix)
+    }
+    fn event_key(&self, id: RunId, seq: u64) -> String {
+        format!("{}e/{seq:020}", self.run_dir(id))
+    }
+    fn blob_prefix(&self, id: RunId, blob: &str) -> String {
+        format!("{}b/{blob}/", self.run_dir(id))
+    }
+    fn last_key(&self, id: RunId) -> String {
+        format!("{}last", self.run_dir(id))
+    }
+    fn summaries_dir(&self) -> String {
+        format!("{}/summaries/", self.prefix)
+    }
+    fn summary_key(&self, id: RunId) -> String {
+        format!("{}{id}", self.summaries_dir())
+    }
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}/locks/{key}", self.prefix)
+    }
+    fn meta_key(&self, key: &str) -> String {
+        format!("{}/meta/{key}", self.prefix)
+    }
+
+    /// Bounds `request` by the journal's timeout and names what failed.
+    async fn ask<T>(
+        &self,
+        action: &'static str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, JournalError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(source)) => Err(EtcdError::Request {
+                endpoints: self.endpoints.clone(),
+                action,
+                source,
+            }
+            .into()),
+            Err(_) => Err(EtcdError::Timeout {
+                endpoints: self.endpoints.clone(),
+                action,
+                timeout: self.timeout,
+            }
+            .into()),
+        }
+    }
+
+    /// The value of `key`, with its modification revision and the store's revision.
+    async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), JournalError> {
+        let mut kv = self.client.kv_client();
+        let mut answer = self.ask("read", kv.get(key, None)).await?;
+        let revision = answer
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        Ok((answer.take_kvs().into_iter().next(), revision))
+    }
+
+    /// Every key-value in `[start, end)` at `revision` (0: the latest), `PAGE` at a time.
+    async fn range(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<Vec<KeyValue>, JournalError> {
+        let mut kv = self.client.kv_client();
+        let mut out = Vec::new();
+        let mut from = start;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE)
+                .with_revision(revision);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let mut answer = self
+                .ask("read", kv.get(from.clone(), Some(options)))
+                .await?;
+            let more = answer.more();
+            let kvs = answer.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            from = last.key().to_vec();
+            from.push(0);
+            out.extend(kvs);
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn txn(&self, commit: Commit) -> Result<(bool, Vec<TxnOpResponse>), JournalError> {
+        let txn = etcd_client::Txn::new()
+            .when(commit.compares)
+            .and_then(commit.ops);
+        let mut kv = self.client.kv_client();
+        let answer = self.ask("commit", kv.txn(txn)).await?;
+        Ok((answer.succeeded(), answer.op_responses()))
+    }
+
+    /// The run's summary with its modification revision, and the store's revision.
+    async fn summary_at(&self, id: RunId) -> Result<(RunSummary, i64, i64), JournalError> {
+        let (kv, revision) = self.get(&self.summary_key(id)).await?;
+        let Some(kv) = kv else {
+            return Err(JournalError::NoSuchRun(id.to_string()));
+        };
+        let summary = decode_summary(id, kv.value()).map_err(|d| summary_corrupt(id, &d))?;
+        Ok((summary, kv.mod_revision(), revision))
+    }
+
+    async fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        let full = self.lock_key(key);
+        let (kv, _) = self.get(&full).await?;
+        kv.map(|kv| parse_id(&full, kv.value())).transpose()
+    }
+
+    /// Adds `records` (and their blobs, written now) to `commit`, folding them into `summary`
+    /// and the chain.
+    async fn add_records(
+        &self,
+        id: RunId,
+        records: &[Record],
+        summary: &mut RunSummary,
+        commit: &mut Commit,
+    ) -> Result<(), JournalError> {
+        let mut chain = match summary.chain.as_deref() {
+            Some(hex) => witness::chain_from_hex(hex).ok_or_else(|| {
+                summary_corrupt(id, "its hash chain is not 56 hexadecimal digits")
+            })?,
+            None => witness::chain_start(id),
+        };
+        let mut values = Vec::with_capacity(records.len());
+        for record in records {
+            summary.apply(record);
+            let value = encode(record)?;
+            chain = witness::chain_next(&chain, &value[4..]);
+            values.push(value);
+        }
+        summary.chain = Some(witness::chain_hex(&chain));
+        // Largest first to blobs, until every inline record is small and the commit fits.
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(values[i].len()));
+        let mut inline: usize = values.iter().map(Vec::len).sum();
+        let mut to_blob = vec![false; values.len()];
+        for i in order {
+            if values[i].len() > INLINE_MAX || inline > TXN_BUDGET {
+                to_blob[i] = true;
+                inline -= values[i].len();
+            }
+        }
+        for ((record, value), blob) in records.iter().zip(values).zip(to_blob) {
+            let stored = if blob {
+                let reference = self.write_blob(id, &value, commit).await?;
+                [&[BLOB][..], &encode(&reference)?].concat()
+            } else {
+                [&[INLINE][..], &value].concat()
+            };
+            commit.put(self.event_key(id, record.seq), stored);
+        }
+        Ok(())
+    }
+
+    async fn write_blob(
+        &self,
+        id: RunId,
+        value: &[u8],
+        commit: &mut Commit,
+    ) -> Result<BlobRef, JournalError> {
+        let blob = RunId::new().to_string();
+        let prefix = self.blob_prefix(id, &blob);
+        commit.blobs.push(prefix.clone());
+        let mut kv = self.client.kv_client();
+        let mut chunks = 0;
+        for (n, piece) in value.chunks(CHUNK).enumerate() {
+            self.ask(
+                "write a large record",
+                kv.put(format!("{prefix}{n:06}"), piece.to_vec(), None),
+            )
+            .await?;
+            chunks += 1;
+        }
+        Ok(BlobRef {
+            blob,
+            chunks,
+            len: value.len(),
+        })
+    }
+
+    /// Commits, or deletes the blobs written for a commit that did not happen.
+    async fn commit(&self, id: RunId, commit: Commit) -> Result<bool, JournalError> {
+        if commit.ops.len() > MAX_TXN_OPS || commit.bytes > TXN_BUDGET + 64 * 1024 {
+            let detail = format!(
+                "{} operations, {} bytes (at most {MAX_TXN_OPS} and {TXN_BUDGET})",
+                commit.ops.len(),
+                commit.bytes
+            );
+            self.drop_blobs(&commit.blobs).await;
+            return Err(EtcdError::TooLarge { run: id, detail }.into());
+        }
+        let blobs = commit.blobs.clone();
+        let result = self.txn(commit).await;
+        match result {
+            Ok((true, _)) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Ok((false, _)) => {
+                self.drop_blobs(&blobs).await;
+                Ok(false)
+            }
+            // Unknown whether it landed: the blobs may be referenced, so they stay.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn drop_blobs(&self, blobs: &[String]) {
+        let mut kv = self.client.kv_client();
+        for prefix in blobs {
+            let options = etcd_client::DeleteOptions::new().with_prefix();
+            if let Err(e) = self
+                .ask(
+                    "delete an unused blob",
+                    kv.delete(prefix.clone(), Some(options)),
+                )
+                .await
+            {
+                tracing::warn!(blob = %prefix, error = %e, "an unused blob stays in etcd");
+            }
+        }
+    }
+
+    async fn insert(
+        &self,
+        id: RunId,
+        lock: Option<String>,
+        take_lock: bool,
+        events: Vec<Event>,
+    ) -> Result<Vec<Record>, JournalError> {
+        for _ in 0..ATTEMPTS {
+            let now = Utc::now();
+            let mut summary = RunSummary {
+                id,
+                runbook: String::new(),
+                state: RunState::Running,
+                reason: None,
+                lock: None,
+                started_by: String::new(),
+                created_at: now,
+                updated_at: now,
+                last_seq: 0,
+                chain: None,
+            };
+            let records = make_records(&events, 1, now);
+            let mut commit = Commit::default();
+            commit.compares.push(Compare::create_revision(
+                self.summary_key(id),
+                CompareOp::Equal,
+                0,
+            ));
+            if let Some(key) = &lock {
+                commit.compares.push(Compare::create_revision(
+                    self.lock_key(key),
+                    CompareOp::Equal,
+                    0,
+                ));
+                if take_lock {
+                    commit.put(self.lock_key(key), id.to_string().into_bytes());
+                }
+            }
+            self.add_records(id, &records, &mut summary, &mut commit)
+                .await?;
+            summary.lock.clone_from(&lock);
+            commit.put(self.last_key(id), summary.last_seq.to_string().into_bytes());
+            commit.put(self.summary_key(id), encode(&summary)?);
+            if self.commit(id, commit).await? {
+                return Ok(records);
+            }
+            if self.get(&self.summary_key(id)).await?.0.is_some() {
+                return Err(JournalError::RunExists(id));
+            }
+            if let Some(key) = &lock
+                && let Some(holder) = self.lock_value(key).await?
+            {
+                return Err(JournalError::LockHeld {
+                    key: key.clone(),
+                    holder,
+                });
+            }
+        }
+        Err(EtcdError::Contended(id).into())
+    }
+
+    async fn write(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: Vec<Event>,
+        lock: LockChange,
+    ) -> Result<Vec<Record>, JournalError> {
+        for _ in 0..ATTEMPTS {
+            let (mut summary, summary_revision, _) = self.summary_at(id).await?;
+            if summary.last_seq != expected {
+                return Err(JournalError::Conflict {
+                    run: id,
+                    expected,
+                    found: summary.last_seq,
+                });
+            }
+            let mut commit = Commit::default();
+            commit.compares.push(Compare::value(
+                self.last_key(id),
+                CompareOp::Equal,
+                expected.to_string(),
+            ));
+            commit.compares.push(Compare::mod_revision(
+                self.summary_key(id),
+                CompareOp::Equal,
+                summary_revision,
+            ));
+            if let Some(key) = summary.lock.clone() {
+                let full = self.lock_key(&key);
+                let holder = self.lock_value(&key).await?;
+                let ours = id.to_string();
+                match (lock, holder) {
+                    (LockChange::Release, Some(h)) if h == id => {
+                        commit
+                            .compares
+                            .push(Compare::value(full.clone(), CompareOp::Equal, ours));
+                        commit.ops.push(TxnOp::delete(full, None));
+                    }
+                    (LockChange::Retake, Some(h)) if h != id => {
+                        return Err(JournalError::LockHeld { key, holder: h });
+                    }
+                    (LockChange::Retake, Some(_)) => {
+                        commit
+                            .compares
+                            .push(Compare::value(full, CompareOp::Equal, ours));
+                    }
+                    (LockChange::Retake, None) => {
+                        commit.compares.push(Compare::create_revision(
+                            full.clone(),
+                            CompareOp::Equal,
+                            0,
+                        ));
+                        commit.put(full, ours.into_bytes());
+                    }
+                    _ => {}
+                }
+            }
+            let records = make_records(&events, expected + 1, Utc::now());
+            self.add_records(id, &records, &mut summary, &mut commit)
+                .await?;
+            commit.put(self.last_key(id), summary.last_seq.to_string().into_bytes());
+            commit.put(self.summary_key(id), encode(&summary)?);
+            if self.commit(id, commit).await? {
+                return Ok(records);
+            }
+            // Someone wrote the run (the next round reports the conflict) or moved its lock
+            // (the next round decides again).
+            let (kv, _) = self.get(&self.last_key(id)).await?;
+            if kv.is_none() {
+                return Err(corrupt(
+                    id,
+                    expected,
+                    "the run's `last` key is missing: its records cannot be appended to".into(),
+                ));
+            }
+        }
+        Err(EtcdError::Contended(id).into())
+    }
+
+    /// The records of `id` after `after`, verified; a full read also checks the hash chain.
+    async fn read(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        let (summary, _, revision) = self.summary_at(id).await?;
+        let last_seq = summary.last_seq;
+        let start = self.event_key(id, after.saturating_add(1)).into_bytes();
+        let events_dir = format!("{}e/", self.run_dir(id));
+        let kvs = self
+            .range(start, prefix_end(&events_dir), revision, false)
+            .await?;
+        let mut chain = (after == 0).then(|| witness::chain_start(id));
+        let mut records = Vec::with_capacity(kvs.len());
+        let mut expected = after.saturating_add(1);
+        for kv in &kvs {
+            let key = String::from_utf8_lossy(kv.key());
+            let key_seq = key
+                .strip_prefix(&events_dir)
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    corrupt(
+                        id,
+                        expected,
+                        format!("malformed key {key} after record {}", expected - 1),
+                    )
+                })?;
+            if key_seq > last_seq {
+                break;
+            }
+            if key_seq != expected {
+                return Err(corrupt(
+                    id,
+                    expected,
+                    format!("record {expected} missing: the next record found is {key_seq}"),
+                ));
+            }
+            let value = self.stored_value(id, key_seq, kv.value(), revision).await?;
+            let json = checked(&value).map_err(|d| corrupt(id, key_seq, d))?;
+            let record: Record = serde_json::from_slice(json)
+                .map_err(|e| corrupt(id, key_seq, format!("undecodable record: {e}")))?;
+            if record.seq != key_seq {
+                return Err(corrupt(
+                    id,
+                    key_seq,
+                    format!("key says {key_seq} but record says {}", record.seq),
+                ));
+            }
+            if let Some(c) = chain.as_mut() {
+                *c = witness::chain_next(c, json);
+            }
+            records.push(record);
+            expected = key_seq + 1;
+        }
+        if expected - 1 < last_seq {
+            return Err(corrupt(
+                id,
+                expected,
+                format!(
+                    "the log ends at record {} but the run's summary says {last_seq} (torn tail)",
+                    expected - 1
+                ),
+            ));
+        }
+        if let (Some(c), Some(hex)) = (chain, summary.chain.as_deref())
+            && witness::chain_from_hex(hex) != Some(c)
+        {
+            return Err(corrupt(
+                id,
+                last_seq,
+                "the run's records do not match its summary's hash chain".into(),
+            ));
+        }
+        Ok(records)
+    }
+
+    /// A record's `CRC32 + JSON`, from its key's value (and its blob, for a large one).
+    async fn stored_value(
+        &self,
+        id: RunId,
+        seq: u64,
+        value: &[u8],
+        revision: i64,
+    ) -> Result<Vec<u8>, JournalError> {
+        match value.split_first() {
+            Some((&INLINE, rest)) => Ok(rest.to_vec()),
+            Some((&BLOB, rest)) => {
+                let reference: BlobRef = decode(rest)
+                    .map_err(|d| corrupt(id, seq, format!("its blob reference is {d}")))?;
+                let prefix = self.blob_prefix(id, &reference.blob);
+                let mut kv = self.client.kv_client();
+                let mut out = Vec::with_capacity(reference.len);
+                for n in 0..reference.chunks {
+                    let options = GetOptions::new().with_revision(revision);
+                    let mut answer = self
+                        .ask(
+                            "read a large record",
+                            kv.get(format!("{prefix}{n:06}"), Some(options)),
+                        )
+                        .await?;
+                    let Some(piece) = answer.take_kvs().into_iter().next() else {
+                        return Err(corrupt(
+                            id,
+                            seq,
+                            format!("piece {n} of its {} is missing", reference.chunks),
+                        ));
+                    };
+                    out.extend_from_slice(piece.value());
+                }
+                if out.len() != reference.len {
+                    return Err(corrupt(
+                        id,
+                        seq,
+                        format!("its pieces hold {} bytes, not {}", out.len(), reference.len),
+                    ));
+                }
+                Ok(out)
+            }
+            _ => Err(corrupt(
+                id,
+                seq,
+                "the stored value has an unknown form".into(),
+            )),
+        }
+    }
+
+    /// Every summary, oldest first, each decoded or with what is wrong with it.
+    async fn summaries(&self) -> Result<BTreeMap<RunId, Result<RunSummary, String>>, JournalError> {
+        let dir = self.summaries_dir();
+        let kvs = self
+            .range(dir.clone().into_bytes(), prefix_end(&dir), 0, false)
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in kvs {
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(id) = key.strip_prefix(&dir).and_then(|s| s.parse::<RunId>().ok()) else {
+                tracing::warn!(key = %key, "ignoring a malformed summary key in the journal");
+                continue;
+            };
+            out.insert(id, decode_summary(id, kv.value()));
+        }
+        Ok(out)
+    }
+
+    async fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
+        let start = format!("{}{}", self.summaries_dir(), prefix.to_ascii_uppercase());
+        let kvs = self
+            .range(start.clone().into_bytes(), prefix_end(&start), 0, true)
+            .await?;
+        let dir = self.summaries_dir();
+        let found: Vec<RunId> = kvs
+            .iter()
+            .filter_map(|kv| {
+                String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&dir)
+                    .and_then(|s| s.parse().ok())
+            })
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
+            _ => Err(JournalError::Ambiguous {
+                prefix: prefix.to_owned(),
+                candidates: found,
+            }),
+        }
+    }
+}
+
+fn decode_summary(id: RunId, value: &[u8]) -> Result<RunSummary, String> {
+    let summary: RunSummary = decode(value)?;
+    if summary.id == id {
+        Ok(summary)
+    } else {
+        Err(format!(
+            "summary is stored under {id} but names run {}",
+            summary.id
+        ))
+    }
+}
+
+fn summary_corrupt(run: RunId, detail: &str) -> JournalError {
+    JournalError::Corrupt {
+        run,
+        seq: 0,
+        detail: format!("the run's summary is unreadable: {detail}"),
+    }
+}
+
+fn parse_id(key: &str, value: &[u8]) -> Result<RunId, JournalError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            EtcdError::Malformed {
+                key: key.to_owned(),
+                detail: format!("{} bytes that are not a run id", value.len()),
+            }
+            .into()
+        })
+}
+
+impl Journal for EtcdJournal {
+    fn insert(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        take_lock: bool,
+        events: &[Event],
+    ) -> Result<Vec<Record>, JournalError> {
+        let lock = lock.map(str::to_owned);
+        let events = events.to_vec();
+        self.call(move |inner| async move { inner.insert(id, lock, take_lock, events).await })
+    }
+
+    fn write(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+        lock: LockChange,
+    ) -> Result<Vec<Record>, JournalError> {
+        let events = events.to_vec();
+        self.call(move |inner| async move { inner.write(id, expected, events, lock).await })
+    }
+
+    fn append_async(&self, id: RunId, expected: u64, events: Vec<Event>) -> Pending {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            let result = if events.is_empty() {
+                inner.summary_at(id).await.map(|_| Vec::new())
+            } else {
+                let lock = LockChange::of(&events);
+                inner.write(id, expected, events, lock).await
+            };
+            let _ = tx.send(result);
+        });
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| EtcdError::Runtime("stopped during an append".into()))?
+        })
+    }
+
+    fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
+        self.call(move |inner| async move { inner.read(id, 0).await })
+    }
+
+    fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
+        self.call(move |inner| async move { inner.read(id, after).await })
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
+        let all = self.call(|inner| async move { inner.summaries().await })?;
+        all.into_iter()
+            .map(|(id, s)| s.map_err(|d| summary_corrupt(id, &d)))
+            .collect()
+    }
+
+    fn readable_runs(&self) -> Vec<RunSummary> {
+        self.call(|inner| async move { inner.summaries().await })
+            .map(|all| all.into_values().filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    }
+
+    fn problems(&self) -> Vec<JournalError> {
+        match self.call(|inner| async move { inner.summaries().await }) {
+            Ok(all) => all
+                .into_iter()
+                .filter_map(|(id, s)| s.err().map(|d| summary_corrupt(id, &d)))
+                .collect(),
+            Err(e) => vec![e],
+        }
+    }
+
+    fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        self.call(move |inner| async move { inner.summary_at(id).await.map(|(s, _, _)| s) })
+    }
+
+    fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
+        let prefix = prefix.to_owned();
+        self.call(move |inner| async move { inner.resolve(&prefix).await })
+    }
+
+    fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
+        let key = key.to_owned();
+        self.call(move |inner| async move { inner.lock_value(&key).await })
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let key = key.to_owned();
+        self.call(move |inner| async move {
+            let (kv, _) = inner.get(&inner.meta_key(&key)).await?;
+            Ok(kv.map(|kv| kv.value().to_vec()))
+        })
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
+        let key = key.to_owned();
+        let value = value.to_vec();
+        self.call(move |inner| async move {
+            let mut kv = inner.client.kv_client();
+            inner
+                .ask("write", kv.put(inner.meta_key(&key), value, None))
+                .await?;
+            inner.commits.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            commits: self.inner.commits.load(Ordering::Relaxed),
+            // etcd syncs its own write-ahead log; this process issues none.
+            syncs: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
