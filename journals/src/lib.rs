@@ -21,7 +21,7 @@
 #[cfg(test)]
 pub mod conformance;
 mod etcd_journal;
-mod etcd_url;
+pub mod etcd_url;
 mod event;
 mod memory;
 mod sled_journal;

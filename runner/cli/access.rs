@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runbook_journals::{Journal, JournalError, SledJournal, SledOptions};
+use runbook_journals::{Journal, JournalError, SledOptions};
 
 use crate::cli::remote::Remote;
 use crate::cli::{CliError, Env};
@@ -48,7 +48,6 @@ pub async fn find(env: &Env, want: Want) -> Result<Access, CliError> {
 /// [`find`], waiting at most `patience` for a holder that does not answer.
 pub async fn find_within(env: &Env, want: Want, patience: Duration) -> Result<Access, CliError> {
     let deadline = Instant::now() + patience;
-    let dir = env.journal_dir();
     let opts = SledOptions {
         busy_wait: ATTEMPT,
         ..SledOptions::default()
@@ -58,14 +57,11 @@ pub async fn find_within(env: &Env, want: Want, patience: Duration) -> Result<Ac
             return Ok(Access::Remote(remote));
         }
         // Opening reads (and may wait for) the journal: blocking work.
-        let opened = tokio::task::block_in_place(|| match want {
-            Want::Write => SledJournal::open(&dir, opts),
-            Want::Read => SledJournal::open_read_only(&dir, opts),
-        });
+        let opened = tokio::task::block_in_place(|| env.open_with(want, opts));
         match opened {
-            Ok(journal) => return Ok(Access::Local(Arc::new(journal))),
-            Err(JournalError::Busy { .. }) if Instant::now() < deadline => {}
-            Err(e) => return Err(e.into()),
+            Ok(journal) => return Ok(Access::Local(journal)),
+            Err(CliError::Journal(JournalError::Busy { .. })) if Instant::now() < deadline => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -49,7 +49,7 @@ pub async fn spawn(env: &Env, op: &Operation, yes: bool) -> Result<i32, CliError
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("--journal")
-        .arg(env.journal_dir())
+        .arg(env.journal_arg_for_child())
         .args(["--output", output, "--as", &env.who, BACKGROUND]);
     if yes {
         command.arg("--yes");

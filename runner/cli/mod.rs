@@ -7,18 +7,20 @@ pub mod exit;
 mod help;
 mod inspect;
 mod library;
+pub mod location;
 pub mod remote;
 mod runs;
 mod schedule;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use runbook_journals::{Journal, JournalError, SledJournal, SledOptions};
 
+use crate::cli::location::Location;
 use crate::engine::{EngineError, GateMode};
 use crate::failure::Kind;
 use crate::serve::ServeError;
@@ -33,14 +35,46 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RUNBOOK_COM
 #[derive(Debug, Parser)]
 #[command(name = "runbook", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
-    /// The journal directory.
+    /// The journal directory, or an etcd journal.
     #[arg(
         long,
         global = true,
-        value_name = "DIR",
-        help = "The journal directory [env: RUNBOOK_JOURNAL; an empty value counts as unset]"
+        value_name = "DIR|etcd://HOST:PORT[,HOST:PORT…]/PREFIX",
+        help = "The journal directory, or an etcd journal as etcd://host:port[,host:port…]/prefix [env: RUNBOOK_JOURNAL; an empty value counts as unset]"
     )]
     pub journal: Option<PathBuf>,
+
+    /// An etcd journal's CA certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE", env = "ETCDCTL_CACERT")]
+    pub etcd_cacert: Option<PathBuf>,
+
+    /// An etcd journal's client certificate (PEM), with --etcd-key.
+    #[arg(long, global = true, value_name = "FILE", env = "ETCDCTL_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, global = true, value_name = "FILE", env = "ETCDCTL_KEY")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// An etcd journal's user, as etcdctl's --user takes it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME[:PASSWORD]",
+        env = "ETCDCTL_USER",
+        hide_env_values = true
+    )]
+    pub etcd_user: Option<String>,
+
+    /// The password of --etcd-user (prefer the environment: arguments are visible to others).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PASSWORD",
+        env = "ETCDCTL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
 
     /// Output for people, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -385,6 +419,13 @@ impl CliError {
     }
 }
 
+/// Where runbook keeps a user's state: `$XDG_STATE_HOME/runbook`, or `~/.local/state/runbook`.
+fn state_base() -> PathBuf {
+    default_journal_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
 /// Where the journal is when neither `--journal` nor `$RUNBOOK_JOURNAL` says.
 pub fn default_journal_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
@@ -431,31 +472,67 @@ pub struct Env {
 }
 
 impl Env {
-    /// The journal directory in use.
+    /// The `--journal` (or `$RUNBOOK_JOURNAL`) given, if any.
+    fn journal_arg(&self) -> Option<PathBuf> {
+        self.cli.journal.clone().or_else(|| {
+            std::env::var_os("RUNBOOK_JOURNAL")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// Where the journal is: a directory, or an etcd cluster.
+    pub fn location(&self) -> Result<Location, CliError> {
+        Location::of(
+            &self.cli,
+            self.journal_arg().as_deref(),
+            &default_journal_dir(),
+        )
+    }
+
+    /// The journal directory in use; for an etcd journal, its local directory (the socket,
+    /// follow files and logs of this machine: see [`location`]).
     pub fn journal_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.cli.journal {
-            return dir.clone();
+        match self.location() {
+            Ok(location) => location.local_dir(&state_base()),
+            Err(_) => self.journal_arg().unwrap_or_else(default_journal_dir),
         }
-        if let Some(dir) = std::env::var_os("RUNBOOK_JOURNAL").filter(|d| !d.is_empty()) {
-            return PathBuf::from(dir);
+    }
+
+    /// The `--journal` value that names this journal to another runbook process.
+    pub fn journal_arg_for_child(&self) -> std::ffi::OsString {
+        match self.location() {
+            Ok(Location::Etcd(target)) => target.url().into(),
+            _ => self.journal_dir().into_os_string(),
         }
-        default_journal_dir()
     }
 
     /// Opens the journal for writing, for a command that does not execute a run (it holds the
     /// journal for an instant, and answers nobody meanwhile).
     pub fn open_journal(&self) -> Result<Arc<dyn Journal>, CliError> {
-        let dir = self.journal_dir();
-        let journal = SledJournal::open(&dir, SledOptions::default())?;
-        Ok(Arc::new(journal))
+        self.open_with(access::Want::Write, SledOptions::default())
     }
 
     /// Opens a read-only view of the journal: nothing in the journal directory is created or
-    /// changed (see `SledJournal::open_read_only`).
+    /// changed (see `SledJournal::open_read_only`). An etcd journal is read in place: reading
+    /// it writes nothing.
     pub fn open_journal_read_only(&self) -> Result<Arc<dyn Journal>, CliError> {
-        let dir = self.journal_dir();
-        let journal = SledJournal::open_read_only(&dir, SledOptions::default())?;
-        Ok(Arc::new(journal))
+        self.open_with(access::Want::Read, SledOptions::default())
+    }
+
+    /// Opens the journal as `want` says; a sled journal with `opts`.
+    pub fn open_with(
+        &self,
+        want: access::Want,
+        opts: SledOptions,
+    ) -> Result<Arc<dyn Journal>, CliError> {
+        match self.location()? {
+            Location::Dir(dir) => Ok(match want {
+                access::Want::Write => Arc::new(SledJournal::open(&dir, opts)?),
+                access::Want::Read => Arc::new(SledJournal::open_read_only(&dir, opts)?),
+            }),
+            Location::Etcd(target) => Location::open_etcd(&target, &self.journal_dir()),
+        }
     }
 }
 
@@ -490,8 +567,16 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     .find(|w| !w.is_empty())
     .unwrap_or_else(|| "unknown".into());
     let env = Env { cli, who };
-    crate::ui::hint::set_journal(&env.journal_dir(), &default_journal_dir());
-    runbook_steps::child_env::set_journal(&env.journal_dir());
+    match env.location() {
+        Ok(Location::Etcd(target)) => {
+            crate::ui::hint::set_journal_url(&target.url());
+            runbook_steps::child_env::set_journal_url(&target.url());
+        }
+        _ => {
+            crate::ui::hint::set_journal(&env.journal_dir(), &default_journal_dir());
+            runbook_steps::child_env::set_journal(&env.journal_dir());
+        }
+    }
     // The runtime's default workers: nothing blocks them (journal writes are awaited, blocking
     // work runs on the blocking pool).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -658,6 +743,10 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         } => {
             crate::serve::serve(crate::serve::Options {
                 journal_dir: env.journal_dir(),
+                etcd: match env.location()? {
+                    Location::Etcd(target) => Some(target),
+                    Location::Dir(_) => None,
+                },
                 output: env.cli.output,
                 listen: *listen,
                 schedules: schedule_files(schedules),

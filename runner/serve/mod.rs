@@ -71,6 +71,8 @@ const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 pub struct Options {
     /// The journal directory.
     pub journal_dir: PathBuf,
+    /// The etcd journal, when the journal is one (`journal_dir` is then its local directory).
+    pub etcd: Option<runbook_journals::EtcdTarget>,
     /// How runs' records are printed.
     pub output: OutputMode,
     /// Where to listen.
@@ -124,8 +126,11 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     })?;
 
     let dir = opts.journal_dir.clone();
-    let journal: Arc<dyn runbook_journals::Journal> =
-        Arc::new(SledJournal::open(&dir, SledOptions::default())?);
+    let journal: Arc<dyn runbook_journals::Journal> = match &opts.etcd {
+        Some(target) => crate::cli::location::Location::open_etcd(target, &dir)
+            .map_err(|e| ServeError::BadInput(e.to_string()))?,
+        None => Arc::new(SledJournal::open(&dir, SledOptions::default())?),
+    };
     let local_token = random_token();
     tokens.set_local(local_token.clone());
 

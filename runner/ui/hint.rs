@@ -12,6 +12,11 @@ pub fn set_journal(dir: &Path, default: &Path) {
     let _ = PREFIX.set(prefix(dir, default));
 }
 
+/// Records an etcd journal (`etcd://…`) as the one this process uses; hints name it.
+pub fn set_journal_url(url: &str) {
+    let _ = PREFIX.set(format!("runbook --journal {}", shell_words::quote(url)));
+}
+
 /// The start of a suggested command.
 pub fn runbook() -> &'static str {
     PREFIX.get().map_or("runbook", String::as_str)

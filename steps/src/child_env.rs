@@ -22,6 +22,13 @@ pub fn set_journal(dir: &Path) {
     let _ = VARS.set(vec![(JOURNAL_VAR, dir.into_os_string())]);
 }
 
+/// Tells every step process of this executor that its journal is the etcd journal at `url`
+/// (`etcd://…`, without credentials: those travel in the `ETCDCTL_*` variables steps inherit).
+/// The first call wins, as with [`set_journal`].
+pub fn set_journal_url(url: &str) {
+    let _ = VARS.set(vec![(JOURNAL_VAR, url.into())]);
+}
+
 /// Puts the variables on `cmd` (after any `env_clear`, so they are always there), except one
 /// the step's own `env` sets: the runbook's word wins.
 pub(crate) fn apply(cmd: &mut tokio::process::Command) {
