@@ -15,6 +15,7 @@ mod disk_full;
 mod drift;
 mod durability;
 mod etcd;
+mod etcd_journal;
 mod examples;
 mod fake_kube;
 mod gate_timers;
