@@ -34,6 +34,7 @@ mod kube_partition;
 mod library_agent;
 mod library_bluegreen;
 mod library_core;
+mod library_install;
 mod library_kube;
 mod library_rotate;
 mod local_driver;
