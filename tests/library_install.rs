@@ -568,11 +568,22 @@ fn helm_running(needles: &[&str]) -> bool {
 fn a_run_killed_during_the_openbao_install_resumes_without_applying_a_revision_twice() {
     let install = Install::new("killed");
     let mut child = install.cmd(&["--yes"]).spawn();
-    // Killed while its helm installs OpenBao (helm runs on: it holds the release).
+    // Drained, so that the run never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    // Killed while its helm installs OpenBao: the release exists, `pending-install`, and helm
+    // waits for the pods and Jobs.
     let needles = ["upgrade", "openbao-server", install.vault.as_str()];
+    // (The /proc scan is cheap; `helm history` only once that helm runs.)
     wait_for("helm installing OpenBao", Duration::from_secs(180), || {
         helm_running(&needles)
     });
+    wait_for("the release pending", Duration::from_secs(60), || {
+        states(&install.history("openbao-server", &install.vault)) == [(1, "pending-install")]
+    });
+    assert!(helm_running(&needles), "no helm holds the release");
     child.kill().expect("SIGKILL the executor");
     child.wait().expect("reap");
     let run = install.sb.only_run();
@@ -593,40 +604,55 @@ fn a_run_killed_during_the_openbao_install_resumes_without_applying_a_revision_t
         ["step_started"],
         "killed with the OpenBao install in flight"
     );
-    // The helm it left finishes by itself.
-    wait_for(
-        "the orphaned helm to finish",
-        Duration::from_secs(180),
-        || !helm_running(&needles),
+    // The helm it started does not outlive it, and leaves the release pending.
+    wait_for("the orphaned helm to end", Duration::from_secs(180), || {
+        !helm_running(&needles)
+    });
+    assert_eq!(
+        states(&install.history("openbao-server", &install.vault)),
+        [(1, "pending-install")]
     );
-    install
-        .sb
-        .cmd(&["resume", &run, "--yes"])
-        .env("RUNBOOK_HELM", install.bed.k8s.var("HELM"))
-        .env("RUNBOOK_KUBECONFIG", install.bed.k8s.kubeconfig())
-        .env_remove("KUBECONFIG")
-        .ok();
-    // The resumed run asked the step's check, which found the release deployed by the helm
-    // the killed run had started, and skipped the install.
-    let records = install.sb.records(&run);
-    let resumed = records
-        .iter()
-        .rposition(|r| r["event"] == "resumed")
-        .expect("a resumed record");
-    let after: Vec<String> = records[resumed..]
-        .iter()
-        .filter(|r| r["path"] == "openbao")
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["event"].as_str().unwrap_or_default(),
-                r["reason"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
-    assert_eq!(after, ["step_skipped check"]);
-    // One revision per release: the resumed run did not install OpenBao a second time, and
-    // nothing was lost.
+    let resume = || {
+        install
+            .sb
+            .cmd(&["resume", &run, "--yes"])
+            .env("RUNBOOK_HELM", install.bed.k8s.var("HELM"))
+            .env("RUNBOOK_KUBECONFIG", install.bed.k8s.kubeconfig())
+            .env_remove("KUBECONFIG")
+    };
+    // A resume does not guess: the check refuses to decide on a pending release, says how to
+    // clear it, and nothing is installed.
+    let out = resume().run();
+    assert!(
+        !out.status.success(),
+        "{}",
+        out.explain("resumed over a pending release")
+    );
+    assert_contains(&out, "release openbao-server is pending-install");
+    assert_contains(&out, "helm uninstall openbao-server");
+    assert_eq!(
+        states(&install.history("openbao-server", &install.vault)),
+        [(1, "pending-install")]
+    );
+    // The operator clears it as told; the next resume installs OpenBao once.
+    let out = install.tool(
+        "HELM",
+        &[
+            "uninstall",
+            "openbao-server",
+            "-n",
+            &install.vault,
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = resume().run();
+    assert!(out.status.success(), "{}", out.explain("the second resume"));
+    // One revision per release: none applied twice, none lost.
     for h in install.histories() {
         assert_eq!(states(&h), [(1, "deployed")]);
     }
