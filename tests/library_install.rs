@@ -568,16 +568,30 @@ fn helm_running(needles: &[&str]) -> bool {
 fn a_run_killed_during_the_openbao_install_resumes_without_applying_a_revision_twice() {
     let install = Install::new("killed");
     let mut child = install.cmd(&["--yes"]).spawn();
-    // Drained, so that the run never blocks on a full pipe.
+    // Drained to files, so that the run never blocks on a full pipe and an early exit is
+    // explained.
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let (out_file, err_file) = (
+        install.sb.path().join("run.out"),
+        install.sb.path().join("run.err"),
+    );
+    let mut out_sink = std::fs::File::create(&out_file).expect("run.out");
+    let mut err_sink = std::fs::File::create(&err_file).expect("run.err");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut out_sink));
+    std::thread::spawn(move || std::io::copy(&mut err, &mut err_sink));
     // Killed while its helm installs OpenBao: the release exists, `pending-install`, and helm
     // waits for the pods and Jobs.
     let needles = ["upgrade", "openbao-server", install.vault.as_str()];
     // (The /proc scan is cheap; `helm history` only once that helm runs.)
     wait_for("helm installing OpenBao", Duration::from_secs(180), || {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!(
+                "the run ended ({status}) before helm installed OpenBao:\n{}\n{}",
+                std::fs::read_to_string(&out_file).unwrap_or_default(),
+                std::fs::read_to_string(&err_file).unwrap_or_default()
+            );
+        }
         helm_running(&needles)
     });
     wait_for("the release pending", Duration::from_secs(60), || {
@@ -634,7 +648,7 @@ fn a_run_killed_during_the_openbao_install_resumes_without_applying_a_revision_t
         states(&install.history("openbao-server", &install.vault)),
         [(1, "pending-install")]
     );
-    // The operator clears it as told; the next resume installs OpenBao once.
+    // The operator clears it as told and retries the step: OpenBao is installed once.
     let out = install.tool(
         "HELM",
         &[
@@ -650,8 +664,37 @@ fn a_run_killed_during_the_openbao_install_resumes_without_applying_a_revision_t
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        states(&install.history("openbao-server", &install.vault)),
+        [],
+        "the pending release is gone: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A run stopped for an operator goes on only by their decision: the step retried.
     let out = resume().run();
-    assert!(out.status.success(), "{}", out.explain("the second resume"));
+    assert_eq!(
+        out.code(),
+        Some(4),
+        "{}",
+        out.explain("a plain resume asks again")
+    );
+    let out = install
+        .sb
+        .cmd(&[
+            "resume",
+            &run,
+            "--yes",
+            "--retry-step",
+            "openbao",
+            "--comment",
+            "cleared the pending install",
+        ])
+        .env("RUNBOOK_HELM", install.bed.k8s.var("HELM"))
+        .env("RUNBOOK_KUBECONFIG", install.bed.k8s.kubeconfig())
+        .env_remove("KUBECONFIG")
+        .run();
+    assert!(out.status.success(), "{}", out.explain("the retry"));
     // One revision per release: none applied twice, none lost.
     for h in install.histories() {
         assert_eq!(states(&h), [(1, "deployed")]);
