@@ -61,8 +61,7 @@ use serde::{Deserialize, Serialize};
 use crate::etcd_url::EtcdTarget;
 use crate::witness;
 use crate::{
-    Event, Journal, JournalError, JournalStats, LockChange, Pending, Record, RunId, RunState,
-    RunSummary,
+    Event, Journal, JournalError, JournalStats, LockChange, Pending, Record, RunId, RunSummary,
 };
 
 /// A record whose stored form is larger goes to a blob.
@@ -621,18 +620,7 @@ impl Inner {
     ) -> Result<Vec<Record>, JournalError> {
         for _ in 0..ATTEMPTS {
             let now = Utc::now();
-            let mut summary = RunSummary {
-                id,
-                runbook: String::new(),
-                state: RunState::Running,
-                reason: None,
-                lock: None,
-                started_by: String::new(),
-                created_at: now,
-                updated_at: now,
-                last_seq: 0,
-                chain: None,
-            };
+            let mut summary = RunSummary::empty(id, now);
             let records = make_records(&events, 1, now);
             let mut commit = Commit::default();
             commit.compares.push(Compare::create_revision(
@@ -907,14 +895,7 @@ impl Inner {
                     .and_then(|s| s.parse().ok())
             })
             .collect();
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
-            _ => Err(JournalError::Ambiguous {
-                prefix: prefix.to_owned(),
-                candidates: found,
-            }),
-        }
+        JournalError::one_run(prefix, found)
     }
 }
 

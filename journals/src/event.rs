@@ -585,6 +585,22 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The summary of a run `id` before its first record, as of `at`: running, no records.
+    pub fn empty(id: RunId, at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            runbook: String::new(),
+            state: RunState::Running,
+            reason: None,
+            lock: None,
+            started_by: String::new(),
+            created_at: at,
+            updated_at: at,
+            last_seq: 0,
+            chain: None,
+        }
+    }
+
     /// Folds one more record into the summary.
     pub fn apply(&mut self, record: &Record) {
         self.updated_at = record.at;

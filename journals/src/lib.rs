@@ -131,6 +131,21 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// The one run `candidates` (the runs whose id starts with `prefix`) names, or the error
+    /// saying there is none or more than one.
+    pub fn one_run(prefix: &str, candidates: Vec<RunId>) -> Result<RunId, Self> {
+        match candidates.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Self::NoSuchRun(prefix.to_owned())),
+            _ => Err(Self::Ambiguous {
+                prefix: prefix.to_owned(),
+                candidates,
+            }),
+        }
+    }
+}
+
 /// Fails unless the first of a new run's events is `RunStarted`.
 fn check_first(id: RunId, events: &[Event]) -> Result<(), JournalError> {
     match events.first() {

@@ -6,9 +6,7 @@ use std::sync::Mutex;
 
 use chrono::Utc;
 
-use crate::{
-    Event, Journal, JournalError, JournalStats, LockChange, Record, RunId, RunState, RunSummary,
-};
+use crate::{Event, Journal, JournalError, JournalStats, LockChange, Record, RunId, RunSummary};
 
 /// A journal that forgets everything when dropped.
 #[derive(Debug, Default)]
@@ -89,16 +87,8 @@ impl Journal for MemoryJournal {
         inner.summaries.insert(
             id,
             RunSummary {
-                id,
-                runbook: String::new(),
-                state: RunState::Running,
-                reason: None,
                 lock: lock.map(str::to_owned),
-                started_by: String::new(),
-                created_at: now,
-                updated_at: now,
-                last_seq: 0,
-                chain: None,
+                ..RunSummary::empty(id, now)
             },
         );
         if let Some(key) = lock.filter(|_| take_lock) {
@@ -182,14 +172,7 @@ impl Journal for MemoryJournal {
             .filter(|id| id.to_string().starts_with(&p))
             .copied()
             .collect();
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
-            _ => Err(JournalError::Ambiguous {
-                prefix: prefix.to_owned(),
-                candidates: found,
-            }),
-        }
+        JournalError::one_run(prefix, found)
     }
 
     fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {

@@ -36,9 +36,7 @@ use chrono::Utc;
 
 use crate::sled_writer::{Op, Reply};
 use crate::witness::{self, Chain};
-use crate::{
-    Event, Journal, JournalError, JournalStats, Pending, Record, RunId, RunState, RunSummary,
-};
+use crate::{Event, Journal, JournalError, JournalStats, Pending, Record, RunId, RunSummary};
 
 const EVENT: u8 = b'e';
 const SUMMARY: u8 = b's';
@@ -976,14 +974,7 @@ impl Store {
             }
         }
         candidates.sort();
-        match candidates.as_slice() {
-            [] => Err(JournalError::NoSuchRun(prefix.to_owned())),
-            [id] => Ok(*id),
-            _ => Err(JournalError::Ambiguous {
-                prefix: prefix.to_owned(),
-                candidates,
-            }),
-        }
+        JournalError::one_run(prefix, candidates)
     }
 
     /// The batch of [`Journal::accept_loss`] on a damaged run, applied (not yet durable).
@@ -1001,18 +992,7 @@ impl Store {
                     .into(),
             });
         };
-        let mut summary = RunSummary {
-            id,
-            runbook: String::new(),
-            state: RunState::Running,
-            reason: None,
-            lock: None,
-            started_by: String::new(),
-            created_at: first.at,
-            updated_at: first.at,
-            last_seq: 0,
-            chain: None,
-        };
+        let mut summary = RunSummary::empty(id, first.at);
         for record in &kept {
             summary.apply(record);
         }
@@ -1390,7 +1370,7 @@ pub(crate) fn error_chain(e: &JournalError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RunStarted;
+    use crate::{RunStarted, RunState};
     use serde_json::json;
     use std::collections::BTreeMap;
     use std::sync::Arc;

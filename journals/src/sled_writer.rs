@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use chrono::Utc;
 
 use crate::sled_journal::Store;
-use crate::{Event, JournalError, Record, RunId, RunState, RunSummary, witness};
+use crate::{Event, JournalError, Record, RunId, RunSummary, witness};
 
 /// At most this many requests share one sync.
 const MAX_GROUP: usize = 1024;
@@ -227,18 +227,7 @@ fn insert(
         });
     }
     let now = Utc::now();
-    let mut summary = RunSummary {
-        id,
-        runbook: String::new(),
-        state: RunState::Running,
-        reason: None,
-        lock: None,
-        started_by: String::new(),
-        created_at: now,
-        updated_at: now,
-        last_seq: 0,
-        chain: None,
-    };
+    let mut summary = RunSummary::empty(id, now);
     let records = make_records(events, 1, now);
     let mut batch = sled::Batch::default();
     let chain = add_records(
