@@ -439,9 +439,12 @@ fn run_detach_returns_at_once_and_the_run_goes_on_in_a_background_process() {
         .cmd(&["run", "quick", "--detach", "--output", "json"])
         .ok();
     let took = began.elapsed();
-    // The README's promise is "at once" (well within a second); this bound is for a loaded CI.
+    // That it returned at all proves it did not wait for the run: the step waits for `go`,
+    // which the test writes only later. This loose bound only catches a return that waited on
+    // something else; it is not a speed test (on a loaded CI machine starting the background
+    // process took more than 5 s).
     assert!(
-        took < Duration::from_secs(5),
+        took < SETTLE,
         "run --detach took {took:?}\n{}",
         out.explain("a prompt return")
     );
