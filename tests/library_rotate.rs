@@ -5,14 +5,14 @@
 //! What a test concludes is read from the servers — OpenBao's own verify, login, decrypt and key
 //! APIs, `cqlsh`, `psql` handshakes — never from the runbook's output.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::clusters::{Cluster, http, repo, testbed};
+use crate::support::clusters::{Cluster, http, testbed};
 use crate::support::{Sandbox, wait_for};
 
 /// A single OpenBao node and its root token.
@@ -466,41 +466,16 @@ fn rotate_credential_killed_after_any_commit_and_resumed_leaves_one_working_secr
 // ---------------------------------------------------------------------------------------------
 // rotate-mtls
 
-/// A PostgreSQL server (`testbeds/postgres.sh`) that takes logins of `app` over TLS only, by
-/// client certificate (`hostssl … cert`), checked against `trust.pem`.
+/// A PostgreSQL server (`testbeds/postgres.sh`, as `tests/sql.rs` makes it) that takes logins
+/// of `app` over TLS only, by client certificate (`hostssl … cert`), checked against `trust.pem`.
 struct Postgres {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-    env: HashMap<String, String>,
+    pg: crate::sql::Postgres,
 }
 
 impl Postgres {
     fn start(trust: &str) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("runbook-pg-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        // As root the server runs as its own user, which must reach the directory.
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
-        let dir = tmp.path().join("pg");
-        testbed(
-            "postgres.sh",
-            &["create", dir.to_str().expect("utf-8 path")],
-        );
-        let env = std::fs::read_to_string(dir.join("pg.env"))
-            .expect("pg.env")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
         let pg = Self {
-            dir,
-            _tmp: tmp,
-            env,
+            pg: crate::sql::Postgres::create(),
         };
         let data = PathBuf::from(pg.var("PGDATA"));
         let run = |args: &[&str]| {
@@ -568,9 +543,7 @@ impl Postgres {
     }
 
     fn var(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} not in pg.env"))
+        self.pg.var(key)
     }
 
     fn psql_bin(&self) -> String {
@@ -579,31 +552,12 @@ impl Postgres {
 
     /// The trust file: beside the data directory, readable by the server's user.
     fn trust_file(&self) -> PathBuf {
-        self.dir.join("client-ca.pem")
+        self.pg.dir().join("client-ca.pem")
     }
 
     /// `psql -At` as the superuser.
     fn psql(&self, sql: &str) -> String {
-        let out = Command::new(self.psql_bin())
-            .args([
-                "-X",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                self.var("PGPORT"),
-            ])
-            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql -c {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+        self.pg.psql("postgres", sql)
     }
 
     /// A real TLS login as `app` with a client certificate: what the server says of the
@@ -634,15 +588,6 @@ impl Postgres {
             self.psql_bin(),
             self.var("PGPORT")
         )
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("testbeds/postgres.sh"))
-            .args(["destroy", self.dir.to_str().unwrap_or_default()])
-            .output();
     }
 }
 

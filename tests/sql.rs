@@ -6,7 +6,7 @@
 //! when the last of them is done with it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -24,7 +24,8 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    fn create() -> Self {
+    /// A new server of its own (most tests share [`server`]).
+    pub(crate) fn create() -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("runbook-pg-")
             .tempdir_in("/tmp")
@@ -51,6 +52,11 @@ impl Postgres {
             _tmp: tmp,
             env,
         }
+    }
+
+    /// The testbed's directory (beside the data directory, readable by the server's user).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub(crate) fn var(&self, key: &str) -> &str {
