@@ -222,17 +222,6 @@ fn uninstall_args(cluster: &Cluster, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// The newest run of a sandbox (run ids sort by time).
-fn last_run(sb: &Sandbox) -> String {
-    let out = sb.cmd(&["history", "--output", "json"]).ok();
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(str::to_owned))
-        .max()
-        .expect("a run")
-}
-
 fn get(cluster: &Cluster, what: &[&str]) -> Value {
     kubectl_json(
         cluster,
@@ -633,7 +622,7 @@ fn a_stuck_finalizer_times_out_and_the_approved_force_cleanup_leaves_nothing() {
         "the release was uninstalled before the gate"
     );
 
-    let run = last_run(&sb);
+    let run = sb.newest_run();
     runbook(
         &sb,
         &cluster,
@@ -692,7 +681,7 @@ fn an_uninstall_killed_in_helm_uninstall_resumes_without_running_it_twice() {
             .code(),
         Some(1)
     );
-    let run = last_run(&sb);
+    let run = sb.newest_run();
     assert_ne!(sb.status(&run)["state"], "succeeded", "killed mid-run");
 
     runbook(&sb, &cluster, Some(&helm), &["resume", &run]).ok();

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::openbao::Bao;
+use crate::rotation::after_resume;
 use crate::support::clusters::Cluster;
 use crate::support::kubernetes::{PodEvent, PodWatch, kubectl, kubectl_json, pods_after};
 use crate::support::{Cmd, Sandbox, wait_for};
@@ -146,39 +147,6 @@ fn replica_sets(k8s: &Cluster, name: &str, ns: &str) -> Vec<(String, u64, u64)> 
         .collect();
     sets.sort();
     sets
-}
-
-/// The latest run of a sandbox (run ids sort by time).
-fn last_run(sb: &Sandbox) -> String {
-    let out = sb.cmd(&["history", "--output", "json"]).ok();
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(str::to_owned))
-        .max()
-        .expect("a run")
-}
-
-/// The events of `path` recorded after the run's (last) resume.
-fn after_resume(records: &[Value], path: &str) -> Vec<String> {
-    let resumed = records
-        .iter()
-        .rposition(|r| r["event"] == "resumed")
-        .expect("a resumed record");
-    records[resumed..]
-        .iter()
-        .filter(|r| r["path"] == path)
-        .map(|r| {
-            format!(
-                "{}{}",
-                r["event"].as_str().unwrap_or_default(),
-                r["reason"]
-                    .as_str()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -701,7 +669,7 @@ fn spot_upgrade_chart_upgrades_with_the_values_rolls_back_a_failure_and_never_up
         out.explain("helm's error")
     );
     // The run's log says the rollback reverted the values changed alongside.
-    let records = sb.records(&last_run(&sb));
+    let records = sb.records(&sb.newest_run());
     let note = records
         .iter()
         .find(|r| r["event"] == "step_succeeded" && r["path"] == "upgrade.on_failure.reverted")
@@ -780,7 +748,7 @@ fn spot_upgrade_chart_upgrades_with_the_values_rolls_back_a_failure_and_never_up
     );
     child.kill().expect("SIGKILL runbook");
     let _ = child.wait();
-    let killed = last_run(&sb);
+    let killed = sb.newest_run();
     assert_eq!(history(&k8s, release, ns).len(), 5);
     runbook_cmd(&sb, &k8s, &["resume", &killed, "--yes"]).ok();
     assert_eq!(sb.status(&killed)["state"], "succeeded");
@@ -851,7 +819,7 @@ fn restart_service_on_openbao_checks_every_pod_unsealed_with_bao_status_and_fail
         sts["status"]["currentRevision"], sts["status"]["updateRevision"],
         "{sts:#}"
     );
-    let records = sb.records(&last_run(&sb));
+    let records = sb.records(&sb.newest_run());
     for n in 0..3 {
         let path = format!("unsealed[{n}].status");
         assert!(

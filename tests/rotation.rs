@@ -299,7 +299,7 @@ fn killed_run(bao: &Bao, kill: u32) -> (Sandbox, String, bool) {
 }
 
 /// The events of `path` recorded after the run's (last) resume.
-fn after_resume(records: &[Value], path: &str) -> Vec<String> {
+pub(crate) fn after_resume(records: &[Value], path: &str) -> Vec<String> {
     let resumed = records
         .iter()
         .rposition(|r| r["event"] == "resumed")

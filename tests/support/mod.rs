@@ -96,17 +96,26 @@ impl Sandbox {
         out
     }
 
-    /// The single run in the journal (most tests start exactly one).
-    pub fn only_run(&self) -> String {
+    /// The ids of every run in the journal (`history`).
+    fn run_ids(&self) -> Vec<String> {
         let out = self.cmd(&["history", "--output", "json"]).ok();
-        let ids: Vec<String> = out
-            .stdout
+        out.stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter_map(|v| v["id"].as_str().map(str::to_owned))
-            .collect();
+            .collect()
+    }
+
+    /// The single run in the journal (most tests start exactly one).
+    pub fn only_run(&self) -> String {
+        let ids = self.run_ids();
         assert_eq!(ids.len(), 1, "expected exactly one run, got {ids:?}");
         ids[0].clone()
+    }
+
+    /// The newest run in the journal (run ids sort by time).
+    pub fn newest_run(&self) -> String {
+        self.run_ids().into_iter().max().expect("a run")
     }
 
     /// `status RUN --output json`.
