@@ -43,6 +43,7 @@ pub fn all(make: &dyn Fn() -> Fresh) {
         ("summaries follow the records", summaries_follow_the_records),
         ("runs are found by id prefix", runs_are_found_by_prefix),
         ("meta values round trip", meta_round_trips),
+        ("meta values swap only from the expected value", meta_swaps),
         ("an async append is an append", async_append_is_an_append),
     ];
     for (name, check) in checks {
@@ -251,6 +252,23 @@ fn runs_are_found_by_prefix(j: &dyn Journal) {
         Err(JournalError::Ambiguous { candidates, .. }) if candidates == [a, b]
     ));
     assert!(matches!(j.resolve("7ZZ"), Err(JournalError::NoSuchRun(_))));
+}
+
+fn meta_swaps(j: &dyn Journal) {
+    assert!(
+        !j.swap_meta("s", Some(b"0"), b"1").unwrap(),
+        "absent is not 0"
+    );
+    assert_eq!(j.get_meta("s").unwrap(), None);
+    assert!(j.swap_meta("s", None, b"1").unwrap());
+    assert!(
+        !j.swap_meta("s", None, b"2").unwrap(),
+        "present is not absent"
+    );
+    assert!(!j.swap_meta("s", Some(b"0"), b"2").unwrap());
+    assert_eq!(j.get_meta("s").unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(j.swap_meta("s", Some(b"1"), b"2").unwrap());
+    assert_eq!(j.get_meta("s").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
 fn meta_round_trips(j: &dyn Journal) {

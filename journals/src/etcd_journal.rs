@@ -1041,6 +1041,31 @@ impl Journal for EtcdJournal {
         })
     }
 
+    fn swap_meta(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, JournalError> {
+        let key = key.to_owned();
+        let expected = expected.map(<[u8]>::to_vec);
+        let value = value.to_vec();
+        self.call(move |inner| async move {
+            let stored = inner.meta_key(&key);
+            let mut commit = Commit::default();
+            commit.compares.push(match expected {
+                Some(bytes) => Compare::value(stored.clone(), CompareOp::Equal, bytes),
+                None => Compare::create_revision(stored.clone(), CompareOp::Equal, 0),
+            });
+            commit.put(stored, value);
+            let (swapped, _) = inner.txn(commit).await?;
+            if swapped {
+                inner.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(swapped)
+        })
+    }
+
     fn stats(&self) -> JournalStats {
         JournalStats {
             commits: self.inner.commits.load(Ordering::Relaxed),

@@ -27,6 +27,7 @@ pub mod conformance;
 mod etcd_journal;
 pub mod etcd_url;
 mod event;
+pub mod fleet;
 mod memory;
 mod sled_journal;
 mod sled_writer;
@@ -42,6 +43,7 @@ pub use event::{
     Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,
     RunSummary, SkipReason, SourceFile, Trigger,
 };
+pub use fleet::{Fleet, Incoming, Standing};
 pub use memory::MemoryJournal;
 pub use sled_journal::{SledJournal, SledOptions};
 
@@ -76,6 +78,27 @@ pub enum JournalError {
         /// The run holding it.
         holder: RunId,
     },
+    /// The run is owned by another executor sharing the journal ([`fleet`]): nothing written.
+    #[error("run {run} is executed by {owner}; nothing was written")]
+    Owned {
+        /// The run.
+        run: RunId,
+        /// The executor owning it.
+        owner: String,
+    },
+    /// This executor lost its ownership of the run (its lease expired or was revoked): it must
+    /// not write to it again; nothing was written.
+    #[error("this executor no longer owns run {run} ({detail}); nothing was written")]
+    Fenced {
+        /// The run.
+        run: RunId,
+        /// What the store said.
+        detail: String,
+    },
+    /// A compare-and-set of a meta value found another value than expected (used inside
+    /// backends; [`Journal::swap_meta`] answers `false` instead).
+    #[error("meta value `{0}` changed meanwhile")]
+    MetaChanged(String),
     /// No run has this id (or id prefix).
     #[error("no run matches `{0}`")]
     NoSuchRun(String),
@@ -330,6 +353,16 @@ pub trait Journal: Send + Sync {
 
     /// Writes a small value to the key-value area, durably.
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError>;
+
+    /// Writes `value` under `key` only if the key holds `expected` now (`None`: absent), in one
+    /// atomic, durable step; `Ok(false)`, nothing written, otherwise. Several executors sharing
+    /// a journal decide schedules' fires with it.
+    fn swap_meta(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, JournalError>;
 
     /// Counters since the journal was opened.
     fn stats(&self) -> JournalStats;

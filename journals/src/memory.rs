@@ -192,6 +192,21 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
+    fn swap_meta(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, JournalError> {
+        let mut inner = self.inner.lock().expect("journal mutex poisoned");
+        if inner.meta.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        inner.meta.insert(key.to_owned(), value.to_vec());
+        inner.stats.commits += 1;
+        Ok(true)
+    }
+
     fn stats(&self) -> JournalStats {
         self.inner.lock().expect("journal mutex poisoned").stats
     }

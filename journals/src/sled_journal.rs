@@ -111,10 +111,10 @@ pub struct SledJournal {
 /// The journal's state, shared by readers and the writer thread.
 pub(crate) struct Store {
     /// The journal directory.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Where sled's files are: `dir`, or a copy of them for a read-only view.
     files: PathBuf,
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     mode: Mode,
     /// Every run's summary, loaded at open and kept current by the writer (after its batch is
     /// applied). Ordered by id, which is creation order.
@@ -890,6 +890,24 @@ impl Journal for SledJournal {
             .map(|_| ())
     }
 
+    fn swap_meta(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, JournalError> {
+        let swapped = self.writer()?.call(Op::SwapMeta {
+            key: key.to_owned(),
+            expected: expected.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+        });
+        match swapped {
+            Ok(_) => Ok(true),
+            Err(JournalError::MetaChanged(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn salvage(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
         match self.read(id) {
             Ok(records) => Ok(records),
@@ -1267,7 +1285,7 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
 
 /// A sled failure while doing `action` on the journal at `path`, with the OS error when there
 /// is one (a full disk, a read-only file system, permissions).
-fn sled_error(action: &'static str, path: &Path, e: sled::Error) -> JournalError {
+pub(crate) fn sled_error(action: &'static str, path: &Path, e: sled::Error) -> JournalError {
     let source = match e {
         sled::Error::Io(io) => io,
         other => io::Error::other(other.to_string()),

@@ -56,6 +56,17 @@ pub enum Op {
         /// The value.
         value: Vec<u8>,
     },
+    /// Write a meta value if the key holds `expected` (`None`: absent); fails with
+    /// [`JournalError::MetaChanged`] otherwise. The writer thread is the journal's only writer,
+    /// so its read and its write are one step.
+    SwapMeta {
+        /// The key.
+        key: String,
+        /// The value the key must hold.
+        expected: Option<Vec<u8>>,
+        /// The new value.
+        value: Vec<u8>,
+    },
 }
 
 /// How the writer answers.
@@ -201,6 +212,25 @@ fn apply(store: &Store, op: Op) -> Result<(Vec<Record>, Option<witness::Entry>),
             store.check_space(key.len() + value.len())?;
             let mut batch = sled::Batch::default();
             batch.insert(crate::sled_journal::meta_key(&key), value);
+            store.apply(batch)?;
+            Ok((Vec::new(), None))
+        }
+        Op::SwapMeta {
+            key,
+            expected,
+            value,
+        } => {
+            let stored = crate::sled_journal::meta_key(&key);
+            let now = store
+                .db
+                .get(&stored)
+                .map_err(|e| crate::sled_journal::sled_error("read", &store.dir, e))?;
+            if now.as_deref() != expected.as_deref() {
+                return Err(JournalError::MetaChanged(key));
+            }
+            store.check_space(key.len() + value.len())?;
+            let mut batch = sled::Batch::default();
+            batch.insert(stored, value);
             store.apply(batch)?;
             Ok((Vec::new(), None))
         }

@@ -700,6 +700,14 @@ mod tests {
         fn put_meta(&self, _: &str, _: &[u8]) -> Result<(), runbook_journals::JournalError> {
             unreachable!()
         }
+        fn swap_meta(
+            &self,
+            _: &str,
+            _: Option<&[u8]>,
+            _: &[u8],
+        ) -> Result<bool, runbook_journals::JournalError> {
+            unreachable!()
+        }
         fn stats(&self) -> runbook_journals::JournalStats {
             runbook_journals::JournalStats::default()
         }
