@@ -61,9 +61,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
         ScheduleCommand::Pause { name } | ScheduleCommand::Resume { name } => {
             find(name)?;
             let paused = matches!(command, ScheduleCommand::Pause { .. });
-            let mut st = ScheduleState::load(journal.as_ref(), name)?;
-            st.set_paused(paused);
-            st.save(journal.as_ref(), name)?;
+            ScheduleState::update(journal.as_ref(), name, |st| st.set_paused(paused))?;
             changed(env, name, if paused { "paused" } else { "resumed" }, None);
         }
         ScheduleCommand::Trigger { name } => {
@@ -95,10 +93,10 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
                     }),
                 })
                 .await?;
-            let mut st = ScheduleState::load(journal.as_ref(), &s.name)?;
-            st.last_run = Some(id);
-            st.record(now, FireOutcome::Started, Some(id));
-            st.save(journal.as_ref(), &s.name)?;
+            ScheduleState::update(journal.as_ref(), &s.name, |st| {
+                st.last_run = Some(id);
+                st.record(now, FireOutcome::Started, Some(id));
+            })?;
             if env.cli.output == OutputMode::Json {
                 changed(env, &s.name, FireOutcome::Started.word(), Some(id));
                 return Ok(crate::cli::runs::finish(env, id, &outcome, None));

@@ -9,8 +9,11 @@ use chrono::{DateTime, Utc};
 use runbook_journals::{Journal, JournalError, RunId};
 use runbook_steps::Cancel;
 
-use crate::schedule::state::{FireOutcome, Pending, ScheduleState};
+use crate::schedule::state::{FireOutcome, Pending, ScheduleState, Seen};
 use crate::schedule::{CatchUp, Overlap, Schedule};
+
+/// How many times a trigger by hand reads again after another executor changed the state.
+const TRIGGER_ATTEMPTS: usize = 20;
 
 /// Starts the run of a fire; implemented by `serve`.
 pub trait Launcher: Send + Sync {
@@ -63,19 +66,22 @@ impl Scheduler {
     /// it was paused is not caught up.
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<ScheduleState, JournalError> {
         let _guard = self.lock.lock().expect("scheduler");
-        let mut st = ScheduleState::load(self.journal.as_ref(), name)?;
-        st.set_paused(paused);
-        st.save(self.journal.as_ref(), name)?;
-        Ok(st)
+        ScheduleState::update(self.journal.as_ref(), name, |st| st.set_paused(paused))
     }
 
     /// Fires a schedule now, by hand; the overlap policy applies. Returns what the fire led to.
     pub fn trigger(&self, s: &Schedule) -> Result<crate::schedule::state::Fired, JournalError> {
         let _guard = self.lock.lock().expect("scheduler");
-        let mut st = ScheduleState::load(self.journal.as_ref(), &s.name)?;
-        let now = Utc::now();
-        self.fire(s, &mut st, now)?;
-        Ok(st.history.last().cloned().expect("the fire was recorded"))
+        for _ in 0..TRIGGER_ATTEMPTS {
+            let (mut st, mut seen) = ScheduleState::load_seen(self.journal.as_ref(), &s.name)?;
+            let now = Utc::now();
+            match self.fire(s, &mut st, &mut seen, now) {
+                Ok(()) => return Ok(st.history.last().cloned().expect("the fire was recorded")),
+                Err(Tick::Raced) => {}
+                Err(Tick::Journal(e)) => return Err(e),
+            }
+        }
+        Err(JournalError::MetaChanged(format!("schedule/{}", s.name)))
     }
 
     /// The schedules fired.
@@ -120,18 +126,30 @@ impl Scheduler {
         }
     }
 
-    /// Decides every fire of `s` due by `now`.
+    /// Decides every fire of `s` due by `now`. Another executor sharing the journal may decide
+    /// them first: then this one has written nothing and stops, and its next tick reads what the
+    /// other decided.
     pub fn tick_one(&self, s: &Schedule, now: DateTime<Utc>) -> Result<(), JournalError> {
         let _guard = self.lock.lock().expect("scheduler");
-        let journal = self.journal.as_ref();
-        let mut st = ScheduleState::load(journal, &s.name)?;
+        match self.decide(s, now) {
+            Ok(()) => Ok(()),
+            Err(Tick::Raced) => {
+                tracing::debug!(schedule = %s.name, "another executor decided this tick");
+                Ok(())
+            }
+            Err(Tick::Journal(e)) => Err(e),
+        }
+    }
+
+    fn decide(&self, s: &Schedule, now: DateTime<Utc>) -> Result<(), Tick> {
+        let (mut st, mut seen) = ScheduleState::load_seen(self.journal.as_ref(), &s.name)?;
         if let Some(pending) = st.pending {
-            self.finish_pending(s, &mut st, pending)?;
+            self.finish_pending(s, &mut st, &mut seen, pending)?;
         }
         let Some(last) = st.last_fire else {
             // First sight of this schedule: it fires from now on, with nothing to catch up.
             st.last_fire = Some(now);
-            return st.save(journal, &s.name);
+            return self.save(s, &st, &mut seen);
         };
         if st.paused {
             return Ok(());
@@ -160,23 +178,35 @@ impl Scheduler {
         if let Some(latest) = due.last() {
             st.last_fire = Some(*latest);
         }
-        for fire in missed {
-            st.record(fire, FireOutcome::Missed, None);
+        for fire in &missed {
+            st.record(*fire, FireOutcome::Missed, None);
+        }
+        if !due.is_empty() {
+            self.save(s, &st, &mut seen)?;
+        }
+        // Only the executor whose save handled these fires tells its metrics.
+        for _ in &missed {
             self.launcher
                 .fired(&s.name, &FireOutcome::Missed, Duration::ZERO);
         }
-        if !due.is_empty() {
-            st.save(journal, &s.name)?;
-        }
         for fire in run {
-            self.fire(s, &mut st, fire)?;
+            self.fire(s, &mut st, &mut seen, fire)?;
         }
         // A queued fire starts once the run before it has ended.
         if !st.queued.is_empty() && !self.busy(&st) {
             let fire = st.queued.remove(0);
-            self.start(s, &mut st, fire)?;
+            self.start(s, &mut st, &mut seen, fire)?;
         }
         Ok(())
+    }
+
+    /// Saves over what was read; [`Tick::Raced`] if another executor saved first.
+    fn save(&self, s: &Schedule, st: &ScheduleState, seen: &mut Seen) -> Result<(), Tick> {
+        if st.save_over(self.journal.as_ref(), &s.name, seen)? {
+            Ok(())
+        } else {
+            Err(Tick::Raced)
+        }
     }
 
     fn busy(&self, st: &ScheduleState) -> bool {
@@ -188,67 +218,89 @@ impl Scheduler {
         &self,
         s: &Schedule,
         st: &mut ScheduleState,
+        seen: &mut Seen,
         fire: DateTime<Utc>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<(), Tick> {
         let busy = self.busy(st);
-        match s.spec.overlap {
-            Overlap::Skip if busy => {
-                st.record(fire, FireOutcome::Skipped, None);
-                self.launcher
-                    .fired(&s.name, &FireOutcome::Skipped, Duration::ZERO);
-                st.save(self.journal.as_ref(), &s.name)
-            }
+        let held = match s.spec.overlap {
+            Overlap::Skip if busy => FireOutcome::Skipped,
             Overlap::Queue if busy || !st.queued.is_empty() => {
                 st.queued.push(fire);
-                st.record(fire, FireOutcome::Queued, None);
-                self.launcher
-                    .fired(&s.name, &FireOutcome::Queued, Duration::ZERO);
-                st.save(self.journal.as_ref(), &s.name)
+                FireOutcome::Queued
             }
-            _ => self.start(s, st, fire),
-        }
+            _ => return self.start(s, st, seen, fire),
+        };
+        st.record(fire, held.clone(), None);
+        self.save(s, st, seen)?;
+        self.launcher.fired(&s.name, &held, Duration::ZERO);
+        Ok(())
     }
 
-    /// Journals the fire as pending, creates its run, then records that it started.
+    /// Journals the fire as pending — the compare-and-set that makes this executor the one that
+    /// starts it — creates its run, then records that it started.
     fn start(
         &self,
         s: &Schedule,
         st: &mut ScheduleState,
+        seen: &mut Seen,
         fire: DateTime<Utc>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<(), Tick> {
         let id = RunId::new();
         st.pending = Some(Pending { fire, run: id });
-        st.save(self.journal.as_ref(), &s.name)?;
-        self.finish_pending(s, st, Pending { fire, run: id })
+        self.save(s, st, seen)?;
+        self.finish_pending(s, st, seen, Pending { fire, run: id })
     }
 
-    /// Creates the pending fire's run unless it exists already (a crash after creating it),
-    /// then records the outcome.
+    /// Creates the pending fire's run unless it exists already (a crash after creating it, or
+    /// another executor finishing the same pending fire), then records the outcome. The run's
+    /// id is the pending record's, and a journal creates an id once: the fire starts one run.
     fn finish_pending(
         &self,
         s: &Schedule,
         st: &mut ScheduleState,
+        seen: &mut Seen,
         pending: Pending,
-    ) -> Result<(), JournalError> {
-        let outcome = match self.journal.summary(pending.run) {
-            Ok(_) => FireOutcome::Started,
-            Err(JournalError::NoSuchRun(_)) => {
-                match self.launcher.launch(s, pending.fire, pending.run) {
-                    Ok(()) => FireOutcome::Started,
-                    Err(e) => FireOutcome::Refused(e),
-                }
-            }
-            Err(e) => return Err(e),
+    ) -> Result<(), Tick> {
+        let exists = || match self.journal.summary(pending.run) {
+            Ok(_) => Ok(true),
+            Err(JournalError::NoSuchRun(_)) => Ok(false),
+            Err(e) => Err(e),
         };
-        let lag = (Utc::now() - pending.fire).to_std().unwrap_or_default();
-        self.launcher.fired(&s.name, &outcome, lag);
+        let outcome = if exists()? {
+            FireOutcome::Started
+        } else {
+            match self.launcher.launch(s, pending.fire, pending.run) {
+                Ok(()) => FireOutcome::Started,
+                // Created meanwhile by another executor finishing the same fire.
+                Err(_) if exists()? => FireOutcome::Started,
+                Err(e) => FireOutcome::Refused(e),
+            }
+        };
         let run = matches!(outcome, FireOutcome::Started).then_some(pending.run);
         if run.is_some() {
             st.last_run = run;
         }
-        st.record(pending.fire, outcome, run);
+        st.record(pending.fire, outcome.clone(), run);
         st.pending = None;
-        st.save(self.journal.as_ref(), &s.name)
+        self.save(s, st, seen)?;
+        let lag = (Utc::now() - pending.fire).to_std().unwrap_or_default();
+        self.launcher.fired(&s.name, &outcome, lag);
+        Ok(())
+    }
+}
+
+/// Why deciding a schedule's tick stopped early.
+enum Tick {
+    /// Another executor saved the schedule's state first; nothing of this tick was written
+    /// after that.
+    Raced,
+    /// The journal failed.
+    Journal(JournalError),
+}
+
+impl From<JournalError> for Tick {
+    fn from(e: JournalError) -> Self {
+        Self::Journal(e)
     }
 }
 
@@ -397,5 +449,98 @@ mod tests {
         assert_eq!(*fake.launched.lock().unwrap(), [(at(2), id)]);
         sched.tick_one(&s, at(3)).unwrap();
         assert_eq!(fake.launched.lock().unwrap().len(), 1, "no second fire");
+    }
+
+    /// A launcher like `serve`'s: creating the fire's run in the shared journal is what can
+    /// happen only once per id.
+    struct Creating {
+        journal: Arc<MemoryJournal>,
+        launched: Mutex<Vec<DateTime<Utc>>>,
+    }
+
+    impl Launcher for Creating {
+        fn launch(&self, s: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String> {
+            let started = runbook_journals::RunStarted {
+                runbook: s.runbook.clone(),
+                params: serde_json::Map::new(),
+                sources: Vec::new(),
+                links: std::collections::BTreeMap::new(),
+                lock: None,
+                started_by: format!("schedule:{}", s.name),
+                engine_version: "test".into(),
+                trigger: None,
+            };
+            self.journal
+                .create(id, None, &[runbook_journals::Event::RunStarted(started)])
+                .map_err(|e| e.to_string())?;
+            self.launched.lock().unwrap().push(fire);
+            Ok(())
+        }
+        fn unfinished(&self, _: RunId) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn executors_sharing_a_journal_start_each_fire_once() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let journal = Arc::new(MemoryJournal::new());
+        let executors: Vec<(Scheduler, Arc<Creating>)> = (0..3)
+            .map(|_| {
+                let launcher = Arc::new(Creating {
+                    journal: journal.clone(),
+                    launched: Mutex::new(Vec::new()),
+                });
+                let sched = Scheduler::new(
+                    vec![s.clone()],
+                    journal.clone(),
+                    launcher.clone(),
+                    Duration::from_millis(250),
+                );
+                (sched, launcher)
+            })
+            .collect();
+        // Each executor ticks every half second of a minute, all at once, so their reads and
+        // saves interleave.
+        std::thread::scope(|scope| {
+            for (sched, _) in &executors {
+                let s = &s;
+                scope.spawn(move || {
+                    for half in 0..120 {
+                        sched
+                            .tick_one(s, at(0) + chrono::Duration::milliseconds(500 * half))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let mut fires: Vec<DateTime<Utc>> = executors
+            .iter()
+            .flat_map(|(_, l)| l.launched.lock().unwrap().clone())
+            .collect();
+        fires.sort_unstable();
+        let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+        let recorded: Vec<DateTime<Utc>> = st
+            .history
+            .iter()
+            .filter(|f| f.outcome == FireOutcome::Started)
+            .map(|f| f.fire)
+            .collect();
+        let mut unique = fires.clone();
+        unique.dedup();
+        assert_eq!(fires, unique, "a fire started twice");
+        assert_eq!(recorded, fires, "the history names each started fire once");
+        // Whatever the interleaving, every fire between the first sight and the last tick ran
+        // (or was handled late as missed: never both, never neither).
+        let handled: Vec<DateTime<Utc>> = st.history.iter().map(|f| f.fire).collect();
+        let mut sorted = handled.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            handled.len(),
+            sorted.len(),
+            "a fire handled twice: {handled:?}"
+        );
+        assert!(fires.len() >= 25, "only {} fires started", fires.len());
     }
 }

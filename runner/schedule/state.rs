@@ -1,6 +1,11 @@
 //! A schedule's journaled state: the last fire handled, what each fire led to, whether it is
 //! paused, and the fire being started (written before the run is created, so that a crash in
 //! between is finished on restart instead of fired again or lost).
+//!
+//! Several executors may share a journal and fire the same schedules: every change is a
+//! compare-and-set over the bytes it was read from ([`ScheduleState::save_over`]), so of two
+//! executors deciding the same fire one wins and the other learns it lost, having written
+//! nothing.
 
 use chrono::{DateTime, Utc};
 use runbook_journals::{Journal, JournalError, RunId};
@@ -88,6 +93,14 @@ fn key(name: &str) -> String {
     format!("schedule/{name}")
 }
 
+/// How many times [`ScheduleState::update`] reads again after another executor changed the state.
+const UPDATE_ATTEMPTS: usize = 20;
+
+/// The stored bytes a state was read from (none: never saved). A save over them succeeds only if
+/// nobody saved another state meanwhile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen(Option<Vec<u8>>);
+
 impl ScheduleState {
     /// Pauses or resumes. A resumed schedule fires from now on: what fell due while it was
     /// paused is not caught up.
@@ -100,15 +113,56 @@ impl ScheduleState {
 
     /// The state of schedule `name` (default when never fired).
     pub fn load(journal: &dyn Journal, name: &str) -> Result<Self, JournalError> {
+        Self::load_seen(journal, name).map(|(state, _)| state)
+    }
+
+    /// The state of schedule `name` and the bytes it was read from, to save over.
+    pub fn load_seen(journal: &dyn Journal, name: &str) -> Result<(Self, Seen), JournalError> {
         match journal.get_meta(&key(name))? {
             Some(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| JournalError::Storage(Box::new(e)))
+                let state = serde_json::from_slice(&bytes)
+                    .map_err(|e| JournalError::Storage(Box::new(e)))?;
+                Ok((state, Seen(Some(bytes))))
             }
-            None => Ok(Self::default()),
+            None => Ok((Self::default(), Seen(None))),
         }
     }
 
-    /// Writes the state durably.
+    /// Writes the state durably if the stored one is still what `seen` holds, and then makes
+    /// `seen` the new bytes; `Ok(false)`, nothing written, if another executor saved first.
+    pub fn save_over(
+        &self,
+        journal: &dyn Journal,
+        name: &str,
+        seen: &mut Seen,
+    ) -> Result<bool, JournalError> {
+        let bytes = serde_json::to_vec(self).expect("schedule state serializes");
+        if !journal.swap_meta(&key(name), seen.0.as_deref(), &bytes)? {
+            return Ok(false);
+        }
+        seen.0 = Some(bytes);
+        Ok(true)
+    }
+
+    /// Applies `change` to the stored state of `name` and saves it, reading again and applying
+    /// it again whenever another executor saved first; returns the state saved.
+    pub fn update(
+        journal: &dyn Journal,
+        name: &str,
+        mut change: impl FnMut(&mut Self),
+    ) -> Result<Self, JournalError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut state, mut seen) = Self::load_seen(journal, name)?;
+            change(&mut state);
+            if state.save_over(journal, name, &mut seen)? {
+                return Ok(state);
+            }
+        }
+        Err(JournalError::MetaChanged(key(name)))
+    }
+
+    /// Writes the state durably, whatever is stored (tests set up states with it).
+    #[cfg(test)]
     pub fn save(&self, journal: &dyn Journal, name: &str) -> Result<(), JournalError> {
         let bytes = serde_json::to_vec(self).expect("schedule state serializes");
         journal.put_meta(&key(name), &bytes)
