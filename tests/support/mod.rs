@@ -222,6 +222,16 @@ impl Cmd {
         (out, measured.max_rss)
     }
 
+    /// Starts without waiting, its standard output and error both going to `log`.
+    pub fn spawn_to(mut self, log: std::fs::File) -> Child {
+        let err = log.try_clone().expect("clone the log file");
+        self.command
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn runbook")
+    }
+
     /// Starts without waiting, capturing output to files in the sandbox.
     pub fn spawn(mut self) -> Child {
         self.command
