@@ -1,6 +1,6 @@
 //! Schedules across executors: three `runbook serve` processes share one etcd journal on a real
 //! 3-member etcd cluster (testbeds/etcd.sh, loopback) and fire the same 2-second schedule for a
-//! minute while they are SIGKILLed and started again one after the other. Every fire time is
+//! minute while they are killed (SIGKILL) and started again one after the other. Every fire time is
 //! started exactly once — one run per fire in the schedule's journaled history, every run in the
 //! journal accounted for by one fire, each run's effect written once — and none is lost while
 //! at least one executor is up.
