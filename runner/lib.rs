@@ -4,6 +4,9 @@
 //! decision and step result before it moves on, so an interrupted run resumes exactly where it
 //! stopped. The binary is a thin wrapper around [`run`].
 
+// `print!` panics on a closed pipe: everything goes through `ui::stdout`.
+#![warn(clippy::print_stdout)]
+
 pub mod cli;
 pub mod diag;
 pub mod engine;

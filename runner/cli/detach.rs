@@ -12,7 +12,6 @@
 //! command line shows what it said and exits as it did.
 
 use std::io::Read as _;
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use crate::cli::runs::{Mode, operate};
 use crate::cli::{CliError, Env, exit};
 use crate::ui::OutputMode;
+use crate::ui::stdout::outln;
 use crate::wire::{DetachedReady, Operation};
 
 /// The hidden subcommand the background process runs.
@@ -88,7 +88,7 @@ pub async fn spawn(env: &Env, op: &Operation, yes: bool) -> Result<i32, CliError
     })
     .await;
     for line in &printed {
-        println!("{line}");
+        outln!("{line}");
     }
     match ready {
         Ok(Some(ready)) => {
@@ -121,12 +121,12 @@ fn announce(env: &Env, ready: &DetachedReady) {
         );
         return;
     }
-    println!("run {run} goes on in the background (pid {pid})");
+    outln!("run {run} goes on in the background (pid {pid})");
     if let Some(log) = log {
-        println!("  output: {}", log.display());
+        outln!("  output: {}", log.display());
     }
-    println!("  follow: runbook log {run} --follow");
-    println!("  status: runbook status {run}");
+    outln!("  follow: runbook log {run} --follow");
+    outln!("  status: runbook status {run}");
 }
 
 /// The background process: reads its operation and carries it out, detached from any
@@ -162,11 +162,7 @@ pub fn ready(id: RunId, pid: u32, log: Option<&Path>) {
         log: log.map(Path::to_path_buf),
     })
     .expect("ready lines serialize");
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
+    outln!("{line}");
     let target = match log {
         Some(log) => crate::ui::open_log(log),
         None => std::fs::OpenOptions::new().write(true).open("/dev/null"),

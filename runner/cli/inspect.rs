@@ -1,7 +1,7 @@
 //! `status`, `log`, `history`: from a read-only view of the journal, or — while another process
 //! holds it — from that process, over the journal's socket.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
 use runbook_journals::{JournalError, Record, RunId, RunSummary};
@@ -10,6 +10,7 @@ use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::Remote;
 use crate::cli::{CliError, Env};
 use crate::engine::view::RunView;
+use crate::ui::stdout::{out, outln};
 use crate::ui::{OutputMode, report};
 use crate::wire::ListedRun;
 
@@ -44,9 +45,9 @@ fn print_runs(env: &Env, runs: &[ListedRun], unfinished_only: bool) {
             crate::ui::json::print(r);
         }
     } else if runs.is_empty() && unfinished_only {
-        println!("no unfinished runs");
+        outln!("no unfinished runs");
     } else {
-        print!("{}", report::table(runs));
+        out!("{}", report::table(runs));
     }
 }
 
@@ -64,7 +65,7 @@ fn print_detail(
         detail.active = active;
         crate::ui::json::print(&detail);
     } else {
-        print!(
+        out!(
             "{}",
             report::detail(&view, active == Some(true), env.cli.verbose)
         );
@@ -153,13 +154,11 @@ pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
 }
 
 fn print_record(env: &Env, id: RunId, r: &Record) {
-    let mut out = std::io::stdout().lock();
     if env.cli.output == OutputMode::Json {
-        let _ = writeln!(out, "{}", crate::ui::json::record_line(id, r));
+        outln!("{}", crate::ui::json::record_line(id, r));
     } else if let Some(line) = report::log_line(id, r) {
-        let _ = writeln!(out, "{line}");
+        outln!("{line}");
     }
-    let _ = out.flush();
 }
 
 /// `runbook log RUN [--follow]`. While another process holds the journal, it tells the run's
@@ -331,10 +330,9 @@ pub async fn step_output(env: &Env, run: &str, step: &str) -> Result<i32, CliErr
         }
         return match crate::ui::output::attempts(&records, step) {
             Ok(lines) => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "run {id} step {step}:");
+                outln!("run {id} step {step}:");
                 for line in lines {
-                    let _ = writeln!(out, "  {line}");
+                    outln!("  {line}");
                 }
                 Ok(0)
             }

@@ -10,6 +10,7 @@ use crate::diag::{Problem, Severity};
 use crate::engine::{Engine, EngineError, GateMode, load_live};
 use crate::library::Library;
 use crate::model::{Action, Step};
+use crate::ui::stdout::outln;
 use crate::ui::{OutputMode, json};
 use crate::wire::ParamInfo;
 
@@ -49,12 +50,12 @@ pub fn list(env: &Env) -> i32 {
             continue;
         }
         if part {
-            println!();
+            outln!();
         }
-        println!("{heading}");
+        outln!("{heading}");
         for (_, name, _, description) in group {
             let line = format!("  {name:<32} {}", summary(description, LIST_WIDTH - 35));
-            println!("{}", line.trim_end());
+            outln!("{}", line.trim_end());
         }
     }
     exit::OK
@@ -129,12 +130,12 @@ pub fn init(env: &Env, name: &str) -> Result<i32, CliError> {
         });
         return Ok(exit::OK);
     }
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display());
     if schema_written {
-        println!("wrote {} (for editors)", schema_path.display());
+        outln!("wrote {} (for editors)", schema_path.display());
     }
-    println!("  check it:  runbook check {name}");
-    println!("  run it:    runbook run {name}");
+    outln!("  check it:  runbook check {name}");
+    outln!("  run it:    runbook run {name}");
     Ok(exit::OK)
 }
 
@@ -164,16 +165,16 @@ pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
         });
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{}  ({})",
         main.name,
         crate::library::display_origin(&book.origin)
     );
     if let Some(d) = &main.description {
-        println!("  {}", d.trim());
+        outln!("  {}", d.trim());
     }
     if !main.params.is_empty() {
-        println!("params:");
+        outln!("params:");
         for p in &main.params {
             let mut notes = vec![p.ty.as_str().to_owned()];
             if p.required {
@@ -195,14 +196,14 @@ pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
             if let Some(pattern) = &p.pattern {
                 notes.push(format!("matching {}", pattern.as_str()));
             }
-            println!("  {:<20} {}", p.name, notes.join(", "));
+            outln!("  {:<20} {}", p.name, notes.join(", "));
             if let Some(d) = &p.description {
-                println!("  {:<20} {}", "", d);
+                outln!("  {:<20} {}", "", d);
             }
         }
     }
     if let Some(lock) = &main.lock {
-        println!("lock: {}", lock.text);
+        outln!("lock: {}", lock.text);
     }
     let sections = [
         ("prechecks", &main.prechecks),
@@ -212,7 +213,7 @@ pub fn show(env: &Env, name: &str) -> Result<i32, CliError> {
     ];
     for (title, steps) in sections {
         if !steps.is_empty() {
-            println!("{title}:");
+            outln!("{title}:");
             tree(steps, 1);
         }
     }
@@ -227,7 +228,7 @@ fn tree(steps: &[Step], depth: usize) {
             .as_deref()
             .map(|n| format!("  {n}"))
             .unwrap_or_default();
-        println!("{pad}{:<24} {}{name}", s.segment(i), s.action.kind());
+        outln!("{pad}{:<24} {}{name}", s.segment(i), s.action.kind());
         match &s.action {
             Action::Foreach { steps, .. } | Action::Parallel { branches: steps } => {
                 tree(steps, depth + 1);
@@ -299,7 +300,7 @@ pub fn check(env: &Env, targets: &[String]) -> i32 {
                     .count(),
             });
         } else if let (Some(name), Some(origin)) = (name, origin) {
-            println!("ok: {name} ({origin})");
+            outln!("ok: {name} ({origin})");
         }
     }
     if problems > 0 {
@@ -339,39 +340,39 @@ pub async fn plan(
         json::print(&plan);
         return Ok(exit::OK);
     }
-    println!("plan: {} ({})", plan.runbook, plan.origin);
+    outln!("plan: {} ({})", plan.runbook, plan.origin);
     if !plan.params.is_empty() {
-        println!("params:");
+        outln!("params:");
         for (k, v) in &plan.params {
-            println!("  {k} = {v}");
+            outln!("  {k} = {v}");
         }
     }
     if let Some(lock) = &plan.lock {
         match &plan.lock_holder {
-            Some(h) => println!("lock: {lock} (held by run {h}: a run now would be refused)"),
-            None => println!("lock: {lock} (free)"),
+            Some(h) => outln!("lock: {lock} (held by run {h}: a run now would be refused)"),
+            None => outln!("lock: {lock} (free)"),
         }
     }
     let mut refused = false;
     if !plan.prechecks.is_empty() {
-        println!("prechecks:");
+        outln!("prechecks:");
         for (id, result) in &plan.prechecks {
             match result {
-                Some(Ok(())) => println!("  ok     {id}"),
+                Some(Ok(())) => outln!("  ok     {id}"),
                 Some(Err(e)) => {
                     refused = true;
-                    println!("  FAILED {id}: {e}");
+                    outln!("  FAILED {id}: {e}");
                 }
-                None => println!("  -      {id}"),
+                None => outln!("  -      {id}"),
             }
         }
     }
-    println!("steps:");
+    outln!("steps:");
     for (depth, path, text) in &plan.steps {
-        println!("{}{path}: {text}", "  ".repeat(depth + 1));
+        outln!("{}{path}: {text}", "  ".repeat(depth + 1));
     }
     if refused {
-        println!("a run now would be refused by its prechecks");
+        outln!("a run now would be refused by its prechecks");
         return Ok(exit::FAILED);
     }
     Ok(exit::OK)

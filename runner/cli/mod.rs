@@ -26,6 +26,7 @@ use crate::failure::Kind;
 use crate::serve::ServeError;
 use crate::serve::runs::RunsError;
 use crate::ui::OutputMode;
+use crate::ui::stdout::outln;
 use crate::wire::Operation;
 
 /// The version line: the crate's version and the commit it was built from.
@@ -445,9 +446,10 @@ fn login_name() -> Option<String> {
 }
 
 impl Command {
-    /// Commands that only print what they read: a closed pipe ends them quietly (SIGPIPE), as
-    /// it ends `ls`. Commands that execute steps or serve keep ignoring it, so that a step's
-    /// child closing its standard input cannot kill the executor.
+    /// Commands that only print what they read: a closed standard output ends them quietly (by
+    /// SIGPIPE), as it ends `ls`. Commands that execute steps or serve go on without it. None
+    /// of them is ever killed by SIGPIPE from a socket or a step's child (see
+    /// [`crate::ui::stdout`]).
     fn only_prints(&self) -> bool {
         matches!(
             self,
@@ -554,7 +556,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     init_tracing();
     if cli.command.only_prints() {
-        sigpipe::reset();
+        crate::ui::stdout::end_on_closed_pipe();
     }
     let who = [
         cli.who.clone(),
@@ -774,19 +776,17 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         Command::Init { name } => library::init(env, name),
         Command::Schema => {
             let schema = crate::load::schema::runbook(&runbook_steps::Registry::builtin());
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&schema).expect("a schema serializes")
             );
             Ok(exit::OK)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut help::command(),
-                "runbook",
-                &mut std::io::stdout(),
-            );
+            // Written whole, then printed: the generator panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut help::command(), "runbook", &mut script);
+            crate::ui::stdout::print_str(&String::from_utf8_lossy(&script));
             Ok(exit::OK)
         }
     }

@@ -23,6 +23,7 @@ use crate::library::Library;
 use crate::resupply::Given;
 use crate::serve::holder::Holder;
 use crate::serve::runs::{Here, Runs, Verdict};
+use crate::ui::stdout::outln;
 use crate::ui::{self, OutputMode};
 use crate::wire::{
     AbortRun, Accepted, Decide, Operation, PauseRun, ResumeRun, RunDetail, StartRun,
@@ -521,42 +522,42 @@ pub(super) fn finish(env: &Env, id: RunId, outcome: &Outcome, reason: Option<&st
         return code;
     }
     match outcome {
-        Outcome::Succeeded => println!("run {id} succeeded"),
+        Outcome::Succeeded => outln!("run {id} succeeded"),
         // The step's failure was printed with its step (once); here only what to do next.
         Outcome::Failed { path: Some(p), .. } => {
             let [retry, skip] = crate::engine::attention_commands(id, p);
-            println!("run {id} failed at step `{p}`; once the cause is fixed:");
-            println!("  {retry} --comment \"…\"   # run it again");
-            println!("  {skip} --comment \"…\"    # treat it as done");
+            outln!("run {id} failed at step `{p}`; once the cause is fixed:");
+            outln!("  {retry} --comment \"…\"   # run it again");
+            outln!("  {skip} --comment \"…\"    # treat it as done");
         }
-        Outcome::Failed { error, path: None } => println!("run {id} failed: {error}"),
+        Outcome::Failed { error, path: None } => outln!("run {id} failed: {error}"),
         Outcome::Parked { path, prompt } => {
-            println!("run {id} is waiting at gate `{path}`: {prompt}");
+            outln!("run {id} is waiting at gate `{path}`: {prompt}");
             let runbook = crate::ui::hint::runbook();
-            println!("  approve: {runbook} approve {id} --comment \"…\"");
-            println!("  reject:  {runbook} reject {id} --comment \"…\"");
+            outln!("  approve: {runbook} approve {id} --comment \"…\"");
+            outln!("  reject:  {runbook} reject {id} --comment \"…\"");
         }
         Outcome::NeedsAttention { path, detail } => {
-            println!("{}", crate::engine::attention_message(id, path, detail));
+            outln!("{}", crate::engine::attention_message(id, path, detail));
         }
         Outcome::Interrupted { signal } => {
-            println!(
+            outln!(
                 "run {id} was interrupted by {signal}; continue with: {} resume {id}",
                 crate::ui::hint::runbook()
             );
         }
         Outcome::Aborted => match reason {
-            Some(reason) => println!("run {id} {reason}"),
-            None => println!("run {id} aborted"),
+            Some(reason) => outln!("run {id} {reason}"),
+            None => outln!("run {id} aborted"),
         },
         Outcome::Paused { by, comment } => {
-            println!(
+            outln!(
                 "run {id} is {}; it keeps its lock",
                 crate::engine::paused_reason(by, comment.as_deref())
             );
             let rb = crate::ui::hint::runbook();
-            println!("  continue: {rb} unpause {id} --comment \"…\"");
-            println!("  abort:    {rb} abort {id}");
+            outln!("  continue: {rb} unpause {id} --comment \"…\"");
+            outln!("  abort:    {rb} abort {id}");
         }
     }
     code
@@ -617,18 +618,18 @@ fn paused(env: &Env, id: RunId, state: RunState, reason: Option<&str>) -> i32 {
             &json!({ "event": "pause", "run": id.to_string(), "state": state.as_str(), "reason": reason, "code": code }),
         );
     } else if state.is_terminal() {
-        println!("run {id} ended ({state}) before it reached a step boundary: it was not paused");
+        outln!("run {id} ended ({state}) before it reached a step boundary: it was not paused");
     } else if state == RunState::Paused {
-        println!(
+        outln!(
             "run {id} is {}; it keeps its lock",
             reason.unwrap_or("paused")
         );
-        println!(
+        outln!(
             "  continue: {} unpause {id} --comment \"…\"",
             crate::ui::hint::runbook()
         );
     } else {
-        println!(
+        outln!(
             "run {id} pauses once its step in flight ends (it is {state}); `{} status {id}` shows when",
             crate::ui::hint::runbook()
         );

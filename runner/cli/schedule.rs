@@ -16,6 +16,7 @@ use crate::engine::{Engine, GateMode, Start};
 use crate::library::Library;
 use crate::schedule::Schedule;
 use crate::schedule::state::{FireOutcome, ScheduleState};
+use crate::ui::stdout::outln;
 use crate::ui::{self, OutputMode};
 use crate::wire::ScheduleStatus;
 
@@ -101,7 +102,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
                 changed(env, &s.name, FireOutcome::Started.word(), Some(id));
                 return Ok(crate::cli::runs::finish(env, id, &outcome, None));
             }
-            println!("run {id}: {outcome:?}");
+            outln!("run {id}: {outcome:?}");
             return Ok(exit::of_outcome(&outcome));
         }
     }
@@ -130,11 +131,11 @@ async fn remote_command(
                 return Ok(exit::OK);
             }
             match fired.run {
-                Some(run) => println!(
+                Some(run) => outln!(
                     "schedule `{name}` fired: run {run} ({})",
                     fired.outcome.word()
                 ),
-                None => println!("schedule `{name}` fired: {}", fired.outcome.word()),
+                None => outln!("schedule `{name}` fired: {}", fired.outcome.word()),
             }
         }
     }
@@ -151,7 +152,7 @@ fn changed(env: &Env, name: &str, action: &str, run: Option<runbook_journals::Ru
             run,
         });
     } else {
-        println!("schedule `{name}` {action}");
+        outln!("schedule `{name}` {action}");
     }
 }
 
@@ -163,23 +164,27 @@ fn print_list(env: &Env, list: &[ScheduleStatus]) {
         return;
     }
     if list.is_empty() {
-        println!(
+        outln!(
             "no schedules (declare `schedule:` in a runbook of ./runbooks or $RUNBOOK_PATH, or give --schedules FILE)"
         );
         return;
     }
     for s in list {
         let state = if s.paused { "paused" } else { "active" };
-        println!(
+        outln!(
             "{:<28} {:<10} {} ({}) → {}",
-            s.name, state, s.cron, s.timezone, s.runbook,
+            s.name,
+            state,
+            s.cron,
+            s.timezone,
+            s.runbook,
         );
         if !s.next.is_empty() {
             let next: Vec<String> = s.next.iter().map(|t| json_time(*t)).collect();
-            println!("    next: {}", next.join(", "));
+            outln!("    next: {}", next.join(", "));
         }
         if let Some(last) = s.history.first() {
-            println!(
+            outln!(
                 "    last: {} {}{}",
                 json_time(last.fire),
                 last.outcome.word(),

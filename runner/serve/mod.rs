@@ -41,6 +41,7 @@ use crate::serve::notify::{Notifier, NotifyEvent, Webhook};
 use crate::serve::runs::{Config, Runs, ScheduleLauncher};
 use crate::ui::OutputMode;
 use crate::ui::json::ServeEvent;
+use crate::ui::stdout::outln;
 use crate::wire::HolderInfo;
 
 /// Why `serve` could not start or went down.
@@ -294,7 +295,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
 pub(crate) fn say(output: OutputMode, event: &ServeEvent<'_>, human: impl FnOnce() -> String) {
     match output {
         OutputMode::Json => crate::ui::json::print(event),
-        OutputMode::Human => println!("{}", human()),
+        OutputMode::Human => outln!("{}", human()),
     }
 }
 

@@ -4,8 +4,6 @@
 //! "JSON output": fields are added, never renamed or given another meaning. Nothing here is
 //! printed in clear that the journal holds masked.
 
-use std::io::Write as _;
-
 use runbook_journals::{Record, RunId};
 use serde::Serialize;
 
@@ -13,13 +11,11 @@ use crate::diag::Problem;
 use crate::engine::log::Observer;
 use crate::model::{Action, Step};
 
-/// Prints one JSON document as a line on stdout (a closed pipe is not an error here: the
-/// command's exit code still says how it went).
+/// Prints one JSON document as a line on stdout (a closed pipe is handled as
+/// [`crate::ui::stdout`] says).
 pub fn print(document: &impl Serialize) {
     let line = serde_json::to_string(document).expect("output documents serialize");
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    crate::ui::stdout::outln!("{line}");
 }
 
 /// Prints records as JSON lines.

@@ -10,6 +10,7 @@ mod logfile;
 pub mod output;
 pub mod plain;
 pub mod report;
+pub mod stdout;
 mod tree;
 
 use std::io::IsTerminal as _;

@@ -1,7 +1,6 @@
 //! Plain lines for logs and pipes: one line per thing that happened, nothing redrawn.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use runbook_journals::{Event, OperatorAction, Record, RunId, RunState, SkipReason};
 
@@ -220,18 +219,16 @@ pub fn line(run: RunId, record: &Record) -> Option<String> {
 impl Observer for PlainLines {
     fn record(&self, run: RunId, record: &Record) {
         if let Some(line) = line(run, record) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            let mut text = line + "\n";
             for more in tail(record, self.verbose) {
-                let _ = writeln!(out, "{more}");
+                text.push_str(&more);
+                text.push('\n');
             }
-            let _ = out.flush();
+            crate::ui::stdout::print_str(&text);
         }
     }
 
     fn progress(&self, _run: RunId, path: &str, note: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}wait   {path}: {note}", "  ".repeat(depth(path) + 1));
-        let _ = out.flush();
+        crate::ui::stdout::outln!("{}wait   {path}: {note}", "  ".repeat(depth(path) + 1));
     }
 }
