@@ -69,13 +69,17 @@ pub async fn find_within(env: &Env, want: Want, patience: Duration) -> Result<Ac
 /// Whether a command that failed with `err` through the holder should look for the journal
 /// again: the holder was letting it go, and changed nothing.
 pub fn again(err: &CliError, started: Instant) -> bool {
-    matches!(
+    let again = matches!(
         err,
         CliError::Holder {
             kind: Kind::Unavailable,
             ..
         }
-    ) && started.elapsed() < PATIENCE
+    ) && started.elapsed() < PATIENCE;
+    if again {
+        tracing::debug!(error = %err, "looking for the journal again");
+    }
+    again
 }
 
 /// Waits a moment before looking again (the holder is on its way out).

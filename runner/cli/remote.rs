@@ -100,7 +100,12 @@ impl Remote {
         if !status.is_success() {
             return Err(failure(status, response).await);
         }
-        response.json().await.map_err(|e| {
+        // The answer whole first: one cut short is the holder going away, not a bad answer.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| broken_off(&e, idempotent))?;
+        serde_json::from_slice(&body).map_err(|e| {
             CliError::Other(anyhow::anyhow!(
                 "the process holding the journal sent an answer this command cannot read: {e}"
             ))
@@ -249,8 +254,9 @@ impl Remote {
 
 /// A request that did not get an answer. One that never connected is known to have changed
 /// nothing, and a read changes nothing anyway: either may be made again once the holder is gone
-/// (a holder killed as it accepted the connection resets it). An action that may have reached
-/// the holder is not made twice.
+/// (a holder killed as it accepted the connection resets it; one gone before this command wrote
+/// its request fails the write with EPIPE — an error here, never a signal: see
+/// [`crate::ui::stdout`]). An action that may have reached the holder is not made twice.
 fn unreachable(e: &reqwest::Error, idempotent: bool) -> CliError {
     CliError::Holder {
         kind: if e.is_connect() || (idempotent && !e.is_timeout()) {
@@ -260,6 +266,22 @@ fn unreachable(e: &reqwest::Error, idempotent: bool) -> CliError {
         },
         message: format!(
             "failed to reach the process holding the journal: {}",
+            chain(e)
+        ),
+    }
+}
+
+/// An answer that broke off: the holder went away while sending it. A read may be made again,
+/// as after [`unreachable`]; an action got this far, so it was taken, and is not made twice.
+fn broken_off(e: &reqwest::Error, idempotent: bool) -> CliError {
+    CliError::Holder {
+        kind: if idempotent && !e.is_timeout() {
+            Kind::Unavailable
+        } else {
+            Kind::Failed
+        },
+        message: format!(
+            "the process holding the journal went away while answering: {}",
             chain(e)
         ),
     }
