@@ -628,113 +628,174 @@ fn a_step_running_runbook_reaches_the_journal_of_its_own_run_whichever_way_it_wa
     assert_eq!(status["state"], "running", "{status}");
 }
 
-/// A holder that goes away between two requests of one command: it answers the first (what it
-/// is) on a connection it has already shut for reading, then removes its socket and stops
-/// listening, as a holder letting the journal go does. The command's next request, written on
-/// that kept-alive connection, meets a socket nobody reads any more: the write fails with
-/// EPIPE, and raises SIGPIPE in the writer. (A holder that closes a connection the instant it
-/// accepts it cannot be timed against the command's first write; its answer to the first
-/// request is what orders the two.) The client puts the connection back in its pool on
-/// another thread, so the next request could in principle open a new one instead, and find no
-/// socket; measured under a load of 6 on 2 cores, it wrote into the closed one every time: the
-/// binary that let SIGPIPE kill died by it in 60 runs of 60, the fixed one met EPIPE in 150 of
-/// 150.
+/// When the fake holder of [`VanishingHolder`] goes away.
+#[derive(Clone, Copy, Debug)]
+enum Vanish {
+    /// Between a command's first request and its next: it answers the first (what it is) on a
+    /// connection whose reading side it has already shut, then removes its socket and stops
+    /// listening, as a holder letting the journal go does. The command's next request, written
+    /// on that kept-alive connection, meets a socket nobody reads any more: the write fails
+    /// with EPIPE, and raises SIGPIPE in the writer. (A holder that closes a connection the
+    /// instant it accepts it cannot be timed against the command's first write; its answer to
+    /// the first request is what orders the two.) The client puts the connection back in its
+    /// pool on another thread, so the next request could in principle open a new one instead,
+    /// and find no socket; measured under a load of 6 on 2 cores, it wrote into the closed one
+    /// every time: the binary that let SIGPIPE kill died by it in 60 runs of 60, the fixed one
+    /// met EPIPE in 150 of 150.
+    BeforeTheNextRequest,
+    /// In the middle of its answer to the command's second request: it sends the head and a
+    /// part of the body, removes its socket and closes the connection.
+    MidAnswer,
+}
+
+/// A fake holder of the journal (it holds no lock) that answers on the journal's socket, then
+/// goes away while a command talks to it.
 struct VanishingHolder {
     thread: std::thread::JoinHandle<Vec<std::os::unix::net::UnixStream>>,
 }
 
 impl VanishingHolder {
-    fn start(sb: &Sandbox) -> Self {
-        use std::io::{Read as _, Write as _};
+    fn start(sb: &Sandbox, how: Vanish) -> Self {
+        use std::sync::atomic::AtomicBool;
         let path = socket(sb);
         let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the socket");
         let thread = std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            for stream in listener.incoming() {
-                let mut stream = stream.expect("accept");
-                stream.set_read_timeout(Some(SETTLE)).expect("read timeout");
-                let mut request = Vec::new();
-                let mut buf = [0; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
+            let gone = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let mut connections = Vec::new();
+                for stream in listener.incoming() {
+                    if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
                     }
+                    let stream = stream.expect("accept");
+                    let (path, gone) = (&path, &gone);
+                    connections.push(s.spawn(move || serve_vanishing(stream, how, path, gone)));
                 }
-                // The command's probe connects and closes without a word.
-                if request.is_empty() {
-                    continue;
-                }
-                let request = String::from_utf8_lossy(&request).into_owned();
-                assert!(
-                    request.starts_with("GET /api/v1/holder "),
-                    "the first request asks what holds the journal: {request}"
-                );
-                stream
-                    .shutdown(std::net::Shutdown::Read)
-                    .expect("shut the reading side");
-                let body = format!(
-                    r#"{{"pid":{},"command":"run","schedules":false}}"#,
-                    std::process::id()
-                );
-                write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .expect("answer");
-                std::fs::remove_file(&path).expect("remove the socket");
-                kept.push(stream);
-                break;
-            }
-            kept
+                connections
+                    .into_iter()
+                    .filter_map(|c| c.join().expect("a connection of the fake holder"))
+                    .collect()
+            })
         });
         Self { thread }
     }
 
-    /// Waits until it has gone; it kept the answered connection open until then.
-    fn gone(self) {
-        let kept = self.thread.join().expect("the fake holder");
-        assert_eq!(kept.len(), 1, "the command asked what holds the journal");
+    /// Waits until it has gone (after the command ended); the connections it kept open until
+    /// then.
+    fn gone(self) -> Vec<std::os::unix::net::UnixStream> {
+        self.thread.join().expect("the fake holder")
+    }
+}
+
+/// Serves one connection of [`VanishingHolder`]; returns it if it is to stay open until the
+/// command has ended.
+fn serve_vanishing(
+    mut stream: std::os::unix::net::UnixStream,
+    how: Vanish,
+    path: &std::path::Path,
+    gone: &std::sync::atomic::AtomicBool,
+) -> Option<std::os::unix::net::UnixStream> {
+    use std::io::{Read as _, Write as _};
+    stream.set_read_timeout(Some(SETTLE)).expect("read timeout");
+    let hello = format!(
+        r#"{{"pid":{},"command":"run","schedules":false}}"#,
+        std::process::id()
+    );
+    let head = |length: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    let vanish = || {
+        gone.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting loop, which sees `gone` and stops listening.
+        let _ = std::os::unix::net::UnixStream::connect(path);
+        std::fs::remove_file(path).expect("remove the socket");
+    };
+    loop {
+        // One request's head (they are GETs); nothing at all from a probe.
+        let mut request = Vec::new();
+        let mut buf = [0; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let asks_what_holds = request.starts_with(b"GET /api/v1/holder ");
+        match (how, asks_what_holds) {
+            (Vanish::BeforeTheNextRequest, true) => {
+                stream
+                    .shutdown(std::net::Shutdown::Read)
+                    .expect("shut the reading side");
+                write!(stream, "{}{hello}", head(hello.len())).expect("answer");
+                vanish();
+                return Some(stream);
+            }
+            // A fresh connection for the next request: the client's race (see `Vanish`).
+            (Vanish::BeforeTheNextRequest, false) => return None,
+            (Vanish::MidAnswer, true) => {
+                write!(stream, "{}{hello}", head(hello.len())).expect("answer");
+            }
+            (Vanish::MidAnswer, false) => {
+                write!(stream, "{}[{{\"summary\":", head(1000)).expect("answer");
+                vanish();
+                return None;
+            }
+        }
     }
 }
 
 #[test]
-fn a_holder_gone_between_two_requests_leaves_status_history_and_log_to_read_the_journal() {
+fn a_holder_gone_mid_command_leaves_status_history_and_log_to_read_the_journal() {
     let sb = Sandbox::new();
     sb.write("one.yaml", "runbook: one\nsteps:\n  - shell: \"true\"\n");
     sb.cmd(&["run", "one.yaml"]).ok();
     let run = sb.only_run();
     let mut wrote_into_it = 0;
-    for args in [&["history"][..], &["status", &run], &["log", &run]] {
-        let holder = VanishingHolder::start(&sb);
-        let out = sb.cmd(args).env("RUNBOOK_LOG", "runbook=debug").run();
-        holder.gone();
-        assert_eq!(
-            out.signal(),
-            None,
-            "{}",
-            out.explain("no death by SIGPIPE from the socket")
-        );
-        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-        out.expect_code(0);
-        assert!(
-            out.stderr.contains("looking for the journal again"),
-            "{}",
-            out.explain("the command looked for the journal again")
-        );
-        // The holder gone, nobody holds the journal: the command read it itself.
-        assert!(
-            out.stdout.contains(&run),
-            "{}",
-            out.explain("the run, read from the journal")
-        );
-        if out.stderr.contains("Broken pipe") {
-            wrote_into_it += 1;
+    for how in [Vanish::BeforeTheNextRequest, Vanish::MidAnswer] {
+        for args in [&["history"][..], &["status", &run], &["log", &run]] {
+            let holder = VanishingHolder::start(&sb, how);
+            let out = sb.cmd(args).env("RUNBOOK_LOG", "runbook=debug").run();
+            let kept = holder.gone();
+            let what = format!("{how:?}: `runbook {}`", args.join(" "));
+            assert_eq!(
+                out.signal(),
+                None,
+                "{}",
+                out.explain(&format!("{what}: no death by SIGPIPE from the socket"))
+            );
+            assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+            out.expect_code(0);
+            let cause = match how {
+                Vanish::BeforeTheNextRequest => "failed to reach the process holding the journal",
+                Vanish::MidAnswer => "the process holding the journal went away while answering",
+            };
+            assert!(
+                out.stderr.contains("looking for the journal again") && out.stderr.contains(cause),
+                "{}",
+                out.explain(&format!("{what}: the command looked for the journal again"))
+            );
+            // The holder gone, nobody holds the journal: the command read it itself.
+            assert!(
+                out.stdout.contains(&run),
+                "{}",
+                out.explain(&format!("{what}: the run, read from the journal"))
+            );
+            if matches!(how, Vanish::BeforeTheNextRequest) {
+                assert_eq!(
+                    kept.len(),
+                    1,
+                    "{what}: the command asked what holds the journal"
+                );
+                if out.stderr.contains("Broken pipe") {
+                    wrote_into_it += 1;
+                }
+            }
         }
     }
-    // Each command met the closed socket in every run measured (see `VanishingHolder`); one
-    // that found no socket instead is the client's race, not a fault, but not all three.
+    // Each command met the closed socket in every run measured (see `Vanish`); one that found
+    // no socket instead is the client's race, not a fault, but not all three.
     assert!(
         wrote_into_it > 0,
         "no command wrote into the socket of the holder that went away"
