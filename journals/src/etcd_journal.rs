@@ -12,17 +12,43 @@
 //! - `P/summaries/<id>` → CRC32 + JSON [`RunSummary`], with the hash chain over the run's
 //!   records (the chain of the sled journal: [`witness::chain_next`] over each record's JSON);
 //! - `P/locks/<key>` → the id of the run holding the lock;
-//! - `P/meta/<key>` → raw bytes.
+//! - `P/meta/<key>` → raw bytes;
+//! - `P/receipts/<unique id>` → empty: written with a [`Journal::swap_meta`], deleted once its
+//!   answer came (see Patience below);
+//! - the fleet's keys (`P/members/`, `P/owners/`, `P/adopt/`, `P/inbox/`, `P/answers/`): see
+//!   `etcd_fleet`.
 //!
 //! Writes: every `create` and `append` is one etcd transaction. An append compares the run's
 //! `last` key with the sequence number the writer expects, and its summary's revision with the
 //! one it read, and only then writes the records, the summary and `last` together; otherwise
-//! nothing is written and the writer gets [`JournalError::Conflict`]. That comparison is the
-//! fencing point: run ownership under a lease (a later part of the multi-executor work) adds
-//! its own comparison to the same transaction. A create compares that the run's summary and its
-//! lock key do not exist (`create_revision == 0`); a terminal `StateChanged` deletes the lock in
-//! the same transaction, after comparing that it still names the run. A write is durable when
-//! etcd answers: etcd commits it to a quorum's write-ahead logs first.
+//! nothing is written and the writer gets [`JournalError::Conflict`]. A create compares that
+//! the run's summary and its lock key do not exist (`create_revision == 0`); a terminal
+//! `StateChanged` deletes the lock in the same transaction, after comparing that it still names
+//! the run. A write is durable when etcd answers: etcd commits it to a quorum's write-ahead
+//! logs first.
+//!
+//! Ownership: the same transaction carries the fleet's comparisons (`Inner::fence`, in
+//! `etcd_fleet`): once the journal [joined](EtcdJournal::join), that its lease is alive and
+//! the run is its own (or nobody's, and then it takes it); before, that nobody owns the run.
+//! The first try assumes the usual case (the run is the writer's own, or nobody's) without
+//! reading; a refused commit reads who owns the run and decides again
+//! ([`JournalError::Owned`], [`JournalError::Fenced`], or another try).
+//!
+//! Patience: a write (`create`, `append`, `put_meta`, `swap_meta`) that etcd fails
+//! transiently — no answer within the timeout, no leader, no quorum, unreachable — is tried
+//! again after a pause growing from 100 ms to 2 s, for [`EtcdJournal::patience`] (default
+//! [`PATIENCE`]), then fails with [`EtcdError::Unavailable`]. Runs stop at a safe point meanwhile
+//! (the engine waits for its write) and go on when quorum returns. A try that got no answer may
+//! still have committed — then, or later —, so a try after one is read differently: an append
+//! that finds the run ending at `expected + n` with exactly its events (a create: the run
+//! existing with exactly its events) committed earlier and returns the stored records, not a
+//! [`JournalError::Conflict`]; every try compares the same `expected`, so at most one lands.
+//! Under ownership only the owner writes a run, so those records are this writer's. A swap
+//! cannot tell its value from the same value swapped in by another executor (two deciding
+//! one schedule's fire do), so it writes a receipt key unique to it in the same transaction
+//! and, after a try without an answer, a refused comparison with its receipt in place is its
+//! own earlier success. Blobs written for a try without an answer stay (they may be
+//! referenced).
 //!
 //! Size: etcd refuses requests over 1.5 MiB by default. A record whose stored form exceeds
 //! [`INLINE_MAX`] goes to a blob; so does the largest inline record while a commit would carry
@@ -43,21 +69,23 @@
 //! worker then waits as it would on the sled journal's disk — and [`Journal::append_async`]
 //! waits for etcd's answer without holding any thread.
 //!
-//! Not here yet (later parts of the multi-executor work): leases and run ownership, watches
-//! for decisions, schedules shared between executors.
+//! Several executors sharing the journal: `etcd_fleet` (leases, ownership, decisions through
+//! the store).
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, TxnOp,
+    TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::etcd_fleet::Member;
 use crate::etcd_url::EtcdTarget;
 use crate::witness;
 use crate::{
@@ -74,8 +102,10 @@ pub const CHUNK: usize = 1024 * 1024;
 pub const MAX_TXN_OPS: usize = 128;
 /// Records read per request (at most [`INLINE_MAX`] bytes each, under gRPC's 4 MiB replies).
 const PAGE: i64 = 48;
-/// How many times a write re-reads and tries again when only a lock moved under it.
+/// How many times a write re-reads and tries again when only a lock or an owner moved under it.
 const ATTEMPTS: usize = 5;
+/// How long a write keeps trying while etcd is unreachable or without quorum, by default.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 const INLINE: u8 = b'r';
 const BLOB: u8 = b'b';
@@ -134,6 +164,18 @@ pub enum EtcdError {
     /// A write kept meeting concurrent changes of the run's lock.
     #[error("run {0} kept changing under the write; nothing was written")]
     Contended(RunId),
+    /// etcd kept failing a write (unreachable, or without quorum) for the journal's whole
+    /// patience ([`EtcdJournal::set_patience`]).
+    #[error("etcd at {endpoints} did not take a write within {patience:?}; gave up")]
+    Unavailable {
+        /// The cluster's endpoints.
+        endpoints: String,
+        /// How long the write kept trying.
+        patience: Duration,
+        /// The last failure.
+        #[source]
+        last: Box<JournalError>,
+    },
     /// A key holds something this journal does not write.
     #[error("key {key} holds an unexpected value: {detail}")]
     Malformed {
@@ -163,17 +205,23 @@ struct BlobRef {
 
 /// A journal in an etcd cluster.
 pub struct EtcdJournal {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Taken on drop, to shut down without waiting (a drop may happen on a runtime's thread).
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-struct Inner {
-    client: Client,
-    prefix: String,
-    endpoints: String,
-    timeout: Duration,
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) prefix: String,
+    pub(crate) endpoints: String,
+    pub(crate) timeout: Duration,
     commits: AtomicU64,
+    /// How long a write keeps trying through transient failures, in milliseconds.
+    patience_ms: AtomicU64,
+    /// Writes tried again after a transient failure (tests watch it).
+    pub(crate) retries: AtomicU64,
+    /// The fleet membership, once [`EtcdJournal::join`]ed: every write is fenced by it.
+    pub(crate) member: RwLock<Option<Arc<Member>>>,
 }
 
 impl std::fmt::Debug for EtcdJournal {
@@ -214,7 +262,7 @@ impl EtcdJournal {
         }
         let eps = target.endpoints.clone();
         let ends = endpoints.clone();
-        let client = wait(&runtime, async move {
+        let client = wait(runtime.handle(), async move {
             tokio::time::timeout(timeout, Client::connect(eps, Some(options)))
                 .await
                 .map_err(|_| EtcdError::Timeout {
@@ -236,6 +284,9 @@ impl EtcdJournal {
                 endpoints,
                 timeout,
                 commits: AtomicU64::new(0),
+                patience_ms: AtomicU64::new(PATIENCE.as_millis() as u64),
+                retries: AtomicU64::new(0),
+                member: RwLock::new(None),
             }),
             runtime: Some(runtime),
         };
@@ -249,6 +300,27 @@ impl EtcdJournal {
         &self.inner.prefix
     }
 
+    /// How long a write keeps trying while etcd does not answer or has no quorum (default
+    /// [`PATIENCE`]) before it fails.
+    pub fn patience(&self) -> Duration {
+        self.inner.patience()
+    }
+
+    /// Sets [`EtcdJournal::patience`].
+    pub fn set_patience(&self, patience: Duration) {
+        self.inner
+            .patience_ms
+            .store(patience.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The journal's own runtime, where its client and its fleet's tasks run.
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .handle()
+    }
+
     /// Runs `f` on the journal's runtime and waits for it.
     fn call<T, F, Fut>(&self, f: F) -> Result<T, JournalError>
     where
@@ -256,14 +328,14 @@ impl EtcdJournal {
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T, JournalError>> + Send + 'static,
     {
-        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
-        wait(runtime, f(self.inner.clone()))
+        wait(self.handle(), f(self.inner.clone()))
     }
 }
 
-/// Runs `fut` on `runtime` and blocks this thread (any thread) until it ends.
-fn wait<T: Send + 'static>(
-    runtime: &tokio::runtime::Runtime,
+/// Runs `fut` on `runtime` and blocks this thread (any thread but the runtime's own) until it
+/// ends.
+pub(crate) fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
     fut: impl Future<Output = Result<T, JournalError>> + Send + 'static,
 ) -> Result<T, JournalError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -309,7 +381,7 @@ fn tls_options(tls: &crate::etcd_url::EtcdTls) -> Result<etcd_client::TlsOptions
 }
 
 /// The key just after every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -362,22 +434,89 @@ fn make_records(events: &[Event], first: u64, at: DateTime<Utc>) -> Vec<Record> 
 
 /// A commit's writes.
 #[derive(Default)]
-struct Commit {
-    compares: Vec<Compare>,
-    ops: Vec<TxnOp>,
+pub(crate) struct Commit {
+    pub(crate) compares: Vec<Compare>,
+    pub(crate) ops: Vec<TxnOp>,
     bytes: usize,
     /// Blobs written ahead, to delete if the commit does not happen.
     blobs: Vec<String>,
 }
 
 impl Commit {
-    fn put(&mut self, key: String, value: Vec<u8>) {
+    pub(crate) fn put(&mut self, key: String, value: Vec<u8>) {
         self.bytes += key.len() + value.len();
         self.ops.push(TxnOp::put(key, value, None));
+    }
+
+    /// Puts `key` attached to `lease`: etcd deletes it when the lease ends, and refuses the
+    /// whole commit if the lease is gone already.
+    pub(crate) fn put_leased(&mut self, key: String, value: Vec<u8>, lease: i64) {
+        self.bytes += key.len() + value.len();
+        let options = PutOptions::new().with_lease(lease);
+        self.ops.push(TxnOp::put(key, value, Some(options)));
+    }
+}
+
+/// How long to wait before the `tries`-th retry: 100 ms, doubling, at most 2 s.
+pub(crate) fn backoff(tries: u32) -> Duration {
+    Duration::from_millis(100u64 << tries.min(5)).min(Duration::from_secs(2))
+}
+
+/// Whether `e` says etcd did not answer, or answered that it cannot now (no leader, no quorum,
+/// overloaded): the same request may succeed later — and, for a write, may have been
+/// committed although no answer came.
+pub(crate) fn transient(e: &JournalError) -> bool {
+    let JournalError::Storage(source) = e else {
+        return false;
+    };
+    match source.downcast_ref::<EtcdError>() {
+        Some(EtcdError::Timeout { .. }) => true,
+        Some(EtcdError::Request { source, .. }) => transient_etcd(source),
+        _ => false,
+    }
+}
+
+fn transient_etcd(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            // Cancelled: the client's own deadline (`ConnectOptions::with_timeout`) expired.
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled => true,
+            // etcd's own "request timed out" / "leader changed" travel as Unknown through
+            // some proxies.
+            Code::Unknown => {
+                let message = status.message();
+                ["timed out", "leader", "connection"]
+                    .iter()
+                    .any(|m| message.contains(m))
+            }
+            _ => false,
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether etcd refused a request because a lease it names does not exist (any more).
+pub(crate) fn lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().contains("requested lease not found")
+        }
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
     }
 }
 
 impl Inner {
+    pub(crate) fn patience(&self) -> Duration {
+        Duration::from_millis(self.patience_ms.load(Ordering::Relaxed))
+    }
+
     fn run_dir(&self, id: RunId) -> String {
         format!("{}/runs/{id}/", self.prefix)
     }
@@ -393,7 +532,7 @@ impl Inner {
     fn summaries_dir(&self) -> String {
         format!("{}/summaries/", self.prefix)
     }
-    fn summary_key(&self, id: RunId) -> String {
+    pub(crate) fn summary_key(&self, id: RunId) -> String {
         format!("{}{id}", self.summaries_dir())
     }
     fn lock_key(&self, key: &str) -> String {
@@ -404,7 +543,7 @@ impl Inner {
     }
 
     /// Bounds `request` by the journal's timeout and names what failed.
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         action: &'static str,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -427,7 +566,7 @@ impl Inner {
     }
 
     /// The value of `key`, with its modification revision and the store's revision.
-    async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), JournalError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), JournalError> {
         let mut kv = self.client.kv_client();
         let mut answer = self.ask("read", kv.get(key, None)).await?;
         let revision = answer
@@ -437,7 +576,7 @@ impl Inner {
     }
 
     /// Every key-value in `[start, end)` at `revision` (0: the latest), `PAGE` at a time.
-    async fn range(
+    pub(crate) async fn range(
         &self,
         start: Vec<u8>,
         end: Vec<u8>,
@@ -590,9 +729,66 @@ impl Inner {
                 self.drop_blobs(&blobs).await;
                 Ok(false)
             }
+            // The owner's lease ended between the fence's read and the commit: nothing landed.
+            Err(e) if refused_lease(&e) => {
+                self.drop_blobs(&blobs).await;
+                Err(self.fenced(id, "etcd refused its lease: it does not exist any more"))
+            }
             // Unknown whether it landed: the blobs may be referenced, so they stay.
             Err(e) => Err(e),
         }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the journal's patience runs out
+    /// while etcd keeps failing transiently ([`transient`]). `attempt` is told whether an
+    /// earlier try failed so: that try may have committed without its answer reaching us.
+    async fn patiently<T, Fut>(
+        &self,
+        mut attempt: impl FnMut(bool) -> Fut,
+    ) -> Result<T, JournalError>
+    where
+        Fut: Future<Output = Result<T, JournalError>>,
+    {
+        let patience = self.patience();
+        let deadline = Instant::now() + patience;
+        let mut tries = 0;
+        loop {
+            match attempt(tries > 0).await {
+                Err(e) if transient(&e) => {
+                    let pause = backoff(tries);
+                    if Instant::now() + pause > deadline {
+                        return Err(EtcdError::Unavailable {
+                            endpoints: self.endpoints.clone(),
+                            patience,
+                            last: Box::new(e),
+                        }
+                        .into());
+                    }
+                    tracing::warn!(
+                        error = %crate::sled_journal::error_chain(&e),
+                        "etcd did not take a write; trying again"
+                    );
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tries += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The records of `id` after `after` if they are exactly `events`: a write whose answer
+    /// was lost had committed them.
+    pub(crate) async fn landed(
+        &self,
+        id: RunId,
+        after: u64,
+        events: &[Event],
+    ) -> Result<Option<Vec<Record>>, JournalError> {
+        let stored = self.read(id, after).await?;
+        let same =
+            stored.len() == events.len() && stored.iter().zip(events).all(|(r, e)| r.event == *e);
+        Ok(same.then_some(stored))
     }
 
     async fn drop_blobs(&self, blobs: &[String]) {
@@ -618,17 +814,34 @@ impl Inner {
         take_lock: bool,
         events: Vec<Event>,
     ) -> Result<Vec<Record>, JournalError> {
+        self.patiently(|ambiguous| {
+            self.insert_once(id, lock.as_deref(), take_lock, &events, ambiguous)
+        })
+        .await
+    }
+
+    async fn insert_once(
+        &self,
+        id: RunId,
+        lock: Option<&str>,
+        take_lock: bool,
+        events: &[Event],
+        ambiguous: bool,
+    ) -> Result<Vec<Record>, JournalError> {
+        let ends = LockChange::of(events) == LockChange::Release;
+        // A new run has no owner; a refused commit reads who has.
+        let mut owner = None;
         for _ in 0..ATTEMPTS {
             let now = Utc::now();
             let mut summary = RunSummary::empty(id, now);
-            let records = make_records(&events, 1, now);
+            let records = make_records(events, 1, now);
             let mut commit = Commit::default();
             commit.compares.push(Compare::create_revision(
                 self.summary_key(id),
                 CompareOp::Equal,
                 0,
             ));
-            if let Some(key) = &lock {
+            if let Some(key) = lock {
                 commit.compares.push(Compare::create_revision(
                     self.lock_key(key),
                     CompareOp::Equal,
@@ -638,25 +851,30 @@ impl Inner {
                     commit.put(self.lock_key(key), id.to_string().into_bytes());
                 }
             }
+            self.fence(id, ends, owner.as_deref(), &mut commit)?;
             self.add_records(id, &records, &mut summary, &mut commit)
                 .await?;
-            summary.lock.clone_from(&lock);
+            summary.lock = lock.map(str::to_owned);
             commit.put(self.last_key(id), summary.last_seq.to_string().into_bytes());
             commit.put(self.summary_key(id), encode(&summary)?);
             if self.commit(id, commit).await? {
                 return Ok(records);
             }
             if self.get(&self.summary_key(id)).await?.0.is_some() {
+                if ambiguous && let Some(stored) = self.landed(id, 0, events).await? {
+                    return Ok(stored);
+                }
                 return Err(JournalError::RunExists(id));
             }
-            if let Some(key) = &lock
+            if let Some(key) = lock
                 && let Some(holder) = self.lock_value(key).await?
             {
                 return Err(JournalError::LockHeld {
-                    key: key.clone(),
+                    key: key.to_owned(),
                     holder,
                 });
             }
+            owner = self.ownership(id).await?;
         }
         Err(EtcdError::Contended(id).into())
     }
@@ -668,9 +886,27 @@ impl Inner {
         events: Vec<Event>,
         lock: LockChange,
     ) -> Result<Vec<Record>, JournalError> {
+        self.patiently(|ambiguous| self.write_once(id, expected, &events, lock, ambiguous))
+            .await
+    }
+
+    async fn write_once(
+        &self,
+        id: RunId,
+        expected: u64,
+        events: &[Event],
+        lock: LockChange,
+        ambiguous: bool,
+    ) -> Result<Vec<Record>, JournalError> {
+        // Most writes are the owner's (or, on a journal that has not joined, of a run nobody
+        // owns): assume so, and read who owns the run only after a refused commit.
+        let mut owner = self.likely_owner();
         for _ in 0..ATTEMPTS {
             let (mut summary, summary_revision, _) = self.summary_at(id).await?;
             if summary.last_seq != expected {
+                if ambiguous && let Some(stored) = self.landed(id, expected, events).await? {
+                    return Ok(stored);
+                }
                 return Err(JournalError::Conflict {
                     run: id,
                     expected,
@@ -718,7 +954,13 @@ impl Inner {
                     _ => {}
                 }
             }
-            let records = make_records(&events, expected + 1, Utc::now());
+            self.fence(
+                id,
+                lock == LockChange::Release,
+                owner.as_deref(),
+                &mut commit,
+            )?;
+            let records = make_records(events, expected + 1, Utc::now());
             self.add_records(id, &records, &mut summary, &mut commit)
                 .await?;
             commit.put(self.last_key(id), summary.last_seq.to_string().into_bytes());
@@ -726,8 +968,8 @@ impl Inner {
             if self.commit(id, commit).await? {
                 return Ok(records);
             }
-            // Someone wrote the run (the next round reports the conflict) or moved its lock
-            // (the next round decides again).
+            // Someone wrote the run (the next round reports the conflict), moved its lock or
+            // its owner, or this executor's lease ended (the next round decides again).
             let (kv, _) = self.get(&self.last_key(id)).await?;
             if kv.is_none() {
                 return Err(corrupt(
@@ -736,6 +978,7 @@ impl Inner {
                     "the run's `last` key is missing: its records cannot be appended to".into(),
                 ));
             }
+            owner = self.ownership(id).await?;
         }
         Err(EtcdError::Contended(id).into())
     }
@@ -881,6 +1124,70 @@ impl Inner {
         Ok(out)
     }
 
+    async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), JournalError> {
+        let stored = self.meta_key(key);
+        // A put whose answer was lost is simply put again: the value is the same.
+        self.patiently(|_| {
+            let mut kv = self.client.kv_client();
+            let (stored, value) = (stored.clone(), value.clone());
+            async move { self.ask("write", kv.put(stored, value, None)).await }
+        })
+        .await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn swap_meta(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, JournalError> {
+        let stored = self.meta_key(key);
+        // After a try whose answer was lost, finding `value` stored does not say that this
+        // swap wrote it (another executor may have swapped in the same value — two executors
+        // deciding one schedule's fire do): a receipt unique to this swap, written with it,
+        // does. The retry compares the same `expected`, so at most one of the tries lands.
+        let receipt = format!("{}/receipts/{}", self.prefix, RunId::new());
+        let swapped = self
+            .patiently(|ambiguous| {
+                self.swap_once(&stored, expected.as_deref(), &value, &receipt, ambiguous)
+            })
+            .await?;
+        if swapped {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            let mut kv = self.client.kv_client();
+            if let Err(e) = self.ask("delete a receipt", kv.delete(receipt, None)).await {
+                tracing::warn!(error = %e, "a swap's receipt stays in etcd");
+            }
+        }
+        Ok(swapped)
+    }
+
+    /// One try of a swap that writes `receipt` with it; after an `ambiguous` try, a refused
+    /// comparison with the receipt in place means that earlier try swapped.
+    pub(crate) async fn swap_once(
+        &self,
+        stored: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        receipt: &str,
+        ambiguous: bool,
+    ) -> Result<bool, JournalError> {
+        let mut commit = Commit::default();
+        commit.compares.push(match expected {
+            Some(bytes) => Compare::value(stored, CompareOp::Equal, bytes),
+            None => Compare::create_revision(stored, CompareOp::Equal, 0),
+        });
+        commit.put(stored.to_owned(), value.to_vec());
+        commit.put(receipt.to_owned(), Vec::new());
+        let (swapped, _) = self.txn(commit).await?;
+        if !swapped && ambiguous {
+            return Ok(self.get(receipt).await?.0.is_some());
+        }
+        Ok(swapped)
+    }
+
     async fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
         let start = format!("{}{}", self.summaries_dir(), prefix.to_ascii_uppercase());
         let kvs = self
@@ -897,6 +1204,17 @@ impl Inner {
             .collect();
         JournalError::one_run(prefix, found)
     }
+}
+
+/// Whether `e` is etcd refusing a commit because a lease it names does not exist.
+fn refused_lease(e: &JournalError) -> bool {
+    let JournalError::Storage(source) = e else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<EtcdError>(),
+        Some(EtcdError::Request { source, .. }) if lease_not_found(source)
+    )
 }
 
 fn decode_summary(id: RunId, value: &[u8]) -> Result<RunSummary, String> {
@@ -1031,14 +1349,7 @@ impl Journal for EtcdJournal {
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), JournalError> {
         let key = key.to_owned();
         let value = value.to_vec();
-        self.call(move |inner| async move {
-            let mut kv = inner.client.kv_client();
-            inner
-                .ask("write", kv.put(inner.meta_key(&key), value, None))
-                .await?;
-            inner.commits.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })
+        self.call(move |inner| async move { inner.put_meta(&key, value).await })
     }
 
     fn swap_meta(
@@ -1050,20 +1361,7 @@ impl Journal for EtcdJournal {
         let key = key.to_owned();
         let expected = expected.map(<[u8]>::to_vec);
         let value = value.to_vec();
-        self.call(move |inner| async move {
-            let stored = inner.meta_key(&key);
-            let mut commit = Commit::default();
-            commit.compares.push(match expected {
-                Some(bytes) => Compare::value(stored.clone(), CompareOp::Equal, bytes),
-                None => Compare::create_revision(stored.clone(), CompareOp::Equal, 0),
-            });
-            commit.put(stored, value);
-            let (swapped, _) = inner.txn(commit).await?;
-            if swapped {
-                inner.commits.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(swapped)
-        })
+        self.call(move |inner| async move { inner.swap_meta(&key, expected, value).await })
     }
 
     fn stats(&self) -> JournalStats {

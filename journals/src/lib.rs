@@ -24,8 +24,12 @@
 
 #[cfg(test)]
 pub mod conformance;
+mod etcd_fleet;
 mod etcd_journal;
+#[cfg(test)]
+mod etcd_testbed;
 pub mod etcd_url;
+mod etcd_watch;
 mod event;
 pub mod fleet;
 mod memory;
@@ -37,7 +41,8 @@ pub mod witness;
 
 use std::path::PathBuf;
 
-pub use etcd_journal::{EtcdError, EtcdJournal};
+pub use etcd_fleet::{ANSWER_TTL, EtcdFleet, FleetError};
+pub use etcd_journal::{EtcdError, EtcdJournal, PATIENCE};
 pub use etcd_url::{EtcdTarget, EtcdTls, EtcdUrlError};
 pub use event::{
     Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,

@@ -1,107 +1,14 @@
 //! The etcd journal against a real, single-member etcd started on loopback for each test.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use super::{EtcdJournal, Inner};
+use super::EtcdJournal;
+use crate::etcd_testbed::{TestEtcd, free_port, raw};
 use crate::etcd_url::EtcdTarget;
 use crate::{Event, Journal, JournalError, RunId, RunStarted};
-
-/// A single-member etcd in a temporary directory, ended on drop.
-struct TestEtcd {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The etcd binary: `$ETCD`, or where testbeds/install.sh puts it (Debian's etcd-server).
-fn etcd_binary() -> PathBuf {
-    let candidates = std::env::var_os("ETCD")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/bin/etcd", "/usr/sbin/etcd"].map(PathBuf::from));
-    for path in candidates {
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!(
-        "the etcd journal's tests need an etcd server binary, and none was found ($ETCD, \
-         /usr/bin/etcd, /usr/sbin/etcd): install it with testbeds/install.sh (Debian: \
-         apt-get install etcd-server), or point $ETCD at one"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-impl TestEtcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(etcd_binary())
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
-            .spawn()
-            .expect("etcd starts");
-        let etcd = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    fn journal(&self, prefix: &str) -> EtcdJournal {
-        let target =
-            EtcdTarget::parse(&format!("etcd://127.0.0.1:{}/{prefix}", self.port)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match EtcdJournal::open(&target, Duration::from_secs(5)) {
-                Ok(j) => return j,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "etcd not ready yet");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("etcd did not answer: {e}"),
-            }
-        }
-    }
-}
 
 fn started() -> Event {
     Event::RunStarted(RunStarted {
@@ -123,15 +30,6 @@ fn output(bytes: usize) -> Event {
         output: json!({ "stdout": "x".repeat(bytes) }),
         duration_ms: 1,
     }
-}
-
-/// Runs `f` on the journal's own runtime (the tests reach etcd behind the journal's back).
-fn raw<T: Send + 'static, Fut>(j: &EtcdJournal, f: impl FnOnce(Arc<Inner>) -> Fut) -> T
-where
-    Fut: std::future::Future<Output = T> + Send + 'static,
-{
-    let fut = f(j.inner.clone());
-    j.call(move |_| async move { Ok(fut.await) }).unwrap()
 }
 
 #[test]
@@ -230,4 +128,81 @@ fn an_unreachable_cluster_is_named_in_the_error() {
     let err = EtcdJournal::open(&target, Duration::from_secs(2)).unwrap_err();
     let text = crate::sled_journal::error_chain(&err);
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+}
+
+#[test]
+fn a_write_whose_answer_was_lost_counts_as_done_when_tried_again() {
+    use crate::LockChange;
+    let etcd = TestEtcd::start();
+    let j = etcd.journal("ambiguous");
+    let id = RunId::new();
+    // Each call is one try; `true` says an earlier try's answer was lost (a time-out).
+    let insert = |ambiguous: bool| {
+        raw(&j, move |inner| async move {
+            inner
+                .insert_once(id, None, true, &[started()], ambiguous)
+                .await
+        })
+    };
+    let created = insert(false).unwrap();
+    assert_eq!(
+        insert(true).unwrap(),
+        created,
+        "that earlier try created it"
+    );
+    assert!(matches!(insert(false), Err(JournalError::RunExists(_))));
+
+    let write = |ambiguous: bool, path: &'static str| {
+        raw(&j, move |inner| async move {
+            inner
+                .write_once(id, 1, &[output(1), step(path)], LockChange::Keep, ambiguous)
+                .await
+        })
+    };
+    let written = write(false, "a").unwrap();
+    assert_eq!(
+        write(true, "a").unwrap(),
+        written,
+        "that earlier try wrote them"
+    );
+    assert!(matches!(
+        write(false, "a"),
+        Err(JournalError::Conflict {
+            expected: 1,
+            found: 3,
+            ..
+        })
+    ));
+    assert!(
+        matches!(write(true, "b"), Err(JournalError::Conflict { .. })),
+        "other records are someone else's write"
+    );
+    assert_eq!(j.read(id).unwrap().len(), 3);
+
+    // A swap recognises its own earlier try by its receipt, not by the value.
+    let swap = |receipt: &'static str, ambiguous: bool| {
+        raw(&j, move |inner| async move {
+            let stored = inner.meta_key("fire");
+            let receipt = format!("{}/receipts/{receipt}", inner.prefix);
+            inner
+                .swap_once(&stored, None, b"t1", &receipt, ambiguous)
+                .await
+        })
+    };
+    assert!(swap("r1", false).unwrap());
+    assert!(swap("r1", true).unwrap(), "the earlier try swapped");
+    assert!(
+        !swap("r2", true).unwrap(),
+        "the same value, swapped in by another"
+    );
+    assert_eq!(j.get_meta("fire").unwrap().as_deref(), Some(&b"t1"[..]));
+}
+
+fn step(path: &str) -> Event {
+    Event::StepSucceeded {
+        path: path.into(),
+        attempt: 1,
+        output: json!({}),
+        duration_ms: 1,
+    }
 }
