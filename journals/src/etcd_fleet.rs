@@ -672,35 +672,59 @@ async fn ask(
         body,
     })
     .map_err(|e| JournalError::Storage(Box::new(e)))?;
-    let txn = Txn::new()
-        .when([Compare::create_revision(
-            inner.member_key(&to),
-            CompareOp::Greater,
-            0,
-        )])
-        .and_then([TxnOp::put(
-            key.clone(),
-            envelope,
-            Some(PutOptions::new().with_lease(member.lease)),
-        )]);
+    let answer = inner.answer_key(&request);
     let mut kv = inner.client.kv_client();
-    let sent =
+    // A try whose answer was lost may have landed — and been answered, the request deleted:
+    // a later try puts the request only if neither it nor its answer exists, so the
+    // addressee never gets it twice.
+    let mut tries = 0;
+    let sent = loop {
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(inner.member_key(&to), CompareOp::Greater, 0),
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(answer.clone(), CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::put(
+                key.clone(),
+                envelope.clone(),
+                Some(PutOptions::new().with_lease(member.lease)),
+            )])
+            .or_else([
+                TxnOp::get(answer.clone(), None),
+                TxnOp::get(inner.member_key(&to), None),
+            ]);
         match tokio::time::timeout_at(deadline, inner.ask("send a request", kv.txn(txn))).await {
-            Ok(Ok(sent)) => sent,
+            Ok(Ok(sent)) => break sent,
             Ok(Err(e)) if refused_lease(&e) => {
                 member.set(Standing::Lost);
                 return Err(FleetError::Left(member.me.clone()).into());
             }
+            Ok(Err(e)) if transient(&e) => {
+                tracing::debug!(error = %e, "a request did not reach etcd; trying again");
+                tokio::time::sleep_until(
+                    deadline.min(tokio::time::Instant::now() + backoff(tries)),
+                )
+                .await;
+                tries += 1;
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(FleetError::Unanswered { to, within }.into()),
-        };
+        }
+    };
     if !sent.succeeded() {
-        return Err(FleetError::NotMember(to).into());
+        let found = sent.op_responses();
+        if let Some(value) = first_value(found.first()) {
+            return decode_answer(&request, &value);
+        }
+        if first_value(found.get(1)).is_none() {
+            return Err(FleetError::NotMember(to).into());
+        }
+        // Our earlier try's request is there, unanswered yet: wait for its answer.
     }
     let revision = sent
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
-    let answer = inner.answer_key(&request);
     match tokio::time::timeout_at(deadline, await_answer(&inner, &answer, revision + 1)).await {
         Ok(Ok(value)) => {
             if let Err(e) = inner
@@ -709,13 +733,7 @@ async fn ask(
             {
                 tracing::debug!(error = %e, "a read answer stays until its lease ends");
             }
-            serde_json::from_slice(&value).map_err(|source| {
-                FleetError::BadAnswer {
-                    request: request.clone(),
-                    source,
-                }
-                .into()
-            })
+            decode_answer(&request, &value)
         }
         Ok(Err(e)) => Err(e),
         Err(_) => {
@@ -725,6 +743,16 @@ async fn ask(
             Err(FleetError::Unanswered { to, within }.into())
         }
     }
+}
+
+fn decode_answer(request: &str, value: &[u8]) -> Result<Value, JournalError> {
+    serde_json::from_slice(value).map_err(|source| {
+        FleetError::BadAnswer {
+            request: request.to_owned(),
+            source,
+        }
+        .into()
+    })
 }
 
 /// The value written at `key` from revision `from` on (or already there when the history

@@ -14,8 +14,9 @@ use crate::etcd_url::EtcdTarget;
 /// etcd members started for one test.
 pub(crate) struct TestEtcd {
     children: Vec<Child>,
-    ports: Vec<u16>,
-    _dir: tempfile::TempDir,
+    /// Each member's client and peer port.
+    ports: Vec<(u16, u16)>,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for TestEtcd {
@@ -61,52 +62,69 @@ impl TestEtcd {
 
     /// `n` members forming one cluster.
     pub(crate) fn cluster(n: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let children = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (port, peer))| {
-                let client = format!("http://127.0.0.1:{port}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
-                Command::new(etcd_binary())
-                    .args(["--name", &format!("m{i}"), "--data-dir"])
-                    .arg(dir.path().join(format!("data{i}")))
-                    .args([
-                        "--listen-client-urls",
-                        &client,
-                        "--advertise-client-urls",
-                        &client,
-                    ])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial])
-                    .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.path().join(format!("etcd{i}.log"))).unwrap())
-                    .spawn()
-                    .expect("etcd starts")
-            })
-            .collect();
-        let etcd = Self {
-            children,
-            ports: ports.iter().map(|(port, _)| *port).collect(),
-            _dir: dir,
+        let mut etcd = Self {
+            children: Vec::new(),
+            ports: (0..n).map(|_| (free_port(), free_port())).collect(),
+            dir: tempfile::tempdir().unwrap(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for port in &etcd.ports {
-            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                assert!(Instant::now() < deadline, "etcd did not listen within 30 s");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        etcd.children = (0..n).map(|i| etcd.spawn(i)).collect();
+        for i in 0..n {
+            etcd.await_listening(i);
         }
         etcd
+    }
+
+    /// Starts member `i` (again: its data directory then says which cluster it is in).
+    fn spawn(&self, i: usize) -> Child {
+        let initial = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(m, (_, peer))| format!("m{m}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (port, peer) = self.ports[i];
+        let client = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("etcd{i}.log")))
+            .unwrap();
+        Command::new(etcd_binary())
+            .args(["--name", &format!("m{i}"), "--data-dir"])
+            .arg(self.dir.path().join(format!("data{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts")
+    }
+
+    fn await_listening(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i].0)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills member `i` (SIGKILL: every connection to it breaks) and starts it again on the
+    /// same ports and data.
+    pub(crate) fn restart(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+        self.children[i] = self.spawn(i);
+        self.await_listening(i);
     }
 
     /// A journal under `prefix` on every member.
@@ -128,7 +146,7 @@ impl TestEtcd {
     ) -> EtcdJournal {
         let hosts = members
             .iter()
-            .map(|&i| format!("127.0.0.1:{}", self.ports[i]))
+            .map(|&i| format!("127.0.0.1:{}", self.ports[i].0))
             .collect::<Vec<_>>()
             .join(",");
         let target = EtcdTarget::parse(&format!("etcd://{hosts}/{prefix}")).unwrap();

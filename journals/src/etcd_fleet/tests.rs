@@ -320,3 +320,44 @@ fn quorum_loss_suspends_the_lease_without_losing_it_and_a_write_waits_to_land_on
     assert_eq!(a.owner(id).unwrap(), Some(a.me()));
     j.append(id, 2, &[ended()]).unwrap();
 }
+
+#[test]
+fn watches_outlive_an_etcd_restart_and_an_owner_that_died_is_orphaned_within_its_ttl() {
+    let mut etcd = TestEtcd::start();
+    let (ja, jb) = (etcd.journal("restart"), etcd.journal("restart"));
+    let a = ja.join("a", Duration::from_secs(2)).unwrap();
+    let b = jb.join("b", Duration::from_secs(30)).unwrap();
+    let id = RunId::new();
+    ja.create(id, None, &[started()]).unwrap();
+    let mut orphaned = b.orphaned();
+    let mut inbox = b.inbox().unwrap();
+
+    // Every stream to etcd breaks; the inbox and the orphan watch are created again.
+    etcd.restart(0);
+    let question = a.ask(
+        &b.me(),
+        json!({ "after": "restart" }),
+        Duration::from_secs(20),
+    );
+    let asked = within(20, "the request after the restart", inbox.recv()).unwrap();
+    asked.reply.send(json!({ "ok": true })).unwrap();
+    assert_eq!(
+        within(20, "the answer", question).unwrap(),
+        json!({ "ok": true })
+    );
+
+    // A dies without leaving: its run is orphaned once its lease expires (its TTL, plus the
+    // second etcd adds to every lease when it is elected after a restart, plus etcd's
+    // expiry check every 500 ms).
+    drop(a);
+    drop(ja);
+    let died = std::time::Instant::now();
+    assert_eq!(within(10, "orphaned", orphaned.recv()).unwrap(), id);
+    assert!(
+        died.elapsed() < Duration::from_secs(6),
+        "orphaned after {:?}",
+        died.elapsed()
+    );
+    assert!(b.claim(id).unwrap());
+    jb.append(id, 1, &[ended()]).unwrap();
+}
