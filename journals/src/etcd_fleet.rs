@@ -35,11 +35,17 @@
 //! frozen past the TTL expires the lease itself when it goes on (its clock ran meanwhile), so
 //! there the executor goes from `Suspended` to `Lost`.
 //!
+//! Leaving: [`Fleet::leave`] revokes the lease, so the executor's runs are free at once.
+//! Dropping the journal without leaving is a crash as far as the others can tell: the runs
+//! are free once the lease expires. Joining again leaves the previous membership first.
+//!
 //! Watches ([`crate::etcd_watch`]) survive stream failures. [`Fleet::orphaned`] follows
 //! deletions under `P/owners/` from the revision of the join on. An inbox reads the requests
 //! already there, then follows what comes, each request handed once; the answer and the
 //! request's deletion are one transaction, done only if the request is still there (the asker
-//! withdraws it when it gives up).
+//! withdraws it when it gives up). An ask whose put got no answer tries again within its time
+//! only while neither the request nor its answer exists, so no request is handed twice.
+//! A dropped [`Incoming::reply`] answers `{"error": "dropped"}`.
 //!
 //! Threads: everything runs on the journal's own runtime; the synchronous methods block the
 //! calling thread as the journal's do (any thread but that runtime's).
