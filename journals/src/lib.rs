@@ -19,8 +19,9 @@
 //! The journal never sees secrets in clear: the runner redacts every event before appending.
 //!
 //! Backends: [`SledJournal`] (a directory, the default), [`EtcdJournal`] (an etcd cluster, for
-//! runs that must outlive their machine; durable when etcd's quorum has it) and
-//! [`MemoryJournal`] (dry runs, tests).
+//! runs that must outlive their machine; durable when etcd's quorum has it; several executors
+//! share it through [`EtcdJournal::join`], see [`fleet`]) and [`MemoryJournal`] (dry runs,
+//! tests).
 
 #[cfg(test)]
 pub mod conformance;
