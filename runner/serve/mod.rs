@@ -14,6 +14,7 @@ pub mod auth;
 pub mod gate_timers;
 pub mod holder;
 pub mod info;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod notify;
