@@ -569,7 +569,12 @@ mod tests {
         r.add("line-one\nline-two");
         let whole = "login with hunter2-secret\ntoken aHVudGVyMi1zZWNyZXQ= then\nline-one\nline-two, done: hunter2-secret";
         let masked = r.text(whole);
-        assert!(!masked.contains("hunter") && !masked.contains("aHVudGVy") && !masked.contains("line-one"), "{masked}");
+        assert!(
+            !masked.contains("hunter")
+                && !masked.contains("aHVudGVy")
+                && !masked.contains("line-one"),
+            "{masked}"
+        );
         let bytes = whole.len();
         for i in 0..=bytes {
             for j in i..=bytes {
@@ -610,7 +615,10 @@ mod tests {
         for i in 0..=whole.len() {
             let shown = streamed(&r, &[&whole[..i], &whole[i..]]);
             assert!(shown.matches("***").count() >= 3, "cut at {i}: {shown}");
-            assert!(!shown.contains(" pin") && !shown.starts_with("pin"), "cut at {i}: {shown}");
+            assert!(
+                !shown.contains(" pin") && !shown.starts_with("pin"),
+                "cut at {i}: {shown}"
+            );
         }
     }
 

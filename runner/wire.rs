@@ -141,10 +141,7 @@ impl ParamInfo {
             file: p.file.clone(),
             allowed: p.allowed.clone(),
             pattern: p.pattern.as_ref().map(|r| r.as_str().to_owned()),
-            from: p
-                .from
-                .as_ref()
-                .map(|f| format!("OpenBao {}", f.describe())),
+            from: p.from.as_ref().map(|f| format!("OpenBao {}", f.describe())),
         }
     }
 }

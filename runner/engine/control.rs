@@ -90,29 +90,27 @@ impl Exec<'_> {
         if let Some(live) = live {
             live.finish();
         }
-        Ok(
-            match result {
-                Ok(output) => Attempt::Ok(output),
-                Err(StepError::Cancelled {
-                    reason: CancelReason::Interrupted(signal),
-                    message,
-                    ..
-                }) => Attempt::Interrupted {
-                    reason: message,
-                    signal,
-                },
-                Err(e @ StepError::Spec { .. }) => Attempt::Failed {
-                    error: e.to_string(),
-                    output: None,
-                    retryable: false,
-                },
-                Err(e) => Attempt::Failed {
-                    error: e.to_string(),
-                    output: e.output().cloned(),
-                    retryable: true,
-                },
+        Ok(match result {
+            Ok(output) => Attempt::Ok(output),
+            Err(StepError::Cancelled {
+                reason: CancelReason::Interrupted(signal),
+                message,
+                ..
+            }) => Attempt::Interrupted {
+                reason: message,
+                signal,
             },
-        )
+            Err(e @ StepError::Spec { .. }) => Attempt::Failed {
+                error: e.to_string(),
+                output: None,
+                retryable: false,
+            },
+            Err(e) => Attempt::Failed {
+                error: e.to_string(),
+                output: e.output().cloned(),
+                retryable: true,
+            },
+        })
     }
 
     /// Runs a kind with the engine's timeout and interruption, its output shown to `live` as

@@ -18,7 +18,7 @@
 //! - Each part carries its offset in its stream's masked text (per attempt), so a follower that
 //!   joins late, or that missed parts, knows where a part belongs.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use runbook_journals::RunId;
 use runbook_steps::{OutputSink, OutputStream};
@@ -118,7 +118,7 @@ impl LiveOutput {
 
     /// Shows what is left of both streams: the step has ended, nothing more comes.
     pub fn finish(&self) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let part = streams[index(stream)].take(self.log.redactor(), true);
             self.show(stream, part);
@@ -159,7 +159,7 @@ fn index(stream: OutputStream) -> usize {
 impl OutputSink for LiveOutput {
     fn chunk(&self, stream: OutputStream, bytes: &[u8]) {
         // Shown while the lock is held, so a stream's parts reach observers in order.
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let pending = &mut streams[index(stream)];
         pending.push(bytes);
         let part = pending.take(self.log.redactor(), false);
@@ -200,7 +200,10 @@ mod tests {
             redactor,
             vec![seen.clone() as Arc<dyn Observer>],
         );
-        (LiveOutput::new(log, RunId::new(), "roll[1].restart", 2), seen)
+        (
+            LiveOutput::new(log, RunId::new(), "roll[1].restart", 2),
+            seen,
+        )
     }
 
     fn shown(seen: &Seen, stream: &str) -> String {
@@ -227,10 +230,7 @@ mod tests {
         live.chunk(OutputStream::Stderr, &"caf\u{e9}".as_bytes()[4..]);
         live.chunk(OutputStream::Stderr, b" \xff\n");
         live.finish();
-        assert_eq!(
-            shown(&seen, "stdout"),
-            "logging in as admin\nwith *** ok\n"
-        );
+        assert_eq!(shown(&seen, "stdout"), "logging in as admin\nwith *** ok\n");
         assert_eq!(shown(&seen, "stderr"), "caf\u{e9} \u{fffd}\n");
     }
 }

@@ -378,19 +378,18 @@ impl Engine {
             Some(&values.clear),
         )?;
         let redactor = values.redactor();
-        let lock = match &main.lock {
-            Some(t) => Some(
-                crate::template::render_str(&t.text, &json!({ "params": values.clear })).map_err(
-                    |e| {
-                        EngineError::Params(vec![crate::params::ParamProblem::general(format!(
-                            "the lock key does not render: {}",
-                            e.message
-                        ))])
-                    },
-                )?,
-            ),
-            None => None,
-        };
+        let lock =
+            match &main.lock {
+                Some(t) => Some(
+                    crate::template::render_str(&t.text, &json!({ "params": values.clear }))
+                        .map_err(|e| {
+                            EngineError::Params(vec![crate::params::ParamProblem::general(
+                                format!("the lock key does not render: {}", e.message),
+                            )])
+                        })?,
+                ),
+                None => None,
+            };
         // Whether the key depends on a secret: rendered over the secret parameters' shadow it
         // comes out different (a non-secret value that merely contains a secret's text does
         // not count).
@@ -400,7 +399,9 @@ impl Engine {
                 crate::template::render_str(&t.text, &json!({ "params": shadow })).ok();
             if over_shadow.as_deref() != Some(l.as_str()) {
                 return Err(EngineError::Params(vec![
-                    crate::params::ParamProblem::general("the lock key is built from a secret parameter; lock keys are stored in clear, so build them from non-secret parameters"),
+                    crate::params::ParamProblem::general(
+                        "the lock key is built from a secret parameter; lock keys are stored in clear, so build them from non-secret parameters",
+                    ),
                 ]));
             }
         }

@@ -180,7 +180,7 @@ impl From<RunsError> for ApiError {
     fn from(e: RunsError) -> Self {
         match e {
             RunsError::Engine(e) => e.into(),
-            other => Self::new(other.kind(), other.to_string()),
+            other @ RunsError::Unavailable(_) => Self::new(other.kind(), other.to_string()),
         }
     }
 }
@@ -218,16 +218,23 @@ fn api() -> Router<Arc<App>> {
 
 /// The HTTP router of `serve`: the API and metrics behind bearer tokens, and the web page.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .nest("/api/v1", api())
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/", get(web::page))
         .route("/runs/{id}", get(web::page))
+        .route("/new", get(web::page))
         .route("/app.js", get(web::script))
         .route("/runs/app.js", get(web::script))
         .route("/app.css", get(web::style))
-        .route("/runs/app.css", get(web::style))
+        .route("/runs/app.css", get(web::style));
+    for &(name, text) in web::SCRIPTS {
+        router = router
+            .route(&format!("/{name}"), get(move || web::javascript(text)))
+            .route(&format!("/runs/{name}"), get(move || web::javascript(text)));
+    }
+    router
         .layer(middleware::map_response(web::security_headers))
         .with_state(app)
 }
@@ -314,7 +321,12 @@ async fn runbooks(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<RunbookInfo
                     Err(e) => (None, Some(e.to_string())),
                 };
                 RunbookInfo {
-                    kind: if e.name.contains('/') { "part" } else { "runbook" }.to_owned(),
+                    kind: if e.name.contains('/') {
+                        "part"
+                    } else {
+                        "runbook"
+                    }
+                    .to_owned(),
                     name: e.name,
                     origin: crate::library::display_origin(&e.origin),
                     description: book.as_ref().and_then(|b| b.main().description.clone()),
@@ -568,10 +580,10 @@ async fn events(
                                 Ok(chunk) if chunk.run == id => {
                                     return Some((sse_output(&chunk), f));
                                 }
-                                Ok(_) => {}
-                                // Parts missed: the follower sees the gap in the offsets, and
-                                // the step's journaled output comes with its outcome.
-                                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                // Another run's part; or parts missed: the follower sees the
+                                // gap in the offsets, and the step's journaled output comes
+                                // with its outcome.
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                                 Err(broadcast::error::RecvError::Closed) => f.output = None,
                             }
                             continue;

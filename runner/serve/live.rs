@@ -195,7 +195,10 @@ mod tests {
                 reason: None,
             }),
         );
-        assert!(live.tails(run).is_empty(), "a parked run has no running step");
+        assert!(
+            live.tails(run).is_empty(),
+            "a parked run has no running step"
+        );
     }
 
     #[test]
