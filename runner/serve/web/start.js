@@ -109,8 +109,9 @@
     return out;
   }
 
+  /** A value as people read it (an empty string as `""`). */
   function shown(v) {
-    return typeof v === 'string' ? v : JSON.stringify(v);
+    return typeof v === 'string' && v !== '' ? v : JSON.stringify(v);
   }
 
   function filterCatalogue() {
@@ -164,7 +165,7 @@
         : p.required ? 'choose…' : '(none)';
       input = h('select', common,
         h('option', { value: '' }, none),
-        values.map((v) => h('option', { value: shown(v) }, shown(v))));
+        values.map((v) => h('option', { value: typeof v === 'string' ? v : JSON.stringify(v) }, shown(v))));
     } else if (p.secret) {
       input = h('input', Object.assign({ type: 'password', autocomplete: 'off', spellcheck: 'false', autocapitalize: 'off' }, common));
     } else if (p.type === 'map') {
