@@ -31,6 +31,7 @@ use crate::resupply::Given;
 use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
+use crate::serve::filter::RunFilter;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::Notice;
 use crate::serve::runs::{Runs, RunsError, StartRequest, Verdict};
@@ -184,7 +185,7 @@ fn api() -> Router<Arc<App>> {
 
 /// The HTTP router of `serve`: the API and metrics behind bearer tokens, and the web page.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .nest("/api/v1", api())
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
@@ -193,7 +194,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/app.js", get(web::script))
         .route("/runs/app.js", get(web::script))
         .route("/app.css", get(web::style))
-        .route("/runs/app.css", get(web::style))
+        .route("/runs/app.css", get(web::style));
+    // The run controls, history and schedules: their views and files.
+    for view in web::VIEWS {
+        router = router.route(view, get(web::page));
+    }
+    for (name, _) in web::ASSETS {
+        let file = move || async move { web::asset(name) };
+        router = router
+            .route(&format!("/{name}"), get(file))
+            .route(&format!("/runs/{name}"), get(file));
+    }
+    router
         .layer(middleware::map_response(web::security_headers))
         .with_state(app)
 }
@@ -286,31 +298,25 @@ async fn runbooks(State(app): State<Arc<App>>) -> Json<Vec<RunbookInfo>> {
     Json(list)
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
+/// `GET /runs`: newest first, filtered as [`RunFilter`] says (a bad parameter is 400, naming it).
 async fn list_runs(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
-) -> Json<Vec<ListedRun>> {
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<Vec<ListedRun>>> {
+    let filter = RunFilter::parse(&q).map_err(|e| ApiError::new(Kind::BadInput, e.to_string()))?;
     // Damaged runs are listed as their summaries say; reading one reports its damage.
     let mut runs = app.journal().readable_runs();
     runs.reverse();
-    Json(
+    Ok(Json(
         runs.into_iter()
-            .filter(|r| q.state.as_deref().is_none_or(|s| r.state.as_str() == s))
-            .take(q.limit.unwrap_or(200))
+            .filter(|r| filter.matches(r))
+            .take(filter.limit)
             .map(|summary| ListedRun {
                 active: app.runs.is_active(summary.id),
                 summary,
             })
             .collect(),
-    )
+    ))
 }
 
 async fn start_run(
@@ -664,7 +670,7 @@ async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<ScheduleSt
         .iter()
         .map(|s| {
             let st = ScheduleState::load(journal.as_ref(), &s.name)?;
-            Ok(crate::schedule::status(s, &st))
+            Ok(crate::schedule::status(s, &st, journal.as_ref()))
         })
         .collect();
     Ok(Json(list?))
@@ -674,7 +680,7 @@ fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<ScheduleSta
     let scheduler = app.scheduler()?;
     let s = scheduler.get(name).ok_or_else(|| no_schedule(name))?;
     let st = scheduler.set_paused(name, paused)?;
-    Ok(Json(crate::schedule::status(s, &st)))
+    Ok(Json(crate::schedule::status(s, &st, app.journal().as_ref())))
 }
 
 async fn pause(

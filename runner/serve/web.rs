@@ -1,7 +1,8 @@
 //! The web page `serve` shows at `/`: the runs, a run's step tree updating live, and the gate
-//! prompt with approve and reject buttons. Three files embedded in the binary (no build step,
-//! no external assets): the page, its script and its styles; it talks to the API with the token
-//! the user enters.
+//! prompt with approve and reject buttons; the run controls, and the history and schedules
+//! views (at [`VIEWS`]). Files embedded in the binary (no build step, no external assets): the
+//! page, its scripts and its styles ([`SCRIPT`], [`STYLE`] and the [`ASSETS`] beside them); it
+//! talks to the API with the token the user enters.
 //!
 //! Every response of `serve` — the page, its files, the API, errors — carries [`CSP`] and the
 //! headers beside it ([`security_headers`]): scripts and styles only from `serve`'s own files
@@ -20,6 +21,19 @@ pub const SCRIPT: &str = include_str!("web/app.js");
 
 /// The page's styles.
 pub const STYLE: &str = include_str!("web/app.css");
+
+/// The page's other files, by name: the run controls, the history and schedules views, their
+/// styles. Served beside `/` and beside `/runs/{id}`, like [`SCRIPT`].
+pub const ASSETS: [(&str, &str); 4] = [
+    ("controls.js", include_str!("web/controls.js")),
+    ("history.js", include_str!("web/history.js")),
+    ("schedules.js", include_str!("web/schedules.js")),
+    ("views.css", include_str!("web/views.css")),
+];
+
+/// The paths of the page's views besides `/` and `/runs/{id}` (the same page: its scripts
+/// show the view of the path).
+pub const VIEWS: [&str; 2] = ["/history", "/schedules"];
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -50,6 +64,26 @@ pub async fn style() -> impl IntoResponse {
         ],
         STYLE,
     )
+}
+
+/// One of [`ASSETS`].
+pub fn asset(name: &str) -> Response {
+    let Some((_, body)) = ASSETS.iter().find(|(n, _)| *n == name) else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    let kind = if name.ends_with(".css") {
+        "text/css; charset=utf-8"
+    } else {
+        "text/javascript; charset=utf-8"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        *body,
+    )
+        .into_response()
 }
 
 /// Adds the security headers to a response (any set before are replaced).
@@ -88,5 +122,21 @@ mod tests {
         assert!(page.contains(r#"<script src="app.js" defer></script>"#));
         assert!(page.contains(r#"<link rel="stylesheet" href="app.css">"#));
         assert!(!SCRIPT.contains(".style") && !SCRIPT.contains("innerHTML"));
+        for (name, body) in ASSETS {
+            // Linked relatively, like app.js, so that the page works under a prefix.
+            let link = if name.ends_with(".css") {
+                format!(r#"<link rel="stylesheet" href="{name}">"#)
+            } else {
+                assert!(
+                    !body.contains(".style")
+                        && !body.contains("innerHTML")
+                        && !body.contains("insertAdjacentHTML")
+                        && !body.contains("eval("),
+                    "{name} sets a style or parses HTML"
+                );
+                format!(r#"<script src="{name}" defer></script>"#)
+            };
+            assert!(page.contains(&link), "the page does not link {name}");
+        }
     }
 }
