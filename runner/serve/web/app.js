@@ -7,7 +7,9 @@
   // ------------------------------------------------------------------ basics
   const TOKEN_KEY = 'runbook.token';
   // The page may sit under a prefix (a reverse proxy): everything before `/runs/…` is the base.
-  const BASE = location.pathname.replace(/\/runs\/[^/]*\/?$/, '').replace(/\/+$/, '');
+  const BASE = location.pathname.replace(/\/runs\/[^/]*\/?$/, '')
+    .replace(/\/(?:history|schedules)\/?$/, '') // the views of schedules.js and history.js
+    .replace(/\/+$/, '');
   const API = BASE + '/api/v1';
   const TERMINAL = new Set(['succeeded', 'failed', 'aborted']);
   const $ = (id) => document.getElementById(id);
@@ -211,6 +213,18 @@
   function route() {
     if (!me) return;
     showError('');
+    // A view of another script (history.js, schedules.js) owns its path.
+    const view = views.find((v) => location.pathname === BASE + v.path || location.pathname === BASE + v.path + '/');
+    stopViews(view);
+    markNav(view ? view.path : '/');
+    if (view) {
+      stopList();
+      stopRun();
+      show($('list-view'), false);
+      show($('run-view'), false);
+      view.open();
+      return;
+    }
     const id = currentRunId();
     if (id) openRun(id); else openList();
   }
@@ -230,6 +244,7 @@
   function stopEverything() {
     stopList();
     stopRun();
+    stopViews(null);
   }
 
   // ------------------------------------------------------------------ the runs list
@@ -706,7 +721,7 @@
       badge(String(e.event)), ' ', String(e.text || ''))));
     show($('happened-panel'), happened.length > 0);
 
-    renderControl(d, state);
+    for (const hook of runHooks) hook(d);
 
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
@@ -800,102 +815,45 @@
     $('reject').textContent = 'Reject';
   }
 
-  // ------------------------------------------------------------------ pause / unpause / retry / abort
-  // The step whose failure ended a failed run: the last failed step that is not an
-  // `on_failure` step (what ran because of the failure).
-  function failedStep(d) {
-    const failed = (d.steps || []).filter((s) => s.status === 'failed' && !/(^|\.)on_failure\./.test(s.path));
-    return failed.length ? failed[failed.length - 1].path : null;
+  // ------------------------------------------------------------------ shared with the other scripts
+  // controls.js (the run controls), history.js and schedules.js (views of their own paths) are
+  // loaded after this file and use the page through this object only.
+  const views = [];    // { path, open(), stop() }
+  const runHooks = []; // f(detail) after each render of the run
+  function stopViews(keep) {
+    for (const v of views) if (v !== keep) v.stop();
   }
-
-  function renderControl(d, state) {
-    const executing = (state === 'running' || state === 'sleeping') && d.active !== false;
-    const failed = state === 'failed' ? failedStep(d) : null;
-    const open = !TERMINAL.has(state);
-    show($('pause'), executing || state === 'interrupted');
-    show($('unpause'), state === 'paused');
-    show($('retry'), !!failed);
-    show($('skip'), !!failed);
-    show($('abort'), open);
-    show($('no-cleanup-label'), open);
-    if (failed) {
-      $('retry').textContent = 'Retry ' + failed;
-      $('skip').textContent = 'Skip ' + failed;
-    }
-    setText($('control-text'),
-      state === 'paused' ? 'Paused: nothing runs, the lock stays held. Unpause runs the prechecks again, then goes on.'
-        : failed ? 'The run failed at ' + failed + '. Once the cause is fixed, retry that step (the steps before it are not run again) or skip it.'
-          : open ? 'Pause stops the run at the next step boundary (the step in flight finishes). Abort stops the step in flight and runs the cleanup steps.'
-            : '');
-    show($('control'), open || !!failed);
-  }
-
-  let controlling = false;
-  async function control(verb, body, doing, done) {
-    const r = run;
-    if (!r || !r.detail || controlling) return;
-    const comment = $('control-comment').value.trim();
-    controlling = true;
-    for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = true;
-    setText($('control-status'), doing);
-    showError('');
-    try {
-      await api('/runs/' + encodeURIComponent(r.id) + '/' + verb, {
-        method: 'POST', body: Object.assign({}, body, verb === 'abort' ? { reason: comment || null } : { comment: comment || null }), signal: r.ctrl.signal,
-      });
-      if (r !== run) return;
-      $('control-comment').value = '';
-      showNotice(done);
-      // A failed run taken up again goes on: follow it anew (its stream had ended).
-      if (verb === 'resume') { openRun(r.id); return; }
-    } catch (e) {
-      if (e.name === 'AbortError' || r !== run) return;
-      if (e.status !== 401) showError(e.message);
-    } finally {
-      controlling = false;
-      for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = false;
-      setText($('control-status'), '');
-      refreshDetail();
+  function markNav(path) {
+    for (const a of document.querySelectorAll('[data-view-link]')) {
+      if (a.dataset.viewLink === path) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+      a.setAttribute('href', BASE + a.dataset.viewLink);
     }
   }
-
-  $('pause').addEventListener('click', () => control('pause', {}, 'Pausing at the next step boundary…', 'Paused.'));
-  $('unpause').addEventListener('click', () => control('unpause', {}, 'Unpausing…', 'Unpaused: the run goes on.'));
-  $('retry').addEventListener('click', () => {
-    const step = run && run.detail && failedStep(run.detail);
-    if (step) control('resume', { retry_step: step }, 'Retrying ' + step + '…', 'Retrying ' + step + ': the run goes on.');
+  window.runbookPage = Object.freeze({
+    BASE, TERMINAL, $, h, show, setText, badge, fmtTime, fmtDuration, timeKey, api, showError, showNotice, go,
+    /** Registers a view of its own path (below BASE): route() opens it there and stops it elsewhere. */
+    addView(view) { views.push(view); },
+    /** Registers f(detail), called after each render of the run page. */
+    onRunRendered(f) { runHooks.push(f); },
+    /** The run the page shows: { id, detail, ctrl }, or null. */
+    currentRun: () => run,
+    refreshRun: () => refreshDetail(),
+    /** Opens the run afresh (its event stream too: a failed run taken up again goes on). */
+    reopenRun: (id) => openRun(id),
   });
-  $('skip').addEventListener('click', () => {
-    const step = run && run.detail && failedStep(run.detail);
-    if (step) control('resume', { skip_step: step }, 'Skipping ' + step + '…', 'Skipped ' + step + ': the run goes on.');
-  });
-  let abortArmed = 0;
-  $('abort').addEventListener('click', () => {
-    // Aborting ends the run: ask for a second tap rather than a dialog.
-    const btn = $('abort');
-    if (!abortArmed) {
-      btn.classList.add('confirm');
-      btn.textContent = 'Tap again to abort';
-      abortArmed = setTimeout(disarmAbort, 4000);
-      return;
-    }
-    disarmAbort();
-    control('abort', { no_cleanup: $('no-cleanup').checked }, 'Aborting…', 'Aborted.');
-  });
-  function disarmAbort() {
-    clearTimeout(abortArmed);
-    abortArmed = 0;
-    $('abort').classList.remove('confirm');
-    $('abort').textContent = 'Abort';
-  }
 
   // ------------------------------------------------------------------ start
-  if (token) {
-    signIn();
-  } else {
-    setText($('auth-error'), 'Enter your API token to see the runs.');
-    $('auth-error').className = 'alert info';
-    show($('auth-error'), true);
-    showSignedOut();
-  }
+  // Once every script is loaded (they register their views and hooks first).
+  document.addEventListener('DOMContentLoaded', () => {
+    markNav(null);
+    if (token) {
+      signIn();
+    } else {
+      setText($('auth-error'), 'Enter your API token to see the runs.');
+      $('auth-error').className = 'alert info';
+      show($('auth-error'), true);
+      showSignedOut();
+    }
+  });
 })();
