@@ -59,3 +59,4 @@ mod ssh;
 mod step_output;
 mod tty;
 mod web;
+mod web_controls;

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::support::captured::Captured;
 use crate::support::{Sandbox, wait_for};
 
-const ALICE: &str = "a11ce0000000000000000000000a11ce";
-const BOB: &str = "b0b00000000000000000000000000b0b";
+pub(crate) const ALICE: &str = "a11ce0000000000000000000000a11ce";
+pub(crate) const BOB: &str = "b0b00000000000000000000000000b0b";
 
 const APPROVE_BOOK: &str = r#"
 runbook: web-approve
@@ -49,15 +49,15 @@ steps:
 "#;
 
 /// A `runbook serve` in a sandbox, with tokens for alice and bob; stopped (SIGTERM) on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
-    output: Captured,
+    pub(crate) url: String,
+    pub(crate) output: Captured,
     http: ureq::Agent,
 }
 
 impl Serve {
-    fn start(sb: &Sandbox) -> Self {
+    pub(crate) fn start(sb: &Sandbox) -> Self {
         let tokens = sb.write("tokens", &format!("alice: {ALICE}\nbob: {BOB}\n"));
         let mut child = sb
             .cmd(&[
@@ -96,7 +96,7 @@ impl Serve {
         }
     }
 
-    fn get(&self, token: &str, path: &str) -> Value {
+    pub(crate) fn get(&self, token: &str, path: &str) -> Value {
         let url = format!("{}{path}", self.url);
         match self
             .http
@@ -109,7 +109,7 @@ impl Serve {
         }
     }
 
-    fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let response = match self
             .http
@@ -126,7 +126,7 @@ impl Serve {
 
     /// Starts `runbook` as the holder of `token` and waits until it is parked at its gate (and no
     /// longer executing, so a decision is taken at once).
-    fn start_parked(&self, token: &str, runbook: &str) -> String {
+    pub(crate) fn start_parked(&self, token: &str, runbook: &str) -> String {
         self.start_parked_with(token, runbook, &json!({}))
     }
 
@@ -162,7 +162,7 @@ impl Serve {
         panic!("run {run} did not park at its gate: {last:#}");
     }
 
-    fn records(&self, token: &str, run: &str) -> Vec<Value> {
+    pub(crate) fn records(&self, token: &str, run: &str) -> Vec<Value> {
         match self.get(token, &format!("/api/v1/runs/{run}/records")) {
             Value::Array(records) => records,
             other => panic!("records are an array: {other}"),
@@ -195,7 +195,7 @@ impl Drop for Serve {
 
 /// tests/browser, once its prerequisites are checked: Debian chromium, node, and playwright-core
 /// installed there. Fails (never skips) with the command that installs them.
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let mut missing = Vec::new();
@@ -224,7 +224,7 @@ fn browser_dir() -> PathBuf {
 }
 
 /// Where a screenshot goes: kept in the target directory after the test, for people to look at.
-fn screenshot(name: &str) -> PathBuf {
+pub(crate) fn screenshot(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
@@ -234,7 +234,7 @@ fn page_script(args: &[&str]) -> (Option<ExitStatus>, String) {
 }
 
 /// Runs `node tests/browser/SCRIPT ARGS…`, at most 90 s (the scripts bound themselves to 60 s).
-fn script(name: &str, args: &[&str]) -> (Option<ExitStatus>, String) {
+pub(crate) fn script(name: &str, args: &[&str]) -> (Option<ExitStatus>, String) {
     let dir = browser_dir();
     let mut child = Command::new("node")
         .arg(dir.join(name))

@@ -199,7 +199,7 @@ pub fn router(app: Arc<App>) -> Router {
     for view in web::VIEWS {
         router = router.route(view, get(web::page));
     }
-    for (name, _) in web::ASSETS {
+    for (name, _, _) in web::ASSETS {
         let file = move || async move { web::asset(name) };
         router = router
             .route(&format!("/{name}"), get(file))
@@ -680,7 +680,11 @@ fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<ScheduleSta
     let scheduler = app.scheduler()?;
     let s = scheduler.get(name).ok_or_else(|| no_schedule(name))?;
     let st = scheduler.set_paused(name, paused)?;
-    Ok(Json(crate::schedule::status(s, &st, app.journal().as_ref())))
+    Ok(Json(crate::schedule::status(
+        s,
+        &st,
+        app.journal().as_ref(),
+    )))
 }
 
 async fn pause(

@@ -139,7 +139,10 @@ impl RunFilter {
     pub fn matches(&self, run: &RunSummary) -> bool {
         self.runbook.as_ref().is_none_or(|b| *b == run.runbook)
             && (self.states.is_empty() || self.states.contains(&run.state))
-            && self.started_by.as_ref().is_none_or(|w| *w == run.started_by)
+            && self
+                .started_by
+                .as_ref()
+                .is_none_or(|w| *w == run.started_by)
             && self.since.is_none_or(|t| run.created_at >= t)
             && self.until.is_none_or(|t| run.created_at < t)
     }
@@ -246,7 +249,10 @@ mod tests {
             [3]
         );
         // Empty values are no filter (an untouched field of the page's form).
-        assert_eq!(pick(&[("runbook", ""), ("state", ""), ("since", " ")]), [0, 1, 2, 3]);
+        assert_eq!(
+            pick(&[("runbook", ""), ("state", ""), ("since", " ")]),
+            [0, 1, 2, 3]
+        );
         assert_eq!(q(&[("limit", "3")]).unwrap().limit, 3);
         assert_eq!(q(&[]).unwrap().limit, DEFAULT_LIMIT);
     }
@@ -283,7 +289,10 @@ mod tests {
                 "unknown query parameter `stat` (known: runbook, state, started_by, since, until, limit)",
             ),
             (
-                &[("since", "2026-03-02T00:00:00Z"), ("until", "2026-03-01T00:00:00Z")],
+                &[
+                    ("since", "2026-03-02T00:00:00Z"),
+                    ("until", "2026-03-01T00:00:00Z"),
+                ],
                 "`since` (2026-03-02T00:00:00+00:00) is after `until` (2026-03-01T00:00:00+00:00): no run can match",
             ),
         ];

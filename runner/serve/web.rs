@@ -22,13 +22,17 @@ pub const SCRIPT: &str = include_str!("web/app.js");
 /// The page's styles.
 pub const STYLE: &str = include_str!("web/app.css");
 
-/// The page's other files, by name: the run controls, the history and schedules views, their
-/// styles. Served beside `/` and beside `/runs/{id}`, like [`SCRIPT`].
-pub const ASSETS: [(&str, &str); 4] = [
-    ("controls.js", include_str!("web/controls.js")),
-    ("history.js", include_str!("web/history.js")),
-    ("schedules.js", include_str!("web/schedules.js")),
-    ("views.css", include_str!("web/views.css")),
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The page's other files — the run controls, the history and schedules views, their styles —
+/// as name, content type and content. Served beside `/` and beside `/runs/{id}`, like
+/// [`SCRIPT`].
+pub const ASSETS: [(&str, &str, &str); 4] = [
+    ("controls.js", JS, include_str!("web/controls.js")),
+    ("history.js", JS, include_str!("web/history.js")),
+    ("schedules.js", JS, include_str!("web/schedules.js")),
+    ("views.css", CSS, include_str!("web/views.css")),
 ];
 
 /// The paths of the page's views besides `/` and `/runs/{id}` (the same page: its scripts
@@ -68,17 +72,12 @@ pub async fn style() -> impl IntoResponse {
 
 /// One of [`ASSETS`].
 pub fn asset(name: &str) -> Response {
-    let Some((_, body)) = ASSETS.iter().find(|(n, _)| *n == name) else {
+    let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
         return axum::http::StatusCode::NOT_FOUND.into_response();
-    };
-    let kind = if name.ends_with(".css") {
-        "text/css; charset=utf-8"
-    } else {
-        "text/javascript; charset=utf-8"
     };
     (
         [
-            (header::CONTENT_TYPE, kind),
+            (header::CONTENT_TYPE, *kind),
             (header::CACHE_CONTROL, "no-store"),
         ],
         *body,
@@ -122,9 +121,9 @@ mod tests {
         assert!(page.contains(r#"<script src="app.js" defer></script>"#));
         assert!(page.contains(r#"<link rel="stylesheet" href="app.css">"#));
         assert!(!SCRIPT.contains(".style") && !SCRIPT.contains("innerHTML"));
-        for (name, body) in ASSETS {
+        for (name, kind, body) in ASSETS {
             // Linked relatively, like app.js, so that the page works under a prefix.
-            let link = if name.ends_with(".css") {
+            let link = if kind == CSS {
                 format!(r#"<link rel="stylesheet" href="{name}">"#)
             } else {
                 assert!(

@@ -16,7 +16,7 @@
   }
 
   let shownFor = null; // the run and state the buttons were last laid out for
-  let refocus = false;  // an action's button may have gone: put the focus somewhere useful
+  let refocusUntil = 0; // for a moment after an action, a lost focus is put somewhere useful
 
   function render(d) {
     const state = String(d.state || '');
@@ -36,12 +36,16 @@
     const any = VERBS.some((v) => step[v] !== null);
     show($('control'), any);
     if (shownFor !== d.run + ' ' + state) {
+      if (shownFor && shownFor.split(' ')[0] !== String(d.run)) refocusUntil = 0;
       shownFor = d.run + ' ' + state;
       disarm();
     }
-    if (refocus) {
-      refocus = false;
-      const first = VERBS.map((v) => $(v)).find((b) => !b.hidden);
+    // The button just pressed may be gone (Pause once paused): the focus goes to the first
+    // control left, or to the run's title, rather than to the top of the document.
+    const at = document.activeElement;
+    const lost = !at || at === document.body || at.hidden || at.closest('[hidden]');
+    if (lost && Date.now() < refocusUntil) {
+      const first = VERBS.map((v) => $(v)).find((b) => !b.hidden && !b.closest('[hidden]'));
       if (first) {
         first.focus();
       } else {
@@ -85,7 +89,7 @@
       $('control-comment').value = '';
       $('no-cleanup').checked = false;
       page.showNotice(done);
-      refocus = true;
+      refocusUntil = Date.now() + 3000;
       // A run taken up again goes on: follow it anew (its event stream had ended).
       if (path === 'resume') { page.reopenRun(r.id); return; }
     } catch (e) {

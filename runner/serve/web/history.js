@@ -100,16 +100,19 @@
     clearTimeout(timer);
     if (g !== gen) return;
     if (!document.hidden) {
-      const q = new URLSearchParams(location.search);
+      const asked = location.search;
+      const q = new URLSearchParams(asked);
       if (!q.has('limit')) q.set('limit', String(LIMIT));
       try {
         const runs = await page.api('/runs?' + q.toString());
         if (g !== gen) return;
         show($('history-error'), false);
         render(Array.isArray(runs) ? runs : [], Number(q.get('limit')));
+        $('history-view').dataset.shown = asked; // what the list shows (for tests)
       } catch (e) {
         if (g !== gen || e.status === 401) return;
         refuse(e);
+        $('history-view').dataset.shown = asked;
         return; // a bad filter stays bad: no polling until it is changed
       }
     }
