@@ -687,9 +687,12 @@ fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<ScheduleSta
     )))
 }
 
+// The schedule actions take no body, but read any sent: a body left unread ends the
+// connection, and a client that reuses it (keep-alive) finds it closed under its next request.
 async fn pause(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    _body: axum::body::Bytes,
 ) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, true)
 }
@@ -697,11 +700,16 @@ async fn pause(
 async fn unpause(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    _body: axum::body::Bytes,
 ) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, false)
 }
 
-async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Fired>> {
+async fn trigger(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    _body: axum::body::Bytes,
+) -> ApiResult<Json<Fired>> {
     let scheduler = app.scheduler()?.clone();
     let fired = tokio::task::spawn_blocking(move || {
         let s = scheduler.get(&name).ok_or_else(|| no_schedule(&name))?;
