@@ -87,6 +87,7 @@ await s.run(async () => {
 
   s.say(`opening /history?${spec.bad}`);
   await tab.goto(`${base}/history?${spec.bad}`, { waitUntil: 'domcontentloaded' });
+  s.say('waiting for the refusal');
   await tab.locator('#history-error').waitFor({ state: 'visible' });
   const refusal = await tab.evaluate(() => ({
     error: document.getElementById('history-error').textContent,

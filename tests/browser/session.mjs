@@ -36,9 +36,10 @@ export async function open(name, { totalMs = 90_000, viewport = { width: 1280, h
     return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
   };
 
+  const t0 = Date.now();
   s.say = (what) => {
     doing = what;
-    console.log(`${name}: ${what}`);
+    console.log(`${name}: +${((Date.now() - t0) / 1000).toFixed(1)}s ${what}`);
   };
 
   async function cleanup() {
