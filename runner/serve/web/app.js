@@ -6,10 +6,9 @@
 (() => {
   // ------------------------------------------------------------------ basics
   const TOKEN_KEY = 'runbook.token';
-  // The page may sit under a prefix (a reverse proxy): everything before `/runs/…` is the base.
-  const BASE = location.pathname.replace(/\/runs\/[^/]*\/?$/, '')
-    .replace(/\/(?:history|schedules)\/?$/, '') // the views of schedules.js and history.js
-    .replace(/\/+$/, '');
+  // The page may sit under a prefix (a reverse proxy): everything before `/runs/…` (or the
+  // history and schedules views' `/history`, `/schedules`) is the base.
+  const BASE = location.pathname.replace(/\/(runs\/[^/]*|history|schedules)\/?$/, '').replace(/\/+$/, '');
   const API = BASE + '/api/v1';
   const TERMINAL = new Set(['succeeded', 'failed', 'aborted']);
   const $ = (id) => document.getElementById(id);
@@ -213,16 +212,15 @@
   function route() {
     if (!me) return;
     showError('');
-    // A view of another script (history.js, schedules.js) owns its path.
-    const view = views.find((v) => location.pathname === BASE + v.path || location.pathname === BASE + v.path + '/');
-    stopViews(view);
-    markNav(view ? view.path : '/');
+    markNav();
+    closeViews();
+    const view = viewAt(location.pathname.slice(BASE.length));
     if (view) {
       stopList();
       stopRun();
       show($('list-view'), false);
       show($('run-view'), false);
-      view.open();
+      view.open(new URLSearchParams(location.search));
       return;
     }
     const id = currentRunId();
@@ -240,11 +238,36 @@
   $('home').dataset.nav = '';
   $('back').setAttribute('href', BASE + '/');
   $('back').dataset.nav = '';
+  for (const a of document.querySelectorAll('[data-view-link]')) a.setAttribute('href', BASE + a.dataset.viewLink);
+  /** Marks the header's link to the view shown (the runs list's for a run). */
+  function markNav() {
+    const here = location.pathname.slice(BASE.length).replace(/\/+$/, '') || '/';
+    for (const a of document.querySelectorAll('[data-view-link]')) {
+      const on = a.dataset.viewLink === here || (a.dataset.viewLink === '/' && here.startsWith('/runs/'));
+      if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    }
+  }
 
   function stopEverything() {
     stopList();
     stopRun();
-    stopViews(null);
+    closeViews();
+  }
+
+  // ------------------------------------------------------------------ extensions
+  // The parts of the page in files of their own (controls.js: the run controls; history.js and
+  // schedules.js: views of their own paths) register here through window.runbookPage once this
+  // file has run. A view owns a path below the base (`/history`); a run part is told when a
+  // run's view is rendered (render).
+  const views = new Map();
+  const runParts = [];
+  function viewAt(path) { return views.get(path.replace(/\/+$/, '')) || null; }
+  function closeViews() { for (const v of views.values()) if (v.close) v.close(); }
+  function eachPart(method, ...args) {
+    for (const part of runParts) {
+      if (typeof part[method] !== 'function') continue;
+      try { part[method](...args); } catch (e) { console.error(e); }
+    }
   }
 
   // ------------------------------------------------------------------ the runs list
@@ -721,13 +744,13 @@
       badge(String(e.event)), ' ', String(e.text || ''))));
     show($('happened-panel'), happened.length > 0);
 
-    for (const hook of runHooks) hook(d);
 
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
     const roots = buildTree(r);
     $('steps').replaceChildren(...roots.map((n) => renderNode(r, n, gates, d.open_gate && d.open_gate.path)));
     show($('steps-empty'), roots.length === 0);
+    eachPart('render', r, d);
   }
 
   // ------------------------------------------------------------------ approve / reject
@@ -815,38 +838,29 @@
     $('reject').textContent = 'Reject';
   }
 
-  // ------------------------------------------------------------------ shared with the other scripts
-  // controls.js (the run controls), history.js and schedules.js (views of their own paths) are
-  // loaded after this file and use the page through this object only.
-  const views = [];    // { path, open(), stop() }
-  const runHooks = []; // f(detail) after each render of the run
-  function stopViews(keep) {
-    for (const v of views) if (v !== keep) v.stop();
-  }
-  function markNav(path) {
-    for (const a of document.querySelectorAll('[data-view-link]')) {
-      if (a.dataset.viewLink === path) a.setAttribute('aria-current', 'page');
-      else a.removeAttribute('aria-current');
-      a.setAttribute('href', BASE + a.dataset.viewLink);
-    }
-  }
+  // ------------------------------------------------------------------ for the other files
   window.runbookPage = Object.freeze({
-    BASE, TERMINAL, $, h, show, setText, badge, fmtTime, fmtDuration, timeKey, api, showError, showNotice, go,
-    /** Registers a view of its own path (below BASE): route() opens it there and stops it elsewhere. */
-    addView(view) { views.push(view); },
-    /** Registers f(detail), called after each render of the run page. */
-    onRunRendered(f) { runHooks.push(f); },
-    /** The run the page shows: { id, detail, ctrl }, or null. */
-    currentRun: () => run,
+    BASE, API, h, show, setText, badge, stateClass, fmtDuration, fmtTime, timeKey,
+    showError, showNotice, go,
+    api,
+    /** Who the token belongs to (null until signed in). */
+    me: () => me,
+    /** The run on the page (null on other views). */
+    run: () => run,
+    /** A view at `path` below the base: { open(query), close() }. */
+    addView(path, view) { views.set(path, view); },
+    /** A part of the run view: { render(run, detail) }. */
+    addRunPart(part) { runParts.push(part); },
+    /** Fetches the run's detail again (and renders it). */
     refreshRun: () => refreshDetail(),
-    /** Opens the run afresh (its event stream too: a failed run taken up again goes on). */
+    /** Opens run `id` afresh, its event stream too (a failed run taken up again goes on). */
     reopenRun: (id) => openRun(id),
   });
 
   // ------------------------------------------------------------------ start
-  // Once every script is loaded (they register their views and hooks first).
+  // Once every script of the page has run (they are deferred, in order), so that the views and
+  // parts of the other files are registered before the first route.
   document.addEventListener('DOMContentLoaded', () => {
-    markNav(null);
     if (token) {
       signIn();
     } else {

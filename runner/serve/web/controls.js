@@ -7,7 +7,9 @@
 'use strict';
 (() => {
   const page = window.runbookPage;
-  const { $, show, setText } = page;
+  const { show, setText } = page;
+  const $ = (id) => document.getElementById(id);
+  const TERMINAL = new Set(['succeeded', 'failed', 'aborted']);
   const VERBS = ['pause', 'unpause', 'retry', 'skip', 'abort'];
 
   /** The run's actions of kind `verb` (each names its step, when it has one). */
@@ -22,7 +24,7 @@
     const state = String(d.state || '');
     // Between a state record and the detail fetched for it, the old actions would show: a
     // run that ended offers nothing.
-    const ended = page.TERMINAL.has(state);
+    const ended = TERMINAL.has(state);
     const step = {};
     for (const verb of VERBS) {
       const found = ended && verb !== 'retry' && verb !== 'skip' ? [] : allowed(d, verb);
@@ -72,7 +74,7 @@
 
   let busy = false;
   async function act(verb, body, doing, done) {
-    const r = page.currentRun();
+    const r = page.run();
     if (!r || !r.detail || busy) return;
     const comment = $('control-comment').value.trim();
     busy = true;
@@ -85,7 +87,7 @@
       await page.api('/runs/' + encodeURIComponent(r.id) + '/' + path, {
         method: 'POST', body: Object.assign({}, body, extra), signal: r.ctrl.signal,
       });
-      if (r !== page.currentRun()) return;
+      if (r !== page.run()) return;
       $('control-comment').value = '';
       $('no-cleanup').checked = false;
       page.showNotice(done);
@@ -93,7 +95,7 @@
       // A run taken up again goes on: follow it anew (its event stream had ended).
       if (path === 'resume') { page.reopenRun(r.id); return; }
     } catch (e) {
-      if (e.name === 'AbortError' || r !== page.currentRun()) return;
+      if (e.name === 'AbortError' || r !== page.run()) return;
       if (e.status !== 401) page.showError(e.message);
     } finally {
       busy = false;
@@ -105,7 +107,7 @@
 
   /** The step the run's `verb` action names (retry, skip). */
   function stepOf(verb) {
-    const r = page.currentRun();
+    const r = page.run();
     const found = r && r.detail ? allowed(r.detail, verb) : [];
     return found.length ? found[0].step : null;
   }
@@ -141,5 +143,5 @@
     $('abort').textContent = 'Abort';
   }
 
-  page.onRunRendered(render);
+  page.addRunPart({ render: (run, detail) => render(detail) });
 })();

@@ -7,7 +7,8 @@
 'use strict';
 (() => {
   const page = window.runbookPage;
-  const { $, h, show, setText, badge, fmtTime } = page;
+  const { h, show, setText, badge, fmtTime } = page;
+  const $ = (id) => document.getElementById(id);
   const FIELDS = { runbook: 'h-runbook', state: 'h-state', started_by: 'h-started-by', since: 'h-since', until: 'h-until' };
   const LIMIT = 200;
   const REFRESH_MS = 3000;
@@ -66,10 +67,10 @@
     return q;
   }
 
-  function open() {
+  function open(query) {
     show($('history-view'), true);
     document.title = 'history · runbook';
-    fillForm(new URLSearchParams(location.search));
+    fillForm(query);
     $('history-title').focus();
     loadRunbooks();
     gen++;
@@ -199,5 +200,5 @@
     if (!document.hidden && !$('history-view').hidden) { gen++; load(gen); }
   });
 
-  page.addView({ path: '/history', open, stop });
+  page.addView('/history', { open, close: stop });
 })();

@@ -7,7 +7,8 @@
 'use strict';
 (() => {
   const page = window.runbookPage;
-  const { $, h, show, setText, badge, fmtTime, fmtDuration } = page;
+  const { h, show, setText, badge, fmtTime, fmtDuration } = page;
+  const $ = (id) => document.getElementById(id);
   const REFRESH_MS = 3000;
 
   let gen = 0;
@@ -219,5 +220,5 @@
     if (!document.hidden && !$('schedules-view').hidden) { gen++; load(gen); }
   });
 
-  page.addView({ path: '/schedules', open, stop });
+  page.addView('/schedules', { open, close: stop });
 })();
