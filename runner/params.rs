@@ -7,6 +7,41 @@ use crate::load::json_type;
 use crate::model::{Param, ParamType, Runbook};
 use crate::secrets::{MASK, MIN_ANYWHERE};
 
+/// A parameter value that is missing, wrong or not allowed: the message the command line
+/// prints, and the parameter it is about, so that a form can show it at its field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamProblem {
+    /// The parameter (declared, or a name given that the runbook does not declare); `None`
+    /// when the problem is about no single parameter (a lock key that does not render).
+    pub param: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ParamProblem {
+    /// A problem with parameter `param`.
+    pub fn of(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    /// A problem about no single parameter.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            param: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ParamProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Parameter values of a run.
 #[derive(Clone, Debug, Default)]
 pub struct Values {
@@ -59,7 +94,7 @@ pub fn resolve(
     book: &Runbook,
     given: &[(String, String)],
     journaled: Option<&Map<String, Value>>,
-) -> Result<Values, Vec<String>> {
+) -> Result<Values, Vec<ParamProblem>> {
     let mut errors = Vec::new();
     for (name, _) in given {
         if book.param(name).is_none() {
@@ -67,9 +102,9 @@ pub fn resolve(
             let hint = crate::load::suggest(name, names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            errors.push(format!(
-                "runbook `{}` has no parameter `{name}`{hint}",
-                book.name
+            errors.push(ParamProblem::of(
+                name,
+                format!("runbook `{}` has no parameter `{name}`{hint}", book.name),
             ));
         }
     }
@@ -98,35 +133,37 @@ pub fn resolve(
                         .and_then(|j| j.get(&param.name))
                         .is_some_and(|v| !v.is_null());
                     if was_set {
-                        errors.push(format!(
-                            "the run needs secret parameter `{}` again: {}",
-                            param.name,
-                            where_from(param)
+                        errors.push(ParamProblem::of(
+                            &param.name,
+                            format!(
+                                "the run needs secret parameter `{}` again: {}",
+                                param.name,
+                                where_from(param)
+                            ),
                         ));
                         continue;
                     }
                 }
                 if param.required {
-                    errors.push(format!(
-                        "missing required parameter `{}`: {}",
-                        param.name,
-                        where_from(param)
+                    errors.push(ParamProblem::of(
+                        &param.name,
+                        format!(
+                            "missing required parameter `{}`: {}",
+                            param.name,
+                            where_from(param)
+                        ),
                     ));
                     continue;
                 }
                 Value::Null
             }
             Err(e) => {
-                errors.push(e);
+                errors.push(ParamProblem::of(&param.name, e));
                 continue;
             }
         };
-        if let Err(e) = check(param, &value) {
-            errors.push(e);
-            continue;
-        }
-        if let Err(e) = long_enough(param, &value) {
-            errors.push(e);
+        if let Err(e) = check(param, &value).and_then(|()| long_enough(param, &value)) {
+            errors.push(ParamProblem::of(&param.name, e));
             continue;
         }
         if param.secret && !value.is_null() {
@@ -232,21 +269,24 @@ pub fn secrets_present<'a>(
     book: &Runbook,
     values: &Values,
     text: impl IntoIterator<Item = &'a str>,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Vec<ParamProblem>> {
     let named: std::collections::BTreeSet<String> = text
         .into_iter()
         .flat_map(crate::refs::params_named)
         .collect();
-    let errors: Vec<String> = book
+    let errors: Vec<ParamProblem> = book
         .params
         .iter()
         .filter(|p| p.secret && named.contains(&p.name))
         .filter(|p| values.clear.get(&p.name).is_none_or(Value::is_null))
         .map(|p| {
-            format!(
-                "secret parameter `{}` has no value, and the runbook uses it: {}",
-                p.name,
-                where_from(p)
+            ParamProblem::of(
+                &p.name,
+                format!(
+                    "secret parameter `{}` has no value, and the runbook uses it: {}",
+                    p.name,
+                    where_from(p)
+                ),
             )
         })
         .collect();

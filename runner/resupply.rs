@@ -90,6 +90,20 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The refusal as a problem with the parameter it names.
+    pub fn problem(&self) -> crate::params::ParamProblem {
+        let name = match self {
+            Self::Unknown { name, .. }
+            | Self::NotSecret { name, .. }
+            | Self::NotStarted { name }
+            | Self::Held { name }
+            | Self::Sourced { name, .. } => name,
+        };
+        crate::params::ParamProblem::of(name, self.to_string())
+    }
+}
+
 fn did_you_mean(suggestion: Option<&str>) -> String {
     suggestion
         .map(|s| format!(" (did you mean `{s}`?)"))

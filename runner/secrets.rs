@@ -178,6 +178,52 @@ impl Redactor {
         out
     }
 
+    /// How many bytes at the start of `text` — the part of a stream not shown yet, to which
+    /// more may be added — can be masked with [`Redactor::text`] and shown now, the rest kept
+    /// until more comes (or the stream ends, when all of it can).
+    ///
+    /// A tail that may be the start of a secret the next chunk completes (the text from some
+    /// point on is the beginning of a secret form) is kept back, and the cut never falls inside
+    /// a secret `text` holds whole.
+    /// So every secret of the whole stream lies whole inside one of the parts masked one by
+    /// one, and is masked as masking the whole stream at once would mask it (a short secret,
+    /// masked only as a whole word, may be masked at a cut where the whole stream would not:
+    /// more is masked, never less).
+    pub fn settled(&self, text: &str) -> usize {
+        let inner = self.inner.read().expect("redactor poisoned");
+        let forms = || inner.anywhere.iter().chain(&inner.tokens);
+        let Some(longest) = forms().map(String::len).max() else {
+            return text.len();
+        };
+        // Only the last `longest` bytes can begin a form that more text would complete.
+        let mut from = text.len().saturating_sub(longest);
+        while !text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let mut cut = text[from..]
+            .char_indices()
+            .map(|(i, _)| from + i)
+            .find(|&at| {
+                let rest = &text[at..];
+                forms().any(|form| form.len() > rest.len() && form.starts_with(rest))
+            })
+            .unwrap_or(text.len());
+        loop {
+            let past = forms()
+                .flat_map(|form| {
+                    text.match_indices(form.as_str())
+                        .map(|(at, found)| (at, at + found.len()))
+                })
+                .filter(|&(start, end)| start < cut && end > cut)
+                .map(|(_, end)| end)
+                .max();
+            match past {
+                Some(end) => cut = end,
+                None => return cut,
+            }
+        }
+    }
+
     /// The value with every known secret masked in every string (keys included); a number that
     /// is a secret becomes the mask.
     pub fn value(&self, value: &Value) -> Value {
@@ -500,6 +546,80 @@ mod tests {
             r.value(&v),
             json!({"cmd": "login --token ***", "***": 1, "list": ["a", "x***x"]})
         );
+    }
+
+    /// A stream given in `chunks`, masked part by part as [`Redactor::settled`] allows.
+    fn streamed(r: &Redactor, chunks: &[&str]) -> String {
+        let mut pending = String::new();
+        let mut shown = String::new();
+        for chunk in chunks {
+            pending.push_str(chunk);
+            let n = r.settled(&pending);
+            shown.push_str(&r.text(&pending[..n]));
+            pending.drain(..n);
+        }
+        shown.push_str(&r.text(&pending));
+        shown
+    }
+
+    #[test]
+    fn a_stream_masked_in_parts_is_masked_as_the_whole_wherever_it_is_cut() {
+        let r = Redactor::new();
+        r.add("hunter2-secret");
+        r.add("line-one\nline-two");
+        let whole = "login with hunter2-secret\ntoken aHVudGVyMi1zZWNyZXQ= then\nline-one\nline-two, done: hunter2-secret";
+        let masked = r.text(whole);
+        assert!(
+            !masked.contains("hunter")
+                && !masked.contains("aHVudGVy")
+                && !masked.contains("line-one"),
+            "{masked}"
+        );
+        let bytes = whole.len();
+        for i in 0..=bytes {
+            for j in i..=bytes {
+                let (a, b, c) = (&whole[..i], &whole[i..j], &whole[j..]);
+                assert_eq!(streamed(&r, &[a, b, c]), masked, "cut at {i} and {j}");
+            }
+        }
+        // One byte at a time, and with nothing to mask (everything goes at once).
+        let bytewise: Vec<&str> = (0..bytes).map(|i| &whole[i..=i]).collect();
+        assert_eq!(streamed(&r, &bytewise), masked);
+        assert_eq!(Redactor::new().settled(whole), bytes);
+    }
+
+    #[test]
+    fn a_stream_keeps_back_only_what_may_begin_a_secret() {
+        let r = Redactor::new();
+        // One form only (no encodings), so what may begin it is plain to see.
+        r.add_derived("abcdef");
+        assert_eq!(r.settled("0123456789"), 10);
+        // `abc` may be the start of the secret: it waits for the next chunk.
+        assert_eq!(r.settled("0123456789abc"), 10);
+        assert_eq!(r.settled("xxabcdeab"), 7);
+        // A secret held whole goes with what is before it.
+        assert_eq!(r.settled("0123abcdefXY"), 12);
+        // A cut never splits a UTF-8 character.
+        let r = Redactor::new();
+        r.add_derived("éa1");
+        assert_eq!(r.settled("xxé"), 2);
+    }
+
+    #[test]
+    fn a_short_secret_streamed_is_masked_at_least_where_the_whole_would_be() {
+        let r = Redactor::new();
+        r.add("pin");
+        let whole = "pin: pin, spinning, pin";
+        let masked = r.text(whole);
+        assert_eq!(masked, "***: ***, spinning, ***");
+        for i in 0..=whole.len() {
+            let shown = streamed(&r, &[&whole[..i], &whole[i..]]);
+            assert!(shown.matches("***").count() >= 3, "cut at {i}: {shown}");
+            assert!(
+                !shown.contains(" pin") && !shown.starts_with("pin"),
+                "cut at {i}: {shown}"
+            );
+        }
     }
 
     #[test]

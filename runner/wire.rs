@@ -28,6 +28,21 @@ pub struct ErrorBody {
     /// this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
+    /// For parameter values that are missing, wrong or not allowed: each problem, and the
+    /// parameter it is about (so a form can show it at its field). Absent for other failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamError>,
+}
+
+/// One problem with the parameter values of a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamError {
+    /// The parameter it is about; absent when it is about no single declared parameter (a
+    /// name the runbook does not declare is named here too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// What is wrong, for people (the command line's message).
+    pub error: String,
 }
 
 /// `GET /whoami`: who the caller acts as.
@@ -54,12 +69,23 @@ pub struct HolderInfo {
 pub struct RunbookInfo {
     /// The name it is started by.
     pub name: String,
+    /// `runbook` (what people run) or `part` (a name with a `/`: a driver, a procedure other
+    /// runbooks call), as `runbook list` groups them.
+    #[serde(default = "runbook_kind")]
+    pub kind: String,
     /// Where it was found, as shown to people.
     pub origin: String,
     /// Its description, if it loads.
     pub description: Option<String>,
     /// Its parameters, if it loads (`None`: it does not).
     pub params: Option<Vec<ParamInfo>>,
+    /// Why it does not load (its problems, with file, line and column), if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn runbook_kind() -> String {
+    "runbook".into()
 }
 
 /// A parameter of a [`RunbookInfo`].
@@ -90,6 +116,9 @@ pub struct ParamInfo {
     /// The regular expression a string value must match.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// The secret store its value is read from when none is given (`OpenBao PATH#FIELD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl ParamInfo {
@@ -112,6 +141,7 @@ impl ParamInfo {
             file: p.file.clone(),
             allowed: p.allowed.clone(),
             pattern: p.pattern.as_ref().map(|r| r.as_str().to_owned()),
+            from: p.from.as_ref().map(|f| format!("OpenBao {}", f.describe())),
         }
     }
 }
@@ -127,6 +157,65 @@ pub struct StartRun {
     /// Approve every gate.
     #[serde(default)]
     pub yes: bool,
+}
+
+/// `POST /plan`: what a run of a runbook found by name would do, as `runbook plan` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRun {
+    /// The runbook's name (never a path).
+    pub runbook: String,
+    /// Parameter values, as for [`StartRun`].
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Run the prechecks (read-only), as `runbook plan` does unless `--no-prechecks`.
+    #[serde(default = "yes")]
+    pub prechecks: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to `POST /plan`: `runbook plan --output json`'s content, with named fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRun {
+    /// The runbook's name.
+    pub runbook: String,
+    /// Where it was found.
+    pub origin: String,
+    /// The parameter values the run would start with, secrets masked.
+    pub params: Map<String, Value>,
+    /// The lock key the run would take.
+    pub lock: Option<String>,
+    /// The run holding that lock now (a run now would be refused).
+    pub lock_holder: Option<String>,
+    /// Each precheck, in order.
+    pub prechecks: Vec<PlannedCheck>,
+    /// Each step, in order, nested by depth.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// A precheck of a [`PlannedRun`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCheck {
+    /// Its id.
+    pub id: String,
+    /// `ok`, `failed`, or `not-run` (prechecks not asked for, or not reached).
+    pub status: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A step of a [`PlannedRun`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// How deep it is nested (0: a step of the runbook).
+    pub depth: usize,
+    /// Its path (`roll[*].restart` inside a loop).
+    pub path: String,
+    /// What it would do, rendered as far as the values known before the run allow, masked.
+    pub text: String,
 }
 
 /// `POST /runs/{id}/approve` and `/reject`.
@@ -484,6 +573,28 @@ pub struct RecentFire {
     pub run_state: Option<RunState>,
 }
 
+/// The data of an `output` event of `GET /runs/{id}/events?output=true`: a part of a running
+/// step's stdout or stderr, masked as the journal masks it, sent as soon as it was read (see
+/// `engine::live`). Not journaled: the step's whole output is journaled with its outcome, and
+/// that is the truth once it comes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    /// The run.
+    pub run: RunId,
+    /// The step's path.
+    pub path: String,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Where `text` begins in the stream's masked text of this attempt (in bytes of UTF-8): a
+    /// part that joins what a follower has is at its length; a larger offset means parts were
+    /// missed (or dropped from the start of a long output).
+    pub offset: u64,
+    /// The text.
+    pub text: String,
+}
+
 /// An operation that continues a run in the foreground of whoever holds the journal: what the
 /// command line asks for with `run`, `resume`, `approve` and `reject`, and what `--detach` hands
 /// the background process that goes on with it — on its standard input, never on its command
@@ -580,6 +691,7 @@ mod tests {
         let body = ErrorBody {
             error: "run x needs attention".into(),
             kind: Some(Kind::NeedsDecision),
+            params: Vec::new(),
         };
         let text = serde_json::to_string(&body).expect("serializes");
         assert_eq!(

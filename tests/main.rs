@@ -59,4 +59,5 @@ mod ssh;
 mod step_output;
 mod tty;
 mod web;
+mod web_console;
 mod web_controls;

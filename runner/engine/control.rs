@@ -14,6 +14,7 @@ use crate::engine::GateMode;
 use crate::engine::ctx::{Ctx, short};
 use crate::engine::decide;
 use crate::engine::exec::{Attempt, CheckError, Exec, ExecError, Flow, Stop};
+use crate::engine::live::LiveOutput;
 use crate::model::{Action, Check, Concurrency, Expr, Setting, Step, Template, Wait};
 
 /// How long a probe may take when it sets no `timeout` of its own.
@@ -80,35 +81,40 @@ impl Exec<'_> {
             intent: json!({ "describe": describe, "spec": rendered }),
         }])
         .await?;
-        Ok(
-            match self
-                .run_kind(kind, rendered, path, attempt, step.timeout)
-                .await
-            {
-                Ok(output) => Attempt::Ok(output),
-                Err(StepError::Cancelled {
-                    reason: CancelReason::Interrupted(signal),
-                    message,
-                    ..
-                }) => Attempt::Interrupted {
-                    reason: message,
-                    signal,
-                },
-                Err(e @ StepError::Spec { .. }) => Attempt::Failed {
-                    error: e.to_string(),
-                    output: None,
-                    retryable: false,
-                },
-                Err(e) => Attempt::Failed {
-                    error: e.to_string(),
-                    output: e.output().cloned(),
-                    retryable: true,
-                },
+        // A secret step's output is never shown, not even masked.
+        let live = (!step.secret && self.log.follows_output())
+            .then(|| Arc::new(LiveOutput::new(self.log.clone(), self.id, path, attempt)));
+        let result = self
+            .run_kind(kind, rendered, path, attempt, step.timeout, live.clone())
+            .await;
+        if let Some(live) = live {
+            live.finish();
+        }
+        Ok(match result {
+            Ok(output) => Attempt::Ok(output),
+            Err(StepError::Cancelled {
+                reason: CancelReason::Interrupted(signal),
+                message,
+                ..
+            }) => Attempt::Interrupted {
+                reason: message,
+                signal,
             },
-        )
+            Err(e @ StepError::Spec { .. }) => Attempt::Failed {
+                error: e.to_string(),
+                output: None,
+                retryable: false,
+            },
+            Err(e) => Attempt::Failed {
+                error: e.to_string(),
+                output: e.output().cloned(),
+                retryable: true,
+            },
+        })
     }
 
-    /// Runs a kind with the engine's timeout and interruption.
+    /// Runs a kind with the engine's timeout and interruption, its output shown to `live` as
+    /// it comes.
     pub(crate) async fn run_kind(
         &self,
         kind: &dyn StepKind,
@@ -116,10 +122,12 @@ impl Exec<'_> {
         path: &str,
         attempt: u32,
         timeout: Option<Duration>,
+        live: Option<Arc<LiveOutput>>,
     ) -> Result<Value, StepError> {
         let source = CancelSource::new();
         let mut ctx = StepContext::new(self.id.to_string(), path, attempt, source.token());
         ctx.conditions = Some(Arc::new(RhaiConditions));
+        ctx.output = live.map(|l| l as Arc<dyn runbook_steps::OutputSink>);
         let span = tracing::info_span!("step", run = %self.id, path, attempt, kind = kind.name());
         let fut = kind.run(spec, &ctx).instrument(span);
         tokio::pin!(fut);
@@ -173,7 +181,14 @@ impl Exec<'_> {
                 };
                 let timeout = probe.timeout.unwrap_or(PROBE_TIMEOUT);
                 match self
-                    .run_kind(kind, rendered, &format!("{path}.probe"), 1, Some(timeout))
+                    .run_kind(
+                        kind,
+                        rendered,
+                        &format!("{path}.probe"),
+                        1,
+                        Some(timeout),
+                        None,
+                    )
                     .await
                 {
                     Ok(v) => Probe::Output(v, None),

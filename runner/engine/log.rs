@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use runbook_journals::{Event, Journal, JournalError, Record, RunId};
 
 use crate::secrets::Redactor;
+use crate::wire::OutputChunk;
 
 /// Something that wants to see a run's records as they become durable.
 pub trait Observer: Send + Sync {
@@ -23,6 +24,19 @@ pub trait Observer: Send + Sync {
     /// observer that redraws the terminal must leave it alone meanwhile.
     fn prompting(&self, run: RunId, asking: bool) {
         let _ = (run, asking);
+    }
+
+    /// Whether it follows running steps' output ([`Observer::output`]); when none of a run's
+    /// observers does, the output is not streamed at all.
+    fn wants_output(&self) -> bool {
+        false
+    }
+
+    /// A part of a running step's output, masked, not journaled (see
+    /// [`crate::engine::live`]). Called on the task that reads the step's process: it must not
+    /// block.
+    fn output(&self, chunk: &OutputChunk) {
+        let _ = chunk;
     }
 }
 
@@ -109,6 +123,21 @@ impl RunLog {
         let note = self.redactor.text(note);
         for o in &self.observers {
             o.progress(id, path, &note);
+        }
+    }
+
+    /// Whether any observer follows running steps' output.
+    pub fn follows_output(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_output())
+    }
+
+    /// Tells the observers that follow output about a part of a running step's output (masked
+    /// already: see [`crate::engine::live`]).
+    pub fn output(&self, chunk: &OutputChunk) {
+        for o in &self.observers {
+            if o.wants_output() {
+                o.output(chunk);
+            }
         }
     }
 

@@ -10,6 +10,7 @@ pub mod control;
 pub mod ctx;
 pub mod decide;
 pub mod exec;
+pub mod live;
 pub mod log;
 mod orphans;
 pub mod parallel;
@@ -113,8 +114,8 @@ pub enum EngineError {
         problems: Vec<crate::diag::Problem>,
     },
     /// Parameter values are missing or wrong.
-    #[error("{}", .0.join("\n"))]
-    Params(Vec<String>),
+    #[error("{}", lines(.0))]
+    Params(Vec<crate::params::ParamProblem>),
     /// The operation does not fit the run's state.
     #[error("{0}")]
     Refused(String),
@@ -135,6 +136,15 @@ pub enum EngineError {
     /// The journal does not fit the runbook or itself.
     #[error(transparent)]
     Exec(#[from] ExecError),
+}
+
+/// Problems one per line, as the command line prints them.
+fn lines(problems: &[crate::params::ParamProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl From<TransitionError> for EngineError {
@@ -369,19 +379,18 @@ impl Engine {
             Some(&values.clear),
         )?;
         let redactor = values.redactor();
-        let lock = match &main.lock {
-            Some(t) => Some(
-                crate::template::render_str(&t.text, &json!({ "params": values.clear })).map_err(
-                    |e| {
-                        EngineError::Params(vec![format!(
-                            "the lock key does not render: {}",
-                            e.message
-                        )])
-                    },
-                )?,
-            ),
-            None => None,
-        };
+        let lock =
+            match &main.lock {
+                Some(t) => Some(
+                    crate::template::render_str(&t.text, &json!({ "params": values.clear }))
+                        .map_err(|e| {
+                            EngineError::Params(vec![crate::params::ParamProblem::general(
+                                format!("the lock key does not render: {}", e.message),
+                            )])
+                        })?,
+                ),
+                None => None,
+            };
         // Whether the key depends on a secret: rendered over the secret parameters' shadow it
         // comes out different (a non-secret value that merely contains a secret's text does
         // not count).
@@ -391,7 +400,9 @@ impl Engine {
                 crate::template::render_str(&t.text, &json!({ "params": shadow })).ok();
             if over_shadow.as_deref() != Some(l.as_str()) {
                 return Err(EngineError::Params(vec![
-                    "the lock key is built from a secret parameter; lock keys are stored in clear, so build them from non-secret parameters".into(),
+                    crate::params::ParamProblem::general(
+                        "the lock key is built from a secret parameter; lock keys are stored in clear, so build them from non-secret parameters",
+                    ),
                 ]));
             }
         }
@@ -577,7 +588,7 @@ impl Engine {
             resupply::source_of,
         )
         .map_err(|refusals| {
-            EngineError::Params(refusals.iter().map(ToString::to_string).collect())
+            EngineError::Params(refusals.iter().map(resupply::Refusal::problem).collect())
         })?;
         let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;
@@ -1037,7 +1048,7 @@ impl Engine {
             resupply::source_of,
         )
         .map_err(|refusals| {
-            EngineError::Params(refusals.iter().map(ToString::to_string).collect())
+            EngineError::Params(refusals.iter().map(resupply::Refusal::problem).collect())
         })?;
         let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;

@@ -32,33 +32,49 @@ use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
 use crate::serve::filter::RunFilter;
+use crate::serve::live::LiveOutputs;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::Notice;
 use crate::serve::runs::{Runs, RunsError, StartRequest, Verdict};
 use crate::serve::web;
 use crate::ui::report::run_detail;
 use crate::wire::{
-    AbortRun, Aborted, Accepted, Decide, ErrorBody, Happened, HolderInfo, ListedRun, ParamInfo,
-    PauseRun, PausedRun, ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun,
-    Whoami,
+    AbortRun, Aborted, Accepted, Decide, ErrorBody, Happened, HolderInfo, ListedRun, OutputChunk,
+    ParamError, ParamInfo, PauseRun, PausedRun, PlanRun, PlannedCheck, PlannedRun, PlannedStep,
+    ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
 };
 
-/// Committed records, broadcast to live followers (the event streams).
+/// Committed records, broadcast to live followers (the event streams), and the output of
+/// running steps ([`LiveOutputs`]).
 pub struct Bus {
     tx: broadcast::Sender<(RunId, Record)>,
+    output: LiveOutputs,
 }
 
 impl Bus {
-    /// A bus keeping up to `capacity` records for slow followers.
+    /// A bus keeping up to `capacity` records (and as many parts of output) for slow
+    /// followers.
     pub fn new(capacity: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(capacity);
-        Arc::new(Self { tx })
+        Arc::new(Self {
+            tx,
+            output: LiveOutputs::new(capacity),
+        })
     }
 }
 
 impl Observer for Bus {
     fn record(&self, run: RunId, record: &Record) {
+        self.output.record(run, record);
         let _ = self.tx.send((run, record.clone()));
+    }
+
+    fn wants_output(&self) -> bool {
+        true
+    }
+
+    fn output(&self, chunk: &OutputChunk) {
+        self.output.chunk(chunk);
     }
 }
 
@@ -99,10 +115,12 @@ impl App {
 }
 
 /// An API error: a kind (from which its status follows) and a message, sent as
-/// [`ErrorBody`] (`{"error": …, "kind": …}`).
+/// [`ErrorBody`] (`{"error": …, "kind": …}`, and `params` for parameter values that are
+/// missing, wrong or not allowed).
 pub struct ApiError {
     kind: Kind,
     message: String,
+    params: Vec<ParamError>,
 }
 
 impl ApiError {
@@ -110,6 +128,7 @@ impl ApiError {
         Self {
             kind,
             message: message.into(),
+            params: Vec::new(),
         }
     }
 
@@ -136,6 +155,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.message,
             kind: Some(self.kind),
+            params: self.params,
         };
         (status, Json(body)).into_response()
     }
@@ -143,13 +163,26 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        Self::new(Kind::of_engine(&e), e.to_string())
+        let mut error = Self::new(Kind::of_engine(&e), e.to_string());
+        if let EngineError::Params(problems) = &e {
+            error.params = problems
+                .iter()
+                .map(|p| ParamError {
+                    param: p.param.clone(),
+                    error: p.message.clone(),
+                })
+                .collect();
+        }
+        error
     }
 }
 
 impl From<RunsError> for ApiError {
     fn from(e: RunsError) -> Self {
-        Self::new(e.kind(), e.to_string())
+        match e {
+            RunsError::Engine(e) => e.into(),
+            other @ RunsError::Unavailable(_) => Self::new(other.kind(), other.to_string()),
+        }
     }
 }
 
@@ -167,6 +200,7 @@ fn api() -> Router<Arc<App>> {
         .route("/whoami", get(whoami))
         .route("/holder", get(holder))
         .route("/runbooks", get(runbooks))
+        .route("/plan", post(plan))
         .route("/runs", get(list_runs).post(start_run))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/records", get(get_records))
@@ -191,10 +225,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/", get(web::page))
         .route("/runs/{id}", get(web::page))
+        .route("/new", get(web::page))
         .route("/app.js", get(web::script))
         .route("/runs/app.js", get(web::script))
         .route("/app.css", get(web::style))
         .route("/runs/app.css", get(web::style));
+    // The catalogue and start form, a step's output, the timeline: their scripts.
+    for &(name, text) in web::SCRIPTS {
+        router = router
+            .route(&format!("/{name}"), get(move || web::javascript(text)))
+            .route(&format!("/runs/{name}"), get(move || web::javascript(text)));
+    }
     // The run controls, history and schedules: their views and files.
     for view in web::VIEWS {
         router = router.route(view, get(web::page));
@@ -275,27 +316,92 @@ async fn holder(State(app): State<Arc<App>>) -> Json<HolderInfo> {
     Json(app.holder.clone())
 }
 
-async fn runbooks(State(app): State<Arc<App>>) -> Json<Vec<RunbookInfo>> {
-    let registry = runbook_steps::Registry::builtin();
-    let list = app
+/// `GET /runbooks`: what `serve` can run, with each runbook's parameter declarations (the
+/// web page's catalogue and start form are built from them).
+async fn runbooks(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<RunbookInfo>>> {
+    let runs = app.runs.clone();
+    // Loading every runbook reads files: off the runtime's workers.
+    let list = tokio::task::spawn_blocking(move || {
+        let registry = runbook_steps::Registry::builtin();
+        runs.library()
+            .list()
+            .into_iter()
+            .map(|e| {
+                let book = crate::engine::load_live(&e.origin, runs.library(), &registry, None);
+                let (book, error) = match book {
+                    Ok(b) => (Some(b), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                RunbookInfo {
+                    kind: if e.name.contains('/') {
+                        "part"
+                    } else {
+                        "runbook"
+                    }
+                    .to_owned(),
+                    name: e.name,
+                    origin: crate::library::display_origin(&e.origin),
+                    description: book.as_ref().and_then(|b| b.main().description.clone()),
+                    params: book
+                        .as_ref()
+                        .map(|b| b.main().params.iter().map(ParamInfo::of).collect()),
+                    error,
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::join(&e))?;
+    Ok(Json(list))
+}
+
+/// `POST /plan`: what a run would do — the parameters checked by the rules a start applies
+/// (a problem names its parameter), the lock, the prechecks run read-only, each step rendered
+/// as far as it can be — as `runbook plan` shows it. Nothing is journaled.
+async fn plan(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<PlanRun>,
+) -> ApiResult<Json<PlannedRun>> {
+    let runbook = app.runs.library().find_name(&body.runbook).map_err(|e| {
+        ApiError::new(
+            Kind::BadInput,
+            format!("{e} (GET /api/v1/runbooks lists them)"),
+        )
+    })?;
+    let params = crate::params::pairs_from_json(&body.params);
+    let plan = app
         .runs
-        .library()
-        .list()
-        .into_iter()
-        .map(|e| {
-            let book =
-                crate::engine::load_live(&e.origin, app.runs.library(), &registry, None).ok();
-            RunbookInfo {
-                name: e.name,
-                origin: crate::library::display_origin(&e.origin),
-                description: book.as_ref().and_then(|b| b.main().description.clone()),
-                params: book
-                    .as_ref()
-                    .map(|b| b.main().params.iter().map(ParamInfo::of).collect()),
-            }
-        })
-        .collect();
-    Json(list)
+        .plan(&runbook, &params, &who.name, body.prechecks)
+        .await?;
+    Ok(Json(PlannedRun {
+        runbook: plan.runbook,
+        origin: plan.origin,
+        params: plan.params,
+        lock: plan.lock,
+        lock_holder: plan.lock_holder,
+        prechecks: plan
+            .prechecks
+            .into_iter()
+            .map(|(id, result)| {
+                let (status, error) = match result {
+                    Some(Ok(())) => ("ok", None),
+                    Some(Err(e)) => ("failed", Some(e)),
+                    None => ("not-run", None),
+                };
+                PlannedCheck {
+                    id,
+                    status: status.to_owned(),
+                    error,
+                }
+            })
+            .collect(),
+        steps: plan
+            .steps
+            .into_iter()
+            .map(|(depth, path, text)| PlannedStep { depth, path, text })
+            .collect(),
+    }))
 }
 
 /// `GET /runs`: newest first, filtered as [`RunFilter`] says (a bad parameter is 400, naming it).
@@ -415,6 +521,10 @@ struct EventsQuery {
     /// even when it was journaled before the follower came.
     #[serde(default)]
     since: Option<u64>,
+    /// Also send the output of running steps as it is read (`output` events, [`OutputChunk`]):
+    /// first what running steps printed so far, then each part as it comes.
+    #[serde(default)]
+    output: bool,
 }
 
 /// A live stream of a run's records (server-sent events): every record so far, then each new
@@ -429,6 +539,7 @@ async fn events(
     let id = app.journal().resolve(&id)?;
     // Subscribe before reading, so nothing committed in between is missed.
     let rx = app.bus.tx.subscribe();
+    let output = q.output.then(|| app.bus.output.subscribe());
     let records = app.journal().read(id)?;
     let last = records.last().map_or(0, |r| r.seq);
     // The last state counts: a failed run taken up again goes on after its first end.
@@ -449,10 +560,15 @@ async fn events(
                 .find(|r| matches!(&r.event, Event::StateChanged { .. }))
                 .is_some_and(|r| r.seq > since && settles(r))
         });
-    let initial: Vec<SseEvent> = records.iter().map(|r| sse(id, r)).collect();
+    let mut initial: Vec<SseEvent> = records.iter().map(|r| sse(id, r)).collect();
+    if q.output {
+        // Parts that come meanwhile are sent again: a follower places a part by its offset.
+        initial.extend(app.bus.output.tails(id).iter().map(sse_output));
+    }
     let live = futures_util::stream::unfold(
         Follow {
             rx,
+            output,
             last,
             done: done_already || parked_since,
         },
@@ -461,7 +577,27 @@ async fn events(
                 if f.done {
                     return None;
                 }
-                match f.rx.recv().await {
+                let received = match &mut f.output {
+                    Some(output) => tokio::select! {
+                        biased;
+                        record = f.rx.recv() => record,
+                        chunk = output.recv() => {
+                            match chunk {
+                                Ok(chunk) if chunk.run == id => {
+                                    return Some((sse_output(&chunk), f));
+                                }
+                                // Another run's part; or parts missed: the follower sees the
+                                // gap in the offsets, and the step's journaled output comes
+                                // with its outcome.
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(broadcast::error::RecvError::Closed) => f.output = None,
+                            }
+                            continue;
+                        }
+                    },
+                    None => f.rx.recv().await,
+                };
+                match received {
                     Ok((run, record)) if run == id && record.seq > f.last => {
                         f.last = record.seq;
                         let ends = matches!(&record.event, Event::StateChanged { state, .. } if state.is_terminal())
@@ -490,8 +626,16 @@ async fn events(
 /// Where a live event stream stands.
 struct Follow {
     rx: broadcast::Receiver<(RunId, Record)>,
+    /// Parts of running steps' output, when the follower asked for them.
+    output: Option<broadcast::Receiver<OutputChunk>>,
     last: u64,
     done: bool,
+}
+
+fn sse_output(chunk: &OutputChunk) -> SseEvent {
+    SseEvent::default()
+        .event("output")
+        .data(serde_json::to_string(chunk).expect("output serializes"))
 }
 
 fn sse(run: RunId, record: &Record) -> SseEvent {

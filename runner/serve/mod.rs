@@ -15,6 +15,7 @@ pub mod filter;
 pub mod gate_timers;
 pub mod holder;
 pub mod info;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod notify;

@@ -489,6 +489,38 @@ impl Runs {
         )
     }
 
+    /// What a run of `runbook` with `params` would do, as `runbook plan` shows it, for `who`:
+    /// the parameters resolved by the rules a start applies, the prechecks run (read-only)
+    /// if `prechecks`. Journals nothing; its own thread, as the prechecks and a secret store's
+    /// reads may block.
+    pub async fn plan(
+        &self,
+        runbook: &Named,
+        params: &[(String, String)],
+        who: &str,
+        prechecks: bool,
+    ) -> Result<crate::engine::plan::Plan, RunsError> {
+        let engine = Engine {
+            journal: self.journal.clone(),
+            registry: self.registry.clone(),
+            observers: Vec::new(),
+            interrupt: CancelSource::new().token(),
+            pause: Pause::new(),
+            who: who.to_owned(),
+            gates: GateMode::Detach,
+            library: self.library.clone(),
+        };
+        let target = runbook.origin().to_owned();
+        let params = params.to_vec();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(engine.plan(&target, &params, prechecks))
+        })
+        .await
+        .map_err(|e| EngineError::Refused(format!("the plan failed: {e}")))?
+        .map_err(RunsError::from)
+    }
+
     /// Starts a run of `target` (a name or a file) for the holder's own command line, as
     /// `here` says; returns its id once it is created, and how it ends.
     pub fn start_here(

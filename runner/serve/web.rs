@@ -1,8 +1,10 @@
-//! The web page `serve` shows at `/`: the runs, a run's step tree updating live, and the gate
-//! prompt with approve and reject buttons; the run controls, and the history and schedules
-//! views (at [`VIEWS`]). Files embedded in the binary (no build step, no external assets): the
-//! page, its scripts and its styles ([`SCRIPT`], [`STYLE`] and the [`ASSETS`] beside them); it
-//! talks to the API with the token the user enters.
+//! The web page `serve` shows at `/`: the runs, a run's step tree updating live with each
+//! step's output and the run's timeline, the gate prompt with approve and reject buttons, and
+//! the run controls; at `/new` the catalogue of runbooks with a start form, and the history and
+//! schedules views (at [`VIEWS`]). Files embedded in the binary (no build step, no external
+//! assets): the page, its scripts ([`SCRIPT`] and those beside it, [`SCRIPTS`]), its styles
+//! ([`STYLE`]) and the run controls', history's and schedules' files ([`ASSETS`]); it talks to
+//! the API with the token the user enters.
 //!
 //! Every response of `serve` — the page, its files, the API, errors — carries [`CSP`] and the
 //! headers beside it ([`security_headers`]): scripts and styles only from `serve`'s own files
@@ -18,6 +20,14 @@ pub const PAGE: &str = include_str!("web/index.html");
 
 /// The page's script.
 pub const SCRIPT: &str = include_str!("web/app.js");
+
+/// The page's other scripts, each a part of the page in a file of its own that registers with
+/// [`SCRIPT`]: the catalogue and start form, a step's output, the run's timeline.
+pub const SCRIPTS: &[(&str, &str)] = &[
+    ("start.js", include_str!("web/start.js")),
+    ("output.js", include_str!("web/output.js")),
+    ("timeline.js", include_str!("web/timeline.js")),
+];
 
 /// The page's styles.
 pub const STYLE: &str = include_str!("web/app.css");
@@ -43,7 +53,7 @@ pub const VIEWS: [&str; 2] = ["/history", "/schedules"];
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                        img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The page (at `/` and `/runs/{id}`).
+/// The page (at `/`, `/runs/{id}` and `/new`).
 pub async fn page() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(PAGE))
 }
@@ -56,6 +66,20 @@ pub async fn script() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-store"),
         ],
         SCRIPT,
+    )
+}
+
+/// One of [`SCRIPTS`] (served beside `/` and beside `/runs/{id}`), as a handler's answer.
+pub fn javascript(text: &'static str) -> std::future::Ready<Response> {
+    std::future::ready(
+        (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
     )
 }
 
@@ -120,22 +144,41 @@ mod tests {
         );
         assert!(page.contains(r#"<script src="app.js" defer></script>"#));
         assert!(page.contains(r#"<link rel="stylesheet" href="app.css">"#));
-        assert!(!SCRIPT.contains(".style") && !SCRIPT.contains("innerHTML"));
-        for (name, kind, body) in ASSETS {
-            // Linked relatively, like app.js, so that the page works under a prefix.
-            let link = if kind == CSS {
-                format!(r#"<link rel="stylesheet" href="{name}">"#)
-            } else {
-                assert!(
-                    !body.contains(".style")
-                        && !body.contains("innerHTML")
-                        && !body.contains("insertAdjacentHTML")
-                        && !body.contains("eval("),
-                    "{name} sets a style or parses HTML"
-                );
-                format!(r#"<script src="{name}" defer></script>"#)
-            };
-            assert!(page.contains(&link), "the page does not link {name}");
+        // Every script of the page (app.js, SCRIPTS, the scripts of ASSETS) is linked
+        // relatively, like app.js, so that the page works under a prefix, and neither sets a
+        // style nor parses HTML.
+        let scripts = std::iter::once(("app.js", SCRIPT))
+            .chain(SCRIPTS.iter().copied())
+            .chain(
+                ASSETS
+                    .iter()
+                    .filter(|(_, kind, _)| *kind == JS)
+                    .map(|&(name, _, body)| (name, body)),
+            );
+        for (name, script) in scripts {
+            for unsafe_sink in [
+                ".style",
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "eval(",
+            ] {
+                assert!(!script.contains(unsafe_sink), "{name} uses `{unsafe_sink}`");
+            }
+            assert!(
+                page.contains(&format!(r#"<script src="{name}" defer></script>"#)),
+                "the page does not load {name}"
+            );
+        }
+        for (name, _, _) in ASSETS.iter().filter(|(_, kind, _)| *kind == CSS) {
+            assert!(
+                page.contains(&format!(r#"<link rel="stylesheet" href="{name}">"#)),
+                "the page does not link {name}"
+            );
+        }
+        // What the page is never to keep of a secret typed into a form.
+        for (name, script) in SCRIPTS {
+            assert!(!script.contains("localStorage"), "{name} uses localStorage");
         }
     }
 }

@@ -96,9 +96,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::orphans::{self, Attempt};
-use crate::shell::{Capture, Reader, drain, signal_name, stop};
+use crate::shell::{Capture, Reader, drain, signal_name, stop, tap};
 use crate::util::{duration_ms, excerpt, is_template, json_type, parse_duration};
-use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
+use crate::{
+    BoxFuture, CancelReason, Field, FieldType, OutputStream, StepContext, StepError, StepKind,
+};
 
 const KIND: &str = "helm";
 
@@ -1446,8 +1448,16 @@ impl Helmsman<'_> {
         let tracked = orphans::track(pid, &attempt, self.grace);
         tracing::debug!(pid, ?args, "helm started");
         let readers = [
-            Reader::start(child.stdout.take(), CAPTURE_LIMIT),
-            Reader::start(child.stderr.take(), CAPTURE_LIMIT),
+            Reader::start(
+                child.stdout.take(),
+                CAPTURE_LIMIT,
+                tap(self.ctx, OutputStream::Stdout),
+            ),
+            Reader::start(
+                child.stderr.take(),
+                CAPTURE_LIMIT,
+                tap(self.ctx, OutputStream::Stderr),
+            ),
         ];
         let ended = tokio::select! {
             biased;

@@ -25,6 +25,7 @@ mod helm;
 mod http;
 mod iso8601;
 mod kube;
+mod live;
 mod nats;
 pub mod orphans;
 mod posix_shell;
@@ -48,6 +49,7 @@ pub use cancel::{Cancel, CancelReason, CancelSource};
 pub use cql::Cql;
 pub use helm::Helm;
 pub use http::Http;
+pub use live::{OutputSink, OutputStream};
 pub use nats::Nats;
 pub use posix_shell::{ScriptSource, script_source};
 pub use shell::Shell;
@@ -71,6 +73,9 @@ pub struct StepContext {
     /// Evaluates runbook conditions (Rhai) for kinds that wait on one, e.g. a Kubernetes
     /// object condition; provided by the runner.
     pub conditions: Option<Arc<dyn Conditions>>,
+    /// Where a kind that runs a process hands its output while the step runs (none: nobody
+    /// follows it live); provided by the runner.
+    pub output: Option<Arc<dyn OutputSink>>,
 }
 
 impl StepContext {
@@ -87,6 +92,7 @@ impl StepContext {
             attempt,
             cancel,
             conditions: None,
+            output: None,
         }
     }
 }

@@ -63,7 +63,10 @@ use tracing::Instrument;
 use crate::orphans::{self, Attempt};
 use crate::ssh::{self, Remote};
 use crate::util::{duration_ms, duration_problem, excerpt, json_type, parse_duration, parse_json};
-use crate::{BoxFuture, CancelReason, Field, FieldType, StepContext, StepError, StepKind};
+use crate::{
+    BoxFuture, CancelReason, Field, FieldType, OutputSink, OutputStream, StepContext, StepError,
+    StepKind,
+};
 
 const KIND: &str = "shell";
 
@@ -482,18 +485,35 @@ fn lock(capture: &SharedCapture) -> std::sync::MutexGuard<'_, Capture> {
     capture.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Reads `pipe` to its end, keeping the first `limit` bytes in `capture`.
-async fn read_capped(mut pipe: impl AsyncRead + Unpin, capture: SharedCapture, limit: usize) {
+/// Where a stream's chunks go as they are read, besides its capture.
+pub(crate) type Tap = (Arc<dyn OutputSink>, OutputStream);
+
+/// Reads `pipe` to its end, keeping the first `limit` bytes in `capture` and handing the same
+/// bytes to `tap` as they come.
+async fn read_capped(
+    mut pipe: impl AsyncRead + Unpin,
+    capture: SharedCapture,
+    limit: usize,
+    tap: Option<Tap>,
+) {
     let mut buf = vec![0; 16 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
-                let mut capture = lock(&capture);
-                let take = limit.saturating_sub(capture.bytes.len()).min(n);
-                capture.bytes.extend_from_slice(&buf[..take]);
-                if take < n {
-                    capture.truncated = true;
+                let take = {
+                    let mut capture = lock(&capture);
+                    let take = limit.saturating_sub(capture.bytes.len()).min(n);
+                    capture.bytes.extend_from_slice(&buf[..take]);
+                    if take < n {
+                        capture.truncated = true;
+                    }
+                    take
+                };
+                if let Some((sink, stream)) = &tap
+                    && take > 0
+                {
+                    sink.chunk(*stream, &buf[..take]);
                 }
             }
             Err(e) => {
@@ -514,13 +534,19 @@ impl Reader {
     pub(crate) fn start(
         pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
         limit: usize,
+        tap: Option<Tap>,
     ) -> Self {
         let capture = SharedCapture::default();
         let task = pipe.map(|pipe| {
-            tokio::spawn(read_capped(pipe, Arc::clone(&capture), limit).in_current_span())
+            tokio::spawn(read_capped(pipe, Arc::clone(&capture), limit, tap).in_current_span())
         });
         Self { capture, task }
     }
+}
+
+/// The tap of `stream` for a step whose output someone follows live.
+pub(crate) fn tap(ctx: &StepContext, stream: OutputStream) -> Option<Tap> {
+    ctx.output.as_ref().map(|sink| (Arc::clone(sink), stream))
 }
 
 /// Lets the readers reach the end of their pipes, for at most [`DRAIN_LIMIT`], then takes what
@@ -660,8 +686,16 @@ async fn run_attempt(spec: Value, ctx: &StepContext) -> Result<Value, StepError>
     tracing::debug!(pid, "command started");
 
     let readers = [
-        Reader::start(child.stdout.take(), spec.capture_limit),
-        Reader::start(child.stderr.take(), spec.capture_limit),
+        Reader::start(
+            child.stdout.take(),
+            spec.capture_limit,
+            tap(ctx, OutputStream::Stdout),
+        ),
+        Reader::start(
+            child.stderr.take(),
+            spec.capture_limit,
+            tap(ctx, OutputStream::Stderr),
+        ),
     ];
     let remote = spec.remote.is_some();
     let mut stdin_task = match (child.stdin.take(), spec.input()) {
@@ -1027,6 +1061,65 @@ mod tests {
             .collect();
         // No `json` (not JSON), no truncation flags (nothing truncated), no `signal`.
         assert_eq!(keys, ["exit_code", "stdout", "stderr", "duration_ms"]);
+    }
+
+    /// Collects what a step hands its sink, by stream.
+    #[derive(Debug, Default)]
+    struct Collect(Mutex<Vec<(OutputStream, Vec<u8>)>>);
+
+    impl OutputSink for Collect {
+        fn chunk(&self, stream: OutputStream, bytes: &[u8]) {
+            lock_chunks(&self.0).push((stream, bytes.to_vec()));
+        }
+    }
+
+    fn lock_chunks<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    impl Collect {
+        fn text(&self, stream: OutputStream) -> String {
+            let chunks = lock_chunks(&self.0);
+            let bytes: Vec<u8> = chunks
+                .iter()
+                .filter(|(s, _)| *s == stream)
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_sees_the_output_while_the_command_runs_and_all_of_what_is_captured() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let sink = Arc::new(Collect::default());
+        let mut context = ctx(Cancel::never());
+        context.output = Some(sink.clone());
+        let spec = json!({
+            "run": "echo first; echo oops >&2; while [ ! -e \"$GO\" ]; do sleep 0.01; done; echo second",
+            "env": { "GO": go.to_str().unwrap() },
+            "capture_limit": 10,
+        });
+        let step = tokio::spawn(async move { Shell.run(spec, &context).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.text(OutputStream::Stdout) != "first\n"
+            || sink.text(OutputStream::Stderr) != "oops\n"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sink saw nothing while the command ran"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!step.is_finished(), "the command waits for `go`");
+        std::fs::write(&go, "").unwrap();
+        let out = step.await.unwrap().unwrap();
+        // The sink sees what the output captures, up to the same limit.
+        assert_eq!(out["stdout"], "first\nseco");
+        assert_eq!(out["stdout_truncated"], true);
+        assert_eq!(sink.text(OutputStream::Stdout), "first\nseco");
+        assert_eq!(sink.text(OutputStream::Stderr), "oops\n");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@
   // ------------------------------------------------------------------ basics
   const TOKEN_KEY = 'runbook.token';
   // The page may sit under a prefix (a reverse proxy): everything before `/runs/…` (or the
-  // history and schedules views' `/history`, `/schedules`) is the base.
-  const BASE = location.pathname.replace(/\/(runs\/[^/]*|history|schedules)\/?$/, '').replace(/\/+$/, '');
+  // views' `/new`, `/history`, `/schedules`) is the base.
+  const BASE = location.pathname.replace(/\/(runs\/[^/]*|new|history|schedules)\/?$/, '').replace(/\/+$/, '');
   const API = BASE + '/api/v1';
   const TERMINAL = new Set(['succeeded', 'failed', 'aborted']);
   const $ = (id) => document.getElementById(id);
@@ -115,6 +115,7 @@
       const message = (body && typeof body.error === 'string') ? body.error
         : (text.trim() || res.status + ' ' + res.statusText);
       const err = new ApiError(res.status, message);
+      err.body = body; // the error body: `params` names the parameters a problem is about
       if (res.status === 401) unauthorized(message);
       throw err;
     }
@@ -255,10 +256,13 @@
   }
 
   // ------------------------------------------------------------------ extensions
-  // The parts of the page in files of their own (controls.js: the run controls; history.js and
-  // schedules.js: views of their own paths) register here through window.runbookPage once this
-  // file has run. A view owns a path below the base (`/history`); a run part is told when a
-  // run's view is rendered (render).
+  // The parts of the page in files of their own (start.js: the catalogue and start form;
+  // output.js: a step's output; timeline.js: the run's timeline; controls.js: the run controls;
+  // history.js and schedules.js: the history and schedules views) register here through
+  // window.runbookPage once this file has run. A view owns a path below the base (`/new`,
+  // `/history`, `/schedules`); a run part is told when a run opens (reset), when its view is
+  // rendered (render), of each part of a running step's output (output), and when the run
+  // closes (stop).
   const views = new Map();
   const runParts = [];
   function viewAt(path) { return views.get(path.replace(/\/+$/, '')) || null; }
@@ -365,6 +369,7 @@
   function stopRun() {
     runGen++;
     if (run && run.ctrl) run.ctrl.abort();
+    if (run) eachPart('stop', run);
     run = null;
   }
 
@@ -389,6 +394,7 @@
     setText($('gate-status'), '');
     setLive('');
     document.title = 'run ' + id + ' · runbook';
+    eachPart('reset', run);
     refreshDetail().then(() => { if (run && run.gen === gen) follow(gen); });
   }
 
@@ -526,7 +532,8 @@
     while (run && run.gen === gen) {
       const r = run;
       try {
-        const res = await fetch(API + '/runs/' + encodeURIComponent(r.id) + '/events?until_end=true', {
+        // output=true: the output of running steps too (output.js shows it).
+        const res = await fetch(API + '/runs/' + encodeURIComponent(r.id) + '/events?until_end=true&output=true', {
           headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
           cache: 'no-store', signal: r.ctrl.signal,
         });
@@ -539,6 +546,10 @@
             let rec;
             try { rec = JSON.parse(data); } catch (_) { return; }
             onRecord(r, rec);
+          } else if (type === 'output') {
+            let chunk;
+            try { chunk = JSON.parse(data); } catch (_) { return; }
+            eachPart('output', r, chunk);
           } else if (type === 'lagged') {
             // The server dropped records for us: take the detail again and reconnect.
             refreshDetail();
@@ -744,13 +755,51 @@
       badge(String(e.event)), ' ', String(e.text || ''))));
     show($('happened-panel'), happened.length > 0);
 
-
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
     const roots = buildTree(r);
-    $('steps').replaceChildren(...roots.map((n) => renderNode(r, n, gates, d.open_gate && d.open_gate.path)));
+    morphSteps($('steps'), roots.map((n) => renderNode(r, n, gates, d.open_gate && d.open_gate.path)));
     show($('steps-empty'), roots.length === 0);
     eachPart('render', r, d);
+  }
+
+  /**
+   * Puts the freshly rendered step items `fresh` (keyed by data-path) in `list`, reusing the
+   * items already there: a reused item takes the fresh one's attributes and content, except
+   * what other files keep in it (`data-keep`: a step's output), which stays in place — so its
+   * state, its scroll position and the keyboard focus in it survive every update of the tree.
+   */
+  function morphSteps(list, fresh) {
+    const old = new Map();
+    for (const li of list.children) if (li.dataset.path != null) old.set(li.dataset.path, li);
+    let prev = null;
+    for (const f of fresh) {
+      let li = old.get(f.dataset.path);
+      if (li) {
+        old.delete(f.dataset.path);
+        li.className = f.className;
+        li.dataset.status = f.dataset.status;
+        const oldList = [...li.children].find((c) => c.tagName === 'UL');
+        const freshList = [...f.children].find((c) => c.tagName === 'UL');
+        for (const c of [...li.childNodes]) {
+          if (c !== oldList && !(c.nodeType === 1 && c.hasAttribute('data-keep'))) c.remove();
+        }
+        const anchor = li.firstChild;
+        for (const c of [...f.childNodes]) if (c !== freshList) li.insertBefore(c, anchor);
+        if (freshList) {
+          const inner = oldList || li.appendChild(h('ul'));
+          morphSteps(inner, [...freshList.children]);
+        } else if (oldList) {
+          oldList.remove();
+        }
+      } else {
+        li = f;
+      }
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (want !== li) list.insertBefore(li, want);
+      prev = li;
+    }
+    for (const li of old.values()) li.remove();
   }
 
   // ------------------------------------------------------------------ approve / reject
@@ -849,7 +898,7 @@
     run: () => run,
     /** A view at `path` below the base: { open(query), close() }. */
     addView(path, view) { views.set(path, view); },
-    /** A part of the run view: { render(run, detail) }. */
+    /** A part of the run view: { reset(run), render(run, detail), output(run, chunk), stop(run) }. */
     addRunPart(part) { runParts.push(part); },
     /** Fetches the run's detail again (and renders it). */
     refreshRun: () => refreshDetail(),
