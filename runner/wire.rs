@@ -378,6 +378,41 @@ pub struct RunDetail {
     /// Whether the holder is executing it right now (only in the holder's answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// What an operator may do to it now (the web page's buttons): decided from its records
+    /// alone, by [`crate::engine::actions`], by the same rules that refuse the others.
+    #[serde(default)]
+    pub actions: Vec<RunAction>,
+}
+
+/// Something an operator may do to a run as it stands: an API call and a button of its page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAction {
+    /// What.
+    pub action: ActionKind,
+    /// The step it names: the open gate (approve, reject), or the step that failed or needs
+    /// a decision (retry, skip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// The kinds of [`RunAction`], each one call of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// `POST /runs/{id}/approve` with the gate as `step`.
+    Approve,
+    /// `POST /runs/{id}/reject` with the gate as `step`.
+    Reject,
+    /// `POST /runs/{id}/pause`: stop at the next step boundary.
+    Pause,
+    /// `POST /runs/{id}/unpause`.
+    Unpause,
+    /// `POST /runs/{id}/resume` with `retry_step`.
+    Retry,
+    /// `POST /runs/{id}/resume` with `skip_step`.
+    Skip,
+    /// `POST /runs/{id}/abort` (with or without `no_cleanup`).
+    Abort,
 }
 
 /// A step of a [`RunDetail`].
@@ -523,7 +558,19 @@ pub struct ScheduleStatus {
     /// Its next fire times (none while paused).
     pub next: Vec<DateTime<Utc>>,
     /// Its latest fires, newest first.
-    pub history: Vec<Fired>,
+    pub history: Vec<RecentFire>,
+}
+
+/// A fire of a [`ScheduleStatus`], with the state of the run it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentFire {
+    /// The fire and what it led to.
+    #[serde(flatten)]
+    pub fired: Fired,
+    /// The state of the run it started, as the journal has it now (absent when it started
+    /// none, or the run is not in the journal any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<RunState>,
 }
 
 /// The data of an `output` event of `GET /runs/{id}/events?output=true`: a part of a running

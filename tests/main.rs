@@ -60,3 +60,4 @@ mod step_output;
 mod tty;
 mod web;
 mod web_console;
+mod web_controls;

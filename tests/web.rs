@@ -126,7 +126,7 @@ impl Serve {
 
     /// Starts `runbook` as the holder of `token` and waits until it is parked at its gate (and no
     /// longer executing, so a decision is taken at once).
-    fn start_parked(&self, token: &str, runbook: &str) -> String {
+    pub(crate) fn start_parked(&self, token: &str, runbook: &str) -> String {
         self.start_parked_with(token, runbook, &json!({}))
     }
 

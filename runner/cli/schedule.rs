@@ -54,7 +54,7 @@ pub async fn run(env: &Env, command: &ScheduleCommand, files: &[PathBuf]) -> Res
                 .iter()
                 .map(|s| {
                     ScheduleState::load(journal.as_ref(), &s.name)
-                        .map(|st| crate::schedule::status(s, &st))
+                        .map(|st| crate::schedule::status(s, &st, journal.as_ref()))
                 })
                 .collect::<Result<_, _>>()?;
             print_list(env, &list);
@@ -183,7 +183,7 @@ fn print_list(env: &Env, list: &[ScheduleStatus]) {
             let next: Vec<String> = s.next.iter().map(|t| json_time(*t)).collect();
             outln!("    next: {}", next.join(", "));
         }
-        if let Some(last) = s.history.first() {
+        if let Some(last) = s.history.first().map(|recent| &recent.fired) {
             outln!(
                 "    last: {} {}{}",
                 json_time(last.fire),

@@ -5,6 +5,7 @@
 //! it decides, and lets the executor ([`exec`]) walk the steps, replaying what the journal
 //! knows and running only what it does not.
 
+pub mod actions;
 pub mod control;
 pub mod ctx;
 pub mod decide;
@@ -695,12 +696,7 @@ impl Engine {
                 "step `{path}` of run {id} did not fail ({listed})"
             )));
         }
-        if view
-            .step(path)
-            .and_then(|s| s.kind.as_deref())
-            .is_some_and(|k| k == "gate")
-            || view.gates.get(path).is_some_and(|g| g.decision.is_some())
-        {
+        if actions::is_verdict(view, path) {
             return Err(EngineError::Refused(format!(
                 "step `{path}` of run {id} is a gate that was decided; a verdict is not retried: start a new run instead"
             )));

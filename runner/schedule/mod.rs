@@ -118,8 +118,13 @@ impl Schedule {
     }
 }
 
-/// A schedule with its journaled state and next fire times, for `schedule list` and the API.
-pub fn status(s: &Schedule, st: &state::ScheduleState) -> crate::wire::ScheduleStatus {
+/// A schedule with its journaled state and next fire times, for `schedule list` and the API;
+/// the runs its recent fires started are looked up in `journal` for their state.
+pub fn status(
+    s: &Schedule,
+    st: &state::ScheduleState,
+    journal: &dyn runbook_journals::Journal,
+) -> crate::wire::ScheduleStatus {
     crate::wire::ScheduleStatus {
         name: s.name.clone(),
         runbook: crate::library::display_origin(&s.runbook),
@@ -136,7 +141,19 @@ pub fn status(s: &Schedule, st: &state::ScheduleState) -> crate::wire::ScheduleS
         } else {
             s.upcoming(Utc::now(), 3)
         },
-        history: st.history.iter().rev().take(20).cloned().collect(),
+        history: st
+            .history
+            .iter()
+            .rev()
+            .take(20)
+            .map(|fired| crate::wire::RecentFire {
+                run_state: fired
+                    .run
+                    .and_then(|run| journal.summary(run).ok())
+                    .map(|summary| summary.state),
+                fired: fired.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -31,6 +31,7 @@ use crate::resupply::Given;
 use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
+use crate::serve::filter::RunFilter;
 use crate::serve::live::LiveOutputs;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::Notice;
@@ -229,10 +230,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/runs/app.js", get(web::script))
         .route("/app.css", get(web::style))
         .route("/runs/app.css", get(web::style));
+    // The catalogue and start form, a step's output, the timeline: their scripts.
     for &(name, text) in web::SCRIPTS {
         router = router
             .route(&format!("/{name}"), get(move || web::javascript(text)))
             .route(&format!("/runs/{name}"), get(move || web::javascript(text)));
+    }
+    // The run controls, history and schedules: their views and files.
+    for view in web::VIEWS {
+        router = router.route(view, get(web::page));
+    }
+    for (name, _, _) in web::ASSETS {
+        let file = move || async move { web::asset(name) };
+        router = router
+            .route(&format!("/{name}"), get(file))
+            .route(&format!("/runs/{name}"), get(file));
     }
     router
         .layer(middleware::map_response(web::security_headers))
@@ -392,31 +404,25 @@ async fn plan(
     }))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
+/// `GET /runs`: newest first, filtered as [`RunFilter`] says (a bad parameter is 400, naming it).
 async fn list_runs(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
-) -> Json<Vec<ListedRun>> {
+    Query(q): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<Vec<ListedRun>>> {
+    let filter = RunFilter::parse(&q).map_err(|e| ApiError::new(Kind::BadInput, e.to_string()))?;
     // Damaged runs are listed as their summaries say; reading one reports its damage.
     let mut runs = app.journal().readable_runs();
     runs.reverse();
-    Json(
+    Ok(Json(
         runs.into_iter()
-            .filter(|r| q.state.as_deref().is_none_or(|s| r.state.as_str() == s))
-            .take(q.limit.unwrap_or(200))
+            .filter(|r| filter.matches(r))
+            .take(filter.limit)
             .map(|summary| ListedRun {
                 active: app.runs.is_active(summary.id),
                 summary,
             })
             .collect(),
-    )
+    ))
 }
 
 async fn start_run(
@@ -808,7 +814,7 @@ async fn schedules(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<ScheduleSt
         .iter()
         .map(|s| {
             let st = ScheduleState::load(journal.as_ref(), &s.name)?;
-            Ok(crate::schedule::status(s, &st))
+            Ok(crate::schedule::status(s, &st, journal.as_ref()))
         })
         .collect();
     Ok(Json(list?))
@@ -818,12 +824,19 @@ fn set_paused(app: &App, name: &str, paused: bool) -> ApiResult<Json<ScheduleSta
     let scheduler = app.scheduler()?;
     let s = scheduler.get(name).ok_or_else(|| no_schedule(name))?;
     let st = scheduler.set_paused(name, paused)?;
-    Ok(Json(crate::schedule::status(s, &st)))
+    Ok(Json(crate::schedule::status(
+        s,
+        &st,
+        app.journal().as_ref(),
+    )))
 }
 
+// The schedule actions take no body, but read any sent: a body left unread ends the
+// connection, and a client that reuses it (keep-alive) finds it closed under its next request.
 async fn pause(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    _body: axum::body::Bytes,
 ) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, true)
 }
@@ -831,11 +844,16 @@ async fn pause(
 async fn unpause(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    _body: axum::body::Bytes,
 ) -> ApiResult<Json<ScheduleStatus>> {
     set_paused(&app, &name, false)
 }
 
-async fn trigger(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Json<Fired>> {
+async fn trigger(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    _body: axum::body::Bytes,
+) -> ApiResult<Json<Fired>> {
     let scheduler = app.scheduler()?.clone();
     let fired = tokio::task::spawn_blocking(move || {
         let s = scheduler.get(&name).ok_or_else(|| no_schedule(&name))?;

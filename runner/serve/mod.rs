@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod filter;
 pub mod gate_timers;
 pub mod holder;
 pub mod info;

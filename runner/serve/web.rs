@@ -1,8 +1,10 @@
 //! The web page `serve` shows at `/`: the runs, a run's step tree updating live with each
 //! step's output and the run's timeline, the gate prompt with approve and reject buttons, and
-//! (at `/new`) the catalogue of runbooks with a start form. Files embedded in the binary (no
-//! build step, no external assets): the page, its scripts ([`SCRIPT`] and those beside it,
-//! [`SCRIPTS`]) and its styles; it talks to the API with the token the user enters.
+//! the run controls; at `/new` the catalogue of runbooks with a start form, and the history and
+//! schedules views (at [`VIEWS`]). Files embedded in the binary (no build step, no external
+//! assets): the page, its scripts ([`SCRIPT`] and those beside it, [`SCRIPTS`]), its styles
+//! ([`STYLE`]) and the run controls', history's and schedules' files ([`ASSETS`]); it talks to
+//! the API with the token the user enters.
 //!
 //! Every response of `serve` — the page, its files, the API, errors — carries [`CSP`] and the
 //! headers beside it ([`security_headers`]): scripts and styles only from `serve`'s own files
@@ -29,6 +31,23 @@ pub const SCRIPTS: &[(&str, &str)] = &[
 
 /// The page's styles.
 pub const STYLE: &str = include_str!("web/app.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The page's other files — the run controls, the history and schedules views, their styles —
+/// as name, content type and content. Served beside `/` and beside `/runs/{id}`, like
+/// [`SCRIPT`].
+pub const ASSETS: [(&str, &str, &str); 4] = [
+    ("controls.js", JS, include_str!("web/controls.js")),
+    ("history.js", JS, include_str!("web/history.js")),
+    ("schedules.js", JS, include_str!("web/schedules.js")),
+    ("views.css", CSS, include_str!("web/views.css")),
+];
+
+/// The paths of the page's views besides `/` and `/runs/{id}` (the same page: its scripts
+/// show the view of the path).
+pub const VIEWS: [&str; 2] = ["/history", "/schedules"];
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -75,6 +94,21 @@ pub async fn style() -> impl IntoResponse {
     )
 }
 
+/// One of [`ASSETS`].
+pub fn asset(name: &str) -> Response {
+    let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *kind),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        *body,
+    )
+        .into_response()
+}
+
 /// Adds the security headers to a response (any set before are replaced).
 pub async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
@@ -110,7 +144,18 @@ mod tests {
         );
         assert!(page.contains(r#"<script src="app.js" defer></script>"#));
         assert!(page.contains(r#"<link rel="stylesheet" href="app.css">"#));
-        for (name, script) in std::iter::once(&("app.js", SCRIPT)).chain(SCRIPTS) {
+        // Every script of the page (app.js, SCRIPTS, the scripts of ASSETS) is linked
+        // relatively, like app.js, so that the page works under a prefix, and neither sets a
+        // style nor parses HTML.
+        let scripts = std::iter::once(("app.js", SCRIPT))
+            .chain(SCRIPTS.iter().copied())
+            .chain(
+                ASSETS
+                    .iter()
+                    .filter(|(_, kind, _)| *kind == JS)
+                    .map(|&(name, _, body)| (name, body)),
+            );
+        for (name, script) in scripts {
             for unsafe_sink in [
                 ".style",
                 "innerHTML",
@@ -123,6 +168,12 @@ mod tests {
             assert!(
                 page.contains(&format!(r#"<script src="{name}" defer></script>"#)),
                 "the page does not load {name}"
+            );
+        }
+        for (name, _, _) in ASSETS.iter().filter(|(_, kind, _)| *kind == CSS) {
+            assert!(
+                page.contains(&format!(r#"<link rel="stylesheet" href="{name}">"#)),
+                "the page does not link {name}"
             );
         }
         // What the page is never to keep of a secret typed into a form.

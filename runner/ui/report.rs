@@ -278,6 +278,7 @@ pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
             commands: crate::engine::attention_commands(view.id, p).to_vec(),
         }),
         active: None,
+        actions: crate::engine::actions::of_view(view),
     }
 }
 

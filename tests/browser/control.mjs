@@ -2,12 +2,17 @@
 // through playwright-core) the way an operator would.
 //
 //   node control.mjs retry URL TOKEN RUN_ID STEP SCREENSHOT_PATH
+//   node control.mjs skip URL TOKEN RUN_ID STEP SCREENSHOT_PATH
 //   node control.mjs pause URL TOKEN RUN_ID READY_FILE SCREENSHOT_PATH
 //
 // Both open the run by its address and enter the token.
 //
 // retry: the run has failed at STEP; the page must offer "Retry STEP"; a comment is typed and the
 // button clicked; the page must then show the run `succeeded` without a reload.
+//
+// skip: the run needs attention at STEP (in flight when its process died); the page must offer
+// "Retry STEP" and "Skip STEP" and neither Pause nor Unpause; a comment is typed and Skip clicked;
+// the page must then show the run `succeeded` without a reload.
 //
 // pause: the run is executing; Pause is clicked and the page must show the run `paused` with an
 // Unpause button; then READY_FILE is created (what the run waits for), a comment typed, Unpause
@@ -25,8 +30,8 @@ const TOTAL_MS = 60_000;
 const STEP_MS = 20_000;
 
 const argv = process.argv.slice(2);
-if (argv.length !== 6 || !['retry', 'pause'].includes(argv[0])) {
-  console.error('usage: node control.mjs retry|pause URL TOKEN RUN_ID STEP|READY_FILE SCREENSHOT_PATH');
+if (argv.length !== 6 || !['retry', 'skip', 'pause'].includes(argv[0])) {
+  console.error('usage: node control.mjs retry|skip|pause URL TOKEN RUN_ID STEP|READY_FILE SCREENSHOT_PATH');
   process.exit(2);
 }
 const [mode, url, token, runId, extra, screenshot] = argv;
@@ -117,6 +122,19 @@ try {
     say('typing a comment and clicking Retry');
     await page.fill('#control-comment', 'fixed, retried from the browser');
     await retry.click();
+    await waitState('succeeded');
+  } else if (mode === 'skip') {
+    const skip = page.locator('#skip');
+    await skip.filter({ hasText: `Skip ${extra}` }).waitFor({ state: 'visible' });
+    await page.locator('#retry').filter({ hasText: `Retry ${extra}` }).waitFor({ state: 'visible' });
+    const state = (await page.locator('#run-state').innerText()).trim();
+    if (state !== 'needs-attention') throw new Error(`the run should need attention, the page says ${state}`);
+    if (await page.locator('#pause').isVisible() || await page.locator('#unpause').isVisible()) {
+      throw new Error('a run that needs attention offers neither Pause nor Unpause');
+    }
+    say('typing a comment and clicking Skip');
+    await page.fill('#control-comment', 'done by hand, skipped from the browser');
+    await skip.click();
     await waitState('succeeded');
   } else {
     await page.locator('#pause').waitFor({ state: 'visible' });

@@ -7,8 +7,8 @@
   // ------------------------------------------------------------------ basics
   const TOKEN_KEY = 'runbook.token';
   // The page may sit under a prefix (a reverse proxy): everything before `/runs/…` (or the
-  // start view's `/new`) is the base.
-  const BASE = location.pathname.replace(/\/(runs\/[^/]*|new)\/?$/, '').replace(/\/+$/, '');
+  // views' `/new`, `/history`, `/schedules`) is the base.
+  const BASE = location.pathname.replace(/\/(runs\/[^/]*|new|history|schedules)\/?$/, '').replace(/\/+$/, '');
   const API = BASE + '/api/v1';
   const TERMINAL = new Set(['succeeded', 'failed', 'aborted']);
   const $ = (id) => document.getElementById(id);
@@ -213,6 +213,7 @@
   function route() {
     if (!me) return;
     showError('');
+    markNav();
     closeViews();
     const view = viewAt(location.pathname.slice(BASE.length));
     if (view) {
@@ -238,6 +239,15 @@
   $('home').dataset.nav = '';
   $('back').setAttribute('href', BASE + '/');
   $('back').dataset.nav = '';
+  for (const a of document.querySelectorAll('[data-view-link]')) a.setAttribute('href', BASE + a.dataset.viewLink);
+  /** Marks the header's link to the view shown (the runs list's for a run). */
+  function markNav() {
+    const here = location.pathname.slice(BASE.length).replace(/\/+$/, '') || '/';
+    for (const a of document.querySelectorAll('[data-view-link]')) {
+      const on = a.dataset.viewLink === here || (a.dataset.viewLink === '/' && here.startsWith('/runs/'));
+      if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    }
+  }
 
   function stopEverything() {
     stopList();
@@ -247,10 +257,12 @@
 
   // ------------------------------------------------------------------ extensions
   // The parts of the page in files of their own (start.js: the catalogue and start form;
-  // output.js: a step's output; timeline.js: the run's timeline) register here through
-  // window.runbookPage once this file has run. A view owns a path below the base (`/new`);
-  // a run part is told when a run opens (reset), when its view is rendered (render), of each
-  // part of a running step's output (output), and when the run closes (stop).
+  // output.js: a step's output; timeline.js: the run's timeline; controls.js: the run controls;
+  // history.js and schedules.js: the history and schedules views) register here through
+  // window.runbookPage once this file has run. A view owns a path below the base (`/new`,
+  // `/history`, `/schedules`); a run part is told when a run opens (reset), when its view is
+  // rendered (render), of each part of a running step's output (output), and when the run
+  // closes (stop).
   const views = new Map();
   const runParts = [];
   function viewAt(path) { return views.get(path.replace(/\/+$/, '')) || null; }
@@ -743,8 +755,6 @@
       badge(String(e.event)), ' ', String(e.text || ''))));
     show($('happened-panel'), happened.length > 0);
 
-    renderControl(d, state);
-
     // The steps.
     const gates = new Map((d.gates || []).map((x) => [x.path, x]));
     const roots = buildTree(r);
@@ -877,95 +887,6 @@
     $('reject').textContent = 'Reject';
   }
 
-  // ------------------------------------------------------------------ pause / unpause / retry / abort
-  // The step whose failure ended a failed run: the last failed step that is not an
-  // `on_failure` step (what ran because of the failure).
-  function failedStep(d) {
-    const failed = (d.steps || []).filter((s) => s.status === 'failed' && !/(^|\.)on_failure\./.test(s.path));
-    return failed.length ? failed[failed.length - 1].path : null;
-  }
-
-  function renderControl(d, state) {
-    const executing = (state === 'running' || state === 'sleeping') && d.active !== false;
-    const failed = state === 'failed' ? failedStep(d) : null;
-    const open = !TERMINAL.has(state);
-    show($('pause'), executing || state === 'interrupted');
-    show($('unpause'), state === 'paused');
-    show($('retry'), !!failed);
-    show($('skip'), !!failed);
-    show($('abort'), open);
-    show($('no-cleanup-label'), open);
-    if (failed) {
-      $('retry').textContent = 'Retry ' + failed;
-      $('skip').textContent = 'Skip ' + failed;
-    }
-    setText($('control-text'),
-      state === 'paused' ? 'Paused: nothing runs, the lock stays held. Unpause runs the prechecks again, then goes on.'
-        : failed ? 'The run failed at ' + failed + '. Once the cause is fixed, retry that step (the steps before it are not run again) or skip it.'
-          : open ? 'Pause stops the run at the next step boundary (the step in flight finishes). Abort stops the step in flight and runs the cleanup steps.'
-            : '');
-    show($('control'), open || !!failed);
-  }
-
-  let controlling = false;
-  async function control(verb, body, doing, done) {
-    const r = run;
-    if (!r || !r.detail || controlling) return;
-    const comment = $('control-comment').value.trim();
-    controlling = true;
-    for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = true;
-    setText($('control-status'), doing);
-    showError('');
-    try {
-      await api('/runs/' + encodeURIComponent(r.id) + '/' + verb, {
-        method: 'POST', body: Object.assign({}, body, verb === 'abort' ? { reason: comment || null } : { comment: comment || null }), signal: r.ctrl.signal,
-      });
-      if (r !== run) return;
-      $('control-comment').value = '';
-      showNotice(done);
-      // A failed run taken up again goes on: follow it anew (its stream had ended).
-      if (verb === 'resume') { openRun(r.id); return; }
-    } catch (e) {
-      if (e.name === 'AbortError' || r !== run) return;
-      if (e.status !== 401) showError(e.message);
-    } finally {
-      controlling = false;
-      for (const id of ['pause', 'unpause', 'retry', 'skip', 'abort']) $(id).disabled = false;
-      setText($('control-status'), '');
-      refreshDetail();
-    }
-  }
-
-  $('pause').addEventListener('click', () => control('pause', {}, 'Pausing at the next step boundary…', 'Paused.'));
-  $('unpause').addEventListener('click', () => control('unpause', {}, 'Unpausing…', 'Unpaused: the run goes on.'));
-  $('retry').addEventListener('click', () => {
-    const step = run && run.detail && failedStep(run.detail);
-    if (step) control('resume', { retry_step: step }, 'Retrying ' + step + '…', 'Retrying ' + step + ': the run goes on.');
-  });
-  $('skip').addEventListener('click', () => {
-    const step = run && run.detail && failedStep(run.detail);
-    if (step) control('resume', { skip_step: step }, 'Skipping ' + step + '…', 'Skipped ' + step + ': the run goes on.');
-  });
-  let abortArmed = 0;
-  $('abort').addEventListener('click', () => {
-    // Aborting ends the run: ask for a second tap rather than a dialog.
-    const btn = $('abort');
-    if (!abortArmed) {
-      btn.classList.add('confirm');
-      btn.textContent = 'Tap again to abort';
-      abortArmed = setTimeout(disarmAbort, 4000);
-      return;
-    }
-    disarmAbort();
-    control('abort', { no_cleanup: $('no-cleanup').checked }, 'Aborting…', 'Aborted.');
-  });
-  function disarmAbort() {
-    clearTimeout(abortArmed);
-    abortArmed = 0;
-    $('abort').classList.remove('confirm');
-    $('abort').textContent = 'Abort';
-  }
-
   // ------------------------------------------------------------------ for the other files
   window.runbookPage = Object.freeze({
     BASE, API, h, show, setText, badge, stateClass, fmtDuration, fmtTime, timeKey,
@@ -979,6 +900,10 @@
     addView(path, view) { views.set(path, view); },
     /** A part of the run view: { reset(run), render(run, detail), output(run, chunk), stop(run) }. */
     addRunPart(part) { runParts.push(part); },
+    /** Fetches the run's detail again (and renders it). */
+    refreshRun: () => refreshDetail(),
+    /** Opens run `id` afresh, its event stream too (a failed run taken up again goes on). */
+    reopenRun: (id) => openRun(id),
   });
 
   // ------------------------------------------------------------------ start
