@@ -161,21 +161,72 @@ pub fn status(
 /// with seconds first (and a year last), or a macro such as `@hourly`.
 pub fn parse_cron(text: &str) -> Result<cron::Schedule, String> {
     let trimmed = text.trim();
-    let fields = trimmed.split_whitespace().count();
+    let fields: Vec<&str> = trimmed.split_whitespace().collect();
     let full = if trimmed.starts_with('@') {
         trimmed.to_owned()
     } else {
-        match fields {
-            5 => format!("0 {trimmed}"),
-            6 | 7 => trimmed.to_owned(),
+        // The day of week is the 5th field, or the 6th with seconds first.
+        let (seconds, dow) = match fields.len() {
+            5 => ("0 ", 4),
+            6 | 7 => ("", 5),
             n => {
                 return Err(format!(
                     "a cron expression has 5 fields (minute hour day-of-month month day-of-week), or 6 or 7 with seconds first; this one has {n}"
                 ));
             }
-        }
+        };
+        let mut fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        fields[dow] = weekdays(&fields[dow])?;
+        format!("{seconds}{}", fields.join(" "))
     };
     cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron expression: {e}"))
+}
+
+/// Rewrites a day-of-week field from cron's numbering (0–7, 0 and 7 both Sunday, 1 Monday)
+/// into the `cron` crate's (1 Sunday … 7 Saturday): `1-5` is Monday to Friday, as in every
+/// crontab. Names (`MON-FRI`), `*` and `?` are left as they are; numbers, ranges and steps
+/// become the list of the days they name.
+fn weekdays(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" || field.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Ok(field.to_owned());
+    }
+    let number = |t: &str| -> Result<u32, String> {
+        t.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 7)
+            .ok_or_else(|| format!("invalid cron expression: day of week `{t}` is not 0–7 (0 and 7 are Sunday) or a name such as MON"))
+    };
+    let mut days = std::collections::BTreeSet::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => {
+                let step = step.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("invalid cron expression: step `{step}` in the day of week")
+                })?;
+                (range, step)
+            }
+            None => (item, 1),
+        };
+        let (first, last) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None if step > 1 => (number(r)?, 6),
+                None => (number(r)?, number(r)?),
+            },
+        };
+        if first > last {
+            return Err(format!(
+                "invalid cron expression: the day-of-week range `{range}` runs backwards"
+            ));
+        }
+        days.extend((first..=last).step_by(step as usize).map(|d| d % 7 + 1));
+    }
+    Ok(days
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// Parses a time zone name such as `UTC` or `Europe/Berlin`.
@@ -189,6 +240,39 @@ pub fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
 mod tests {
     use super::*;
     use chrono::TimeZone as _;
+
+    #[test]
+    fn day_of_week_numbers_are_crontabs() {
+        for (field, days) in [
+            ("1-5", "2,3,4,5,6"),
+            ("0", "1"),
+            ("7", "1"),
+            ("6,7", "1,7"),
+            ("5-7", "1,6,7"),
+            ("*/2", "1,3,5,7"),
+            ("1-5/2", "2,4,6"),
+            ("1/3", "2,5"),
+            ("MON-FRI", "MON-FRI"),
+            ("*", "*"),
+        ] {
+            assert_eq!(weekdays(field).unwrap(), days, "{field}");
+        }
+        for bad in ["8", "5-2", "1/0", "3-"] {
+            assert!(weekdays(bad).is_err(), "{bad}");
+        }
+        // Monday to Friday at 04:30: the next fires after Wednesday 2026-12-02 noon.
+        let s = schedule("30 4 * * 1-5", "UTC");
+        let after = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let next: Vec<String> = s
+            .fires_between(after, after + chrono::Duration::days(7), 10)
+            .iter()
+            .map(|f| f.format("%a").to_string())
+            .collect();
+        assert_eq!(next, ["Thu", "Fri", "Mon", "Tue", "Wed"]);
+        let sunday = schedule("0 0 * * 0", "UTC");
+        let next = sunday.next_after(after).unwrap();
+        assert_eq!(next.format("%a %d").to_string(), "Sun 06");
+    }
 
     fn schedule(cron: &str, tz: &str) -> Schedule {
         Schedule {
