@@ -325,9 +325,13 @@ pub struct ListedRun {
     /// The run's summary.
     #[serde(flatten)]
     pub summary: RunSummary,
-    /// Whether the holder is executing it right now.
+    /// Whether it executes right now: in the holder, or — on a journal shared by several
+    /// executors — in the executor that owns it.
     #[serde(default)]
     pub active: bool,
+    /// The executor that owns it, on a journal shared by several executors (etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A record with its run: an element of `GET /runs/{id}/records`, the data of an event of
@@ -375,13 +379,17 @@ pub struct RunDetail {
     /// are told (only in the holder's answers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub happened: Vec<Happened>,
-    /// Whether the holder is executing it right now (only in the holder's answers).
+    /// Whether it executes right now, in the holder or in the executor that owns it (only in
+    /// the holder's answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
     /// What an operator may do to it now (the web page's buttons): decided from its records
     /// alone, by [`crate::engine::actions`], by the same rules that refuse the others.
     #[serde(default)]
     pub actions: Vec<RunAction>,
+    /// The executor that owns it, on a journal shared by several executors (etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Something an operator may do to a run as it stands: an API call and a button of its page.
@@ -656,6 +664,62 @@ pub struct DetachedReady {
     pub pid: u32,
     /// Where its output goes, when to a file of its own.
     pub log: Option<PathBuf>,
+}
+
+/// A decision on a run, sent through the store to the executor that owns the run (on a journal
+/// shared by several executors, [`runbook_journals::Fleet::ask`]): the owner performs it as if
+/// its own API had been called by `who`, and answers with an [`OwnerAnswer`]. It travels
+/// through the store, so it never carries a secret value: the asker refuses a decision that
+/// gives a secret parameter instead of sending it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnerRequest {
+    /// The run.
+    pub run: RunId,
+    /// Who decides (recorded in the run's journal as the decider).
+    pub who: String,
+    /// What is asked.
+    pub action: OwnerAction,
+}
+
+/// What an [`OwnerRequest`] asks of the owner: the body of the API call it stands for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "body", rename_all = "snake_case")]
+pub enum OwnerAction {
+    /// `POST /runs/{id}/approve`.
+    Approve(Decide),
+    /// `POST /runs/{id}/reject`.
+    Reject(Decide),
+    /// `POST /runs/{id}/resume` (and `/unpause`).
+    Resume(ResumeRun),
+    /// `POST /runs/{id}/abort`.
+    Abort(AbortRun),
+    /// `POST /runs/{id}/pause`.
+    Pause(PauseRun),
+}
+
+impl OwnerAction {
+    /// The parameters given with it (names and values).
+    pub fn params(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Self::Approve(d) | Self::Reject(d) => Some(&d.params),
+            Self::Resume(r) => Some(&r.params),
+            Self::Abort(_) | Self::Pause(_) => None,
+        }
+    }
+}
+
+/// The owner's answer to an [`OwnerRequest`]: what its API would have answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", content = "body", rename_all = "snake_case")]
+pub enum OwnerAnswer {
+    /// The run goes on in the owner (approve, reject, resume).
+    Accepted(Accepted),
+    /// The run is aborted.
+    Aborted(Aborted),
+    /// The run is paused (or pauses once its step in flight ends).
+    Paused(PausedRun),
+    /// The owner refused or failed, of this kind.
+    Error(ErrorBody),
 }
 
 #[cfg(test)]

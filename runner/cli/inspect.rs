@@ -1,10 +1,11 @@
 //! `status`, `log`, `history`: from a read-only view of the journal, or — while another process
 //! holds it — from that process, over the journal's socket.
 
+use std::collections::HashMap;
 use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
-use runbook_journals::{JournalError, Record, RunId, RunSummary};
+use runbook_journals::{JournalError, Record, RunId, RunState, RunSummary};
 
 use crate::cli::access::{self, Access, Want};
 use crate::cli::remote::Remote;
@@ -25,14 +26,32 @@ async fn remote_runs(remote: &Remote) -> Result<Vec<ListedRun>, CliError> {
     Ok(runs)
 }
 
-/// The runs of a journal nobody else holds: none executes.
-fn local_runs(runs: Vec<RunSummary>) -> Vec<ListedRun> {
-    runs.into_iter()
-        .map(|summary| ListedRun {
-            summary,
-            active: false,
+/// The runs of a journal nobody else holds: none executes — except, on a journal shared by
+/// several executors, in the executor that owns it.
+fn local_runs(env: &Env, runs: Vec<RunSummary>) -> Result<Vec<ListedRun>, CliError> {
+    let owners = owners(env)?;
+    Ok(runs
+        .into_iter()
+        .map(|summary| {
+            let owner = owners.get(&summary.id).cloned();
+            ListedRun {
+                active: owner.is_some()
+                    && matches!(summary.state, RunState::Running | RunState::Sleeping),
+                owner,
+                summary,
+            }
         })
-        .collect()
+        .collect())
+}
+
+/// The owner of every owned run of a journal shared by several executors (none for a journal
+/// of this machine). Reading them takes a brief membership.
+fn owners(env: &Env) -> Result<HashMap<RunId, String>, CliError> {
+    let Some(joined) = env.join()? else {
+        return Ok(HashMap::new());
+    };
+    let owners = tokio::task::block_in_place(|| joined.member().fleet().owners())?;
+    Ok(owners.into_iter().collect())
 }
 
 fn print_runs(env: &Env, runs: &[ListedRun], unfinished_only: bool) {
@@ -52,23 +71,28 @@ fn print_runs(env: &Env, runs: &[ListedRun], unfinished_only: bool) {
 }
 
 /// Prints a run; `active` is the holder's word on whether it executes it (`None`: nobody holds
-/// the journal).
+/// the journal), `owner` the executor that owns it on a shared journal.
 fn print_detail(
     env: &Env,
     id: RunId,
     records: &[Record],
     active: Option<bool>,
+    owner: Option<String>,
 ) -> Result<(), CliError> {
     let view = RunView::from_records(id, records).map_err(crate::engine::EngineError::from)?;
     if env.cli.output == OutputMode::Json {
         let mut detail = report::run_detail(&view);
         detail.active = active;
+        detail.owner = owner;
         crate::ui::json::print(&detail);
     } else {
         out!(
             "{}",
             report::detail(&view, active == Some(true), env.cli.verbose)
         );
+        if let Some(owner) = owner {
+            outln!("  owned by executor {owner}");
+        }
     }
     Ok(())
 }
@@ -101,12 +125,18 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
             Access::Local(journal) => {
                 return match run {
                     None => {
-                        print_runs(env, &local_runs(journal.readable_runs()), true);
+                        print_runs(env, &local_runs(env, journal.readable_runs())?, true);
                         Ok(report_problems(journal.as_ref()))
                     }
                     Some(run) => {
                         let id = journal.resolve(run)?;
-                        print_detail(env, id, &journal.read(id)?, None)?;
+                        let owner = owners(env)?.remove(&id);
+                        let active = owner.is_some().then(|| {
+                            journal.summary(id).is_ok_and(|s| {
+                                matches!(s.state, RunState::Running | RunState::Sleeping)
+                            })
+                        });
+                        print_detail(env, id, &journal.read(id)?, active, owner)?;
                         Ok(0)
                     }
                 };
@@ -117,7 +147,7 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
                     .map(|runs| print_runs(env, &runs, true)),
                 Some(run) => match remote.records(run).await {
                     Ok((id, records)) => match remote.detail(&id.to_string()).await {
-                        Ok(detail) => print_detail(env, id, &records, detail.active),
+                        Ok(detail) => print_detail(env, id, &records, detail.active, detail.owner),
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -136,7 +166,7 @@ pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
     let started = Instant::now();
     loop {
         let (mut runs, code) = match access::find(env, Want::Read).await? {
-            Access::Local(journal) => (local_runs(journal.readable_runs()), Some(journal)),
+            Access::Local(journal) => (local_runs(env, journal.readable_runs())?, Some(journal)),
             Access::Remote(remote) => match remote_runs(&remote).await {
                 Ok(runs) => (runs, None),
                 Err(e) if access::again(&e, started) => {

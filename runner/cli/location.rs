@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runbook_journals::{EtcdJournal, EtcdTarget, EtcdTls, Journal, JournalError};
+use runbook_journals::{EtcdJournal, EtcdTarget, EtcdTls, JournalError};
 
 use crate::cli::{Cli, CliError};
 
@@ -89,7 +89,7 @@ impl Location {
 
     /// Opens an etcd journal (sled journals are opened by their callers, who know how long to
     /// wait for a busy one); its local directory is created, private to the user.
-    pub fn open_etcd(target: &EtcdTarget, local: &Path) -> Result<Arc<dyn Journal>, CliError> {
+    pub fn open_etcd(target: &EtcdTarget, local: &Path) -> Result<Arc<EtcdJournal>, CliError> {
         create_private_dir(local)?;
         Ok(Arc::new(EtcdJournal::open(target, ETCD_TIMEOUT)?))
     }

@@ -3,6 +3,7 @@
 
 mod access;
 mod detach;
+pub mod executor;
 pub mod exit;
 mod help;
 mod inspect;
@@ -76,6 +77,26 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub etcd_password: Option<String>,
+
+    /// On an etcd journal: this executor's name among the executors sharing it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "RUNBOOK_EXECUTOR_NAME",
+        help = "On an etcd journal: this executor's name among those sharing the journal (default: HOST-PID)"
+    )]
+    pub executor_name: Option<String>,
+
+    /// On an etcd journal: the time to live of this executor's lease.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "10s",
+        help = "On an etcd journal: the time to live of this executor's lease, whole seconds from 2s to 1h; the runs of an executor that died are taken up by another within it"
+    )]
+    pub lease_ttl: humantime::Duration,
 
     /// Output for people, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -471,6 +492,8 @@ pub struct Env {
     pub cli: Cli,
     /// The identity acting.
     pub who: String,
+    /// The etcd journal once opened (one connection per command).
+    etcd: std::sync::Mutex<Option<Arc<runbook_journals::EtcdJournal>>>,
 }
 
 impl Env {
@@ -533,8 +556,38 @@ impl Env {
                 access::Want::Write => Arc::new(SledJournal::open(&dir, opts)?),
                 access::Want::Read => Arc::new(SledJournal::open_read_only(&dir, opts)?),
             }),
-            Location::Etcd(target) => Location::open_etcd(&target, &self.journal_dir()),
+            Location::Etcd(_) => Ok(self
+                .etcd_journal()?
+                .expect("an etcd location opens an etcd journal")),
         }
+    }
+
+    /// The etcd journal, opened once, when the journal is one.
+    pub fn etcd_journal(&self) -> Result<Option<Arc<runbook_journals::EtcdJournal>>, CliError> {
+        let Location::Etcd(target) = self.location()? else {
+            return Ok(None);
+        };
+        let mut opened = self.etcd.lock().expect("etcd journal");
+        if let Some(journal) = opened.as_ref() {
+            return Ok(Some(Arc::clone(journal)));
+        }
+        let journal = Location::open_etcd(&target, &self.journal_dir())?;
+        *opened = Some(Arc::clone(&journal));
+        Ok(Some(journal))
+    }
+
+    /// This process as an executor: `--executor-name` and `--lease-ttl`, checked.
+    pub fn executor(&self) -> Result<executor::Executor, CliError> {
+        executor::Executor::of(self.cli.executor_name.as_deref(), self.cli.lease_ttl.into())
+    }
+
+    /// Joins the fleet of the journal when it is shared by several executors (etcd); `None`
+    /// for a journal of this machine.
+    pub fn join(&self) -> Result<Option<executor::Joined>, CliError> {
+        let Some(journal) = self.etcd_journal()? else {
+            return Ok(None);
+        };
+        Ok(Some(self.executor()?.join(&journal)?))
     }
 }
 
@@ -568,7 +621,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     .flatten()
     .find(|w| !w.is_empty())
     .unwrap_or_else(|| "unknown".into());
-    let env = Env { cli, who };
+    let env = Env {
+        cli,
+        who,
+        etcd: std::sync::Mutex::new(None),
+    };
     match env.location() {
         Ok(Location::Etcd(target)) => {
             crate::ui::hint::set_journal_url(&target.url());
@@ -745,9 +802,12 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
         } => {
             crate::serve::serve(crate::serve::Options {
                 journal_dir: env.journal_dir(),
-                etcd: match env.location()? {
-                    Location::Etcd(target) => Some(target),
-                    Location::Dir(_) => None,
+                shared: match env.etcd_journal()? {
+                    Some(journal) => Some(crate::serve::fleet::Shared {
+                        join: env.executor()?.joiner(&journal),
+                        journal,
+                    }),
+                    None => None,
                 },
                 output: env.cli.output,
                 listen: *listen,

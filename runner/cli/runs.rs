@@ -21,12 +21,14 @@ use crate::engine::{Abort, Aborting, Engine, GateMode, Outcome, Resume};
 use crate::failure::Kind;
 use crate::library::Library;
 use crate::resupply::Given;
+use crate::serve::forward::{Forwarded, forward};
 use crate::serve::holder::Holder;
 use crate::serve::runs::{Here, Runs, Verdict};
 use crate::ui::stdout::outln;
 use crate::ui::{self, OutputMode};
 use crate::wire::{
-    AbortRun, Accepted, Decide, Operation, PauseRun, ResumeRun, RunDetail, StartRun,
+    AbortRun, Accepted, Decide, Operation, OwnerAction, OwnerAnswer, OwnerRequest, PauseRun,
+    ResumeRun, RunDetail, StartRun,
 };
 
 /// Where a run goes on.
@@ -91,7 +93,8 @@ fn command(op: &Operation) -> &'static str {
 }
 
 /// Carries out `op` holding the journal, answering other commands until nothing executes here
-/// any more; the socket goes before the journal does.
+/// any more; the socket goes before the journal does. On a journal shared by several
+/// executors (etcd) this process joins them while it does, and leaves on its way out.
 async fn hold(
     env: &Env,
     journal: Arc<dyn Journal>,
@@ -99,10 +102,132 @@ async fn hold(
     mode: Mode,
 ) -> Result<i32, CliError> {
     let dir = env.journal_dir();
-    let holder = Holder::for_command(command(op), journal, &dir, env.cli.output)?;
+    let joined = env.join()?;
+    let member = joined.as_ref().map(|j| Arc::clone(j.member()));
+    let holder = Holder::for_command(command(op), journal, &dir, env.cli.output, member.clone())?;
+    let stop = CancelSource::new();
+    let standing = member
+        .as_ref()
+        .map(|m| m.spawn(holder.runs(), None, env.cli.output, stop.token()));
     let result = execute(env, &holder, op, mode).await;
     holder.close().await;
+    // Nothing acts on the lease any more before it is revoked (a revoked lease is lost, and a
+    // lost one would be joined again).
+    stop.cancel(runbook_steps::CancelReason::Interrupted("exit".into()));
+    if let Some(task) = standing {
+        let _ = task.await;
+    }
+    drop(joined);
     result
+}
+
+/// The request `op` on run `id` stands for when another executor owns the run.
+fn owner_request(env: &Env, op: &Operation, id: RunId) -> Option<OwnerRequest> {
+    let action = match op {
+        Operation::Start { .. } => return None,
+        Operation::Resume {
+            retry_step,
+            skip_step,
+            reload,
+            accept_loss,
+            unpause,
+            comment,
+            params,
+            ..
+        } => OwnerAction::Resume(ResumeRun {
+            retry_step: retry_step.clone(),
+            skip_step: skip_step.clone(),
+            reload: *reload,
+            accept_loss: *accept_loss,
+            unpause: *unpause,
+            comment: comment.clone(),
+            params: params_json(params),
+        }),
+        Operation::Decide {
+            approved,
+            step,
+            comment,
+            params,
+            ..
+        } => {
+            let body = Decide {
+                comment: comment.clone(),
+                step: step.clone(),
+                params: params_json(params),
+            };
+            if *approved {
+                OwnerAction::Approve(body)
+            } else {
+                OwnerAction::Reject(body)
+            }
+        }
+    };
+    Some(OwnerRequest {
+        run: id,
+        who: env.who.clone(),
+        action,
+    })
+}
+
+/// The owner's answer to this command's request, as this command's result: an error of its
+/// kind, or — the run going on in its owner — the run followed through the journal to where
+/// it parks or ends.
+async fn owner_answered(
+    env: &Env,
+    journal: &Arc<dyn Journal>,
+    answer: OwnerAnswer,
+    mode: Mode,
+) -> Result<i32, CliError> {
+    let accepted = match answer {
+        OwnerAnswer::Accepted(accepted) => accepted,
+        OwnerAnswer::Error(body) => {
+            return Err(CliError::Holder {
+                kind: body.kind.unwrap_or(Kind::Failed),
+                message: body.error,
+            });
+        }
+        other => return Err(unexpected(&other)),
+    };
+    if mode.background() {
+        detach::ready(accepted.run, std::process::id(), None);
+        return Ok(exit::OK);
+    }
+    follow_store(env, journal, accepted.run, accepted.since).await
+}
+
+/// How often a run executing in another executor is read from the store.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Follows run `id`, executing in another executor, through the journal: prints its records
+/// after `since` until it parks or ends, then how it settled; returns the exit code.
+async fn follow_store(
+    env: &Env,
+    journal: &Arc<dyn Journal>,
+    id: RunId,
+    since: u64,
+) -> Result<i32, CliError> {
+    let observer = ui::observer(env.cli.output, env.cli.verbose);
+    let mut last = since;
+    loop {
+        let records = tokio::task::block_in_place(|| journal.read_after(id, last))?;
+        let mut settled = None;
+        for record in &records {
+            observer.record(id, record);
+            last = record.seq;
+            if let runbook_journals::Event::StateChanged { state, .. } = &record.event {
+                settled = state.is_settled().then_some(*state);
+            }
+        }
+        if let Some(state) = settled {
+            let records = tokio::task::block_in_place(|| journal.read(id))?;
+            let view = crate::engine::view::RunView::from_records(id, &records)
+                .map_err(crate::engine::EngineError::from)?;
+            let detail = ui::report::run_detail(&view);
+            let outcome = outcome_of(&detail, state);
+            return Ok(finish(env, id, &outcome, detail.reason.as_deref()));
+        }
+        tokio::time::sleep(STORE_POLL).await;
+    }
 }
 
 async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Result<i32, CliError> {
@@ -113,6 +238,17 @@ async fn execute(env: &Env, holder: &Holder, op: &Operation, mode: Mode) -> Resu
         Operation::Start { id, .. } => id.unwrap_or_default(),
         Operation::Resume { run, .. } | Operation::Decide { run, .. } => journal.resolve(run)?,
     };
+    // On a shared journal, a run another executor owns is continued there.
+    if let (Some(member), Some(request)) = (runs.member(), owner_request(env, op, id)) {
+        match forward(member, &journal, &request).await {
+            Forwarded::Here => {}
+            Forwarded::Answer(answer) => {
+                let result = owner_answered(env, &journal, answer, mode).await;
+                drain(&runs).await;
+                return result;
+            }
+        }
+    }
     let log = runs.log_path(id);
     let observers: Vec<Arc<dyn crate::engine::log::Observer>> = match (mode, &log) {
         (Mode::Background { .. }, Some(log)) => {
@@ -440,6 +576,21 @@ pub async fn abort(
     loop {
         let result = match access::find(env, Want::Write).await? {
             Access::Local(journal) => {
+                let joined = env.join()?;
+                let id = journal.resolve(run)?;
+                if let Some(joined) = &joined {
+                    let action = OwnerAction::Abort(AbortRun {
+                        reason: reason.clone(),
+                        no_cleanup,
+                    });
+                    match ask_owner(env, joined, &journal, id, action).await? {
+                        Some(OwnerAnswer::Aborted(a)) => {
+                            return Ok(finished_abort(env, a.run, a.reason.as_deref()));
+                        }
+                        Some(other) => return Err(unexpected(&other)),
+                        None => {}
+                    }
+                }
                 let engine = Engine {
                     journal: journal.clone(),
                     registry: Arc::new(Registry::builtin()),
@@ -453,7 +604,6 @@ pub async fn abort(
                     gates: GateMode::Detach,
                     library: Library::from_env(),
                 };
-                let id = journal.resolve(run)?;
                 let req = Abort {
                     reason,
                     no_cleanup,
@@ -487,6 +637,36 @@ pub async fn abort(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// On a shared journal: sends `action` on run `id` to its owner when another executor owns
+/// it; its answer (an error of its kind), or `None` when it is done here.
+async fn ask_owner(
+    env: &Env,
+    joined: &crate::cli::executor::Joined,
+    journal: &Arc<dyn Journal>,
+    id: RunId,
+    action: OwnerAction,
+) -> Result<Option<OwnerAnswer>, CliError> {
+    let request = OwnerRequest {
+        run: id,
+        who: env.who.clone(),
+        action,
+    };
+    match forward(joined.member(), journal, &request).await {
+        Forwarded::Here => Ok(None),
+        Forwarded::Answer(OwnerAnswer::Error(body)) => Err(CliError::Holder {
+            kind: body.kind.unwrap_or(Kind::Failed),
+            message: body.error,
+        }),
+        Forwarded::Answer(answer) => Ok(Some(answer)),
+    }
+}
+
+fn unexpected(answer: &OwnerAnswer) -> CliError {
+    CliError::Other(anyhow::anyhow!(
+        "the owner of the run answered something else than asked: {answer:?}"
+    ))
 }
 
 /// `abort` did what it was asked: exit 0.
@@ -570,8 +750,22 @@ pub async fn pause(env: &Env, run: &str, comment: Option<String>) -> Result<i32,
     loop {
         let result = match access::find(env, Want::Write).await? {
             Access::Local(journal) => {
+                let joined = env.join()?;
+                let id = journal.resolve(run)?;
+                if let Some(joined) = &joined {
+                    let action = OwnerAction::Pause(PauseRun {
+                        comment: comment.clone(),
+                    });
+                    match ask_owner(env, joined, &journal, id, action).await? {
+                        Some(OwnerAnswer::Paused(p)) => {
+                            return Ok(paused(env, p.run, p.state, p.reason.as_deref()));
+                        }
+                        Some(other) => return Err(unexpected(&other)),
+                        None => {}
+                    }
+                }
                 // Nobody holds the journal, so nobody executes the run: it is paused where it
-                // stopped.
+                // stopped (on a shared journal: nobody else owns it).
                 let engine = Engine {
                     journal: journal.clone(),
                     registry: Arc::new(Registry::builtin()),
@@ -582,7 +776,6 @@ pub async fn pause(env: &Env, run: &str, comment: Option<String>) -> Result<i32,
                     gates: GateMode::Detach,
                     library: Library::from_env(),
                 };
-                let id = journal.resolve(run)?;
                 tokio::task::block_in_place(|| engine.pause_stopped(id, comment.as_deref()))?;
                 let summary = journal.summary(id)?;
                 Ok((id, summary.state, summary.reason))

@@ -8,6 +8,7 @@
 //! the socket admits only processes of the holder's own user, and actions are recorded under
 //! the name the command line acts as (`X-Runbook-As`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::Stream;
-use runbook_journals::{Event, Journal, JournalError, Record, RunId};
+use runbook_journals::{Event, Journal, JournalError, Record, RunId, RunState};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
@@ -32,6 +33,7 @@ use crate::schedule::scheduler::Scheduler;
 use crate::schedule::state::{Fired, ScheduleState};
 use crate::serve::auth::{ACT_AS, Identity, Tokens};
 use crate::serve::filter::RunFilter;
+use crate::serve::forward::{Forwarded, forward};
 use crate::serve::live::LiveOutputs;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::Notice;
@@ -40,8 +42,9 @@ use crate::serve::web;
 use crate::ui::report::run_detail;
 use crate::wire::{
     AbortRun, Aborted, Accepted, Decide, ErrorBody, Happened, HolderInfo, ListedRun, OutputChunk,
-    ParamError, ParamInfo, PauseRun, PausedRun, PlanRun, PlannedCheck, PlannedRun, PlannedStep,
-    ResumeRun, RunDetail, RunRecord, RunbookInfo, ScheduleStatus, StartRun, Whoami,
+    OwnerAction, OwnerAnswer, OwnerRequest, ParamError, ParamInfo, PauseRun, PausedRun, PlanRun,
+    PlannedCheck, PlannedRun, PlannedStep, ResumeRun, RunDetail, RunRecord, RunbookInfo,
+    ScheduleStatus, StartRun, Whoami,
 };
 
 /// Committed records, broadcast to live followers (the event streams), and the output of
@@ -149,15 +152,30 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = ErrorBody {
+impl ApiError {
+    /// The body this error is answered with.
+    pub(crate) fn into_body(self) -> ErrorBody {
+        ErrorBody {
             error: self.message,
             kind: Some(self.kind),
             params: self.params,
-        };
-        (status, Json(body)).into_response()
+        }
+    }
+
+    /// The error another executor answered with, as this API's.
+    fn from_body(body: ErrorBody) -> Self {
+        Self {
+            kind: body.kind.unwrap_or(Kind::Failed),
+            message: body.error,
+            params: body.params,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        (status, Json(self.into_body())).into_response()
     }
 }
 
@@ -410,19 +428,45 @@ async fn list_runs(
     Query(q): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<Vec<ListedRun>>> {
     let filter = RunFilter::parse(&q).map_err(|e| ApiError::new(Kind::BadInput, e.to_string()))?;
-    // Damaged runs are listed as their summaries say; reading one reports its damage.
-    let mut runs = app.journal().readable_runs();
-    runs.reverse();
-    Ok(Json(
-        runs.into_iter()
-            .filter(|r| filter.matches(r))
-            .take(filter.limit)
-            .map(|summary| ListedRun {
-                active: app.runs.is_active(summary.id),
-                summary,
-            })
-            .collect(),
-    ))
+    let listed = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<ListedRun>, JournalError> {
+            // Damaged runs are listed as their summaries say; reading one reports its damage.
+            let mut runs = app.journal().readable_runs();
+            runs.reverse();
+            let owners = owners(&app)?;
+            Ok(runs
+                .into_iter()
+                .filter(|r| filter.matches(r))
+                .take(filter.limit)
+                .map(|summary| {
+                    let owner = owners.get(&summary.id).cloned();
+                    ListedRun {
+                        active: executing(&app, &summary.id, summary.state, owner.as_ref()),
+                        owner,
+                        summary,
+                    }
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| ApiError::join(&e))??
+    };
+    Ok(Json(listed))
+}
+
+/// The owner of every owned run, on a journal shared by several executors (none otherwise).
+fn owners(app: &App) -> Result<HashMap<RunId, String>, JournalError> {
+    match app.runs.member() {
+        Some(member) => Ok(member.fleet().owners()?.into_iter().collect()),
+        None => Ok(HashMap::new()),
+    }
+}
+
+/// Whether run `id` in `state` executes right now: here, or in the executor that owns it.
+fn executing(app: &App, id: &RunId, state: RunState, owner: Option<&String>) -> bool {
+    app.runs.is_active(*id)
+        || (owner.is_some() && matches!(state, RunState::Running | RunState::Sleeping))
 }
 
 async fn start_run(
@@ -472,7 +516,17 @@ async fn get_run(
     let view =
         RunView::from_records(id, &records).map_err(|e| ApiError::from(EngineError::from(e)))?;
     let mut detail = run_detail(&view);
-    detail.active = Some(app.runs.is_active(view.id));
+    detail.owner = match app.runs.member() {
+        Some(member) => {
+            let member = member.clone();
+            let id = view.id;
+            tokio::task::spawn_blocking(move || member.owner(id))
+                .await
+                .map_err(|e| ApiError::join(&e))??
+        }
+        None => None,
+    };
+    detail.active = Some(executing(&app, &view.id, view.state, detail.owner.as_ref()));
     detail.happened = Notice::of_records(&records)
         .into_iter()
         .map(|n| Happened {
@@ -565,37 +619,58 @@ async fn events(
         // Parts that come meanwhile are sent again: a follower places a part by its offset.
         initial.extend(app.bus.output.tails(id).iter().map(sse_output));
     }
+    // On a shared journal the run may execute in another executor, whose records reach this
+    // one only through the store: read them from there too.
+    let store = app.runs.member().map(|_| app.journal().clone());
     let live = futures_util::stream::unfold(
         Follow {
             rx,
             output,
             last,
             done: done_already || parked_since,
+            store,
+            queue: std::collections::VecDeque::new(),
         },
         move |mut f| async move {
             loop {
                 if f.done {
                     return None;
                 }
-                let received = match &mut f.output {
-                    Some(output) => tokio::select! {
-                        biased;
-                        record = f.rx.recv() => record,
-                        chunk = output.recv() => {
-                            match chunk {
-                                Ok(chunk) if chunk.run == id => {
-                                    return Some((sse_output(&chunk), f));
+                let received = if let Some(record) = f.queue.pop_front() {
+                    Ok((id, record))
+                } else {
+                    match &mut f.output {
+                        Some(output) => tokio::select! {
+                            biased;
+                            record = next_record(&mut f.rx, f.store.as_ref(), &mut f.queue, f.last, id) => {
+                                match record {
+                                    Some(record) => record,
+                                    None => continue,
                                 }
-                                // Another run's part; or parts missed: the follower sees the
-                                // gap in the offsets, and the step's journaled output comes
-                                // with its outcome.
-                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                                Err(broadcast::error::RecvError::Closed) => f.output = None,
                             }
-                            continue;
+                            chunk = output.recv() => {
+                                match chunk {
+                                    Ok(chunk) if chunk.run == id => {
+                                        return Some((sse_output(&chunk), f));
+                                    }
+                                    // Another run's part; or parts missed: the follower sees the
+                                    // gap in the offsets, and the step's journaled output comes
+                                    // with its outcome.
+                                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(broadcast::error::RecvError::Closed) => f.output = None,
+                                }
+                                continue;
+                            }
+                        },
+                        None => {
+                            match next_record(&mut f.rx, f.store.as_ref(), &mut f.queue, f.last, id)
+                                .await
+                            {
+                                Some(record) => record,
+                                None => continue,
+                            }
                         }
-                    },
-                    None => f.rx.recv().await,
+                    }
                 };
                 match received {
                     Ok((run, record)) if run == id && record.seq > f.last => {
@@ -623,6 +698,9 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// How often a follower on a shared journal reads the run's new records from the store.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Where a live event stream stands.
 struct Follow {
     rx: broadcast::Receiver<(RunId, Record)>,
@@ -630,6 +708,35 @@ struct Follow {
     output: Option<broadcast::Receiver<OutputChunk>>,
     last: u64,
     done: bool,
+    /// The shared journal to read records written by other executors from.
+    store: Option<Arc<dyn Journal>>,
+    /// Records read from the store, not yet sent.
+    queue: std::collections::VecDeque<Record>,
+}
+
+/// The next record committed here, or `None` once records of the run read from the shared
+/// journal `store` (written by other executors) are queued (or none came).
+async fn next_record(
+    rx: &mut broadcast::Receiver<(RunId, Record)>,
+    store: Option<&Arc<dyn Journal>>,
+    queue: &mut std::collections::VecDeque<Record>,
+    after: u64,
+    id: RunId,
+) -> Option<Result<(RunId, Record), broadcast::error::RecvError>> {
+    let Some(store) = store.cloned() else {
+        return Some(rx.recv().await);
+    };
+    tokio::select! {
+        got = rx.recv() => Some(got),
+        () = tokio::time::sleep(STORE_POLL) => {
+            if let Ok(Ok(records)) =
+                tokio::task::spawn_blocking(move || store.read_after(id, after)).await
+            {
+                queue.extend(records);
+            }
+            None
+        }
+    }
 }
 
 fn sse_output(chunk: &OutputChunk) -> SseEvent {
@@ -659,6 +766,17 @@ async fn decide(
     approved: bool,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = app.journal().resolve(&id)?;
+    let action = if approved {
+        OwnerAction::Approve(body.clone())
+    } else {
+        OwnerAction::Reject(body.clone())
+    };
+    if let Some(answer) = elsewhere(&app, id, &who.name, action).await {
+        return answered(answer, |a| match a {
+            OwnerAnswer::Accepted(a) => Some((StatusCode::ACCEPTED, Json(a))),
+            _ => None,
+        });
+    }
     let since = last_seq(&app, id)?;
     let runs = app.runs.clone();
     tokio::task::spawn_blocking(move || {
@@ -742,6 +860,12 @@ async fn resume_with(
     body: ResumeRun,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = app.journal().resolve(&id)?;
+    if let Some(answer) = elsewhere(&app, id, &who.name, OwnerAction::Resume(body.clone())).await {
+        return answered(answer, |a| match a {
+            OwnerAnswer::Accepted(a) => Some((StatusCode::ACCEPTED, Json(a))),
+            _ => None,
+        });
+    }
     let req = Resume {
         retry_step: body.retry_step,
         skip_step: body.skip_step,
@@ -775,6 +899,12 @@ async fn abort(
 ) -> ApiResult<Json<Aborted>> {
     let id = app.journal().resolve(&id)?;
     let body = body.map(|b| b.0).unwrap_or_default();
+    if let Some(answer) = elsewhere(&app, id, &who.name, OwnerAction::Abort(body.clone())).await {
+        return answered(answer, |a| match a {
+            OwnerAnswer::Aborted(a) => Some(Json(a)),
+            _ => None,
+        });
+    }
     app.runs
         .abort(id, body.reason, body.no_cleanup, &who.name)
         .await?;
@@ -794,12 +924,53 @@ async fn pause_run(
 ) -> ApiResult<Json<PausedRun>> {
     let id = app.journal().resolve(&id)?;
     let comment = body.and_then(|b| b.0.comment);
+    let action = OwnerAction::Pause(PauseRun {
+        comment: comment.clone(),
+    });
+    if let Some(answer) = elsewhere(&app, id, &who.name, action).await {
+        return answered(answer, |a| match a {
+            OwnerAnswer::Paused(p) => Some(Json(p)),
+            _ => None,
+        });
+    }
     let state = app.runs.pause(id, comment, &who.name).await?;
     Ok(Json(PausedRun {
         run: id,
         state,
         reason: app.journal().summary(id).ok().and_then(|s| s.reason),
     }))
+}
+
+/// On a journal shared by several executors: sends `action` on run `id`, decided by `who`, to
+/// the executor that owns the run and returns its answer — or `None` when the action is to be
+/// done here (this executor owns the run, took it now, or the journal is not shared).
+async fn elsewhere(app: &App, id: RunId, who: &str, action: OwnerAction) -> Option<OwnerAnswer> {
+    let member = app.runs.member()?;
+    let request = OwnerRequest {
+        run: id,
+        who: who.to_owned(),
+        action,
+    };
+    match forward(member, app.journal(), &request).await {
+        Forwarded::Here => None,
+        Forwarded::Answer(answer) => Some(answer),
+    }
+}
+
+/// The owner's answer as this API's: what `pick` takes from it, or its error (of its kind).
+fn answered<T>(answer: OwnerAnswer, pick: impl FnOnce(OwnerAnswer) -> Option<T>) -> ApiResult<T> {
+    match answer {
+        OwnerAnswer::Error(body) => Err(ApiError::from_body(body)),
+        other => {
+            let shown = format!("{other:?}");
+            pick(other).ok_or_else(|| {
+                ApiError::new(
+                    Kind::Failed,
+                    format!("the owner of the run answered something else than asked: {shown}"),
+                )
+            })
+        }
+    }
 }
 
 fn no_schedule(name: &str) -> ApiError {

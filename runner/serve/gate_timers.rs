@@ -82,6 +82,12 @@ impl GateTimers {
         let _ = self.runs.set(Arc::downgrade(runs));
     }
 
+    /// Arms the gates of run `id`, parked, soon (from any thread): a run whose executor went
+    /// away, now held by this one.
+    pub fn arm_later(&self, id: RunId) {
+        let _ = self.parked.send(id);
+    }
+
     /// Arms the gates of every run parked in the journal (at start); returns the gates armed
     /// with their expiry.
     pub async fn arm_waiting(self: &Arc<Self>) -> Vec<(RunId, String, DateTime<Utc>)> {

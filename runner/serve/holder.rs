@@ -20,6 +20,7 @@ use crate::engine::log::Observer;
 use crate::library::Library;
 use crate::serve::api::{self, App, Bus};
 use crate::serve::auth::Tokens;
+use crate::serve::fleet::Member;
 use crate::serve::local::LocalSocket;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::Notifier;
@@ -61,12 +62,14 @@ impl Holder {
 
     /// A holder for a command of the command line: every run's records go to the API's
     /// followers and the follow mirror; runs executed for other commands write their output
-    /// to their own files, as `output` says.
+    /// to their own files, as `output` says. On a journal shared by several executors, `fleet`
+    /// is this process's membership.
     pub fn for_command(
         command: &str,
         journal: Arc<dyn Journal>,
         journal_dir: &Path,
         output: OutputMode,
+        fleet: Option<Arc<Member>>,
     ) -> Result<Self, JournalError> {
         let bus = Bus::new(4096);
         let observers: Vec<Arc<dyn Observer>> = vec![
@@ -80,6 +83,7 @@ impl Holder {
             observers,
             metrics: None,
             owns: false,
+            fleet,
             logs: Some(logs_dir(journal_dir)),
             log_mode: output,
         })?;

@@ -11,9 +11,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod claimer;
 pub mod filter;
+pub mod fleet;
+pub mod forward;
 pub mod gate_timers;
 pub mod holder;
+pub mod inbox;
 pub mod info;
 pub mod live;
 pub mod local;
@@ -35,6 +39,7 @@ use crate::library::Library;
 use crate::schedule::scheduler::Scheduler;
 use crate::serve::api::{App, Bus};
 use crate::serve::auth::{Tokens, random_token};
+use crate::serve::fleet::{Member, Shared};
 use crate::serve::gate_timers::GateTimers;
 use crate::serve::holder::Holder;
 use crate::serve::info::ServeInfo;
@@ -74,8 +79,9 @@ const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 pub struct Options {
     /// The journal directory.
     pub journal_dir: PathBuf,
-    /// The etcd journal, when the journal is one (`journal_dir` is then its local directory).
-    pub etcd: Option<runbook_journals::EtcdTarget>,
+    /// The journal, when it is shared by several executors (etcd; `journal_dir` is then its
+    /// local directory), and how to join their fleet.
+    pub shared: Option<Shared>,
     /// How runs' records are printed.
     pub output: OutputMode,
     /// Where to listen.
@@ -129,10 +135,29 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     })?;
 
     let dir = opts.journal_dir.clone();
-    let journal: Arc<dyn runbook_journals::Journal> = match &opts.etcd {
-        Some(target) => crate::cli::location::Location::open_etcd(target, &dir)
-            .map_err(|e| ServeError::BadInput(e.to_string()))?,
-        None => Arc::new(SledJournal::open(&dir, SledOptions::default())?),
+    let (journal, member): (Arc<dyn runbook_journals::Journal>, _) = match &opts.shared {
+        Some(shared) => {
+            let join = shared.join.clone();
+            let member = tokio::task::spawn_blocking(move || Member::join(join))
+                .await
+                .map_err(|e| ServeError::BadInput(format!("failed to join the fleet: {e}")))??;
+            let event = ServeEvent {
+                executor: Some(member.me()),
+                ..ServeEvent::new("joined")
+            };
+            say(opts.output, &event, || {
+                format!(
+                    "joined the executors of the journal as {} (lease TTL {})",
+                    member.me(),
+                    humantime::format_duration(member.fleet().ttl())
+                )
+            });
+            (shared.journal.clone(), Some(member))
+        }
+        None => (
+            Arc::new(SledJournal::open(&dir, SledOptions::default())?) as _,
+            None,
+        ),
     };
     let local_token = random_token();
     tokens.set_local(local_token.clone());
@@ -160,6 +185,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
         observers,
         metrics: Some(metrics.clone()),
         owns: true,
+        fleet: member.clone(),
         logs: None,
         log_mode: opts.output,
     })?;
@@ -235,10 +261,15 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     }
     // Runs parked at gates outlive a serve: their expiries are armed again (one that passed
     // while serve was down is applied at once) — in the background, as reading every parked
-    // run must not hold up the API.
+    // run must not hold up the API. On a shared journal the parked runs are their owners';
+    // those whose owner went away are armed by the executor that holds them now (the claimer).
     let rearm = gate_timers.clone();
     let output = opts.output;
+    let shared = member.is_some();
     tokio::spawn(async move {
+        if shared {
+            return;
+        }
         for (id, path, at) in rearm.arm_waiting().await {
             let event = ServeEvent {
                 run: Some(id),
@@ -256,6 +287,14 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     });
 
     let shutdown = CancelSource::new();
+    let fleet_task = member.as_ref().map(|m| {
+        m.spawn(
+            &runs,
+            Some(gate_timers.clone()),
+            opts.output,
+            shutdown.token(),
+        )
+    });
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.token()));
     let stop = shutdown.token();
     let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
@@ -273,7 +312,24 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     });
     shutdown.cancel(CancelReason::Interrupted(signal.clone()));
     let _ = scheduler_task.await;
+    if let Some(task) = fleet_task {
+        let _ = task.await;
+    }
     runs.shutdown(&signal).await;
+    // The runs stopped are still adoptable: revoking the lease frees them for another
+    // executor now rather than after the TTL.
+    if let Some(member) = &member {
+        let me = member.me();
+        let member = member.clone();
+        let _ = tokio::task::spawn_blocking(move || member.leave()).await;
+        let event = ServeEvent {
+            executor: Some(me.clone()),
+            ..ServeEvent::new("left")
+        };
+        say(opts.output, &event, || {
+            format!("executor {me} left: the runs it owned are free for the others")
+        });
+    }
     // The runs' last news (a failure at shutdown, the interrupted runs' gates) is delivered
     // before the process goes, within a bound: a dead webhook must not hold up the exit.
     if !notifier.flush(NOTIFY_FLUSH).await {

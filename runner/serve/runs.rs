@@ -13,6 +13,13 @@
 //! which runs to resume — those it was running — and leaves alone runs a person started and
 //! interrupted from the command line. A command-line holder owns nothing: a run it executed
 //! that was interrupted waits for a person's `resume`.
+//!
+//! On a journal shared by several executors (etcd, [`crate::serve::fleet`]) the same holds
+//! through the fleet: `serve` marks the runs it executes adoptable, and whichever `serve` is up
+//! when their owner goes carries them on ([`crate::serve::claimer`]). Every write is fenced by
+//! the run's ownership; an execution whose write was refused because this executor no longer
+//! owns the run (`Fenced`, `Owned`) ends there, writing nothing more — the run is another's.
+//! Nothing is admitted while this executor's lease is not held.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -24,6 +31,7 @@ use runbook_journals::{Journal, JournalError, RunId, RunState, Trigger};
 use runbook_steps::{CancelReason, CancelSource, Registry};
 use tokio::sync::{Notify, oneshot};
 
+use crate::engine::exec::ExecError;
 use crate::engine::log::Observer;
 use crate::engine::pause::{Pause, PauseRequest};
 use crate::engine::{
@@ -35,6 +43,7 @@ use crate::resupply::Given;
 use crate::schedule::Schedule;
 use crate::schedule::scheduler::Launcher;
 use crate::schedule::state::FireOutcome;
+use crate::serve::fleet::Member;
 use crate::serve::metrics::Metrics;
 
 /// The meta key of the runs a `serve` is executing.
@@ -42,6 +51,10 @@ const OWNED: &str = "serve/owned";
 
 /// How long a stopping holder, or an abort, waits for runs to reach a safe point.
 const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// How many executions in a row a failing store may stop before a run on a shared journal is
+/// left for a person rather than taken up again.
+const STORE_ATTEMPTS: u32 = 3;
 
 /// What an operation on the runs met.
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +124,11 @@ pub struct Config {
     pub observers: Vec<Arc<dyn Observer>>,
     /// Metrics, in `serve`.
     pub metrics: Option<Arc<Metrics>>,
-    /// Journal the runs it executes as owned, for the next `serve` to resume (`serve` only).
+    /// Journal the runs it executes as owned, for the next `serve` to resume (`serve` only);
+    /// on a journal shared by several executors, mark them adoptable instead.
     pub owns: bool,
+    /// This process's membership of the fleet, on a journal shared by several executors.
+    pub fleet: Option<Arc<Member>>,
     /// Write the output of each run started or continued for another command to
     /// `DIR/RUN.log` (a holder whose own output is one terminal).
     pub logs: Option<PathBuf>,
@@ -172,8 +188,15 @@ pub struct Runs {
     ended: std::sync::Condvar,
     /// Signalled whenever an execution or an admitted operation ends (for tasks).
     changed: Notify,
-    /// The runs this `serve` executes (`None`: a holder that owns none).
+    /// The runs this `serve` executes (`None`: a holder that owns none, or one that marks them
+    /// adoptable in the fleet instead).
     owned: Option<Mutex<BTreeSet<RunId>>>,
+    /// This process's membership of the fleet, on a journal shared by several executors.
+    fleet: Option<Arc<Member>>,
+    /// Marks the runs it executes adoptable (`serve` on a shared journal).
+    adopts: bool,
+    /// Executions in a row that a failure of the journal's store stopped, per run.
+    store_failures: Mutex<HashMap<RunId, u32>>,
     /// The parameters given for each run this process started or continued, kept in memory
     /// only (never journaled: secret values among them) until the run ends, so that
     /// approving, resuming or waking a run needs no secret given again while this holder
@@ -216,7 +239,7 @@ impl Drop for Ticket<'_> {
 impl Runs {
     /// A manager of the runs executed with `config`.
     pub fn new(config: Config) -> Result<Arc<Self>, JournalError> {
-        let owned = if config.owns {
+        let owned = if config.owns && config.fleet.is_none() {
             let owned: BTreeSet<RunId> = match config.journal.get_meta(OWNED)? {
                 Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
                 None => BTreeSet::new(),
@@ -237,6 +260,9 @@ impl Runs {
             ended: std::sync::Condvar::new(),
             changed: Notify::new(),
             owned,
+            adopts: config.owns && config.fleet.is_some(),
+            fleet: config.fleet,
+            store_failures: Mutex::new(HashMap::new()),
             given: Mutex::new(HashMap::new()),
         }))
     }
@@ -244,6 +270,17 @@ impl Runs {
     /// The journal.
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.journal
+    }
+
+    /// This process's membership of the fleet, on a journal shared by several executors.
+    pub fn member(&self) -> Option<&Arc<Member>> {
+        self.fleet.as_ref()
+    }
+
+    /// Whether the runs executed here are marked adoptable in the fleet (`serve` on a shared
+    /// journal).
+    pub fn adopts(&self) -> bool {
+        self.adopts
     }
 
     /// The library runbooks are found in.
@@ -293,6 +330,12 @@ impl Runs {
     }
 
     fn own(&self, id: RunId) {
+        if self.adopts
+            && let Some(member) = &self.fleet
+            && let Err(e) = member.fleet().adopt(id, true)
+        {
+            tracing::error!(run = %id, error = %e, "failed to mark a run adoptable");
+        }
         if let Some(owned) = &self.owned {
             let mut owned = owned.lock().expect("runs");
             if owned.insert(id) {
@@ -303,6 +346,12 @@ impl Runs {
 
     /// Forgets run `id` as one this `serve` (or the next) is to execute.
     fn disown(&self, id: RunId) {
+        if self.adopts
+            && let Some(member) = &self.fleet
+            && let Err(e) = member.fleet().adopt(id, false)
+        {
+            tracing::error!(run = %id, error = %e, "failed to mark a run no longer adoptable");
+        }
         if let Some(owned) = &self.owned {
             let mut owned = owned.lock().expect("runs");
             if owned.remove(&id) {
@@ -336,6 +385,14 @@ impl Runs {
             return Err(RunsError::Unavailable(format!(
                 "the process holding the journal (pid {}) is letting it go; try again",
                 std::process::id()
+            )));
+        }
+        if let Some(member) = &self.fleet
+            && !member.held()
+        {
+            return Err(RunsError::Unavailable(format!(
+                "executor {} has no lease on the journal right now (its store does not answer, or it is joining again); try again",
+                member.me()
             )));
         }
         state.admitted += 1;
@@ -456,6 +513,10 @@ impl Runs {
         ) {
             self.given.lock().expect("runs").remove(&id);
         }
+        if self.fleet.is_some() {
+            self.finished_in_fleet(id, outcome);
+            return;
+        }
         let keep = match outcome {
             Ok(Outcome::Interrupted { .. }) => stopping,
             Ok(_) => false,
@@ -466,6 +527,47 @@ impl Runs {
         };
         if !keep {
             self.disown(id);
+        }
+    }
+
+    /// Bookkeeping on a shared journal: a run that ended is no longer adoptable; one that
+    /// parked or stopped stays adoptable (and owned here until this executor goes); one whose
+    /// write was refused because it is another's now is left alone — nothing more is written;
+    /// one that stopped with a failure of the store is taken up again by the claimer once the
+    /// store answers; any other error leaves it to a person.
+    fn finished_in_fleet(&self, id: RunId, outcome: &Result<Outcome, EngineError>) {
+        if outcome.is_ok() {
+            self.store_failures.lock().expect("runs").remove(&id);
+        }
+        match outcome {
+            Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted) => self.disown(id),
+            Ok(_) => {}
+            Err(e) => match fleet_error(e) {
+                Some(JournalError::Owned { .. } | JournalError::Fenced { .. }) => {
+                    tracing::warn!(run = %id, error = %e, "stopped: this executor no longer owns the run");
+                    eprintln!("run {id} stopped here without writing anything more: {e}");
+                }
+                Some(JournalError::Storage(_)) => {
+                    let failures = {
+                        let mut counts = self.store_failures.lock().expect("runs");
+                        let n = counts.entry(id).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    tracing::warn!(run = %id, error = %e, failures, "run stopped: the journal's store failed");
+                    if failures >= STORE_ATTEMPTS {
+                        eprintln!(
+                            "run {id} stopped {failures} times in a row on a failure of the journal's store ({e}); it is left for `runbook resume {id}`"
+                        );
+                        self.store_failures.lock().expect("runs").remove(&id);
+                        self.disown(id);
+                    }
+                }
+                _ => {
+                    tracing::warn!(run = %id, error = %e, "run stopped with an error");
+                    self.disown(id);
+                }
+            },
         }
     }
 
@@ -870,6 +972,32 @@ impl Runs {
         }
     }
 
+    /// Stops every run executing here at a safe point, for `why` (journaled as what
+    /// interrupted it, if the journal still takes its writes), without closing the holder:
+    /// the lease of this executor was suspended or lost. Returns how many it stopped.
+    pub fn interrupt_all(&self, why: &str) -> usize {
+        let state = self.state.lock().expect("runs");
+        for active in state.active.values() {
+            active
+                .stop
+                .cancel(CancelReason::Interrupted(why.to_owned()));
+        }
+        state.active.len()
+    }
+
+    /// Waits until no run executes here.
+    pub async fn until_none_active(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state.lock().expect("runs").active.is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Waits until no run executes here and no admitted operation is under way; then, if
     /// `close`, admits nothing more — in one step, so nothing slips in between.
     pub async fn idle(&self, close: bool) {
@@ -888,6 +1016,14 @@ impl Runs {
             }
             changed.await;
         }
+    }
+}
+
+/// The journal's error behind an engine error, if one is.
+fn fleet_error(e: &EngineError) -> Option<&JournalError> {
+    match e {
+        EngineError::Journal(j) | EngineError::Exec(ExecError::Journal(j)) => Some(j),
+        _ => None,
     }
 }
 

@@ -160,7 +160,8 @@ pub struct ServeEvent<'a> {
     /// Always `serve`.
     pub event: &'static str,
     /// `listening`, `resuming`, `resume_failed`, `gate_expires`, `gate_expired`, `stopping`,
-    /// `stopped`.
+    /// `stopped`; on a shared journal also `joined`, `holding`, `asked`, `suspended`, `held`,
+    /// `lost`, `left`.
     pub what: &'a str,
     /// The API's URL (`listening`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +184,10 @@ pub struct ServeEvent<'a> {
     /// The signal (`stopping`) or the error (`resume_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// On a journal shared by several executors: this executor's identity (`joined`,
+    /// `resuming`, `holding`, `suspended`, `held`, `lost`, `left`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 impl<'a> ServeEvent<'a> {
@@ -198,6 +203,7 @@ impl<'a> ServeEvent<'a> {
             step: None,
             at: None,
             detail: None,
+            executor: None,
         }
     }
 }

@@ -23,28 +23,43 @@ pub fn effective_state(state: RunState, active: bool) -> String {
 
 /// One line per run: id, runbook, state, started, by, reason.
 pub fn table<'a>(runs: impl IntoIterator<Item = &'a ListedRun>) -> String {
+    let runs: Vec<&ListedRun> = runs.into_iter().collect();
+    // On a journal shared by several executors, which one owns each run.
+    let owners = runs.iter().any(|r| r.owner.is_some());
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{:<26}  {:<24}  {:<16}  {:<20}  {:<10}  REASON",
+        "{:<26}  {:<24}  {:<16}  {:<20}  {:<10}  ",
         "RUN", "RUNBOOK", "STATE", "STARTED", "BY"
     );
-    for ListedRun { summary: r, active } in runs {
+    if owners {
+        let _ = write!(out, "{:<24}  ", "OWNER");
+    }
+    let _ = writeln!(out, "REASON");
+    for ListedRun {
+        summary: r,
+        active,
+        owner,
+    } in runs
+    {
         let state = match r.state {
             RunState::Running | RunState::Sleeping if *active => r.state.to_string(),
             RunState::Running | RunState::Sleeping => "interrupted".to_owned(),
             s => s.to_string(),
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{:<26}  {:<24}  {:<16}  {:<20}  {:<10}  {}",
+            "{:<26}  {:<24}  {:<16}  {:<20}  {:<10}  ",
             r.id,
             r.runbook,
             state,
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
             r.started_by,
-            r.reason.as_deref().unwrap_or("")
         );
+        if owners {
+            let _ = write!(out, "{:<24}  ", owner.as_deref().unwrap_or("-"));
+        }
+        let _ = writeln!(out, "{}", r.reason.as_deref().unwrap_or(""));
     }
     out
 }
@@ -279,6 +294,7 @@ pub fn run_detail(view: &RunView) -> crate::wire::RunDetail {
         }),
         active: None,
         actions: crate::engine::actions::of_view(view),
+        owner: None,
     }
 }
 
