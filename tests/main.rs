@@ -18,6 +18,7 @@ mod etcd;
 mod etcd_journal;
 mod examples;
 mod fake_kube;
+mod fleet;
 mod fleet_schedules;
 mod gate_timers;
 mod gates;

@@ -86,11 +86,7 @@ fn join_etcd(
     name: &str,
     ttl: Duration,
 ) -> Result<Arc<dyn Fleet>, JournalError> {
-    // FLEET-J: replaced by `journal.join(name, ttl)` once the etcd fleet is on main.
-    let _ = (journal, name, ttl);
-    Err(JournalError::Storage(
-        "the etcd fleet is not built yet".into(),
-    ))
+    Ok(journal.join(name, ttl)?)
 }
 
 /// A name of letters, digits, `.`, `_` and `-` (it is part of keys in the store and of the

@@ -122,7 +122,9 @@ impl Claimer {
             let me = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || me.round()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "the claimer could not look at the runs"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %chain(&e), "the claimer could not look at the runs");
+                }
                 Err(e) => tracing::warn!(error = %e, "the claimer's round failed"),
             }
         }
@@ -217,6 +219,18 @@ impl Claimer {
         };
         crate::serve::say(self.output, &event, human);
     }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -532,42 +532,62 @@ impl Runs {
 
     /// Bookkeeping on a shared journal: a run that ended is no longer adoptable; one that
     /// parked or stopped stays adoptable (and owned here until this executor goes); one whose
-    /// write was refused because it is another's now is left alone — nothing more is written;
-    /// one that stopped with a failure of the store is taken up again by the claimer once the
-    /// store answers; any other error leaves it to a person.
+    /// write was refused because another executor wrote it or owns it now is left alone —
+    /// nothing more is written, not even its adoption; one that a failure of the store stopped
+    /// is taken up again by the claimer once the store answers (a few times); any other error
+    /// leaves a run this executor still owns to a person.
     fn finished_in_fleet(&self, id: RunId, outcome: &Result<Outcome, EngineError>) {
         if outcome.is_ok() {
             self.store_failures.lock().expect("runs").remove(&id);
         }
-        match outcome {
-            Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted) => self.disown(id),
-            Ok(_) => {}
-            Err(e) => match fleet_error(e) {
-                Some(JournalError::Owned { .. } | JournalError::Fenced { .. }) => {
-                    tracing::warn!(run = %id, error = %e, "stopped: this executor no longer owns the run");
-                    eprintln!("run {id} stopped here without writing anything more: {e}");
+        let e = match outcome {
+            Ok(Outcome::Succeeded | Outcome::Failed { .. } | Outcome::Aborted) => {
+                self.disown(id);
+                return;
+            }
+            Ok(_) => return,
+            Err(e) => e,
+        };
+        match fleet_error(e) {
+            Some(
+                JournalError::Owned { .. }
+                | JournalError::Fenced { .. }
+                | JournalError::Conflict { .. },
+            ) => {
+                tracing::warn!(run = %id, error = %e, "stopped: another executor has the run");
+                eprintln!("run {id} stopped here without writing anything more: {e}");
+            }
+            Some(JournalError::Storage(_)) => {
+                let failures = {
+                    let mut counts = self.store_failures.lock().expect("runs");
+                    let n = counts.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                tracing::warn!(run = %id, error = %e, failures, "run stopped: the journal's store failed");
+                if failures >= STORE_ATTEMPTS {
+                    eprintln!(
+                        "run {id} stopped {failures} times in a row on a failure of the journal's store ({e}); it is left for `runbook resume {id}`"
+                    );
+                    self.store_failures.lock().expect("runs").remove(&id);
+                    self.disown_if_mine(id);
                 }
-                Some(JournalError::Storage(_)) => {
-                    let failures = {
-                        let mut counts = self.store_failures.lock().expect("runs");
-                        let n = counts.entry(id).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
-                    tracing::warn!(run = %id, error = %e, failures, "run stopped: the journal's store failed");
-                    if failures >= STORE_ATTEMPTS {
-                        eprintln!(
-                            "run {id} stopped {failures} times in a row on a failure of the journal's store ({e}); it is left for `runbook resume {id}`"
-                        );
-                        self.store_failures.lock().expect("runs").remove(&id);
-                        self.disown(id);
-                    }
-                }
-                _ => {
-                    tracing::warn!(run = %id, error = %e, "run stopped with an error");
-                    self.disown(id);
-                }
-            },
+            }
+            _ => {
+                tracing::warn!(run = %id, error = %e, "run stopped with an error");
+                self.disown_if_mine(id);
+            }
+        }
+    }
+
+    /// Forgets run `id` as adoptable if this executor still owns it (a run another executor
+    /// took meanwhile is that one's to keep adoptable).
+    fn disown_if_mine(&self, id: RunId) {
+        let Some(member) = &self.fleet else {
+            return;
+        };
+        if member.owner(id).ok().flatten() == Some(member.me()) {
+            self.disown(id);
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod captured;
 pub mod clusters;
+pub mod fleet;
 pub mod kubernetes;
 pub mod node_agent;
 pub mod own_layout;
