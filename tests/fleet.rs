@@ -290,6 +290,10 @@ steps:
     gate: "Check, then approve."
   - id: after
     shell: { run: "echo 1 $PPID >> gated.effects" }
+  - id: finally
+    gate: "Approve the end."
+  - id: last
+    shell: { run: "echo 2 $PPID >> gated.effects" }
 "#,
     );
     sb.write("runbooks/steady.yaml", &ten_steps("steady", true, "0.3"));
@@ -328,6 +332,30 @@ steps:
         !store.held_since(revision, b"s3cr3t-value"),
         "the secret went into etcd"
     );
+    // From the command line of a machine without an executor: sent to a, followed through
+    // the journal until the run parks at its next gate (exit 3), as a local approve would.
+    let journal = store.journal();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--journal", &journal];
+        all.extend_from_slice(args);
+        sb.cmd(&all)
+            .env("XDG_STATE_HOME", sb.path().join("state-cli"))
+    };
+    let out = cli(&["approve", &gated, "--as", "bob", "--comment", "checked"]).code(3);
+    assert!(
+        out.stdout
+            .contains(&format!("run {gated} is waiting at gate `finally`")),
+        "{}",
+        out.explain("the approve follows the run to its next gate")
+    );
+    let history = cli(&["history", "--output", "json"]).ok();
+    let row: Value = history
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["id"] == json!(gated))
+        .expect("history lists the run");
+    assert_eq!(row["owner"], json!(a.identity()), "{row}");
     let (status, body) = b.call(
         "POST",
         &format!("/runs/{gated}/approve"),
@@ -339,17 +367,22 @@ steps:
     });
     assert_eq!(
         effects(sb.path(), "gated"),
-        vec![(1, a.pid())],
+        vec![(1, a.pid()), (2, a.pid())],
         "the run went on in its owner, a"
     );
-    let decided: Vec<Value> = store
+    let decided: Vec<(Value, Value, Value)> = store
         .records(&gated)
         .into_iter()
         .filter(|r| r["event"] == "gate_decided")
+        .map(|r| (r["path"].clone(), r["by"].clone(), r["comment"].clone()))
         .collect();
-    assert_eq!(decided.len(), 1, "{decided:?}");
-    assert_eq!(decided[0]["by"], "alice");
-    assert_eq!(decided[0]["comment"], "dashboards green");
+    assert_eq!(
+        decided,
+        vec![
+            (json!("confirm"), json!("bob"), json!("checked")),
+            (json!("finally"), json!("alice"), json!("dashboards green")),
+        ]
+    );
     assert!(
         a.events("asked").iter().any(|e| e["run"] == json!(gated)),
         "a was asked through the store:\n{}",

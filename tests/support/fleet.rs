@@ -4,6 +4,8 @@
 //! own, reached through their HTTP API with a tokens file, and read through their `--output
 //! json` lines. What the journal holds is read from etcd with `etcdctl`, behind runbook's back.
 
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
@@ -187,7 +189,6 @@ impl Executor {
         let tokens = sb.path().join("tokens");
         if !tokens.exists() {
             std::fs::write(&tokens, format!("alice: {ALICE}\n")).expect("tokens file");
-            use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))
                 .expect("chmod tokens");
         }
@@ -222,10 +223,10 @@ impl Executor {
             executor.assert_alive();
             !executor.events("listening").is_empty()
         });
-        executor.url = executor.events("listening")[0]["url"]
+        executor.events("listening")[0]["url"]
             .as_str()
             .expect("a url")
-            .to_owned();
+            .clone_into(&mut executor.url);
         executor
     }
 
@@ -374,9 +375,10 @@ impl Drop for Executor {
 pub fn ten_steps(name: &str, idempotent: bool, pause: &str) -> String {
     let mut yaml = format!("runbook: {name}\nsteps:\n");
     for i in 1..=10 {
-        yaml.push_str(&format!(
+        let _ = write!(
+            yaml,
             "  - id: s{i}\n    idempotent: {idempotent}\n    shell: {{ run: \"sleep {pause}; echo {i} $PPID >> {name}.effects\" }}\n"
-        ));
+        );
     }
     yaml
 }
