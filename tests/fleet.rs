@@ -10,6 +10,9 @@
 //!   the run another executor took over (every step succeeded exactly once in the records read
 //!   from etcd, the takeover's `resumed` names the new owner), runs no further step of it (no
 //!   effect of its pid after the step it was in), and joins again under a new identity.
+//! - SIGTERM of an owner: it stops its run at a safe point (journaled as interrupted) and
+//!   revokes its lease; the other executor takes the run up at once (well within the TTL), and
+//!   every step's effect appears once.
 //! - An approval given through one executor's API reaches the run another owns: the run goes
 //!   on in its owner, the journal records the approver; a secret parameter is never sent.
 //! - Two etcd members stopped mid-run (quorum lost): the executors' leases are suspended and
@@ -84,14 +87,14 @@ fn in_flight(records: &[Value]) -> Option<u32> {
 }
 
 #[test]
-fn a_killed_executors_runs_are_taken_over_within_the_ttl_and_a_frozen_one_writes_nothing_after_its_takeover()
- {
+fn an_executors_runs_are_taken_over_when_it_is_killed_frozen_past_its_lease_or_stopped() {
     let began = Instant::now();
     let store = Store::new("/fleet-takeover");
     let sb = Sandbox::new();
     sb.write("runbooks/again.yaml", &ten_steps("again", true, "0.4"));
     sb.write("runbooks/once.yaml", &ten_steps("once", false, "0.4"));
     sb.write("runbooks/frozen.yaml", &ten_steps("frozen", true, "0.4"));
+    sb.write("runbooks/handed.yaml", &ten_steps("handed", true, "0.4"));
     let a = Executor::start(&sb, &store, "a", 0);
     let b = Executor::start(&sb, &store, "b", 0);
     let c = Executor::start(&sb, &store, "c", 0);
@@ -271,7 +274,54 @@ fn a_killed_executors_runs_are_taken_over_within_the_ttl_and_a_frozen_one_writes
         )),
         "the frozen executor's write was refused and its execution ended:\n{out}"
     );
-    drop((b, c));
+
+    // SIGTERM: the owner stops its run at a safe point and leaves; the other takes it up at
+    // once, not after the TTL.
+    let handed = b.start_run("handed");
+    wait_for("the run in the middle of a step", SETTLE, || {
+        mid_step(&store, &handed, 2)
+    });
+    let b_pid = b.pid();
+    b.stop();
+    let stopped_at = Utc::now();
+    let mut resumed = None;
+    wait_for("the other executor to take the run up", SETTLE, || {
+        resumed = resumed_after(&store, &handed, stopped_at - chrono::TimeDelta::seconds(5));
+        resumed.is_some()
+    });
+    let resumed = resumed.expect("taken up");
+    let after = at(&resumed) - stopped_at;
+    eprintln!(
+        "taken up {} ms after the SIGTERMed executor exited",
+        after.num_milliseconds()
+    );
+    assert_eq!(resumed["by"], json!(c.identity()));
+    assert!(
+        after < chrono::TimeDelta::seconds(2),
+        "taken up {after} after the graceful stop: the lease was not revoked"
+    );
+    let records = store.records(&handed);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "state_changed" && r["state"] == "interrupted"),
+        "the run was stopped at a safe point and journaled as interrupted"
+    );
+    wait_for(&format!("run {handed} to succeed"), SETTLE, || {
+        c.get(&format!("/runs/{handed}"))["state"] == "succeeded"
+    });
+    assert_eq!(
+        succeeded(&store.records(&handed)),
+        (1..=10).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+    );
+    let seen = effects(sb.path(), "handed");
+    assert_eq!(
+        counts(&seen).values().copied().collect::<Vec<_>>(),
+        vec![1; 10],
+        "each step's effect once (the step the SIGTERM stopped was stopped before its effect): {seen:?}"
+    );
+    assert!(seen.iter().any(|(_, pid)| *pid == b_pid));
+    drop(c);
     eprintln!("test took {:?}", began.elapsed());
 }
 
