@@ -56,6 +56,10 @@ impl Kind {
             JournalError::NoSuchRun(_) => Self::NotFound,
             JournalError::Ambiguous { .. } => Self::BadInput,
             JournalError::LockHeld { .. } => Self::LockHeld,
+            // Another executor sharing the journal owns the run: the operation is its to do.
+            JournalError::Owned { .. } => Self::Refused,
+            // This executor lost its lease: another takes over; ask again there.
+            JournalError::Fenced { .. } => Self::Unavailable,
             _ => Self::Failed,
         }
     }
@@ -64,6 +68,25 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_owned_by_another_executor_is_refused_and_a_lost_lease_is_unavailable() {
+        let run = runbook_journals::RunId(ulid::Ulid::nil());
+        assert_eq!(
+            Kind::of_journal(&JournalError::Owned {
+                run,
+                owner: "b/1".into()
+            }),
+            Kind::Refused
+        );
+        assert_eq!(
+            Kind::of_journal(&JournalError::Fenced {
+                run,
+                detail: "lease gone".into()
+            }),
+            Kind::Unavailable
+        );
+    }
 
     #[test]
     fn a_held_lock_is_its_own_kind_whether_the_engine_or_the_journal_reports_it() {

@@ -771,6 +771,40 @@ mod tests {
     }
 
     #[test]
+    fn a_request_to_the_owner_and_its_answer_travel_tagged_and_read_back_the_same() {
+        let request = OwnerRequest {
+            run: RunId(ulid::Ulid::nil()),
+            who: "alice".into(),
+            action: OwnerAction::Approve(Decide {
+                comment: Some("green".into()),
+                ..Decide::default()
+            }),
+        };
+        let text = serde_json::to_string(&request).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"run":"00000000000000000000000000","who":"alice","action":{"action":"approve","body":{"comment":"green","step":null,"params":{}}}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<OwnerRequest>(&text).expect("parses"),
+            request
+        );
+        let answer = OwnerAnswer::Error(ErrorBody {
+            error: "run x is not waiting at a gate".into(),
+            kind: Some(Kind::Refused),
+        });
+        let text = serde_json::to_string(&answer).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"answer":"error","body":{"error":"run x is not waiting at a gate","kind":"refused"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<OwnerAnswer>(&text).expect("parses"),
+            answer
+        );
+    }
+
+    #[test]
     fn requests_from_an_older_or_terser_caller_take_their_defaults() {
         let start: StartRun = serde_json::from_str(r#"{"runbook":"hello"}"#).expect("parses");
         assert_eq!(

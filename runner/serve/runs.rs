@@ -464,6 +464,17 @@ impl Runs {
                 .active
                 .get_mut(&id)
                 .and_then(|a| a.abort.take());
+            // An execution whose write was refused because the run is another executor's
+            // now writes nothing more: not an abort either.
+            let abort = match (abort, &outcome) {
+                (Some(req), Err(e)) if not_ours(e) => {
+                    let _ = req.reply.send(Err(EngineError::Refused(format!(
+                        "run {id} was taken over by another executor before the abort could be journaled here ({e}); abort it again"
+                    ))));
+                    None
+                }
+                (abort, _) => abort,
+            };
             if let Some(req) = abort {
                 // The cleanup's records go where this execution's went.
                 let engine = me.engine(
@@ -549,11 +560,7 @@ impl Runs {
             Err(e) => e,
         };
         match fleet_error(e) {
-            Some(
-                JournalError::Owned { .. }
-                | JournalError::Fenced { .. }
-                | JournalError::Conflict { .. },
-            ) => {
+            _ if not_ours(e) => {
                 tracing::warn!(run = %id, error = %e, "stopped: another executor has the run");
                 eprintln!("run {id} stopped here without writing anything more: {e}");
             }
@@ -1037,6 +1044,19 @@ impl Runs {
             changed.await;
         }
     }
+}
+
+/// Whether an execution stopped because another executor wrote or owns the run (on a shared
+/// journal): then this one must write nothing more of it.
+fn not_ours(e: &EngineError) -> bool {
+    matches!(
+        fleet_error(e),
+        Some(
+            JournalError::Owned { .. }
+                | JournalError::Fenced { .. }
+                | JournalError::Conflict { .. }
+        )
+    )
 }
 
 /// The journal's error behind an engine error, if one is.
