@@ -20,7 +20,7 @@
 //! executor does not have, a runbook that no longer matches its journal) is left where it is,
 //! said once, and not tried again by this executor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,8 +39,9 @@ struct Claimer {
     runs: Arc<Runs>,
     timers: Option<Arc<GateTimers>>,
     output: OutputMode,
-    /// Runs this claimer holds parked (their gates armed): not looked at again while owned.
-    held: Mutex<HashSet<RunId>>,
+    /// Runs this claimer holds parked, with their last record then: their gates are armed
+    /// again only once the run moved on.
+    held: Mutex<HashMap<RunId, u64>>,
     /// Runs whose resume failed for good here.
     given_up: Mutex<HashSet<RunId>>,
 }
@@ -48,7 +49,7 @@ struct Claimer {
 /// What a round does with one adoptable run.
 #[derive(Debug, PartialEq, Eq)]
 enum Act {
-    /// Nothing: another executor owns it, or it executes here, or it is held here already.
+    /// Nothing: another executor owns it, or it executes here.
     Leave,
     /// It ended: no longer adoptable.
     Unadopt,
@@ -90,7 +91,7 @@ pub fn spawn(
         runs,
         timers,
         output,
-        held: Mutex::new(HashSet::new()),
+        held: Mutex::new(HashMap::new()),
         given_up: Mutex::new(HashSet::new()),
     });
     tokio::spawn(async move { claimer.run().await })
@@ -133,22 +134,18 @@ impl Claimer {
     /// One look at every adoptable run (blocks on the store).
     fn round(&self) -> Result<(), JournalError> {
         let me = self.fleet.me();
-        let owners: std::collections::HashMap<RunId, String> =
-            self.fleet.owners()?.into_iter().collect();
+        let owners: HashMap<RunId, String> = self.fleet.owners()?.into_iter().collect();
         for id in self.fleet.adoptable()? {
             if self.runs.is_active(id) || self.given_up.lock().expect("claimer").contains(&id) {
                 continue;
             }
             let owner = owners.get(&id).map(String::as_str);
-            if owner == Some(me.as_str()) && self.held.lock().expect("claimer").contains(&id) {
-                continue;
-            }
             if owner.is_some_and(|o| o != me) {
                 self.held.lock().expect("claimer").remove(&id);
                 continue;
             }
-            let state = match self.runs.journal().summary(id) {
-                Ok(summary) => summary.state,
+            let (state, last_seq) = match self.runs.journal().summary(id) {
+                Ok(summary) => (summary.state, summary.last_seq),
                 Err(JournalError::NoSuchRun(_)) => {
                     self.fleet.adopt(id, false)?;
                     continue;
@@ -161,8 +158,11 @@ impl Claimer {
                 Act::Unadopt => self.fleet.adopt(id, false)?,
                 Act::Resume => self.resume(id, &me, owner.is_none()),
                 Act::Hold { waiting } => {
-                    self.held.lock().expect("claimer").insert(id);
-                    if waiting && let Some(timers) = &self.timers {
+                    let seen = self.held.lock().expect("claimer").insert(id, last_seq);
+                    if waiting
+                        && seen != Some(last_seq)
+                        && let Some(timers) = &self.timers
+                    {
                         timers.arm_later(id);
                     }
                     if owner.is_none() {
