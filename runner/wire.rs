@@ -792,6 +792,7 @@ mod tests {
         let answer = OwnerAnswer::Error(ErrorBody {
             error: "run x is not waiting at a gate".into(),
             kind: Some(Kind::Refused),
+            params: Vec::new(),
         });
         let text = serde_json::to_string(&answer).expect("serializes");
         assert_eq!(
