@@ -18,7 +18,8 @@
 //!
 //! A run whose resume fails for a reason that a retry cannot change (a secret parameter this
 //! executor does not have, a runbook that no longer matches its journal) is left where it is,
-//! said once, and not tried again by this executor.
+//! said once, and not tried again by this executor; one whose resume met a failure of the store
+//! is tried again in the next round.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -194,9 +195,12 @@ impl Claimer {
                     }
                 });
             }
-            // Stopping, or the lease went meanwhile: a later round (or another executor) takes
-            // it up.
+            // Stopping, or the lease went meanwhile, or the store did not answer: a later round
+            // (or another executor) takes it up.
             Err(RunsError::Unavailable(_)) => {}
+            Err(e) if e.store_failed() || self.runs.is_active(id) => {
+                tracing::warn!(run = %id, error = %chain(&e), "could not take up a run yet");
+            }
             Err(e) => {
                 self.given_up.lock().expect("claimer").insert(id);
                 let event = ServeEvent {

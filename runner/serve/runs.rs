@@ -74,6 +74,12 @@ impl From<JournalError> for RunsError {
 }
 
 impl RunsError {
+    /// Whether the journal's store failed (unreachable, without quorum): the same operation
+    /// may succeed later.
+    pub fn store_failed(&self) -> bool {
+        matches!(self, Self::Engine(e) if matches!(fleet_error(e), Some(JournalError::Storage(_))))
+    }
+
     /// The kind of failure, as the API and the command line name it.
     pub fn kind(&self) -> Kind {
         match self {
