@@ -2558,9 +2558,11 @@ esac
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelling_stops_helms_process_group() {
         // Like helm, the script records the cancellation on SIGTERM and exits; its child
-        // (the `sleep`) is in the same group and gets the signal too.
+        // (the `sleep`) is in the same group and gets the signal too. The child is started
+        // before the trap is set: a child forked with the trap inherited and signalled before
+        // its exec records the signal for a trap its exec then drops, and sleeps on.
         let fake = Fake::new(
-            r#"trap 'echo "Release ob has been cancelled."; exit 1' TERM; sleep 30 & echo $$ > "$here/pid"; wait"#,
+            r#"sleep 30 & trap 'echo "Release ob has been cancelled."; exit 1' TERM; echo $$ > "$here/pid"; wait"#,
             "exit 3",
         );
         let source = CancelSource::new();
