@@ -2,7 +2,7 @@
 //! so `runbook log RUN --follow` can watch a run while another process holds the journal.
 //! The journal stays the only source of truth; this file is a redacted, append-only view.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,10 @@ pub fn follow_path(journal_dir: &Path, run: RunId) -> PathBuf {
 /// Appends every committed record of the runs it sees to their follow files.
 pub struct FollowFile {
     dir: PathBuf,
-    lock: Mutex<()>,
+    /// The follow file written last, kept open: a run writes two records a step, and opening
+    /// and closing its file each time cost more than the writes. One, so that a `serve` with
+    /// thousands of runs holds one descriptor.
+    last: Mutex<Option<(RunId, File)>>,
 }
 
 impl FollowFile {
@@ -37,22 +40,33 @@ impl FollowFile {
             .create(&dir);
         Self {
             dir,
-            lock: Mutex::new(()),
+            last: Mutex::new(None),
         }
     }
 }
 
 impl Observer for FollowFile {
     fn record(&self, run: RunId, record: &Record) {
-        let _guard = self.lock.lock();
-        let path = self.dir.join(format!("{run}.jsonl"));
-        if let Ok(mut f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-        {
-            let _ = writeln!(f, "{}", record_line(run, record));
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_ref().is_none_or(|(id, _)| *id != run) {
+            *last = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join(format!("{run}.jsonl")))
+                .ok()
+                .map(|f| (run, f));
+        }
+        if let Some((_, f)) = last.as_mut() {
+            // One write per line (O_APPEND): a reader never sees a line without its end.
+            let mut line = record_line(run, record);
+            line.push('\n');
+            if f.write_all(line.as_bytes()).is_err() {
+                *last = None;
+            }
         }
     }
 }
