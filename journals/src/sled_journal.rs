@@ -999,7 +999,7 @@ impl Store {
     pub(crate) fn accept_loss_batch(
         &self,
         id: RunId,
-        events: &[Event],
+        events: Vec<Event>,
     ) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
         let (kept, chain) = self.intact_prefix(id);
         let Some(first) = kept.first() else {
@@ -1057,7 +1057,7 @@ impl Store {
             }
         }
         let records = crate::sled_writer::make_records(events, kept_seq + 1, Utc::now());
-        let chain = add_records(&mut batch, id, chain, &records, &mut summary)?;
+        let added = add_records(&mut batch, id, chain, &records, &mut summary)?;
         if let Some(key) = &summary.lock {
             let holder = self.lock_value(key)?;
             if summary.state.is_terminal() {
@@ -1069,39 +1069,43 @@ impl Store {
             }
         }
         let encoded = encode(&summary)?;
-        self.check_space(batch_bytes(&records) + encoded.len())?;
+        self.check_space(added.bytes + encoded.len())?;
         batch.insert(&summary_key(id)[..], encoded);
-        let entry = crate::sled_writer::entry(witness::Kind::Accept, &summary, chain);
+        let entry = crate::sled_writer::entry(witness::Kind::Accept, &summary, added.chain);
         self.apply(batch)?;
         self.set_summary(summary);
         Ok((records, Some(entry)))
     }
 }
 
+/// Records encoded into a batch: the hash chain after the last, and roughly how many bytes
+/// they take (for the free-space check).
+pub(crate) struct Added {
+    /// The chain after the last record.
+    pub(crate) chain: Chain,
+    /// Keys and values, as encoded.
+    pub(crate) bytes: usize,
+}
+
 /// Encodes `records` into `batch`, folding them into `summary` and the chain from `chain`.
+/// Each record is encoded once: the value stored, the chain and the size all come from it.
 pub(crate) fn add_records(
     batch: &mut sled::Batch,
     id: RunId,
     mut chain: Chain,
     records: &[Record],
     summary: &mut RunSummary,
-) -> Result<Chain, JournalError> {
+) -> Result<Added, JournalError> {
+    let mut bytes = 0;
     for record in records {
         summary.apply(record);
         let value = encode(record)?;
         chain = witness::chain_next(&chain, json_part(&value));
+        bytes += EVENT_KEY_LEN + value.len();
         batch.insert(&event_key(id, record.seq)[..], value);
     }
     summary.chain = Some(witness::chain_hex(&chain));
-    Ok(chain)
-}
-
-/// Roughly how many bytes the records take encoded (for the free-space check).
-pub(crate) fn batch_bytes(records: &[Record]) -> usize {
-    records
-        .iter()
-        .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()) + EVENT_KEY_LEN + 4)
-        .sum()
+    Ok(Added { chain, bytes })
 }
 
 /// The JSON of a stored value (after its CRC), which the hash chain covers.
@@ -1225,10 +1229,11 @@ fn prefixed(prefix: u8, key: &str) -> Vec<u8> {
 
 /// CRC32 (little-endian) of the JSON, then the JSON.
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
-    let json = serde_json::to_vec(value).map_err(storage)?;
-    let mut out = Vec::with_capacity(4 + json.len());
-    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
-    out.extend_from_slice(&json);
+    // Serialized in place after room for the CRC, so the JSON is not copied once more.
+    let mut out = vec![0; 4];
+    serde_json::to_writer(&mut out, value).map_err(storage)?;
+    let crc = crc32fast::hash(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 

@@ -200,14 +200,14 @@ fn apply(store: &Store, op: Op) -> Result<(Vec<Record>, Option<witness::Entry>),
             lock,
             take_lock,
             events,
-        } => insert(store, id, lock.as_deref(), take_lock, &events),
+        } => insert(store, id, lock.as_deref(), take_lock, events),
         Op::Write {
             id,
             expected,
             events,
             lock,
-        } => write(store, id, expected, &events, lock),
-        Op::AcceptLoss { id, events } => store.accept_loss_batch(id, &events),
+        } => write(store, id, expected, events, lock),
+        Op::AcceptLoss { id, events } => store.accept_loss_batch(id, events),
         Op::PutMeta { key, value } => {
             store.check_space(key.len() + value.len())?;
             let mut batch = sled::Batch::default();
@@ -242,9 +242,9 @@ fn insert(
     id: RunId,
     lock: Option<&str>,
     take_lock: bool,
-    events: &[Event],
+    events: Vec<Event>,
 ) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
-    use crate::sled_journal::{add_records, batch_bytes, encode, lock_key, summary_key};
+    use crate::sled_journal::{add_records, encode, lock_key, summary_key};
     if store.has_run(id) {
         return Err(JournalError::RunExists(id));
     }
@@ -260,7 +260,7 @@ fn insert(
     let mut summary = RunSummary::empty(id, now);
     let records = make_records(events, 1, now);
     let mut batch = sled::Batch::default();
-    let chain = add_records(
+    let added = add_records(
         &mut batch,
         id,
         witness::chain_start(id),
@@ -273,9 +273,9 @@ fn insert(
         batch.insert(lock_key(key), &id.to_bytes()[..]);
     }
     let encoded = encode(&summary)?;
-    store.check_space(batch_bytes(&records) + encoded.len())?;
+    store.check_space(added.bytes + encoded.len())?;
     batch.insert(&summary_key(id)[..], encoded);
-    let entry = entry(witness::Kind::Commit, &summary, chain);
+    let entry = entry(witness::Kind::Commit, &summary, added.chain);
     store.apply(batch)?;
     store.set_summary(summary);
     Ok((records, Some(entry)))
@@ -285,10 +285,10 @@ fn write(
     store: &Store,
     id: RunId,
     expected: u64,
-    events: &[Event],
+    events: Vec<Event>,
     lock: crate::LockChange,
 ) -> Result<(Vec<Record>, Option<witness::Entry>), JournalError> {
-    use crate::sled_journal::{add_records, batch_bytes, encode, lock_key, summary_key};
+    use crate::sled_journal::{add_records, encode, lock_key, summary_key};
     if let Some(problem) = store.problem(id) {
         return Err(problem);
     }
@@ -313,7 +313,7 @@ fn write(
     };
     let records = make_records(events, summary.last_seq + 1, Utc::now());
     let mut batch = sled::Batch::default();
-    let chain = add_records(&mut batch, id, start, &records, &mut summary)?;
+    let added = add_records(&mut batch, id, start, &records, &mut summary)?;
     if let Some(key) = summary.lock.clone() {
         let holder = store.lock_value(&key)?;
         match lock {
@@ -331,9 +331,9 @@ fn write(
         }
     }
     let encoded = encode(&summary)?;
-    store.check_space(batch_bytes(&records) + encoded.len())?;
+    store.check_space(added.bytes + encoded.len())?;
     batch.insert(&summary_key(id)[..], encoded);
-    let entry = entry(witness::Kind::Commit, &summary, chain);
+    let entry = entry(witness::Kind::Commit, &summary, added.chain);
     store.apply(batch)?;
     store.set_summary(summary);
     Ok((records, Some(entry)))
@@ -350,13 +350,9 @@ pub fn entry(kind: witness::Kind, summary: &RunSummary, chain: witness::Chain) -
 }
 
 /// Records for `events`, numbered from `first_seq`, all written `at`.
-pub fn make_records(events: &[Event], first_seq: u64, at: chrono::DateTime<Utc>) -> Vec<Record> {
+pub fn make_records(events: Vec<Event>, first_seq: u64, at: chrono::DateTime<Utc>) -> Vec<Record> {
     (first_seq..)
         .zip(events)
-        .map(|(seq, event)| Record {
-            seq,
-            at,
-            event: event.clone(),
-        })
+        .map(|(seq, event)| Record { seq, at, event })
         .collect()
 }
