@@ -117,22 +117,87 @@ pub fn link(
     assume: &Assume<'_>,
     registry: &Registry,
 ) -> Result<Book, LinkError> {
+    load_main(origin, files, registry)?.link(resolver, assume, registry)
+}
+
+/// A main runbook loaded on its own, what it calls not yet linked: its parameters can be
+/// resolved from it, and linking goes on from it without reading and loading it again.
+pub struct Main<'f> {
+    origin: String,
+    recording: Recording<'f>,
+    sources: Sources,
+    book: Arc<Runbook>,
+    diags: Diagnostics,
+}
+
+/// Loads the runbook at `origin` from `files`, recording what it reads for pinning. Only a
+/// runbook that cannot be read or parsed at all fails here; [`Main::problems`] has the rest.
+pub fn load_main<'f>(
+    origin: &str,
+    files: &'f dyn Files,
+    registry: &Registry,
+) -> Result<Main<'f>, LinkError> {
     let recording = Recording {
         inner: files,
         read: RefCell::new(Vec::new()),
     };
     let mut sources = Sources::new();
-    let mut diags = Diagnostics::new();
+    match crate::load::load_partial(origin, &recording, &mut sources, registry) {
+        (Some(book), diags) => Ok(Main {
+            origin: origin.to_owned(),
+            recording,
+            sources,
+            book: Arc::new(book),
+            diags,
+        }),
+        (None, diags) => Err(LinkError { diags, sources }),
+    }
+}
+
+impl Main<'_> {
+    /// The main runbook.
+    pub fn runbook(&self) -> &Arc<Runbook> {
+        &self.book
+    }
+
+    /// The files read so far.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// The main runbook's own problems, warnings included.
+    pub fn problems(&self) -> &Diagnostics {
+        &self.diags
+    }
+
+    /// Links what the runbook calls, reading from the files the runbook was read from.
+    pub fn link(
+        self,
+        resolver: &Resolver<'_>,
+        assume: &Assume<'_>,
+        registry: &Registry,
+    ) -> Result<Book, LinkError> {
+        link_calls(self, resolver, assume, registry)
+    }
+}
+
+fn link_calls(
+    loaded: Main<'_>,
+    resolver: &Resolver<'_>,
+    assume: &Assume<'_>,
+    registry: &Registry,
+) -> Result<Book, LinkError> {
+    let Main {
+        origin,
+        recording,
+        mut sources,
+        book: main,
+        // Problems of the main runbook do not stop the checking of what it calls.
+        mut diags,
+    } = loaded;
+    let origin = origin.as_str();
     let mut books: HashMap<String, Arc<Runbook>> = HashMap::new();
     let mut links = BTreeMap::new();
-    // Problems of the main runbook do not stop the checking of what it calls.
-    let main = match crate::load::load_partial(origin, &recording, &mut sources, registry) {
-        (Some(r), d) => {
-            diags.extend(d);
-            Arc::new(r)
-        }
-        (None, diags) => return Err(LinkError { diags, sources }),
-    };
     books.insert(origin.to_owned(), main.clone());
     let mut queue: Vec<Pending> = Vec::new();
     let main_params = match assume {

@@ -54,7 +54,7 @@ impl Exec<'_> {
                 coerce(kind, effect.spec)
             }
             Err(e) => {
-                self.emit(&[Event::StepStarted {
+                self.emit([Event::StepStarted {
                     path: path.to_owned(),
                     kind: kind_name.to_owned(),
                     attempt,
@@ -73,7 +73,7 @@ impl Exec<'_> {
             .idempotent
             .unwrap_or_else(|| kind.idempotent(&rendered));
         let describe = format!("{kind_name}: {}", kind.describe(&rendered));
-        self.emit(&[Event::StepStarted {
+        self.emit([Event::StepStarted {
             path: path.to_owned(),
             kind: kind_name.to_owned(),
             attempt,
@@ -324,7 +324,7 @@ impl Exec<'_> {
                 }
             };
             let expires_at = timeout.map(|t| decide::after(self.clock.now(), t));
-            self.emit(&[
+            self.emit([
                 Event::StepStarted {
                     path: path.to_owned(),
                     kind: "gate".into(),
@@ -381,7 +381,7 @@ impl Exec<'_> {
                     journaled,
                 } => {
                     if !journaled {
-                        self.emit(&[Event::GateExpired {
+                        self.emit([Event::GateExpired {
                             path: path.to_owned(),
                             expired_at: at,
                             outcome,
@@ -426,7 +426,7 @@ impl Exec<'_> {
             let mine = decide::verdict(&facts, &self.who, true, self.clock.now());
             match self.gates {
                 GateMode::Yes if mine.is_ok() => {
-                    self.emit(&[Event::GateDecided {
+                    self.emit([Event::GateDecided {
                         path: path.to_owned(),
                         approved: true,
                         by: format!("{} (--yes)", self.who),
@@ -455,7 +455,7 @@ impl Exec<'_> {
                             return Ok(Flow::Stop(Stop::Interrupted { signal }));
                         }
                     };
-                    self.emit(&[
+                    self.emit([
                         Event::GateDecided {
                             path: path.to_owned(),
                             approved,
@@ -497,7 +497,7 @@ impl Exec<'_> {
         if self.view.state == RunState::Waiting {
             self.set_state(RunState::Running, None).await?;
         }
-        self.emit(&[Event::StepSucceeded {
+        self.emit([Event::StepSucceeded {
             path: path.to_owned(),
             attempt: 1,
             output: output.clone(),
@@ -554,7 +554,7 @@ impl Exec<'_> {
                 }
             };
             let wake_at = decide::after(self.clock.now(), d);
-            self.emit(&[
+            self.emit([
                 Event::StepStarted {
                     path: path.to_owned(),
                     kind: "sleep".into(),
@@ -590,7 +590,7 @@ impl Exec<'_> {
             .step(path)
             .and_then(|s| s.started_at)
             .unwrap_or_else(Utc::now);
-        self.emit(&[Event::StepSucceeded {
+        self.emit([Event::StepSucceeded {
             path: path.to_owned(),
             attempt: 1,
             output: output.clone(),
@@ -644,7 +644,7 @@ impl Exec<'_> {
                 Ok(list) => list,
                 Err(error) => return self.fail_unstarted(step, path, ctx, error).await,
             };
-            self.emit(&[
+            self.emit([
                 Self::control_started(
                     path,
                     "foreach",
@@ -693,7 +693,7 @@ impl Exec<'_> {
             }
         }
         let output = Value::Array(outputs);
-        self.emit(&[Event::StepSucceeded {
+        self.emit([Event::StepSucceeded {
             path: path.to_owned(),
             attempt: 1,
             output: output.clone(),
@@ -762,7 +762,7 @@ impl Exec<'_> {
         if self.view.step(path).is_none() {
             let intent =
                 json!({ "describe": format!("call {target}"), "params": Value::Object(rendered) });
-            self.emit(&[Self::control_started(path, "call", intent)])
+            self.emit([Self::control_started(path, "call", intent)])
                 .await?;
         }
         let started = self
@@ -807,7 +807,7 @@ impl Exec<'_> {
                             .collect(),
                     ),
                 };
-                self.emit(&[Event::StepSucceeded {
+                self.emit([Event::StepSucceeded {
                     path: path.to_owned(),
                     attempt: 1,
                     output: output.clone(),
@@ -849,7 +849,7 @@ impl Exec<'_> {
         error: String,
         started: chrono::DateTime<Utc>,
     ) -> Result<Flow, ExecError> {
-        self.emit(&[Event::StepFailed {
+        self.emit([Event::StepFailed {
             path: path.to_owned(),
             attempt: 1,
             error: error.clone(),

@@ -184,29 +184,50 @@ impl Exec<'_> {
     /// Records events: folds them into the view at once (as they will be journaled, redacted),
     /// and makes them durable now if one of them must be ([`must_commit`]), with everything
     /// that was riding; otherwise they ride on the next commit.
-    pub async fn emit(&mut self, events: &[Event]) -> Result<(), ExecError> {
+    ///
+    /// The events are taken, not copied: with no secret to mask, the view folds each event
+    /// itself and it then rides as it is (masking happens again at the commit, with whatever
+    /// the run has learned by then).
+    pub async fn emit(&mut self, events: impl Into<Vec<Event>>) -> Result<(), ExecError> {
+        let events: Vec<Event> = events.into();
         let at = chrono::Utc::now();
+        let mut riding = Vec::with_capacity(events.len());
         for event in events {
+            let (masked, clear) = if self.log.redactor().is_empty() {
+                (event, None)
+            } else {
+                (self.log.redact(&event), Some(event))
+            };
             let record = runbook_journals::Record {
                 seq: self.view.last_seq + 1,
                 at,
-                event: self.log.redact(event),
+                event: masked,
             };
             self.view.apply(&record)?;
-            if self.ledger.is_some() {
-                self.journaled_at.push((at, record.event));
-            }
+            let masked = record.event;
+            riding.push(match (clear, self.ledger.is_some()) {
+                (Some(clear), true) => {
+                    self.journaled_at.push((at, masked));
+                    clear
+                }
+                (None, true) => {
+                    self.journaled_at.push((at, masked.clone()));
+                    masked
+                }
+                (Some(clear), false) => clear,
+                (None, false) => masked,
+            });
         }
-        let must = events.iter().any(must_commit);
+        let must = riding.iter().any(must_commit);
         if let Some(ledger) = &self.ledger {
             let mut ledger = ledger.lock().await;
-            ledger.pending.extend_from_slice(events);
+            ledger.pending.append(&mut riding);
             if must {
                 ledger.flush(self.log, self.id).await?;
             }
             return Ok(());
         }
-        self.pending.extend_from_slice(events);
+        self.pending.append(&mut riding);
         if must {
             self.flush().await?;
         }
@@ -222,7 +243,7 @@ impl Exec<'_> {
             return Ok(());
         }
         let events = std::mem::take(&mut self.pending);
-        let records = self.log.commit(self.id, self.committed, &events).await?;
+        let records = self.log.commit(self.id, self.committed, events).await?;
         if let Some(last) = records.last() {
             self.committed = last.seq;
         }
@@ -250,7 +271,7 @@ impl Exec<'_> {
         if self.view.state == state && self.view.reason == reason {
             return Ok(());
         }
-        self.emit(&[Event::StateChanged { state, reason }]).await
+        self.emit([Event::StateChanged { state, reason }]).await
     }
 
     /// Runs a list of steps in order.
@@ -446,7 +467,7 @@ impl Exec<'_> {
             match ctx.eval_bool(when, None, &self.book.sources) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.emit(&[Event::StepSkipped {
+                    self.emit([Event::StepSkipped {
                         path: path.to_owned(),
                         reason: SkipReason::When,
                     }])
@@ -469,7 +490,7 @@ impl Exec<'_> {
         if step.check.is_some() {
             match self.check(step, path, ctx).await {
                 Ok(true) => {
-                    self.emit(&[Event::StepSkipped {
+                    self.emit([Event::StepSkipped {
                         path: path.to_owned(),
                         reason: SkipReason::Check,
                     }])
@@ -558,7 +579,7 @@ impl Exec<'_> {
             Ok(true) => {
                 // What a control step did before is left as journaled, not replayed.
                 self.skip_descendants(path, false);
-                self.emit(&[Event::StepSkipped {
+                self.emit([Event::StepSkipped {
                     path: path.to_owned(),
                     reason: SkipReason::Check,
                 }])
@@ -594,7 +615,7 @@ impl Exec<'_> {
                         .await?
                 }
                 Action::Wait(wait) => {
-                    self.emit(&[Event::StepStarted {
+                    self.emit([Event::StepStarted {
                         path: path.to_owned(),
                         kind: "wait".into(),
                         attempt,
@@ -607,7 +628,7 @@ impl Exec<'_> {
                     self.poll(path, ctx, wait).await
                 }
                 Action::Script(expr) => {
-                    self.emit(&[Event::StepStarted {
+                    self.emit([Event::StepStarted {
                         path: path.to_owned(),
                         kind: "script".into(),
                         attempt,
@@ -642,7 +663,7 @@ impl Exec<'_> {
                     retryable,
                 } => (error, output, retryable),
                 Attempt::Interrupted { reason, signal } => {
-                    self.emit(&[Event::StepInterrupted {
+                    self.emit([Event::StepInterrupted {
                         path: path.to_owned(),
                         attempt,
                         reason,
@@ -671,7 +692,7 @@ impl Exec<'_> {
                     attempt: next,
                     at: retry_at,
                 } => {
-                    self.emit(&[Event::StepFailed {
+                    self.emit([Event::StepFailed {
                         path: path.to_owned(),
                         attempt,
                         error,
@@ -689,7 +710,7 @@ impl Exec<'_> {
                 }
                 AfterFailure::Fail { tolerated } => tolerated,
             };
-            self.emit(&[Event::StepFailed {
+            self.emit([Event::StepFailed {
                 path: path.to_owned(),
                 attempt,
                 error: error.clone(),
@@ -745,7 +766,7 @@ impl Exec<'_> {
         } else {
             output.clone()
         };
-        self.emit(&[Event::StepSucceeded {
+        self.emit([Event::StepSucceeded {
             path: path.to_owned(),
             attempt,
             output: journaled,
@@ -770,7 +791,7 @@ impl Exec<'_> {
             self.view.step(path).map(|s| &s.status),
             Some(StepStatus::Started { .. })
         ) {
-            self.emit(&[Event::StepStarted {
+            self.emit([Event::StepStarted {
                 path: path.to_owned(),
                 kind: step.action.kind().to_owned(),
                 attempt,
@@ -779,7 +800,7 @@ impl Exec<'_> {
             }])
             .await?;
         }
-        self.emit(&[Event::StepFailed {
+        self.emit([Event::StepFailed {
             path: path.to_owned(),
             attempt,
             error: error.clone(),

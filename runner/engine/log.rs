@@ -15,6 +15,14 @@ pub trait Observer: Send + Sync {
     /// A record was committed.
     fn record(&self, run: RunId, record: &Record);
 
+    /// The records of one commit, in order. An observer that pays for each visit (opening a
+    /// file) takes them at once; the others see them one by one.
+    fn records(&self, run: RunId, records: &[Record]) {
+        for record in records {
+            self.record(run, record);
+        }
+    }
+
     /// Transient news that is not journaled (a wait's latest poll).
     fn progress(&self, run: RunId, path: &str, note: &str) {
         let _ = (run, path, note);
@@ -96,14 +104,17 @@ impl RunLog {
     }
 
     /// Appends events durably after record `expected`, awaiting durability without holding a
-    /// thread (the journal's writer answers when the commit is synced).
+    /// thread (the journal's writer answers when the commit is synced). The events are masked
+    /// where they are, not copied: a commit carries every event that rode on it.
     pub async fn commit(
         &self,
         id: RunId,
         expected: u64,
-        events: &[Event],
+        mut events: Vec<Event>,
     ) -> Result<Vec<Record>, JournalError> {
-        let events: Vec<Event> = events.iter().map(|e| self.redact(e)).collect();
+        for event in &mut events {
+            self.redact_in_place(event);
+        }
         let records = self.journal.append_async(id, expected, events).await?;
         self.committed(id, &records);
         Ok(records)
@@ -150,10 +161,8 @@ impl RunLog {
 
     fn committed(&self, id: RunId, records: &[Record]) {
         failpoint::after_commit();
-        for record in records {
-            for o in &self.observers {
-                o.record(id, record);
-            }
+        for o in &self.observers {
+            o.records(id, records);
         }
     }
 
@@ -165,13 +174,19 @@ impl RunLog {
     /// the runbook, its parameters or its steps are masked; paths, kinds, counters and states
     /// come from the engine.
     pub fn redact(&self, event: &Event) -> Event {
+        let mut event = event.clone();
+        self.redact_in_place(&mut event);
+        event
+    }
+
+    /// [`RunLog::redact`] of an event the caller owns.
+    pub fn redact_in_place(&self, event: &mut Event) {
         if self.redactor.is_empty() {
-            return event.clone();
+            return;
         }
         let r = &self.redactor;
         let text = |s: &mut String| *s = r.text(s);
-        let mut event = event.clone();
-        match &mut event {
+        match event {
             Event::RunStarted(started) => {
                 for v in started.params.values_mut() {
                     *v = r.value(v);
@@ -210,7 +225,6 @@ impl RunLog {
             | Event::TimerSet { .. }
             | Event::GateExpired { .. } => {}
         }
-        event
     }
 }
 

@@ -327,6 +327,22 @@ pub fn load_live(
     .map_err(|e| invalid(&e.diags, &e.sources))
 }
 
+/// Loads a run's main runbook from `files`, refusing it with all its problems if it has an
+/// error; what it calls is linked from it afterwards (see [`link::Main::link`]), so the
+/// runbook is read and loaded once.
+pub(crate) fn load_main<'f>(
+    origin: &str,
+    files: &'f dyn Files,
+    registry: &Registry,
+) -> Result<link::Main<'f>, EngineError> {
+    let main =
+        link::load_main(origin, files, registry).map_err(|e| invalid(&e.diags, &e.sources))?;
+    if main.problems().errors() > 0 {
+        return Err(invalid(main.problems(), main.sources()));
+    }
+    Ok(main)
+}
+
 impl Engine {
     fn log(&self, redactor: Redactor) -> RunLog {
         RunLog::new(self.journal.clone(), redactor, self.observers.clone())
@@ -361,23 +377,23 @@ impl Engine {
             .library
             .find(req.target)
             .ok_or_else(|| EngineError::NotFound(req.target.to_owned()))?;
-        let mut sources = Sources::new();
-        let main = crate::load::load(&origin, &LiveFiles, &mut sources, &self.registry)
-            .map_err(|d| invalid(&d, &sources))?;
+        let loaded = load_main(&origin, &LiveFiles, &self.registry)?;
+        let main = loaded.runbook().clone();
         let values =
             crate::params::resolve(&main, req.params, None).map_err(EngineError::Params)?;
         crate::params::secrets_present(
             &main,
             &values,
-            sources.files().iter().map(|f| f.text.as_str()),
+            loaded.sources().files().iter().map(|f| f.text.as_str()),
         )
         .map_err(EngineError::Params)?;
-        let book = load_live(
-            req.target,
-            &self.library,
-            &self.registry,
-            Some(&values.clear),
-        )?;
+        let book = loaded
+            .link(
+                &Resolver::Library(&self.library),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| invalid(&e.diags, &e.sources))?;
         let redactor = values.redactor();
         let lock =
             match &main.lock {
@@ -576,10 +592,9 @@ impl Engine {
             .first()
             .map(|f| f.origin.clone())
             .ok_or_else(|| EngineError::Refused(format!("run {id} has no pinned source")))?;
-        let mut sources = Sources::new();
         let files: &dyn Files = if req.reload { &LiveFiles } else { &pinned };
-        let main = crate::load::load(&main_origin, files, &mut sources, &self.registry)
-            .map_err(|d| invalid(&d, &sources))?;
+        let loaded = load_main(&main_origin, files, &self.registry)?;
+        let main = loaded.runbook().clone();
         let given = resupply::merge(
             &main.name,
             &main.params,
@@ -593,14 +608,13 @@ impl Engine {
         let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;
         let book = if req.reload {
-            let book = link::link(
-                &main_origin,
-                &LiveFiles,
-                &Resolver::Library(&self.library),
-                &Assume::Values(&values.clear),
-                &self.registry,
-            )
-            .map_err(|e| invalid(&e.diags, &e.sources))?;
+            let book = loaded
+                .link(
+                    &Resolver::Library(&self.library),
+                    &Assume::Values(&values.clear),
+                    &self.registry,
+                )
+                .map_err(|e| invalid(&e.diags, &e.sources))?;
             events.insert(
                 0,
                 Event::SourceReloaded {
@@ -610,14 +624,13 @@ impl Engine {
             );
             book
         } else {
-            link::link(
-                &main_origin,
-                &pinned,
-                &Resolver::Pinned(&view.links),
-                &Assume::Values(&values.clear),
-                &self.registry,
-            )
-            .map_err(|e| invalid(&e.diags, &e.sources))?
+            loaded
+                .link(
+                    &Resolver::Pinned(&view.links),
+                    &Assume::Values(&values.clear),
+                    &self.registry,
+                )
+                .map_err(|e| invalid(&e.diags, &e.sources))?
         };
         let redactor = values.redactor();
         let mut resume_events = vec![Event::Resumed {
@@ -983,7 +996,7 @@ impl Engine {
         let mut exec = self.executor(view, &book, &log);
         // Nothing to compare: the cleanup steps are not part of the walk the journal replays.
         exec.cursor = exec.replay_len;
-        exec.emit(&[
+        exec.emit([
             Event::AbortStarted {
                 by: self.who.clone(),
                 reason: Some(why.clone()),
@@ -1037,9 +1050,8 @@ impl Engine {
             .first()
             .map(|f| f.origin.clone())
             .ok_or_else(|| EngineError::Refused(format!("run {id} has no pinned source")))?;
-        let mut sources = Sources::new();
-        let main = crate::load::load(&main_origin, &pinned, &mut sources, &self.registry)
-            .map_err(|d| invalid(&d, &sources))?;
+        let loaded = load_main(&main_origin, &pinned, &self.registry)?;
+        let main = loaded.runbook().clone();
         let given = resupply::merge(
             &main.name,
             &main.params,
@@ -1052,14 +1064,13 @@ impl Engine {
         })?;
         let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;
-        let book = link::link(
-            &main_origin,
-            &pinned,
-            &Resolver::Pinned(&view.links),
-            &Assume::Values(&values.clear),
-            &self.registry,
-        )
-        .map_err(|e| invalid(&e.diags, &e.sources))?;
+        let book = loaded
+            .link(
+                &Resolver::Pinned(&view.links),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| invalid(&e.diags, &e.sources))?;
         Ok((book, values))
     }
 
@@ -1176,7 +1187,7 @@ impl Engine {
         if reopened {
             // Journaled first, taking the lock again: the prechecks' results belong to a run
             // that goes on. The walk replays the history as the reopening leaves it.
-            exec.emit(&reopen).await?;
+            exec.emit(reopen).await?;
             exec.replay_len = exec.view.order.len();
         }
         if let Err((pid, error)) = self.prechecks(&mut exec, &main, &mut ctx).await? {
@@ -1209,7 +1220,7 @@ impl Engine {
             });
         }
         if resuming {
-            exec.emit(&resume_events).await?;
+            exec.emit(resume_events).await?;
         }
         let flow = exec.steps(&main.steps, &mut ctx).await?;
         let outcome = self.finish(&mut exec, &main, &mut ctx, flow).await?;
@@ -1270,7 +1281,7 @@ impl Engine {
                 Ok(Outcome::Parked { path, prompt })
             }
             Stop::Attention { path, detail } => {
-                exec.emit(&[
+                exec.emit([
                     Event::AttentionNeeded {
                         path: path.clone(),
                         detail: detail.clone(),
@@ -1310,7 +1321,7 @@ impl Engine {
 
     /// Journals a pause the walk stopped for.
     async fn paused(exec: &mut Exec<'_>, request: PauseRequest) -> Result<Outcome, EngineError> {
-        exec.emit(&[
+        exec.emit([
             Event::Paused {
                 by: request.by.clone(),
                 comment: request.comment.clone(),
@@ -1371,7 +1382,7 @@ impl Engine {
             }
         }
         if !events.is_empty() {
-            exec.emit(&events).await?;
+            exec.emit(events).await?;
         }
         Ok(failure.map_or(Ok(()), Err))
     }

@@ -47,7 +47,7 @@ impl Ledger {
             return Ok(());
         }
         let events = std::mem::take(&mut self.pending);
-        let records = log.commit(id, self.committed, &events).await?;
+        let records = log.commit(id, self.committed, events).await?;
         if let Some(last) = records.last() {
             self.committed = last.seq;
         }
@@ -150,7 +150,7 @@ impl<'a> Exec<'a> {
     ) -> Result<Flow, ExecError> {
         if self.view.step(path).is_none() {
             let describe = format!("parallel: {} branches at once", branches.len());
-            self.emit(&[Self::control_started(
+            self.emit([Self::control_started(
                 path,
                 "parallel",
                 json!({ "describe": describe }),
@@ -224,7 +224,7 @@ impl<'a> Exec<'a> {
             (End::Halted, Some(stop)) => return Ok(Flow::Stop(stop)),
             (End::Halted, None) => unreachable!("a halt comes with the stop that caused it"),
             (End::Done, _) => {
-                self.emit(&[Event::StepSucceeded {
+                self.emit([Event::StepSucceeded {
                     path: path.to_owned(),
                     attempt: 1,
                     output: output.clone(),

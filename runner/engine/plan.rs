@@ -15,6 +15,7 @@ use crate::engine::exec::Exec;
 use crate::engine::log::RunLog;
 use crate::engine::view::RunView;
 use crate::engine::{Engine, EngineError, GateMode};
+use crate::link::{Assume, Resolver};
 use crate::model::{Action, Step};
 use crate::secrets::Redactor;
 
@@ -49,17 +50,16 @@ impl Engine {
             .library
             .find(target)
             .ok_or_else(|| EngineError::NotFound(target.to_owned()))?;
-        let mut sources = crate::source::Sources::new();
-        let main = crate::load::load(
-            &origin,
-            &crate::library::LiveFiles,
-            &mut sources,
-            &self.registry,
-        )
-        .map_err(|d| crate::engine::invalid(&d, &sources))?;
+        let loaded = crate::engine::load_main(&origin, &crate::library::LiveFiles, &self.registry)?;
+        let main = loaded.runbook().clone();
         let values = crate::params::resolve(&main, params, None).map_err(EngineError::Params)?;
-        let book =
-            crate::engine::load_live(target, &self.library, &self.registry, Some(&values.clear))?;
+        let book = loaded
+            .link(
+                &Resolver::Library(&self.library),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| crate::engine::invalid(&e.diags, &e.sources))?;
         let lock = match &main.lock {
             Some(t) => {
                 let key =
