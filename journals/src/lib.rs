@@ -33,6 +33,7 @@ pub mod etcd_url;
 mod etcd_watch;
 mod event;
 pub mod fleet;
+mod group_commit;
 mod memory;
 mod sled_journal;
 mod sled_writer;

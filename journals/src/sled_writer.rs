@@ -5,13 +5,19 @@
 //! a held lock, a damaged run, a full disk), makes them all durable with one flush and one
 //! `fdatasync`, witnesses them, and answers every writer. Concurrent runs therefore share syncs
 //! (group commit) without any of them blocking a thread of their own: an async caller awaits its
-//! answer ([`Journal::append_async`](crate::Journal::append_async)).
+//! answer ([`Journal::append_async`](crate::Journal::append_async)). When several runs are
+//! committing at once, a batch may stay open a few milliseconds for more of them before it is
+//! synced ([`crate::group_commit`]: never for a run alone); what is applied meanwhile is not
+//! answered, and so not acted on, before it is durable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use chrono::Utc;
 
+use crate::group_commit::{Active, Decision, Load, Policy, decide};
 use crate::sled_journal::Store;
 use crate::{Event, JournalError, Record, RunId, RunSummary, witness};
 
@@ -152,37 +158,125 @@ fn gone() -> JournalError {
     )))
 }
 
-/// The writer's loop: drain, apply, sync once, witness, answer.
+/// The writer's loop: drain, apply, wait for siblings if the policy says so, sync once,
+/// witness, answer.
 fn run(store: &Store, rx: &mpsc::Receiver<Request>) {
+    let policy = Policy::default();
+    let mut active = Active::default();
     while let Ok(first) = rx.recv() {
-        let mut queue = vec![first];
-        while queue.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(request) => queue.push(request),
-                Err(_) => break,
+        let mut batch = Batch::open(Instant::now());
+        batch.take(store, first, &mut active);
+        loop {
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(request) => batch.take(store, request, &mut active),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() >= MAX_GROUP {
+                break;
+            }
+            let now = Instant::now();
+            let load = Load {
+                active: active.count(now, policy.window),
+                batch_runs: batch.runs(),
+                open_for: now.saturating_duration_since(batch.opened),
+            };
+            match decide(load, &policy) {
+                Decision::SyncNow => break,
+                Decision::Wait(left) => match rx.recv_timeout(left) {
+                    Ok(request) => batch.take(store, request, &mut active),
+                    Err(_) => break,
+                },
             }
         }
-        let mut applied = Vec::with_capacity(queue.len());
-        for request in queue {
-            match apply(store, request.op) {
-                Ok((records, entry)) => applied.push((request.reply, records, entry)),
-                Err(e) => request.reply.send(Err(e)),
+        batch.settle(&mut active);
+        batch.sync(store);
+    }
+}
+
+/// The requests applied since the last sync, waiting for it.
+struct Batch {
+    opened: Instant,
+    applied: Vec<(Reply, Vec<Record>, Option<witness::Entry>)>,
+    /// Requests taken (applied or refused): what [`MAX_GROUP`] bounds.
+    taken: usize,
+    /// The runs written, with whether the write parked or ended the run.
+    runs: HashMap<RunId, bool>,
+    /// Whether a write of no run (a meta value) is in the batch.
+    other: bool,
+}
+
+impl Batch {
+    fn open(now: Instant) -> Self {
+        Self {
+            opened: now,
+            applied: Vec::new(),
+            taken: 0,
+            runs: HashMap::new(),
+            other: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.taken
+    }
+
+    /// Distinct writers in the batch.
+    fn runs(&self) -> usize {
+        self.runs.len() + usize::from(self.other)
+    }
+
+    /// Applies `request`; a refused one is answered at once.
+    fn take(&mut self, store: &Store, request: Request, active: &mut Active) {
+        self.taken += 1;
+        let run = match &request.op {
+            Op::Insert { id, .. } | Op::Write { id, .. } | Op::AcceptLoss { id, .. } => Some(*id),
+            Op::PutMeta { .. } | Op::SwapMeta { .. } => None,
+        };
+        match apply(store, request.op) {
+            Ok((records, entry)) => {
+                match run {
+                    Some(id) => {
+                        active.committed(id, Instant::now());
+                        let settles = records.iter().any(|r| {
+                            matches!(&r.event, Event::StateChanged { state, .. } if state.is_settled())
+                        });
+                        *self.runs.entry(id).or_default() = settles;
+                    }
+                    None => self.other = true,
+                }
+                self.applied.push((request.reply, records, entry));
+            }
+            Err(e) => request.reply.send(Err(e)),
+        }
+    }
+
+    /// Runs this batch parked or ended no longer count as committing.
+    fn settle(&self, active: &mut Active) {
+        for (id, settled) in &self.runs {
+            if *settled {
+                active.settled(*id);
             }
         }
-        if applied.is_empty() {
-            continue;
+    }
+
+    /// Makes the batch durable with one sync, witnesses it, and answers every writer.
+    fn sync(self, store: &Store) {
+        if self.applied.is_empty() {
+            return;
         }
-        let entries: Vec<witness::Entry> = applied.iter().filter_map(|(_, _, e)| *e).collect();
+        let entries: Vec<witness::Entry> = self.applied.iter().filter_map(|(_, _, e)| *e).collect();
         match store.sync_now().and_then(|()| store.witness(&entries)) {
             Ok(()) => {
-                for (reply, records, _) in applied {
+                for (reply, records, _) in self.applied {
                     reply.send(Ok(records));
                 }
             }
             Err(e) => {
                 let msg = crate::sled_journal::error_chain(&e);
                 store.fail(&msg);
-                for (reply, _, _) in applied {
+                for (reply, _, _) in self.applied {
                     reply.send(Err(store.failed_error(&msg)));
                 }
             }
