@@ -179,9 +179,9 @@ mod tests {
         assert_eq!(active.count(t0 + 20 * MS, 50 * MS), 2);
         // a is 51 ms old, c 31 ms.
         assert_eq!(active.count(t0 + 51 * MS, 50 * MS), 1);
-        // A commit refreshes a run.
+        // A commit brings a run back; c, 51 ms old, is gone.
         active.committed(a, t0 + 60 * MS);
-        assert_eq!(active.count(t0 + 71 * MS, 50 * MS), 2);
+        assert_eq!(active.count(t0 + 71 * MS, 50 * MS), 1);
         assert_eq!(active.count(t0 + 200 * MS, 50 * MS), 0);
     }
 }
