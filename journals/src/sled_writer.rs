@@ -242,7 +242,7 @@ impl Batch {
                         let settles = records.iter().any(|r| {
                             matches!(&r.event, Event::StateChanged { state, .. } if state.is_settled())
                         });
-                        *self.runs.entry(id).or_default() = settles;
+                        self.runs.insert(id, settles);
                     }
                     None => self.other = true,
                 }
