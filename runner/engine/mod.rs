@@ -344,6 +344,21 @@ pub(crate) fn load_main<'f>(
 }
 
 impl Engine {
+    /// Links a loaded main runbook with what it calls from the library, for these values.
+    fn link_main(
+        &self,
+        loaded: link::Main<'_>,
+        values: &crate::params::Values,
+    ) -> Result<Book, EngineError> {
+        loaded
+            .link(
+                &Resolver::Library(&self.library),
+                &Assume::Values(&values.clear),
+                &self.registry,
+            )
+            .map_err(|e| invalid(&e.diags, &e.sources))
+    }
+
     fn log(&self, redactor: Redactor) -> RunLog {
         RunLog::new(self.journal.clone(), redactor, self.observers.clone())
     }
@@ -387,13 +402,7 @@ impl Engine {
             loaded.sources().files().iter().map(|f| f.text.as_str()),
         )
         .map_err(EngineError::Params)?;
-        let book = loaded
-            .link(
-                &Resolver::Library(&self.library),
-                &Assume::Values(&values.clear),
-                &self.registry,
-            )
-            .map_err(|e| invalid(&e.diags, &e.sources))?;
+        let book = self.link_main(loaded, &values)?;
         let redactor = values.redactor();
         let lock =
             match &main.lock {
@@ -608,13 +617,7 @@ impl Engine {
         let values = crate::params::resolve(&main, &given, Some(&view.started.params))
             .map_err(EngineError::Params)?;
         let book = if req.reload {
-            let book = loaded
-                .link(
-                    &Resolver::Library(&self.library),
-                    &Assume::Values(&values.clear),
-                    &self.registry,
-                )
-                .map_err(|e| invalid(&e.diags, &e.sources))?;
+            let book = self.link_main(loaded, &values)?;
             events.insert(
                 0,
                 Event::SourceReloaded {

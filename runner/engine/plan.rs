@@ -15,7 +15,6 @@ use crate::engine::exec::Exec;
 use crate::engine::log::RunLog;
 use crate::engine::view::RunView;
 use crate::engine::{Engine, EngineError, GateMode};
-use crate::link::{Assume, Resolver};
 use crate::model::{Action, Step};
 use crate::secrets::Redactor;
 
@@ -53,13 +52,7 @@ impl Engine {
         let loaded = crate::engine::load_main(&origin, &crate::library::LiveFiles, &self.registry)?;
         let main = loaded.runbook().clone();
         let values = crate::params::resolve(&main, params, None).map_err(EngineError::Params)?;
-        let book = loaded
-            .link(
-                &Resolver::Library(&self.library),
-                &Assume::Values(&values.clear),
-                &self.registry,
-            )
-            .map_err(|e| crate::engine::invalid(&e.diags, &e.sources))?;
+        let book = self.link_main(loaded, &values)?;
         let lock = match &main.lock {
             Some(t) => {
                 let key =
