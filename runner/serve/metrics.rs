@@ -109,6 +109,8 @@ pub struct Metrics {
     schedule_fires: Family<FireLabels, Counter>,
     notifications: Family<OutcomeLabels, Counter>,
     damaged: Gauge,
+    journal_commits: Counter,
+    journal_syncs: Counter,
     /// The kind of each step started and not yet ended, by run and path.
     open_steps: Mutex<HashMap<(RunId, String), String>>,
     /// Serializes renders (they set the run gauges, then encode) and notification updates.
@@ -128,6 +130,8 @@ impl Metrics {
         let schedule_fires = Family::<FireLabels, Counter>::default();
         let notifications = Family::<OutcomeLabels, Counter>::default();
         let damaged = Gauge::default();
+        let journal_commits = Counter::default();
+        let journal_syncs = Counter::default();
 
         let mut registry = Registry::default();
         registry.register(
@@ -167,6 +171,17 @@ impl Metrics {
             "Runs whose journal lost or changed records since they were durable",
             damaged.clone(),
         );
+        registry.register(
+            "runbook_journal_commits",
+            "Journal writes made durable since serve started",
+            journal_commits.clone(),
+        );
+        registry.register(
+            "runbook_journal_syncs",
+            "Syncs that made journal writes durable since serve started (one fdatasync of the \
+             database each; group commit shares one among concurrent writes)",
+            journal_syncs.clone(),
+        );
 
         for state in STATES {
             let _ = runs.get_or_create(&StateLabels {
@@ -186,6 +201,8 @@ impl Metrics {
             schedule_fires,
             notifications,
             damaged,
+            journal_commits,
+            journal_syncs,
             open_steps: Mutex::new(HashMap::new()),
             render: Mutex::new(()),
         })
@@ -208,6 +225,12 @@ impl Metrics {
         }
         self.damaged
             .set(i64::try_from(journal.problems().len()).unwrap_or(i64::MAX));
+        // The journal counts; the counters follow it (renders are serialized, so this is exact).
+        let stats = journal.stats();
+        self.journal_commits
+            .inc_by(stats.commits.saturating_sub(self.journal_commits.get()));
+        self.journal_syncs
+            .inc_by(stats.syncs.saturating_sub(self.journal_syncs.get()));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -711,6 +734,49 @@ mod tests {
         fn stats(&self) -> runbook_journals::JournalStats {
             runbook_journals::JournalStats::default()
         }
+    }
+
+    #[test]
+    fn journal_commits_and_syncs_follow_the_journal_between_scrapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = runbook_journals::SledJournal::open(
+            dir.path(),
+            runbook_journals::SledOptions::default(),
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        let first = parse(&metrics.render(&journal));
+        let commits0 = count(&first, "runbook_journal_commits_total", &[]);
+        let syncs0 = count(&first, "runbook_journal_syncs_total", &[]);
+
+        let run = RunId::new();
+        let started = Event::RunStarted(
+            serde_json::from_value(json!({
+                "runbook": "rotate", "params": {}, "sources": [], "lock": null,
+                "started_by": "test", "engine_version": "test"
+            }))
+            .unwrap(),
+        );
+        journal
+            .create(run, None, &[started, state(RunState::Running)])
+            .unwrap();
+        journal
+            .append(run, 2, &[state(RunState::Succeeded)])
+            .unwrap();
+
+        let second = parse(&metrics.render(&journal));
+        let stats = journal.stats();
+        assert_eq!(
+            count(&second, "runbook_journal_commits_total", &[]),
+            stats.commits
+        );
+        assert_eq!(
+            count(&second, "runbook_journal_syncs_total", &[]),
+            stats.syncs
+        );
+        // Two writes, each waited for alone: each made durable by a sync of its own.
+        assert_eq!(stats.commits - commits0, 2, "{stats:?}");
+        assert_eq!(stats.syncs - syncs0, 2, "{stats:?}");
     }
 
     #[test]
