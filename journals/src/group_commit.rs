@@ -43,9 +43,10 @@ impl Default for Policy {
         Self {
             siblings: 4,
             full: 16,
-            // About a quiet disk's fdatasync and a shell step's processor time: long enough for
-            // a handful of busy runs to join, short against a step a person waits for.
-            max_delay: Duration::from_millis(4),
+            // A few shell steps' processor time: 64 busy runs of shell steps on 2 cores then
+            // share a sync among ~11 commits (0.09 syncs per commit in bench/run). Short
+            // against a step a person waits for, and only paid while several runs commit.
+            max_delay: Duration::from_millis(10),
             window: Duration::from_millis(50),
         }
     }
