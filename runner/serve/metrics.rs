@@ -376,21 +376,25 @@ mod tests {
         }
     }
 
+    /// A run's first event.
+    fn run_started() -> Event {
+        Event::RunStarted(
+            // Through serde, so that fields the journal adds later take their defaults.
+            serde_json::from_value(json!({
+                "runbook": "rotate", "params": {}, "sources": [], "lock": null,
+                "started_by": "test", "engine_version": "test"
+            }))
+            .unwrap(),
+        )
+    }
+
     /// A journal holding one run per entry of `states`, each moved to its state.
     fn journal(states: &[RunState]) -> MemoryJournal {
         let journal = MemoryJournal::new();
         for s in states {
             let run = RunId::new();
-            let first = Event::RunStarted(
-                // Through serde, so that fields the journal adds later take their defaults.
-                serde_json::from_value(json!({
-                    "runbook": "rotate", "params": {}, "sources": [], "lock": null,
-                    "started_by": "test", "engine_version": "test"
-                }))
-                .unwrap(),
-            );
             journal
-                .create(run, None, &[first, state(RunState::Running)])
+                .create(run, None, &[run_started(), state(RunState::Running)])
                 .unwrap();
             if *s != RunState::Running {
                 journal.append(run, 2, &[state(*s)]).unwrap();
@@ -750,15 +754,8 @@ mod tests {
         let syncs0 = count(&first, "runbook_journal_syncs_total", &[]);
 
         let run = RunId::new();
-        let started = Event::RunStarted(
-            serde_json::from_value(json!({
-                "runbook": "rotate", "params": {}, "sources": [], "lock": null,
-                "started_by": "test", "engine_version": "test"
-            }))
-            .unwrap(),
-        );
         journal
-            .create(run, None, &[started, state(RunState::Running)])
+            .create(run, None, &[run_started(), state(RunState::Running)])
             .unwrap();
         journal
             .append(run, 2, &[state(RunState::Succeeded)])
