@@ -204,19 +204,10 @@ impl Exec<'_> {
                 event: masked,
             };
             self.view.apply(&record)?;
-            let masked = record.event;
-            riding.push(match (clear, self.ledger.is_some()) {
-                (Some(clear), true) => {
-                    self.journaled_at.push((at, masked));
-                    clear
-                }
-                (None, true) => {
-                    self.journaled_at.push((at, masked.clone()));
-                    masked
-                }
-                (Some(clear), false) => clear,
-                (None, false) => masked,
-            });
+            if self.ledger.is_some() {
+                self.journaled_at.push((at, record.event.clone()));
+            }
+            riding.push(clear.unwrap_or(record.event));
         }
         let must = riding.iter().any(must_commit);
         if let Some(ledger) = &self.ledger {

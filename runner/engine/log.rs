@@ -15,14 +15,6 @@ pub trait Observer: Send + Sync {
     /// A record was committed.
     fn record(&self, run: RunId, record: &Record);
 
-    /// The records of one commit, in order. An observer that pays for each visit (opening a
-    /// file) takes them at once; the others see them one by one.
-    fn records(&self, run: RunId, records: &[Record]) {
-        for record in records {
-            self.record(run, record);
-        }
-    }
-
     /// Transient news that is not journaled (a wait's latest poll).
     fn progress(&self, run: RunId, path: &str, note: &str) {
         let _ = (run, path, note);
@@ -161,8 +153,10 @@ impl RunLog {
 
     fn committed(&self, id: RunId, records: &[Record]) {
         failpoint::after_commit();
-        for o in &self.observers {
-            o.records(id, records);
+        for record in records {
+            for o in &self.observers {
+                o.record(id, record);
+            }
         }
     }
 
