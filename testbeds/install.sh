@@ -24,8 +24,9 @@ export TESTBEDS_HOME="${TESTBEDS_HOME:-$REPO/.testbeds}"
 BAO_VERSIONS=(2.6.2 2.7.2)
 NATS_PIP_VERSION=2.15.1
 CQLSH_VERSION=6.2.2
-# protobuf-compiler: protoc, which etcd-client's build script runs (the etcd journal).
-APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl openssh-client openssh-server protobuf-compiler)
+# protobuf-compiler: protoc, which etcd-client's build script runs (the etcd journal);
+# libprotobuf-dev: the well-known types its protos import (only recommended by protoc's package).
+APT_PACKAGES=(etcd-server etcd-client nats-server postgresql strace curl openssl openssh-client openssh-server protobuf-compiler libprotobuf-dev)
 
 DO_APT=1
 DO_PIP=1
@@ -60,6 +61,7 @@ apt_needed() {
   for b in /usr/bin/protoc /usr/bin/etcd /usr/bin/etcdctl /usr/bin/strace /usr/bin/curl /usr/bin/openssl /usr/bin/ssh /usr/sbin/sshd; do
     [[ -x "$b" ]] || return 0
   done
+  [[ -e /usr/include/google/protobuf/descriptor.proto ]] || return 0
   [[ $DO_CASSANDRA == 0 ]] || { command -v java >/dev/null && command -v mvn >/dev/null; } || return 0
   [[ -x /usr/bin/nats-server || -x /usr/sbin/nats-server ]] || return 0
   pg_present || return 0
