@@ -44,7 +44,7 @@ impl Default for Policy {
             siblings: 4,
             full: 16,
             // A few shell steps' processor time: 64 busy runs of shell steps on 2 cores then
-            // share a sync among ~11 commits (0.09 syncs per commit in bench/run). Short
+            // share a sync among 11–16 commits (0.06–0.09 syncs per commit in bench/run). Short
             // against a step a person waits for, and only paid while several runs commit.
             max_delay: Duration::from_millis(10),
             window: Duration::from_millis(50),

@@ -61,8 +61,8 @@ pub struct SledOptions {
     /// Size of sled's page cache. sled's own default (1 GiB) bloats memory, so it is always set.
     /// 8 MiB: commits touch only the newest pages of each run, summaries are kept in memory
     /// apart from sled, and a run's records read once (a resume, `log`) stream through; with
-    /// 10,000 runs parked in `serve` the cache is full, and 16 MiB put its RSS at 78–80 MiB
-    /// against 72–74 MiB with 8 (`bench/run --only rss`).
+    /// 10,000 runs parked in `serve` the cache is full, and 16 MiB put its RSS at 78–84 MiB
+    /// against 68–74 MiB with 8 (`bench/run --only rss`).
     pub cache_capacity_bytes: u64,
     /// How long to keep trying when the journal is held by someone else. A process killed
     /// while it was starting a child can leave its lock with that child for the moment
