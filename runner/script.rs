@@ -278,6 +278,11 @@ fn build_engine() -> Engine {
         },
     );
 
+    // No string interner: rhai's keeps 256 names and, once full, scans all of them on every
+    // new one — and each step of a long runbook brings new names (`steps.s4711`). Off, a
+    // chain of 10,000 `script:` steps ran 6% faster (591 vs 627 ms, medians of 7).
+    engine.set_max_strings_interned(0);
+
     // Bounds.
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(MAX_CALL_LEVELS);
