@@ -266,3 +266,79 @@ fn kill_at_random_instants_and_resume_finishes_every_run_exactly_once() {
     }
     eprintln!("in flight at the random kills: {outcomes:?}");
 }
+
+/// A long stretch of `script:` steps hands its records to the journal in chunks while it runs
+/// (`RIDE_CHUNK` = 512 riding events, cut only at a step's end). Killed right after each chunk
+/// became durable, the journal ends at a step boundary, and a resume replays what was
+/// journaled and runs every other step once.
+#[test]
+fn a_long_script_chain_killed_after_each_early_chunk_resumes_at_a_step_boundary() {
+    const STEPS: usize = 1_500;
+    let book = (2..=STEPS).fold(
+        String::from("runbook: chain\nsteps:\n  - id: s1\n    script: \"1\"\n"),
+        |book, i| {
+            book + &format!(
+                "  - id: s{i}\n    script: \"steps.s{}.output + 1\"\n",
+                i - 1
+            )
+        },
+    );
+    let step_no = |r: &Value| -> usize {
+        r["path"].as_str().unwrap_or_default()[1..]
+            .parse()
+            .expect("a step path s<N>")
+    };
+    let mut kept = Vec::new();
+    for ship in [1, 3, 5] {
+        let context = format!("killed after the early chunk #{ship}");
+        let sb = Sandbox::new();
+        sb.write("chain.yaml", &book);
+        let out = sb
+            .cmd(&["run", "chain.yaml"])
+            .env("RUNBOOK_TEST_KILL_AFTER_SHIP", ship.to_string())
+            .run();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{}",
+            out.explain(&format!("{context}: expected SIGKILL"))
+        );
+        let run = sb.only_run();
+        let before = sb.records(&run);
+        let last = before.last().expect("records");
+        assert_eq!(
+            last["event"], "step_succeeded",
+            "{context}: the journal ends at a step's end: {last}"
+        );
+        let done = step_no(last);
+        assert!(
+            done > 0 && done < STEPS,
+            "{context}: {done} steps were durable"
+        );
+        kept.push(done);
+
+        let resumed = sb.cmd(&["resume", &run]).run();
+        assert_eq!(resumed.code(), Some(0), "{}", resumed.explain(&context));
+        let records = sb.records(&run);
+        let (mut starts, mut outputs) = (vec![0; STEPS + 1], vec![Value::Null; STEPS + 1]);
+        for r in &records {
+            match r["event"].as_str() {
+                Some("step_started") => starts[step_no(r)] += 1,
+                Some("step_succeeded") => outputs[step_no(r)] = r["output"].clone(),
+                _ => {}
+            }
+        }
+        for n in 1..=STEPS {
+            assert_eq!(
+                (starts[n], &outputs[n]),
+                (1, &Value::from(n)),
+                "{context}: s{n} runs once (replayed if it was journaled) and outputs {n}"
+            );
+        }
+        assert_eq!(sb.status(&run)["state"], "succeeded", "{context}");
+    }
+    assert!(
+        kept.windows(2).all(|w| w[0] < w[1]),
+        "later chunks keep more steps: {kept:?}"
+    );
+}

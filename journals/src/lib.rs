@@ -283,7 +283,10 @@ pub trait Journal: Send + Sync {
     }
 
     /// [`Journal::append`] without blocking the caller's thread: the future resolves once the
-    /// records are durable. Backends that write on a thread of their own override it.
+    /// records are durable. Backends that write on a thread of their own override it. The
+    /// append is under way when this returns, not when the future is first polled, so a
+    /// caller may hand over several appends in a row (each expecting the seq the one before
+    /// ends at) and await them later, in order.
     fn append_async(&self, id: RunId, expected: u64, events: Vec<Event>) -> Pending {
         let result = self.append(id, expected, &events);
         Box::pin(std::future::ready(result))

@@ -6,6 +6,7 @@
 //! step it reaches is compared with the journal's record at the same replay position; a
 //! difference is an error naming the position, the expected and the recorded step.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use crate::engine::GateMode;
 use crate::engine::ctx::Ctx;
 use crate::engine::decide::{self, AfterFailure, Attention, Class, Clock, Facts, Next, Record};
-use crate::engine::log::RunLog;
+use crate::engine::log::{RunLog, Shipped};
 use crate::engine::pause::{Pause, PauseRequest};
 use crate::engine::view::{RunView, StepStatus, TransitionError};
 use crate::link::Book;
@@ -133,7 +134,11 @@ pub struct Exec<'a> {
     pub who: String,
     /// Events folded into the view but not yet journaled: they ride on the next commit.
     pub pending: Vec<Event>,
-    /// The seq of the last record made durable.
+    /// Riding events already handed to the journal ([`ships_early`]), oldest first, not yet
+    /// known to be durable: every commit awaits them first. (In a mutex only so that `Exec`
+    /// stays `Sync`: a future is `Send`, not `Sync`.)
+    pub shipped: std::sync::Mutex<VecDeque<Shipped<'a>>>,
+    /// The seq of the last record handed to the journal (durable once `shipped` is empty).
     pub committed: u64,
     /// The time.
     pub clock: Arc<dyn Clock>,
@@ -180,6 +185,25 @@ pub fn must_commit(event: &Event) -> bool {
     }
 }
 
+/// How many riding events a run holds at most before it hands them to the journal ahead of
+/// its next commit (see [`ships_early`]).
+pub const RIDE_CHUNK: usize = 512;
+
+/// Whether the riding events should go to the journal now, without waiting for the next
+/// commit: once [`RIDE_CHUNK`] of them wait and the last ends a step. A long stretch of steps
+/// without an external effect (a chain of `script:` steps) then has its records written by the
+/// journal's writer while the run goes on, instead of all at once at its end; nothing waits
+/// for them until the next commit, which awaits them first, so the write-ahead promise is
+/// unchanged. Cutting only after a step's outcome means a crash leaves the journal at a step
+/// boundary, as a crash before an effectful step's intent would.
+pub fn ships_early(pending: &[Event]) -> bool {
+    pending.len() >= RIDE_CHUNK
+        && matches!(
+            pending.last(),
+            Some(Event::StepSucceeded { .. } | Event::StepSkipped { .. })
+        )
+}
+
 impl Exec<'_> {
     /// Records events: folds them into the view at once (as they will be journaled, redacted),
     /// and makes them durable now if one of them must be ([`must_commit`]), with everything
@@ -221,6 +245,12 @@ impl Exec<'_> {
         self.pending.append(&mut riding);
         if must {
             self.flush().await?;
+        } else if ships_early(&self.pending) {
+            self.ship();
+            if crate::engine::log::failpoint::kills_after_ship() {
+                self.settle().await?;
+                crate::engine::log::failpoint::die();
+            }
         }
         Ok(())
     }
@@ -230,13 +260,36 @@ impl Exec<'_> {
         if let Some(ledger) = &self.ledger {
             return Ok(ledger.lock().await.flush(self.log, self.id).await?);
         }
+        self.ship();
+        self.settle().await
+    }
+
+    /// Hands the riding events to the journal without waiting for them to be durable.
+    fn ship(&mut self) {
         if self.pending.is_empty() {
-            return Ok(());
+            return;
         }
         let events = std::mem::take(&mut self.pending);
-        let records = self.log.commit(self.id, self.committed, events).await?;
-        if let Some(last) = records.last() {
-            self.committed = last.seq;
+        let count = events.len() as u64;
+        let shipped = self.log.ship(self.id, self.committed, events);
+        self.shipped
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(shipped);
+        // The journal writes them as the records after `committed` or refuses them (and
+        // everything after them) with an error that `settle` returns.
+        self.committed += count;
+    }
+
+    /// Waits until everything handed to the journal is durable, in order.
+    pub(crate) async fn settle(&mut self) -> Result<(), ExecError> {
+        while let Some(shipped) = self
+            .shipped
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+        {
+            shipped.await?;
         }
         Ok(())
     }
@@ -910,5 +963,91 @@ fn holds_mask(value: &Value) -> bool {
         Value::Array(items) => items.iter().any(holds_mask),
         Value::Object(map) => map.values().any(holds_mask),
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(path: &str) -> Event {
+        Event::StepStarted {
+            path: path.to_owned(),
+            kind: "script".to_owned(),
+            attempt: 1,
+            idempotent: true,
+            intent: json!({}),
+        }
+    }
+
+    fn succeeded(path: &str) -> Event {
+        Event::StepSucceeded {
+            path: path.to_owned(),
+            attempt: 1,
+            output: json!(1),
+            duration_ms: 0,
+        }
+    }
+
+    fn skipped(path: &str) -> Event {
+        Event::StepSkipped {
+            path: path.to_owned(),
+            reason: SkipReason::When,
+        }
+    }
+
+    /// `n` riding events of finished steps, then `last`.
+    fn riding(n: usize, last: Event) -> Vec<Event> {
+        let mut events: Vec<Event> = (0..n.div_ceil(2))
+            .flat_map(|i| [started(&format!("s{i}")), succeeded(&format!("s{i}"))])
+            .collect();
+        events.truncate(n);
+        events.push(last);
+        events
+    }
+
+    #[test]
+    fn riding_events_go_ahead_of_the_next_commit_only_in_full_chunks_at_a_steps_end() {
+        let cases: &[(&str, Vec<Event>, bool)] = &[
+            ("nothing riding", Vec::new(), false),
+            (
+                "a chunk less one, ending a step",
+                riding(RIDE_CHUNK - 2, succeeded("x")),
+                false,
+            ),
+            (
+                "a full chunk ending with a success",
+                riding(RIDE_CHUNK - 1, succeeded("x")),
+                true,
+            ),
+            (
+                "a full chunk ending with a skip",
+                riding(RIDE_CHUNK - 1, skipped("x")),
+                true,
+            ),
+            (
+                "a full chunk ending with a start (a step half done)",
+                riding(RIDE_CHUNK - 1, started("x")),
+                false,
+            ),
+            (
+                "more than a chunk, ending a step",
+                riding(3 * RIDE_CHUNK, succeeded("x")),
+                true,
+            ),
+            (
+                "more than a chunk, a step in the middle",
+                riding(3 * RIDE_CHUNK, started("x")),
+                false,
+            ),
+        ];
+        for (what, events, ships) in cases {
+            assert_eq!(
+                ships_early(events),
+                *ships,
+                "{what} ({} events)",
+                events.len()
+            );
+        }
     }
 }

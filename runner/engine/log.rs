@@ -40,6 +40,11 @@ pub trait Observer: Send + Sync {
     }
 }
 
+/// Events handed to the journal ([`RunLog::ship`]): their records once durable.
+pub type Shipped<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Record>, JournalError>> + Send + 'a>,
+>;
+
 /// A journal plus the run's redactor and observers.
 #[derive(Clone)]
 pub struct RunLog {
@@ -102,14 +107,25 @@ impl RunLog {
         &self,
         id: RunId,
         expected: u64,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
     ) -> Result<Vec<Record>, JournalError> {
+        self.ship(id, expected, events).await
+    }
+
+    /// Like [`RunLog::commit`], but the events are handed to the journal at once: it works on
+    /// them whether or not the returned future is polled yet (every backend's
+    /// [`Journal::append_async`] starts when called). Observers hear of the records when the
+    /// future is awaited, so futures awaited in order tell them in order.
+    pub fn ship(&self, id: RunId, expected: u64, mut events: Vec<Event>) -> Shipped<'_> {
         for event in &mut events {
             self.redact_in_place(event);
         }
-        let records = self.journal.append_async(id, expected, events).await?;
-        self.committed(id, &records);
-        Ok(records)
+        let pending = self.journal.append_async(id, expected, events);
+        Box::pin(async move {
+            let records = pending.await?;
+            self.committed(id, &records);
+            Ok(records)
+        })
     }
 
     /// Appends the first events after an operator accepted a journal loss (see
@@ -244,10 +260,30 @@ pub mod failpoint {
     pub fn after_commit() {
         let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
         if target() == Some(n) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
-            // SIGKILL cannot be caught; this is never reached.
-            std::process::abort();
+            die();
         }
+    }
+
+    /// `RUNBOOK_TEST_KILL_AFTER_SHIP=N`: whether the riding events just handed to the journal
+    /// ahead of a commit ([`crate::engine::exec::ships_early`]) are the N-th such batch; the
+    /// caller then waits until they are durable and [`die`]s, so the journal ends with them
+    /// and nothing after.
+    pub fn kills_after_ship() -> bool {
+        static SHIPS: AtomicU64 = AtomicU64::new(0);
+        static TARGET: OnceLock<Option<u64>> = OnceLock::new();
+        let target = *TARGET.get_or_init(|| {
+            std::env::var("RUNBOOK_TEST_KILL_AFTER_SHIP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        target.is_some() && target == Some(SHIPS.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// SIGKILLs this process.
+    pub fn die() -> ! {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
+        // SIGKILL cannot be caught; this is never reached.
+        std::process::abort();
     }
 }
 

@@ -1165,6 +1165,7 @@ impl Engine {
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),
+            shipped: std::sync::Mutex::default(),
             committed,
             clock: Arc::new(decide::SystemClock),
             ledger: None,

@@ -261,6 +261,10 @@ impl<'a> Exec<'a> {
         mut setup: impl FnMut(usize, &mut Ctx),
     ) -> Result<(Vec<Option<Finished>>, (End, Option<Stop>)), ExecError> {
         let total = units.len();
+        if self.ledger.is_none() {
+            // The ledger commits after `committed`: what was shipped must be durable first.
+            self.settle().await?;
+        }
         let (ledger, created) = match &self.ledger {
             Some(l) => (l.clone(), false),
             None => (
@@ -400,6 +404,7 @@ impl<'a> Exec<'a> {
             gates: self.gates,
             who: self.who.clone(),
             pending: Vec::new(),
+            shipped: std::sync::Mutex::default(),
             committed: 0,
             clock: self.clock.clone(),
             ledger: Some(ledger.clone()),

@@ -125,6 +125,7 @@ impl Engine {
                 gates: GateMode::Detach,
                 who: self.who.clone(),
                 pending: Vec::new(),
+                shipped: std::sync::Mutex::default(),
                 committed: records.last().map_or(0, |r| r.seq),
                 clock: std::sync::Arc::new(crate::engine::decide::SystemClock),
                 ledger: None,
