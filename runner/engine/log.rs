@@ -238,45 +238,54 @@ impl RunLog {
     }
 }
 
-/// A test-only failpoint: `RUNBOOK_TEST_KILL_AFTER_COMMIT=N` makes the process SIGKILL itself
-/// right after its N-th journal commit became durable. The kill-matrix tests use it to stop a
-/// run at every commit in turn.
+/// Test-only failpoints: `RUNBOOK_TEST_KILL_AFTER_COMMIT=N` makes the process SIGKILL itself
+/// right after its N-th journal commit became durable (the kill-matrix tests stop a run at
+/// every commit in turn); `RUNBOOK_TEST_KILL_AFTER_SHIP=N` right after the N-th chunk of riding
+/// events handed to the journal ahead of a commit ([`crate::engine::exec::ships_early`]) became
+/// durable, with nothing after it.
 pub mod failpoint {
     use super::{AtomicU64, Ordering};
     use std::sync::OnceLock;
 
-    static COMMITS: AtomicU64 = AtomicU64::new(0);
-
-    fn target() -> Option<u64> {
-        static TARGET: OnceLock<Option<u64>> = OnceLock::new();
-        *TARGET.get_or_init(|| {
-            std::env::var("RUNBOOK_TEST_KILL_AFTER_COMMIT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
+    /// A count of events and the one, named by an environment variable, to die at.
+    struct Point {
+        var: &'static str,
+        count: AtomicU64,
+        target: OnceLock<Option<u64>>,
     }
+
+    impl Point {
+        const fn new(var: &'static str) -> Self {
+            Self {
+                var,
+                count: AtomicU64::new(0),
+                target: OnceLock::new(),
+            }
+        }
+
+        /// Counts one; whether it is the one named.
+        fn hit(&self) -> bool {
+            let target = *self
+                .target
+                .get_or_init(|| std::env::var(self.var).ok().and_then(|v| v.parse().ok()));
+            target.is_some() && target == Some(self.count.fetch_add(1, Ordering::SeqCst) + 1)
+        }
+    }
+
+    static COMMIT: Point = Point::new("RUNBOOK_TEST_KILL_AFTER_COMMIT");
+    static SHIP: Point = Point::new("RUNBOOK_TEST_KILL_AFTER_SHIP");
 
     /// Counts a commit, and dies if the failpoint names it.
     pub fn after_commit() {
-        let n = COMMITS.fetch_add(1, Ordering::SeqCst) + 1;
-        if target() == Some(n) {
+        if COMMIT.hit() {
             die();
         }
     }
 
-    /// `RUNBOOK_TEST_KILL_AFTER_SHIP=N`: whether the riding events just handed to the journal
-    /// ahead of a commit ([`crate::engine::exec::ships_early`]) are the N-th such batch; the
-    /// caller then waits until they are durable and [`die`]s, so the journal ends with them
-    /// and nothing after.
+    /// Counts a chunk of riding events just handed to the journal; whether the failpoint names
+    /// it (the caller then waits until it is durable and [`die`]s).
     pub fn kills_after_ship() -> bool {
-        static SHIPS: AtomicU64 = AtomicU64::new(0);
-        static TARGET: OnceLock<Option<u64>> = OnceLock::new();
-        let target = *TARGET.get_or_init(|| {
-            std::env::var("RUNBOOK_TEST_KILL_AFTER_SHIP")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        });
-        target.is_some() && target == Some(SHIPS.fetch_add(1, Ordering::SeqCst) + 1)
+        SHIP.hit()
     }
 
     /// SIGKILLs this process.

@@ -81,6 +81,7 @@ impl Sandbox {
             .env_remove("RUNBOOK_USER")
             .env_remove("RUNBOOK_PATH")
             .env_remove("RUNBOOK_TEST_KILL_AFTER_COMMIT")
+            .env_remove("RUNBOOK_TEST_KILL_AFTER_SHIP")
             .env_remove("RUNBOOK_LOG")
             .stdin(Stdio::null());
         Cmd {
