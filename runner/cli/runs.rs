@@ -343,13 +343,15 @@ async fn drain(runs: &Arc<Runs>) {
 /// ends the process at once.
 fn signals(runs: Arc<Runs>) {
     use tokio::signal::unix::{SignalKind, signal};
+    // Installed here, before any run starts, not in the task: a signal sent as soon as the
+    // first line is out is caught, never the default action's.
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
     tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
         let mut first = true;
         loop {
             let name = tokio::select! {

@@ -197,6 +197,9 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
         opts.tick,
     ));
 
+    // Caught from before serve says it listens: a SIGTERM sent once it has said so always stops
+    // it at a safe point (exit 0), never by the signal's default action.
+    let mut stop_signals = StopSignals::install()?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| ServeError::BadInput(format!("cannot listen on {}: {e}", opts.listen)))?;
@@ -302,7 +305,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
     });
     let server_task = tokio::spawn(async move { server.await });
 
-    let signal = wait_for_signal().await;
+    let signal = stop_signals.recv().await;
     let event = ServeEvent {
         detail: Some(signal.clone()),
         ..ServeEvent::new("stopping")
@@ -357,16 +360,32 @@ pub(crate) fn say(output: OutputMode, event: &ServeEvent<'_>, human: impl FnOnce
     }
 }
 
-async fn wait_for_signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending::<String>().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT".into(),
-        _ = term.recv() => "SIGTERM".into(),
+/// SIGINT and SIGTERM, caught from the moment it is installed.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let catch = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|source| ServeError::Io {
+                action: format!("catch {name}"),
+                source,
+            })
+        };
+        Ok(Self {
+            int: catch(SignalKind::interrupt(), "SIGINT")?,
+            term: catch(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    /// The name of the next signal caught.
+    async fn recv(&mut self) -> String {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT".into(),
+            _ = self.term.recv() => "SIGTERM".into(),
+        }
     }
 }
