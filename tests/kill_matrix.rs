@@ -342,3 +342,84 @@ fn a_long_script_chain_killed_after_each_early_chunk_resumes_at_a_step_boundary(
         "later chunks keep more steps: {kept:?}"
     );
 }
+
+/// The iterations of a parallel loop share one ledger; it too is cut into chunks while the loop
+/// runs, made durable at once. Killed right after the first chunk, the journal holds some of
+/// the loop's outcomes (the rest of the loop had not been journaled: the process would have
+/// exited 0 with every record written at the end); a resume replays them and runs each other
+/// iteration, every one ending once with its own output.
+#[test]
+fn a_parallel_loop_of_script_steps_is_made_durable_in_chunks_while_it_runs() {
+    const ITEMS: usize = 1_500;
+    let sb = Sandbox::new();
+    sb.write(
+        "par.yaml",
+        &format!(
+            "runbook: par\nsteps:\n  - id: each\n    foreach: \"range(0, {ITEMS})\"\n    as: n\n    \
+             parallel: 4\n    steps:\n      - id: double\n        script: \"n * 2\"\n  - id: after\n    \
+             script: \"1\"\n"
+        ),
+    );
+    let out = sb
+        .cmd(&["run", "par.yaml"])
+        .env("RUNBOOK_TEST_KILL_AFTER_SHIP", "1")
+        .run();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{}",
+        out.explain("expected SIGKILL after the first chunk")
+    );
+    let run = sb.only_run();
+    let item = |r: &Value| -> Option<usize> {
+        let path = r["path"].as_str()?;
+        path.strip_prefix("each[")?
+            .strip_suffix("].double")?
+            .parse()
+            .ok()
+    };
+    let ended = |records: &[Value]| -> Vec<usize> {
+        records
+            .iter()
+            .filter(|r| r["event"] == "step_succeeded")
+            .filter_map(item)
+            .collect()
+    };
+    let before = ended(&sb.records(&run));
+    assert!(
+        !before.is_empty() && before.len() < ITEMS,
+        "part of the loop was durable when the process died: {} of {ITEMS}",
+        before.len()
+    );
+
+    let resumed = sb.cmd(&["resume", &run]).run();
+    assert_eq!(resumed.code(), Some(0), "{}", resumed.explain("resume"));
+    let records = sb.records(&run);
+    let mut outputs = vec![Vec::new(); ITEMS];
+    for r in records.iter().filter(|r| r["event"] == "step_succeeded") {
+        if let Some(i) = item(r) {
+            outputs[i].push(r["output"].clone());
+        }
+    }
+    for (i, out) in outputs.iter().enumerate() {
+        assert_eq!(
+            out,
+            &[Value::from(2 * i)],
+            "each[{i}].double ended once, with {}",
+            2 * i
+        );
+    }
+    let mut starts = vec![0; ITEMS];
+    for r in records.iter().filter(|r| r["event"] == "step_started") {
+        if let Some(i) = item(r) {
+            starts[i] += 1;
+        }
+    }
+    for i in &before {
+        assert_eq!(
+            starts[*i], 1,
+            "each[{i}] was journaled as done before the kill: replayed, not started again"
+        );
+    }
+    assert_eq!(sb.status(&run)["state"], "succeeded");
+}

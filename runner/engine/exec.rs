@@ -237,8 +237,16 @@ impl Exec<'_> {
         if let Some(ledger) = &self.ledger {
             let mut ledger = ledger.lock().await;
             ledger.pending.append(&mut riding);
-            if must {
+            // The units share the ledger, so what rides is cut when any of them reaches the
+            // chunk's size at a step's end, and made durable at once (the other units wait
+            // for the ledger meanwhile): a parallel loop of thousands of `script:` iterations
+            // holds at most a chunk, not all of them until the next commit.
+            let early = !must && ships_early(&ledger.pending);
+            if must || early {
                 ledger.flush(self.log, self.id).await?;
+            }
+            if early && crate::engine::log::failpoint::kills_after_ship() {
+                crate::engine::log::failpoint::die();
             }
             return Ok(());
         }
