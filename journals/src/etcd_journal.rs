@@ -38,7 +38,9 @@
 //! transiently — no answer within the timeout, no leader, no quorum, unreachable — is tried
 //! again after a pause growing from 100 ms to 2 s, for [`EtcdJournal::patience`] (default
 //! [`PATIENCE`]), then fails with [`EtcdError::Unavailable`]. Runs stop at a safe point meanwhile
-//! (the engine waits for its write) and go on when quorum returns. A try that got no answer may
+//! (the engine waits for its write) and go on when quorum returns. The journal's reads (records,
+//! summaries, locks, meta) are tried again the same way: a read has no effect, so every try is
+//! the same question. A try that got no answer may
 //! still have committed — then, or later —, so a try after one is read differently: an append
 //! that finds the run ending at `expected + n` with exactly its events (a create: the run
 //! existing with exactly its events) committed earlier and returns the stored records, not a
@@ -104,8 +106,13 @@ pub const MAX_TXN_OPS: usize = 128;
 const PAGE: i64 = 48;
 /// How many times a write re-reads and tries again when only a lock or an owner moved under it.
 const ATTEMPTS: usize = 5;
-/// How long a write keeps trying while etcd is unreachable or without quorum, by default.
+/// How long a write (or a read) keeps trying while etcd is unreachable or without quorum, by
+/// default.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+/// What a write that [`Inner::patiently`] keeps trying does not do while etcd fails.
+pub(crate) const WRITE: &str = "take a write";
+/// What a read that [`Inner::patiently`] keeps trying does not do while etcd fails.
+pub(crate) const READ: &str = "answer a read";
 
 const INLINE: u8 = b'r';
 const BLOB: u8 = b'b';
@@ -164,13 +171,15 @@ pub enum EtcdError {
     /// A write kept meeting concurrent changes of the run's lock.
     #[error("run {0} kept changing under the write; nothing was written")]
     Contended(RunId),
-    /// etcd kept failing a write (unreachable, or without quorum) for the journal's whole
-    /// patience ([`EtcdJournal::set_patience`]).
-    #[error("etcd at {endpoints} did not take a write within {patience:?}; gave up")]
+    /// etcd kept failing a write or a read (unreachable, or without quorum) for the journal's
+    /// whole patience ([`EtcdJournal::set_patience`]).
+    #[error("etcd at {endpoints} did not {what} within {patience:?}; gave up")]
     Unavailable {
         /// The cluster's endpoints.
         endpoints: String,
-        /// How long the write kept trying.
+        /// What it did not do: [`WRITE`] or [`READ`].
+        what: &'static str,
+        /// How long the request kept trying.
         patience: Duration,
         /// The last failure.
         #[source]
@@ -329,6 +338,18 @@ impl EtcdJournal {
         Fut: Future<Output = Result<T, JournalError>> + Send + 'static,
     {
         wait(self.handle(), f(self.inner.clone()))
+    }
+
+    /// A read, tried again while etcd fails transiently (no leader, no quorum, unreachable)
+    /// for the journal's patience, as a write is: a `status` or a `resume` started during an
+    /// election or a quorum loss waits for it to end instead of failing at once.
+    fn patient_read<T, F, Fut>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Inner>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, JournalError>> + Send + 'static,
+    {
+        self.call(move |inner| async move { inner.patiently(READ, |_| f(inner.clone())).await })
     }
 }
 
@@ -744,6 +765,7 @@ impl Inner {
     /// earlier try failed so: that try may have committed without its answer reaching us.
     async fn patiently<T, Fut>(
         &self,
+        what: &'static str,
         mut attempt: impl FnMut(bool) -> Fut,
     ) -> Result<T, JournalError>
     where
@@ -759,6 +781,7 @@ impl Inner {
                     if Instant::now() + pause > deadline {
                         return Err(EtcdError::Unavailable {
                             endpoints: self.endpoints.clone(),
+                            what,
                             patience,
                             last: Box::new(e),
                         }
@@ -766,7 +789,7 @@ impl Inner {
                     }
                     tracing::warn!(
                         error = %crate::sled_journal::error_chain(&e),
-                        "etcd did not take a write; trying again"
+                        "etcd did not {what}; trying again"
                     );
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tries += 1;
@@ -814,7 +837,7 @@ impl Inner {
         take_lock: bool,
         events: Vec<Event>,
     ) -> Result<Vec<Record>, JournalError> {
-        self.patiently(|ambiguous| {
+        self.patiently(WRITE, |ambiguous| {
             self.insert_once(id, lock.as_deref(), take_lock, &events, ambiguous)
         })
         .await
@@ -886,8 +909,10 @@ impl Inner {
         events: Vec<Event>,
         lock: LockChange,
     ) -> Result<Vec<Record>, JournalError> {
-        self.patiently(|ambiguous| self.write_once(id, expected, &events, lock, ambiguous))
-            .await
+        self.patiently(WRITE, |ambiguous| {
+            self.write_once(id, expected, &events, lock, ambiguous)
+        })
+        .await
     }
 
     async fn write_once(
@@ -1127,7 +1152,7 @@ impl Inner {
     async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), JournalError> {
         let stored = self.meta_key(key);
         // A put whose answer was lost is simply put again: the value is the same.
-        self.patiently(|_| {
+        self.patiently(WRITE, |_| {
             let mut kv = self.client.kv_client();
             let (stored, value) = (stored.clone(), value.clone());
             async move { self.ask("write", kv.put(stored, value, None)).await }
@@ -1150,7 +1175,7 @@ impl Inner {
         // does. The retry compares the same `expected`, so at most one of the tries lands.
         let receipt = format!("{}/receipts/{}", self.prefix, RunId::new());
         let swapped = self
-            .patiently(|ambiguous| {
+            .patiently(WRITE, |ambiguous| {
                 self.swap_once(&stored, expected.as_deref(), &value, &receipt, ambiguous)
             })
             .await?;
@@ -1294,28 +1319,28 @@ impl Journal for EtcdJournal {
     }
 
     fn read(&self, id: RunId) -> Result<Vec<Record>, JournalError> {
-        self.call(move |inner| async move { inner.read(id, 0).await })
+        self.patient_read(move |inner| async move { inner.read(id, 0).await })
     }
 
     fn read_after(&self, id: RunId, after: u64) -> Result<Vec<Record>, JournalError> {
-        self.call(move |inner| async move { inner.read(id, after).await })
+        self.patient_read(move |inner| async move { inner.read(id, after).await })
     }
 
     fn runs(&self) -> Result<Vec<RunSummary>, JournalError> {
-        let all = self.call(|inner| async move { inner.summaries().await })?;
+        let all = self.patient_read(|inner| async move { inner.summaries().await })?;
         all.into_iter()
             .map(|(id, s)| s.map_err(|d| summary_corrupt(id, &d)))
             .collect()
     }
 
     fn readable_runs(&self) -> Vec<RunSummary> {
-        self.call(|inner| async move { inner.summaries().await })
+        self.patient_read(|inner| async move { inner.summaries().await })
             .map(|all| all.into_values().filter_map(Result::ok).collect())
             .unwrap_or_default()
     }
 
     fn problems(&self) -> Vec<JournalError> {
-        match self.call(|inner| async move { inner.summaries().await }) {
+        match self.patient_read(|inner| async move { inner.summaries().await }) {
             Ok(all) => all
                 .into_iter()
                 .filter_map(|(id, s)| s.err().map(|d| summary_corrupt(id, &d)))
@@ -1325,24 +1350,33 @@ impl Journal for EtcdJournal {
     }
 
     fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
-        self.call(move |inner| async move { inner.summary_at(id).await.map(|(s, _, _)| s) })
+        self.patient_read(move |inner| async move { inner.summary_at(id).await.map(|(s, _, _)| s) })
     }
 
     fn resolve(&self, prefix: &str) -> Result<RunId, JournalError> {
         let prefix = prefix.to_owned();
-        self.call(move |inner| async move { inner.resolve(&prefix).await })
+        self.patient_read(move |inner| {
+            let prefix = prefix.clone();
+            async move { inner.resolve(&prefix).await }
+        })
     }
 
     fn lock_holder(&self, key: &str) -> Result<Option<RunId>, JournalError> {
         let key = key.to_owned();
-        self.call(move |inner| async move { inner.lock_value(&key).await })
+        self.patient_read(move |inner| {
+            let key = key.clone();
+            async move { inner.lock_value(&key).await }
+        })
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         let key = key.to_owned();
-        self.call(move |inner| async move {
-            let (kv, _) = inner.get(&inner.meta_key(&key)).await?;
-            Ok(kv.map(|kv| kv.value().to_vec()))
+        self.patient_read(move |inner| {
+            let key = inner.meta_key(&key);
+            async move {
+                let (kv, _) = inner.get(&key).await?;
+                Ok(kv.map(|kv| kv.value().to_vec()))
+            }
         })
     }
 

@@ -266,6 +266,10 @@ fn a_store_frozen_past_the_ttl_suspends_the_lease_then_expires_it_and_the_run_go
     let text = crate::sled_journal::error_chain(&err);
     assert!(text.contains("did not take a write within 1.5s"), "{text}");
     assert!(jc.inner.retries.load(Ordering::Relaxed) > 0);
+    // A read too, and it says that it was a read.
+    let err = jc.read(free).unwrap_err();
+    let text = crate::sled_journal::error_chain(&err);
+    assert!(text.contains("did not answer a read within 1.5s"), "{text}");
     etcd.thaw(0);
 
     // etcd's clock ran while it was frozen: it expires A's lease as soon as it goes on.
@@ -319,6 +323,40 @@ fn quorum_loss_suspends_the_lease_without_losing_it_and_a_write_waits_to_land_on
     assert_eq!(records.len(), 2, "the write landed once: {records:?}");
     assert_eq!(a.owner(id).unwrap(), Some(a.me()));
     j.append(id, 2, &[ended()]).unwrap();
+}
+
+#[test]
+fn a_read_during_a_quorum_loss_waits_for_the_quorum_and_then_answers() {
+    let etcd = TestEtcd::cluster(3);
+    let leader = etcd.leader();
+    let j = Arc::new(etcd.journal_on(&[leader], "quorum-read", Duration::from_secs(1)));
+    let id = RunId::new();
+    j.create(id, None, &[started()]).unwrap();
+    j.append(id, 1, &[step("before the outage")]).unwrap();
+
+    let followers: Vec<usize> = (0..3).filter(|&m| m != leader).collect();
+    for &m in &followers {
+        etcd.freeze(m);
+    }
+    // A linearizable read needs the quorum: it gets no answer (or "no leader") and is tried
+    // again, as a write is, instead of failing the command or the resume that asked.
+    let reader = std::thread::spawn({
+        let j = j.clone();
+        move || (j.read(id), j.summary(id))
+    });
+    within(15, "a retried read", async {
+        while j.inner.retries.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(!reader.is_finished(), "the read waits for the quorum");
+    for &m in &followers {
+        etcd.thaw(m);
+    }
+    let (records, summary) = reader.join().unwrap();
+    let records = records.expect("the read answers once the quorum is back");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(summary.expect("the summary too").last_seq, 2);
 }
 
 #[test]
