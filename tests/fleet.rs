@@ -486,3 +486,42 @@ steps:
     drop((a, b));
     eprintln!("test took {:?}", began.elapsed());
 }
+
+/// On a journal shared by several executors, the web page of any one of them says which
+/// executor executes each run: in the runs list and in the run's details.
+#[test]
+fn the_web_page_of_any_executor_shows_which_executor_executes_each_run() {
+    crate::web::browser_dir();
+    let store = Store::new("/fleet-web-owner");
+    let sb = Sandbox::new();
+    sb.write(
+        "runbooks/parked.yaml",
+        "runbook: parked\nsteps:\n  - id: wait\n    gate: \"Approve?\"\n",
+    );
+    let a = Executor::start(&sb, &store, "a", 0);
+    let b = Executor::start(&sb, &store, "b", 0);
+    let on_a = a.start_run("parked");
+    let on_b = b.start_run("parked");
+    for run in [&on_a, &on_b] {
+        wait_for("the run to park at its gate", SETTLE, || {
+            b.get(&format!("/runs/{run}"))["state"] == "waiting"
+        });
+    }
+    let shot = crate::web::screenshot("web-fleet-owner.png");
+    let (status, out) = crate::web::script(
+        "owner.mjs",
+        &[
+            &b.url,
+            crate::support::fleet::ALICE,
+            shot.to_str().expect("utf-8 path"),
+            &format!("{on_a}={}", a.identity()),
+            &format!("{on_b}={}", b.identity()),
+        ],
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "owner.mjs should read a's run as executed by a and b's by b on b's page; it ended \
+         {status:?}:\n{out}\n--- b ---\n{}",
+        b.output()
+    );
+}

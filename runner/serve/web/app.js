@@ -340,7 +340,14 @@
       row.classList.toggle('is-waiting', state === 'waiting');
       setText(bookEl, String(r.runbook || ''));
       setText(idEl, id);
-      setText(whoEl, String(r.started_by || ''));
+      // On a journal shared by several executors: which one executes it (its owner).
+      const owner = r.owner ? String(r.owner) : '';
+      if (whoEl.dataset.who !== String(r.started_by || '') || whoEl.dataset.owner !== owner) {
+        whoEl.dataset.who = String(r.started_by || '');
+        whoEl.dataset.owner = owner;
+        whoEl.replaceChildren(whoEl.dataset.who,
+          ...(owner ? [h('small', { class: 'owner mono', dataset: { testid: 'run-owner' }, title: 'executed by executor ' + owner }, 'on ' + owner)] : []));
+      }
       setText(whenEl, fmtTime(r.created_at));
       whenEl.title = String(r.created_at || '');
       row.title = r.reason ? state + ': ' + r.reason : state;
@@ -705,6 +712,7 @@
       ['started', fmtTime(d.created_at)],
       ['last change', fmtTime(d.updated_at)],
     ];
+    if (d.owner) meta.push(['executed by', h('span', { class: 'mono', id: 'run-owner' }, String(d.owner))]);
     if (d.lock) meta.push(['lock', h('span', { class: 'mono' }, String(d.lock))]);
     $('run-meta').replaceChildren(...meta.map(([k, v]) => h('div', null, h('dt', null, k), h('dd', null, v))));
 
