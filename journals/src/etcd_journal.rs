@@ -271,17 +271,26 @@ impl EtcdJournal {
         }
         let eps = target.endpoints.clone();
         let ends = endpoints.clone();
+        // A cluster that asks clients for a certificate closes the connection of one without,
+        // which the transport reports only as "connection closed": say what was tried.
+        let action = match &target.tls {
+            Some(tls) if tls.cert.is_none() => {
+                "connect over TLS without a client certificate (a cluster that asks its clients \
+                 for one needs a certificate and its key)"
+            }
+            _ => "connect",
+        };
         let client = wait(runtime.handle(), async move {
             tokio::time::timeout(timeout, Client::connect(eps, Some(options)))
                 .await
                 .map_err(|_| EtcdError::Timeout {
                     endpoints: ends.clone(),
-                    action: "connect",
+                    action,
                     timeout,
                 })?
                 .map_err(|source| EtcdError::Request {
                     endpoints: ends,
-                    action: "connect",
+                    action,
                     source,
                 })
                 .map_err(JournalError::from)
