@@ -5,8 +5,9 @@
 //   node owner.mjs URL TOKEN SCREENSHOT_PATH RUN_ID=OWNER [RUN_ID=OWNER…]
 //
 // Enters TOKEN; for each RUN_ID waits until its row in the runs list says `on OWNER`; then opens
-// the first run by clicking its row and waits until its details say `executed by OWNER`; takes a
-// screenshot of the list and of the run.
+// the first run by clicking its row and waits until its details say `executed by OWNER`; then
+// opens the history view, whose "Executed by" column must show each OWNER; takes a screenshot of
+// the list, the run and the history.
 //
 // Exits 0 when all of it happened; otherwise prints what the page showed and exits 1. The browser
 // is $CHROMIUM or /usr/bin/chromium; everything is bounded (60 s in all).
@@ -114,6 +115,19 @@ try {
   if (label.trim() !== 'executed by') throw new Error(`the owner's label should be "executed by", is "${label}"`);
   say(`run ${first.id}: ${label.trim()} ${(await detail.innerText()).trim()}`);
   await page.screenshot({ path: shotOf('run'), fullPage: true });
+
+  say('opening the history view');
+  await page.click('a[href$="/history"]');
+  await page.waitForURL('**/history**');
+  for (const run of runs) {
+    const cell = page.locator(`#history-rows [data-run="${run.id}"] [data-testid="history-owner"]`);
+    await cell.filter({ hasText: run.owner }).waitFor();
+    if (!(await cell.isVisible())) throw new Error(`the history's owner of run ${run.id} is hidden`);
+    say(`history, run ${run.id}: executed by ${(await cell.innerText()).trim()}`);
+  }
+  const header = page.locator('#history-table th.owner-col');
+  if (!(await header.isVisible())) throw new Error('the history has no visible "Executed by" column');
+  await page.screenshot({ path: shotOf('history'), fullPage: true });
 
   clearTimeout(watchdog);
   await cleanup();

@@ -149,10 +149,11 @@
           h('td', { 'data-label': 'Runbook', class: 'book' }),
           h('td', { 'data-label': 'State' }),
           h('td', { 'data-label': 'Started by' }),
+          h('td', { 'data-label': 'Executed by', class: 'owner-col mono', dataset: { testid: 'history-owner' } }),
           h('td', { 'data-label': 'Started at' }, h('time')));
         rows.set(id, row);
       }
-      const [, bookEl, stateEl, whoEl, whenEl] = row.children;
+      const [, bookEl, stateEl, whoEl, ownerEl, whenEl] = row.children;
       setText(bookEl, String(r.runbook || ''));
       const state = String(r.state);
       if (stateEl.dataset.state !== state) {
@@ -161,6 +162,7 @@
         stateEl.title = r.reason ? String(r.reason) : '';
       }
       setText(whoEl, String(r.started_by || ''));
+      setText(ownerEl, r.owner ? String(r.owner) : '');
       const time = whenEl.firstChild;
       time.setAttribute('datetime', String(r.created_at || ''));
       setText(time, fmtTime(r.created_at));
@@ -171,6 +173,8 @@
     for (const [id, row] of rows) {
       if (!seen.has(id)) { row.remove(); rows.delete(id); }
     }
+    // The executor column only on a journal shared by several executors (etcd).
+    $('history-table').classList.toggle('has-owners', runs.some((r) => !!r.owner));
     show($('history-empty'), runs.length === 0);
     setText($('history-count'), runs.length >= limit
       ? 'the newest ' + runs.length + ' runs (narrow the filter to see older ones)'
