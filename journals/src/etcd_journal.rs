@@ -40,8 +40,8 @@
 //! [`PATIENCE`]), then fails with [`EtcdError::Unavailable`]. Runs stop at a safe point meanwhile
 //! (the engine waits for its write) and go on when quorum returns. The journal's reads (records,
 //! summaries, locks, meta) are tried again the same way: a read has no effect, so every try is
-//! the same question. A try that got no answer may
-//! still have committed — then, or later —, so a try after one is read differently: an append
+//! the same question. A write's try that got no answer may still have committed — then, or
+//! later —, so a try after one is read differently: an append
 //! that finds the run ending at `expected + n` with exactly its events (a create: the run
 //! existing with exactly its events) committed earlier and returns the stored records, not a
 //! [`JournalError::Conflict`]; every try compares the same `expected`, so at most one lands.
