@@ -10,15 +10,9 @@
 // the list, the run and the history.
 //
 // Exits 0 when all of it happened; otherwise prints what the page showed and exits 1. The browser
-// is $CHROMIUM or /usr/bin/chromium; everything is bounded (60 s in all).
+// is $CHROMIUM or /usr/bin/chromium (see harness.mjs); everything is bounded (60 s in all).
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const TOTAL_MS = 60_000;
-const STEP_MS = 20_000;
+import { drive } from './harness.mjs';
 
 const argv = process.argv.slice(2);
 if (argv.length < 4) {
@@ -36,59 +30,7 @@ const runs = pairs.map((p) => {
 });
 const base = url.replace(/\/+$/, '');
 
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const userDataDir = mkdtempSync(join(tmpdir(), 'runbook-chromium-'));
-const log = [];
-let context = null;
-let page = null;
-let step = 'starting';
-
-function say(what) {
-  step = what;
-  console.log(`owner.mjs: ${what}`);
-}
-
-async function cleanup() {
-  try { if (context) await context.close(); } catch { /* already gone */ }
-  try { rmSync(userDataDir, { recursive: true, force: true }); } catch { /* best effort */ }
-}
-
-async function fail(error) {
-  console.error(`owner.mjs: FAILED while ${step}: ${error && error.stack || error}`);
-  if (page) {
-    try {
-      console.error(`--- page at ${page.url()} ---`);
-      console.error(await page.locator('body').innerText({ timeout: 2000 }));
-      await page.screenshot({ path: screenshot, fullPage: true, timeout: 5000 });
-      console.error(`--- screenshot of the failure: ${screenshot} ---`);
-    } catch (e) {
-      console.error(`(could not read the page: ${e.message})`);
-    }
-  }
-  if (log.length) console.error(`--- browser console and network ---\n${log.join('\n')}`);
-  await cleanup();
-  process.exit(1);
-}
-
-const watchdog = setTimeout(() => fail(new Error(`the whole test took longer than ${TOTAL_MS / 1000} s`)), TOTAL_MS);
-
-try {
-  say(`launching ${executablePath}`);
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: STEP_MS,
-    viewport: { width: 1000, height: 900 },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
-  context.setDefaultTimeout(STEP_MS);
-  page = context.pages()[0] || await context.newPage();
-  page.on('console', (m) => log.push(`console.${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
-
+await drive('owner.mjs', { screenshot }, async ({ page, say }) => {
   say(`opening ${base}/`);
   await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' });
   say('entering the token');
@@ -129,11 +71,4 @@ try {
   if (!(await header.isVisible())) throw new Error('the history has no visible "Executed by" column');
   await page.screenshot({ path: shotOf('history'), fullPage: true });
 
-  clearTimeout(watchdog);
-  await cleanup();
-  console.log('owner.mjs: ok');
-  process.exit(0);
-} catch (e) {
-  clearTimeout(watchdog);
-  await fail(e);
-}
+});
