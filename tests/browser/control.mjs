@@ -21,8 +21,13 @@
 // The page must work within serve's strict Content-Security-Policy. Exits 0 when all of it
 // happened; otherwise prints what the page showed and exits 1. Everything is bounded (60 s).
 
-import { writeFileSync } from 'node:fs';
-import { drive } from './harness.mjs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const TOTAL_MS = 60_000;
+const STEP_MS = 20_000;
 
 const argv = process.argv.slice(2);
 if (argv.length !== 6 || !['retry', 'skip', 'pause'].includes(argv[0])) {
@@ -32,16 +37,65 @@ if (argv.length !== 6 || !['retry', 'skip', 'pause'].includes(argv[0])) {
 const [mode, url, token, runId, extra, screenshot] = argv;
 const base = url.replace(/\/+$/, '');
 
-await drive('control.mjs', { screenshot }, async ({ page, context, say }) => {
-  async function waitState(state) {
-    say(`waiting for the page to show the run ${state}`);
-    await page.waitForFunction(
-      (s) => document.getElementById('run-state').textContent.trim() === s,
-      state,
-      { timeout: 30_000 },
-    );
-  }
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const userDataDir = mkdtempSync(join(tmpdir(), 'runbook-chromium-'));
+const log = [];
+let context = null;
+let page = null;
+let step = 'starting';
 
+function say(what) {
+  step = what;
+  console.log(`control.mjs: ${what}`);
+}
+
+async function cleanup() {
+  try { if (context) await context.close(); } catch { /* already gone */ }
+  try { rmSync(userDataDir, { recursive: true, force: true }); } catch { /* best effort */ }
+}
+
+async function fail(error) {
+  console.error(`control.mjs: FAILED while ${step}: ${error && error.stack || error}`);
+  if (page) {
+    try {
+      console.error(`--- page at ${page.url()} ---`);
+      console.error(await page.locator('body').innerText({ timeout: 2000 }));
+      await page.screenshot({ path: screenshot, fullPage: true, timeout: 5000 });
+    } catch (e) {
+      console.error(`(could not read the page: ${e.message})`);
+    }
+  }
+  if (log.length) console.error(`--- browser console and network ---\n${log.join('\n')}`);
+  await cleanup();
+  process.exit(1);
+}
+
+const watchdog = setTimeout(() => fail(new Error(`the whole test took longer than ${TOTAL_MS / 1000} s`)), TOTAL_MS);
+
+async function waitState(state) {
+  say(`waiting for the page to show the run ${state}`);
+  await page.waitForFunction(
+    (s) => document.getElementById('run-state').textContent.trim() === s,
+    state,
+    { timeout: 30_000 },
+  );
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    timeout: STEP_MS,
+    viewport: { width: 1000, height: 900 },
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  context.setDefaultTimeout(STEP_MS);
+  page = context.pages()[0] || await context.newPage();
+  page.on('console', (m) => log.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
   await context.addInitScript(() => {
     window.__cspViolations = [];
     document.addEventListener('securitypolicyviolation', (e) => {
@@ -106,4 +160,11 @@ await drive('control.mjs', { screenshot }, async ({ page, context, say }) => {
 
   say(`taking a screenshot: ${screenshot}`);
   await page.screenshot({ path: screenshot, fullPage: true });
-});
+  clearTimeout(watchdog);
+  await cleanup();
+  console.log('control.mjs: ok');
+  process.exit(0);
+} catch (e) {
+  clearTimeout(watchdog);
+  await fail(e);
+}

@@ -10,9 +10,10 @@
 // the list, the run and the history.
 //
 // Exits 0 when all of it happened; otherwise prints what the page showed and exits 1. The browser
-// is $CHROMIUM or /usr/bin/chromium (see harness.mjs); everything is bounded (60 s in all).
+// is $CHROMIUM or /usr/bin/chromium (see session.mjs, which also fails the script on a
+// Content-Security-Policy violation); everything is bounded.
 
-import { drive } from './harness.mjs';
+import { open, signIn } from './session.mjs';
 
 const argv = process.argv.slice(2);
 if (argv.length < 4) {
@@ -30,13 +31,11 @@ const runs = pairs.map((p) => {
 });
 const base = url.replace(/\/+$/, '');
 
-await drive('owner.mjs', { screenshot }, async ({ page, say }) => {
-  say(`opening ${base}/`);
-  await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' });
-  say('entering the token');
-  await page.fill('#token', token);
-  await page.click('#save-token');
-  await page.locator('#whoami').filter({ hasText: 'signed in as' }).waitFor();
+const s = await open('owner.mjs', { failShot: screenshot, viewport: { width: 1000, height: 900 } });
+
+await s.run(async () => {
+  const { page, say } = s;
+  await signIn(s, `${base}/`, token);
 
   for (const run of runs) {
     say(`reading the owner of run ${run.id} in the runs list`);
