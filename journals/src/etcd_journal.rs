@@ -350,8 +350,9 @@ impl EtcdJournal {
     }
 
     /// A read, tried again while etcd fails transiently (no leader, no quorum, unreachable)
-    /// for the journal's patience, as a write is: a `status` or a `resume` started during an
-    /// election or a quorum loss waits for it to end instead of failing at once.
+    /// for the journal's patience, as a write is: a process that has the journal open (`serve`
+    /// and its API, a run under way) waits out an election or a quorum loss instead of failing
+    /// at once. Opening itself does not wait, so that a wrong address fails at once.
     fn patient_read<T, F, Fut>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
