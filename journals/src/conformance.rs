@@ -57,7 +57,7 @@ pub fn all(make: &dyn Fn() -> Fresh) {
     concurrent_appends_all_land(&journal);
 }
 
-fn started(lock: Option<&str>) -> Event {
+pub(crate) fn started(lock: Option<&str>) -> Event {
     Event::RunStarted(RunStarted {
         runbook: "conformance".into(),
         params: serde_json::Map::new(),
@@ -70,7 +70,7 @@ fn started(lock: Option<&str>) -> Event {
     })
 }
 
-fn step(path: &str) -> Event {
+pub(crate) fn step(path: &str) -> Event {
     Event::StepStarted {
         path: path.into(),
         kind: "shell".into(),
@@ -80,7 +80,7 @@ fn step(path: &str) -> Event {
     }
 }
 
-fn state(state: RunState) -> Event {
+pub(crate) fn state(state: RunState) -> Event {
     Event::StateChanged {
         state,
         reason: None,

@@ -23,6 +23,7 @@
 //! share it through [`EtcdJournal::join`], see [`fleet`]) and [`MemoryJournal`] (dry runs,
 //! tests).
 
+mod archive;
 #[cfg(test)]
 pub mod conformance;
 mod etcd_fleet;
@@ -34,6 +35,7 @@ mod etcd_watch;
 mod event;
 pub mod fleet;
 mod group_commit;
+mod live_store;
 mod memory;
 mod sled_journal;
 mod sled_writer;
@@ -51,6 +53,7 @@ pub use event::{
     RunSummary, SkipReason, SourceFile, Trigger,
 };
 pub use fleet::{Fleet, Incoming, Standing};
+pub use live_store::ARCHIVE_AFTER;
 pub use memory::MemoryJournal;
 pub use sled_journal::{SledJournal, SledOptions};
 

@@ -69,6 +69,10 @@ pub struct SledOptions {
     /// between fork and exec (the child's copy of the descriptor closes only at exec), so
     /// the next command may briefly find the journal busy.
     pub busy_wait: std::time::Duration,
+    /// How many records of finished runs the live store may hold before opening for writing
+    /// moves those runs to the archive and writes a new live store ([`crate::live_store`]):
+    /// [`crate::ARCHIVE_AFTER`], or `RUNBOOK_JOURNAL_ARCHIVE_AFTER` from the environment.
+    pub archive_after: u64,
 }
 
 impl Default for SledOptions {
@@ -76,6 +80,10 @@ impl Default for SledOptions {
         Self {
             cache_capacity_bytes: 8 * 1024 * 1024,
             busy_wait: std::time::Duration::from_secs(2),
+            archive_after: std::env::var("RUNBOOK_JOURNAL_ARCHIVE_AFTER")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(crate::ARCHIVE_AFTER),
         }
     }
 }
@@ -107,7 +115,7 @@ enum Mode {
 /// A [`Journal`] stored in a sled database, one process at a time. Reads go to the tree;
 /// writes go to the journal's writer thread ([`crate::sled_writer`]).
 pub struct SledJournal {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     /// `None` in a read-only view.
     writer: Option<crate::sled_writer::Handle>,
 }
@@ -116,10 +124,15 @@ pub struct SledJournal {
 pub(crate) struct Store {
     /// The journal directory.
     pub(crate) dir: PathBuf,
-    /// Where sled's files are: `dir`, or a copy of them for a read-only view.
+    /// Where sled's files are: the live store ([`crate::live_store`]), or a copy of it for a
+    /// read-only view.
     files: PathBuf,
     pub(crate) db: sled::Db,
     mode: Mode,
+    /// The journal's lock, held while the journal is open for writing.
+    held: Option<nix::fcntl::Flock<File>>,
+    /// Runs read from the archive ([`crate::archive`]): their records are not in the store.
+    archived: Mutex<HashSet<RunId>>,
     /// Every run's summary, loaded at open and kept current by the writer (after its batch is
     /// applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
@@ -149,37 +162,91 @@ impl SledJournal {
     /// Opens (creating if needed, owner-only) the journal in `dir` for writing; fails with
     /// [`JournalError::Busy`] if another handle holds it.
     pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, JournalError> {
+        Self::open_stopping(dir, opts, None)
+    }
+
+    /// [`SledJournal::open`], with a compaction that stops at `stop` as a crash there would
+    /// (the crash tests).
+    pub(crate) fn open_stopping(
+        dir: &Path,
+        opts: SledOptions,
+        stop: Option<crate::live_store::Step>,
+    ) -> Result<Self, JournalError> {
         let created = !dir.exists();
         create_private_dir(dir)?;
         restrict(dir, 0o700)?;
+        let lock = crate::live_store::lock(dir, true, opts.busy_wait, || read_holder(dir))?;
+        let mut files = crate::live_store::current(dir)?;
+        crate::live_store::clean(dir, &files)?;
 
         let witnessed = witness::read(dir)
             .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
-        let db = open_sled(dir, opts, || read_holder(dir))?;
-        for entry in fs::read_dir(dir).map_err(|source| io_error("list", dir, source))? {
-            let entry = entry.map_err(|source| io_error("list", dir, source))?;
+        let mut db = open_sled(&files, opts, || read_holder(dir))?;
+        let mut live = load_summaries(&db)?;
+        if crate::live_store::due(&live, opts.archive_after) {
+            let compacted = crate::live_store::compact(
+                dir,
+                &files,
+                &db,
+                &live,
+                &witnessed.runs,
+                opts.cache_capacity_bytes,
+                stop,
+            );
+            match compacted {
+                Ok(done) if done.live != files => {
+                    drop(db);
+                    if stop.is_none() {
+                        crate::live_store::clean(dir, &done.live)?;
+                    }
+                    files = done.live;
+                    db = open_sled(&files, opts, || read_holder(dir))?;
+                    live = load_summaries(&db)?;
+                    tracing::info!(
+                        dir = %dir.display(),
+                        runs = done.archived.len(),
+                        "moved finished runs to the journal's archive and wrote a new live store"
+                    );
+                }
+                Ok(_) => {}
+                // Compaction only makes opening faster: the journal goes on as it was.
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %error_chain(&e),
+                    "could not compact the journal's live store; it stays as it is"
+                ),
+            }
+        }
+        if files != dir {
+            restrict(&files, 0o700)?;
+        }
+        for entry in fs::read_dir(&files).map_err(|source| io_error("list", &files, source))? {
+            let entry = entry.map_err(|source| io_error("list", &files, source))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name == "db" || name == "conf" || name.starts_with("snap.") {
+            if crate::live_store::is_store_file(&name) {
                 restrict(&entry.path(), 0o600)?;
             } else if name == "blobs" {
                 restrict(&entry.path(), 0o700)?;
             }
         }
 
-        let db_path = dir.join("db");
+        let db_path = files.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
 
         // sled creates its files and directories without syncing the directory entries; a
         // journal whose `db` entry is lost in a power cut would come back empty.
-        sync_path(dir, "sync directory")?;
-        let blobs = dir.join("blobs");
+        sync_path(&files, "sync directory")?;
+        if files != dir {
+            sync_path(dir, "sync directory")?;
+        }
+        let blobs = files.join("blobs");
         let known_blobs = if blobs.is_dir() {
             settle_blobs(&blobs)?
         } else {
             HashSet::new()
         };
-        let conf = dir.join("conf");
+        let conf = files.join("conf");
         if conf.is_file() {
             sync_path(&conf, "sync")?;
         }
@@ -187,7 +254,7 @@ impl SledJournal {
             sync_path(parent, "sync directory")?;
         }
 
-        let summaries = load_summaries(&db)?;
+        let (summaries, archived) = with_archived(dir, live)?;
         // Rewrite the witness to one entry per run when it has grown long — unless some entry
         // is damaged: then the file is evidence, and stays as it is. A witness that is missing
         // while the store holds runs (deleted, or a journal from before witnesses) is started
@@ -212,8 +279,10 @@ impl SledJournal {
         write_private(&holder_path, holder_description().as_bytes())
             .map_err(|source| io_error("write holder file", &holder_path, source))?;
 
-        let mut store = Store::assemble(dir, dir, db, db_file, Mode::Write(writer), summaries);
+        let mut store = Store::assemble(dir, &files, db, db_file, Mode::Write(writer), summaries);
         store.syncer.get_mut().expect(POISONED).known_blobs = known_blobs;
+        store.held = lock;
+        *store.archived.get_mut().expect(POISONED) = archived;
         store.verify_against(compact.as_ref().unwrap_or(&witnessed));
         let store = Arc::new(store);
         let writer = crate::sled_writer::Handle::start(Arc::clone(&store))
@@ -231,10 +300,13 @@ impl SledJournal {
         // Read before copying: every witnessed commit was durable in the store before its entry
         // was written, so the copy taken after holds at least what this says. (A store that is
         // gone while the witness remains reports every run the witness knows.)
+        // The shared lock keeps a writer (and its compaction) out while the store is copied.
+        let shared = crate::live_store::lock(dir, false, opts.busy_wait, || read_holder(dir))?;
+        let files = crate::live_store::current(dir)?;
         let witnessed = witness::read(dir)
             .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
-        let copy = if dir.join("db").exists() {
-            crate::view_copy::copy_store(dir, opts.busy_wait, || read_holder(dir))?
+        let copy = if files.join("db").exists() {
+            crate::view_copy::copy_store(&files, opts.busy_wait, || read_holder(dir))?
         } else {
             tempfile::Builder::new()
                 .prefix("runbook-journal-view-")
@@ -258,8 +330,10 @@ impl SledJournal {
         let store = copy.path().to_path_buf();
         let db_path = store.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
-        let summaries = load_summaries(&db)?;
+        let (summaries, archived) = with_archived(dir, load_summaries(&db)?)?;
+        drop(shared);
         let mut journal = Store::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries);
+        *journal.archived.get_mut().expect(POISONED) = archived;
         journal.verify_against(&witnessed);
         if let Some(error) = unreadable {
             let untrusted = journal.untrusted.get_mut().expect(POISONED);
@@ -314,6 +388,8 @@ impl Store {
             files: files.to_path_buf(),
             db,
             mode,
+            held: None,
+            archived: Mutex::new(HashSet::new()),
             summaries: Mutex::new(summaries),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
@@ -515,6 +591,59 @@ impl Store {
         Ok(())
     }
 
+    /// Whether run `id` is read from the archive.
+    pub(crate) fn is_archived(&self, id: RunId) -> bool {
+        self.archived.lock().expect(POISONED).contains(&id)
+    }
+
+    /// The verified records of archived run `id`, each with its JSON as stored.
+    fn archived_records(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<crate::archive::Lines, JournalError> {
+        let witnessed = self
+            .witnessed
+            .lock()
+            .expect(POISONED)
+            .get(&summary.id)
+            .copied();
+        crate::archive::read(&self.dir, summary, witnessed)
+    }
+
+    /// Before a write to a run that was archived (a retry or an accepted loss reopens it): puts
+    /// its records — all of them, or the `intact` prefix — back into `batch`, so that the live
+    /// store holds the whole run again. Whether it did; once the batch is applied, call
+    /// [`Store::unarchived`].
+    pub(crate) fn restore_archived(
+        &self,
+        batch: &mut sled::Batch,
+        summary: &RunSummary,
+        intact: bool,
+    ) -> Result<bool, JournalError> {
+        let id = summary.id;
+        if !self.is_archived(id) {
+            return Ok(false);
+        }
+        let records = if intact {
+            crate::archive::prefix(&self.dir, id).0
+        } else {
+            self.archived_records(summary)?
+        };
+        for (record, json) in records {
+            let mut value = Vec::with_capacity(4 + json.len());
+            value.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+            value.extend_from_slice(&json);
+            batch.insert(&event_key(id, record.seq)[..], value);
+        }
+        Ok(true)
+    }
+
+    /// Run `id` is in the live store again (its restoring batch was applied): it is read from
+    /// there, and archived again by a later compaction once it is over.
+    pub(crate) fn unarchived(&self, id: RunId) {
+        self.archived.lock().expect(POISONED).remove(&id);
+    }
+
     /// Whether run `id` exists (readable or not).
     pub(crate) fn has_run(&self, id: RunId) -> bool {
         self.summaries().contains_key(&id)
@@ -665,6 +794,10 @@ impl Store {
     /// The longest prefix of a run's stored records that is intact: contiguous from 1, each
     /// passing its checksum and decoding, with the chain over them.
     fn intact_prefix(&self, id: RunId) -> (Vec<Record>, Chain) {
+        if self.is_archived(id) {
+            let (records, chain, _) = crate::archive::prefix(&self.dir, id);
+            return (records.into_iter().map(|(r, _)| r).collect(), chain);
+        }
         let mut records = Vec::new();
         let mut chain = witness::chain_start(id);
         for entry in self.db.range(event_key(id, 1)..=event_key(id, u64::MAX)) {
@@ -952,7 +1085,18 @@ impl Store {
         if after >= summary.last_seq {
             return Ok(Vec::new());
         }
-        self.verified_records(id, after, &summary).inspect_err(|e| {
+        let read = if self.is_archived(id) {
+            self.archived_records(&summary).map(|records| {
+                records
+                    .into_iter()
+                    .map(|(record, _)| record)
+                    .filter(|r| r.seq > after)
+                    .collect()
+            })
+        } else {
+            self.verified_records(id, after, &summary)
+        };
+        read.inspect_err(|e| {
             if let JournalError::Corrupt { seq, detail, .. } = e {
                 self.distrust(id, *seq, detail.clone());
             }
@@ -1060,6 +1204,7 @@ impl Store {
                 batch.remove(key);
             }
         }
+        let restored = self.restore_archived(&mut batch, &summary, true)?;
         let records = crate::sled_writer::make_records(events, kept_seq + 1, Utc::now());
         let added = add_records(&mut batch, id, chain, &records, &mut summary)?;
         if let Some(key) = &summary.lock {
@@ -1077,6 +1222,9 @@ impl Store {
         batch.insert(&summary_key(id)[..], encoded);
         let entry = crate::sled_writer::entry(witness::Kind::Accept, &summary, added.chain);
         self.apply(batch)?;
+        if restored {
+            self.unarchived(id);
+        }
         self.set_summary(summary);
         Ok((records, Some(entry)))
     }
@@ -1113,7 +1261,7 @@ pub(crate) fn add_records(
 }
 
 /// The JSON of a stored value (after its CRC), which the hash chain covers.
-fn json_part(value: &[u8]) -> &[u8] {
+pub(crate) fn json_part(value: &[u8]) -> &[u8] {
     value.get(4..).unwrap_or_default()
 }
 
@@ -1162,6 +1310,22 @@ fn open_sled(
     }
 }
 
+/// The summaries of every run, live and archived (a run in both, after a compaction that was
+/// cut short, is read from the live store), and which runs are read from the archive.
+fn with_archived(
+    dir: &Path,
+    live: BTreeMap<RunId, CachedSummary>,
+) -> Result<(BTreeMap<RunId, CachedSummary>, HashSet<RunId>), JournalError> {
+    let mut all = crate::archive::load(dir)?;
+    let archived = all
+        .keys()
+        .filter(|id| !live.contains_key(id))
+        .copied()
+        .collect();
+    all.extend(live);
+    Ok((all, archived))
+}
+
 /// Creates `dir` and its missing parents, readable by their owner only.
 fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -1196,7 +1360,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)
 }
 
-fn event_key(id: RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
+pub(crate) fn event_key(id: RunId, seq: u64) -> [u8; EVENT_KEY_LEN] {
     let mut key = [0; EVENT_KEY_LEN];
     key[0] = EVENT;
     key[1..17].copy_from_slice(&id.to_bytes());
@@ -1252,7 +1416,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(json).map_err(|e| format!("undecodable record: {e}"))
 }
 
-fn decode_record(bytes: &[u8]) -> Result<Record, String> {
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, String> {
     decode(bytes)
 }
 

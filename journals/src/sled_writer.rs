@@ -407,6 +407,7 @@ fn write(
     };
     let records = make_records(events, summary.last_seq + 1, Utc::now());
     let mut batch = sled::Batch::default();
+    let restored = store.restore_archived(&mut batch, &summary, false)?;
     let added = add_records(&mut batch, id, start, &records, &mut summary)?;
     if let Some(key) = summary.lock.clone() {
         let holder = store.lock_value(&key)?;
@@ -429,6 +430,9 @@ fn write(
     batch.insert(&summary_key(id)[..], encoded);
     let entry = entry(witness::Kind::Commit, &summary, added.chain);
     store.apply(batch)?;
+    if restored {
+        store.unarchived(id);
+    }
     store.set_summary(summary);
     Ok((records, Some(entry)))
 }

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::JournalError;
-
-/// The store files that make up a sled database (besides `blobs/`, copied whole).
-fn is_store_file(name: &str) -> bool {
-    name == "db" || name == "conf" || name.starts_with("snap.")
-}
+use crate::live_store::is_store_file;
 
 /// Copies the sled store of the journal in `dir` into a new owner-only temporary directory.
 /// Fails with [`JournalError::Busy`] when a writer holds the journal for longer than

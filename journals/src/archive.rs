@@ -1,0 +1,363 @@
+//! Finished runs kept outside the live store.
+//!
+//! sled 0.34 opens a database in time proportional to its size, so a journal that keeps every
+//! finished run in its store makes every `resume` slower as history grows (a million records:
+//! four times a fresh journal's). When enough finished runs have piled up, opening for writing
+//! moves them here ([`crate::live_store`]) and writes a new, small live store.
+//!
+//! Layout, in `archive/` inside the journal directory:
+//!
+//! - `<RUN>.run` — the run's records, one line each: the JSON that the store kept after its CRC,
+//!   byte for byte, so the run's hash chain (and the witness's entry) still covers them. Written
+//!   to a temporary file, synced and renamed: a run's file is whole or absent.
+//! - `index` — append-only, one line per archived run: `<RUN> <CRC32 hex> <summary JSON>`; the
+//!   last line of a run counts (a run written again after it was archived is archived again).
+//!   A torn last line (a crash while appending) is ignored: its run is still in the live store.
+//!
+//! A run is archived only when its records verify (contiguous, decodable, their chain equal to
+//! the summary's and the witness's); reading it back checks all of that again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead as _, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+
+use crate::witness::{self, Chain};
+use crate::{JournalError, Record, RunId, RunSummary};
+
+/// The archive's directory inside the journal directory.
+pub(crate) const DIR: &str = "archive";
+const INDEX: &str = "index";
+const RUN_EXT: &str = "run";
+const TMP_EXT: &str = "tmp";
+
+/// A summary as read from the index: unreadable ones keep their run listed (see
+/// `CachedSummary` in the sled journal).
+pub(crate) type Summaries = BTreeMap<RunId, Result<RunSummary, String>>;
+
+/// The archive directory of the journal in `journal`.
+pub(crate) fn dir(journal: &Path) -> PathBuf {
+    journal.join(DIR)
+}
+
+fn run_file(journal: &Path, id: RunId) -> PathBuf {
+    dir(journal).join(format!("{id}.{RUN_EXT}"))
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    move |source| JournalError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The summaries of the archived runs (none if there is no archive). Reads only.
+pub(crate) fn load(journal: &Path) -> Result<Summaries, JournalError> {
+    let path = dir(journal).join(INDEX);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Summaries::new()),
+        Err(e) => return Err(io_error("read", &path)(e)),
+    };
+    Ok(parse_index(&bytes))
+}
+
+/// The index's lines, last line per run winning; a torn last line is left out.
+fn parse_index(bytes: &[u8]) -> Summaries {
+    let mut out = Summaries::new();
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => return out,
+    };
+    for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, |b| *b == b' ');
+        let (Some(id), Some(crc), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
+            tracing::warn!("ignoring a malformed line of the journal's archive index");
+            continue;
+        };
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .and_then(|s| s.parse::<RunId>().ok())
+        else {
+            tracing::warn!("ignoring an archive index line that names no run");
+            continue;
+        };
+        let summary = std::str::from_utf8(crc)
+            .ok()
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+            .filter(|crc| *crc == crc32fast::hash(json))
+            .ok_or_else(|| "its archive index line fails its checksum".to_owned())
+            .and_then(|_| {
+                serde_json::from_slice::<RunSummary>(json)
+                    .map_err(|e| format!("its archive index line does not decode: {e}"))
+            })
+            .and_then(|s| {
+                if s.id == id {
+                    Ok(s)
+                } else {
+                    Err(format!("its archive index line names run {}", s.id))
+                }
+            });
+        out.insert(id, summary);
+    }
+    out
+}
+
+/// Writes runs into the archive: each run's file whole (synced, renamed), then their index lines
+/// in one synced append. A crash before the index line leaves the run where it was: only in the
+/// live store, its file unused.
+pub(crate) struct Writer {
+    journal: PathBuf,
+    lines: Vec<u8>,
+}
+
+impl Writer {
+    /// Starts archiving into `journal`'s archive, removing what an interrupted one left behind.
+    pub(crate) fn start(journal: &Path) -> Result<Self, JournalError> {
+        let archive = dir(journal);
+        if !archive.is_dir() {
+            fs::DirBuilder::new()
+                .mode_private()
+                .create(&archive)
+                .map_err(io_error("create", &archive))?;
+            sync(journal)?;
+        }
+        for entry in fs::read_dir(&archive).map_err(io_error("list", &archive))? {
+            let path = entry.map_err(io_error("list", &archive))?.path();
+            if path.extension().is_some_and(|e| e == TMP_EXT) {
+                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(Self {
+            journal: journal.to_path_buf(),
+            lines: Vec::new(),
+        })
+    }
+
+    /// Writes run `id`'s file from its records' JSON, in order, and queues its index line.
+    pub(crate) fn put<'a>(
+        &mut self,
+        summary: &RunSummary,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), JournalError> {
+        let path = run_file(&self.journal, summary.id);
+        let tmp = path.with_extension(TMP_EXT);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_private()
+            .open(&tmp)
+            .map_err(io_error("create", &tmp))?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        for json in records {
+            out.write_all(json)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(io_error("write", &tmp))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| io_error("write", &tmp)(e.into_error()))?;
+        file.sync_data().map_err(io_error("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
+        let json = serde_json::to_vec(summary)
+            .map_err(|e| io_error("encode a summary for", &path)(io::Error::other(e)))?;
+        let crc = crc32fast::hash(&json);
+        self.lines
+            .extend_from_slice(format!("{} {crc:08x} ", summary.id).as_bytes());
+        self.lines.extend_from_slice(&json);
+        self.lines.push(b'\n');
+        Ok(())
+    }
+
+    /// Makes the renamed files durable, then appends and syncs the index lines: from here on
+    /// the runs are archived.
+    pub(crate) fn finish(self) -> Result<(), JournalError> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let archive = dir(&self.journal);
+        sync(&archive)?;
+        let index = archive.join(INDEX);
+        let created = !index.exists();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode_private()
+            .open(&index)
+            .map_err(io_error("open", &index))?;
+        file.write_all(&self.lines)
+            .and_then(|()| file.sync_data())
+            .map_err(io_error("append to", &index))?;
+        if created {
+            sync(&archive)?;
+        }
+        Ok(())
+    }
+}
+
+fn sync(path: &Path) -> Result<(), JournalError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error("sync", path))
+}
+
+/// Owner-only modes for what the archive creates.
+trait Private {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl Private for fs::DirBuilder {
+    fn mode_private(&mut self) -> &mut Self {
+        std::os::unix::fs::DirBuilderExt::mode(self, 0o700)
+    }
+}
+
+impl Private for OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// The records of archived run `id`, verified as a full read of the store is: contiguous from 1,
+/// each decoding to its seq, `summary.last_seq` of them, their chain equal to the summary's and,
+/// where the witness has an entry, to the witness's. Each record comes with its JSON as stored.
+pub(crate) fn read(
+    journal: &Path,
+    summary: &RunSummary,
+    witnessed: Option<witness::Entry>,
+) -> Result<Lines, JournalError> {
+    let id = summary.id;
+    let corrupt = |seq: u64, detail: String| JournalError::Corrupt {
+        run: id,
+        seq,
+        detail,
+    };
+    let (records, chain, stop) = prefix(journal, id);
+    if let Some((seq, detail)) = stop.filter(|(seq, _)| *seq <= summary.last_seq) {
+        return Err(corrupt(seq, detail));
+    }
+    let mut chain_at = witness::chain_start(id);
+    for (record, json) in &records {
+        chain_at = witness::chain_next(&chain_at, json);
+        if let Some(w) = witnessed.filter(|w| w.seq == record.seq)
+            && w.chain != chain_at
+        {
+            return Err(corrupt(
+                record.seq,
+                format!(
+                    "the archived records up to {} are not those that were made durable (their \
+                     hash chain differs from the witness's)",
+                    record.seq
+                ),
+            ));
+        }
+    }
+    let found = records.len() as u64;
+    if found != summary.last_seq {
+        return Err(corrupt(
+            found.min(summary.last_seq) + 1,
+            format!(
+                "the archive holds {found} records of the run but its summary says {}",
+                summary.last_seq
+            ),
+        ));
+    }
+    if summary.chain.as_deref().and_then(witness::chain_from_hex) != Some(chain) {
+        return Err(corrupt(
+            summary.last_seq,
+            "the run's archived records do not match its summary's hash chain".to_owned(),
+        ));
+    }
+    Ok(records)
+}
+
+/// Records read from the archive, each with its JSON as stored.
+pub(crate) type Lines = Vec<(Record, Vec<u8>)>;
+
+/// The longest intact prefix of archived run `id` (each line decoding to the next seq), the
+/// chain over it, and where and why it stops if it does before the file's end.
+pub(crate) fn prefix(journal: &Path, id: RunId) -> (Lines, Chain, Option<(u64, String)>) {
+    let mut records = Vec::new();
+    let mut chain = witness::chain_start(id);
+    let path = run_file(journal, id);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            let detail = format!("its archive file {} cannot be read: {e}", path.display());
+            return (records, chain, Some((1, detail)));
+        }
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let expected = records.len() as u64 + 1;
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return (records, chain, None),
+            Ok(_) if line.last() != Some(&b'\n') => {
+                let detail = format!("archived record {expected} is cut short");
+                return (records, chain, Some((expected, detail)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let detail = format!("archived record {expected} cannot be read: {e}");
+                return (records, chain, Some((expected, detail)));
+            }
+        }
+        line.pop();
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(record) if record.seq == expected => {
+                chain = witness::chain_next(&chain, &line);
+                records.push((record, line.clone()));
+            }
+            Ok(record) => {
+                let detail = format!(
+                    "archived record {expected} missing: the file has record {} there",
+                    record.seq
+                );
+                return (records, chain, Some((expected, detail)));
+            }
+            Err(e) => {
+                let detail = format!("archived record {expected} does not decode: {e}");
+                return (records, chain, Some((expected, detail)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_keeps_the_last_line_of_each_run_and_drops_a_torn_tail() {
+        let a = RunId::new();
+        let b = RunId::new();
+        let line = |id: RunId, seq: u64| {
+            let mut s = RunSummary::empty(id, chrono::Utc::now());
+            s.last_seq = seq;
+            let json = serde_json::to_vec(&s).unwrap();
+            let mut out = format!("{id} {:08x} ", crc32fast::hash(&json)).into_bytes();
+            out.extend_from_slice(&json);
+            out.push(b'\n');
+            out
+        };
+        let mut bytes = line(a, 3);
+        bytes.extend(line(b, 4));
+        bytes.extend(line(a, 7));
+        let torn = line(b, 9);
+        bytes.extend_from_slice(&torn[..torn.len() - 5]);
+        let got = parse_index(&bytes);
+        assert_eq!(got[&a].as_ref().unwrap().last_seq, 7);
+        assert_eq!(got[&b].as_ref().unwrap().last_seq, 4);
+
+        // A line whose checksum fails keeps its run listed, as damaged.
+        let mut bad = line(a, 8);
+        let at = bad.len() - 3;
+        bad[at] ^= 1;
+        let got = parse_index(&bad);
+        assert!(got[&a].as_ref().unwrap_err().contains("checksum"));
+    }
+}

@@ -1,0 +1,304 @@
+//! Compaction and the archive, on real sled stores: what is read back after it is the same as
+//! before, a crash between any two of its steps loses nothing, and archived runs can be written
+//! again.
+
+use super::*;
+use crate::archive;
+use crate::conformance::{started, state, step};
+use crate::{Event, Journal, Record, RunState, SledJournal, SledOptions};
+
+fn opts(archive_after: u64) -> SledOptions {
+    SledOptions {
+        archive_after,
+        ..SledOptions::default()
+    }
+}
+
+/// Never compacts.
+const NEVER: u64 = u64::MAX;
+
+fn add(journal: &SledJournal, id: RunId, events: &[Event]) -> Vec<Record> {
+    let last = journal.summary(id).unwrap().last_seq;
+    journal.append(id, last, events).unwrap()
+}
+
+/// A journal with two finished runs (one with a record large enough for sled to keep it in a
+/// blob file), one unfinished run holding a lock, and a meta value. Returns the run ids.
+fn history(dir: &Path) -> [RunId; 3] {
+    let journal = SledJournal::open(dir, opts(NEVER)).unwrap();
+    let [done, failed, open] = [RunId::new(), RunId::new(), RunId::new()];
+    journal
+        .create(done, Some("a"), &[started(Some("a"))])
+        .unwrap();
+    for i in 0..40 {
+        add(&journal, done, &[step(&format!("s{i}"))]);
+    }
+    add(&journal, done, &[state(RunState::Succeeded)]);
+    journal.create(failed, None, &[started(None)]).unwrap();
+    add(&journal, failed, &[step(&"x".repeat(300_000))]);
+    add(&journal, failed, &[state(RunState::Failed)]);
+    journal
+        .create(open, Some("b"), &[started(Some("b"))])
+        .unwrap();
+    add(&journal, open, &[step("waiting")]);
+    journal.put_meta("schedule", b"next").unwrap();
+    [done, failed, open]
+}
+
+/// Everything a reader sees: every run's summary and records, locks, meta, problems.
+fn seen(journal: &SledJournal, runs: &[RunId]) -> String {
+    let mut out = String::new();
+    for id in runs {
+        let summary = journal.summary(*id).unwrap();
+        let records = journal.read(*id).unwrap();
+        out += &serde_json::to_string(&summary).unwrap();
+        out += "\n";
+        out += &serde_json::to_string(&records).unwrap();
+        out += "\n";
+    }
+    out + &format!(
+        "locks a={:?} b={:?} meta={:?} problems={:?} listed={}\n",
+        journal.lock_holder("a").unwrap(),
+        journal.lock_holder("b").unwrap(),
+        journal.get_meta("schedule").unwrap(),
+        journal
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        journal.runs().unwrap().len()
+    )
+}
+
+fn stores(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| valid_name(n) || n == "db")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn finished_runs_move_to_the_archive_and_read_back_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = history(tmp.path());
+    let before = seen(&SledJournal::open(tmp.path(), opts(NEVER)).unwrap(), &runs);
+    assert_eq!(stores(tmp.path()), ["db"]);
+
+    let journal = SledJournal::open(tmp.path(), opts(10)).unwrap();
+    assert_eq!(seen(&journal, &runs), before);
+    // The finished runs are in the archive and no longer in the live store, which is new.
+    assert_eq!(stores(tmp.path()), ["live-000001"]);
+    for id in &runs[..2] {
+        assert!(archive::dir(tmp.path()).join(format!("{id}.run")).is_file());
+        assert!(journal.store.is_archived(*id));
+        assert!(
+            journal
+                .store
+                .db
+                .get(crate::sled_journal::summary_key(*id))
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(!journal.store.is_archived(runs[2]));
+    // The unfinished run goes on in the new store, its lock kept.
+    add(&journal, runs[2], &[state(RunState::Succeeded)]);
+    assert_eq!(journal.lock_holder("b").unwrap(), None);
+    let after = seen(&journal, &runs);
+    drop(journal);
+
+    // Reopened: the same, from the archive and the new store; read-only views too.
+    assert_eq!(
+        seen(&SledJournal::open(tmp.path(), opts(NEVER)).unwrap(), &runs),
+        after
+    );
+    let view = SledJournal::open_read_only(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(seen(&view, &runs), after);
+    // The next compaction archives the third run too, into the next store.
+    drop(view);
+    let journal = SledJournal::open(tmp.path(), opts(1)).unwrap();
+    assert_eq!(seen(&journal, &runs), after);
+    assert_eq!(stores(tmp.path()), ["live-000002"]);
+    assert!(runs.iter().all(|id| journal.store.is_archived(*id)));
+}
+
+#[test]
+fn a_crash_between_any_two_steps_of_a_compaction_loses_nothing() {
+    for stop in [Step::Archived, Step::Written, Step::Switched] {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = history(tmp.path());
+        let before = seen(&SledJournal::open(tmp.path(), opts(NEVER)).unwrap(), &runs);
+        drop(SledJournal::open_stopping(tmp.path(), opts(10), Some(stop)).unwrap());
+        // What the crash left, as the next open finds it.
+        let live = match stop {
+            Step::Archived | Step::Written => ["db"],
+            Step::Switched => ["live-000001"],
+        };
+        let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+        assert_eq!(seen(&journal, &runs), before, "after a crash at {stop:?}");
+        assert_eq!(
+            stores(tmp.path()),
+            live,
+            "leftovers removed after a crash at {stop:?}"
+        );
+        // Writing goes on: the unfinished run, and a retried finished one.
+        add(&journal, runs[2], &[step("after")]);
+        add(
+            &journal,
+            runs[1],
+            &[Event::RunReopened {
+                by: "op".into(),
+                comment: None,
+            }],
+        );
+        let after = seen(&journal, &runs);
+        drop(journal);
+        let journal = SledJournal::open(tmp.path(), opts(10)).unwrap();
+        assert_eq!(
+            seen(&journal, &runs),
+            after,
+            "compacted after a crash at {stop:?}"
+        );
+        assert!(journal.problems().is_empty());
+    }
+}
+
+#[test]
+fn a_run_written_after_it_was_archived_is_whole_in_the_live_store_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = history(tmp.path());
+    let journal = SledJournal::open(tmp.path(), opts(10)).unwrap();
+    let failed = runs[1];
+    assert!(journal.store.is_archived(failed));
+    let last = journal.summary(failed).unwrap().last_seq;
+    // A writer that read an older history is refused, as on a live run.
+    assert!(matches!(
+        journal.append(failed, last - 1, &[step("late")]),
+        Err(JournalError::Conflict { .. })
+    ));
+    add(
+        &journal,
+        failed,
+        &[
+            Event::RunReopened {
+                by: "op".into(),
+                comment: None,
+            },
+            step("again"),
+        ],
+    );
+    assert!(!journal.store.is_archived(failed));
+    let records = journal.read(failed).unwrap();
+    assert_eq!(records.len() as u64, last + 2);
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == i as u64 + 1)
+    );
+    let seen_now = seen(&journal, &runs);
+    drop(journal);
+    // Not compacted: the live store's copy is read, the archive's older one ignored.
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(seen(&journal, &runs), seen_now);
+    assert!(!journal.store.is_archived(failed));
+}
+
+#[test]
+fn a_damaged_archive_file_is_reported_at_the_record_that_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = history(tmp.path());
+    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    let file = archive::dir(tmp.path()).join(format!("{}.run", runs[0]));
+    let text = fs::read_to_string(&file).unwrap();
+    // Record 5's step path changed: it still decodes, but the hash chain breaks there.
+    let lines: Vec<&str> = text.lines().collect();
+    let changed = lines[4].replacen("s3", "s9", 1);
+    assert_ne!(changed, lines[4]);
+    let mut edited = lines.clone();
+    edited[4] = &changed;
+    fs::write(&file, edited.join("\n") + "\n").unwrap();
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    let err = journal.read(runs[0]).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Corrupt { run, .. } if *run == runs[0]),
+        "{err}"
+    );
+    // A cut file names the first record missing.
+    fs::write(&file, lines[..7].join("\n") + "\n").unwrap();
+    let journal = {
+        drop(journal);
+        SledJournal::open(tmp.path(), opts(NEVER)).unwrap()
+    };
+    let err = journal.read(runs[0]).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Corrupt { seq: 8, .. }),
+        "{err}"
+    );
+    // The other runs read as before, and writing to the damaged run is refused.
+    journal.read(runs[1]).unwrap();
+    assert!(journal.append(runs[0], 42, &[step("more")]).is_err());
+}
+
+#[test]
+fn the_journal_lock_keeps_a_second_writer_and_readers_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quick = SledOptions {
+        busy_wait: Duration::from_millis(50),
+        ..opts(NEVER)
+    };
+    let held = SledJournal::open(tmp.path(), quick).unwrap();
+    assert!(matches!(
+        SledJournal::open(tmp.path(), quick),
+        Err(JournalError::Busy { .. })
+    ));
+    assert!(matches!(
+        SledJournal::open_read_only(tmp.path(), quick),
+        Err(JournalError::Busy { .. })
+    ));
+    drop(held);
+    SledJournal::open_read_only(tmp.path(), quick).unwrap();
+}
+
+/// Runs as (records, state).
+type Runs<'a> = &'a [(u64, crate::RunState)];
+
+#[test]
+fn compaction_is_due_on_enough_records_of_finished_runs() {
+    use crate::RunState::{Aborted, Failed, Running, Succeeded, Waiting};
+    let summary = |seq: u64, state: crate::RunState| {
+        let mut s = RunSummary::empty(RunId::new(), chrono::Utc::now());
+        s.last_seq = seq;
+        s.state = state;
+        (s.id, Ok(s))
+    };
+    let table: &[(Runs, u64, bool)] = &[
+        (&[], 10, false),
+        (&[], 0, false),
+        (&[(9, Succeeded)], 10, false),
+        (&[(10, Succeeded)], 10, true),
+        (&[(4, Failed), (6, Aborted)], 10, true),
+        (&[(100, Running), (100, Waiting), (9, Failed)], 10, false),
+    ];
+    for (runs, threshold, want) in table {
+        let map: BTreeMap<_, _> = runs.iter().map(|(seq, st)| summary(*seq, *st)).collect();
+        assert_eq!(due(&map, *threshold), *want, "{runs:?} at {threshold}");
+    }
+}
+
+#[test]
+fn only_live_store_names_are_taken_from_the_pointer() {
+    for (name, ok) in [
+        ("live-000001", true),
+        ("live-7", true),
+        ("live-", false),
+        ("../etc", false),
+        ("live-1/..", false),
+        ("db", false),
+    ] {
+        assert_eq!(valid_name(name), ok, "{name}");
+    }
+}
