@@ -3,6 +3,7 @@
 
 mod support;
 
+mod archive;
 mod beside;
 mod check;
 mod cli;
