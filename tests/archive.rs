@@ -162,3 +162,64 @@ fn archived_runs_read_back_the_same_are_retried_and_a_killed_run_beside_them_res
         .collect();
     assert_eq!(stores.len(), 1, "{stores:?}");
 }
+
+/// Waits at a gate.
+const GATED: &str = r#"
+runbook: gated
+steps:
+  - id: ask
+    gate: "go on?"
+  - id: after
+    shell: { run: "echo x >> did-gated" }
+"#;
+
+#[test]
+fn a_compaction_killed_after_any_of_its_steps_loses_nothing() {
+    for step in ["archived", "written", "switched"] {
+        let sb = Sandbox::new();
+        sb.write("runbooks/flaky.yaml", FLAKY);
+        sb.write("runbooks/ok.yaml", OK);
+        sb.write("runbooks/gated.yaml", GATED);
+        sb.cmd(&["run", "ok"]).ok();
+        sb.cmd(&["run", "flaky"]).code(1);
+        sb.cmd(&["run", "gated"]).code(3);
+        let runs: Vec<String> = history(&sb)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        let before: Vec<Vec<Value>> = runs.iter().map(|r| sb.records(r)).collect();
+
+        // The process opening the journal dies (SIGKILL) right after the step.
+        let died = sb
+            .cmd(&["run", "ok"])
+            .env(ARCHIVE_AFTER.0, ARCHIVE_AFTER.1)
+            .env("RUNBOOK_TEST_KILL_IN_COMPACTION", step)
+            .run();
+        assert_eq!(died.signal(), Some(9), "{}", died.explain(step));
+
+        // Every run reads back as it was; the gated run is approved and finishes.
+        let after: Vec<Vec<Value>> = runs.iter().map(|r| sb.records(r)).collect();
+        assert_eq!(after, before, "after a kill once {step}");
+        let gated = &runs[0];
+        sb.cmd(&["approve", gated])
+            .env(ARCHIVE_AFTER.0, ARCHIVE_AFTER.1)
+            .ok();
+        assert_eq!(
+            sb.status(gated)["state"],
+            "succeeded",
+            "after a kill once {step}"
+        );
+        assert_eq!(lines(&sb, "did-gated"), 1);
+        // The approving process compacted again: one live store, the old one gone.
+        let journal = sb.journal();
+        let stores: Vec<String> = std::fs::read_dir(&journal)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("live-") || n == "db")
+            .collect();
+        assert_eq!(stores.len(), 1, "after a kill once {step}: {stores:?}");
+        for (run, records) in runs.iter().zip(&before).skip(1) {
+            assert_eq!(&sb.records(run), records, "after a kill once {step}");
+        }
+    }
+}

@@ -189,6 +189,8 @@ pub(crate) fn due(summaries: &BTreeMap<RunId, Result<RunSummary, String>>, thres
 }
 
 /// Where a compaction stops on purpose, for the crash tests: the steps of the module's doc.
+/// In-process tests stop there through `compact`'s `stop`; the end-to-end tests have the process
+/// SIGKILL itself there with `RUNBOOK_TEST_KILL_IN_COMPACTION=archived|written|switched`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     /// After the runs are archived.
@@ -197,6 +199,22 @@ pub(crate) enum Step {
     Written,
     /// After the pointer names the new store, before the old one is removed.
     Switched,
+}
+
+impl Step {
+    /// Whether the compaction stops after this step: `stop` names it, or the process dies here.
+    fn stops(self, stop: Option<Self>) -> bool {
+        let name = match self {
+            Self::Archived => "archived",
+            Self::Written => "written",
+            Self::Switched => "switched",
+        };
+        if std::env::var("RUNBOOK_TEST_KILL_IN_COMPACTION").is_ok_and(|v| v == name) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
+            std::process::abort();
+        }
+        stop == Some(self)
+    }
 }
 
 /// What a compaction did.
@@ -237,7 +255,7 @@ pub(crate) fn compact(
         archived.push(*id);
     }
     archive.finish()?;
-    if stop == Some(Step::Archived) {
+    if Step::Archived.stops(stop) {
         return Ok(Compacted {
             live: old.to_path_buf(),
             archived,
@@ -290,7 +308,7 @@ pub(crate) fn compact(
     }
     sync_tree(&next)?;
     sync_dir(journal)?;
-    if stop == Some(Step::Written) {
+    if Step::Written.stops(stop) {
         return Ok(Compacted {
             live: old.to_path_buf(),
             archived,
@@ -318,7 +336,7 @@ pub(crate) fn compact(
     }
     fs::rename(&tmp, journal.join(POINTER)).map_err(io_error("rename", &tmp))?;
     sync_dir(journal)?;
-    if stop == Some(Step::Switched) {
+    if Step::Switched.stops(stop) {
         return Ok(Compacted {
             live: next,
             archived,
