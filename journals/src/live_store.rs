@@ -226,9 +226,19 @@ pub(crate) struct Compacted {
     pub(crate) archived: Vec<RunId>,
 }
 
-/// Compacts the live store `old` (opened as `db`) of `journal`: see the module's doc. `keep`
-/// tells which finished runs must stay (damaged ones). Returns where the live store is now;
-/// `stop` ends it early as a crash there would (tests).
+/// Why a compaction did not finish.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Before the pointer changed: the old store is still the live one, and can be used.
+    Kept(JournalError),
+    /// The pointer was replaced, but the change may not be durable: neither store may be
+    /// written now (a commit to the new one could be lost with the pointer, one to the old one
+    /// would be hidden by it).
+    Unsettled(JournalError),
+}
+
+/// Compacts the live store `old` (opened as `db`) of `journal`: see the module's doc. Returns
+/// where the live store is now; `stop` ends it early as a crash there would (tests).
 pub(crate) fn compact(
     journal: &Path,
     old: &Path,
@@ -237,7 +247,65 @@ pub(crate) fn compact(
     witnessed: &BTreeMap<RunId, witness::Entry>,
     cache_capacity_bytes: u64,
     stop: Option<Step>,
-) -> Result<Compacted, JournalError> {
+) -> Result<Compacted, Failure> {
+    let (next, archived) = archive_and_write(
+        journal,
+        old,
+        db,
+        summaries,
+        witnessed,
+        cache_capacity_bytes,
+        stop,
+    )
+    .map_err(Failure::Kept)?;
+    let Some(next) = next else {
+        return Ok(Compacted {
+            live: old.to_path_buf(),
+            archived,
+        });
+    };
+
+    // 3. The pointer names the new store.
+    let name = next
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let tmp = journal.join(format!("{POINTER}.tmp"));
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| {
+            io::Write::write_all(&mut file, format!("{name}\n").as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| Failure::Kept(io_error("write", &tmp)(e)))?;
+    fs::rename(&tmp, journal.join(POINTER))
+        .map_err(|e| Failure::Kept(io_error("rename", &tmp)(e)))?;
+    sync_dir(journal).map_err(Failure::Unsettled)?;
+    // Stopped or not, the new store is the live one now; the old one is left to the caller.
+    let _ = Step::Switched.stops(stop);
+    // 4. (The caller drops the old store; opening removes it, see [`clean`].)
+    Ok(Compacted {
+        live: next,
+        archived,
+    })
+}
+
+/// Steps 1 and 2: archives the finished runs that verify and writes the new store. The new
+/// store's directory, or `None` if `stop` ended it after archiving or writing.
+fn archive_and_write(
+    journal: &Path,
+    old: &Path,
+    db: &sled::Db,
+    summaries: &BTreeMap<RunId, Result<RunSummary, String>>,
+    witnessed: &BTreeMap<RunId, witness::Entry>,
+    cache_capacity_bytes: u64,
+    stop: Option<Step>,
+) -> Result<(Option<PathBuf>, Vec<RunId>), JournalError> {
     use crate::sled_journal::{event_key, json_part, sled_error, summary_key};
     // 1. Archive the finished runs whose records verify.
     let mut archive = crate::archive::Writer::start(journal)?;
@@ -256,10 +324,7 @@ pub(crate) fn compact(
     }
     archive.finish()?;
     if Step::Archived.stops(stop) {
-        return Ok(Compacted {
-            live: old.to_path_buf(),
-            archived,
-        });
+        return Ok((None, archived));
     }
 
     // 2. The new store: everything but the archived runs' records and summaries.
@@ -309,44 +374,9 @@ pub(crate) fn compact(
     sync_tree(&next)?;
     sync_dir(journal)?;
     if Step::Written.stops(stop) {
-        return Ok(Compacted {
-            live: old.to_path_buf(),
-            archived,
-        });
+        return Ok((None, archived));
     }
-
-    // 3. The pointer names the new store.
-    let name = next
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
-    let tmp = journal.join(format!("{POINTER}.tmp"));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_error("create", &tmp))?;
-        io::Write::write_all(&mut file, format!("{name}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_error("write", &tmp))?;
-    }
-    fs::rename(&tmp, journal.join(POINTER)).map_err(io_error("rename", &tmp))?;
-    sync_dir(journal)?;
-    if Step::Switched.stops(stop) {
-        return Ok(Compacted {
-            live: next,
-            archived,
-        });
-    }
-    // 4. (The caller drops the old store; opening removes it, see [`clean`].)
-    Ok(Compacted {
-        live: next,
-        archived,
-    })
+    Ok((Some(next), archived))
 }
 
 /// The stored values of a finished run's records if they verify: contiguous from 1 to its

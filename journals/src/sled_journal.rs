@@ -209,8 +209,9 @@ impl SledJournal {
                     );
                 }
                 Ok(_) => {}
+                Err(crate::live_store::Failure::Unsettled(e)) => return Err(e),
                 // Compaction only makes opening faster: the journal goes on as it was.
-                Err(e) => tracing::warn!(
+                Err(crate::live_store::Failure::Kept(e)) => tracing::warn!(
                     dir = %dir.display(),
                     error = %error_chain(&e),
                     "could not compact the journal's live store; it stays as it is"
