@@ -302,3 +302,35 @@ fn only_live_store_names_are_taken_from_the_pointer() {
         assert_eq!(valid_name(name), ok, "{name}");
     }
 }
+
+#[test]
+fn what_a_compaction_writes_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    history(&dir);
+    drop(SledJournal::open(&dir, opts(10)).unwrap());
+    let mut stack = vec![dir.clone()];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{d:?}"
+        );
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if d.file_name().is_none_or(|n| n != "blobs") {
+                let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode & 0o077, 0, "{path:?} is {mode:o}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        dir.join("archive").join("index").is_file() && seen > 6,
+        "{seen}"
+    );
+}
