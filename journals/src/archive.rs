@@ -327,6 +327,20 @@ pub(crate) fn prefix(journal: &Path, id: RunId) -> (Lines, Chain, Option<(u64, S
     }
 }
 
+/// The lines of archived run `id`'s file after its first `skip`, as they are (whether they
+/// decode or not): what an accepted loss sets aside. None if the file cannot be read.
+pub(crate) fn lines_after(journal: &Path, id: RunId, skip: u64) -> Vec<Vec<u8>> {
+    let Ok(bytes) = fs::read(run_file(journal, id)) else {
+        return Vec::new();
+    };
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -613,30 +613,30 @@ impl Store {
 
     /// Before a write to a run that was archived (a retry or an accepted loss reopens it): puts
     /// its records — all of them, or the `intact` prefix — back into `batch`, so that the live
-    /// store holds the whole run again. Whether it did; once the batch is applied, call
-    /// [`Store::unarchived`].
+    /// store holds the whole run again. The bytes it put back if it did (for the free-space
+    /// check); once the batch is applied, call [`Store::unarchived`].
     pub(crate) fn restore_archived(
         &self,
         batch: &mut sled::Batch,
         summary: &RunSummary,
         intact: bool,
-    ) -> Result<bool, JournalError> {
+    ) -> Result<Option<usize>, JournalError> {
         let id = summary.id;
         if !self.is_archived(id) {
-            return Ok(false);
+            return Ok(None);
         }
         let records = if intact {
             crate::archive::prefix(&self.dir, id).0
         } else {
             self.archived_records(summary)?
         };
+        let mut bytes = 0;
         for (record, json) in records {
-            let mut value = Vec::with_capacity(4 + json.len());
-            value.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
-            value.extend_from_slice(&json);
+            let value = stored_value(&json);
+            bytes += EVENT_KEY_LEN + value.len();
             batch.insert(&event_key(id, record.seq)[..], value);
         }
-        Ok(true)
+        Ok(Some(bytes))
     }
 
     /// Run `id` is in the live store again (its restoring batch was applied): it is read from
@@ -1206,6 +1206,13 @@ impl Store {
             }
         }
         let restored = self.restore_archived(&mut batch, &summary, true)?;
+        if restored.is_some() {
+            // An archived run's records after its intact prefix are set aside the same way.
+            let rest = crate::archive::lines_after(&self.dir, id, kept_seq);
+            for (seq, line) in (kept_seq + 1..).zip(rest) {
+                aside(&mut batch, seq, &stored_value(&line));
+            }
+        }
         let records = crate::sled_writer::make_records(events, kept_seq + 1, Utc::now());
         let added = add_records(&mut batch, id, chain, &records, &mut summary)?;
         if let Some(key) = &summary.lock {
@@ -1219,11 +1226,11 @@ impl Store {
             }
         }
         let encoded = encode(&summary)?;
-        self.check_space(added.bytes + encoded.len())?;
+        self.check_space(added.bytes + encoded.len() + restored.unwrap_or(0))?;
         batch.insert(&summary_key(id)[..], encoded);
         let entry = crate::sled_writer::entry(witness::Kind::Accept, &summary, added.chain);
         self.apply(batch)?;
-        if restored {
+        if restored.is_some() {
             self.unarchived(id);
         }
         self.set_summary(summary);
@@ -1259,6 +1266,14 @@ pub(crate) fn add_records(
     }
     summary.chain = Some(witness::chain_hex(&chain));
     Ok(Added { chain, bytes })
+}
+
+/// A stored value made from its JSON: CRC32 (little-endian), then the JSON (see [`encode`]).
+fn stored_value(json: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(4 + json.len());
+    value.extend_from_slice(&crc32fast::hash(json).to_le_bytes());
+    value.extend_from_slice(json);
+    value
 }
 
 /// The JSON of a stored value (after its CRC), which the hash chain covers.

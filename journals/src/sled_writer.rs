@@ -426,11 +426,11 @@ fn write(
         }
     }
     let encoded = encode(&summary)?;
-    store.check_space(added.bytes + encoded.len())?;
+    store.check_space(added.bytes + encoded.len() + restored.unwrap_or(0))?;
     batch.insert(&summary_key(id)[..], encoded);
     let entry = entry(witness::Kind::Commit, &summary, added.chain);
     store.apply(batch)?;
-    if restored {
+    if restored.is_some() {
         store.unarchived(id);
     }
     store.set_summary(summary);

@@ -334,3 +334,50 @@ fn what_a_compaction_writes_is_its_owners_only() {
         "{seen}"
     );
 }
+
+#[test]
+fn an_accepted_loss_on_an_archived_run_goes_on_from_its_intact_prefix_and_keeps_the_rest_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = history(tmp.path());
+    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    let done = runs[0];
+    let file = archive::dir(tmp.path()).join(format!("{done}.run"));
+    let text = fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let total = lines.len();
+    lines[7] = "not a record";
+    fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert!(matches!(
+        journal.read(done),
+        Err(JournalError::Corrupt { seq: 8, .. })
+    ));
+    let added = journal
+        .accept_loss(
+            done,
+            &[Event::RunReopened {
+                by: "op".into(),
+                comment: None,
+            }],
+        )
+        .unwrap();
+    assert_eq!(added[0].seq, 8);
+    assert!(!journal.store.is_archived(done));
+    let records = journal.read(done).unwrap();
+    assert_eq!(records.len(), 8);
+    // The lines after the intact prefix, the bad one included, are kept aside in the store.
+    let aside = journal
+        .store
+        .db
+        .scan_prefix([b'q'])
+        .filter(|e| e.as_ref().is_ok_and(|(k, _)| k[1..17] == done.to_bytes()))
+        .count();
+    assert_eq!(aside, total - 7);
+    let seen_now = seen(&journal, &runs);
+    drop(journal);
+    assert_eq!(
+        seen(&SledJournal::open(tmp.path(), opts(NEVER)).unwrap(), &runs),
+        seen_now
+    );
+}
