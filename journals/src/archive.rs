@@ -23,7 +23,7 @@ use std::io::{self, BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::witness::{self, Chain};
-use crate::{JournalError, Record, RunId, RunSummary};
+use crate::{JournalError, Record, RunId, RunSummary, io_at};
 
 /// The archive's directory inside the journal directory.
 pub(crate) const DIR: &str = "archive";
@@ -44,22 +44,13 @@ fn run_file(journal: &Path, id: RunId) -> PathBuf {
     dir(journal).join(format!("{id}.{RUN_EXT}"))
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
-    let path = path.to_path_buf();
-    move |source| JournalError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
 /// The summaries of the archived runs (none if there is no archive). Reads only.
 pub(crate) fn load(journal: &Path) -> Result<Summaries, JournalError> {
     let path = dir(journal).join(INDEX);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Summaries::new()),
-        Err(e) => return Err(io_error("read", &path)(e)),
+        Err(e) => return Err(io_at("read", &path)(e)),
     };
     Ok(parse_index(&bytes))
 }
@@ -121,13 +112,13 @@ impl Writer {
             fs::DirBuilder::new()
                 .mode_private()
                 .create(&archive)
-                .map_err(io_error("create", &archive))?;
+                .map_err(io_at("create", &archive))?;
             sync(journal)?;
         }
-        for entry in fs::read_dir(&archive).map_err(io_error("list", &archive))? {
-            let path = entry.map_err(io_error("list", &archive))?.path();
+        for entry in fs::read_dir(&archive).map_err(io_at("list", &archive))? {
+            let path = entry.map_err(io_at("list", &archive))?.path();
             if path.extension().is_some_and(|e| e == TMP_EXT) {
-                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+                fs::remove_file(&path).map_err(io_at("remove", &path))?;
             }
         }
         Ok(Self {
@@ -149,20 +140,20 @@ impl Writer {
             .create_new(true)
             .mode_private()
             .open(&tmp)
-            .map_err(io_error("create", &tmp))?;
+            .map_err(io_at("create", &tmp))?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         for json in records {
             out.write_all(json)
                 .and_then(|()| out.write_all(b"\n"))
-                .map_err(io_error("write", &tmp))?;
+                .map_err(io_at("write", &tmp))?;
         }
         let file = out
             .into_inner()
-            .map_err(|e| io_error("write", &tmp)(e.into_error()))?;
-        file.sync_data().map_err(io_error("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
+            .map_err(|e| io_at("write", &tmp)(e.into_error()))?;
+        file.sync_data().map_err(io_at("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_at("rename", &tmp))?;
         let json = serde_json::to_vec(summary)
-            .map_err(|e| io_error("encode a summary for", &path)(io::Error::other(e)))?;
+            .map_err(|e| io_at("encode a summary for", &path)(io::Error::other(e)))?;
         let crc = crc32fast::hash(&json);
         self.lines
             .extend_from_slice(format!("{} {crc:08x} ", summary.id).as_bytes());
@@ -186,10 +177,10 @@ impl Writer {
             .create(true)
             .mode_private()
             .open(&index)
-            .map_err(io_error("open", &index))?;
+            .map_err(io_at("open", &index))?;
         file.write_all(&self.lines)
             .and_then(|()| file.sync_data())
-            .map_err(io_error("append to", &index))?;
+            .map_err(io_at("append to", &index))?;
         if created {
             sync(&archive)?;
         }
@@ -200,7 +191,7 @@ impl Writer {
 fn sync(path: &Path) -> Result<(), JournalError> {
     File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(io_error("sync", path))
+        .map_err(io_at("sync", path))
 }
 
 /// Owner-only modes for what the archive creates.

@@ -179,6 +179,19 @@ impl JournalError {
     }
 }
 
+/// The [`JournalError::Io`] of doing `action` on `path`, for `map_err`.
+pub(crate) fn io_at(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    move |source| JournalError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Fails unless the first of a new run's events is `RunStarted`.
 fn check_first(id: RunId, events: &[Event]) -> Result<(), JournalError> {
     match events.first() {

@@ -21,12 +21,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::{JournalError, RunId, RunSummary, witness};
+use crate::{JournalError, RunId, RunSummary, io_at, witness};
 
 /// The pointer file naming the live store's subdirectory.
 const POINTER: &str = "store";
@@ -42,15 +43,6 @@ pub const ARCHIVE_AFTER: u64 = 50_000;
 /// The sled files of a store (besides `blobs/`).
 pub(crate) fn is_store_file(name: &str) -> bool {
     name == "db" || name == "conf" || name.starts_with("snap.")
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
-    let path = path.to_path_buf();
-    move |source| JournalError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Takes the journal's lock: exclusive for a writer, shared for a reader, waiting up to
@@ -74,36 +66,47 @@ pub(crate) fn lock(
     } else {
         File::open(&path)
     };
-    let mut file = match file {
+    let file = match file {
         Ok(file) => file,
         Err(e) if !exclusive && e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("open", &path)(e)),
+        Err(e) => return Err(io_at("open", &path)(e)),
     };
     let arg = if exclusive {
         FlockArg::LockExclusiveNonblock
     } else {
         FlockArg::LockSharedNonblock
     };
+    lock_waiting(file, arg, &path, busy_wait, || JournalError::Busy {
+        dir: journal.to_path_buf(),
+        holder: holder(),
+    })
+    .map(Some)
+}
+
+/// `flock`s `file` (at `path`) as `arg` says, trying again for up to `busy_wait` while another
+/// holds it, then failing with `busy()`.
+pub(crate) fn lock_waiting(
+    mut file: File,
+    arg: FlockArg,
+    path: &Path,
+    busy_wait: Duration,
+    busy: impl FnOnce() -> JournalError,
+) -> Result<Flock<File>, JournalError> {
     let deadline = Instant::now() + busy_wait;
     loop {
         match Flock::lock(file, arg) {
-            Ok(lock) => return Ok(Some(lock)),
+            Ok(lock) => return Ok(lock),
             Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
-                    return Err(JournalError::Busy {
-                        dir: journal.to_path_buf(),
-                        holder: holder(),
-                    });
+                    return Err(busy());
                 }
                 file = back;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err((_, errno)) => return Err(io_error("lock", &path)(io::Error::from(errno))),
+            Err((_, errno)) => return Err(io_at("lock", path)(io::Error::from(errno))),
         }
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt as _;
 
 /// The live store's directory: the journal directory, or the subdirectory the pointer names.
 pub(crate) fn current(journal: &Path) -> Result<PathBuf, JournalError> {
@@ -112,7 +115,7 @@ pub(crate) fn current(journal: &Path) -> Result<PathBuf, JournalError> {
         Ok(text) => {
             let name = text.trim();
             if !valid_name(name) {
-                return Err(io_error("read", &path)(io::Error::new(
+                return Err(io_at("read", &path)(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("the pointer file names `{name}`, not a live store"),
                 )));
@@ -120,7 +123,7 @@ pub(crate) fn current(journal: &Path) -> Result<PathBuf, JournalError> {
             Ok(journal.join(name))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(journal.to_path_buf()),
-        Err(e) => Err(io_error("read", &path)(e)),
+        Err(e) => Err(io_at("read", &path)(e)),
     }
 }
 
@@ -145,13 +148,13 @@ fn generation(journal: &Path, store: &Path) -> u64 {
 /// Removes the stores an interrupted compaction left beside the live one (the writer holds
 /// the journal's lock).
 pub(crate) fn clean(journal: &Path, live: &Path) -> Result<(), JournalError> {
-    for entry in fs::read_dir(journal).map_err(io_error("list", journal))? {
-        let entry = entry.map_err(io_error("list", journal))?;
+    for entry in fs::read_dir(journal).map_err(io_at("list", journal))? {
+        let entry = entry.map_err(io_at("list", journal))?;
         let path = entry.path();
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if valid_name(name) && path != live {
-            fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+            fs::remove_dir_all(&path).map_err(io_at("remove", &path))?;
         }
     }
     if live != journal {
@@ -162,15 +165,15 @@ pub(crate) fn clean(journal: &Path, live: &Path) -> Result<(), JournalError> {
 
 /// Removes the sled files of the store kept in `dir` itself (the layout before compaction).
 fn remove_store_files(dir: &Path) -> Result<(), JournalError> {
-    for entry in fs::read_dir(dir).map_err(io_error("list", dir))? {
-        let entry = entry.map_err(io_error("list", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_at("list", dir))? {
+        let entry = entry.map_err(io_at("list", dir))?;
         let path = entry.path();
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if is_store_file(name) {
-            fs::remove_file(&path).map_err(io_error("remove", &path))?;
+            fs::remove_file(&path).map_err(io_at("remove", &path))?;
         } else if name == "blobs" {
-            fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+            fs::remove_dir_all(&path).map_err(io_at("remove", &path))?;
         }
     }
     Ok(())
@@ -237,146 +240,148 @@ pub(crate) enum Failure {
     Unsettled(JournalError),
 }
 
-/// Compacts the live store `old` (opened as `db`) of `journal`: see the module's doc. Returns
-/// where the live store is now; `stop` ends it early as a crash there would (tests).
-pub(crate) fn compact(
-    journal: &Path,
-    old: &Path,
-    db: &sled::Db,
-    summaries: &BTreeMap<RunId, Result<RunSummary, String>>,
-    witnessed: &BTreeMap<RunId, witness::Entry>,
-    cache_capacity_bytes: u64,
-    stop: Option<Step>,
-) -> Result<Compacted, Failure> {
-    let (next, archived) = archive_and_write(
-        journal,
-        old,
-        db,
-        summaries,
-        witnessed,
-        cache_capacity_bytes,
-        stop,
-    )
-    .map_err(Failure::Kept)?;
-    let Some(next) = next else {
-        return Ok(Compacted {
-            live: old.to_path_buf(),
-            archived,
-        });
-    };
-
-    // 3. The pointer names the new store.
-    let name = next
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
-    let tmp = journal.join(format!("{POINTER}.tmp"));
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| {
-            io::Write::write_all(&mut file, format!("{name}\n").as_bytes())?;
-            file.sync_all()
-        })
-        .map_err(|e| Failure::Kept(io_error("write", &tmp)(e)))?;
-    fs::rename(&tmp, journal.join(POINTER))
-        .map_err(|e| Failure::Kept(io_error("rename", &tmp)(e)))?;
-    sync_dir(journal).map_err(Failure::Unsettled)?;
-    // Stopped or not, the new store is the live one now; the old one is left to the caller.
-    let _ = Step::Switched.stops(stop);
-    // 4. (The caller drops the old store; opening removes it, see [`clean`].)
-    Ok(Compacted {
-        live: next,
-        archived,
-    })
+/// A compaction of `journal`'s live store `old`, opened as `db`, holding `summaries`, with what
+/// the witness saw durable.
+#[derive(Clone, Copy)]
+pub(crate) struct Compaction<'a> {
+    pub(crate) journal: &'a Path,
+    pub(crate) old: &'a Path,
+    pub(crate) db: &'a sled::Db,
+    pub(crate) summaries: &'a BTreeMap<RunId, Result<RunSummary, String>>,
+    pub(crate) witnessed: &'a BTreeMap<RunId, witness::Entry>,
+    /// The new store's page cache while it is written.
+    pub(crate) cache_capacity_bytes: u64,
 }
 
-/// Steps 1 and 2: archives the finished runs that verify and writes the new store. The new
-/// store's directory, or `None` if `stop` ended it after archiving or writing.
-fn archive_and_write(
-    journal: &Path,
-    old: &Path,
-    db: &sled::Db,
-    summaries: &BTreeMap<RunId, Result<RunSummary, String>>,
-    witnessed: &BTreeMap<RunId, witness::Entry>,
-    cache_capacity_bytes: u64,
-    stop: Option<Step>,
-) -> Result<(Option<PathBuf>, Vec<RunId>), JournalError> {
-    use crate::sled_journal::{event_key, json_part, sled_error, summary_key};
-    // 1. Archive the finished runs whose records verify.
-    let mut archive = crate::archive::Writer::start(journal)?;
-    let mut archived = Vec::new();
-    for (id, summary) in summaries {
-        let Ok(summary) = summary else { continue };
-        if !summary.state.is_terminal() {
-            continue;
-        }
-        let Some(values) = verified_values(db, summary, witnessed.get(id).copied()) else {
-            tracing::warn!(run = %id, "a finished run's records do not verify; it stays in the live store");
-            continue;
+impl Compaction<'_> {
+    /// Compacts: see the module's doc. Returns where the live store is now; `stop` ends it
+    /// early as a crash there would (tests).
+    pub(crate) fn run(self, stop: Option<Step>) -> Result<Compacted, Failure> {
+        let (next, archived) = self.archive_and_write(stop).map_err(Failure::Kept)?;
+        let Self { journal, old, .. } = self;
+        let Some(next) = next else {
+            return Ok(Compacted {
+                live: old.to_path_buf(),
+                archived,
+            });
         };
-        archive.put(summary, values.iter().map(|v| json_part(v)))?;
-        archived.push(*id);
-    }
-    archive.finish()?;
-    if Step::Archived.stops(stop) {
-        return Ok((None, archived));
+
+        // 3. The pointer names the new store.
+        let name = next
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let tmp = journal.join(format!("{POINTER}.tmp"));
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut file| {
+                io::Write::write_all(&mut file, format!("{name}\n").as_bytes())?;
+                file.sync_all()
+            })
+            .map_err(|e| Failure::Kept(io_at("write", &tmp)(e)))?;
+        fs::rename(&tmp, journal.join(POINTER))
+            .map_err(|e| Failure::Kept(io_at("rename", &tmp)(e)))?;
+        sync_dir(journal).map_err(Failure::Unsettled)?;
+        // Stopped or not, the new store is the live one now; the old one is left to the caller.
+        let _ = Step::Switched.stops(stop);
+        // 4. (The caller drops the old store; opening removes it, see [`clean`].)
+        Ok(Compacted {
+            live: next,
+            archived,
+        })
     }
 
-    // 2. The new store: everything but the archived runs' records and summaries.
-    let next = journal.join(format!("{LIVE}{:06}", generation(journal, old) + 1));
-    if next.exists() {
-        fs::remove_dir_all(&next).map_err(io_error("remove", &next))?;
-    }
-    {
-        let new_db = sled::Config::new()
-            .path(&next)
-            .cache_capacity(cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| sled_error("create", &next, e))?;
-        let gone: std::collections::HashSet<[u8; 17]> = archived
-            .iter()
-            .map(|id| {
-                let mut k = [0; 17];
-                k.copy_from_slice(&event_key(*id, 0)[..17]);
-                k
-            })
-            .chain(archived.iter().map(|id| summary_key(*id)))
-            .collect();
-        let mut batch = sled::Batch::default();
-        let mut queued = 0;
-        for entry in db.iter() {
-            let (key, value) = entry.map_err(|e| sled_error("read", old, e))?;
-            if key.len() >= 17 && gone.contains(&key[..17]) {
+    /// Steps 1 and 2: archives the finished runs that verify and writes the new store. The new
+    /// store's directory, or `None` if `stop` ended it after archiving or writing.
+    fn archive_and_write(
+        self,
+        stop: Option<Step>,
+    ) -> Result<(Option<PathBuf>, Vec<RunId>), JournalError> {
+        use crate::sled_journal::{event_key, json_part, sled_error, summary_key};
+        let Self {
+            journal,
+            old,
+            db,
+            summaries,
+            witnessed,
+            cache_capacity_bytes,
+        } = self;
+        // 1. Archive the finished runs whose records verify.
+        let mut archive = crate::archive::Writer::start(journal)?;
+        let mut archived = Vec::new();
+        for (id, summary) in summaries {
+            let Ok(summary) = summary else { continue };
+            if !summary.state.is_terminal() {
                 continue;
             }
-            batch.insert(key, value);
-            queued += 1;
-            if queued == 4096 {
-                new_db
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(|e| sled_error("write to", &next, e))?;
-                queued = 0;
-            }
+            let Some(values) = verified_values(db, summary, witnessed.get(id).copied()) else {
+                tracing::warn!(run = %id, "a finished run's records do not verify; it stays in the live store");
+                continue;
+            };
+            archive.put(summary, values.iter().map(|v| json_part(v)))?;
+            archived.push(*id);
         }
-        new_db
-            .apply_batch(batch)
-            .map_err(|e| sled_error("write to", &next, e))?;
-        new_db
-            .flush()
-            .map_err(|e| sled_error("write to", &next, e))?;
+        archive.finish()?;
+        if Step::Archived.stops(stop) {
+            return Ok((None, archived));
+        }
+
+        // 2. The new store: everything but the archived runs' records and summaries.
+        let next = journal.join(format!("{LIVE}{:06}", generation(journal, old) + 1));
+        if next.exists() {
+            fs::remove_dir_all(&next).map_err(io_at("remove", &next))?;
+        }
+        {
+            let new_db = sled::Config::new()
+                .path(&next)
+                .cache_capacity(cache_capacity_bytes)
+                .flush_every_ms(None)
+                .open()
+                .map_err(|e| sled_error("create", &next, e))?;
+            let gone: std::collections::HashSet<[u8; 17]> = archived
+                .iter()
+                .map(|id| {
+                    let mut k = [0; 17];
+                    k.copy_from_slice(&event_key(*id, 0)[..17]);
+                    k
+                })
+                .chain(archived.iter().map(|id| summary_key(*id)))
+                .collect();
+            let mut batch = sled::Batch::default();
+            let mut queued = 0;
+            for entry in db.iter() {
+                let (key, value) = entry.map_err(|e| sled_error("read", old, e))?;
+                if key.len() >= 17 && gone.contains(&key[..17]) {
+                    continue;
+                }
+                batch.insert(key, value);
+                queued += 1;
+                if queued == 4096 {
+                    new_db
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(|e| sled_error("write to", &next, e))?;
+                    queued = 0;
+                }
+            }
+            new_db
+                .apply_batch(batch)
+                .map_err(|e| sled_error("write to", &next, e))?;
+            new_db
+                .flush()
+                .map_err(|e| sled_error("write to", &next, e))?;
+        }
+        sync_tree(&next)?;
+        sync_dir(journal)?;
+        if Step::Written.stops(stop) {
+            return Ok((None, archived));
+        }
+        Ok((Some(next), archived))
     }
-    sync_tree(&next)?;
-    sync_dir(journal)?;
-    if Step::Written.stops(stop) {
-        return Ok((None, archived));
-    }
-    Ok((Some(next), archived))
 }
 
 /// The stored values of a finished run's records if they verify: contiguous from 1 to its
@@ -410,15 +415,15 @@ fn verified_values(
 
 /// `fsync`s every file and directory under `dir`, and `dir` itself.
 fn sync_tree(dir: &Path) -> Result<(), JournalError> {
-    for entry in fs::read_dir(dir).map_err(io_error("list", dir))? {
-        let entry = entry.map_err(io_error("list", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_at("list", dir))? {
+        let entry = entry.map_err(io_at("list", dir))?;
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             sync_tree(&path)?;
         } else {
             File::open(&path)
                 .and_then(|f| f.sync_all())
-                .map_err(io_error("sync", &path))?;
+                .map_err(io_at("sync", &path))?;
         }
     }
     sync_dir(dir)
@@ -427,7 +432,7 @@ fn sync_tree(dir: &Path) -> Result<(), JournalError> {
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
-        .map_err(io_error("sync directory", dir))
+        .map_err(io_at("sync directory", dir))
 }
 
 #[cfg(test)]

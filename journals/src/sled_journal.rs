@@ -184,15 +184,15 @@ impl SledJournal {
         let mut db = open_sled(&files, opts, || read_holder(dir))?;
         let mut live = load_summaries(&db)?;
         if crate::live_store::due(&live, opts.archive_after) {
-            let compacted = crate::live_store::compact(
-                dir,
-                &files,
-                &db,
-                &live,
-                &witnessed.runs,
-                opts.cache_capacity_bytes,
-                stop,
-            );
+            let compacted = crate::live_store::Compaction {
+                journal: dir,
+                old: &files,
+                db: &db,
+                summaries: &live,
+                witnessed: &witnessed.runs,
+                cache_capacity_bytes: opts.cache_capacity_bytes,
+            }
+            .run(stop);
             match compacted {
                 Ok(done) if done.live != files => {
                     drop(db);

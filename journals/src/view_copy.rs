@@ -9,14 +9,13 @@
 //! in the temporary directory until the view is dropped.
 
 use std::fs::{self, File};
-use std::io;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::FlockArg;
 
-use crate::JournalError;
-use crate::live_store::is_store_file;
+use crate::live_store::{is_store_file, lock_waiting};
+use crate::{JournalError, io_at};
 
 /// Copies the sled store of the journal in `dir` into a new owner-only temporary directory.
 /// Fails with [`JournalError::Busy`] when a writer holds the journal for longer than
@@ -26,57 +25,37 @@ pub fn copy_store(
     busy_wait: Duration,
     holder: impl Fn() -> Option<String>,
 ) -> Result<tempfile::TempDir, JournalError> {
-    let io_err = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source: io::Error| JournalError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let db = dir.join("db");
-    let deadline = Instant::now() + busy_wait;
-    let mut file = File::open(&db).map_err(io_err("open", &db))?;
+    let file = File::open(&db).map_err(io_at("open", &db))?;
     // Shared: readers may copy side by side; sled's own exclusive lock keeps writers out.
-    let _lock = loop {
-        match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(lock) => break lock,
-            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
-                if Instant::now() >= deadline {
-                    return Err(JournalError::Busy {
-                        dir: dir.to_path_buf(),
-                        holder: holder(),
-                    });
-                }
-                file = back;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err((_, errno)) => return Err(io_err("lock", &db)(io::Error::from(errno))),
+    let _lock = lock_waiting(file, FlockArg::LockSharedNonblock, &db, busy_wait, || {
+        JournalError::Busy {
+            dir: dir.to_path_buf(),
+            holder: holder(),
         }
-    };
+    })?;
 
     let copy = tempfile::Builder::new()
         .prefix("runbook-journal-view-")
         .tempdir()
-        .map_err(io_err("create a temporary copy of", dir))?;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
+        .map_err(io_at("create a temporary copy of", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_at("list", dir))? {
+        let entry = entry.map_err(io_at("list", dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if is_store_file(name) && entry.file_type().is_ok_and(|t| t.is_file()) {
-            fs::copy(entry.path(), copy.path().join(name))
-                .map_err(io_err("copy", &entry.path()))?;
+            fs::copy(entry.path(), copy.path().join(name)).map_err(io_at("copy", &entry.path()))?;
         }
     }
     let blobs = dir.join("blobs");
     if blobs.is_dir() {
         let target = copy.path().join("blobs");
-        fs::create_dir(&target).map_err(io_err("create", &target))?;
-        for entry in fs::read_dir(&blobs).map_err(io_err("list", &blobs))? {
-            let entry = entry.map_err(io_err("list", &blobs))?;
+        fs::create_dir(&target).map_err(io_at("create", &target))?;
+        for entry in fs::read_dir(&blobs).map_err(io_at("list", &blobs))? {
+            let entry = entry.map_err(io_at("list", &blobs))?;
             if entry.file_type().is_ok_and(|t| t.is_file()) {
                 fs::copy(entry.path(), target.join(entry.file_name()))
-                    .map_err(io_err("copy", &entry.path()))?;
+                    .map_err(io_at("copy", &entry.path()))?;
             }
         }
     }
@@ -86,6 +65,7 @@ pub fn copy_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::Flock;
 
     #[test]
     fn copies_the_store_and_nothing_else() {
