@@ -179,16 +179,19 @@ fn remove_store_files(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Whether the live store holds enough records of finished runs to be compacted: a pure
-/// function of the store's summaries.
-pub(crate) fn due(summaries: &BTreeMap<RunId, Result<RunSummary, String>>, threshold: u64) -> bool {
-    let finished: u64 = summaries
-        .values()
-        .filter_map(|s| s.as_ref().ok())
-        .filter(|s| s.state.is_terminal())
-        .map(|s| s.last_seq)
-        .sum();
-    finished > 0 && finished >= threshold
+/// Whether the live store holds enough records of finished runs to be compacted — at least
+/// `threshold`, and at least as many as the unfinished runs' that a compaction copies: a pure
+/// function of the live store's (readable) summaries.
+pub(crate) fn due<'a>(summaries: impl IntoIterator<Item = &'a RunSummary>, threshold: u64) -> bool {
+    let (mut finished, mut unfinished) = (0_u64, 0_u64);
+    for summary in summaries {
+        if summary.state.is_terminal() {
+            finished += summary.last_seq;
+        } else {
+            unfinished += summary.last_seq;
+        }
+    }
+    finished > 0 && finished >= threshold && finished >= unfinished
 }
 
 /// Where a compaction stops on purpose, for the crash tests: the steps of the module's doc.

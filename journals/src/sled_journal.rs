@@ -30,7 +30,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use chrono::Utc;
 
@@ -112,6 +112,24 @@ enum Mode {
     Read(#[allow(dead_code)] tempfile::TempDir),
 }
 
+/// The sled store the journal reads and writes now.
+struct Live {
+    /// Where sled's files are: the live store ([`crate::live_store`]), or a copy of it for a
+    /// read-only view.
+    files: PathBuf,
+    db: sled::Db,
+}
+
+/// The live store's tree, read while the store cannot be replaced.
+pub(crate) struct Db<'a>(RwLockReadGuard<'a, Live>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        &self.0.db
+    }
+}
+
 /// A [`Journal`] stored in a sled database, one process at a time. Reads go to the tree;
 /// writes go to the journal's writer thread ([`crate::sled_writer`]).
 pub struct SledJournal {
@@ -124,15 +142,18 @@ pub struct SledJournal {
 pub(crate) struct Store {
     /// The journal directory.
     pub(crate) dir: PathBuf,
-    /// Where sled's files are: the live store ([`crate::live_store`]), or a copy of it for a
-    /// read-only view.
-    files: PathBuf,
-    pub(crate) db: sled::Db,
+    /// The live store: replaced when the writer compacts it ([`Store::compact_while_open`]).
+    live: RwLock<Live>,
+    /// How the journal was opened.
+    opts: SledOptions,
     mode: Mode,
     /// The journal's lock, held while the journal is open for writing.
     held: Option<nix::fcntl::Flock<File>>,
     /// Runs read from the archive ([`crate::archive`]): their records are not in the store.
     archived: Mutex<HashSet<RunId>>,
+    /// Set once compacting while open failed before the pointer changed: not tried again by
+    /// this process (the next open tries).
+    compaction_failed: std::sync::atomic::AtomicBool,
     /// Every run's summary, loaded at open and kept current by the writer (after its batch is
     /// applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
@@ -183,7 +204,7 @@ impl SledJournal {
             .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
         let mut db = open_sled(&files, opts, || read_holder(dir))?;
         let mut live = load_summaries(&db)?;
-        if crate::live_store::due(&live, opts.archive_after) {
+        if crate::live_store::due(live.values().flatten(), opts.archive_after) {
             let compacted = crate::live_store::Compaction {
                 journal: dir,
                 old: &files,
@@ -218,39 +239,7 @@ impl SledJournal {
                 ),
             }
         }
-        if files != dir {
-            restrict(&files, 0o700)?;
-        }
-        for entry in fs::read_dir(&files).map_err(|source| io_error("list", &files, source))? {
-            let entry = entry.map_err(|source| io_error("list", &files, source))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if crate::live_store::is_store_file(&name) {
-                restrict(&entry.path(), 0o600)?;
-            } else if name == "blobs" {
-                restrict(&entry.path(), 0o700)?;
-            }
-        }
-
-        let db_path = files.join("db");
-        let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
-
-        // sled creates its files and directories without syncing the directory entries; a
-        // journal whose `db` entry is lost in a power cut would come back empty.
-        sync_path(&files, "sync directory")?;
-        if files != dir {
-            sync_path(dir, "sync directory")?;
-        }
-        let blobs = files.join("blobs");
-        let known_blobs = if blobs.is_dir() {
-            settle_blobs(&blobs)?
-        } else {
-            HashSet::new()
-        };
-        let conf = files.join("conf");
-        if conf.is_file() {
-            sync_path(&conf, "sync")?;
-        }
+        let (db_file, known_blobs) = settle_store(dir, &files)?;
         if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_path(parent, "sync directory")?;
         }
@@ -280,7 +269,15 @@ impl SledJournal {
         write_private(&holder_path, holder_description().as_bytes())
             .map_err(|source| io_error("write holder file", &holder_path, source))?;
 
-        let mut store = Store::assemble(dir, &files, db, db_file, Mode::Write(writer), summaries);
+        let mut store = Store::assemble(
+            dir,
+            &files,
+            db,
+            db_file,
+            Mode::Write(writer),
+            summaries,
+            opts,
+        );
         store.syncer.get_mut().expect(POISONED).known_blobs = known_blobs;
         store.held = lock;
         *store.archived.get_mut().expect(POISONED) = archived;
@@ -333,7 +330,8 @@ impl SledJournal {
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
         let (summaries, archived) = with_archived(dir, load_summaries(&db)?)?;
         drop(shared);
-        let mut journal = Store::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries);
+        let mut journal =
+            Store::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries, opts);
         *journal.archived.get_mut().expect(POISONED) = archived;
         journal.verify_against(&witnessed);
         if let Some(error) = unreadable {
@@ -383,14 +381,19 @@ impl Store {
         db_file: File,
         mode: Mode,
         summaries: BTreeMap<RunId, CachedSummary>,
+        opts: SledOptions,
     ) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            files: files.to_path_buf(),
-            db,
+            live: RwLock::new(Live {
+                files: files.to_path_buf(),
+                db,
+            }),
+            opts,
             mode,
             held: None,
             archived: Mutex::new(HashSet::new()),
+            compaction_failed: std::sync::atomic::AtomicBool::new(false),
             summaries: Mutex::new(summaries),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
@@ -429,6 +432,11 @@ impl Store {
             );
         }
         self.witness_damage.clone_from(&witnessed.damaged);
+    }
+
+    /// The live store's tree (reads hold off its replacement while they last).
+    pub(crate) fn db(&self) -> Db<'_> {
+        Db(self.live.read().expect(POISONED))
     }
 
     fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, CachedSummary>> {
@@ -508,7 +516,7 @@ impl Store {
 
     /// Applies `batch` to the tree (not yet durable).
     pub(crate) fn apply(&self, batch: sled::Batch) -> Result<(), JournalError> {
-        self.db
+        self.db()
             .apply_batch(batch)
             .map_err(|e| self.fail_with(sled_error("write to", &self.dir, e)))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -521,7 +529,7 @@ impl Store {
         // Values above sled's blob threshold were written to their own files while the batch
         // was applied; sync them before the log that points at them.
         self.sync_new_blobs(&mut syncer)?;
-        self.db
+        self.db()
             .flush()
             .map_err(|e| sled_error("write to", &self.dir, e))?;
         // Flushing may rewrite large pages as blobs too.
@@ -529,7 +537,7 @@ impl Store {
         syncer
             .db_file
             .sync_data()
-            .map_err(|source| io_error("sync", &self.files.join("db"), source))?;
+            .map_err(|source| io_error("sync", &self.db().0.files.join("db"), source))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -537,7 +545,7 @@ impl Store {
     fn sync_new_blobs(&self, syncer: &mut Syncer) -> Result<(), JournalError> {
         // Only blobs that appeared since the last commit are synced one by one: those a
         // previous process left were settled at open.
-        let blobs = self.files.join("blobs");
+        let blobs = self.db().0.files.join("blobs");
         let entries = match fs::read_dir(&blobs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -590,6 +598,101 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Compacts the live store while the journal is open (see [`crate::live_store`]) when it
+    /// holds enough records of finished runs: called by the writer thread, the only one that
+    /// writes, after a commit that ended a run. Readers go on reading the old store meanwhile;
+    /// the new one replaces it once no read is under way. A failure before the pointer changed
+    /// leaves everything as it was (and is not tried again by this process); one after it
+    /// refuses every further write, as a failed sync does.
+    pub(crate) fn compact_while_open(&self) {
+        if self.compaction_failed.load(Ordering::Relaxed) || self.witness_writer().is_err() {
+            return;
+        }
+        let live: BTreeMap<RunId, CachedSummary> = {
+            let archived = self.archived.lock().expect(POISONED);
+            let summaries = self.summaries();
+            let live = || summaries.iter().filter(|(id, _)| !archived.contains(id));
+            // Cloned only when due: this runs after every commit that ends a run.
+            if !crate::live_store::due(
+                live().filter_map(|(_, s)| s.as_ref().ok()),
+                self.opts.archive_after,
+            ) {
+                return;
+            }
+            live().map(|(id, s)| (*id, s.clone())).collect()
+        };
+        let witnessed = self.witnessed.lock().expect(POISONED).clone();
+        let (old, db) = {
+            let current = self.db();
+            (current.0.files.clone(), current.0.db.clone())
+        };
+        let compacted = crate::live_store::Compaction {
+            journal: &self.dir,
+            old: &old,
+            db: &db,
+            summaries: &live,
+            witnessed: &witnessed,
+            cache_capacity_bytes: self.opts.cache_capacity_bytes,
+        }
+        .run(None);
+        drop(db);
+        let done = match compacted {
+            Ok(done) if done.live != old => done,
+            Ok(_) => return,
+            Err(crate::live_store::Failure::Kept(e)) => {
+                self.compaction_failed.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %error_chain(&e),
+                    "could not compact the journal's live store; it stays as it is"
+                );
+                return;
+            }
+            Err(crate::live_store::Failure::Unsettled(e)) => {
+                self.fail(&error_chain(&e));
+                return;
+            }
+        };
+        // The pointer names the new store: from here on only it may be written.
+        let opened = open_sled(&done.live, self.opts, || None)
+            .and_then(|db| Ok((db, settle_store(&self.dir, &done.live)?)));
+        let (db, (db_file, known_blobs)) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.fail(&error_chain(&e));
+                return;
+            }
+        };
+        {
+            // Readers decide where a run is under the store's read lock, so they see the new
+            // store and the runs moved out of it together.
+            let mut live = self.live.write().expect(POISONED);
+            *live = Live {
+                files: done.live.clone(),
+                db,
+            };
+            self.archived
+                .lock()
+                .expect(POISONED)
+                .extend(done.archived.iter().copied());
+            let mut syncer = self.syncer.lock().expect(POISONED);
+            syncer.db_file = db_file;
+            syncer.known_blobs = known_blobs;
+        }
+        if let Err(e) = crate::live_store::clean(&self.dir, &done.live) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %error_chain(&e),
+                "could not remove the replaced live store; the next open does"
+            );
+        }
+        tracing::info!(
+            dir = %self.dir.display(),
+            runs = done.archived.len(),
+            "moved finished runs to the journal's archive and wrote a new live store"
+        );
     }
 
     /// Whether run `id` is read from the archive.
@@ -665,7 +768,7 @@ impl Store {
         let mut chain = witness::chain_start(id);
         for seq in 1..=last_seq {
             let value = self
-                .db
+                .db()
                 .get(event_key(id, seq))
                 .map_err(|e| sled_error("read", &self.dir, e))?
                 .ok_or_else(|| JournalError::Corrupt {
@@ -682,6 +785,7 @@ impl Store {
     /// (`after == 0`) also checks the hash chain against the summary and the witness.
     fn verified_records(
         &self,
+        db: &sled::Db,
         id: RunId,
         after: u64,
         summary: &RunSummary,
@@ -698,7 +802,7 @@ impl Store {
         let mut expected = after.saturating_add(1);
         let witnessed = self.witnessed.lock().expect(POISONED).get(&id).copied();
         let mut chain = (after == 0).then(|| witness::chain_start(id));
-        for entry in self.db.range(start..=end) {
+        for entry in db.range(start..=end) {
             // A value sled cannot produce (a lost blob file, a damaged page) is a damaged record.
             let (key, value) = entry.map_err(|e| {
                 corrupt(
@@ -763,8 +867,7 @@ impl Store {
         if last_found < last_seq {
             let log_end = if records.is_empty() {
                 // Nothing after `after`: report where the log really ends.
-                self.db
-                    .range(event_key(id, 0)..=event_key(id, after))
+                db.range(event_key(id, 0)..=event_key(id, after))
                     .next_back()
                     .transpose()
                     .map_err(|e| sled_error("read", &self.dir, e))?
@@ -795,13 +898,16 @@ impl Store {
     /// The longest prefix of a run's stored records that is intact: contiguous from 1, each
     /// passing its checksum and decoding, with the chain over them.
     fn intact_prefix(&self, id: RunId) -> (Vec<Record>, Chain) {
+        // Held while deciding where the run is: a compaction replaces the store and moves runs
+        // to the archive at once.
+        let db = self.db();
         if self.is_archived(id) {
             let (records, chain, _) = crate::archive::prefix(&self.dir, id);
             return (records.into_iter().map(|(r, _)| r).collect(), chain);
         }
         let mut records = Vec::new();
         let mut chain = witness::chain_start(id);
-        for entry in self.db.range(event_key(id, 1)..=event_key(id, u64::MAX)) {
+        for entry in db.range(event_key(id, 1)..=event_key(id, u64::MAX)) {
             let Ok((key, value)) = entry else { break };
             let expected = records.len() as u64 + 1;
             if event_key_seq(&key) != Some(expected) {
@@ -820,7 +926,7 @@ impl Store {
 
     pub(crate) fn lock_value(&self, key: &str) -> Result<Option<RunId>, JournalError> {
         let Some(value) = self
-            .db
+            .db()
             .get(lock_key(key))
             .map_err(|e| sled_error("read", &self.dir, e))?
         else {
@@ -1013,7 +1119,7 @@ impl Journal for SledJournal {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         Ok(self
             .store
-            .db
+            .db()
             .get(meta_key(key))
             .map_err(|e| sled_error("read", &self.store.dir, e))?
             .map(|v| v.to_vec()))
@@ -1086,6 +1192,9 @@ impl Store {
         if after >= summary.last_seq {
             return Ok(Vec::new());
         }
+        // Held while deciding where the run is: a compaction replaces the store and moves runs
+        // to the archive at once.
+        let db = self.db();
         let read = if self.is_archived(id) {
             self.archived_records(&summary).map(|records| {
                 records
@@ -1095,8 +1204,9 @@ impl Store {
                     .collect()
             })
         } else {
-            self.verified_records(id, after, &summary)
+            self.verified_records(&db, id, after, &summary)
         };
+        drop(db);
         read.inspect_err(|e| {
             if let JournalError::Corrupt { seq, detail, .. } = e {
                 self.distrust(id, *seq, detail.clone());
@@ -1188,7 +1298,7 @@ impl Store {
         };
         for seq in kept_seq + 1..=upper {
             let key = event_key(id, seq);
-            match self.db.get(key) {
+            match self.db().get(key) {
                 Ok(Some(value)) => aside(&mut batch, seq, &value),
                 Ok(None) => continue,
                 Err(_) => {}
@@ -1196,7 +1306,7 @@ impl Store {
             batch.remove(&key[..]);
         }
         for (key, value) in self
-            .db
+            .db()
             .range(event_key(id, upper + 1)..=event_key(id, u64::MAX))
             .flatten()
         {
@@ -1324,6 +1434,42 @@ fn open_sled(
             Err(other) => return Err(sled_error("open the journal at", dir, other)),
         }
     }
+}
+
+/// Makes a live store's files its owner's only and durable as they are (sled creates its files
+/// and directories without syncing their entries; a journal whose `db` entry is lost in a power
+/// cut would come back empty). Returns its log file, for syncing, and its blob files.
+fn settle_store(dir: &Path, files: &Path) -> Result<(File, HashSet<OsString>), JournalError> {
+    if files != dir {
+        restrict(files, 0o700)?;
+    }
+    for entry in fs::read_dir(files).map_err(|source| io_error("list", files, source))? {
+        let entry = entry.map_err(|source| io_error("list", files, source))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if crate::live_store::is_store_file(&name) {
+            restrict(&entry.path(), 0o600)?;
+        } else if name == "blobs" {
+            restrict(&entry.path(), 0o700)?;
+        }
+    }
+    let db_path = files.join("db");
+    let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
+    sync_path(files, "sync directory")?;
+    if files != dir {
+        sync_path(dir, "sync directory")?;
+    }
+    let blobs = files.join("blobs");
+    let known_blobs = if blobs.is_dir() {
+        settle_blobs(&blobs)?
+    } else {
+        HashSet::new()
+    };
+    let conf = files.join("conf");
+    if conf.is_file() {
+        sync_path(&conf, "sync")?;
+    }
+    Ok((db_file, known_blobs))
 }
 
 /// The summaries of every run, live and archived (a run in both, after a compaction that was
@@ -2082,7 +2228,7 @@ mod tests {
         let records = journal.read(id).unwrap();
         assert_eq!(seqs(&records), [1, 2, 3, 4]);
         assert_eq!(records[2].event.path(), Some("again"));
-        let aside = journal.store.db.scan_prefix([QUARANTINE]).count();
+        let aside = journal.store.db().scan_prefix([QUARANTINE]).count();
         assert_eq!(aside, 3, "records 3–5 kept aside");
     }
 

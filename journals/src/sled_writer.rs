@@ -191,7 +191,11 @@ fn run(store: &Store, rx: &mpsc::Receiver<Request>) {
             }
         }
         batch.settle(&mut active);
+        let ended = batch.ended;
         batch.sync(store);
+        if ended {
+            store.compact_while_open();
+        }
     }
 }
 
@@ -205,6 +209,8 @@ struct Batch {
     runs: HashMap<RunId, bool>,
     /// Whether a write of no run (a meta value) is in the batch.
     other: bool,
+    /// Whether a write ended a run (after which the live store may be due a compaction).
+    ended: bool,
 }
 
 impl Batch {
@@ -214,6 +220,7 @@ impl Batch {
             applied: Vec::new(),
             taken: 0,
             runs: HashMap::new(),
+            ended: false,
             other: false,
         }
     }
@@ -243,6 +250,9 @@ impl Batch {
                             matches!(&r.event, Event::StateChanged { state, .. } if state.is_settled())
                         });
                         self.runs.insert(id, settles);
+                        self.ended |= records.iter().any(|r| {
+                            matches!(&r.event, Event::StateChanged { state, .. } if state.is_terminal())
+                        });
                     }
                     None => self.other = true,
                 }
@@ -316,7 +326,7 @@ fn apply(store: &Store, op: Op) -> Result<(Vec<Record>, Option<witness::Entry>),
         } => {
             let stored = crate::sled_journal::meta_key(&key);
             let now = store
-                .db
+                .db()
                 .get(&stored)
                 .map_err(|e| crate::sled_journal::sled_error("read", &store.dir, e))?;
             if now.as_deref() != expected.as_deref() {
