@@ -223,3 +223,54 @@ fn a_compaction_killed_after_any_of_its_steps_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_serve_kept_running_moves_runs_to_the_archive_as_they_end() {
+    use crate::serve::{SETTLE, Serve};
+    let sb = Sandbox::new();
+    sb.write("runbooks/ok.yaml", OK);
+    sb.write("runbooks/gated.yaml", GATED);
+    let serve = Serve::start_with(&sb, &[], &[ARCHIVE_AFTER]);
+    let gated = serve.start_run("gated");
+    serve.wait_state(&gated, "waiting");
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        let id = serve.start_run("ok");
+        serve.wait_state(&id, "succeeded");
+        finished.push(id);
+    }
+    // While serve runs, the finished runs leave its store for the archive.
+    let journal = sb.journal();
+    let archived = |id: &String| journal.join("archive").join(format!("{id}.run")).is_file();
+    wait_for("serve to archive the finished runs", SETTLE, || {
+        finished.iter().all(archived) && journal.join("store").is_file()
+    });
+    assert!(!journal.join("db").exists(), "the first store is gone");
+    for id in &finished {
+        let records = serve.records(id);
+        assert_eq!(
+            records.first().map(|r| &r["event"]),
+            Some(&"run_started".into())
+        );
+        assert_eq!(serve.run(id)["state"], "succeeded");
+    }
+    // The parked run, in the new store, is approved through serve and finishes.
+    let (status, body) = serve.post(&format!("/runs/{gated}/approve"), &serde_json::json!({}));
+    assert_eq!(status, 202, "{body}");
+    serve.wait_state(&gated, "succeeded");
+    assert_eq!(lines(&sb, "did-gated"), 1);
+    serve.stop();
+    // After serve: every run reads back from the command line, and one live store is left.
+    let listed = history(&sb);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(
+        listed.iter().all(|r| r["state"] == "succeeded"),
+        "{listed:?}"
+    );
+    let stores: Vec<String> = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("live-") || n == "db")
+        .collect();
+    assert_eq!(stores.len(), 1, "{stores:?}");
+}

@@ -49,9 +49,18 @@ impl Serve {
     /// Starts `runbook serve --listen 127.0.0.1:0 --tick 100ms ARGS…` in `sb` and waits until
     /// it has written `serve.json` (with its own pid: a killed predecessor's file is ignored).
     pub(crate) fn start(sb: &Sandbox, args: &[&str]) -> Self {
+        Self::start_with(sb, args, &[])
+    }
+
+    /// [`Serve::start`] with `env` set for the process.
+    pub(crate) fn start_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--tick", "100ms"];
         all.extend_from_slice(args);
-        let mut child = sb.cmd(&all).spawn();
+        let mut cmd = sb.cmd(&all);
+        for (key, value) in env {
+            cmd = cmd.env(key, *value);
+        }
+        let mut child = cmd.spawn();
         let output = Captured::of(&mut child);
         let pid = child.id();
         let info_path = sb.journal().join("serve.json");

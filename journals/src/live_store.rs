@@ -1,5 +1,7 @@
 //! Where the live sled store of a journal is, who holds the journal, and compaction: moving
 //! finished runs into the archive ([`crate::archive`]) and writing a new live store without them.
+//! Compaction runs when a writer opens the journal and, while it holds it, on the journal's
+//! writer thread after a commit that ended a run (`Store::compact_while_open`).
 //!
 //! The live store is the journal directory itself (journals from before compaction) or the
 //! subdirectory named by the pointer file `store` (`live-000001`, …). A compaction, each step
