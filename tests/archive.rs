@@ -44,6 +44,15 @@ steps:
     shell: { run: "echo x >> slow-two" }
 "#;
 
+/// The sled stores in the journal directory: its own (`db`, before any compaction) and `live-N`.
+fn stores(journal: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(journal)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("live-") || n == "db")
+        .collect()
+}
+
 fn lines(sb: &Sandbox, name: &str) -> usize {
     sb.read(name).lines().count()
 }
@@ -155,11 +164,7 @@ fn archived_runs_read_back_the_same_are_retried_and_a_killed_run_beside_them_res
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
-    let stores: Vec<String> = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("live-"))
-        .collect();
+    let stores = stores(&journal);
     assert_eq!(stores.len(), 1, "{stores:?}");
 }
 
@@ -212,11 +217,7 @@ fn a_compaction_killed_after_any_of_its_steps_loses_nothing() {
         assert_eq!(lines(&sb, "did-gated"), 1);
         // The approving process compacted again: one live store, the old one gone.
         let journal = sb.journal();
-        let stores: Vec<String> = std::fs::read_dir(&journal)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("live-") || n == "db")
-            .collect();
+        let stores = stores(&journal);
         assert_eq!(stores.len(), 1, "after a kill once {step}: {stores:?}");
         for (run, records) in runs.iter().zip(&before).skip(1) {
             assert_eq!(&sb.records(run), records, "after a kill once {step}");
@@ -267,10 +268,6 @@ fn a_serve_kept_running_moves_runs_to_the_archive_as_they_end() {
         listed.iter().all(|r| r["state"] == "succeeded"),
         "{listed:?}"
     );
-    let stores: Vec<String> = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("live-") || n == "db")
-        .collect();
+    let stores = stores(&journal);
     assert_eq!(stores.len(), 1, "{stores:?}");
 }

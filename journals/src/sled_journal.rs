@@ -666,8 +666,10 @@ impl Store {
             }
         };
         {
-            // Readers decide where a run is under the store's read lock, so they see the new
-            // store and the runs moved out of it together.
+            // Locks in the order every other path takes them: the syncer (`sync_now`), the
+            // store, the archived runs (`read_after`). Readers decide where a run is under the
+            // store's read lock, so they see the new store and the runs moved out of it together.
+            let mut syncer = self.syncer.lock().expect(POISONED);
             let mut live = self.live.write().expect(POISONED);
             *live = Live {
                 files: done.live.clone(),
@@ -677,7 +679,6 @@ impl Store {
                 .lock()
                 .expect(POISONED)
                 .extend(done.archived.iter().copied());
-            let mut syncer = self.syncer.lock().expect(POISONED);
             syncer.db_file = db_file;
             syncer.known_blobs = known_blobs;
         }
