@@ -226,7 +226,7 @@ impl Step {
 }
 
 /// What a compaction did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Compacted {
     /// The live store now.
     pub(crate) live: PathBuf,

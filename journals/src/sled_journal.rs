@@ -197,48 +197,13 @@ impl SledJournal {
         create_private_dir(dir)?;
         restrict(dir, 0o700)?;
         let lock = crate::live_store::lock(dir, true, opts.busy_wait, || read_holder(dir))?;
-        let mut files = crate::live_store::current(dir)?;
+        let files = crate::live_store::current(dir)?;
         crate::live_store::clean(dir, &files)?;
 
         let witnessed = witness::read(dir)
             .map_err(|source| io_error("read", &dir.join(witness::FILE), source))?;
-        let mut db = open_sled(&files, opts, || read_holder(dir))?;
-        let mut live = load_summaries(&db)?;
-        if crate::live_store::due(live.values().flatten(), opts.archive_after) {
-            let compacted = crate::live_store::Compaction {
-                journal: dir,
-                old: &files,
-                db: &db,
-                summaries: &live,
-                witnessed: &witnessed.runs,
-                cache_capacity_bytes: opts.cache_capacity_bytes,
-            }
-            .run(stop);
-            match compacted {
-                Ok(done) if done.live != files => {
-                    drop(db);
-                    if stop.is_none() {
-                        crate::live_store::clean(dir, &done.live)?;
-                    }
-                    files = done.live;
-                    db = open_sled(&files, opts, || read_holder(dir))?;
-                    live = load_summaries(&db)?;
-                    tracing::info!(
-                        dir = %dir.display(),
-                        runs = done.archived.len(),
-                        "moved finished runs to the journal's archive and wrote a new live store"
-                    );
-                }
-                Ok(_) => {}
-                Err(crate::live_store::Failure::Unsettled(e)) => return Err(e),
-                // Compaction only makes opening faster: the journal goes on as it was.
-                Err(crate::live_store::Failure::Kept(e)) => tracing::warn!(
-                    dir = %dir.display(),
-                    error = %error_chain(&e),
-                    "could not compact the journal's live store; it stays as it is"
-                ),
-            }
-        }
+        let db = open_sled(&files, opts, || read_holder(dir))?;
+        let live = load_summaries(&db)?;
         let (db_file, known_blobs) = settle_store(dir, &files)?;
         if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_path(parent, "sync directory")?;
@@ -282,6 +247,9 @@ impl SledJournal {
         store.held = lock;
         *store.archived.get_mut().expect(POISONED) = archived;
         store.verify_against(compact.as_ref().unwrap_or(&witnessed));
+        // Before the writer starts: a store that cannot be written (the pointer changed but
+        // may not be durable) is not opened.
+        store.compact(stop)?;
         let store = Arc::new(store);
         let writer = crate::sled_writer::Handle::start(Arc::clone(&store))
             .map_err(|source| io_error("start the writer of", dir, source))?;
@@ -607,8 +575,21 @@ impl Store {
     /// leaves everything as it was (and is not tried again by this process); one after it
     /// refuses every further write, as a failed sync does.
     pub(crate) fn compact_while_open(&self) {
+        if let Err(e) = self.compact(None) {
+            self.fail(&error_chain(&e));
+        }
+    }
+
+    /// Compacts the live store if it is due (see [`crate::live_store`]); `stop` ends the
+    /// compaction after a step as a crash there would (tests: the old store is then left for
+    /// the next open to remove). An error only when the store can no longer be written: the
+    /// pointer changed but may not be durable, or the new store does not open.
+    pub(crate) fn compact(
+        &self,
+        stop: Option<crate::live_store::Step>,
+    ) -> Result<(), JournalError> {
         if self.compaction_failed.load(Ordering::Relaxed) || self.witness_writer().is_err() {
-            return;
+            return Ok(());
         }
         let live: BTreeMap<RunId, CachedSummary> = {
             let archived = self.archived.lock().expect(POISONED);
@@ -619,7 +600,7 @@ impl Store {
                 live().filter_map(|(_, s)| s.as_ref().ok()),
                 self.opts.archive_after,
             ) {
-                return;
+                return Ok(());
             }
             live().map(|(id, s)| (*id, s.clone())).collect()
         };
@@ -636,11 +617,12 @@ impl Store {
             witnessed: &witnessed,
             cache_capacity_bytes: self.opts.cache_capacity_bytes,
         }
-        .run(None);
+        .run(stop);
         drop(db);
         let done = match compacted {
             Ok(done) if done.live != old => done,
-            Ok(_) => return,
+            Ok(_) => return Ok(()),
+            // Compaction only makes opening faster: the journal goes on as it was.
             Err(crate::live_store::Failure::Kept(e)) => {
                 self.compaction_failed.store(true, Ordering::Relaxed);
                 tracing::warn!(
@@ -648,23 +630,13 @@ impl Store {
                     error = %error_chain(&e),
                     "could not compact the journal's live store; it stays as it is"
                 );
-                return;
+                return Ok(());
             }
-            Err(crate::live_store::Failure::Unsettled(e)) => {
-                self.fail(&error_chain(&e));
-                return;
-            }
+            Err(crate::live_store::Failure::Unsettled(e)) => return Err(e),
         };
         // The pointer names the new store: from here on only it may be written.
-        let opened = open_sled(&done.live, self.opts, || None)
-            .and_then(|db| Ok((db, settle_store(&self.dir, &done.live)?)));
-        let (db, (db_file, known_blobs)) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                self.fail(&error_chain(&e));
-                return;
-            }
-        };
+        let db = open_sled(&done.live, self.opts, || None)?;
+        let (db_file, known_blobs) = settle_store(&self.dir, &done.live)?;
         {
             // Locks in the order every other path takes them: the syncer (`sync_now`), the
             // store, the archived runs (`read_after`). Readers decide where a run is under the
@@ -682,7 +654,9 @@ impl Store {
             syncer.db_file = db_file;
             syncer.known_blobs = known_blobs;
         }
-        if let Err(e) = crate::live_store::clean(&self.dir, &done.live) {
+        if stop.is_none()
+            && let Err(e) = crate::live_store::clean(&self.dir, &done.live)
+        {
             tracing::warn!(
                 dir = %self.dir.display(),
                 error = %error_chain(&e),
@@ -694,6 +668,7 @@ impl Store {
             runs = done.archived.len(),
             "moved finished runs to the journal's archive and wrote a new live store"
         );
+        Ok(())
     }
 
     /// Whether run `id` is read from the archive.
