@@ -181,19 +181,42 @@ fn remove_store_files(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Whether the live store holds enough records of finished runs to be compacted — at least
-/// `threshold`, and at least as many as the unfinished runs' that a compaction copies: a pure
-/// function of the live store's (readable) summaries.
-pub(crate) fn due<'a>(summaries: impl IntoIterator<Item = &'a RunSummary>, threshold: u64) -> bool {
-    let (mut finished, mut unfinished) = (0_u64, 0_u64);
-    for summary in summaries {
-        if summary.state.is_terminal() {
-            finished += summary.last_seq;
-        } else {
-            unfinished += summary.last_seq;
+/// The records of the live store's runs: of finished runs (a compaction moves them out) and of
+/// unfinished ones (a compaction copies them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) finished: u64,
+    pub(crate) unfinished: u64,
+}
+
+impl Tally {
+    /// Counts the records of the live store's (readable) summaries.
+    pub(crate) fn of<'a>(summaries: impl IntoIterator<Item = &'a RunSummary>) -> Self {
+        let mut tally = Self::default();
+        for summary in summaries {
+            if summary.state.is_terminal() {
+                tally.finished += summary.last_seq;
+            } else {
+                tally.unfinished += summary.last_seq;
+            }
         }
+        tally
     }
-    finished > 0 && finished >= threshold && finished >= unfinished
+
+    /// Whether the store is to be compacted: it holds at least `threshold` records of finished
+    /// runs, and at least as many as the unfinished runs' that a compaction copies. After a
+    /// compaction of this process failed while the store held `failed_at` records of finished
+    /// runs, only once `threshold` more have finished since: a failure that lasts (a full disk)
+    /// costs one attempt per `threshold` records, not one per run that ends, and one that passes
+    /// does not leave a long-lived process's store growing until it restarts.
+    pub(crate) fn due(self, threshold: u64, failed_at: Option<u64>) -> bool {
+        let Self {
+            finished,
+            unfinished,
+        } = self;
+        let again = failed_at.is_none_or(|at| finished >= at.saturating_add(threshold));
+        finished > 0 && finished >= threshold && finished >= unfinished && again
+    }
 }
 
 /// Where a compaction stops on purpose, for the crash tests: the steps of the module's doc.

@@ -151,9 +151,10 @@ pub(crate) struct Store {
     held: Option<nix::fcntl::Flock<File>>,
     /// Runs read from the archive ([`crate::archive`]): their records are not in the store.
     archived: Mutex<HashSet<RunId>>,
-    /// Set once compacting while open failed before the pointer changed: not tried again by
-    /// this process (the next open tries).
-    compaction_failed: std::sync::atomic::AtomicBool,
+    /// The records of finished runs the live store held when this process's last compaction
+    /// failed before the pointer changed (none since it succeeded): the next attempt waits for
+    /// as many more again ([`crate::live_store::Tally::due`]).
+    compaction_failed: Mutex<Option<u64>>,
     /// Every run's summary, loaded at open and kept current by the writer (after its batch is
     /// applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
@@ -361,7 +362,7 @@ impl Store {
             mode,
             held: None,
             archived: Mutex::new(HashSet::new()),
-            compaction_failed: std::sync::atomic::AtomicBool::new(false),
+            compaction_failed: Mutex::new(None),
             summaries: Mutex::new(summaries),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
@@ -572,8 +573,8 @@ impl Store {
     /// holds enough records of finished runs: called by the writer thread, the only one that
     /// writes, after a commit that ended a run. Readers go on reading the old store meanwhile;
     /// the new one replaces it once no read is under way. A failure before the pointer changed
-    /// leaves everything as it was (and is not tried again by this process); one after it
-    /// refuses every further write, as a failed sync does.
+    /// leaves everything as it was (tried again once as many more records of finished runs are
+    /// in the store); one after it refuses every further write, as a failed sync does.
     pub(crate) fn compact_while_open(&self) {
         if let Err(e) = self.compact(None) {
             self.fail(&error_chain(&e));
@@ -588,21 +589,20 @@ impl Store {
         &self,
         stop: Option<crate::live_store::Step>,
     ) -> Result<(), JournalError> {
-        if self.compaction_failed.load(Ordering::Relaxed) || self.witness_writer().is_err() {
+        if self.witness_writer().is_err() {
             return Ok(());
         }
-        let live: BTreeMap<RunId, CachedSummary> = {
+        let failed_at = *self.compaction_failed.lock().expect(POISONED);
+        let (live, tally): (BTreeMap<RunId, CachedSummary>, _) = {
             let archived = self.archived.lock().expect(POISONED);
             let summaries = self.summaries();
             let live = || summaries.iter().filter(|(id, _)| !archived.contains(id));
             // Cloned only when due: this runs after every commit that ends a run.
-            if !crate::live_store::due(
-                live().filter_map(|(_, s)| s.as_ref().ok()),
-                self.opts.archive_after,
-            ) {
+            let tally = crate::live_store::Tally::of(live().filter_map(|(_, s)| s.as_ref().ok()));
+            if !tally.due(self.opts.archive_after, failed_at) {
                 return Ok(());
             }
-            live().map(|(id, s)| (*id, s.clone())).collect()
+            (live().map(|(id, s)| (*id, s.clone())).collect(), tally)
         };
         let witnessed = self.witnessed.lock().expect(POISONED).clone();
         let (old, db) = {
@@ -620,15 +620,20 @@ impl Store {
         .run(stop);
         drop(db);
         let done = match compacted {
-            Ok(done) if done.live != old => done,
+            Ok(done) if done.live != old => {
+                *self.compaction_failed.lock().expect(POISONED) = None;
+                done
+            }
             Ok(_) => return Ok(()),
             // Compaction only makes opening faster: the journal goes on as it was.
             Err(crate::live_store::Failure::Kept(e)) => {
-                self.compaction_failed.store(true, Ordering::Relaxed);
+                *self.compaction_failed.lock().expect(POISONED) = Some(tally.finished);
                 tracing::warn!(
                     dir = %self.dir.display(),
                     error = %error_chain(&e),
-                    "could not compact the journal's live store; it stays as it is"
+                    finished_records = tally.finished,
+                    "could not compact the journal's live store; it stays as it is, and is \
+                     compacted again once as many more records of finished runs are in it"
                 );
                 return Ok(());
             }

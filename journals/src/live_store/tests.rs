@@ -275,25 +275,96 @@ fn compaction_is_due_on_enough_records_of_finished_runs() {
         s.state = state;
         (s.id, Ok::<_, String>(s))
     };
-    let table: &[(Runs, u64, bool)] = &[
-        (&[], 10, false),
-        (&[], 0, false),
-        (&[(9, Succeeded)], 10, false),
-        (&[(10, Succeeded)], 10, true),
-        (&[(4, Failed), (6, Aborted)], 10, true),
-        (&[(100, Running), (100, Waiting), (9, Failed)], 10, false),
+    // (runs, threshold, finished records when this process's last compaction failed, due)
+    let table: &[(Runs, u64, Option<u64>, bool)] = &[
+        (&[], 10, None, false),
+        (&[], 0, None, false),
+        (&[(9, Succeeded)], 10, None, false),
+        (&[(10, Succeeded)], 10, None, true),
+        (&[(4, Failed), (6, Aborted)], 10, None, true),
+        (
+            &[(100, Running), (100, Waiting), (9, Failed)],
+            10,
+            None,
+            false,
+        ),
         // Not while copying what is unfinished would cost more than it saves.
-        (&[(10, Succeeded), (11, Running)], 10, false),
-        (&[(20, Succeeded), (11, Running), (9, Waiting)], 10, true),
+        (&[(10, Succeeded), (11, Running)], 10, None, false),
+        (
+            &[(20, Succeeded), (11, Running), (9, Waiting)],
+            10,
+            None,
+            true,
+        ),
+        // After a failure at 12 finished records: again only once 10 more have finished.
+        (&[(12, Succeeded), (9, Failed)], 10, Some(12), false),
+        (&[(12, Succeeded), (10, Failed)], 10, Some(12), true),
+        (
+            &[(12, Succeeded), (10, Failed), (30, Running)],
+            10,
+            Some(12),
+            false,
+        ),
+        (&[(40, Succeeded)], 10, Some(12), true),
+        (&[(40, Succeeded)], 10, Some(u64::MAX), false),
     ];
-    for (runs, threshold, want) in table {
+    for (runs, threshold, failed_at, want) in table {
         let map: BTreeMap<_, _> = runs.iter().map(|(seq, st)| summary(*seq, *st)).collect();
+        let tally = Tally::of(map.values().flatten());
         assert_eq!(
-            due(map.values().flatten(), *threshold),
+            tally.due(*threshold, *failed_at),
             *want,
-            "{runs:?} at {threshold}"
+            "{runs:?} at {threshold} after a failure at {failed_at:?}"
         );
     }
+}
+
+#[test]
+fn a_failed_compaction_is_tried_again_once_as_many_more_records_have_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = SledJournal::open(tmp.path(), opts(50)).unwrap();
+    let store = || current(tmp.path()).unwrap();
+    let first = store();
+    // The name of the next store is taken by a file: writing it fails, before the pointer changes.
+    let next = tmp
+        .path()
+        .join(format!("{LIVE}{:06}", generation(tmp.path(), &first) + 1));
+    fs::write(&next, b"in the way").unwrap();
+    // 22 records per run; due at 50.
+    let finish = |round: usize| {
+        let id = RunId::new();
+        journal.create(id, None, &[started(None)]).unwrap();
+        for i in 0..20 {
+            add(&journal, id, &[step(&format!("r{round}s{i}"))]);
+        }
+        add(&journal, id, &[state(RunState::Succeeded)]);
+        // The writer compacts after it answered the commit that ended the run, before it
+        // takes the next request: this one waits for it.
+        journal.put_meta("barrier", b"").unwrap();
+        id
+    };
+    let mut runs: Vec<RunId> = (0..3).map(finish).collect();
+    // 66 finished records: the compaction was due and failed; the journal goes on as it was.
+    assert_eq!(store(), first);
+    assert!(next.is_file());
+    assert!(runs.iter().all(|id| !journal.store.is_archived(*id)));
+    assert!(journal.problems().is_empty());
+    // The obstacle goes, but 88 and 110 finished records are not 50 more than 66: no attempt.
+    fs::remove_file(&next).unwrap();
+    runs.push(finish(3));
+    runs.push(finish(4));
+    assert_eq!(store(), first);
+    assert!(!next.exists());
+    // 132: tried again, and done.
+    runs.push(finish(5));
+    assert_eq!(store(), next);
+    assert!(next.is_dir());
+    assert!(runs.iter().all(|id| journal.store.is_archived(*id)));
+    assert!(journal.problems().is_empty());
+    let seen_open = seen_runs(&journal, &runs);
+    drop(journal);
+    let reopened = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(seen_runs(&reopened, &runs), seen_open);
 }
 
 #[test]
