@@ -44,6 +44,11 @@ fn run_file(journal: &Path, id: RunId) -> PathBuf {
     dir(journal).join(format!("{id}.{RUN_EXT}"))
 }
 
+/// Whether run `id` has a file in the archive (whether or not the index lists it yet).
+pub(crate) fn has_run(journal: &Path, id: RunId) -> bool {
+    run_file(journal, id).exists()
+}
+
 /// The summaries of the archived runs (none if there is no archive). Reads only.
 pub(crate) fn load(journal: &Path) -> Result<Summaries, JournalError> {
     let path = dir(journal).join(INDEX);

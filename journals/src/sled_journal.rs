@@ -150,7 +150,14 @@ pub(crate) struct Store {
     /// The journal's lock, held while the journal is open for writing.
     held: Option<nix::fcntl::Flock<File>>,
     /// Runs read from the archive ([`crate::archive`]): their records are not in the store.
+    /// Only those whose summaries were loaded ([`Store::load_archive`]) or that this process
+    /// archived.
     archived: Mutex<HashSet<RunId>>,
+    /// Whether the archive's index was loaded into `summaries` and `archived`. Opening does not
+    /// read it: a command about a live run (`run`, `resume`, `approve`) costs the same however
+    /// many finished runs the archive holds; the first listing, or a run not in the live store,
+    /// loads it (once). Taken before `archived`, `summaries`, `witnessed` and `untrusted`.
+    archive_loaded: Mutex<bool>,
     /// The records of finished runs the live store held when this process's last compaction
     /// failed before the pointer changed (none since it succeeded): the next attempt waits for
     /// as many more again ([`crate::live_store::Tally::due`]).
@@ -210,21 +217,21 @@ impl SledJournal {
             sync_path(parent, "sync directory")?;
         }
 
-        let (summaries, archived) = with_archived(dir, live)?;
+        let summaries = live;
         // Rewrite the witness to one entry per run when it has grown long — unless some entry
         // is damaged: then the file is evidence, and stays as it is. A witness that is missing
         // while the store holds runs (deleted, or a journal from before witnesses) is started
-        // from the store as it is now.
+        // from the store and the archive as they are now.
         let compact = if !witnessed.damaged.is_empty() {
             None
-        } else if witnessed.entries > 2 * summaries.len() as u64 + 1024 {
+        } else if witnessed.entries > 2 * witnessed.runs.len() as u64 + 1024 {
             Some(witnessed.clone())
         } else if !witnessed.present && !summaries.is_empty() {
             tracing::warn!(
                 dir = %dir.display(),
                 "the journal has no witness file; starting one from the store as it is now"
             );
-            Some(witness_from(&summaries))
+            Some(witness_from(&with_archived(dir, summaries.clone())?.0))
         } else {
             None
         };
@@ -246,7 +253,6 @@ impl SledJournal {
         );
         store.syncer.get_mut().expect(POISONED).known_blobs = known_blobs;
         store.held = lock;
-        *store.archived.get_mut().expect(POISONED) = archived;
         store.verify_against(compact.as_ref().unwrap_or(&witnessed));
         // Before the writer starts: a store that cannot be written (the pointer changed but
         // may not be durable) is not opened.
@@ -297,11 +303,10 @@ impl SledJournal {
         let store = copy.path().to_path_buf();
         let db_path = store.join("db");
         let db_file = File::open(&db_path).map_err(|source| io_error("open", &db_path, source))?;
-        let (summaries, archived) = with_archived(dir, load_summaries(&db)?)?;
+        let summaries = load_summaries(&db)?;
         drop(shared);
         let mut journal =
             Store::assemble(dir, &store, db, db_file, Mode::Read(copy), summaries, opts);
-        *journal.archived.get_mut().expect(POISONED) = archived;
         journal.verify_against(&witnessed);
         if let Some(error) = unreadable {
             let untrusted = journal.untrusted.get_mut().expect(POISONED);
@@ -362,6 +367,7 @@ impl Store {
             mode,
             held: None,
             archived: Mutex::new(HashSet::new()),
+            archive_loaded: Mutex::new(false),
             compaction_failed: Mutex::new(None),
             summaries: Mutex::new(summaries),
             witnessed: Mutex::new(BTreeMap::new()),
@@ -385,8 +391,12 @@ impl Store {
         {
             let summaries = self.summaries.get_mut().expect(POISONED);
             let untrusted = self.untrusted.get_mut().expect(POISONED);
+            // A run not in the live store may be in the archive: it is compared when the
+            // archive is loaded ([`Store::load_archive`]).
             for (id, entry) in &witnessed.runs {
-                if let Some(problem) = compare(summaries.get(id), entry) {
+                if let Some(summary) = summaries.get(id)
+                    && let Some(problem) = compare(Some(summary), entry)
+                {
                     untrusted.insert(*id, problem);
                 }
             }
@@ -412,7 +422,64 @@ impl Store {
         self.summaries.lock().expect(POISONED)
     }
 
+    /// Makes sure run `id` is known if the journal has it: loads the archive when `id` is not
+    /// in the live store. Not to be called holding `summaries`, `archived`, `witnessed` or
+    /// `untrusted`.
+    fn know(&self, id: RunId) -> Result<(), JournalError> {
+        if self.summaries().contains_key(&id) {
+            return Ok(());
+        }
+        self.load_archive()
+    }
+
+    /// Loads the archive's index, once: the archived runs' summaries join the live ones (a run
+    /// in both is read from the live store), and the witness's entries of runs that are not in
+    /// the live store are compared now — with the archived summary, or as a run gone from the
+    /// journal.
+    fn load_archive(&self) -> Result<(), JournalError> {
+        let mut loaded = self.archive_loaded.lock().expect(POISONED);
+        if *loaded {
+            return Ok(());
+        }
+        let index = crate::archive::load(&self.dir)?;
+        let unknown: BTreeMap<RunId, Option<CachedSummary>> = {
+            let mut archived = self.archived.lock().expect(POISONED);
+            let mut summaries = self.summaries();
+            for (id, summary) in index {
+                if let std::collections::btree_map::Entry::Vacant(slot) = summaries.entry(id) {
+                    slot.insert(summary);
+                    archived.insert(id);
+                }
+            }
+            let witnessed = self.witnessed.lock().expect(POISONED);
+            witnessed
+                .keys()
+                .filter(|id| archived.contains(id) || !summaries.contains_key(id))
+                .map(|id| (*id, summaries.get(id).cloned()))
+                .collect()
+        };
+        let problems: Vec<(RunId, Problem)> = {
+            let witnessed = self.witnessed.lock().expect(POISONED);
+            unknown
+                .iter()
+                .filter_map(|(id, summary)| {
+                    let entry = witnessed.get(id)?;
+                    compare(summary.as_ref(), entry).map(|p| (*id, p))
+                })
+                .collect()
+        };
+        let mut untrusted = self.untrusted.lock().expect(POISONED);
+        for (id, problem) in problems {
+            untrusted.entry(id).or_insert(problem);
+        }
+        *loaded = true;
+        Ok(())
+    }
+
     pub(crate) fn problem(&self, id: RunId) -> Option<JournalError> {
+        if let Err(e) = self.know(id) {
+            return Some(e);
+        }
         self.untrusted
             .lock()
             .expect(POISONED)
@@ -433,6 +500,7 @@ impl Store {
     }
 
     pub(crate) fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
+        self.know(id)?;
         match self.summaries().get(&id) {
             None => Err(JournalError::NoSuchRun(id.to_string())),
             Some(Ok(summary)) => Ok(summary.clone()),
@@ -676,8 +744,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the archive's index was loaded (tests).
+    #[cfg(test)]
+    pub(crate) fn archive_is_loaded(&self) -> bool {
+        *self.archive_loaded.lock().expect(POISONED)
+    }
+
     /// Whether run `id` is read from the archive.
     pub(crate) fn is_archived(&self, id: RunId) -> bool {
+        // A run not known yet is looked for in the archive first (an error there: not read
+        // from it).
+        let _ = self.know(id);
         self.archived.lock().expect(POISONED).contains(&id)
     }
 
@@ -729,9 +806,14 @@ impl Store {
         self.archived.lock().expect(POISONED).remove(&id);
     }
 
-    /// Whether run `id` exists (readable or not).
+    /// Whether run `id` exists (readable or not). Does not load the archive: a run created
+    /// now is looked for there by its file.
     pub(crate) fn has_run(&self, id: RunId) -> bool {
-        self.summaries().contains_key(&id)
+        if self.summaries().contains_key(&id) {
+            return true;
+        }
+        let loaded = *self.archive_loaded.lock().expect(POISONED);
+        !loaded && crate::archive::has_run(&self.dir, id)
     }
 
     /// Keeps a written run's summary current for readers.
@@ -1074,6 +1156,9 @@ impl Journal for SledJournal {
     }
 
     fn readable_runs(&self) -> Vec<RunSummary> {
+        if let Err(e) = self.store.load_archive() {
+            tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
+        }
         self.store
             .summaries()
             .values()
@@ -1196,6 +1281,9 @@ impl Store {
     }
 
     fn problems(&self) -> Vec<JournalError> {
+        if let Err(e) = self.load_archive() {
+            return vec![e];
+        }
         let mut out: Vec<JournalError> = self
             .summaries()
             .iter()
@@ -1219,6 +1307,13 @@ impl Store {
         if wanted.is_empty() {
             return Err(JournalError::NoSuchRun(prefix.to_owned()));
         }
+        // A whole id of a live run needs no listing (nor the archive).
+        if let Ok(id) = wanted.parse::<RunId>()
+            && self.summaries().contains_key(&id)
+        {
+            return Ok(id);
+        }
+        self.load_archive()?;
         let mut candidates: Vec<RunId> = self
             .summaries()
             .keys()

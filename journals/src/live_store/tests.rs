@@ -126,6 +126,60 @@ fn finished_runs_move_to_the_archive_and_read_back_the_same() {
 }
 
 #[test]
+fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let [done, failed, open] = history(tmp.path());
+    let before = seen_runs(
+        &SledJournal::open(tmp.path(), opts(NEVER)).unwrap(),
+        &[done, failed],
+    );
+    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    // Writing to the live run and starting another: the archive's index is not read.
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(journal.summary(open).unwrap().last_seq, 2);
+    assert_eq!(journal.read(open).unwrap().len(), 2);
+    assert_eq!(journal.resolve(&open.to_string()).unwrap(), open);
+    let next = RunId::new();
+    journal.create(next, None, &[started(None)]).unwrap();
+    add(&journal, open, &[step("goes on")]);
+    assert!(!journal.store.archive_is_loaded());
+    // A run that was archived cannot be created again, still without reading the index.
+    assert!(journal.create(done, None, &[started(None)]).is_err());
+    assert!(!journal.store.archive_is_loaded());
+    // An archived run asked for by id, a prefix or a listing: read then, and the same as before.
+    assert_eq!(journal.read(done).unwrap().len(), 42);
+    assert!(journal.store.archive_is_loaded());
+    assert_eq!(journal.resolve(&failed.to_string()).unwrap(), failed);
+    assert_eq!(journal.runs().unwrap().len(), 4);
+    drop(journal);
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(journal.runs().unwrap().len(), 4);
+    assert_eq!(seen_runs(&journal, &[done, failed]), before);
+    drop(journal);
+
+    // The index gone: the runs the witness saw durable are reported as gone when it is read —
+    // by a listing, not by the live run's commands.
+    fs::remove_file(archive::dir(tmp.path()).join("index")).unwrap();
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    add(&journal, open, &[state(RunState::Succeeded)]);
+    assert!(!journal.store.archive_is_loaded());
+    let problems: Vec<String> = journal.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    for id in [done, failed] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&id.to_string()) && p.contains("gone")),
+            "{problems:?}"
+        );
+        assert!(matches!(
+            journal.read(id),
+            Err(crate::JournalError::Corrupt { .. })
+        ));
+    }
+}
+
+#[test]
 fn a_crash_between_any_two_steps_of_a_compaction_loses_nothing() {
     for stop in [Step::Archived, Step::Written, Step::Switched] {
         let tmp = tempfile::tempdir().unwrap();
