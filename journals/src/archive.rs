@@ -101,6 +101,38 @@ fn parse_index(bytes: &[u8]) -> Summaries {
     out
 }
 
+/// The archive's witness: the latest witness entry of each run that left the live store, moved
+/// out of the journal's witness when opening rewrites it ([`witness::split`]), so that opening
+/// reads entries of live runs only. Read with the index ([`witnessed`]).
+fn witness_file(journal: &Path) -> PathBuf {
+    dir(journal).join(witness::FILE)
+}
+
+/// Appends witness entries of runs no longer live to the archive's witness, durably (the
+/// archive's directory is created if need be). Before the journal's witness is rewritten
+/// without them: a crash in between leaves an entry in both, and the two agree.
+pub(crate) fn keep_witnessed(
+    journal: &Path,
+    entries: &[witness::Entry],
+) -> Result<(), JournalError> {
+    let archive = dir(journal);
+    if !archive.is_dir() {
+        fs::DirBuilder::new()
+            .mode_private()
+            .create(&archive)
+            .map_err(io_at("create", &archive))?;
+        sync(journal)?;
+    }
+    let path = witness_file(journal);
+    witness::append_durably(&path, entries).map_err(io_at("append to", &path))
+}
+
+/// The archive's witness (empty if there is none). Reads only.
+pub(crate) fn witnessed(journal: &Path) -> Result<witness::Witnessed, JournalError> {
+    let path = witness_file(journal);
+    witness::read_file(&path).map_err(io_at("read", &path))
+}
+
 /// Writes runs into the archive: each run's file whole (synced, renamed), then their index lines
 /// in one synced append. A crash before the index line leaves the run where it was: only in the
 /// live store, its file unused.

@@ -166,6 +166,8 @@ pub(crate) struct Store {
     /// applied). Ordered by id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
     /// The latest witness entry of each run: what it had once its last commit was durable.
+    /// Of the runs not in the live store, only once the archive is loaded (their entries may
+    /// be in the archive's witness).
     witnessed: Mutex<BTreeMap<RunId, witness::Entry>>,
     /// Runs whose history cannot be trusted, with the first bad record.
     untrusted: Mutex<BTreeMap<RunId, Problem>>,
@@ -218,14 +220,18 @@ impl SledJournal {
         }
 
         let summaries = live;
-        // Rewrite the witness to one entry per run when it has grown long — unless some entry
-        // is damaged: then the file is evidence, and stays as it is. A witness that is missing
-        // while the store holds runs (deleted, or a journal from before witnesses) is started
-        // from the store and the archive as they are now.
-        let compact = if !witnessed.damaged.is_empty() {
-            None
-        } else if witnessed.entries > 2 * witnessed.runs.len() as u64 + 1024 {
-            Some(witnessed.clone())
+        // Rewrite the witness to one entry per live run when it has grown long — unless some
+        // entry is damaged: then the file is evidence, and stays as it is. The latest entries of
+        // runs no longer live go to the archive's witness first, read with the archive's index:
+        // opening reads what the live runs need, however many runs the archive holds. A witness
+        // that is missing while the store holds runs (deleted, or a journal from before
+        // witnesses) is started from the store and the archive as they are now.
+        let split = witness::split(&witnessed, |id| summaries.contains_key(&id), witness::SLACK);
+        let compact = if let Some(split) = split {
+            if !split.moved.is_empty() {
+                crate::archive::keep_witnessed(dir, &split.moved)?;
+            }
+            Some(split.kept)
         } else if !witnessed.present && !summaries.is_empty() {
             tracing::warn!(
                 dir = %dir.display(),
@@ -433,15 +439,24 @@ impl Store {
     }
 
     /// Loads the archive's index, once: the archived runs' summaries join the live ones (a run
-    /// in both is read from the live store), and the witness's entries of runs that are not in
-    /// the live store are compared now — with the archived summary, or as a run gone from the
-    /// journal.
+    /// in both is read from the live store), the archive's witness joins the journal's, and the
+    /// witness's entries of runs that are not in the live store are compared now — with the
+    /// archived summary, or as a run gone from the journal.
     fn load_archive(&self) -> Result<(), JournalError> {
         let mut loaded = self.archive_loaded.lock().expect(POISONED);
         if *loaded {
             return Ok(());
         }
         let index = crate::archive::load(&self.dir)?;
+        let kept = crate::archive::witnessed(&self.dir)?;
+        if !kept.damaged.is_empty() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                entries = ?kept.damaged,
+                "entries of the archive's witness fail their checksum; the runs they were of \
+                 are checked against the archive's own checksums only"
+            );
+        }
         let unknown: BTreeMap<RunId, Option<CachedSummary>> = {
             let mut archived = self.archived.lock().expect(POISONED);
             let mut summaries = self.summaries();
@@ -451,7 +466,11 @@ impl Store {
                     archived.insert(id);
                 }
             }
-            let witnessed = self.witnessed.lock().expect(POISONED);
+            let mut witnessed = self.witnessed.lock().expect(POISONED);
+            // The journal's own witness is the later word on a run in both.
+            for (id, entry) in kept.runs {
+                witnessed.entry(id).or_insert(entry);
+            }
             witnessed
                 .keys()
                 .filter(|id| archived.contains(id) || !summaries.contains_key(id))

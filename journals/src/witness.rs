@@ -166,9 +166,14 @@ pub struct Witnessed {
 
 /// Reads the witness of the journal in `dir`. A missing file is an empty witness.
 pub fn read(dir: &Path) -> io::Result<Witnessed> {
-    let path = dir.join(FILE);
+    read_file(&dir.join(FILE))
+}
+
+/// Reads a witness file: the journal's, or the archive's ([`crate::archive`]). A missing file
+/// is an empty witness.
+pub fn read_file(path: &Path) -> io::Result<Witnessed> {
     let mut bytes = Vec::new();
-    match File::open(&path) {
+    match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes)?;
         }
@@ -207,6 +212,82 @@ pub fn parse(bytes: &[u8]) -> Witnessed {
         }
     }
     out
+}
+
+/// How many entries a witness may hold beyond two per run it keeps before opening rewrites it.
+pub const SLACK: u64 = 1024;
+
+/// What opening for writing does with a witness that has grown: the entries it keeps (the latest
+/// of each run in the live store) and those it moves to the archive's witness (the latest of
+/// every other run — archived, or gone and to be reported when the archive is read).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    /// The journal's witness as rewritten.
+    pub kept: Witnessed,
+    /// Appended to the archive's witness first.
+    pub moved: Vec<Entry>,
+}
+
+/// Whether and how to rewrite the witness `witnessed` of a journal whose live store holds the
+/// runs for which `live` is true: once it holds more than two entries per kept run and `slack`
+/// besides (superseded entries, and entries of runs no longer live), and never while an entry
+/// is damaged (the file is evidence then). A pure function.
+pub fn split(witnessed: &Witnessed, live: impl Fn(RunId) -> bool, slack: u64) -> Option<Split> {
+    if !witnessed.damaged.is_empty() {
+        return None;
+    }
+    let (kept, moved): (BTreeMap<RunId, Entry>, BTreeMap<RunId, Entry>) =
+        witnessed.runs.iter().partition(|(id, _)| live(**id));
+    if witnessed.entries <= 2 * kept.len() as u64 + slack {
+        return None;
+    }
+    Some(Split {
+        kept: Witnessed {
+            entries: kept.len() as u64,
+            runs: kept,
+            damaged: Vec::new(),
+            present: true,
+        },
+        moved: moved.into_values().collect(),
+    })
+}
+
+/// Appends `entries` to the witness file at `path` and makes them durable: the file is created
+/// (owner-only, with its magic, the directory synced) when missing, and a partial entry a crash
+/// left is dropped first. For the archive's witness, written only while the journal is held.
+pub fn append_durably(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    let mut file = open_for_append(path)?;
+    let mut bytes = Vec::with_capacity(ENTRY * entries.len());
+    for entry in entries {
+        bytes.extend_from_slice(&entry.encode());
+    }
+    file.write_all(&bytes)?;
+    file.sync_data()
+}
+
+/// Opens (creating, owner-only, durably) a witness file for appending, aligned on an entry.
+fn open_for_append(path: &Path) -> io::Result<File> {
+    let mut file = owner_only()
+        .append(true)
+        .create(true)
+        .read(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        file.write_all(MAGIC)?;
+        file.sync_data()?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    } else {
+        // Drop a partial entry left by a crash, so new entries stay aligned.
+        let body = len.saturating_sub(MAGIC.len() as u64);
+        let aligned = MAGIC.len() as u64 + body - body % ENTRY as u64;
+        if aligned != len {
+            file.set_len(aligned)?;
+        }
+    }
+    Ok(file)
 }
 
 /// The witness of a journal held for writing: appends entries and syncs them lazily.
@@ -260,24 +341,7 @@ impl Writer {
             fs::rename(&tmp, &path)?;
             File::open(dir)?.sync_all()?;
         }
-        let mut file = owner_only()
-            .append(true)
-            .create(true)
-            .read(true)
-            .open(&path)?;
-        if file.metadata()?.len() == 0 {
-            file.write_all(MAGIC)?;
-            file.sync_data()?;
-            File::open(dir)?.sync_all()?;
-        } else {
-            // Drop a partial entry left by a crash, so new entries stay aligned.
-            let len = file.metadata()?.len();
-            let body = len.saturating_sub(MAGIC.len() as u64);
-            let aligned = MAGIC.len() as u64 + body - body % ENTRY as u64;
-            if aligned != len {
-                file.set_len(aligned)?;
-            }
-        }
+        let file = open_for_append(&path)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(WriterState {
                 file,
@@ -451,6 +515,87 @@ mod tests {
         assert_ne!(chain_start(RunId::new()), start);
         assert_eq!(chain_from_hex(&chain_hex(&one)), Some(one));
         assert_eq!(chain_from_hex("zz"), None);
+    }
+
+    /// (entries in the file, damaged entries, live runs, slack, the split)
+    type SplitCase = (u64, Vec<u64>, Vec<RunId>, u64, Option<Split>);
+
+    #[test]
+    fn a_grown_witness_keeps_the_live_runs_and_moves_the_others() {
+        let (a, b, c) = (RunId::new(), RunId::new(), RunId::new());
+        let witnessed = |entries: u64, damaged: Vec<u64>| Witnessed {
+            runs: [entry(a, 3), entry(b, 5), entry(c, 1)]
+                .into_iter()
+                .map(|e| (e.run, e))
+                .collect(),
+            damaged,
+            entries,
+            present: true,
+        };
+        let kept = |runs: &[Entry]| Witnessed {
+            runs: runs.iter().map(|e| (e.run, *e)).collect(),
+            damaged: Vec::new(),
+            entries: runs.len() as u64,
+            present: true,
+        };
+        // Moved entries come in run order.
+        let moved = |runs: &[Entry]| {
+            let mut runs = runs.to_vec();
+            runs.sort_by_key(|e| e.run);
+            runs
+        };
+        let all = [entry(a, 3), entry(b, 5), entry(c, 1)];
+        // (entries in the file, damaged entries, live runs, slack, the split)
+        let table: Vec<SplitCase> = vec![
+            // Not grown: two entries per kept run and the slack.
+            (12, vec![], vec![a, b, c], 6, None),
+            (10, vec![], vec![a], 8, None),
+            // Grown with superseded entries of live runs only: rewritten, nothing moved.
+            (
+                13,
+                vec![],
+                vec![a, b, c],
+                6,
+                Some(Split {
+                    kept: kept(&all),
+                    moved: vec![],
+                }),
+            ),
+            // Grown with runs no longer live: theirs move.
+            (
+                11,
+                vec![],
+                vec![a],
+                8,
+                Some(Split {
+                    kept: kept(&all[..1]),
+                    moved: moved(&all[1..]),
+                }),
+            ),
+            (
+                3,
+                vec![],
+                vec![],
+                2,
+                Some(Split {
+                    kept: kept(&[]),
+                    moved: moved(&all),
+                }),
+            ),
+            // A damaged entry: the file is evidence and stays.
+            (1000, vec![4], vec![a], 0, None),
+        ];
+        for (entries, damaged, live, slack, want) in table {
+            let got = split(
+                &witnessed(entries, damaged.clone()),
+                |id| live.contains(&id),
+                slack,
+            );
+            assert_eq!(
+                got, want,
+                "{entries} entries, damaged {damaged:?}, live {live:?}"
+            );
+        }
     }
 
     #[test]

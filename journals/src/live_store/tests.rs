@@ -180,6 +180,80 @@ fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
 }
 
 #[test]
+fn opening_moves_the_witness_entries_of_runs_no_longer_live_to_the_archive() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let [done, failed, open] = history(tmp.path());
+    let before = seen_runs(
+        &SledJournal::open(tmp.path(), opts(NEVER)).unwrap(),
+        &[done, failed],
+    );
+    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    let witnessed = witness::read(tmp.path()).unwrap();
+    assert_eq!(witnessed.runs.len(), 3);
+    // The witness grows past its slack as a long-lived holder's commits make it grow (here
+    // with the entries it holds, written again).
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join(witness::FILE))
+        .unwrap();
+    for _ in 0..=witness::SLACK / 3 {
+        for entry in witnessed.runs.values() {
+            file.write_all(&entry.encode()).unwrap();
+        }
+    }
+    drop(file);
+
+    // Opening keeps the live run's entry and moves the others' to the archive's witness,
+    // without reading the archive's index.
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert!(!journal.store.archive_is_loaded());
+    let kept = witness::read(tmp.path()).unwrap();
+    assert_eq!(kept.runs.keys().copied().collect::<Vec<_>>(), [open]);
+    assert_eq!(kept.entries, 1);
+    let moved = archive::witnessed(tmp.path()).unwrap();
+    let mut archived_runs = vec![done, failed];
+    archived_runs.sort();
+    assert_eq!(
+        moved.runs.keys().copied().collect::<Vec<_>>(),
+        archived_runs
+    );
+    assert!(moved.runs.iter().all(|(id, e)| witnessed.runs[id] == *e));
+    assert_eq!(seen_runs(&journal, &[done, failed]), before);
+    drop(journal);
+    // The next open rewrites nothing; a crash between the two writes (the entries in both
+    // files) reads the same.
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join(witness::FILE))
+        .unwrap();
+    for entry in moved.runs.values() {
+        file.write_all(&entry.encode()).unwrap();
+    }
+    drop(file);
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    assert_eq!(witness::read(tmp.path()).unwrap().entries, 3);
+    assert_eq!(seen_runs(&journal, &[done, failed]), before);
+    drop(journal);
+
+    // The archive's witness still accuses: with the index gone (and the journal's own witness
+    // holding the live run only), the archived runs are reported gone.
+    drop(witness::Writer::open(tmp.path(), Some(&kept)).unwrap());
+    fs::remove_file(archive::dir(tmp.path()).join("index")).unwrap();
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    let problems: Vec<String> = journal.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    for id in [done, failed] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&id.to_string()) && p.contains("gone")),
+            "{problems:?}"
+        );
+    }
+}
+
+#[test]
 fn a_crash_between_any_two_steps_of_a_compaction_loses_nothing() {
     for stop in [Step::Archived, Step::Written, Step::Switched] {
         let tmp = tempfile::tempdir().unwrap();
