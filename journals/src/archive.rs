@@ -10,6 +10,8 @@
 //! - `<RUN>.run` — the run's records, one line each: the JSON that the store kept after its CRC,
 //!   byte for byte, so the run's hash chain (and the witness's entry) still covers them. Written
 //!   to a temporary file, synced and renamed: a run's file is whole or absent.
+//! - `witness` — the latest witness entries of runs that left the live store, moved out of the
+//!   journal's witness when opening rewrites it ([`witness::split`]); read with the index.
 //! - `index` — append-only, one line per archived run: `<RUN> <CRC32 hex> <summary JSON>`; the
 //!   last line of a run counts (a run written again after it was archived is archived again).
 //!   A torn last line (a crash while appending) is ignored: its run is still in the live store.
@@ -108,13 +110,8 @@ fn witness_file(journal: &Path) -> PathBuf {
     dir(journal).join(witness::FILE)
 }
 
-/// Appends witness entries of runs no longer live to the archive's witness, durably (the
-/// archive's directory is created if need be). Before the journal's witness is rewritten
-/// without them: a crash in between leaves an entry in both, and the two agree.
-pub(crate) fn keep_witnessed(
-    journal: &Path,
-    entries: &[witness::Entry],
-) -> Result<(), JournalError> {
+/// The archive's directory, created (owner-only, durably) if it is not there yet.
+fn create_dir(journal: &Path) -> Result<PathBuf, JournalError> {
     let archive = dir(journal);
     if !archive.is_dir() {
         fs::DirBuilder::new()
@@ -123,6 +120,17 @@ pub(crate) fn keep_witnessed(
             .map_err(io_at("create", &archive))?;
         sync(journal)?;
     }
+    Ok(archive)
+}
+
+/// Appends witness entries of runs no longer live to the archive's witness, durably (the
+/// archive's directory is created if need be). Before the journal's witness is rewritten
+/// without them: a crash in between leaves an entry in both, and the two agree.
+pub(crate) fn keep_witnessed(
+    journal: &Path,
+    entries: &[witness::Entry],
+) -> Result<(), JournalError> {
+    create_dir(journal)?;
     let path = witness_file(journal);
     witness::append_durably(&path, entries).map_err(io_at("append to", &path))
 }
@@ -144,14 +152,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts archiving into `journal`'s archive, removing what an interrupted one left behind.
     pub(crate) fn start(journal: &Path) -> Result<Self, JournalError> {
-        let archive = dir(journal);
-        if !archive.is_dir() {
-            fs::DirBuilder::new()
-                .mode_private()
-                .create(&archive)
-                .map_err(io_at("create", &archive))?;
-            sync(journal)?;
-        }
+        let archive = create_dir(journal)?;
         for entry in fs::read_dir(&archive).map_err(io_at("list", &archive))? {
             let path = entry.map_err(io_at("list", &archive))?.path();
             if path.extension().is_some_and(|e| e == TMP_EXT) {

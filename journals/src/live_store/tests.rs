@@ -45,6 +45,36 @@ fn history(dir: &Path) -> [RunId; 3] {
     [done, failed, open]
 }
 
+/// [`history`], then its two finished runs archived: the run ids, and what a reader saw of the
+/// finished runs before.
+fn archived_history(dir: &Path) -> ([RunId; 3], Vec<String>) {
+    let [done, failed, open] = history(dir);
+    let before = seen_runs(
+        &SledJournal::open(dir, opts(NEVER)).unwrap(),
+        &[done, failed],
+    );
+    drop(SledJournal::open(dir, opts(10)).unwrap());
+    ([done, failed, open], before)
+}
+
+/// The journal reports exactly `runs` as gone, and reading one fails as corrupt.
+fn assert_gone(journal: &SledJournal, runs: &[RunId]) {
+    let problems: Vec<String> = journal.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), runs.len(), "{problems:?}");
+    for id in runs {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&id.to_string()) && p.contains("gone")),
+            "{problems:?}"
+        );
+        assert!(matches!(
+            journal.read(*id),
+            Err(crate::JournalError::Corrupt { .. })
+        ));
+    }
+}
+
 /// Everything a reader sees: every run's summary and records, locks, meta, problems.
 fn seen(journal: &SledJournal, runs: &[RunId]) -> String {
     let mut out = String::new();
@@ -128,12 +158,7 @@ fn finished_runs_move_to_the_archive_and_read_back_the_same() {
 #[test]
 fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
     let tmp = tempfile::tempdir().unwrap();
-    let [done, failed, open] = history(tmp.path());
-    let before = seen_runs(
-        &SledJournal::open(tmp.path(), opts(NEVER)).unwrap(),
-        &[done, failed],
-    );
-    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    let ([done, failed, open], before) = archived_history(tmp.path());
     // Writing to the live run and starting another: the archive's index is not read.
     let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
     assert_eq!(journal.summary(open).unwrap().last_seq, 2);
@@ -163,32 +188,14 @@ fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
     let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
     add(&journal, open, &[state(RunState::Succeeded)]);
     assert!(!journal.store.archive_is_loaded());
-    let problems: Vec<String> = journal.problems().iter().map(ToString::to_string).collect();
-    assert_eq!(problems.len(), 2, "{problems:?}");
-    for id in [done, failed] {
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains(&id.to_string()) && p.contains("gone")),
-            "{problems:?}"
-        );
-        assert!(matches!(
-            journal.read(id),
-            Err(crate::JournalError::Corrupt { .. })
-        ));
-    }
+    assert_gone(&journal, &[done, failed]);
 }
 
 #[test]
 fn opening_moves_the_witness_entries_of_runs_no_longer_live_to_the_archive() {
     use std::io::Write as _;
     let tmp = tempfile::tempdir().unwrap();
-    let [done, failed, open] = history(tmp.path());
-    let before = seen_runs(
-        &SledJournal::open(tmp.path(), opts(NEVER)).unwrap(),
-        &[done, failed],
-    );
-    drop(SledJournal::open(tmp.path(), opts(10)).unwrap());
+    let ([done, failed, open], before) = archived_history(tmp.path());
     let witnessed = witness::read(tmp.path()).unwrap();
     assert_eq!(witnessed.runs.len(), 3);
     // The witness grows past its slack as a long-lived holder's commits make it grow (here
@@ -241,16 +248,7 @@ fn opening_moves_the_witness_entries_of_runs_no_longer_live_to_the_archive() {
     drop(witness::Writer::open(tmp.path(), Some(&kept)).unwrap());
     fs::remove_file(archive::dir(tmp.path()).join("index")).unwrap();
     let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
-    let problems: Vec<String> = journal.problems().iter().map(ToString::to_string).collect();
-    assert_eq!(problems.len(), 2, "{problems:?}");
-    for id in [done, failed] {
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains(&id.to_string()) && p.contains("gone")),
-            "{problems:?}"
-        );
-    }
+    assert_gone(&journal, &[done, failed]);
 }
 
 #[test]
