@@ -21,6 +21,14 @@ pub trait Launcher: Send + Sync {
     /// the reason the run could not start.
     fn launch(&self, schedule: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String>;
 
+    /// Whether runs can start here now, else why not (this executor has no lease on a shared
+    /// journal, or it is letting the journal go). An executor that cannot start runs decides no
+    /// fire on its ticks: an executor that can decides them, or the catch-up policy does once
+    /// one can — a fire is not refused for a passing condition of one executor.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Whether run `id` is unfinished (running, parked, sleeping, …).
     fn unfinished(&self, id: RunId) -> bool;
 
@@ -75,9 +83,12 @@ impl Scheduler {
         for _ in 0..TRIGGER_ATTEMPTS {
             let (mut st, mut seen) = ScheduleState::load_seen(self.journal.as_ref(), &s.name)?;
             let now = Utc::now();
-            match self.fire(s, &mut st, &mut seen, now) {
+            match self.fire(s, &mut st, &mut seen, now, By::Hand) {
                 Ok(()) => return Ok(st.history.last().cloned().expect("the fire was recorded")),
                 Err(Tick::Raced) => {}
+                Err(Tick::Unready(_)) => {
+                    unreachable!("a fire by hand is refused, not left pending")
+                }
                 Err(Tick::Journal(e)) => return Err(e),
             }
         }
@@ -131,10 +142,18 @@ impl Scheduler {
     /// other decided.
     pub fn tick_one(&self, s: &Schedule, now: DateTime<Utc>) -> Result<(), JournalError> {
         let _guard = self.lock.lock().expect("scheduler");
+        if let Err(why) = self.launcher.ready() {
+            tracing::debug!(schedule = %s.name, %why, "deciding no fire: runs cannot start here now");
+            return Ok(());
+        }
         match self.decide(s, now) {
             Ok(()) => Ok(()),
             Err(Tick::Raced) => {
                 tracing::debug!(schedule = %s.name, "another executor decided this tick");
+                Ok(())
+            }
+            Err(Tick::Unready(why)) => {
+                tracing::info!(schedule = %s.name, %why, "a fire stays pending: runs cannot start here now");
                 Ok(())
             }
             Err(Tick::Journal(e)) => Err(e),
@@ -144,7 +163,7 @@ impl Scheduler {
     fn decide(&self, s: &Schedule, now: DateTime<Utc>) -> Result<(), Tick> {
         let (mut st, mut seen) = ScheduleState::load_seen(self.journal.as_ref(), &s.name)?;
         if let Some(pending) = st.pending {
-            self.finish_pending(s, &mut st, &mut seen, pending)?;
+            self.finish_pending(s, &mut st, &mut seen, pending, By::Tick)?;
         }
         let Some(last) = st.last_fire else {
             // First sight of this schedule: it fires from now on, with nothing to catch up.
@@ -175,13 +194,20 @@ impl Scheduler {
                 (keep.into_iter().chain(fresh).collect(), drop)
             }
         };
-        if let Some(latest) = due.last() {
+        // The fires to run are handled one commit each (the handled mark moves with each), so
+        // a tick stopped early — raced, or the lease gone — leaves the rest due, not lost.
+        let handled = if run.is_empty() {
+            due.last()
+        } else {
+            missed.last()
+        };
+        if let Some(latest) = handled {
             st.last_fire = Some(*latest);
         }
         for fire in &missed {
             st.record(*fire, FireOutcome::Missed, None);
         }
-        if !due.is_empty() {
+        if handled.is_some() {
             self.save(s, &st, &mut seen)?;
         }
         // Only the executor whose save handled these fires tells its metrics.
@@ -190,12 +216,12 @@ impl Scheduler {
                 .fired(&s.name, &FireOutcome::Missed, Duration::ZERO);
         }
         for fire in run {
-            self.fire(s, &mut st, &mut seen, fire)?;
+            self.fire(s, &mut st, &mut seen, fire, By::Tick)?;
         }
         // A queued fire starts once the run before it has ended.
         if !st.queued.is_empty() && !self.busy(&st) {
             let fire = st.queued.remove(0);
-            self.start(s, &mut st, &mut seen, fire)?;
+            self.start(s, &mut st, &mut seen, fire, By::Tick)?;
         }
         Ok(())
     }
@@ -220,7 +246,13 @@ impl Scheduler {
         st: &mut ScheduleState,
         seen: &mut Seen,
         fire: DateTime<Utc>,
+        by: By,
     ) -> Result<(), Tick> {
+        if by == By::Tick {
+            // Saved with the fire's decision (a fire by hand is no scheduled time: scheduled
+            // fires before it are still due).
+            st.last_fire = st.last_fire.max(Some(fire));
+        }
         let busy = self.busy(st);
         let held = match s.spec.overlap {
             Overlap::Skip if busy => FireOutcome::Skipped,
@@ -228,7 +260,7 @@ impl Scheduler {
                 st.queued.push(fire);
                 FireOutcome::Queued
             }
-            _ => return self.start(s, st, seen, fire),
+            _ => return self.start(s, st, seen, fire, by),
         };
         st.record(fire, held.clone(), None);
         self.save(s, st, seen)?;
@@ -244,22 +276,26 @@ impl Scheduler {
         st: &mut ScheduleState,
         seen: &mut Seen,
         fire: DateTime<Utc>,
+        by: By,
     ) -> Result<(), Tick> {
         let id = RunId::new();
         st.pending = Some(Pending { fire, run: id });
         self.save(s, st, seen)?;
-        self.finish_pending(s, st, seen, Pending { fire, run: id })
+        self.finish_pending(s, st, seen, Pending { fire, run: id }, by)
     }
 
     /// Creates the pending fire's run unless it exists already (a crash after creating it, or
     /// another executor finishing the same pending fire), then records the outcome. The run's
     /// id is the pending record's, and a journal creates an id once: the fire starts one run.
+    /// On a tick, a run that could not start because runs cannot start here now (the lease
+    /// went meanwhile) leaves the fire pending, for the next tick here or elsewhere to finish.
     fn finish_pending(
         &self,
         s: &Schedule,
         st: &mut ScheduleState,
         seen: &mut Seen,
         pending: Pending,
+        by: By,
     ) -> Result<(), Tick> {
         let exists = || match self.journal.summary(pending.run) {
             Ok(_) => Ok(true),
@@ -273,7 +309,10 @@ impl Scheduler {
                 Ok(()) => FireOutcome::Started,
                 // Created meanwhile by another executor finishing the same fire.
                 Err(_) if exists()? => FireOutcome::Started,
-                Err(e) => FireOutcome::Refused(e),
+                Err(e) => match (by, self.launcher.ready()) {
+                    (By::Tick, Err(why)) => return Err(Tick::Unready(why)),
+                    _ => FireOutcome::Refused(e),
+                },
             }
         };
         let run = matches!(outcome, FireOutcome::Started).then_some(pending.run);
@@ -289,11 +328,22 @@ impl Scheduler {
     }
 }
 
+/// Who decides a fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum By {
+    /// The scheduler's tick.
+    Tick,
+    /// Someone, by hand: told at once why a run could not start.
+    Hand,
+}
+
 /// Why deciding a schedule's tick stopped early.
 enum Tick {
     /// Another executor saved the schedule's state first; nothing of this tick was written
     /// after that.
     Raced,
+    /// Runs cannot start here now (why): the fire being started stays pending.
+    Unready(String),
     /// The journal failed.
     Journal(JournalError),
 }
@@ -317,16 +367,42 @@ mod tests {
     struct Fake {
         launched: Mutex<Vec<(DateTime<Utc>, RunId)>>,
         busy: Mutex<bool>,
+        /// Why runs cannot start here now, if they cannot.
+        unready: Mutex<Option<String>>,
+        /// The lease goes during the launch after this many launches.
+        lease_lost_after: Mutex<Option<usize>>,
     }
 
     impl Launcher for Fake {
         fn launch(&self, _: &Schedule, fire: DateTime<Utc>, id: RunId) -> Result<(), String> {
-            self.launched.lock().unwrap().push((fire, id));
+            let mut launched = self.launched.lock().unwrap();
+            if *self.lease_lost_after.lock().unwrap() == Some(launched.len()) {
+                *self.unready.lock().unwrap() = Some("no lease".into());
+            }
+            if let Some(why) = self.unready.lock().unwrap().clone() {
+                return Err(why);
+            }
+            launched.push((fire, id));
             Ok(())
+        }
+        fn ready(&self) -> Result<(), String> {
+            self.unready.lock().unwrap().clone().map_or(Ok(()), Err)
         }
         fn unfinished(&self, _: RunId) -> bool {
             *self.busy.lock().unwrap()
         }
+    }
+
+    fn fires(fake: &Fake) -> Vec<DateTime<Utc>> {
+        fake.launched.lock().unwrap().iter().map(|f| f.0).collect()
+    }
+
+    fn outcomes(journal: &MemoryJournal) -> Vec<(DateTime<Utc>, &'static str)> {
+        let st = ScheduleState::load(journal, "s").unwrap();
+        st.history
+            .iter()
+            .map(|f| (f.fire, f.outcome.word()))
+            .collect()
     }
 
     fn every_2s(overlap: Overlap, catch_up: CatchUp) -> Schedule {
@@ -428,6 +504,84 @@ mod tests {
             assert_eq!(st.last_fire, Some(at(20)));
             assert_eq!(st.history.len(), 5, "every missed fire is accounted for");
         }
+    }
+
+    #[test]
+    fn an_executor_that_cannot_start_runs_decides_no_fire() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let (sched, fake, journal) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        *fake.unready.lock().unwrap() = Some("no lease".into());
+        sched.tick_one(&s, at(2)).unwrap();
+        let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+        assert_eq!(st.last_fire, Some(at(0)), "the fire at 2 s is still due");
+        assert!(st.history.is_empty(), "not refused: {:?}", st.history);
+        // Back within the grace: it starts; later than that, `catch_up: none` misses it.
+        *fake.unready.lock().unwrap() = None;
+        sched
+            .tick_one(&s, at(2) + chrono::Duration::milliseconds(900))
+            .unwrap();
+        assert_eq!(fires(&fake), [at(2)]);
+        *fake.unready.lock().unwrap() = Some("no lease".into());
+        sched.tick_one(&s, at(4)).unwrap();
+        *fake.unready.lock().unwrap() = None;
+        sched
+            .tick_one(&s, at(6) + chrono::Duration::milliseconds(500))
+            .unwrap();
+        assert_eq!(fires(&fake), [at(2), at(6)]);
+        assert_eq!(
+            outcomes(&journal),
+            [(at(2), "started"), (at(4), "missed"), (at(6), "started")]
+        );
+    }
+
+    #[test]
+    fn a_lease_lost_during_a_launch_leaves_the_fire_pending_and_the_rest_due() {
+        let s = every_2s(Overlap::Allow, CatchUp::All);
+        let (sched, fake, journal) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        // Three fires to catch up; the lease goes while the second one's run is created.
+        *fake.lease_lost_after.lock().unwrap() = Some(1);
+        sched
+            .tick_one(&s, at(6) + chrono::Duration::milliseconds(500))
+            .unwrap();
+        assert_eq!(fires(&fake), [at(2)]);
+        let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+        assert_eq!(st.pending.map(|p| p.fire), Some(at(4)), "left pending");
+        assert_eq!(st.last_fire, Some(at(4)), "the fire at 6 s is still due");
+        assert_eq!(outcomes(&journal), [(at(2), "started")]);
+        // Another executor sharing the journal finishes the pending fire and the one after it.
+        let other = Arc::new(Fake::default());
+        let second = Scheduler::new(
+            vec![s.clone()],
+            journal.clone(),
+            other.clone(),
+            Duration::from_millis(250),
+        );
+        second.tick_one(&s, at(7)).unwrap();
+        assert_eq!(fires(&other), [at(4), at(6)]);
+        assert_eq!(
+            other.launched.lock().unwrap()[0].1,
+            st.pending.unwrap().run,
+            "the pending fire's run id"
+        );
+        assert_eq!(
+            outcomes(&journal),
+            [(at(2), "started"), (at(4), "started"), (at(6), "started")]
+        );
+    }
+
+    #[test]
+    fn a_fire_by_hand_is_refused_at_once_when_runs_cannot_start() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let (sched, fake, journal) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        *fake.unready.lock().unwrap() = Some("no lease".into());
+        let fired = sched.trigger(&s).unwrap();
+        assert_eq!(fired.outcome, FireOutcome::Refused("no lease".into()));
+        let st = ScheduleState::load(journal.as_ref(), "s").unwrap();
+        assert_eq!(st.pending, None);
+        assert_eq!(st.last_fire, Some(at(0)), "scheduled fires stay due");
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl Member {
                     Ok(Ok(fleet)) => {
                         let event = ServeEvent {
                             executor: Some(fleet.me()),
+                            at: Some(chrono::Utc::now()),
                             ..ServeEvent::new("joined")
                         };
                         crate::serve::say(output, &event, || {
@@ -237,6 +238,7 @@ async fn watch_standing(fleet: &Arc<dyn Fleet>, runs: &Arc<Runs>, output: Output
                 ));
                 let event = ServeEvent {
                     executor: Some(me.clone()),
+                    at: Some(chrono::Utc::now()),
                     ..ServeEvent::new("suspended")
                 };
                 crate::serve::say(output, &event, || {
@@ -249,6 +251,7 @@ async fn watch_standing(fleet: &Arc<dyn Fleet>, runs: &Arc<Runs>, output: Output
                 let stopped = runs.interrupt_all(&format!("the loss of executor {me}'s lease"));
                 let event = ServeEvent {
                     executor: Some(me.clone()),
+                    at: Some(chrono::Utc::now()),
                     ..ServeEvent::new("lost")
                 };
                 crate::serve::say(output, &event, || {
@@ -266,6 +269,7 @@ async fn watch_standing(fleet: &Arc<dyn Fleet>, runs: &Arc<Runs>, output: Output
         if *standing.borrow() == Standing::Held && now != Standing::Held {
             let event = ServeEvent {
                 executor: Some(me.clone()),
+                at: Some(chrono::Utc::now()),
                 ..ServeEvent::new("held")
             };
             crate::serve::say(output, &event, || {

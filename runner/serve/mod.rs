@@ -143,6 +143,7 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
                 .map_err(|e| ServeError::BadInput(format!("failed to join the fleet: {e}")))??;
             let event = ServeEvent {
                 executor: Some(member.me()),
+                at: Some(chrono::Utc::now()),
                 ..ServeEvent::new("joined")
             };
             say(opts.output, &event, || {

@@ -387,6 +387,18 @@ impl Runs {
 
     fn admit(&self) -> Result<Ticket<'_>, RunsError> {
         let mut state = self.state.lock().expect("runs");
+        self.unavailable(&state)?;
+        state.admitted += 1;
+        Ok(Ticket(self))
+    }
+
+    /// Whether new runs can start here now: not when the holder is letting the journal go, nor
+    /// while this executor has no lease on a shared journal.
+    pub fn ready(&self) -> Result<(), RunsError> {
+        self.unavailable(&self.state.lock().expect("runs"))
+    }
+
+    fn unavailable(&self, state: &State) -> Result<(), RunsError> {
         if state.stopping {
             return Err(RunsError::Unavailable(format!(
                 "the process holding the journal (pid {}) is letting it go; try again",
@@ -401,8 +413,7 @@ impl Runs {
                 member.me()
             )));
         }
-        state.admitted += 1;
-        Ok(Ticket(self))
+        Ok(())
     }
 
     /// Refuses an operation on a run this holder is executing right now.
@@ -1124,6 +1135,10 @@ impl Launcher for ScheduleLauncher {
             )
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.runs.ready().map_err(|e| e.to_string())
     }
 
     fn unfinished(&self, id: RunId) -> bool {

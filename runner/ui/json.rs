@@ -178,7 +178,8 @@ pub struct ServeEvent<'a> {
     /// The gate concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<&'a str>,
-    /// When (`gate_expires`).
+    /// When (`gate_expires`); when the lease's standing changed (`joined`, `suspended`,
+    /// `held`, `lost`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// The signal (`stopping`) or the error (`resume_failed`).

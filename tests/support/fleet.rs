@@ -81,6 +81,18 @@ impl Store {
         });
     }
 
+    /// Sends `signal` to every member (SIGSTOP freezes the store as a stalled disk or machine
+    /// would; SIGCONT thaws it).
+    pub fn signal_members(&self, signal: Signal) {
+        for n in 1..=3 {
+            let pid = self
+                .cluster
+                .pid(&format!("m{n}"))
+                .unwrap_or_else(|| panic!("member m{n} has a pid file"));
+            kill(Pid::from_raw(i32::try_from(pid).expect("pid")), signal).expect("signal a member");
+        }
+    }
+
     /// Starts member `n` again (its data directory kept) and waits until it is healthy.
     pub fn start_member(&self, n: usize) {
         testbed("etcd.sh", &["start", self.cluster.path(), &n.to_string()]);
