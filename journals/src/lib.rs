@@ -34,6 +34,7 @@ pub mod etcd_url;
 mod etcd_watch;
 mod event;
 pub mod fleet;
+pub mod follow_mirror;
 mod group_commit;
 mod live_store;
 mod memory;

@@ -746,6 +746,15 @@ impl Store {
             syncer.db_file = db_file;
             syncer.known_blobs = known_blobs;
         }
+        // The archived runs are read from the archive now: their follow mirrors go.
+        let (mirrors, failed) = crate::follow_mirror::remove(&self.dir, &done.archived);
+        if let Some((path, e)) = failed {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "could not remove the follow mirror of a run moved to the archive"
+            );
+        }
         if stop.is_none()
             && let Err(e) = crate::live_store::clean(&self.dir, &done.live)
         {
@@ -758,6 +767,7 @@ impl Store {
         tracing::info!(
             dir = %self.dir.display(),
             runs = done.archived.len(),
+            mirrors,
             "moved finished runs to the journal's archive and wrote a new live store"
         );
         Ok(())

@@ -253,7 +253,7 @@ fn settles(r: &Record) -> bool {
 }
 
 async fn follow_file(env: &Env, run: &str, follow: bool) -> Result<i32, CliError> {
-    let dir = env.journal_dir().join("follow");
+    let dir = env.journal_dir().join(runbook_journals::follow_mirror::DIR);
     let prefix = run.to_ascii_uppercase();
     let mut matches: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {

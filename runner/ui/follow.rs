@@ -13,14 +13,15 @@ use runbook_journals::{Record, RunId};
 use crate::engine::log::Observer;
 use crate::ui::json::record_line;
 
-/// Where the follow file of a run lives.
+/// Where the follow file of a run lives (the journal removes it when it archives the run).
 pub fn follow_path(journal_dir: &Path, run: RunId) -> PathBuf {
-    journal_dir.join("follow").join(format!("{run}.jsonl"))
+    runbook_journals::follow_mirror::path(journal_dir, run)
 }
 
 /// Appends every committed record of the runs it sees to their follow files.
 pub struct FollowFile {
-    dir: PathBuf,
+    /// The journal directory.
+    journal: PathBuf,
     /// The follow file written last, kept open: a run writes two records a step, and opening
     /// and closing its file each time cost more than the writes. One, so that a `serve` with
     /// thousands of runs holds one descriptor.
@@ -31,7 +32,7 @@ impl FollowFile {
     /// Mirrors into `journal_dir/follow/`.
     pub fn new(journal_dir: &Path) -> Self {
         use std::os::unix::fs::DirBuilderExt as _;
-        let dir = journal_dir.join("follow");
+        let dir = journal_dir.join(runbook_journals::follow_mirror::DIR);
         // Owner-only, like the journal: the records are redacted, but they are still the
         // operator's business.
         let _ = std::fs::DirBuilder::new()
@@ -39,7 +40,7 @@ impl FollowFile {
             .mode(0o700)
             .create(&dir);
         Self {
-            dir,
+            journal: journal_dir.to_path_buf(),
             last: Mutex::new(None),
         }
     }
@@ -56,7 +57,7 @@ impl Observer for FollowFile {
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(self.dir.join(format!("{run}.jsonl")))
+                .open(follow_path(&self.journal, run))
                 .ok()
                 .map(|f| (run, f));
         }

@@ -156,6 +156,33 @@ fn finished_runs_move_to_the_archive_and_read_back_the_same() {
 }
 
 #[test]
+fn a_compaction_removes_the_follow_mirrors_of_the_runs_it_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let [done, failed, open] = history(tmp.path());
+    fs::create_dir(tmp.path().join(crate::follow_mirror::DIR)).unwrap();
+    for id in [done, failed, open] {
+        fs::write(crate::follow_mirror::path(tmp.path(), id), "{}\n").unwrap();
+    }
+    let journal = SledJournal::open(tmp.path(), opts(10)).unwrap();
+    assert!(journal.store.is_archived(done) && journal.store.is_archived(failed));
+    for id in [done, failed] {
+        assert!(!crate::follow_mirror::path(tmp.path(), id).exists());
+    }
+    // The unfinished run may still be watched: its mirror stays, and goes when it is archived.
+    assert!(crate::follow_mirror::path(tmp.path(), open).exists());
+    add(&journal, open, &[state(RunState::Succeeded)]);
+    drop(journal);
+    drop(SledJournal::open(tmp.path(), opts(1)).unwrap());
+    assert!(!crate::follow_mirror::path(tmp.path(), open).exists());
+    assert_eq!(
+        fs::read_dir(tmp.path().join(crate::follow_mirror::DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
 fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
     let tmp = tempfile::tempdir().unwrap();
     let ([done, failed, open], before) = archived_history(tmp.path());
