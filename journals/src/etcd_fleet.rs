@@ -61,7 +61,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::etcd_journal::{
-    Commit, EtcdError, EtcdJournal, Inner, backoff, lease_not_found, prefix_end, transient, wait,
+    Commit, EtcdError, EtcdJournal, Inner, READ, backoff, lease_not_found, prefix_end, transient,
+    wait,
 };
 use crate::etcd_watch::{Change, follow};
 use crate::fleet::{Answer, Fleet, Incoming, Standing};
@@ -805,9 +806,21 @@ impl EtcdFleet {
         wait(&self.handle, f(self.inner.clone(), self.member.clone()))
     }
 
+    /// Reads through `f`, tried again while etcd fails transiently, for the journal's patience
+    /// (as its own reads are): an executor's API answering who owns a run waits out an election
+    /// or a member coming back instead of failing.
+    fn read<T, F, Fut>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Inner>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, JournalError>> + Send + 'static,
+    {
+        self.call(move |inner, _| async move { inner.patiently(READ, |_| f(inner.clone())).await })
+    }
+
     /// The identities of the executors whose lease is alive.
     pub fn members(&self) -> Result<Vec<String>, JournalError> {
-        self.call(|inner, _| async move {
+        self.read(|inner| async move {
             let dir = inner.members_dir();
             Ok(inner
                 .entries(&dir)
@@ -880,14 +893,14 @@ impl Fleet for EtcdFleet {
     }
 
     fn owner(&self, id: RunId) -> Result<Option<String>, JournalError> {
-        self.call(move |inner, _| async move {
+        self.read(move |inner| async move {
             let (kv, _) = inner.get(&inner.owner_key(id)).await?;
             Ok(kv.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
         })
     }
 
     fn owners(&self) -> Result<Vec<(RunId, String)>, JournalError> {
-        self.call(|inner, _| async move {
+        self.read(|inner| async move {
             let dir = inner.owners_dir();
             Ok(inner
                 .entries(&dir)

@@ -773,7 +773,7 @@ impl Inner {
     /// Runs `attempt` until it succeeds, fails for good, or the journal's patience runs out
     /// while etcd keeps failing transiently ([`transient`]). `attempt` is told whether an
     /// earlier try failed so: that try may have committed without its answer reaching us.
-    async fn patiently<T, Fut>(
+    pub(crate) async fn patiently<T, Fut>(
         &self,
         what: &'static str,
         mut attempt: impl FnMut(bool) -> Fut,
