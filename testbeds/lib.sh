@@ -242,7 +242,17 @@ tb_destroy_dir() {
 # (the file execs the server, so the recorded pid is the server's).
 tb_start_cmd() {
   nohup bash "$1" >>"$2" 2>&1 </dev/null &
-  echo $! >"$3"
+  local pid=$! own i
+  echo "$pid" >"$3"
+  # Until the child execs, its command line is this script's, without the member's marker: a
+  # liveness check by marker made then finds it "not running" (a loaded machine widens that
+  # window enough for the first check of a start-up wait to fall in it). Wait for the exec.
+  own="$(tr '\0' ' ' <"/proc/$$/cmdline")"
+  for (( i = 0; i < 1000; i++ )); do
+    [[ -r "/proc/$pid/cmdline" ]] || break
+    [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" != "$own" ]] && break
+    sleep 0.01
+  done
 }
 
 # tb_check_port_clash LOG: dies with a clear message if the log shows a port clash.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::clusters::{Cluster, Sampler, get_json, http, status_of};
+use crate::support::clusters::{Cluster, Sampler, down, get_json, http, status_of};
 use crate::support::{Sandbox, wait_for};
 
 /// One member in one sample: answering, leading, its pid.
@@ -129,9 +129,9 @@ impl Etcd {
     }
 
     /// What a rolling restart since `mark` must look like from the servers: never more than
-    /// one member not answering; each restarted exactly once; the one leader at the start
-    /// handed leadership over while its old process still ran; every member healthy at the
-    /// end.
+    /// one member down ([`down`]: not answering while its process is replaced); each restarted
+    /// exactly once; the one leader at the start handed leadership over while its old process
+    /// still ran; every member healthy at the end.
     pub(crate) fn assert_rolled(&self, samples: &[(Instant, Vec<MemberSample>)], mark: &LogMark) {
         let start = samples.first().map(|(t, _)| *t);
         let around = |i: usize| {
@@ -144,8 +144,10 @@ impl Etcd {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        for (i, (_, members)) in samples.iter().enumerate() {
-            let down = members.iter().filter(|(up, _, _)| !up).count();
+        for i in 0..samples.len() {
+            let down = (0..3)
+                .filter(|m| down(samples, i, *m, |s| s.0, |s| s.2))
+                .count();
             assert!(
                 down <= 1,
                 "sample {i}: {down} members down at once (answering, leading, pid):\n{}",

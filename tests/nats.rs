@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::Sandbox;
-use crate::support::clusters::{Cluster, Sampler, get_json, http, status_of};
+use crate::support::clusters::{Cluster, Sampler, down, get_json, http, status_of};
 
 /// One server in one sample: /healthz status, pid, and whether it sees itself as the
 /// JetStream meta leader.
@@ -250,8 +250,10 @@ impl Nats {
 /// restarted exactly once; the meta leader at the start handed over while its old process
 /// still ran.
 pub(crate) fn assert_rolled(samples: &[(Instant, Vec<ServerSample>)]) {
-    for (i, (_, servers)) in samples.iter().enumerate() {
-        let down = servers.iter().filter(|(s, _, _)| s.is_none()).count();
+    for i in 0..samples.len() {
+        let down = (0..3)
+            .filter(|s| down(samples, i, *s, |v| v.0.is_some(), |v| v.1))
+            .count();
         assert!(down <= 1, "sample {i}: {down} servers down at once");
     }
     for s in 0..3 {

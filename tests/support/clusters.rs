@@ -172,6 +172,30 @@ pub fn status_of(agent: &ureq::Agent, url: &str) -> Option<u16> {
     }
 }
 
+/// Whether server `m` was down in sample `i` of a rolling restart: not answering, and not the
+/// same process that answered before and answers after (no pid, or a new process after the gap:
+/// it was being restarted). A process that goes on answering after a sample it missed was only
+/// slow to answer — a probe that timed out on a loaded machine, not a server down.
+pub(crate) fn down<S>(
+    samples: &[(Instant, Vec<S>)],
+    i: usize,
+    m: usize,
+    answers: impl Fn(&S) -> bool,
+    pid: impl Fn(&S) -> Option<u32>,
+) -> bool {
+    let now = &samples[i].1[m];
+    if answers(now) {
+        return false;
+    }
+    let answered = |s: &(Instant, Vec<S>)| answers(&s.1[m]).then(|| pid(&s.1[m]));
+    let before = samples[..i].iter().rev().find_map(answered);
+    let after = samples[i + 1..].iter().find_map(answered);
+    match (pid(now), before, after) {
+        (Some(now), Some(Some(b)), Some(Some(a))) => !(now == b && now == a),
+        _ => true,
+    }
+}
+
 /// A thread that samples something every `every` until stopped, keeping every sample.
 pub struct Sampler<T: Send + 'static> {
     stop: Arc<AtomicBool>,
