@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::etcd::{acknowledged, assert_writes, writer};
 use crate::ssh::Sshd;
@@ -299,12 +299,22 @@ fn a_kill_in_the_middle_of_a_members_stop_then_resume_restarts_no_member_twice()
 
     assert_eq!(sb.status(&run)["state"], "succeeded", "{}", out.stdout);
     let pids = assert_quorum_and_pids(&samples);
+    // What the run journaled of each member's restart: on a failure, why it restarted one again.
+    let restarts = || {
+        sb.records(&run)
+            .iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("restart")))
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     for (i, seen) in pids.iter().enumerate() {
         assert_eq!(
             seen.len(),
             2,
-            "{} must be restarted exactly once (pids {seen:?})",
-            NAMES[i]
+            "{} must be restarted exactly once (pids {seen:?})\n{}",
+            NAMES[i],
+            restarts()
         );
     }
     etcd.wait_healthy();
