@@ -1,6 +1,8 @@
 //! Durability, seen from the system calls: every commit ends in an `fdatasync` (sled's own
-//! flush does not reach the disk), and a step's `StepStarted` is synced before its command is
-//! executed (write-ahead). Needs `strace`; without it these tests fail, they never skip.
+//! flush does not reach the disk), the store's writes are not synced a second time on their
+//! way there (no `sync_file_range` of sled's, see vendor/sled/VENDORED.md), and a step's
+//! `StepStarted` is synced before its command is executed (write-ahead). Needs `strace`;
+//! without it these tests fail, they never skip.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -138,9 +140,16 @@ fn fd_of(call: &Call) -> &str {
 fn every_effectful_step_costs_one_synced_commit() {
     let sb = Sandbox::new();
     sb.write("no-ops.yaml", &no_ops());
-    let log = strace(&sb, "openat,fdatasync", &["run", "no-ops.yaml"]);
+    let log = strace(
+        &sb,
+        "openat,fdatasync,sync_file_range",
+        &["run", "no-ops.yaml"],
+    );
     let calls = calls(&log);
     let fds = db_fds(&calls);
+    // Each write is paid for once: by the commit's fdatasync, not also by a wait of its own.
+    let ranges = calls.iter().filter(|c| c.name == "sync_file_range").count();
+    assert_eq!(ranges, 0, "the store's writes were synced twice:\n{log}");
     let syncs = calls
         .iter()
         .filter(|c| c.name == "fdatasync" && succeeded(c) && fds.iter().any(|fd| fd_of(c) == fd))

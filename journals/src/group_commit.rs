@@ -14,7 +14,7 @@
 //! - The decision is a pure function of ([`Load`], [`Policy`]): [`decide`]. The writer only
 //!   counts and waits.
 //!
-//! Every sync saved is a flush, a `sync_file_range` and an `fdatasync` the processor does not
+//! Every sync saved is a flush and an `fdatasync` the processor does not
 //! pay: on a machine whose cores are the limit (many runs of short shell steps), fewer syncs
 //! is more commits per second; a commit waiting a few milliseconds costs nothing there, since
 //! the other runs use the cores meanwhile.

@@ -10,9 +10,11 @@
 //! - `q` + run id + kept seq + seq → a record set aside when an operator accepted the loss of
 //!   the records before it (`resume --accept-loss`); kept for forensics, never read as history
 //!
-//! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which does not reach the disk's
-//! cache, and its own fsync runs on a 500 ms timer. So every commit also `fdatasync`s sled's log
-//! file (and any new blob files) itself, and concurrent commits share that sync (group commit).
+//! Durability: sled's `flush()` only writes (the published 0.34 also waited in
+//! `sync_file_range`, which does not reach the disk's cache; runbook's copy of sled does not,
+//! see vendor/sled/VENDORED.md), and its own fsync runs on a 500 ms timer we turn off. So every
+//! commit `fdatasync`s sled's log file (and any new blob files) itself — the one sync a commit
+//! pays — and concurrent commits share that sync (group commit).
 //!
 //! Integrity: every record carries a CRC32 and its run's sequence number, every summary the hash
 //! chain over its run's records, and the witness file ([`crate::witness`]) remembers, outside
