@@ -734,7 +734,7 @@ impl IoBufs {
             // waits per 100 commits against 19 ms for the fdatasyncs). What sled relied on it
             // for — data a reused segment's pages were moved out of is on the disk before the
             // segment is overwritten, and a snapshot names only data on the disk — is done by
-            // an fsync where those happen (`SegmentAccountant::next`, `write_snapshot`).
+            // an fsync where those happen (`SegmentAccountant::next`, `advance_snapshot`).
         }
         io_fail!(self, "buffer write post");
 

@@ -270,6 +270,9 @@ fn advance_snapshot(
     #[cfg(feature = "testing")]
     let mut shred_point = None;
 
+    // runbook: whether zeroing the tail below fsynced the log (then a snapshot needs no other).
+    let mut log_synced = false;
+
     let snapshot = if db_is_empty {
         trace!("db is empty, returning default snapshot");
         if snapshot != Snapshot::default() {
@@ -334,6 +337,7 @@ fn advance_snapshot(
                 );
                 pwrite_all(&config.file, &shred_zone, shred_base)?;
                 config.file.sync_all()?;
+                log_synced = true;
             }
             (iterated_lsn, iter.segment_base.map(|bb| bb.offset))
         };
@@ -362,6 +366,11 @@ fn advance_snapshot(
     }
 
     if snapshot.stable_lsn > old_stable_lsn {
+        // runbook: the log's writes are not synced one by one (see `write_to_log`); a
+        // snapshot must not name log data that a power loss could still take away.
+        if !log_synced {
+            config.file.sync_all()?;
+        }
         write_snapshot(config, &snapshot)?;
     }
 
@@ -511,10 +520,6 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
 
 fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     trace!("writing snapshot {:?}", snapshot);
-
-    // runbook: the log's writes are not synced one by one (see `write_to_log`); a snapshot
-    // must not name log data that a power loss could still take away.
-    config.file.sync_all()?;
 
     let raw_bytes = snapshot.serialize();
     let decompressed_len = raw_bytes.len();
