@@ -704,6 +704,9 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             yes,
             detach,
         } => {
+            if !*detach {
+                runbook_steps::orphans::prestart();
+            }
             let op = Operation::Start {
                 target: name.clone(),
                 params: params.clone(),
@@ -722,6 +725,9 @@ async fn dispatch(env: &Env) -> Result<i32, CliError> {
             yes,
             detach,
         } => {
+            if !*detach {
+                runbook_steps::orphans::prestart();
+            }
             let op = Operation::Resume {
                 run: run.clone(),
                 retry_step: retry_step.clone(),

@@ -7,7 +7,7 @@
 //! later `resume --retry-step` would run the step again beside it. Two mechanisms prevent it:
 //!
 //! 1. **The watchdog** ([`watchdog_main`]). Each executor starts one small process with its first
-//!    step process and tells it about every group as it starts and as its leader is reaped.
+//!    step process (or ahead of it, [`prestart`]) and tells it about every group as it starts and as its leader is reaped.
 //!    The watchdog holds the read end of a pipe whose write end only the executor holds, so it
 //!    sees end of file the instant the executor is gone, however it went. It then stops every
 //!    group still in flight the way the engine stops a step: SIGTERM to every process of it,
@@ -45,7 +45,7 @@ use std::time::Duration;
 
 pub use attempt::{ATTEMPT_VAR, Attempt, RUN_ID_VAR, STEP_PATH_VAR};
 pub use stop::Stopped;
-pub use tracker::install;
+pub use tracker::{install, prestart};
 pub(crate) use tracker::{mark, track};
 pub use watchdog::{WATCHDOG_ARG, main as watchdog_main};
 
