@@ -112,8 +112,8 @@ impl Scheduler {
             // Deciding fires writes to the journal (durably) and may create runs: blocking
             // work, kept off the threads that serve the API.
             let me = Arc::clone(&self);
+            let now = Utc::now();
             let _ = tokio::task::spawn_blocking(move || {
-                let now = Utc::now();
                 for s in &me.schedules {
                     if let Err(e) = me.tick_one(s, now) {
                         tracing::warn!(schedule = %s.name, error = %e, "schedule tick failed");
@@ -121,15 +121,14 @@ impl Scheduler {
                 }
             })
             .await;
+            // The next fire after the tick's own `now`: one that fell due while the tick waited
+            // for the journal is decided at once, while it is still fresh.
             let next = self
                 .schedules
                 .iter()
-                .filter_map(|s| s.next_after(Utc::now()))
+                .filter_map(|s| s.next_after(now))
                 .min();
-            let wait = next
-                .and_then(|n| (n - Utc::now()).to_std().ok())
-                .unwrap_or(self.tick)
-                .min(self.tick);
+            let wait = next_wait(next, Utc::now(), self.tick);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => return,
@@ -328,6 +327,15 @@ impl Scheduler {
     }
 }
 
+/// How long the scheduler sleeps before its next tick: until `next` (the first fire after the
+/// last tick's time), at once if that fell due meanwhile, and never longer than `tick`.
+fn next_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>, tick: Duration) -> Duration {
+    match next {
+        Some(n) => (n - now).to_std().unwrap_or(Duration::ZERO).min(tick),
+        None => tick,
+    }
+}
+
 /// Who decides a fire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum By {
@@ -451,6 +459,41 @@ mod tests {
         sched.tick_one(&s, at(4)).unwrap();
         let fires: Vec<_> = fake.launched.lock().unwrap().iter().map(|f| f.0).collect();
         assert_eq!(fires, [at(2), at(4)]);
+    }
+
+    #[test]
+    fn the_next_tick_waits_for_the_next_fire_and_comes_at_once_after_a_slow_tick() {
+        let tick = Duration::from_millis(250);
+        let ms = |n: i64| chrono::Duration::milliseconds(n);
+        for (next, now, wait) in [
+            // The next fire is far: the scheduler still looks every tick.
+            (Some(at(2)), at(0), tick),
+            // The next fire is close: it sleeps until it.
+            (Some(at(2)), at(2) - ms(100), Duration::from_millis(100)),
+            // The fire fell due while the tick waited for the journal: no sleep at all.
+            (Some(at(2)), at(2) + ms(700), Duration::ZERO),
+            (Some(at(2)), at(2), Duration::ZERO),
+            // No fire ahead (a schedule that ended): one tick.
+            (None, at(0), tick),
+        ] {
+            assert_eq!(next_wait(next, now, tick), wait, "next {next:?}, now {now}");
+        }
+    }
+
+    #[test]
+    fn a_fire_that_fell_due_during_a_slow_tick_starts_when_the_tick_after_it_comes_at_once() {
+        let s = every_2s(Overlap::Allow, CatchUp::None);
+        let (sched, fake, _) = setup(&s);
+        sched.tick_one(&s, at(0)).unwrap();
+        // A tick begun at 1.9 s waited on the store until 2.7 s: the run loop asks for the
+        // fire after 1.9 s (2 s), due already, and ticks again at once, 0.7 s after it.
+        let begun = at(2) - chrono::Duration::milliseconds(100);
+        sched.tick_one(&s, begun).unwrap();
+        let now = at(2) + chrono::Duration::milliseconds(700);
+        let wait = next_wait(s.next_after(begun), now, Duration::from_millis(250));
+        assert_eq!(wait, Duration::ZERO);
+        sched.tick_one(&s, now).unwrap();
+        assert_eq!(fires(&fake), [at(2)]);
     }
 
     #[test]
