@@ -300,9 +300,13 @@ fn against(cmd: Cmd, k8s: &Cluster) -> Cmd {
 
 /// The agent kept its node Ready: long past the node lifecycle controller's grace period
 /// (50 s since `agent_started`) the node is Ready, not tainted by it, and its Lease is held
-/// by it.
+/// by it. A test that got here sooner waits out the rest of those 60 s: what is asserted is
+/// that nothing happened to the node meanwhile, which no condition can announce.
 pub fn assert_node_kept_ready(k8s: &Cluster, agent_started: Instant) {
-    assert!(agent_started.elapsed() > Duration::from_secs(60));
+    const PAST_GRACE: Duration = Duration::from_secs(60);
+    if let Some(rest) = PAST_GRACE.checked_sub(agent_started.elapsed()) {
+        std::thread::sleep(rest);
+    }
     let node = kubectl_json(k8s, &["get", "node", AGENT_NODE]);
     let ready = node["status"]["conditions"]
         .as_array()
