@@ -104,6 +104,9 @@ struct Syncer {
     db_file: File,
     /// Blob files already known to be durable.
     known_blobs: HashSet<OsString>,
+    /// sled's count of blob files written ([`sled::blobs_written`]) when the blob directory
+    /// was last listed: while it stays the same, no blob appeared and the listing is skipped.
+    listed_at: Option<u64>,
 }
 
 /// Whether the journal may be written, and what that needs.
@@ -387,6 +390,7 @@ impl Store {
                 // A writer's open settles the blobs already there (`settle_blobs`); a reader
                 // never syncs.
                 known_blobs: HashSet::new(),
+                listed_at: None,
             }),
             commits: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -602,7 +606,13 @@ impl Store {
 
     fn sync_new_blobs(&self, syncer: &mut Syncer) -> Result<(), JournalError> {
         // Only blobs that appeared since the last commit are synced one by one: those a
-        // previous process left were settled at open.
+        // previous process left were settled at open. Nothing to look for while sled wrote
+        // no blob since the last listing (read before listing: a blob written meanwhile
+        // changes the count again).
+        let written = sled::blobs_written();
+        if syncer.listed_at == Some(written) {
+            return Ok(());
+        }
         let blobs = self.db().0.files.join("blobs");
         let entries = match fs::read_dir(&blobs) {
             Ok(entries) => entries,
@@ -630,6 +640,7 @@ impl Store {
         }
         // Forget blobs sled has removed, so the set does not grow forever.
         syncer.known_blobs = present;
+        syncer.listed_at = Some(written);
         Ok(())
     }
 
@@ -1965,6 +1976,40 @@ mod tests {
             Event::StepSucceeded { output, .. } => assert_eq!(output["stdout"], json!(big)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_blob_written_after_commits_without_one_is_synced_by_its_own_commit() {
+        // Commits without a blob skip the listing of `blobs/`; the commit that makes sled
+        // write one still finds it (and so syncs it before the log that points at it).
+        let tmp = tempfile::tempdir().unwrap();
+        let id = RunId::new();
+        let journal = open(tmp.path());
+        journal.create(id, None, &[started("big", None)]).unwrap();
+        add(&journal, id, &[step("small")]).unwrap();
+        let known = |j: &SledJournal| j.store.syncer.lock().unwrap().known_blobs.clone();
+        assert!(known(&journal).is_empty());
+        add(
+            &journal,
+            id,
+            &[Event::StepSucceeded {
+                path: "small".into(),
+                attempt: 1,
+                output: json!({ "stdout": "x".repeat(300 * 1024) }),
+                duration_ms: 1,
+            }],
+        )
+        .unwrap();
+        let on_disk: HashSet<OsString> = fs::read_dir(tmp.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!on_disk.is_empty(), "the big value should be a blob file");
+        assert!(
+            on_disk.is_subset(&known(&journal)),
+            "{on_disk:?} not all synced: {:?}",
+            known(&journal)
+        );
     }
 
     #[test]

@@ -68,7 +68,12 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // runbook: one waiter per task. `notify_all` woke every idle worker (seven at least)
+        // for each log buffer written — two per commit — and all but one went back to sleep
+        // after taking the queue's lock: a thundering herd on every commit. A worker that is
+        // busy when a task arrives drains the queue before it waits again (`try_recv` in
+        // `perform_work`), so a task notified to nobody still runs.
+        self.cv.notify_one();
 
         len
     }
