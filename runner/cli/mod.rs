@@ -611,15 +611,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     if cli.command.only_prints() {
         crate::ui::stdout::end_on_closed_pipe();
     }
+    // The account database is asked only when nothing names the user: a lookup reads
+    // nsswitch.conf and /etc/passwd (or asks nscd) on every command otherwise.
+    let named = |w: &String| !w.is_empty();
     let who = [
         cli.who.clone(),
         std::env::var("RUNBOOK_USER").ok(),
         std::env::var("USER").ok(),
-        login_name(),
     ]
     .into_iter()
     .flatten()
-    .find(|w| !w.is_empty())
+    .find(named)
+    .or_else(|| login_name().filter(named))
     .unwrap_or_else(|| "unknown".into());
     let env = Env {
         cli,

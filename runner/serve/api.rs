@@ -50,7 +50,9 @@ use crate::wire::{
 /// Committed records, broadcast to live followers (the event streams), and the output of
 /// running steps ([`LiveOutputs`]).
 pub struct Bus {
-    tx: broadcast::Sender<(RunId, Record)>,
+    /// Shared, not copied, into the channel's slots: the channel allocates all of them up
+    /// front, and a slot holding a whole record made each executor pay ~1 MiB at start.
+    tx: broadcast::Sender<Arc<(RunId, Record)>>,
     output: LiveOutputs,
 }
 
@@ -69,7 +71,7 @@ impl Bus {
 impl Observer for Bus {
     fn record(&self, run: RunId, record: &Record) {
         self.output.record(run, record);
-        let _ = self.tx.send((run, record.clone()));
+        let _ = self.tx.send(Arc::new((run, record.clone())));
     }
 
     fn wants_output(&self) -> bool {
@@ -703,9 +705,9 @@ const STORE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Where a live event stream stands.
 struct Follow {
-    rx: broadcast::Receiver<(RunId, Record)>,
+    rx: broadcast::Receiver<Arc<(RunId, Record)>>,
     /// Parts of running steps' output, when the follower asked for them.
-    output: Option<broadcast::Receiver<OutputChunk>>,
+    output: Option<broadcast::Receiver<Arc<OutputChunk>>>,
     last: u64,
     done: bool,
     /// The shared journal to read records written by other executors from.
@@ -717,17 +719,17 @@ struct Follow {
 /// The next record committed here, or `None` once records of the run read from the shared
 /// journal `store` (written by other executors) are queued (or none came).
 async fn next_record(
-    rx: &mut broadcast::Receiver<(RunId, Record)>,
+    rx: &mut broadcast::Receiver<Arc<(RunId, Record)>>,
     store: Option<&Arc<dyn Journal>>,
     queue: &mut std::collections::VecDeque<Record>,
     after: u64,
     id: RunId,
 ) -> Option<Result<(RunId, Record), broadcast::error::RecvError>> {
     let Some(store) = store.cloned() else {
-        return Some(rx.recv().await);
+        return Some(rx.recv().await.map(Arc::unwrap_or_clone));
     };
     tokio::select! {
-        got = rx.recv() => Some(got),
+        got = rx.recv() => Some(got.map(Arc::unwrap_or_clone)),
         () = tokio::time::sleep(STORE_POLL) => {
             if let Ok(Ok(records)) =
                 tokio::task::spawn_blocking(move || store.read_after(id, after)).await

@@ -8,7 +8,7 @@
 //! truth from then on) or the run settles; it keeps the last [`TAIL`] bytes of each stream.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use runbook_journals::{Event, Record, RunId};
 use tokio::sync::broadcast;
@@ -20,7 +20,8 @@ pub const TAIL: usize = 64 * 1024;
 
 /// What running steps print.
 pub struct LiveOutputs {
-    tx: broadcast::Sender<OutputChunk>,
+    /// Shared into the channel's slots (all allocated up front), not copied.
+    tx: broadcast::Sender<Arc<OutputChunk>>,
     /// By run, by step path: the running attempt's streams.
     tails: Mutex<HashMap<RunId, BTreeMap<String, Tails>>>,
 }
@@ -51,7 +52,7 @@ impl LiveOutputs {
     }
 
     /// Parts from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<OutputChunk> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutputChunk>> {
         self.tx.subscribe()
     }
 
@@ -70,7 +71,7 @@ impl LiveOutputs {
             let tail = tails.streams.entry(chunk.stream.clone()).or_default();
             tail.append(chunk.offset, &chunk.text);
         }
-        let _ = self.tx.send(chunk.clone());
+        let _ = self.tx.send(Arc::new(chunk.clone()));
     }
 
     /// A record was committed: an attempt's outcome ends its tail, a settled run all of its.
