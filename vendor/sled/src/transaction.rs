@@ -348,7 +348,7 @@ impl TransactionalTree {
         self.tree.context.pagecache.generate_id_inner()
     }
 
-    // runbook: was `unimplemented!()`. Staging takes nothing per tree (`stage` only takes the
+    // runbook: upstream panicked here (a stub). Staging takes nothing per tree (`stage` only takes the
     // global write lock, and `validate` is always true), and a transaction that is tried again
     // builds a fresh overlay, dropping this one's writes: there is nothing to undo.
     fn unstage(&self) {}
