@@ -71,7 +71,10 @@ impl Bus {
 impl Observer for Bus {
     fn record(&self, run: RunId, record: &Record) {
         self.output.record(run, record);
-        let _ = self.tx.send(Arc::new((run, record.clone())));
+        // Copied only for followers: a `runbook run` that nobody follows pays nothing per record.
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new((run, record.clone())));
+        }
     }
 
     fn wants_output(&self) -> bool {

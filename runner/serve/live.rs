@@ -71,7 +71,9 @@ impl LiveOutputs {
             let tail = tails.streams.entry(chunk.stream.clone()).or_default();
             tail.append(chunk.offset, &chunk.text);
         }
-        let _ = self.tx.send(Arc::new(chunk.clone()));
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(chunk.clone()));
+        }
     }
 
     /// A record was committed: an attempt's outcome ends its tail, a settled run all of its.
