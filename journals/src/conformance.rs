@@ -42,6 +42,10 @@ pub fn all(make: &dyn Fn() -> Fresh) {
         ),
         ("summaries follow the records", summaries_follow_the_records),
         ("runs are found by id prefix", runs_are_found_by_prefix),
+        (
+            "unfinished, newest and per-state listings agree with the runs",
+            listings_agree_with_the_runs,
+        ),
         ("meta values round trip", meta_round_trips),
         ("meta values swap only from the expected value", meta_swaps),
         ("an async append is an append", async_append_is_an_append),
@@ -238,6 +242,62 @@ fn summaries_follow_the_records(j: &dyn Journal) {
     let mut expected = vec![id, two];
     expected.sort();
     assert_eq!(ids, expected, "oldest (smallest id) first");
+}
+
+fn listings_agree_with_the_runs(j: &dyn Journal) {
+    use std::collections::HashMap;
+    let ended = [
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Aborted,
+        RunState::Succeeded,
+    ];
+    let open = [RunState::Waiting, RunState::Paused, RunState::Running];
+    let mut ids = Vec::new();
+    for (i, end) in ended.iter().chain(&open).enumerate() {
+        // Ids in the order of creation, as ULIDs made one after another are.
+        let id: RunId = format!("01ARZ3NDEKTSV4RRFFQ69G5F{:02}", 10 + i)
+            .parse()
+            .unwrap();
+        j.create(id, None, &[started(None)]).unwrap();
+        if *end != RunState::Running {
+            j.append(id, 1, &[state(*end)]).unwrap();
+        }
+        ids.push(id);
+    }
+    let unfinished: Vec<RunId> = j.unfinished_runs().iter().map(|s| s.id).collect();
+    assert_eq!(unfinished, ids[ended.len()..], "unfinished, oldest first");
+
+    let newest: Vec<RunId> = j
+        .newest_runs(&mut |_| true, 3)
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        newest,
+        [ids[6], ids[5], ids[4]],
+        "the three newest, newest first"
+    );
+    let succeeded: Vec<RunId> = j
+        .newest_runs(&mut |s| s.state == RunState::Succeeded, 10)
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(succeeded, [ids[3], ids[0]], "filtered before the limit");
+    assert!(j.newest_runs(&mut |_| true, 0).is_empty());
+
+    let counts = j.state_counts();
+    let expected: HashMap<RunState, u64> = [
+        (RunState::Succeeded, 2),
+        (RunState::Failed, 1),
+        (RunState::Aborted, 1),
+        (RunState::Waiting, 1),
+        (RunState::Paused, 1),
+        (RunState::Running, 1),
+    ]
+    .into();
+    assert_eq!(counts, expected);
+    assert!(j.live_problems().is_empty() && j.problems().is_empty());
 }
 
 fn runs_are_found_by_prefix(j: &dyn Journal) {

@@ -44,6 +44,7 @@ pub mod space;
 mod view_copy;
 pub mod witness;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use etcd_fleet::{ANSWER_TTL, EtcdFleet, FleetError};
@@ -345,11 +346,50 @@ pub trait Journal: Send + Sync {
         self.runs().unwrap_or_default()
     }
 
+    /// Summaries of the runs that are not finished ([`RunState::is_terminal`]) and whose
+    /// summary can be read, oldest first: what `status` lists. A backend that keeps finished
+    /// runs apart (the sled journal's archive) answers without reading them.
+    fn unfinished_runs(&self) -> Vec<RunSummary> {
+        self.readable_runs()
+            .into_iter()
+            .filter(|s| !s.state.is_terminal())
+            .collect()
+    }
+
+    /// The newest readable runs that `wanted` accepts, newest first, at most `limit`: what
+    /// `history` and `GET /runs` list. Only the runs returned are copied.
+    fn newest_runs(
+        &self,
+        wanted: &mut dyn FnMut(&RunSummary) -> bool,
+        limit: usize,
+    ) -> Vec<RunSummary> {
+        let mut runs = self.readable_runs();
+        runs.reverse();
+        runs.into_iter().filter(|s| wanted(s)).take(limit).collect()
+    }
+
+    /// How many readable runs are in each state (the metrics' gauges), without copying any.
+    fn state_counts(&self) -> HashMap<RunState, u64> {
+        let mut counts = HashMap::new();
+        for summary in self.readable_runs() {
+            *counts.entry(summary.state).or_default() += 1;
+        }
+        counts
+    }
+
     /// Every integrity problem known: runs whose summary is unreadable, or whose records were
     /// lost or changed since they were durable (each a [`JournalError::Corrupt`] naming the run
     /// and the first bad record).
     fn problems(&self) -> Vec<JournalError> {
         Vec::new()
+    }
+
+    /// The integrity problems known without reading finished runs kept apart (the sled
+    /// journal's archive): every one of the runs [`Journal::unfinished_runs`] may list, and of
+    /// the finished runs kept beside them. What `status` reports; [`Journal::problems`] for
+    /// backends that keep nothing apart.
+    fn live_problems(&self) -> Vec<JournalError> {
+        self.problems()
     }
 
     /// The records of run `id` that can be trusted: all of them, or for a damaged run the

@@ -463,7 +463,7 @@ impl Store {
                  are checked against the archive's own checksums only"
             );
         }
-        let unknown: BTreeMap<RunId, Option<CachedSummary>> = {
+        let problems: Vec<(RunId, Problem)> = {
             let mut archived = self.archived.lock().expect(POISONED);
             let mut summaries = self.summaries();
             for (id, summary) in index {
@@ -477,20 +477,11 @@ impl Store {
             for (id, entry) in kept.runs {
                 witnessed.entry(id).or_insert(entry);
             }
+            // Compared in place: an archive of 100,000 runs is not copied to be checked.
             witnessed
-                .keys()
-                .filter(|id| archived.contains(id) || !summaries.contains_key(id))
-                .map(|id| (*id, summaries.get(id).cloned()))
-                .collect()
-        };
-        let problems: Vec<(RunId, Problem)> = {
-            let witnessed = self.witnessed.lock().expect(POISONED);
-            unknown
                 .iter()
-                .filter_map(|(id, summary)| {
-                    let entry = witnessed.get(id)?;
-                    compare(summary.as_ref(), entry).map(|p| (*id, p))
-                })
+                .filter(|(id, _)| archived.contains(id) || !summaries.contains_key(id))
+                .filter_map(|(id, entry)| compare(summaries.get(id), entry).map(|p| (*id, p)))
                 .collect()
         };
         let mut untrusted = self.untrusted.lock().expect(POISONED);
@@ -1208,8 +1199,59 @@ impl Journal for SledJournal {
             .collect()
     }
 
+    fn unfinished_runs(&self) -> Vec<RunSummary> {
+        // The archive holds finished runs only (a run in both is read from the live store), so
+        // it is not read: `status` costs the same beside 100,000 archived runs as beside none.
+        self.store
+            .summaries()
+            .values()
+            .filter_map(|cached| cached.as_ref().ok())
+            .filter(|s| !s.state.is_terminal())
+            .cloned()
+            .collect()
+    }
+
+    fn newest_runs(
+        &self,
+        wanted: &mut dyn FnMut(&RunSummary) -> bool,
+        limit: usize,
+    ) -> Vec<RunSummary> {
+        if let Err(e) = self.store.load_archive() {
+            tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
+        }
+        self.store
+            .summaries()
+            .values()
+            .rev()
+            .filter_map(|cached| cached.as_ref().ok())
+            .filter(|s| wanted(s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    fn state_counts(&self) -> std::collections::HashMap<crate::RunState, u64> {
+        if let Err(e) = self.store.load_archive() {
+            tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
+        }
+        let mut counts = std::collections::HashMap::new();
+        for summary in self
+            .store
+            .summaries()
+            .values()
+            .filter_map(|c| c.as_ref().ok())
+        {
+            *counts.entry(summary.state).or_default() += 1;
+        }
+        counts
+    }
+
     fn problems(&self) -> Vec<JournalError> {
         self.store.problems()
+    }
+
+    fn live_problems(&self) -> Vec<JournalError> {
+        self.store.live_problems()
     }
 
     fn summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
@@ -1326,6 +1368,52 @@ impl Store {
         if let Err(e) = self.load_archive() {
             return vec![e];
         }
+        self.known_problems()
+    }
+
+    /// The problems found without reading the archive: the live store's runs (compared with
+    /// the witness at open), and the witnessed runs that are neither in the live store nor
+    /// have a file in the archive (gone from the journal); whatever was found already.
+    fn live_problems(&self) -> Vec<JournalError> {
+        let loaded = self.archive_loaded.lock().expect(POISONED);
+        let mut out = self.known_problems();
+        if *loaded {
+            return out;
+        }
+        let mut absent: Vec<(RunId, witness::Entry)> = {
+            let summaries = self.summaries();
+            let witnessed = self.witnessed.lock().expect(POISONED);
+            witnessed
+                .iter()
+                .filter(|(id, _)| !summaries.contains_key(id))
+                .map(|(id, entry)| (*id, *entry))
+                .collect()
+        };
+        drop(loaded);
+        {
+            let untrusted = self.untrusted.lock().expect(POISONED);
+            absent.retain(|(id, _)| !untrusted.contains_key(id));
+        }
+        // A witnessed run outside the live store with a file in the archive is compared when
+        // the archive is read; one without is gone.
+        out.extend(
+            absent
+                .iter()
+                .filter(|(id, _)| !crate::archive::has_run(&self.dir, *id))
+                .filter_map(|(id, entry)| {
+                    compare(None, entry).map(|(seq, detail)| JournalError::Corrupt {
+                        run: *id,
+                        seq,
+                        detail,
+                    })
+                }),
+        );
+        out
+    }
+
+    /// The problems known so far: of the live store's runs (compared with the witness at
+    /// open) and, once the archive was loaded, of the archived runs too.
+    fn known_problems(&self) -> Vec<JournalError> {
         let mut out: Vec<JournalError> = self
             .summaries()
             .iter()

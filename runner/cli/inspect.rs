@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use runbook_journals::{JournalError, Record, RunId, RunState, RunSummary};
 
 use crate::cli::access::{self, Access, Want};
-use crate::cli::remote::Remote;
 use crate::cli::{CliError, Env};
 use crate::engine::view::RunView;
 use crate::ui::stdout::{out, outln};
@@ -18,13 +17,6 @@ use crate::wire::ListedRun;
 /// How long `log` waits for a holder that does not answer before it reads the run's follow
 /// mirror instead.
 const LOG_PATIENCE: Duration = Duration::from_secs(2);
-
-/// The runs of a holder, oldest first, as the local journal lists them.
-async fn remote_runs(remote: &Remote) -> Result<Vec<ListedRun>, CliError> {
-    let mut runs = remote.runs().await?;
-    runs.reverse();
-    Ok(runs)
-}
 
 /// The runs of a journal nobody else holds: none executes — except, on a journal shared by
 /// several executors, in the executor that owns it.
@@ -97,11 +89,10 @@ fn print_detail(
     Ok(())
 }
 
-/// Reports the journal's integrity problems (each names its run and first bad record) after a
-/// listing; the exit code says whether there were any.
-fn report_problems(journal: &dyn runbook_journals::Journal) -> i32 {
-    let problems = journal.problems();
-    for p in &problems {
+/// Reports integrity problems (each names its run and first bad record) after a listing; the
+/// exit code says whether there were any.
+fn report_problems(problems: &[JournalError]) -> i32 {
+    for p in problems {
         eprintln!("error: {p}");
     }
     if problems.is_empty() {
@@ -125,8 +116,10 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
             Access::Local(journal) => {
                 return match run {
                     None => {
-                        print_runs(env, &local_runs(env, journal.readable_runs())?, true);
-                        Ok(report_problems(journal.as_ref()))
+                        // The unfinished runs and what is known of the journal's integrity
+                        // without reading its archive of finished runs (`history` reads it).
+                        print_runs(env, &local_runs(env, journal.unfinished_runs())?, true);
+                        Ok(report_problems(&journal.live_problems()))
                     }
                     Some(run) => {
                         let id = journal.resolve(run)?;
@@ -142,9 +135,10 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
                 };
             }
             Access::Remote(remote) => match run {
-                None => remote_runs(&remote)
-                    .await
-                    .map(|runs| print_runs(env, &runs, true)),
+                None => remote.unfinished().await.map(|mut runs| {
+                    runs.reverse();
+                    print_runs(env, &runs, true);
+                }),
                 Some(run) => match remote.records(run).await {
                     Ok((id, records)) => match remote.detail(&id.to_string()).await {
                         Ok(detail) => print_detail(env, id, &records, detail.active, detail.owner),
@@ -165,9 +159,13 @@ pub async fn status(env: &Env, run: Option<&str>) -> Result<i32, CliError> {
 pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
     let started = Instant::now();
     loop {
-        let (mut runs, code) = match access::find(env, Want::Read).await? {
-            Access::Local(journal) => (local_runs(env, journal.readable_runs())?, Some(journal)),
-            Access::Remote(remote) => match remote_runs(&remote).await {
+        // Newest first.
+        let (runs, code) = match access::find(env, Want::Read).await? {
+            Access::Local(journal) => (
+                local_runs(env, journal.newest_runs(&mut |_| true, limit))?,
+                Some(journal),
+            ),
+            Access::Remote(remote) => match remote.newest(limit).await {
                 Ok(runs) => (runs, None),
                 Err(e) if access::again(&e, started) => {
                     access::pause().await;
@@ -176,10 +174,8 @@ pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
                 Err(e) => return Err(e),
             },
         };
-        runs.reverse();
-        runs.truncate(limit);
         print_runs(env, &runs, false);
-        return Ok(code.map_or(0, |journal| report_problems(journal.as_ref())));
+        return Ok(code.map_or(0, |journal| report_problems(&journal.problems())));
     }
 }
 

@@ -125,9 +125,21 @@ impl Remote {
             .await
     }
 
-    /// Every run, newest first.
-    pub async fn runs(&self) -> Result<Vec<ListedRun>, CliError> {
-        self.get("/runs?limit=100000").await
+    /// Every unfinished run, newest first.
+    pub async fn unfinished(&self) -> Result<Vec<ListedRun>, CliError> {
+        self.get(&format!(
+            "/runs?{}",
+            crate::serve::filter::unfinished_query()
+        ))
+        .await
+    }
+
+    /// The newest `limit` runs, newest first.
+    pub async fn newest(&self, limit: usize) -> Result<Vec<ListedRun>, CliError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.get(&format!("/runs?limit={limit}")).await
     }
 
     /// A run's records.

@@ -437,13 +437,19 @@ async fn list_runs(
         let app = app.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<ListedRun>, JournalError> {
             // Damaged runs are listed as their summaries say; reading one reports its damage.
-            let mut runs = app.journal().readable_runs();
-            runs.reverse();
+            let journal = app.journal();
+            let runs = if filter.unfinished_only() {
+                let mut runs = journal.unfinished_runs();
+                runs.reverse();
+                runs.retain(|r| filter.matches(r));
+                runs.truncate(filter.limit);
+                runs
+            } else {
+                journal.newest_runs(&mut |r| filter.matches(r), filter.limit)
+            };
             let owners = owners(&app)?;
             Ok(runs
                 .into_iter()
-                .filter(|r| filter.matches(r))
-                .take(filter.limit)
                 .map(|summary| {
                     let owner = owners.get(&summary.id).cloned();
                     ListedRun {

@@ -148,6 +148,25 @@ impl RunFilter {
     }
 }
 
+/// The query of `GET /runs` that lists every unfinished run, whatever their number (what
+/// `runbook status` asks a holder for): each state that is not terminal, no limit to speak of.
+pub fn unfinished_query() -> String {
+    let states: Vec<&str> = ALL_STATES
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    format!("state={}&limit={}", states.join(","), usize::MAX)
+}
+
+impl RunFilter {
+    /// Whether the filter asks for unfinished runs only (states given, none terminal): the
+    /// journal lists those without reading the finished runs it keeps apart.
+    pub fn unfinished_only(&self) -> bool {
+        !self.states.is_empty() && self.states.iter().all(|s| !s.is_terminal())
+    }
+}
+
 /// Every run state, by the name the API and the command line use.
 fn state_names() -> Vec<&'static str> {
     ALL_STATES.iter().map(|s| s.as_str()).collect()
@@ -215,6 +234,35 @@ mod tests {
             assert_eq!(json.as_str(), Some(state.as_str()));
         }
         assert_eq!(state_names().len(), 9);
+    }
+
+    #[test]
+    fn the_unfinished_query_asks_for_every_unfinished_run_and_only_those() {
+        let pairs: Vec<(String, String)> = unfinished_query()
+            .split('&')
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let f = RunFilter::parse(&pairs).unwrap();
+        assert!(f.unfinished_only());
+        assert_eq!(f.limit, usize::MAX, "no unfinished run is cut off");
+        for state in ALL_STATES {
+            let r = run("any", state, "alice", 0);
+            assert_eq!(f.matches(&r), !state.is_terminal(), "{state:?}");
+        }
+        // Which filters may skip the finished runs.
+        let rows: [(&[(&str, &str)], bool); 5] = [
+            (&[], false),
+            (&[("state", "waiting")], true),
+            (&[("state", "waiting,paused"), ("runbook", "x")], true),
+            (&[("state", "waiting,failed")], false),
+            (&[("state", "succeeded")], false),
+        ];
+        for (pairs, unfinished) in rows {
+            assert_eq!(q(pairs).unwrap().unfinished_only(), unfinished, "{pairs:?}");
+        }
     }
 
     #[test]

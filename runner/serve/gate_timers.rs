@@ -94,7 +94,7 @@ impl GateTimers {
         let journal = Arc::clone(&self.journal);
         let waiting: Vec<RunId> = tokio::task::spawn_blocking(move || {
             journal
-                .readable_runs()
+                .unfinished_runs()
                 .into_iter()
                 .filter(|s| s.state == RunState::Waiting)
                 .map(|s| s.id)

@@ -212,16 +212,13 @@ impl Metrics {
     /// run gauges counted from `journal` now.
     pub fn render(&self, journal: &dyn Journal) -> String {
         let _serial = self.render.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut counts: HashMap<RunState, i64> = HashMap::new();
-        for summary in &journal.readable_runs() {
-            *counts.entry(summary.state).or_default() += 1;
-        }
+        let counts = journal.state_counts();
         for state in STATES {
             self.runs
                 .get_or_create(&StateLabels {
                     state: state.as_str(),
                 })
-                .set(counts.get(&state).copied().unwrap_or(0));
+                .set(i64::try_from(counts.get(&state).copied().unwrap_or(0)).unwrap_or(i64::MAX));
         }
         self.damaged
             .set(i64::try_from(journal.problems().len()).unwrap_or(i64::MAX));

@@ -219,6 +219,58 @@ fn the_archive_is_read_only_when_a_run_outside_the_live_store_is_asked_for() {
 }
 
 #[test]
+fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let ([done, failed, open], _) = archived_history(tmp.path());
+    // The journal's witness still names the archived runs (nothing split it yet), and a run
+    // the witness saw durable that is neither live nor archived: gone.
+    let witnessed = witness::read(tmp.path()).unwrap();
+    assert!(witnessed.runs.contains_key(&done) && witnessed.runs.contains_key(&failed));
+    let ghost = RunId::new();
+    let mut entry = witnessed.runs[&open];
+    entry.run = ghost;
+    OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join(witness::FILE))
+        .unwrap()
+        .write_all(&entry.encode())
+        .unwrap();
+
+    for view in [
+        SledJournal::open_read_only(tmp.path(), opts(NEVER)).unwrap(),
+        SledJournal::open(tmp.path(), opts(NEVER)).unwrap(),
+    ] {
+        let unfinished: Vec<RunId> = view.unfinished_runs().iter().map(|s| s.id).collect();
+        assert_eq!(unfinished, [open]);
+        let problems: Vec<String> = view.live_problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(&ghost.to_string()) && problems[0].contains("gone"),
+            "{problems:?}"
+        );
+        assert!(!view.store.archive_is_loaded(), "the archive is not read");
+        // Listing the newest runs reads it: the archived runs are there, each as it ended.
+        let newest: Vec<(RunId, RunState)> = view
+            .newest_runs(&mut |_| true, 10)
+            .iter()
+            .map(|s| (s.id, s.state))
+            .collect();
+        let mut expected = vec![
+            (done, RunState::Succeeded),
+            (failed, RunState::Failed),
+            (open, RunState::Running),
+        ];
+        expected.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        assert_eq!(newest, expected);
+        assert!(view.store.archive_is_loaded());
+        assert_eq!(view.problems().len(), 1, "the same ghost, nothing more");
+        assert_eq!(view.live_problems().len(), 1);
+        drop(view);
+    }
+}
+
+#[test]
 fn opening_moves_the_witness_entries_of_runs_no_longer_live_to_the_archive() {
     use std::io::Write as _;
     let tmp = tempfile::tempdir().unwrap();
