@@ -243,7 +243,11 @@ fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive()
     ] {
         let unfinished: Vec<RunId> = view.unfinished_runs().iter().map(|s| s.id).collect();
         assert_eq!(unfinished, [open]);
-        let problems: Vec<String> = view.live_problems().iter().map(|p| p.to_string()).collect();
+        let problems: Vec<String> = view
+            .live_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].contains(&ghost.to_string()) && problems[0].contains("gone"),
