@@ -25,7 +25,7 @@ use std::io::{self, BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::witness::{self, Chain};
-use crate::{JournalError, Record, RunId, RunSummary, io_at};
+use crate::{JournalError, Record, RunId, RunState, RunSummary, io_at};
 
 /// The archive's directory inside the journal directory.
 pub(crate) const DIR: &str = "archive";
@@ -51,6 +51,108 @@ pub(crate) fn has_run(journal: &Path, id: RunId) -> bool {
     run_file(journal, id).exists()
 }
 
+/// Where a run's line is in the index, and the run's state: what the journal keeps in memory
+/// of an archived run (its whole summary is read back from the line when asked for), so that
+/// 100,000 archived runs cost a few MB, not a hundred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The line's first byte in the index.
+    pub(crate) offset: u64,
+    /// The line's length, without its newline.
+    pub(crate) len: u32,
+    /// The run's state (finished: the archive holds no other).
+    pub(crate) state: RunState,
+}
+
+/// An archived run as the index's last line of it reads: the line's place and what its summary
+/// claims, or why the summary cannot be read.
+pub(crate) type Scanned = Result<(Place, witness::Claim), String>;
+
+/// The archived runs as the index lists them (none if there is no archive), read without
+/// holding their summaries: one pass finds each run's last line, a second parses those lines,
+/// one at a time. Reads only.
+pub(crate) fn scan(journal: &Path) -> Result<BTreeMap<RunId, Scanned>, JournalError> {
+    let path = dir(journal).join(INDEX);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(io_at("read", &path)(e)),
+    };
+    let mut last: std::collections::HashMap<RunId, u64> = std::collections::HashMap::new();
+    each_line(&file, |offset, line| {
+        if let Some(id) = line_run(line, true) {
+            last.insert(id, offset);
+        }
+    })
+    .map_err(io_at("read", &path))?;
+    let mut out = BTreeMap::new();
+    each_line(&file, |offset, line| {
+        let Some(id) = line_run(line, false) else {
+            return;
+        };
+        if last.get(&id) != Some(&offset) {
+            return;
+        }
+        let Some((_, summary)) = parse_line(line) else {
+            return;
+        };
+        let scanned = match (summary, u32::try_from(line.len())) {
+            (Ok(s), Ok(len)) => Ok((
+                Place {
+                    offset,
+                    len,
+                    state: s.state,
+                },
+                witness::Claim::of(&s),
+            )),
+            (Ok(_), Err(_)) => Err("its archive index line is over 4 GiB".to_owned()),
+            (Err(detail), _) => Err(detail),
+        };
+        out.insert(id, scanned);
+    })
+    .map_err(io_at("read", &path))?;
+    Ok(out)
+}
+
+/// Calls `each` with the offset and bytes (without the newline) of every whole line of `file`,
+/// from its start; a last line without its newline (torn) is left out.
+fn each_line(file: &File, mut each: impl FnMut(u64, &[u8])) -> io::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    reader.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        if n > 1 {
+            each(offset, &line[..n - 1]);
+        }
+        offset += n as u64;
+    }
+}
+
+/// The run a line names, if it is a line at all (warning about one that is not, when `warn`).
+fn line_run(line: &[u8], warn: bool) -> Option<RunId> {
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let (Some(id), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        if warn {
+            tracing::warn!("ignoring a malformed line of the journal's archive index");
+        }
+        return None;
+    };
+    let id = std::str::from_utf8(id)
+        .ok()
+        .and_then(|s| s.parse::<RunId>().ok());
+    if id.is_none() && warn {
+        tracing::warn!("ignoring an archive index line that names no run");
+    }
+    id
+}
+
 /// The summaries of the archived runs (none if there is no archive). Reads only.
 pub(crate) fn load(journal: &Path) -> Result<Summaries, JournalError> {
     let path = dir(journal).join(INDEX);
@@ -62,45 +164,85 @@ pub(crate) fn load(journal: &Path) -> Result<Summaries, JournalError> {
     Ok(parse_index(&bytes))
 }
 
+/// The summaries of archived runs `wanted`, each read back from its place in the index (one
+/// open of the index for all of them): as the index was read when the places were taken, or
+/// why a line no longer reads the same.
+pub(crate) fn read_places(
+    journal: &Path,
+    wanted: &[(RunId, Place)],
+) -> Vec<Result<RunSummary, String>> {
+    use std::os::unix::fs::FileExt as _;
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let path = dir(journal).join(INDEX);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            let detail = format!("the archive's index {} cannot be read: {e}", path.display());
+            return wanted.iter().map(|_| Err(detail.clone())).collect();
+        }
+    };
+    let mut line = Vec::new();
+    wanted
+        .iter()
+        .map(|(id, place)| {
+            line.resize(place.len as usize, 0);
+            file.read_exact_at(&mut line, place.offset)
+                .map_err(|e| format!("its archive index line cannot be read: {e}"))?;
+            match parse_line(&line) {
+                Some((named, summary)) if named == *id => summary,
+                _ => Err("its archive index line is no longer where it was read".to_owned()),
+            }
+        })
+        .collect()
+}
+
 /// The index's lines, last line per run winning; a torn last line is left out.
 fn parse_index(bytes: &[u8]) -> Summaries {
-    let mut out = Summaries::new();
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(end) => &bytes[..=end],
-        None => return out,
+        None => return Summaries::new(),
     };
-    for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let mut parts = line.splitn(3, |b| *b == b' ');
-        let (Some(id), Some(crc), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
-            tracing::warn!("ignoring a malformed line of the journal's archive index");
-            continue;
-        };
-        let Some(id) = std::str::from_utf8(id)
-            .ok()
-            .and_then(|s| s.parse::<RunId>().ok())
-        else {
-            tracing::warn!("ignoring an archive index line that names no run");
-            continue;
-        };
-        let summary = std::str::from_utf8(crc)
-            .ok()
-            .and_then(|s| u32::from_str_radix(s, 16).ok())
-            .filter(|crc| *crc == crc32fast::hash(json))
-            .ok_or_else(|| "its archive index line fails its checksum".to_owned())
-            .and_then(|_| {
-                serde_json::from_slice::<RunSummary>(json)
-                    .map_err(|e| format!("its archive index line does not decode: {e}"))
-            })
-            .and_then(|s| {
-                if s.id == id {
-                    Ok(s)
-                } else {
-                    Err(format!("its archive index line names run {}", s.id))
-                }
-            });
-        out.insert(id, summary);
-    }
-    out
+    complete
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(parse_line)
+        .collect()
+}
+
+/// One index line (without its newline): its run and the run's summary, or why the summary
+/// cannot be read; `None` for a line that names no run.
+fn parse_line(line: &[u8]) -> Option<(RunId, Result<RunSummary, String>)> {
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let (Some(id), Some(crc), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
+        tracing::warn!("ignoring a malformed line of the journal's archive index");
+        return None;
+    };
+    let Some(id) = std::str::from_utf8(id)
+        .ok()
+        .and_then(|s| s.parse::<RunId>().ok())
+    else {
+        tracing::warn!("ignoring an archive index line that names no run");
+        return None;
+    };
+    let summary = std::str::from_utf8(crc)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .filter(|crc| *crc == crc32fast::hash(json))
+        .ok_or_else(|| "its archive index line fails its checksum".to_owned())
+        .and_then(|_| {
+            serde_json::from_slice::<RunSummary>(json)
+                .map_err(|e| format!("its archive index line does not decode: {e}"))
+        })
+        .and_then(|s| {
+            if s.id == id {
+                Ok(s)
+            } else {
+                Err(format!("its archive index line names run {}", s.id))
+            }
+        });
+    Some((id, summary))
 }
 
 /// The archive's witness: the latest witness entry of each run that left the live store, moved
@@ -147,6 +289,8 @@ pub(crate) fn witnessed(journal: &Path) -> Result<witness::Witnessed, JournalErr
 pub(crate) struct Writer {
     journal: PathBuf,
     lines: Vec<u8>,
+    /// Each queued line's run, state, start in `lines` and length.
+    queued: Vec<(RunId, RunState, usize, usize)>,
 }
 
 impl Writer {
@@ -162,6 +306,7 @@ impl Writer {
         Ok(Self {
             journal: journal.to_path_buf(),
             lines: Vec::new(),
+            queued: Vec::new(),
         })
     }
 
@@ -193,37 +338,79 @@ impl Writer {
         let json = serde_json::to_vec(summary)
             .map_err(|e| io_at("encode a summary for", &path)(io::Error::other(e)))?;
         let crc = crc32fast::hash(&json);
+        let start = self.lines.len();
         self.lines
             .extend_from_slice(format!("{} {crc:08x} ", summary.id).as_bytes());
         self.lines.extend_from_slice(&json);
+        self.queued
+            .push((summary.id, summary.state, start, self.lines.len() - start));
         self.lines.push(b'\n');
         Ok(())
     }
 
     /// Makes the renamed files durable, then appends and syncs the index lines: from here on
-    /// the runs are archived.
-    pub(crate) fn finish(self) -> Result<(), JournalError> {
+    /// the runs are archived. Returns each archived run's place in the index.
+    pub(crate) fn finish(self) -> Result<Vec<(RunId, Place)>, JournalError> {
         if self.lines.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let archive = dir(&self.journal);
         sync(&archive)?;
         let index = archive.join(INDEX);
         let created = !index.exists();
         let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode_private()
             .open(&index)
             .map_err(io_at("open", &index))?;
-        file.write_all(&self.lines)
+        // An append cut short (a full disk, a kill between two pages of the write) left a line
+        // without its end: it is ended first, so that the first new line is a line of its own
+        // and not the torn one's tail (whose run is still in the live store, which wins).
+        let (length, torn) = tail_of(&file).map_err(io_at("read", &index))?;
+        let mut lines = Vec::with_capacity(self.lines.len() + 1);
+        if torn {
+            tracing::warn!(index = %index.display(), "ending a line of the archive's index cut short by an earlier append");
+            lines.push(b'\n');
+        }
+        lines.extend_from_slice(&self.lines);
+        file.write_all(&lines)
             .and_then(|()| file.sync_data())
             .map_err(io_at("append to", &index))?;
         if created {
             sync(&archive)?;
         }
-        Ok(())
+        let base = length + u64::from(torn);
+        self.queued
+            .into_iter()
+            .map(|(id, state, start, len)| {
+                let len = u32::try_from(len).map_err(|_| {
+                    io_at("append to", &index)(io::Error::other("an index line over 4 GiB"))
+                })?;
+                Ok((
+                    id,
+                    Place {
+                        offset: base + start as u64,
+                        len,
+                        state,
+                    },
+                ))
+            })
+            .collect()
     }
+}
+
+/// `file`'s length, and whether its last line was cut short (it does not end with a newline).
+fn tail_of(file: &File) -> io::Result<(u64, bool)> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok((0, false));
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok((len, last[0] != b'\n'))
 }
 
 fn sync(path: &Path) -> Result<(), JournalError> {
@@ -402,5 +589,99 @@ mod tests {
         bad[at] ^= 1;
         let got = parse_index(&bad);
         assert!(got[&a].as_ref().unwrap_err().contains("checksum"));
+    }
+
+    fn archive_run(journal: &Path, id: RunId, seq: u64) -> Vec<(RunId, Place)> {
+        let mut summary = RunSummary::empty(id, chrono::Utc::now());
+        summary.state = RunState::Succeeded;
+        summary.last_seq = seq;
+        let mut writer = Writer::start(journal).unwrap();
+        writer
+            .put(&summary, std::iter::once(b"{}".as_slice()))
+            .unwrap();
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn an_append_after_a_torn_index_line_starts_a_line_of_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (RunId::new(), RunId::new(), RunId::new());
+        archive_run(tmp.path(), a, 2);
+        // An append cut short: half of b's line, no end.
+        let index = dir(tmp.path()).join(INDEX);
+        let whole = fs::read(&index).unwrap();
+        archive_run(tmp.path(), b, 3);
+        let mut torn = fs::read(&index).unwrap();
+        torn.truncate(whole.len() + (torn.len() - whole.len()) / 2);
+        fs::write(&index, &torn).unwrap();
+        assert_eq!(
+            load(tmp.path()).unwrap().len(),
+            1,
+            "the torn line is not read"
+        );
+
+        // The next archive lists its run, and the runs before it as they were.
+        archive_run(tmp.path(), c, 4);
+        let got = load(tmp.path()).unwrap();
+        assert_eq!(got[&c].as_ref().unwrap().last_seq, 4, "{got:?}");
+        assert_eq!(got[&a].as_ref().unwrap().last_seq, 2);
+        // The torn line is one of its own: its run is listed as damaged (the live store, which
+        // still holds it, wins over it), not glued to the next run's line.
+        assert!(
+            got[&b].as_ref().unwrap_err().contains("checksum"),
+            "{got:?}"
+        );
+        assert!(fs::read(&index).unwrap().ends_with(b"\n"));
+        // Scanned for places, the same.
+        let scanned = scan(tmp.path()).unwrap();
+        assert_eq!(scanned.len(), 3);
+        assert_eq!(scanned[&c].as_ref().unwrap().1.last_seq, 4);
+        assert!(scanned[&b].as_ref().unwrap_err().contains("checksum"));
+    }
+
+    #[test]
+    fn a_summary_is_read_back_from_its_place_in_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (RunId::new(), RunId::new());
+        let mut places = archive_run(tmp.path(), a, 2);
+        places.extend(archive_run(tmp.path(), b, 5));
+        // A failed run archived again (retried, ended again): its last line counts.
+        let mut summary = RunSummary::empty(a, chrono::Utc::now());
+        summary.state = RunState::Failed;
+        summary.last_seq = 9;
+        let mut writer = Writer::start(tmp.path()).unwrap();
+        writer
+            .put(&summary, std::iter::once(b"{}".as_slice()))
+            .unwrap();
+        let again = writer.finish().unwrap();
+        assert_eq!(again[0].1.state, RunState::Failed);
+
+        // The places the writer gave are those a reader of the index finds.
+        let scanned = scan(tmp.path()).unwrap();
+        assert_eq!(scanned.len(), 2);
+        let (place, claim) = scanned[&a].as_ref().unwrap();
+        assert_eq!((*place, claim.last_seq), (again[0].1, 9));
+        assert_eq!(scanned[&b].as_ref().unwrap().0, places[1].1);
+        let read = read_places(tmp.path(), &[places[1], again[0], places[0]]);
+        assert_eq!(read[0].as_ref().unwrap().last_seq, 5);
+        assert_eq!(read[1].as_ref().unwrap().last_seq, 9);
+        assert_eq!(read[1].as_ref().unwrap().state, RunState::Failed);
+        assert_eq!(
+            read[2].as_ref().unwrap().last_seq,
+            2,
+            "an earlier line still reads"
+        );
+        // A place that names another run's line (the index replaced) is refused.
+        let wrong = read_places(tmp.path(), &[(b, places[0].1)]);
+        assert!(
+            wrong[0].as_ref().unwrap_err().contains("no longer"),
+            "{wrong:?}"
+        );
+        fs::remove_file(dir(tmp.path()).join(INDEX)).unwrap();
+        let gone = read_places(tmp.path(), &[places[1]]);
+        assert!(
+            gone[0].as_ref().unwrap_err().contains("cannot be read"),
+            "{gone:?}"
+        );
     }
 }

@@ -36,6 +36,7 @@ mod event;
 pub mod fleet;
 pub mod follow_mirror;
 mod group_commit;
+mod held;
 mod live_store;
 mod memory;
 mod sled_journal;

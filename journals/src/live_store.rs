@@ -252,6 +252,9 @@ impl Step {
     }
 }
 
+/// The runs a compaction archived, each with its place in the archive's index.
+type Placed = Vec<(RunId, crate::archive::Place)>;
+
 /// What a compaction did.
 #[derive(Debug)]
 pub(crate) struct Compacted {
@@ -259,6 +262,8 @@ pub(crate) struct Compacted {
     pub(crate) live: PathBuf,
     /// The runs archived.
     pub(crate) archived: Vec<RunId>,
+    /// Each archived run's place in the archive's index.
+    pub(crate) places: Placed,
 }
 
 /// Why a compaction did not finish.
@@ -289,12 +294,14 @@ impl Compaction<'_> {
     /// Compacts: see the module's doc. Returns where the live store is now; `stop` ends it
     /// early as a crash there would (tests).
     pub(crate) fn run(self, stop: Option<Step>) -> Result<Compacted, Failure> {
-        let (next, archived) = self.archive_and_write(stop).map_err(Failure::Kept)?;
+        let (next, places) = self.archive_and_write(stop).map_err(Failure::Kept)?;
+        let archived = places.iter().map(|(id, _)| *id).collect();
         let Self { journal, old, .. } = self;
         let Some(next) = next else {
             return Ok(Compacted {
                 live: old.to_path_buf(),
                 archived,
+                places,
             });
         };
 
@@ -325,6 +332,7 @@ impl Compaction<'_> {
         Ok(Compacted {
             live: next,
             archived,
+            places,
         })
     }
 
@@ -333,7 +341,7 @@ impl Compaction<'_> {
     fn archive_and_write(
         self,
         stop: Option<Step>,
-    ) -> Result<(Option<PathBuf>, Vec<RunId>), JournalError> {
+    ) -> Result<(Option<PathBuf>, Placed), JournalError> {
         use crate::sled_journal::{event_key, json_part, sled_error, summary_key};
         let Self {
             journal,
@@ -345,7 +353,6 @@ impl Compaction<'_> {
         } = self;
         // 1. Archive the finished runs whose records verify.
         let mut archive = crate::archive::Writer::start(journal)?;
-        let mut archived = Vec::new();
         for (id, summary) in summaries {
             let Ok(summary) = summary else { continue };
             if !summary.state.is_terminal() {
@@ -356,9 +363,8 @@ impl Compaction<'_> {
                 continue;
             };
             archive.put(summary, values.iter().map(|v| json_part(v)))?;
-            archived.push(*id);
         }
-        archive.finish()?;
+        let archived = archive.finish()?;
         if Step::Archived.stops(stop) {
             return Ok((None, archived));
         }
@@ -377,12 +383,12 @@ impl Compaction<'_> {
                 .map_err(|e| sled_error("create", &next, e))?;
             let gone: std::collections::HashSet<[u8; 17]> = archived
                 .iter()
-                .map(|id| {
+                .map(|(id, _)| {
                     let mut k = [0; 17];
                     k.copy_from_slice(&event_key(*id, 0)[..17]);
                     k
                 })
-                .chain(archived.iter().map(|id| summary_key(*id)))
+                .chain(archived.iter().map(|(id, _)| summary_key(*id)))
                 .collect();
             let mut batch = sled::Batch::default();
             let mut queued = 0;

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use chrono::Utc;
 
+use crate::held::{CachedSummary, Held, Snapshot};
 use crate::sled_writer::{Op, Reply};
 use crate::witness::{self, Chain};
 use crate::{Event, Journal, JournalError, JournalStats, Pending, Record, RunId, RunSummary};
@@ -56,6 +57,9 @@ const HOLDER_FILE: &str = "holder";
 const SLED_LOCK_ERROR: &str = "could not acquire lock";
 
 const POISONED: &str = "journal mutex poisoned";
+
+/// How many runs a listing looks at under the summaries' lock at a time ([`Journal::newest_runs`]).
+const LISTING_CHUNK: usize = 256;
 
 /// Tuning for [`SledJournal::open`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,10 +93,6 @@ impl Default for SledOptions {
         }
     }
 }
-
-/// A summary as loaded: a summary that fails its checksum stays listed so that the run can still
-/// be named, and every access to it reports the corruption.
-type CachedSummary = Result<RunSummary, String>;
 
 /// What is wrong with an untrusted run: the first bad record and what is wrong with it.
 type Problem = (u64, String);
@@ -168,8 +168,9 @@ pub(crate) struct Store {
     /// as many more again ([`crate::live_store::Tally::due`]).
     compaction_failed: Mutex<Option<u64>>,
     /// Every run's summary, loaded at open and kept current by the writer (after its batch is
-    /// applied). Ordered by id, which is creation order.
-    summaries: Mutex<BTreeMap<RunId, CachedSummary>>,
+    /// applied); an archived run's as its place in the archive's index ([`Held`]). Ordered by
+    /// id, which is creation order.
+    summaries: Mutex<BTreeMap<RunId, Held>>,
     /// The latest witness entry of each run: what it had once its last commit was durable.
     /// Of the runs not in the live store, only once the archive is loaded (their entries may
     /// be in the archive's witness).
@@ -380,7 +381,12 @@ impl Store {
             archived: Mutex::new(HashSet::new()),
             archive_loaded: Mutex::new(false),
             compaction_failed: Mutex::new(None),
-            summaries: Mutex::new(summaries),
+            summaries: Mutex::new(
+                summaries
+                    .into_iter()
+                    .map(|(id, summary)| (id, Held::whole(summary)))
+                    .collect(),
+            ),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
             witness_damage: Vec::new(),
@@ -406,8 +412,8 @@ impl Store {
             // A run not in the live store may be in the archive: it is compared when the
             // archive is loaded ([`Store::load_archive`]).
             for (id, entry) in &witnessed.runs {
-                if let Some(summary) = summaries.get(id)
-                    && let Some(problem) = compare(Some(summary), entry)
+                if let Some(summary) = summaries.get(id).and_then(Held::as_whole)
+                    && let Some(problem) = compare(Found::of(summary), entry)
                 {
                     untrusted.insert(*id, problem);
                 }
@@ -430,7 +436,7 @@ impl Store {
         Db(self.live.read().expect(POISONED))
     }
 
-    fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, CachedSummary>> {
+    fn summaries(&self) -> MutexGuard<'_, BTreeMap<RunId, Held>> {
         self.summaries.lock().expect(POISONED)
     }
 
@@ -453,7 +459,8 @@ impl Store {
         if *loaded {
             return Ok(());
         }
-        let index = crate::archive::load(&self.dir)?;
+        // Read without the summaries' lock: commits go on meanwhile.
+        let index = crate::archive::scan(&self.dir)?;
         let kept = crate::archive::witnessed(&self.dir)?;
         if !kept.damaged.is_empty() {
             tracing::warn!(
@@ -466,10 +473,14 @@ impl Store {
         let problems: Vec<(RunId, Problem)> = {
             let mut archived = self.archived.lock().expect(POISONED);
             let mut summaries = self.summaries();
-            for (id, summary) in index {
-                if let std::collections::btree_map::Entry::Vacant(slot) = summaries.entry(id) {
-                    slot.insert(summary);
-                    archived.insert(id);
+            for (id, line) in &index {
+                if let std::collections::btree_map::Entry::Vacant(slot) = summaries.entry(*id) {
+                    // Held as its place: the summary is read back from the index when asked for.
+                    slot.insert(match line {
+                        Ok((place, _)) => Held::Indexed(*place),
+                        Err(detail) => Held::whole(Err(detail.clone())),
+                    });
+                    archived.insert(*id);
                 }
             }
             let mut witnessed = self.witnessed.lock().expect(POISONED);
@@ -477,13 +488,26 @@ impl Store {
             for (id, entry) in kept.runs {
                 witnessed.entry(id).or_insert(entry);
             }
-            // Compared in place: an archive of 100,000 runs is not copied to be checked.
+            // An archived run is compared with its index line (one this process archived whose
+            // line the index read lacks, with what it held of it), a run in no store as gone.
             witnessed
                 .iter()
                 .filter(|(id, _)| archived.contains(id) || !summaries.contains_key(id))
-                .filter_map(|(id, entry)| compare(summaries.get(id), entry).map(|p| (*id, p)))
+                .filter_map(|(id, entry)| {
+                    let found = match index.get(id) {
+                        Some(Ok((_, claim))) => Found::Claims(*claim),
+                        Some(Err(_)) => Found::Unreadable,
+                        None => match summaries.get(id) {
+                            Some(Held::Whole(summary)) => Found::of(summary),
+                            // Gone from the store, or its index line gone from the index.
+                            None | Some(Held::Indexed(_)) => Found::Gone,
+                        },
+                    };
+                    compare(found, entry).map(|p| (*id, p))
+                })
                 .collect()
         };
+        drop(index);
         let mut untrusted = self.untrusted.lock().expect(POISONED);
         for (id, problem) in problems {
             untrusted.entry(id).or_insert(problem);
@@ -517,11 +541,49 @@ impl Store {
 
     pub(crate) fn cached_summary(&self, id: RunId) -> Result<RunSummary, JournalError> {
         self.know(id)?;
-        match self.summaries().get(&id) {
+        let place = match self.summaries().get(&id) {
+            None => return Err(JournalError::NoSuchRun(id.to_string())),
+            Some(Held::Whole(summary)) => {
+                return match summary.as_ref() {
+                    Ok(summary) => Ok(summary.clone()),
+                    Err(detail) => Err(corrupt_summary(id, detail)),
+                };
+            }
+            Some(Held::Indexed(place)) => *place,
+        };
+        match crate::archive::read_places(&self.dir, &[(id, place)]).pop() {
+            Some(Ok(summary)) => Ok(summary),
+            Some(Err(detail)) => Err(corrupt_summary(id, &detail)),
             None => Err(JournalError::NoSuchRun(id.to_string())),
-            Some(Ok(summary)) => Ok(summary.clone()),
-            Some(Err(detail)) => Err(corrupt_summary(id, detail)),
         }
+    }
+
+    /// The summaries of `taken`, in order, each with whether it was read back: whole ones as
+    /// taken, indexed ones read back from the archive's index (one whose line no longer reads
+    /// is left out, and warned about).
+    fn read_back(&self, taken: Vec<(RunId, Snapshot)>) -> Vec<(RunSummary, bool)> {
+        let places: Vec<(RunId, crate::archive::Place)> = taken
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Snapshot::Indexed(place) => Some((*id, *place)),
+                Snapshot::Whole(_) => None,
+            })
+            .collect();
+        let mut read = crate::archive::read_places(&self.dir, &places).into_iter();
+        taken
+            .into_iter()
+            .filter_map(|(id, s)| match s {
+                Snapshot::Whole(summary) => Some((summary, false)),
+                Snapshot::Indexed(_) => match read.next() {
+                    Some(Ok(summary)) => Some((summary, true)),
+                    Some(Err(detail)) => {
+                        tracing::warn!(run = %id, detail, "an archived run's summary cannot be read back");
+                        None
+                    }
+                    None => None,
+                },
+            })
+            .collect()
     }
 
     /// The witness writer, or the read-only refusal.
@@ -687,7 +749,13 @@ impl Store {
         let (live, tally): (BTreeMap<RunId, CachedSummary>, _) = {
             let archived = self.archived.lock().expect(POISONED);
             let summaries = self.summaries();
-            let live = || summaries.iter().filter(|(id, _)| !archived.contains(id));
+            // Runs not archived are held whole.
+            let live = || {
+                summaries
+                    .iter()
+                    .filter(|(id, _)| !archived.contains(id))
+                    .filter_map(|(id, held)| held.as_whole().map(|s| (id, s)))
+            };
             // Cloned only when due: this runs after every commit that ends a run.
             let tally = crate::live_store::Tally::of(live().filter_map(|(_, s)| s.as_ref().ok()));
             if !tally.due(self.opts.archive_after, failed_at) {
@@ -747,6 +815,13 @@ impl Store {
                 .lock()
                 .expect(POISONED)
                 .extend(done.archived.iter().copied());
+            // Their summaries are held as their places in the index from now on.
+            let mut summaries = self.summaries();
+            for (id, place) in &done.places {
+                if let Some(held) = summaries.get_mut(id) {
+                    *held = Held::Indexed(*place);
+                }
+            }
             syncer.db_file = db_file;
             syncer.known_blobs = known_blobs;
         }
@@ -781,6 +856,12 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn archive_is_loaded(&self) -> bool {
         *self.archive_loaded.lock().expect(POISONED)
+    }
+
+    /// Whether run `id`'s summary is held as its place in the archive's index (tests).
+    #[cfg(test)]
+    pub(crate) fn is_indexed(&self, id: RunId) -> bool {
+        matches!(self.summaries().get(&id), Some(Held::Indexed(_)))
     }
 
     /// Whether run `id` is read from the archive.
@@ -851,7 +932,8 @@ impl Store {
 
     /// Keeps a written run's summary current for readers.
     pub(crate) fn set_summary(&self, summary: RunSummary) {
-        self.summaries().insert(summary.id, Ok(summary));
+        self.summaries()
+            .insert(summary.id, Held::whole(Ok(summary)));
     }
 
     /// Refuses a commit of `payload` bytes the disk cannot hold.
@@ -1051,18 +1133,38 @@ impl Drop for SledJournal {
     }
 }
 
-/// What is wrong with a run whose summary is `summary`, given the witness's latest entry.
-fn compare(summary: Option<&CachedSummary>, entry: &witness::Entry) -> Option<Problem> {
+/// What the journal holds of a run the witness saw.
+#[derive(Clone, Copy, Debug)]
+enum Found {
+    /// Nothing: the run is in no store.
+    Gone,
+    /// A summary that cannot be read (reported as such).
+    Unreadable,
+    /// A summary, claiming this.
+    Claims(witness::Claim),
+}
+
+impl Found {
+    fn of(summary: &CachedSummary) -> Self {
+        summary
+            .as_ref()
+            .map_or(Self::Unreadable, |s| Self::Claims(witness::Claim::of(s)))
+    }
+}
+
+/// What is wrong with a run of which the journal holds `found`, given the witness's latest
+/// entry.
+fn compare(found: Found, entry: &witness::Entry) -> Option<Problem> {
     let witnessed = entry.seq;
-    match summary {
-        None => Some((
+    match found {
+        Found::Gone => Some((
             1,
             format!(
                 "the run is gone from the journal's store, which once held {witnessed} of its \
                  records"
             ),
         )),
-        Some(Ok(s)) if s.last_seq < witnessed => Some((
+        Found::Claims(s) if s.last_seq < witnessed => Some((
             s.last_seq + 1,
             format!(
                 "records {}–{witnessed} are missing: {witnessed} were durable, and the store \
@@ -1071,20 +1173,26 @@ fn compare(summary: Option<&CachedSummary>, entry: &witness::Entry) -> Option<Pr
                 s.last_seq
             ),
         )),
-        Some(Ok(s)) if s.last_seq == witnessed => match s.chain.as_deref() {
-            Some(hex) if witness::chain_from_hex(hex) != Some(entry.chain) => Some((
+        Found::Claims(s)
+            if s.last_seq == witnessed
+                && match s.chain {
+                    witness::Claimed::Unchained => false,
+                    witness::Claimed::Bad => true,
+                    witness::Claimed::Chain(chain) => chain != entry.chain,
+                } =>
+        {
+            Some((
                 witnessed,
                 format!(
                     "the run's {witnessed} records are not those that were made durable (their \
                      hash chain differs from the witness's)"
                 ),
-            )),
-            _ => None,
-        },
+            ))
+        }
         // A corrupt summary is reported as such already. Otherwise the witness lags (it is
         // synced lazily): the records beyond it carry their own checksums, and the chain is
         // checked where the witness has a say when they are read.
-        Some(Err(_) | Ok(_)) => None,
+        Found::Unreadable | Found::Claims(_) => None,
     }
 }
 
@@ -1192,10 +1300,16 @@ impl Journal for SledJournal {
         if let Err(e) = self.store.load_archive() {
             tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
         }
-        self.store
+        let taken: Vec<(RunId, Snapshot)> = self
+            .store
             .summaries()
-            .values()
-            .filter_map(|cached| cached.as_ref().ok().cloned())
+            .iter()
+            .filter_map(|(id, held)| held.snapshot().map(|s| (*id, s)))
+            .collect();
+        self.store
+            .read_back(taken)
+            .into_iter()
+            .map(|(summary, _)| summary)
             .collect()
     }
 
@@ -1205,7 +1319,7 @@ impl Journal for SledJournal {
         self.store
             .summaries()
             .values()
-            .filter_map(|cached| cached.as_ref().ok())
+            .filter_map(|held| held.as_whole()?.as_ref().ok())
             .filter(|s| !s.state.is_terminal())
             .cloned()
             .collect()
@@ -1219,15 +1333,47 @@ impl Journal for SledJournal {
         if let Err(e) = self.store.load_archive() {
             tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
         }
-        self.store
-            .summaries()
-            .values()
-            .rev()
-            .filter_map(|cached| cached.as_ref().ok())
-            .filter(|s| wanted(s))
-            .take(limit)
-            .cloned()
-            .collect()
+        // Newest first, a chunk at a time: whole summaries are tested under the lock, archived
+        // ones read back from the index (and tested) after it is released.
+        let mut out = Vec::new();
+        let mut below: Option<RunId> = None;
+        while out.len() < limit {
+            let mut taken = Vec::new();
+            let mut last = None;
+            {
+                let summaries = self.store.summaries();
+                let range = match below {
+                    Some(id) => summaries.range(..id),
+                    None => summaries.range(..),
+                };
+                for (id, held) in range.rev().take(LISTING_CHUNK) {
+                    last = Some(*id);
+                    match held {
+                        Held::Whole(summary) => {
+                            if let Ok(summary) = summary.as_ref()
+                                && wanted(summary)
+                            {
+                                taken.push((*id, Snapshot::Whole(summary.clone())));
+                            }
+                        }
+                        Held::Indexed(place) => taken.push((*id, Snapshot::Indexed(*place))),
+                    }
+                }
+            }
+            let Some(last) = last else { break };
+            below = Some(last);
+            // Whole ones were tested under the lock; those read back are tested now.
+            let room = limit - out.len();
+            out.extend(
+                self.store
+                    .read_back(taken)
+                    .into_iter()
+                    .filter(|(summary, read)| !read || wanted(summary))
+                    .map(|(summary, _)| summary)
+                    .take(room),
+            );
+        }
+        out
     }
 
     fn state_counts(&self) -> std::collections::HashMap<crate::RunState, u64> {
@@ -1235,13 +1381,8 @@ impl Journal for SledJournal {
             tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
         }
         let mut counts = std::collections::HashMap::new();
-        for summary in self
-            .store
-            .summaries()
-            .values()
-            .filter_map(|c| c.as_ref().ok())
-        {
-            *counts.entry(summary.state).or_default() += 1;
+        for state in self.store.summaries().values().filter_map(Held::state) {
+            *counts.entry(state).or_default() += 1;
         }
         counts
     }
@@ -1401,7 +1542,7 @@ impl Store {
                 .iter()
                 .filter(|(id, _)| !crate::archive::has_run(&self.dir, *id))
                 .filter_map(|(id, entry)| {
-                    compare(None, entry).map(|(seq, detail)| JournalError::Corrupt {
+                    compare(Found::Gone, entry).map(|(seq, detail)| JournalError::Corrupt {
                         run: *id,
                         seq,
                         detail,
@@ -1417,7 +1558,10 @@ impl Store {
         let mut out: Vec<JournalError> = self
             .summaries()
             .iter()
-            .filter_map(|(id, cached)| cached.as_ref().err().map(|d| corrupt_summary(*id, d)))
+            .filter_map(|(id, held)| {
+                let detail = held.as_whole()?.as_ref().err()?;
+                Some(corrupt_summary(*id, detail))
+            })
             .collect();
         let untrusted = self.untrusted.lock().expect(POISONED);
         out.extend(

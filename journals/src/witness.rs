@@ -84,6 +84,41 @@ pub fn chain_hex(chain: &Chain) -> String {
     })
 }
 
+/// What a run's summary says of its records — how many, and their chain — which the witness's
+/// latest entry is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    /// The run's last seq.
+    pub(crate) last_seq: u64,
+    /// The chain over its records.
+    pub(crate) chain: Claimed,
+}
+
+/// The chain a summary holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// None: a summary written before chains were kept.
+    Unchained,
+    /// Something that is not a chain.
+    Bad,
+    /// A chain.
+    Chain(Chain),
+}
+
+impl Claim {
+    /// What `summary` claims.
+    pub(crate) fn of(summary: &crate::RunSummary) -> Self {
+        Self {
+            last_seq: summary.last_seq,
+            chain: match summary.chain.as_deref().map(chain_from_hex) {
+                None => Claimed::Unchained,
+                Some(None) => Claimed::Bad,
+                Some(Some(chain)) => Claimed::Chain(chain),
+            },
+        }
+    }
+}
+
 /// The inverse of [`chain_hex`].
 pub fn chain_from_hex(hex: &str) -> Option<Chain> {
     if hex.len() != 56 || !hex.is_ascii() {

@@ -5,7 +5,7 @@
 use super::*;
 use crate::archive;
 use crate::conformance::{started, state, step};
-use crate::{Event, Journal, Record, RunState, SledJournal, SledOptions};
+use crate::{Event, Journal, Record, RunState, RunSummary, SledJournal, SledOptions};
 
 fn opts(archive_after: u64) -> SledOptions {
     SledOptions {
@@ -272,6 +272,88 @@ fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive()
         assert_eq!(view.live_problems().len(), 1);
         drop(view);
     }
+}
+
+/// A listing's filter.
+type Filter = fn(&RunSummary) -> bool;
+
+#[test]
+fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
+    // 600 finished runs (every third failed) and two unfinished ones among them.
+    let mut ids = Vec::new();
+    for i in 0..602 {
+        let id = RunId::new();
+        journal.create(id, None, &[started(None)]).unwrap();
+        let end = match i {
+            100 | 500 => RunState::Waiting,
+            i if i % 3 == 0 => RunState::Failed,
+            _ => RunState::Succeeded,
+        };
+        add(&journal, id, &[state(end)]);
+        ids.push(id);
+    }
+    let whole = journal.readable_runs();
+    drop(journal);
+
+    // Archived at the next open, then asked for by a listing: held as places in the index.
+    let journal = SledJournal::open(tmp.path(), opts(10)).unwrap();
+    assert_eq!(journal.readable_runs(), whole, "read back the same");
+    assert!(journal.store.is_indexed(ids[0]) && journal.store.is_indexed(ids[601]));
+    assert!(
+        !journal.store.is_indexed(ids[100]),
+        "an unfinished run stays whole"
+    );
+    assert_eq!(journal.summary(ids[3]).unwrap(), whole[3]);
+
+    // Every listing agrees with the same listing over the whole summaries, across the chunks
+    // it reads the held runs in.
+    let filters: [(&str, Filter); 4] = [
+        ("all", |_| true),
+        ("failed", |s| s.state == RunState::Failed),
+        ("unfinished", |s| !s.state.is_terminal()),
+        ("none", |_| false),
+    ];
+    for (name, filter) in filters {
+        for limit in [0, 1, 255, 256, 257, 400, 1000] {
+            let got = journal.newest_runs(&mut |s| filter(s), limit);
+            let want: Vec<RunSummary> = whole
+                .iter()
+                .rev()
+                .filter(|s| filter(s))
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(got, want, "{name}, limit {limit}");
+        }
+    }
+    let mut counts = std::collections::HashMap::new();
+    for s in &whole {
+        *counts.entry(s.state).or_insert(0) += 1;
+    }
+    assert_eq!(journal.state_counts(), counts);
+    assert_eq!(
+        journal.unfinished_runs(),
+        [whole[100].clone(), whole[500].clone()]
+    );
+
+    // A run that ends in this process is archived by its writer (once enough records of
+    // finished runs are in the live store) and held as its place too.
+    add(&journal, ids[500], &[state(RunState::Succeeded)]);
+    for _ in 0..5 {
+        let id = RunId::new();
+        journal.create(id, None, &[started(None)]).unwrap();
+        add(&journal, id, &[state(RunState::Succeeded)]);
+    }
+    // The writer compacts after answering the commit that ended a run, before the next one.
+    journal.put_meta("barrier", b"").unwrap();
+    assert!(journal.store.is_archived(ids[500]));
+    assert!(journal.store.is_indexed(ids[500]));
+    let after = journal.summary(ids[500]).unwrap();
+    assert_eq!(after.state, RunState::Succeeded);
+    assert_eq!(journal.newest_runs(&mut |s| s.id == ids[500], 5), [after]);
+    assert!(journal.problems().is_empty(), "{:?}", journal.problems());
 }
 
 #[test]
