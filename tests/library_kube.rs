@@ -216,7 +216,9 @@ fn restart_service_rolls_a_deployment_and_a_statefulset_from_the_top_one_ready_p
     )
     .ok();
     let events = watch.events();
-    assert_statefulset_rolled(&events[first.len()..], &old_uids, &watch);
+    assert_statefulset_rolled(&events[first.len()..], &old_uids, &watch, || {
+        roll_context(&k8s, ns)
+    });
     let sts = get(&k8s, "statefulset", "queue", ns);
     assert_eq!(
         sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0,
@@ -229,12 +231,48 @@ fn restart_service_rolls_a_deployment_and_a_statefulset_from_the_top_one_ready_p
     assert_eq!(sts["status"]["readyReplicas"], 3, "{sts:#}");
 }
 
+/// What the cluster says of a roll in namespace `ns`: its Events (who created and deleted the
+/// pods, and why), the StatefulSets' revisions, and the controller-manager's log lines about it.
+fn roll_context(k8s: &Cluster, ns: &str) -> String {
+    let events = kubectl(
+        k8s,
+        &[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--sort-by=.metadata.creationTimestamp",
+            "-o",
+            "custom-columns=AT:.metadata.creationTimestamp,LAST:.lastTimestamp,COUNT:.count,REPORTER:.reportingComponent,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+        ],
+        None,
+    );
+    let revisions = kubectl(
+        k8s,
+        &[
+            "get",
+            "controllerrevisions",
+            "-n",
+            ns,
+            "-o",
+            "custom-columns=NAME:.metadata.name,REVISION:.revision,CREATED:.metadata.creationTimestamp",
+        ],
+        None,
+    );
+    let log =
+        std::fs::read_to_string(k8s.dir.join("kube-controller-manager.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(ns)).collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("events:\n{events}\nrevisions:\n{revisions}\ncontroller-manager:\n{tail}")
+}
+
 /// From the pod events of a roll: each old pod deleted exactly once, highest ordinal first,
 /// and none deleted before the pod replaced just before it was Ready again.
 fn assert_statefulset_rolled(
     events: &[PodEvent],
     old_uids: &BTreeMap<String, String>,
     watch: &PodWatch,
+    context: impl Fn() -> String,
 ) {
     let timeline = watch.timeline(events);
     // The order the old pods went away in (their first deletion mark, or their DELETED).
@@ -278,10 +316,13 @@ fn assert_statefulset_rolled(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        assert_eq!(
+        // On failure: who deleted the new pod (the StatefulSet controller's events, an
+        // eviction) and whether the StatefulSet's revisions moved meanwhile.
+        assert!(
+            new_uids.len() == 1,
+            "{name} replaced {} times:\n{timeline}\n{}",
             new_uids.len(),
-            1,
-            "{name} replaced more than once:\n{timeline}"
+            context()
         );
     }
 }
