@@ -80,23 +80,20 @@ pub(crate) fn scan(journal: &Path) -> Result<BTreeMap<RunId, Scanned>, JournalEr
     };
     let mut last: std::collections::HashMap<RunId, u64> = std::collections::HashMap::new();
     each_line(&file, |offset, line| {
-        if let Some(id) = line_run(line, true) {
+        if let Some((id, ..)) = split_line(line, true) {
             last.insert(id, offset);
         }
     })
     .map_err(io_at("read", &path))?;
     let mut out = BTreeMap::new();
     each_line(&file, |offset, line| {
-        let Some(id) = line_run(line, false) else {
+        let Some((id, crc, json)) = split_line(line, false) else {
             return;
         };
         if last.get(&id) != Some(&offset) {
             return;
         }
-        let Some((_, summary)) = parse_line(line) else {
-            return;
-        };
-        let scanned = match (summary, u32::try_from(line.len())) {
+        let scanned = match (summary_of(id, crc, json), u32::try_from(line.len())) {
             (Ok(s), Ok(len)) => Ok((
                 Place {
                     offset,
@@ -135,10 +132,11 @@ fn each_line(file: &File, mut each: impl FnMut(u64, &[u8])) -> io::Result<()> {
     }
 }
 
-/// The run a line names, if it is a line at all (warning about one that is not, when `warn`).
-fn line_run(line: &[u8], warn: bool) -> Option<RunId> {
+/// An index line's run, checksum and summary JSON; `None` for a line that is not one (warned
+/// about when `warn`).
+fn split_line(line: &[u8], warn: bool) -> Option<(RunId, &[u8], &[u8])> {
     let mut parts = line.splitn(3, |b| *b == b' ');
-    let (Some(id), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(id), Some(crc), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
         if warn {
             tracing::warn!("ignoring a malformed line of the journal's archive index");
         }
@@ -150,7 +148,7 @@ fn line_run(line: &[u8], warn: bool) -> Option<RunId> {
     if id.is_none() && warn {
         tracing::warn!("ignoring an archive index line that names no run");
     }
-    id
+    Some((id?, crc, json))
 }
 
 /// The summaries of the archived runs (none if there is no archive). Reads only.
@@ -214,19 +212,13 @@ fn parse_index(bytes: &[u8]) -> Summaries {
 /// One index line (without its newline): its run and the run's summary, or why the summary
 /// cannot be read; `None` for a line that names no run.
 fn parse_line(line: &[u8]) -> Option<(RunId, Result<RunSummary, String>)> {
-    let mut parts = line.splitn(3, |b| *b == b' ');
-    let (Some(id), Some(crc), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
-        tracing::warn!("ignoring a malformed line of the journal's archive index");
-        return None;
-    };
-    let Some(id) = std::str::from_utf8(id)
-        .ok()
-        .and_then(|s| s.parse::<RunId>().ok())
-    else {
-        tracing::warn!("ignoring an archive index line that names no run");
-        return None;
-    };
-    let summary = std::str::from_utf8(crc)
+    let (id, crc, json) = split_line(line, true)?;
+    Some((id, summary_of(id, crc, json)))
+}
+
+/// The summary of run `id` in an index line with checksum `crc`, or why it cannot be read.
+fn summary_of(id: RunId, crc: &[u8], json: &[u8]) -> Result<RunSummary, String> {
+    std::str::from_utf8(crc)
         .ok()
         .and_then(|s| u32::from_str_radix(s, 16).ok())
         .filter(|crc| *crc == crc32fast::hash(json))
@@ -241,8 +233,7 @@ fn parse_line(line: &[u8]) -> Option<(RunId, Result<RunSummary, String>)> {
             } else {
                 Err(format!("its archive index line names run {}", s.id))
             }
-        });
-    Some((id, summary))
+        })
 }
 
 /// The archive's witness: the latest witness entry of each run that left the live store, moved
@@ -369,13 +360,12 @@ impl Writer {
         // without its end: it is ended first, so that the first new line is a line of its own
         // and not the torn one's tail (whose run is still in the live store, which wins).
         let (length, torn) = tail_of(&file).map_err(io_at("read", &index))?;
-        let mut lines = Vec::with_capacity(self.lines.len() + 1);
         if torn {
             tracing::warn!(index = %index.display(), "ending a line of the archive's index cut short by an earlier append");
-            lines.push(b'\n');
         }
-        lines.extend_from_slice(&self.lines);
-        file.write_all(&lines)
+        let end: &[u8] = if torn { b"\n" } else { b"" };
+        file.write_all(end)
+            .and_then(|()| file.write_all(&self.lines))
             .and_then(|()| file.sync_data())
             .map_err(io_at("append to", &index))?;
         if created {

@@ -42,15 +42,6 @@ impl Held {
             Self::Indexed(place) => Some(place.state),
         }
     }
-
-    /// What a listing takes from the held summary: a copy of a readable whole one, or the
-    /// place to read it from; nothing for an unreadable one.
-    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
-        match self {
-            Self::Whole(summary) => summary.as_ref().as_ref().ok().cloned().map(Snapshot::Whole),
-            Self::Indexed(place) => Some(Snapshot::Indexed(*place)),
-        }
-    }
 }
 
 /// A summary taken under the journal's lock for a listing, read back after it is released.

@@ -260,9 +260,7 @@ type Placed = Vec<(RunId, crate::archive::Place)>;
 pub(crate) struct Compacted {
     /// The live store now.
     pub(crate) live: PathBuf,
-    /// The runs archived.
-    pub(crate) archived: Vec<RunId>,
-    /// Each archived run's place in the archive's index.
+    /// The runs archived, each with its place in the archive's index.
     pub(crate) places: Placed,
 }
 
@@ -295,12 +293,10 @@ impl Compaction<'_> {
     /// early as a crash there would (tests).
     pub(crate) fn run(self, stop: Option<Step>) -> Result<Compacted, Failure> {
         let (next, places) = self.archive_and_write(stop).map_err(Failure::Kept)?;
-        let archived = places.iter().map(|(id, _)| *id).collect();
         let Self { journal, old, .. } = self;
         let Some(next) = next else {
             return Ok(Compacted {
                 live: old.to_path_buf(),
-                archived,
                 places,
             });
         };
@@ -329,11 +325,7 @@ impl Compaction<'_> {
         // Stopped or not, the new store is the live one now; the old one is left to the caller.
         let _ = Step::Switched.stops(stop);
         // 4. (The caller drops the old store; opening removes it, see [`clean`].)
-        Ok(Compacted {
-            live: next,
-            archived,
-            places,
-        })
+        Ok(Compacted { live: next, places })
     }
 
     /// Steps 1 and 2: archives the finished runs that verify and writes the new store. The new

@@ -798,6 +798,7 @@ impl Store {
             }
             Err(crate::live_store::Failure::Unsettled(e)) => return Err(e),
         };
+        let archived: Vec<RunId> = done.places.iter().map(|(id, _)| *id).collect();
         // The pointer names the new store: from here on only it may be written.
         let db = open_sled(&done.live, self.opts, || None)?;
         let (db_file, known_blobs) = settle_store(&self.dir, &done.live)?;
@@ -814,7 +815,7 @@ impl Store {
             self.archived
                 .lock()
                 .expect(POISONED)
-                .extend(done.archived.iter().copied());
+                .extend(archived.iter().copied());
             // Their summaries are held as their places in the index from now on.
             let mut summaries = self.summaries();
             for (id, place) in &done.places {
@@ -826,7 +827,7 @@ impl Store {
             syncer.known_blobs = known_blobs;
         }
         // The archived runs are read from the archive now: their follow mirrors go.
-        let (mirrors, failed) = crate::follow_mirror::remove(&self.dir, &done.archived);
+        let (mirrors, failed) = crate::follow_mirror::remove(&self.dir, &archived);
         if let Some((path, e)) = failed {
             tracing::warn!(
                 path = %path.display(),
@@ -845,7 +846,7 @@ impl Store {
         }
         tracing::info!(
             dir = %self.dir.display(),
-            runs = done.archived.len(),
+            runs = archived.len(),
             mirrors,
             "moved finished runs to the journal's archive and wrote a new live store"
         );
@@ -1297,20 +1298,9 @@ impl Journal for SledJournal {
     }
 
     fn readable_runs(&self) -> Vec<RunSummary> {
-        if let Err(e) = self.store.load_archive() {
-            tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
-        }
-        let taken: Vec<(RunId, Snapshot)> = self
-            .store
-            .summaries()
-            .iter()
-            .filter_map(|(id, held)| held.snapshot().map(|s| (*id, s)))
-            .collect();
-        self.store
-            .read_back(taken)
-            .into_iter()
-            .map(|(summary, _)| summary)
-            .collect()
+        let mut runs = self.newest_runs(&mut |_| true, usize::MAX);
+        runs.reverse();
+        runs
     }
 
     fn unfinished_runs(&self) -> Vec<RunSummary> {

@@ -439,11 +439,13 @@ async fn list_runs(
             // Damaged runs are listed as their summaries say; reading one reports its damage.
             let journal = app.journal();
             let runs = if filter.unfinished_only() {
-                let mut runs = journal.unfinished_runs();
-                runs.reverse();
-                runs.retain(|r| filter.matches(r));
-                runs.truncate(filter.limit);
-                runs
+                journal
+                    .unfinished_runs()
+                    .into_iter()
+                    .rev()
+                    .filter(|r| filter.matches(r))
+                    .take(filter.limit)
+                    .collect()
             } else {
                 journal.newest_runs(&mut |r| filter.matches(r), filter.limit)
             };

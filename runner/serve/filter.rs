@@ -146,6 +146,12 @@ impl RunFilter {
             && self.since.is_none_or(|t| run.created_at >= t)
             && self.until.is_none_or(|t| run.created_at < t)
     }
+
+    /// Whether the filter asks for unfinished runs only (states given, none terminal): the
+    /// journal lists those without reading the finished runs it keeps apart.
+    pub fn unfinished_only(&self) -> bool {
+        !self.states.is_empty() && self.states.iter().all(|s| !s.is_terminal())
+    }
 }
 
 /// The query of `GET /runs` that lists every unfinished run, whatever their number (what
@@ -157,14 +163,6 @@ pub fn unfinished_query() -> String {
         .map(|s| s.as_str())
         .collect();
     format!("state={}&limit={}", states.join(","), usize::MAX)
-}
-
-impl RunFilter {
-    /// Whether the filter asks for unfinished runs only (states given, none terminal): the
-    /// journal lists those without reading the finished runs it keeps apart.
-    pub fn unfinished_only(&self) -> bool {
-        !self.states.is_empty() && self.states.iter().all(|s| !s.is_terminal())
-    }
 }
 
 /// Every run state, by the name the API and the command line use.
