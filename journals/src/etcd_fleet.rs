@@ -1002,7 +1002,7 @@ impl Fleet for EtcdFleet {
             }
             Err(e) => tracing::warn!(
                 me = %self.member.me,
-                error = %crate::sled_journal::error_chain(&e),
+                error = %crate::error_chain(&e),
                 "failed to revoke the lease on leaving: the runs it owns are free once it expires"
             ),
         }

@@ -798,7 +798,7 @@ impl Inner {
                         .into());
                     }
                     tracing::warn!(
-                        error = %crate::sled_journal::error_chain(&e),
+                        error = %crate::error_chain(&e),
                         "etcd did not {what}; trying again"
                     );
                     self.retries.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,7 @@
 mod archive;
 #[cfg(test)]
 pub mod conformance;
+mod error_chain;
 mod etcd_fleet;
 mod etcd_journal;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub mod witness;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub use error_chain::{error_chain, error_texts};
 pub use etcd_fleet::{ANSWER_TTL, EtcdFleet, FleetError};
 pub use etcd_journal::{EtcdError, EtcdJournal, PATIENCE};
 pub use etcd_url::{EtcdTarget, EtcdTls, EtcdUrlError};

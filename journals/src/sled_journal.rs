@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use chrono::Utc;
 
+use crate::error_chain;
 use crate::held::{CachedSummary, Held, Snapshot};
 use crate::sled_writer::{Op, Reply};
 use crate::witness::{self, Chain};
@@ -2046,18 +2047,6 @@ fn read_holder(dir: &Path) -> Option<String> {
     let text = fs::read_to_string(dir.join(HOLDER_FILE)).ok()?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
-}
-
-/// An error and its causes on one line, to remember a failed sync by.
-pub(crate) fn error_chain(e: &JournalError) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -284,7 +284,7 @@ impl Batch {
                 }
             }
             Err(e) => {
-                let msg = crate::sled_journal::error_chain(&e);
+                let msg = crate::error_chain(&e);
                 store.fail(&msg);
                 for (reply, _, _) in self.applied {
                     reply.send(Err(store.failed_error(&msg)));

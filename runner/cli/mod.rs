@@ -677,15 +677,10 @@ fn report_error(env: &Env, e: &CliError) {
     match e {
         CliError::Engine(EngineError::Invalid { rendered, .. }) => eprintln!("{rendered}"),
         other => {
-            let text = other.to_string();
-            eprintln!("error: {text}");
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                let st = s.to_string();
-                if !text.contains(&st) {
-                    eprintln!("  caused by: {st}");
-                }
-                source = s.source();
+            let texts = runbook_journals::error_texts(other);
+            eprintln!("error: {}", texts[0]);
+            for cause in &texts[1..] {
+                eprintln!("  caused by: {cause}");
             }
         }
     }

@@ -278,7 +278,7 @@ fn unreachable(e: &reqwest::Error, idempotent: bool) -> CliError {
         },
         message: format!(
             "failed to reach the process holding the journal: {}",
-            chain(e)
+            runbook_journals::error_chain(e)
         ),
     }
 }
@@ -294,21 +294,9 @@ fn broken_off(e: &reqwest::Error, idempotent: bool) -> CliError {
         },
         message: format!(
             "the process holding the journal went away while answering: {}",
-            chain(e)
+            runbook_journals::error_chain(e)
         ),
     }
-}
-
-/// An error with its causes, `a: b: c` (reqwest's own message names only the request).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The error an answer other than a success stands for, of the kind the holder says.

@@ -90,33 +90,23 @@ impl Tokens {
     }
 }
 
-/// Compares without an early exit, so timing does not tell how much of a token matched.
+/// Whether `a` and `b` are the same token, in a time that does not tell how much of one matched
+/// (`subtle`; only a length differing returns early, and a length is no secret).
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// A fresh random token (hex of 16 bytes from the OS).
-pub fn random_token() -> String {
+/// A fresh random token: hex of 16 bytes from the OS's generator (getrandom(2)), or why
+/// none could be drawn — never a weaker one.
+pub fn random_token() -> Result<String, getrandom::Error> {
     use std::fmt::Write as _;
     let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read as _;
-        let _ = f.read_exact(&mut bytes);
-    }
-    // Mix in a fresh run id (time + randomness) in case /dev/urandom was unreadable.
-    let extra = runbook_journals::RunId::new().to_bytes();
-    bytes
-        .iter()
-        .zip(extra)
-        .fold(String::new(), |mut s, (a, b)| {
-            let _ = write!(s, "{:02x}", a ^ b);
-            s
-        })
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 #[cfg(test)]
@@ -154,6 +144,23 @@ mod tests {
         );
         assert!(tokens.identify("wrong", None).is_none());
         assert!(tokens.identify("", None).is_none());
+    }
+
+    #[test]
+    fn a_local_token_is_32_hex_digits_drawn_afresh_each_time() {
+        let a = random_token().unwrap();
+        let b = random_token().unwrap();
+        assert_eq!(a.len(), 32, "{a}");
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn tokens_of_other_lengths_or_one_digit_off_do_not_match() {
+        assert!(constant_time_eq("0123456789abcdef", "0123456789abcdef"));
+        assert!(!constant_time_eq("0123456789abcdef", "0123456789abcdee"));
+        assert!(!constant_time_eq("0123456789abcdef", "0123456789abcde"));
+        assert!(!constant_time_eq("", "0"));
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Claimer {
             match tokio::task::spawn_blocking(move || me.round()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %chain(&e), "the claimer could not look at the runs");
+                    tracing::warn!(error = %runbook_journals::error_chain(&e), "the claimer could not look at the runs");
                 }
                 Err(e) => tracing::warn!(error = %e, "the claimer's round failed"),
             }
@@ -199,7 +199,7 @@ impl Claimer {
             // (or another executor) takes it up.
             Err(RunsError::Unavailable(_)) => {}
             Err(e) if e.store_failed() || self.runs.is_active(id) => {
-                tracing::warn!(run = %id, error = %chain(&e), "could not take up a run yet");
+                tracing::warn!(run = %id, error = %runbook_journals::error_chain(&e), "could not take up a run yet");
             }
             Err(e) => {
                 self.given_up.lock().expect("claimer").insert(id);
@@ -223,18 +223,6 @@ impl Claimer {
         };
         crate::serve::say(self.output, &event, human);
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

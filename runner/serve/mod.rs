@@ -160,7 +160,10 @@ pub async fn serve(opts: Options) -> Result<(), ServeError> {
             None,
         ),
     };
-    let local_token = random_token();
+    let local_token = random_token().map_err(|e| ServeError::Io {
+        action: "draw a random local token from the OS".into(),
+        source: std::io::Error::other(e),
+    })?;
     tokens.set_local(local_token.clone());
 
     let metrics = Metrics::new();

@@ -584,7 +584,7 @@ fn client() -> reqwest::Client {
             // Without system CA certificates (a minimal container) the system verifier cannot
             // be built; http:// webhooks must still work, and https:// ones then fail per POST.
             tracing::warn!(
-                error = %chain(&e),
+                error = %runbook_journals::error_chain(&e),
                 "no usable system CA certificates: https:// webhooks will fail"
             );
             builder()
@@ -629,12 +629,12 @@ impl Worker {
                     tracing::warn!(
                         webhook = %self.webhook.display_url(),
                         run = message["run"].as_str().unwrap_or("?"),
-                        error = %chain(&e.without_url()),
+                        error = %runbook_journals::error_chain(&e.without_url()),
                         "notification failed: the webhook URL is unusable"
                     );
                     return false;
                 }
-                Err(e) => chain(&e.without_url()),
+                Err(e) => runbook_journals::error_chain(&e.without_url()),
             };
             if attempt == attempts {
                 tracing::warn!(
@@ -659,21 +659,6 @@ impl Worker {
         }
         false
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `text` escaped for Slack's mrkdwn: `&`, `<` and `>` are control characters there.

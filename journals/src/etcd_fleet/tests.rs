@@ -210,7 +210,7 @@ fn a_request_reaches_its_addressee_and_comes_back_answered_dropped_or_timed_out(
     );
     let unanswered = a.ask(&b.me(), json!({ "pause": true }), Duration::from_secs(1));
     let err = within(15, "the time-out", unanswered).unwrap_err();
-    let text = crate::sled_journal::error_chain(&err);
+    let text = crate::error_chain(&err);
     assert!(
         text.contains(&format!("executor {} did not answer within 1s", b.me())),
         "{text}"
@@ -230,8 +230,7 @@ fn a_request_reaches_its_addressee_and_comes_back_answered_dropped_or_timed_out(
     let nobody = a.ask("c/0000000000000001", json!({}), Duration::from_secs(10));
     let err = within(5, "refusing an unknown executor", nobody).unwrap_err();
     assert!(
-        crate::sled_journal::error_chain(&err)
-            .contains("executor c/0000000000000001 is not in the fleet"),
+        crate::error_chain(&err).contains("executor c/0000000000000001 is not in the fleet"),
         "{err}"
     );
     assert!(matches!(
@@ -263,12 +262,12 @@ fn a_store_frozen_past_the_ttl_suspends_the_lease_then_expires_it_and_the_run_go
     // A write while etcd does not answer keeps trying for the journal's patience, then fails.
     jc.set_patience(Duration::from_millis(1500));
     let err = jc.append(free, 1, &[step("c")]).unwrap_err();
-    let text = crate::sled_journal::error_chain(&err);
+    let text = crate::error_chain(&err);
     assert!(text.contains("did not take a write within 1.5s"), "{text}");
     assert!(jc.inner.retries.load(Ordering::Relaxed) > 0);
     // A read too, and it says that it was a read.
     let err = jc.read(free).unwrap_err();
-    let text = crate::sled_journal::error_chain(&err);
+    let text = crate::error_chain(&err);
     assert!(text.contains("did not answer a read within 1.5s"), "{text}");
     etcd.thaw(0);
 

@@ -126,7 +126,7 @@ fn an_unreachable_cluster_is_named_in_the_error() {
     let port = free_port();
     let target = EtcdTarget::parse(&format!("etcd://127.0.0.1:{port}/p")).unwrap();
     let err = EtcdJournal::open(&target, Duration::from_secs(2)).unwrap_err();
-    let text = crate::sled_journal::error_chain(&err);
+    let text = crate::error_chain(&err);
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }
 
