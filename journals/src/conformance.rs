@@ -269,7 +269,7 @@ fn listings_agree_with_the_runs(j: &dyn Journal) {
     assert_eq!(unfinished, ids[ended.len()..], "unfinished, oldest first");
 
     let newest: Vec<RunId> = j
-        .newest_runs(&mut |_| true, 3)
+        .newest_runs(&|_| true, &mut |_| true, 3)
         .iter()
         .map(|s| s.id)
         .collect();
@@ -279,12 +279,21 @@ fn listings_agree_with_the_runs(j: &dyn Journal) {
         "the three newest, newest first"
     );
     let succeeded: Vec<RunId> = j
-        .newest_runs(&mut |s| s.state == RunState::Succeeded, 10)
+        .newest_runs(&|_| true, &mut |s| s.state == RunState::Succeeded, 10)
         .iter()
         .map(|s| s.id)
         .collect();
     assert_eq!(succeeded, [ids[3], ids[0]], "filtered before the limit");
-    assert!(j.newest_runs(&mut |_| true, 0).is_empty());
+    let by_state: Vec<RunId> = j
+        .newest_runs(&|s| s == RunState::Succeeded, &mut |_| true, 10)
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        by_state, succeeded,
+        "a filter on states told apart, the same runs"
+    );
+    assert!(j.newest_runs(&|_| true, &mut |_| true, 0).is_empty());
 
     let counts = j.state_counts();
     let expected: HashMap<RunState, u64> = [

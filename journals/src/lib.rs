@@ -360,15 +360,22 @@ pub trait Journal: Send + Sync {
     }
 
     /// The newest readable runs that `wanted` accepts, newest first, at most `limit`: what
-    /// `history` and `GET /runs` list. Only the runs returned are copied.
+    /// `history` and `GET /runs` list. Only the runs returned are copied. `could` tells from a
+    /// run's state alone whether `wanted` may accept it (a filter on states): a backend that
+    /// holds finished runs' states apart from their summaries (the sled journal's archive)
+    /// reads back only the summaries of runs in a state `could` lets through.
     fn newest_runs(
         &self,
+        could: &dyn Fn(RunState) -> bool,
         wanted: &mut dyn FnMut(&RunSummary) -> bool,
         limit: usize,
     ) -> Vec<RunSummary> {
         let mut runs = self.readable_runs();
         runs.reverse();
-        runs.into_iter().filter(|s| wanted(s)).take(limit).collect()
+        runs.into_iter()
+            .filter(|s| could(s.state) && wanted(s))
+            .take(limit)
+            .collect()
     }
 
     /// How many readable runs are in each state (the metrics' gauges), without copying any.

@@ -1299,7 +1299,7 @@ impl Journal for SledJournal {
     }
 
     fn readable_runs(&self) -> Vec<RunSummary> {
-        let mut runs = self.newest_runs(&mut |_| true, usize::MAX);
+        let mut runs = self.newest_runs(&|_| true, &mut |_| true, usize::MAX);
         runs.reverse();
         runs
     }
@@ -1318,6 +1318,7 @@ impl Journal for SledJournal {
 
     fn newest_runs(
         &self,
+        could: &dyn Fn(crate::RunState) -> bool,
         wanted: &mut dyn FnMut(&RunSummary) -> bool,
         limit: usize,
     ) -> Vec<RunSummary> {
@@ -1325,7 +1326,8 @@ impl Journal for SledJournal {
             tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
         }
         // Newest first, a chunk at a time: whole summaries are tested under the lock, archived
-        // ones read back from the index (and tested) after it is released.
+        // ones read back from the index (and tested) after it is released — only those in a
+        // state `could` lets through, which their places tell.
         let mut out = Vec::new();
         let mut below: Option<RunId> = None;
         while out.len() < limit {
@@ -1342,12 +1344,17 @@ impl Journal for SledJournal {
                     match held {
                         Held::Whole(summary) => {
                             if let Ok(summary) = summary.as_ref()
+                                && could(summary.state)
                                 && wanted(summary)
                             {
                                 taken.push((*id, Snapshot::Whole(summary.clone())));
                             }
                         }
-                        Held::Indexed(place) => taken.push((*id, Snapshot::Indexed(*place))),
+                        Held::Indexed(place) => {
+                            if could(place.state) {
+                                taken.push((*id, Snapshot::Indexed(*place)));
+                            }
+                        }
                     }
                 }
             }

@@ -162,7 +162,7 @@ pub async fn history(env: &Env, limit: usize) -> Result<i32, CliError> {
         // Newest first.
         let (runs, code) = match access::find(env, Want::Read).await? {
             Access::Local(journal) => (
-                local_runs(env, journal.newest_runs(&mut |_| true, limit))?,
+                local_runs(env, journal.newest_runs(&|_| true, &mut |_| true, limit))?,
                 Some(journal),
             ),
             Access::Remote(remote) => match remote.newest(limit).await {

@@ -447,7 +447,11 @@ async fn list_runs(
                     .take(filter.limit)
                     .collect()
             } else {
-                journal.newest_runs(&mut |r| filter.matches(r), filter.limit)
+                journal.newest_runs(
+                    &|state| filter.could_match(state),
+                    &mut |r| filter.matches(r),
+                    filter.limit,
+                )
             };
             let owners = owners(&app)?;
             Ok(runs

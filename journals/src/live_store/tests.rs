@@ -256,7 +256,7 @@ fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive()
         assert!(!view.store.archive_is_loaded(), "the archive is not read");
         // Listing the newest runs reads it: the archived runs are there, each as it ended.
         let newest: Vec<(RunId, RunState)> = view
-            .newest_runs(&mut |_| true, 10)
+            .newest_runs(&|_| true, &mut |_| true, 10)
             .iter()
             .map(|s| (s.id, s.state))
             .collect();
@@ -274,8 +274,8 @@ fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive()
     }
 }
 
-/// A listing's filter.
-type Filter = fn(&RunSummary) -> bool;
+/// A listing's filter: what it tells from a state alone, and what it wants of a summary.
+type Filter = (fn(RunState) -> bool, fn(&RunSummary) -> bool);
 
 #[test]
 fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
@@ -309,23 +309,43 @@ fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
 
     // Every listing agrees with the same listing over the whole summaries, across the chunks
     // it reads the held runs in.
-    let filters: [(&str, Filter); 4] = [
-        ("all", |_| true),
-        ("failed", |s| s.state == RunState::Failed),
-        ("unfinished", |s| !s.state.is_terminal()),
-        ("none", |_| false),
+    // A filter on states is told to the journal, which reads back (and offers to `wanted`)
+    // only the archived runs in those states.
+    let filters: [(&str, Filter); 6] = [
+        ("all", (|_| true, |_| true)),
+        ("failed", (|_| true, |s| s.state == RunState::Failed)),
+        ("failed, by state", (|s| s == RunState::Failed, |_| true)),
+        ("unfinished", (|_| true, |s| !s.state.is_terminal())),
+        ("unfinished, by state", (|s| !s.is_terminal(), |_| true)),
+        ("none", (|_| true, |_| false)),
     ];
-    for (name, filter) in filters {
+    for (name, (could, filter)) in filters {
         for limit in [0, 1, 255, 256, 257, 400, 1000] {
-            let got = journal.newest_runs(&mut |s| filter(s), limit);
+            let mut offered = 0;
+            let got = journal.newest_runs(
+                &could,
+                &mut |s| {
+                    offered += 1;
+                    assert!(could(s.state), "{name}: {:?} offered", s.state);
+                    filter(s)
+                },
+                limit,
+            );
             let want: Vec<RunSummary> = whole
                 .iter()
                 .rev()
-                .filter(|s| filter(s))
+                .filter(|s| could(s.state) && filter(s))
                 .take(limit)
                 .cloned()
                 .collect();
             assert_eq!(got, want, "{name}, limit {limit}");
+            if limit == 1000 {
+                let could_be = whole.iter().filter(|s| could(s.state)).count();
+                assert_eq!(
+                    offered, could_be,
+                    "{name}: each run `could` lets through, once"
+                );
+            }
         }
     }
     let mut counts = std::collections::HashMap::new();
@@ -352,7 +372,10 @@ fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
     assert!(journal.store.is_indexed(ids[500]));
     let after = journal.summary(ids[500]).unwrap();
     assert_eq!(after.state, RunState::Succeeded);
-    assert_eq!(journal.newest_runs(&mut |s| s.id == ids[500], 5), [after]);
+    assert_eq!(
+        journal.newest_runs(&|_| true, &mut |s| s.id == ids[500], 5),
+        [after]
+    );
     assert!(journal.problems().is_empty(), "{:?}", journal.problems());
 }
 
