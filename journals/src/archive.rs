@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::witness::{self, Chain};
 use crate::{JournalError, Record, RunId, RunState, RunSummary, io_at};
@@ -64,9 +65,10 @@ pub(crate) struct Place {
     pub(crate) state: RunState,
 }
 
-/// An archived run as the index's last line of it reads: the line's place and what its summary
-/// claims, or why the summary cannot be read.
-pub(crate) type Scanned = Result<(Place, witness::Claim), String>;
+/// An archived run as the index's last line of it reads: the line's place, what its summary
+/// claims and its runbook's name (one allocation per runbook), or why the summary cannot be
+/// read.
+pub(crate) type Scanned = Result<(Place, witness::Claim, Arc<str>), String>;
 
 /// The archived runs as the index lists them (none if there is no archive), read without
 /// holding their summaries: one pass finds each run's last line, a second parses those lines,
@@ -86,6 +88,8 @@ pub(crate) fn scan(journal: &Path) -> Result<BTreeMap<RunId, Scanned>, JournalEr
     })
     .map_err(io_at("read", &path))?;
     let mut out = BTreeMap::new();
+    // Each runbook's name allocated once, not once per run.
+    let mut books: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
     each_line(&file, |offset, line| {
         let Some((id, crc, json)) = split_line(line, false) else {
             return;
@@ -101,6 +105,14 @@ pub(crate) fn scan(journal: &Path) -> Result<BTreeMap<RunId, Scanned>, JournalEr
                     state: s.state,
                 },
                 witness::Claim::of(&s),
+                match books.get(s.runbook.as_str()) {
+                    Some(book) => book.clone(),
+                    None => {
+                        let book: Arc<str> = s.runbook.into();
+                        books.insert(book.clone());
+                        book
+                    }
+                },
             )),
             (Ok(_), Err(_)) => Err("its archive index line is over 4 GiB".to_owned()),
             (Err(detail), _) => Err(detail),
@@ -639,6 +651,7 @@ mod tests {
         let mut summary = RunSummary::empty(a, chrono::Utc::now());
         summary.state = RunState::Failed;
         summary.last_seq = 9;
+        summary.runbook = "rotate".into();
         let mut writer = Writer::start(tmp.path()).unwrap();
         writer
             .put(&summary, std::iter::once(b"{}".as_slice()))
@@ -649,8 +662,9 @@ mod tests {
         // The places the writer gave are those a reader of the index finds.
         let scanned = scan(tmp.path()).unwrap();
         assert_eq!(scanned.len(), 2);
-        let (place, claim) = scanned[&a].as_ref().unwrap();
+        let (place, claim, runbook) = scanned[&a].as_ref().unwrap();
         assert_eq!((*place, claim.last_seq), (again[0].1, 9));
+        assert_eq!(&**runbook, "rotate", "the last line's runbook");
         assert_eq!(scanned[&b].as_ref().unwrap().0, places[1].1);
         let read = read_places(tmp.path(), &[places[1], again[0], places[0]]);
         assert_eq!(read[0].as_ref().unwrap().last_seq, 5);

@@ -285,7 +285,7 @@ fn listings_agree_with_the_runs(j: &dyn Journal) {
         .collect();
     assert_eq!(succeeded, [ids[3], ids[0]], "filtered before the limit");
     let by_state: Vec<RunId> = j
-        .newest_runs(&|s| s == RunState::Succeeded, &mut |_| true, 10)
+        .newest_runs(&|b| b.state == RunState::Succeeded, &mut |_| true, 10)
         .iter()
         .map(|s| s.id)
         .collect();

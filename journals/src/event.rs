@@ -584,7 +584,25 @@ pub struct RunSummary {
     pub chain: Option<String>,
 }
 
+/// What a listing can tell of a run before its whole summary is read: the sled journal holds
+/// each archived run as this and the place of its summary in the archive's index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Brief<'a> {
+    /// The run's latest state.
+    pub state: RunState,
+    /// The runbook's name.
+    pub runbook: &'a str,
+}
+
 impl RunSummary {
+    /// What a listing can tell of the run before reading the rest of its summary.
+    pub fn brief(&self) -> Brief<'_> {
+        Brief {
+            state: self.state,
+            runbook: &self.runbook,
+        }
+    }
+
     /// The summary of a run `id` before its first record, as of `at`: running, no records.
     pub fn empty(id: RunId, at: DateTime<Utc>) -> Self {
         Self {

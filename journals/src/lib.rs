@@ -54,7 +54,7 @@ pub use etcd_fleet::{ANSWER_TTL, EtcdFleet, FleetError};
 pub use etcd_journal::{EtcdError, EtcdJournal, PATIENCE};
 pub use etcd_url::{EtcdTarget, EtcdTls, EtcdUrlError};
 pub use event::{
-    Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,
+    Brief, Drift, Event, GateTimeout, OperatorAction, Orphans, Record, RunId, RunStarted, RunState,
     RunSummary, SkipReason, SourceFile, Trigger,
 };
 pub use fleet::{Fleet, Incoming, Standing};
@@ -361,19 +361,19 @@ pub trait Journal: Send + Sync {
 
     /// The newest readable runs that `wanted` accepts, newest first, at most `limit`: what
     /// `history` and `GET /runs` list. Only the runs returned are copied. `could` tells from a
-    /// run's state alone whether `wanted` may accept it (a filter on states): a backend that
-    /// holds finished runs' states apart from their summaries (the sled journal's archive)
-    /// reads back only the summaries of runs in a state `could` lets through.
+    /// run's [`Brief`] alone (its state and runbook) whether `wanted` may accept it: a backend
+    /// that holds finished runs briefly apart from their summaries (the sled journal's archive)
+    /// reads back only the summaries of runs `could` lets through.
     fn newest_runs(
         &self,
-        could: &dyn Fn(RunState) -> bool,
+        could: &dyn Fn(Brief<'_>) -> bool,
         wanted: &mut dyn FnMut(&RunSummary) -> bool,
         limit: usize,
     ) -> Vec<RunSummary> {
         let mut runs = self.readable_runs();
         runs.reverse();
         runs.into_iter()
-            .filter(|s| could(s.state) && wanted(s))
+            .filter(|s| could(s.brief()) && wanted(s))
             .take(limit)
             .collect()
     }

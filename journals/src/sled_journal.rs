@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use chrono::Utc;
 
 use crate::error_chain;
-use crate::held::{CachedSummary, Held, Snapshot};
+use crate::held::{Books, CachedSummary, Held, Indexed, Snapshot};
 use crate::sled_writer::{Op, Reply};
 use crate::witness::{self, Chain};
 use crate::{Event, Journal, JournalError, JournalStats, Pending, Record, RunId, RunSummary};
@@ -172,6 +172,8 @@ pub(crate) struct Store {
     /// applied); an archived run's as its place in the archive's index ([`Held`]). Ordered by
     /// id, which is creation order.
     summaries: Mutex<BTreeMap<RunId, Held>>,
+    /// The runbooks' names of the runs held as places (taken after `summaries`, never before).
+    books: Mutex<Books>,
     /// The latest witness entry of each run: what it had once its last commit was durable.
     /// Of the runs not in the live store, only once the archive is loaded (their entries may
     /// be in the archive's witness).
@@ -388,6 +390,7 @@ impl Store {
                     .map(|(id, summary)| (id, Held::whole(summary)))
                     .collect(),
             ),
+            books: Mutex::new(Books::default()),
             witnessed: Mutex::new(BTreeMap::new()),
             untrusted: Mutex::new(BTreeMap::new()),
             witness_damage: Vec::new(),
@@ -474,16 +477,20 @@ impl Store {
         let problems: Vec<(RunId, Problem)> = {
             let mut archived = self.archived.lock().expect(POISONED);
             let mut summaries = self.summaries();
+            let mut books = self.books.lock().expect(POISONED);
             for (id, line) in &index {
                 if let std::collections::btree_map::Entry::Vacant(slot) = summaries.entry(*id) {
                     // Held as its place: the summary is read back from the index when asked for.
                     slot.insert(match line {
-                        Ok((place, _)) => Held::Indexed(*place),
+                        Ok((place, _, runbook)) => {
+                            Held::Indexed(Indexed::new(*place, books.number(runbook)))
+                        }
                         Err(detail) => Held::whole(Err(detail.clone())),
                     });
                     archived.insert(*id);
                 }
             }
+            drop(books);
             let mut witnessed = self.witnessed.lock().expect(POISONED);
             // The journal's own witness is the later word on a run in both.
             for (id, entry) in kept.runs {
@@ -496,7 +503,7 @@ impl Store {
                 .filter(|(id, _)| archived.contains(id) || !summaries.contains_key(id))
                 .filter_map(|(id, entry)| {
                     let found = match index.get(id) {
-                        Some(Ok((_, claim))) => Found::Claims(*claim),
+                        Some(Ok((_, claim, _))) => Found::Claims(*claim),
                         Some(Err(_)) => Found::Unreadable,
                         None => match summaries.get(id) {
                             Some(Held::Whole(summary)) => Found::of(summary),
@@ -550,7 +557,7 @@ impl Store {
                     Err(detail) => Err(corrupt_summary(id, detail)),
                 };
             }
-            Some(Held::Indexed(place)) => *place,
+            Some(Held::Indexed(run)) => run.place(),
         };
         match crate::archive::read_places(&self.dir, &[(id, place)]).pop() {
             Some(Ok(summary)) => Ok(summary),
@@ -819,9 +826,13 @@ impl Store {
                 .extend(archived.iter().copied());
             // Their summaries are held as their places in the index from now on.
             let mut summaries = self.summaries();
+            let mut books = self.books.lock().expect(POISONED);
             for (id, place) in &done.places {
-                if let Some(held) = summaries.get_mut(id) {
-                    *held = Held::Indexed(*place);
+                if let Some(held) = summaries.get_mut(id)
+                    && let Held::Whole(summary) = held
+                    && let Ok(summary) = summary.as_ref()
+                {
+                    *held = Held::Indexed(Indexed::new(*place, books.number(&summary.runbook)));
                 }
             }
             syncer.db_file = db_file;
@@ -1318,7 +1329,7 @@ impl Journal for SledJournal {
 
     fn newest_runs(
         &self,
-        could: &dyn Fn(crate::RunState) -> bool,
+        could: &dyn Fn(crate::Brief<'_>) -> bool,
         wanted: &mut dyn FnMut(&RunSummary) -> bool,
         limit: usize,
     ) -> Vec<RunSummary> {
@@ -1326,8 +1337,8 @@ impl Journal for SledJournal {
             tracing::warn!(error = %error_chain(&e), "could not read the journal's archive");
         }
         // Newest first, a chunk at a time: whole summaries are tested under the lock, archived
-        // ones read back from the index (and tested) after it is released — only those in a
-        // state `could` lets through, which their places tell.
+        // ones read back from the index (and tested) after it is released — only those `could`
+        // lets through on their state and runbook, which are held with their places.
         let mut out = Vec::new();
         let mut below: Option<RunId> = None;
         while out.len() < limit {
@@ -1335,6 +1346,7 @@ impl Journal for SledJournal {
             let mut last = None;
             {
                 let summaries = self.store.summaries();
+                let books = self.store.books.lock().expect(POISONED);
                 let range = match below {
                     Some(id) => summaries.range(..id),
                     None => summaries.range(..),
@@ -1344,15 +1356,16 @@ impl Journal for SledJournal {
                     match held {
                         Held::Whole(summary) => {
                             if let Ok(summary) = summary.as_ref()
-                                && could(summary.state)
+                                && could(summary.brief())
                                 && wanted(summary)
                             {
                                 taken.push((*id, Snapshot::Whole(summary.clone())));
                             }
                         }
-                        Held::Indexed(place) => {
-                            if could(place.state) {
-                                taken.push((*id, Snapshot::Indexed(*place)));
+                        Held::Indexed(run) => {
+                            // A run whose runbook is not known is read back and tested whole.
+                            if books.brief(run).is_none_or(could) {
+                                taken.push((*id, Snapshot::Indexed(run.place())));
                             }
                         }
                     }
@@ -1366,7 +1379,7 @@ impl Journal for SledJournal {
                 self.store
                     .read_back(taken)
                     .into_iter()
-                    .filter(|(summary, read)| !read || wanted(summary))
+                    .filter(|(summary, read)| !read || (could(summary.brief()) && wanted(summary)))
                     .map(|(summary, _)| summary)
                     .take(room),
             );

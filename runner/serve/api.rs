@@ -448,7 +448,7 @@ async fn list_runs(
                     .collect()
             } else {
                 journal.newest_runs(
-                    &|state| filter.could_match(state),
+                    &|run| filter.could_match(run),
                     &mut |r| filter.matches(r),
                     filter.limit,
                 )

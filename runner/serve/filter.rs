@@ -10,7 +10,7 @@
 //! a silently different list.
 
 use chrono::{DateTime, Utc};
-use runbook_journals::{RunState, RunSummary};
+use runbook_journals::{Brief, RunState, RunSummary};
 
 /// The parameters `GET /runs` knows.
 pub const PARAMS: [&str; 6] = ["runbook", "state", "started_by", "since", "until", "limit"];
@@ -137,8 +137,7 @@ impl RunFilter {
 
     /// Whether `run` is one to list.
     pub fn matches(&self, run: &RunSummary) -> bool {
-        self.runbook.as_ref().is_none_or(|b| *b == run.runbook)
-            && self.could_match(run.state)
+        self.could_match(run.brief())
             && self
                 .started_by
                 .as_ref()
@@ -147,10 +146,11 @@ impl RunFilter {
             && self.until.is_none_or(|t| run.created_at < t)
     }
 
-    /// Whether a run in `state` may be one to list, from its state alone: the journal reads
-    /// back the summaries of archived runs in such a state only.
-    pub fn could_match(&self, state: RunState) -> bool {
-        self.states.is_empty() || self.states.contains(&state)
+    /// Whether a run may be one to list, from its state and runbook alone: the journal reads
+    /// back the summaries of such archived runs only.
+    pub fn could_match(&self, run: Brief<'_>) -> bool {
+        self.runbook.as_ref().is_none_or(|b| b == run.runbook)
+            && (self.states.is_empty() || self.states.contains(&run.state))
     }
 
     /// Whether the filter asks for unfinished runs only (states given, none terminal): the
@@ -270,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_the_filter_matches_is_never_ruled_out_by_its_state_alone() {
+    fn a_run_the_filter_matches_is_never_ruled_out_by_its_state_and_runbook() {
         let filters: [&[(&str, &str)]; 5] = [
             &[],
             &[("state", "failed")],
@@ -284,17 +284,22 @@ mod tests {
                 for book in ["deploy", "rotate"] {
                     let r = run(book, state, "alice", 0);
                     assert!(
-                        !f.matches(&r) || f.could_match(state),
-                        "{pairs:?} {state:?}"
+                        !f.matches(&r) || f.could_match(r.brief()),
+                        "{pairs:?} {r:?}"
                     );
+                    // Only a filter on states or runbooks rules a run out before its summary.
+                    let named = pairs.iter().any(|(k, _)| *k == "state" || *k == "runbook");
+                    assert!(named || f.could_match(r.brief()), "{pairs:?} {r:?}");
                 }
-                // Only a filter on states rules a state out.
-                let named = pairs.iter().any(|(k, _)| *k == "state");
-                assert!(named || f.could_match(state), "{pairs:?} {state:?}");
             }
         }
+        let brief = |state, runbook| Brief { state, runbook };
         let failed = q(&[("state", "failed")]).unwrap();
-        assert!(failed.could_match(RunState::Failed) && !failed.could_match(RunState::Succeeded));
+        assert!(failed.could_match(brief(RunState::Failed, "x")));
+        assert!(!failed.could_match(brief(RunState::Succeeded, "x")));
+        let deploy = q(&[("runbook", "deploy"), ("started_by", "bob")]).unwrap();
+        assert!(deploy.could_match(brief(RunState::Failed, "deploy")));
+        assert!(!deploy.could_match(brief(RunState::Failed, "deploy-2")));
     }
 
     #[test]

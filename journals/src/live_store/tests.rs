@@ -5,7 +5,7 @@
 use super::*;
 use crate::archive;
 use crate::conformance::{started, state, step};
-use crate::{Event, Journal, Record, RunState, RunSummary, SledJournal, SledOptions};
+use crate::{Brief, Event, Journal, Record, RunState, RunSummary, SledJournal, SledOptions};
 
 fn opts(archive_after: u64) -> SledOptions {
     SledOptions {
@@ -274,18 +274,26 @@ fn the_unfinished_runs_and_their_problems_are_told_without_reading_the_archive()
     }
 }
 
-/// A listing's filter: what it tells from a state alone, and what it wants of a summary.
-type Filter = (fn(RunState) -> bool, fn(&RunSummary) -> bool);
+/// A listing's filter: what it tells from a run's state and runbook alone, and what it wants of
+/// a summary.
+type Filter = (fn(Brief<'_>) -> bool, fn(&RunSummary) -> bool);
 
 #[test]
 fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let journal = SledJournal::open(tmp.path(), opts(NEVER)).unwrap();
-    // 600 finished runs (every third failed) and two unfinished ones among them.
+    // 600 finished runs (every third failed) and two unfinished ones among them, every fifth
+    // of runbook `rotate`, the others of `conformance`.
     let mut ids = Vec::new();
     for i in 0..602 {
         let id = RunId::new();
-        journal.create(id, None, &[started(None)]).unwrap();
+        let mut start = started(None);
+        if let Event::RunStarted(s) = &mut start
+            && i % 5 == 0
+        {
+            s.runbook = "rotate".into();
+        }
+        journal.create(id, None, &[start]).unwrap();
         let end = match i {
             100 | 500 => RunState::Waiting,
             i if i % 3 == 0 => RunState::Failed,
@@ -309,14 +317,28 @@ fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
 
     // Every listing agrees with the same listing over the whole summaries, across the chunks
     // it reads the held runs in.
-    // A filter on states is told to the journal, which reads back (and offers to `wanted`)
-    // only the archived runs in those states.
-    let filters: [(&str, Filter); 6] = [
+    // A filter on states and runbooks is told to the journal, which reads back (and offers to
+    // `wanted`) only the archived runs it lets through.
+    let filters: [(&str, Filter); 8] = [
         ("all", (|_| true, |_| true)),
         ("failed", (|_| true, |s| s.state == RunState::Failed)),
-        ("failed, by state", (|s| s == RunState::Failed, |_| true)),
+        (
+            "failed, by state",
+            (|b| b.state == RunState::Failed, |_| true),
+        ),
         ("unfinished", (|_| true, |s| !s.state.is_terminal())),
-        ("unfinished, by state", (|s| !s.is_terminal(), |_| true)),
+        (
+            "unfinished, by state",
+            (|b| !b.state.is_terminal(), |_| true),
+        ),
+        ("rotate, by runbook", (|b| b.runbook == "rotate", |_| true)),
+        (
+            "failed rotate, by both",
+            (
+                |b| b.runbook == "rotate" && b.state == RunState::Failed,
+                |_| true,
+            ),
+        ),
         ("none", (|_| true, |_| false)),
     ];
     for (name, (could, filter)) in filters {
@@ -326,7 +348,7 @@ fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
                 &could,
                 &mut |s| {
                     offered += 1;
-                    assert!(could(s.state), "{name}: {:?} offered", s.state);
+                    assert!(could(s.brief()), "{name}: {:?} offered", s.brief());
                     filter(s)
                 },
                 limit,
@@ -334,13 +356,14 @@ fn archived_runs_are_held_as_places_and_listed_as_if_held_whole() {
             let want: Vec<RunSummary> = whole
                 .iter()
                 .rev()
-                .filter(|s| could(s.state) && filter(s))
+                .filter(|s| could(s.brief()) && filter(s))
                 .take(limit)
                 .cloned()
                 .collect();
             assert_eq!(got, want, "{name}, limit {limit}");
             if limit == 1000 {
-                let could_be = whole.iter().filter(|s| could(s.state)).count();
+                let could_be = whole.iter().filter(|s| could(s.brief())).count();
+                assert!(could_be > 0, "{name}: some runs to offer");
                 assert_eq!(
                     offered, could_be,
                     "{name}: each run `could` lets through, once"
