@@ -188,7 +188,7 @@ fn restart_service_rolls_a_deployment_and_a_statefulset_from_the_top_one_ready_p
     assert_eq!(d["status"]["availableReplicas"], 2, "{d:#}");
     eprintln!("deployment restarted in {:?}", started.elapsed());
 
-    // A StatefulSet: its pods replaced 2, 1, 0, each once, each new pod Ready before the next
+    // A StatefulSet: its old pods replaced 2, 1, 0, each once, each new pod Ready before the next
     // old one is deleted; the partition back at 0.
     let watch = PodWatch::start(&k8s, ns);
     watch.wait_until(
@@ -266,8 +266,9 @@ fn roll_context(k8s: &Cluster, ns: &str) -> String {
     format!("events:\n{events}\nrevisions:\n{revisions}\ncontroller-manager:\n{tail}")
 }
 
-/// From the pod events of a roll: each old pod deleted exactly once, highest ordinal first,
-/// and none deleted before the pod replaced just before it was Ready again.
+/// From the pod events of a roll: each old pod deleted once, highest ordinal first, none
+/// deleted before the pod replaced just before it was Ready again, and no new pod replaced
+/// once it was Ready.
 fn assert_statefulset_rolled(
     events: &[PodEvent],
     old_uids: &BTreeMap<String, String>,
@@ -300,7 +301,13 @@ fn assert_statefulset_rolled(
             "{next} went before the new {prev} was Ready:\n{timeline}"
         );
     }
-    // Each ordinal has exactly one new pod, Ready at the end.
+    // Each ordinal ends with one new pod, Ready; a new pod that went away was never Ready. The
+    // real StatefulSet controller may delete a pod it has just created at the update revision,
+    // still Pending, and create it again (seen twice in CI under load: its Events say
+    // "SuccessfulDelete" by statefulset-controller 4 ms after the create, beside its log's
+    // "read version … is not as new as written version" requeue — a pass on a stale read). The
+    // runbook deletes no pod; that costs no availability, as the pod never ran. A pod that was
+    // Ready and then deleted would be a second disruption, and fails here.
     let now = pods_after(events);
     for n in 0..3 {
         let name = format!("queue-{n}");
@@ -309,19 +316,14 @@ fn assert_statefulset_rolled(
             .unwrap_or_else(|| panic!("{name} missing:\n{timeline}"));
         assert_ne!(pod.uid, old_uids[&name], "{name} not replaced:\n{timeline}");
         assert!(pod.ready, "{name} not Ready:\n{timeline}");
-        let new_uids: Vec<&str> = events
+        let replaced_after_ready: BTreeSet<&str> = events
             .iter()
-            .filter(|e| e.name == name && e.uid != old_uids[&name])
+            .filter(|e| e.name == name && e.uid != old_uids[&name] && e.uid != pod.uid && e.ready)
             .map(|e| e.uid.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
-        // On failure: who deleted the new pod (the StatefulSet controller's events, an
-        // eviction) and whether the StatefulSet's revisions moved meanwhile.
         assert!(
-            new_uids.len() == 1,
-            "{name} replaced {} times:\n{timeline}\n{}",
-            new_uids.len(),
+            replaced_after_ready.is_empty(),
+            "{name}: a new pod was Ready and then replaced ({replaced_after_ready:?}):\n{timeline}\n{}",
             context()
         );
     }
