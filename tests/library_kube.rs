@@ -304,7 +304,7 @@ fn assert_statefulset_rolled(
     // Each ordinal ends with one new pod, Ready; a new pod that went away was never Ready. The
     // real StatefulSet controller may delete a pod it has just created at the update revision,
     // still Pending, and create it again (seen twice in CI under load: its Events say
-    // "SuccessfulDelete" by statefulset-controller 4 ms after the create, beside its log's
+    // "SuccessfulDelete" by statefulset-controller milliseconds after the create, beside its log's
     // "read version … is not as new as written version" requeue — a pass on a stale read). The
     // runbook deletes no pod; that costs no availability, as the pod never ran. A pod that was
     // Ready and then deleted would be a second disruption, and fails here.
